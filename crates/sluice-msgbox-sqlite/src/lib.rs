@@ -1,0 +1,630 @@
+//! The embedded message box: one SQLite database (WAL mode) in the data
+//! directory, holding messages, parts, content chunks, subscriptions, queues,
+//! holds and suspended entries.
+//!
+//! All writes go through one writer thread. It takes every job waiting in its
+//! (bounded) queue, runs each in its own savepoint inside one transaction, and
+//! commits once: **group commit**. Callers are answered only after that commit
+//! (and its fsync, for durable jobs) returned. Reads use a small pool of
+//! separate connections, which WAL lets run beside the writer.
+//!
+//! Architecture Invariant: content lives in the same database as the messages,
+//! so the transaction that releases a message's last reference deletes its
+//! parts and chunks too (no sweeper, no orphan files).
+//!
+//! Architecture Invariant: the writer's queue is bounded in jobs and chunk
+//! writes are bounded in bytes (a semaphore of [`Options::chunk_budget_bytes`]),
+//! so a fast producer waits instead of growing memory.
+
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rusqlite::{Connection, OptionalExtension, params};
+use sluice_content::{ChunkStore, ContentError, ContentId, Part, PartBody};
+use sluice_model::{Context, MessageId};
+use sluice_msgbox::*;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::writer::{Job, Writer};
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "msgbox.sqlite";
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// fsync every commit that carries a publish, ack or other state change
+    /// (SQLite `synchronous = FULL`). Turning it off loses durability.
+    pub sync: bool,
+    /// Jobs waiting for the writer before callers wait.
+    pub queue_depth: usize,
+    /// Most jobs in one transaction.
+    pub max_batch: usize,
+    /// Bytes of chunk data waiting for the writer before writers of parts wait.
+    pub chunk_budget_bytes: usize,
+    /// Page cache per connection, in KiB.
+    pub cache_kib: i64,
+    /// Reader connections kept open.
+    pub readers: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            sync: true,
+            queue_depth: 4096,
+            max_batch: 2048,
+            chunk_budget_bytes: 8 * 1024 * 1024,
+            cache_kib: 4096,
+            readers: 4,
+        }
+    }
+}
+
+struct Inner {
+    path: PathBuf,
+    opts: Options,
+    sender: Mutex<Option<mpsc::Sender<Job>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+    closed: std::sync::atomic::AtomicBool,
+    chunk_budget: Arc<Semaphore>,
+    stats: Arc<writer::Stats>,
+}
+
+/// The SQLite message box. Cheap to clone; clones share one writer.
+#[derive(Clone)]
+pub struct SqliteBox {
+    inner: Arc<Inner>,
+}
+
+/// What the writer has done so far (for tests and benchmarks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    pub jobs: u64,
+    pub commits: u64,
+    pub synced_commits: u64,
+}
+
+fn storage(doing: &str) -> impl Fn(rusqlite::Error) -> BoxError + '_ {
+    move |e| BoxError::Storage {
+        doing: doing.to_string(),
+        detail: e.to_string(),
+    }
+}
+
+impl SqliteBox {
+    /// Open (creating if needed) the box in `data_dir`.
+    pub fn open(data_dir: &Path, clock: Arc<dyn Clock>, opts: Options) -> Result<SqliteBox> {
+        std::fs::create_dir_all(data_dir).map_err(|e| BoxError::Storage {
+            doing: format!("creating the data directory {}", data_dir.display()),
+            detail: e.to_string(),
+        })?;
+        let path = data_dir.join(DB_FILE);
+        let conn = schema::open_connection(&path, &opts, false)
+            .map_err(storage(&format!("opening the message box {}", path.display())))?;
+        schema::migrate(&conn).map_err(storage(&format!("creating tables in {}", path.display())))?;
+        let removed = schema::recover(&conn).map_err(storage("discarding unpublished content after a restart"))?;
+        if removed > 0 {
+            tracing::info!(
+                contents = removed,
+                "discarded content that was never published before the last stop"
+            );
+        }
+        let writer = Writer::new(conn, clock).map_err(storage("loading subscriptions"))?;
+        let (tx, rx) = mpsc::channel(opts.queue_depth.max(1));
+        let stats = Arc::new(writer::Stats::default());
+        let thread_stats = stats.clone();
+        let max_batch = opts.max_batch.max(1);
+        let sync = opts.sync;
+        let handle = std::thread::Builder::new()
+            .name("msgbox-writer".into())
+            .spawn(move || writer.run(rx, max_batch, sync, thread_stats))
+            .map_err(|e| BoxError::Storage {
+                doing: "starting the writer thread".into(),
+                detail: e.to_string(),
+            })?;
+        let permits = (opts.chunk_budget_bytes / 1024).max(1);
+        Ok(SqliteBox {
+            inner: Arc::new(Inner {
+                path,
+                chunk_budget: Arc::new(Semaphore::new(permits)),
+                opts,
+                sender: Mutex::new(Some(tx)),
+                writer_thread: Mutex::new(Some(handle)),
+                readers: Mutex::new(Vec::new()),
+                closed: Default::default(),
+                stats,
+            }),
+        })
+    }
+
+    /// Open an existing box for reading only, beside a running node (for
+    /// `sluice status` and `sluice messages`): no writer, no recovery. Every
+    /// write fails with [`BoxError::Closed`].
+    pub fn open_read_only(data_dir: &Path) -> Result<SqliteBox> {
+        let path = data_dir.join(DB_FILE);
+        if !path.exists() {
+            return Err(BoxError::Storage {
+                doing: format!("opening the message box {}", path.display()),
+                detail: "no such file (has `sluice serve` run with this data directory?)".into(),
+            });
+        }
+        let opts = Options::default();
+        let conn = schema::open_connection(&path, &opts, true)
+            .map_err(storage(&format!("opening the message box {}", path.display())))?;
+        Ok(SqliteBox {
+            inner: Arc::new(Inner {
+                path,
+                chunk_budget: Arc::new(Semaphore::new(1)),
+                opts,
+                sender: Mutex::new(None),
+                writer_thread: Mutex::new(None),
+                readers: Mutex::new(vec![conn]),
+                closed: Default::default(),
+                stats: Default::default(),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    pub fn writer_stats(&self) -> WriterStats {
+        self.inner.stats.snapshot()
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<Job>> {
+        self.inner
+            .sender
+            .lock()
+            .map_err(|_| BoxError::Closed)?
+            .clone()
+            .ok_or(BoxError::Closed)
+    }
+
+    /// Run `f` on the writer, inside the next group commit. `durable` jobs
+    /// are answered only after the commit is synced to disk.
+    async fn write<T: Send + 'static>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&mut Writer) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        let job = Job::new(durable, f, tx);
+        self.sender()?.send(job).await.map_err(|_| BoxError::Closed)?;
+        rx.await.map_err(|_| BoxError::Closed)?
+    }
+
+    /// Run `f` on a reader connection, off the async threads.
+    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        if self.inner.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(BoxError::Closed);
+        }
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = match inner.readers.lock().map_err(|_| BoxError::Closed)?.pop() {
+                Some(c) => c,
+                None => schema::open_connection(&inner.path, &inner.opts, true)
+                    .map_err(storage("opening a reader connection"))?,
+            };
+            let result = f(&conn);
+            let mut pool = inner.readers.lock().map_err(|_| BoxError::Closed)?;
+            if pool.len() < inner.opts.readers {
+                pool.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| BoxError::Storage {
+            doing: "running a read".into(),
+            detail: e.to_string(),
+        })?
+    }
+}
+
+fn id_of(bytes: Vec<u8>) -> Result<MessageId> {
+    let arr: [u8; 16] = bytes.try_into().map_err(|_| BoxError::Storage {
+        doing: "reading a message id".into(),
+        detail: "stored id is not 16 bytes".into(),
+    })?;
+    Ok(MessageId::from_bytes(arr))
+}
+
+fn context_of(json: &str, id: MessageId) -> Result<Context> {
+    Context::from_json(json).map_err(|e| BoxError::Storage {
+        doing: format!("reading the context of message {id}"),
+        detail: e.to_string(),
+    })
+}
+
+pub(crate) fn load_parts(conn: &Connection, id: MessageId) -> Result<Vec<Part>> {
+    let doing = format!("reading the parts of message {id}");
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT name, size, crc32, inline_data, content_id, chunks FROM parts WHERE message_id = ?1 ORDER BY idx",
+        )
+        .map_err(storage(&doing))?;
+    let rows = stmt
+        .query_map([id.to_bytes()], |r| {
+            let inline: Option<Vec<u8>> = r.get(3)?;
+            let content: Option<i64> = r.get(4)?;
+            let chunks: Option<u32> = r.get(5)?;
+            Ok(Part {
+                name: r.get(0)?,
+                size: r.get::<_, i64>(1)? as u64,
+                crc32: r.get(2)?,
+                body: match (inline, content) {
+                    (Some(data), _) => PartBody::Inline(Bytes::from(data)),
+                    (None, Some(content)) => PartBody::Stored {
+                        content,
+                        chunks: chunks.unwrap_or(0),
+                    },
+                    (None, None) => PartBody::Inline(Bytes::new()),
+                },
+            })
+        })
+        .map_err(storage(&doing))?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(storage(&doing))
+}
+
+fn suspended_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Vec<u8>, Option<String>, String, u32, i64)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+}
+
+fn suspended_info(row: (i64, Vec<u8>, Option<String>, String, u32, i64)) -> Result<SuspendedInfo> {
+    Ok(SuspendedInfo {
+        id: row.0,
+        message_id: id_of(row.1)?,
+        subscriber: row.2,
+        reason: row.3,
+        attempts: row.4,
+        suspended_at: row.5,
+    })
+}
+
+#[async_trait]
+impl ChunkStore for SqliteBox {
+    async fn begin(&self) -> Result<ContentId, ContentError> {
+        self.write(false, |w| w.begin_content()).await.map_err(to_content)
+    }
+
+    async fn put_chunk(&self, id: ContentId, seq: u32, data: Bytes) -> Result<(), ContentError> {
+        // Hold budget for the chunk until the writer has stored it.
+        let permits = (data.len() / 1024).max(1).min(self.inner.chunk_budget_permits()) as u32;
+        let permit = self
+            .inner
+            .chunk_budget
+            .clone()
+            .acquire_many_owned(permits)
+            .await
+            .map_err(|_| ContentError::Backend("the message box is closed".into()))?;
+        self.write(false, move |w| {
+            let r = w.put_chunk(id, seq, &data);
+            drop(permit);
+            r
+        })
+        .await
+        .map_err(to_content)
+    }
+
+    async fn finish(&self, id: ContentId, size: u64, crc32: u32, chunks: u32) -> Result<(), ContentError> {
+        self.write(true, move |w| w.finish_content(id, size, crc32, chunks))
+            .await
+            .map_err(to_content)
+    }
+
+    async fn abort(&self, id: ContentId) -> Result<(), ContentError> {
+        self.write(false, move |w| w.abort_content(id))
+            .await
+            .map_err(to_content)
+    }
+
+    async fn get_chunk(&self, id: ContentId, seq: u32) -> Result<Bytes, ContentError> {
+        self.read(move |conn| {
+            let doing = format!("reading chunk {seq} of content {id}");
+            conn.prepare_cached("SELECT data FROM chunks WHERE content_id = ?1 AND seq = ?2")
+                .map_err(storage(&doing))?
+                .query_row(params![id, seq], |r| r.get::<_, Vec<u8>>(0))
+                .optional()
+                .map_err(storage(&doing))?
+                .map(Bytes::from)
+                .ok_or_else(|| {
+                    BoxError::Content(ContentError::Store {
+                        id,
+                        what: format!("chunk {seq} is missing"),
+                    })
+                })
+        })
+        .await
+        .map_err(to_content)
+    }
+}
+
+impl Inner {
+    fn chunk_budget_permits(&self) -> usize {
+        (self.opts.chunk_budget_bytes / 1024).max(1)
+    }
+}
+
+fn to_content(e: BoxError) -> ContentError {
+    match e {
+        BoxError::Content(c) => c,
+        other => ContentError::Backend(other.to_string()),
+    }
+}
+
+#[async_trait]
+impl MessageBox for SqliteBox {
+    fn content(&self) -> Arc<dyn ChunkStore> {
+        Arc::new(self.clone())
+    }
+
+    async fn publish(&self, msg: NewMessage) -> Result<Routed> {
+        self.write(true, move |w| w.publish(&msg)).await
+    }
+
+    async fn subscribe(&self, sub: Subscription) -> Result<()> {
+        self.write(true, move |w| w.subscribe(sub)).await
+    }
+
+    async fn unsubscribe(&self, subscriber: &str) -> Result<u64> {
+        let s = subscriber.to_string();
+        self.write(true, move |w| w.unsubscribe(&s)).await
+    }
+
+    async fn subscriptions(&self) -> Result<Vec<Subscription>> {
+        self.read(|conn| {
+            let doing = "listing subscriptions";
+            let mut stmt = conn
+                .prepare_cached("SELECT subscriber, filter FROM subscriptions ORDER BY subscriber")
+                .map_err(storage(doing))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(storage(doing))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(storage(doing))?;
+            rows.into_iter()
+                .map(|(subscriber, f)| {
+                    let filter = Filter::parse(&f).map_err(|e| BoxError::Storage {
+                        doing: format!("reading the filter of subscription `{subscriber}`"),
+                        detail: e.to_string(),
+                    })?;
+                    Ok(Subscription { subscriber, filter })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn lease(&self, subscriber: &str, max: usize, lease_for_ms: Millis) -> Result<Vec<Leased>> {
+        let s = subscriber.to_string();
+        // A lease needs no fsync: after a crash the entry is simply leasable again.
+        self.write(false, move |w| w.lease(&s, max, lease_for_ms)).await
+    }
+
+    async fn ack(&self, token: LeaseToken) -> Result<()> {
+        self.write(true, move |w| w.ack(token)).await
+    }
+
+    async fn nack(&self, token: LeaseToken, retry_at: Millis, error: &str) -> Result<()> {
+        let e = error.to_string();
+        self.write(true, move |w| w.nack(token, retry_at, &e)).await
+    }
+
+    async fn suspend(&self, token: LeaseToken, reason: &str) -> Result<i64> {
+        let r = reason.to_string();
+        self.write(true, move |w| w.suspend(token, &r)).await
+    }
+
+    async fn hold(&self, message: MessageId, holder: &str) -> Result<()> {
+        let h = holder.to_string();
+        self.write(true, move |w| w.hold(message, &h)).await
+    }
+
+    async fn release(&self, message: MessageId, holder: &str) -> Result<()> {
+        let h = holder.to_string();
+        self.write(true, move |w| w.release(message, &h)).await
+    }
+
+    async fn resume(&self, suspended: i64) -> Result<Routed> {
+        self.write(true, move |w| w.resume(suspended)).await
+    }
+
+    async fn terminate(&self, suspended: i64) -> Result<()> {
+        self.write(true, move |w| w.terminate(suspended)).await
+    }
+
+    async fn parts(&self, message: MessageId) -> Result<Vec<Part>> {
+        self.read(move |conn| load_parts(conn, message)).await
+    }
+
+    async fn message(&self, id: MessageId) -> Result<Option<MessageInfo>> {
+        self.read(move |conn| {
+            let doing = format!("reading message {id}");
+            let Some((created_at, ctx, refs)) = conn
+                .prepare_cached("SELECT created_at, context, refs FROM messages WHERE id = ?1")
+                .map_err(storage(&doing))?
+                .query_row([id.to_bytes()], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, u32>(2)?)))
+                .optional()
+                .map_err(storage(&doing))?
+            else {
+                return Ok(None);
+            };
+            let queue = conn
+                .prepare_cached(
+                    "SELECT id, subscriber, visible_at, leased, generation, last_error FROM queue WHERE message_id = ?1 ORDER BY id",
+                )
+                .map_err(storage(&doing))?
+                .query_map([id.to_bytes()], |r| {
+                    Ok(QueueEntryInfo {
+                        entry: r.get(0)?,
+                        subscriber: r.get(1)?,
+                        visible_at: r.get(2)?,
+                        leased: r.get(3)?,
+                        attempts: r.get(4)?,
+                        last_error: r.get(5)?,
+                    })
+                })
+                .map_err(storage(&doing))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(storage(&doing))?;
+            let suspended = conn
+                .prepare_cached(
+                    "SELECT id, message_id, subscriber, reason, attempts, suspended_at FROM suspended WHERE message_id = ?1 ORDER BY id",
+                )
+                .map_err(storage(&doing))?
+                .query_map([id.to_bytes()], suspended_row)
+                .map_err(storage(&doing))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(storage(&doing))?
+                .into_iter()
+                .map(suspended_info)
+                .collect::<Result<Vec<_>>>()?;
+            let holders = conn
+                .prepare_cached("SELECT holder FROM holds WHERE message_id = ?1 ORDER BY holder")
+                .map_err(storage(&doing))?
+                .query_map([id.to_bytes()], |r| r.get::<_, String>(0))
+                .map_err(storage(&doing))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(storage(&doing))?;
+            Ok(Some(MessageInfo {
+                id,
+                created_at,
+                context: context_of(&ctx, id)?,
+                parts: load_parts(conn, id)?,
+                refs,
+                queue,
+                suspended,
+                holders,
+            }))
+        })
+        .await
+    }
+
+    async fn list_messages(&self, after: Option<MessageId>, limit: usize) -> Result<Vec<MessageSummary>> {
+        self.read(move |conn| {
+            let doing = "listing messages";
+            let after = after.map(|a| a.to_bytes().to_vec()).unwrap_or_default();
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, created_at, refs, nparts, size FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2",
+                )
+                .map_err(storage(doing))?;
+            let rows = stmt
+                .query_map(params![after, limit as i64], |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get::<_, i64>(4)?,
+                    ))
+                })
+                .map_err(storage(doing))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(storage(doing))?;
+            rows.into_iter()
+                .map(|(id, created_at, refs, parts, size)| {
+                    Ok(MessageSummary {
+                        id: id_of(id)?,
+                        created_at,
+                        refs,
+                        parts,
+                        size: size as u64,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn list_suspended(&self, after: Option<i64>, limit: usize) -> Result<Vec<SuspendedInfo>> {
+        self.read(move |conn| {
+            let doing = "listing suspended messages";
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, message_id, subscriber, reason, attempts, suspended_at FROM suspended WHERE id > ?1 ORDER BY id LIMIT ?2",
+                )
+                .map_err(storage(doing))?;
+            let rows = stmt
+                .query_map(params![after.unwrap_or(0), limit as i64], suspended_row)
+                .map_err(storage(doing))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(storage(doing))?;
+            rows.into_iter().map(suspended_info).collect()
+        })
+        .await
+    }
+
+    async fn counts(&self) -> Result<Counts> {
+        self.read(|conn| {
+            let doing = "counting messages";
+            let one = |sql: &str| -> Result<u64> {
+                conn.prepare_cached(sql)
+                    .map_err(storage(doing))?
+                    .query_row([], |r| r.get::<_, i64>(0))
+                    .map(|n| n as u64)
+                    .map_err(storage(doing))
+            };
+            let mut queued = std::collections::BTreeMap::new();
+            let mut stmt = conn
+                .prepare_cached("SELECT subscriber, count(*) FROM queue GROUP BY subscriber")
+                .map_err(storage(doing))?;
+            for row in stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(storage(doing))?
+            {
+                let (s, n) = row.map_err(storage(doing))?;
+                queued.insert(s, n as u64);
+            }
+            for s in conn
+                .prepare_cached("SELECT subscriber FROM subscriptions")
+                .map_err(storage(doing))?
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(storage(doing))?
+            {
+                queued.entry(s.map_err(storage(doing))?).or_insert(0);
+            }
+            Ok(Counts {
+                spool: one("SELECT count(*) FROM messages")?,
+                queued,
+                suspended: one("SELECT count(*) FROM suspended")?,
+                content_bytes: one("SELECT coalesce(sum(size), 0) FROM messages")?,
+                content_chunks: one("SELECT count(*) FROM chunks")?,
+            })
+        })
+        .await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.inner.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let sender = self.inner.sender.lock().map_err(|_| BoxError::Closed)?.take();
+        drop(sender);
+        let handle = self.inner.writer_thread.lock().map_err(|_| BoxError::Closed)?.take();
+        if let Some(h) = handle {
+            tokio::task::spawn_blocking(move || h.join())
+                .await
+                .map_err(|e| BoxError::Storage {
+                    doing: "stopping the writer".into(),
+                    detail: e.to_string(),
+                })?
+                .map_err(|_| BoxError::Storage {
+                    doing: "stopping the writer".into(),
+                    detail: "it panicked".into(),
+                })?;
+        }
+        if let Ok(mut readers) = self.inner.readers.lock() {
+            readers.clear();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,147 @@
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::Options;
+
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Content states. Only `PUBLISHED` content survives a restart.
+pub const CONTENT_WRITING: i64 = 0;
+pub const CONTENT_FINISHED: i64 = 1;
+pub const CONTENT_PUBLISHED: i64 = 2;
+
+pub fn open_connection(path: &Path, opts: &Options, reader: bool) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = {sync};
+         PRAGMA cache_size = -{cache};
+         PRAGMA mmap_size = 0;
+         PRAGMA temp_store = FILE;
+         PRAGMA query_only = {query_only};",
+        sync = if opts.sync { "FULL" } else { "OFF" },
+        cache = opts.cache_kib.max(256),
+        query_only = if reader { 1 } else { 0 },
+    ))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "BEGIN IMMEDIATE;
+         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS messages (
+             id BLOB PRIMARY KEY,
+             created_at INTEGER NOT NULL,
+             context TEXT NOT NULL,
+             refs INTEGER NOT NULL,
+             nparts INTEGER NOT NULL,
+             size INTEGER NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS parts (
+             message_id BLOB NOT NULL,
+             idx INTEGER NOT NULL,
+             name TEXT NOT NULL,
+             size INTEGER NOT NULL,
+             crc32 INTEGER NOT NULL,
+             inline_data BLOB,
+             content_id INTEGER,
+             chunks INTEGER,
+             PRIMARY KEY (message_id, idx)
+         );
+         CREATE TABLE IF NOT EXISTS content (
+             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             state INTEGER NOT NULL,
+             size INTEGER,
+             crc32 INTEGER,
+             chunks INTEGER,
+             created_at INTEGER NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS chunks (
+             content_id INTEGER NOT NULL,
+             seq INTEGER NOT NULL,
+             data BLOB NOT NULL,
+             PRIMARY KEY (content_id, seq)
+         );
+         CREATE TABLE IF NOT EXISTS subscriptions (subscriber TEXT PRIMARY KEY, filter TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS queue (
+             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             subscriber TEXT NOT NULL,
+             message_id BLOB NOT NULL,
+             visible_at INTEGER NOT NULL,
+             generation INTEGER NOT NULL DEFAULT 0,
+             leased INTEGER NOT NULL DEFAULT 0,
+             last_error TEXT
+         );
+         CREATE INDEX IF NOT EXISTS queue_ready ON queue (subscriber, visible_at, id);
+         CREATE INDEX IF NOT EXISTS queue_message ON queue (message_id);
+         CREATE TABLE IF NOT EXISTS holds (
+             message_id BLOB NOT NULL,
+             holder TEXT NOT NULL,
+             PRIMARY KEY (message_id, holder)
+         );
+         CREATE TABLE IF NOT EXISTS suspended (
+             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             message_id BLOB NOT NULL,
+             subscriber TEXT,
+             reason TEXT NOT NULL,
+             attempts INTEGER NOT NULL,
+             suspended_at INTEGER NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS suspended_message ON suspended (message_id);
+         COMMIT;",
+    )?;
+    let version: Option<i64> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| {
+            r.get::<_, String>(0)
+        })
+        .ok()
+        .and_then(|v| v.parse().ok());
+    match version {
+        None => {
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
+                [SCHEMA_VERSION.to_string()],
+            )?;
+        }
+        Some(v) if v > SCHEMA_VERSION => {
+            return Err(rusqlite::Error::InvalidParameterName(format!(
+                "the message box has schema version {v}, newer than this build understands ({SCHEMA_VERSION})"
+            )));
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
+/// Drop content that was never published: what a crash left half-written, or
+/// finished but not yet referenced by a message. Run once at open, before the
+/// writer starts, so no one can be writing content at the time.
+pub fn recover(conn: &Connection) -> rusqlite::Result<usize> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let r = (|| {
+        conn.execute(
+            "DELETE FROM chunks WHERE content_id IN (SELECT id FROM content WHERE state < ?1)",
+            [CONTENT_PUBLISHED],
+        )?;
+        conn.execute("DELETE FROM content WHERE state < ?1", [CONTENT_PUBLISHED])
+    })();
+    match r {
+        Ok(n) => {
+            conn.execute_batch("COMMIT")?;
+            Ok(n)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}

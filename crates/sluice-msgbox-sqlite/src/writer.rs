@@ -1,0 +1,669 @@
+//! The writer thread: every change to the box runs here, in group commits.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use sluice_content::{ContentError, ContentId, PartBody};
+use sluice_model::{Context, Filter, MessageId};
+use sluice_msgbox::*;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::schema::{CONTENT_FINISHED, CONTENT_PUBLISHED, CONTENT_WRITING};
+use crate::{WriterStats, context_of, id_of, storage};
+
+type Completion = Box<dyn FnOnce(Option<&BoxError>) + Send>;
+
+/// One change, run inside the next group commit; its answer is sent only
+/// after the commit.
+pub struct Job {
+    durable: bool,
+    run: Box<dyn FnOnce(&mut Writer) -> (bool, Completion) + Send>,
+}
+
+impl Job {
+    pub fn new<T: Send + 'static>(
+        durable: bool,
+        f: impl FnOnce(&mut Writer) -> Result<T> + Send + 'static,
+        reply: oneshot::Sender<Result<T>>,
+    ) -> Job {
+        Job {
+            durable,
+            run: Box::new(move |w| {
+                let result = f(w);
+                let ok = result.is_ok();
+                let complete: Completion = Box::new(move |commit_error| {
+                    let answer = match commit_error {
+                        Some(e) => Err(BoxError::Storage {
+                            doing: "committing".into(),
+                            detail: e.to_string(),
+                        }),
+                        None => result,
+                    };
+                    let _ = reply.send(answer);
+                });
+                (ok, complete)
+            }),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Stats {
+    jobs: AtomicU64,
+    commits: AtomicU64,
+    synced: AtomicU64,
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> WriterStats {
+        WriterStats {
+            jobs: self.jobs.load(Ordering::Relaxed),
+            commits: self.commits.load(Ordering::Relaxed),
+            synced_commits: self.synced.load(Ordering::Relaxed),
+        }
+    }
+}
+
+pub struct Writer {
+    conn: Connection,
+    clock: Arc<dyn Clock>,
+    /// Subscriptions in subscriber-name order, as committed.
+    subs: Vec<(String, Filter)>,
+}
+
+impl Writer {
+    pub fn new(conn: Connection, clock: Arc<dyn Clock>) -> rusqlite::Result<Writer> {
+        let mut w = Writer {
+            conn,
+            clock,
+            subs: Vec::new(),
+        };
+        w.load_subscriptions()?;
+        Ok(w)
+    }
+
+    fn load_subscriptions(&mut self) -> rusqlite::Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT subscriber, filter FROM subscriptions ORDER BY subscriber")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        drop(stmt);
+        self.subs = rows
+            .into_iter()
+            .filter_map(|(s, f)| match Filter::parse(&f) {
+                Ok(filter) => Some((s, filter)),
+                Err(e) => {
+                    tracing::error!(subscriber = %s, error = %e, "stored subscription filter does not parse; ignoring it");
+                    None
+                }
+            })
+            .collect();
+        Ok(())
+    }
+
+    /// The writer loop: take what is waiting, run it in one transaction,
+    /// commit (and sync) once, then answer everyone.
+    pub fn run(mut self, mut rx: mpsc::Receiver<Job>, max_batch: usize, sync: bool, stats: Arc<Stats>) {
+        let mut synced_mode = sync;
+        let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
+        while let Some(first) = rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            let durable = sync && batch.iter().any(|j| j.durable);
+            if durable != synced_mode {
+                let mode = if durable { "FULL" } else { "NORMAL" };
+                if let Err(e) = self.conn.execute_batch(&format!("PRAGMA synchronous = {mode}")) {
+                    tracing::error!(error = %e, "could not change the sync mode");
+                }
+                synced_mode = durable;
+            }
+            let n = batch.len() as u64;
+            let completions = self.run_batch(&mut batch);
+            stats.jobs.fetch_add(n, Ordering::Relaxed);
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+            if durable {
+                stats.synced.fetch_add(1, Ordering::Relaxed);
+            }
+            match completions {
+                Ok(done) => done.into_iter().for_each(|c| c(None)),
+                Err((e, done)) => {
+                    tracing::error!(error = %e, jobs = n, "message box commit failed; every job in it failed");
+                    if let Err(e) = self.load_subscriptions() {
+                        tracing::error!(error = %e, "reloading subscriptions after a failed commit");
+                    }
+                    done.into_iter().for_each(|c| c(Some(&e)));
+                }
+            }
+        }
+        // Channel closed: every sender is gone. Make the WAL small for the next start.
+        if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+            tracing::warn!(error = %e, "checkpoint at close failed");
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn run_batch(&mut self, batch: &mut Vec<Job>) -> Result<Vec<Completion>, (BoxError, Vec<Completion>)> {
+        let mut done = Vec::with_capacity(batch.len());
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            let err = storage("starting a transaction")(e);
+            for job in batch.drain(..) {
+                // Nothing ran; answer each with the error.
+                let (_, c) = (job.run)(self.failed());
+                done.push(c);
+            }
+            return Err((err, done));
+        }
+        for job in batch.drain(..) {
+            let sp = self.conn.execute_batch("SAVEPOINT job");
+            let (ok, c) = (job.run)(self);
+            if sp.is_ok() {
+                let end = if ok {
+                    "RELEASE job"
+                } else {
+                    "ROLLBACK TO job; RELEASE job"
+                };
+                if let Err(e) = self.conn.execute_batch(end) {
+                    tracing::error!(error = %e, "ending a savepoint");
+                }
+            }
+            done.push(c);
+        }
+        match self.conn.execute_batch("COMMIT") {
+            Ok(()) => Ok(done),
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err((storage("committing")(e), done))
+            }
+        }
+    }
+
+    /// Jobs run against this when the transaction could not even start; the
+    /// commit error replaces whatever they return.
+    fn failed(&mut self) -> &mut Writer {
+        self
+    }
+
+    fn now(&self) -> Millis {
+        self.clock.now_ms()
+    }
+
+    // ---- content ------------------------------------------------------
+
+    pub fn begin_content(&mut self) -> Result<ContentId> {
+        self.conn
+            .prepare_cached("INSERT INTO content (state, created_at) VALUES (?1, ?2)")
+            .and_then(|mut s| s.execute(params![CONTENT_WRITING, self.clock.now_ms()]))
+            .map_err(storage("starting new content"))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn put_chunk(&mut self, id: ContentId, seq: u32, data: &[u8]) -> Result<()> {
+        let doing = format!("writing chunk {seq} of content {id}");
+        let state: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT state FROM content WHERE id = ?1")
+            .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+            .map_err(storage(&doing))?;
+        if state != Some(CONTENT_WRITING) {
+            return Err(BoxError::Content(ContentError::Store {
+                id,
+                what: "is not being written".into(),
+            }));
+        }
+        self.conn
+            .prepare_cached("INSERT INTO chunks (content_id, seq, data) VALUES (?1, ?2, ?3)")
+            .and_then(|mut s| s.execute(params![id, seq, data]))
+            .map_err(storage(&doing))?;
+        Ok(())
+    }
+
+    pub fn finish_content(&mut self, id: ContentId, size: u64, crc32: u32, chunks: u32) -> Result<()> {
+        let doing = format!("finishing content {id}");
+        let stored: i64 = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM chunks WHERE content_id = ?1")
+            .and_then(|mut s| s.query_row([id], |r| r.get(0)))
+            .map_err(storage(&doing))?;
+        if stored != chunks as i64 {
+            return Err(BoxError::Content(ContentError::Store {
+                id,
+                what: format!("has {stored} chunks stored, but {chunks} were written"),
+            }));
+        }
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE content SET state = ?2, size = ?3, crc32 = ?4, chunks = ?5 WHERE id = ?1 AND state = ?6",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    id,
+                    CONTENT_FINISHED,
+                    size as i64,
+                    crc32,
+                    chunks,
+                    CONTENT_WRITING
+                ])
+            })
+            .map_err(storage(&doing))?;
+        if n != 1 {
+            return Err(BoxError::Content(ContentError::Store {
+                id,
+                what: "is not being written".into(),
+            }));
+        }
+        Ok(())
+    }
+
+    pub fn abort_content(&mut self, id: ContentId) -> Result<()> {
+        let doing = format!("discarding content {id}");
+        // Published content belongs to a message; never drop it here.
+        let n = self
+            .conn
+            .prepare_cached("DELETE FROM content WHERE id = ?1 AND state < ?2")
+            .and_then(|mut s| s.execute(params![id, CONTENT_PUBLISHED]))
+            .map_err(storage(&doing))?;
+        if n > 0 {
+            self.conn
+                .prepare_cached("DELETE FROM chunks WHERE content_id = ?1")
+                .and_then(|mut s| s.execute([id]))
+                .map_err(storage(&doing))?;
+        }
+        Ok(())
+    }
+
+    // ---- publish and routing -------------------------------------------
+
+    fn matching(&self, ctx: &Context) -> Vec<String> {
+        self.subs
+            .iter()
+            .filter(|(_, f)| f.matches(ctx))
+            .map(|(s, _)| s.clone())
+            .collect()
+    }
+
+    pub fn publish(&mut self, msg: &NewMessage) -> Result<Routed> {
+        let id = msg.id;
+        let doing = format!("publishing message {id}");
+        let now = self.now();
+        let subs = self.matching(&msg.context);
+        let refs = subs.len().max(1) as i64;
+        let size: u64 = msg.parts.iter().map(|p| p.size).sum();
+        let inserted = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO messages (id, created_at, context, refs, nparts, size) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    id.to_bytes(),
+                    now,
+                    msg.context.to_json(),
+                    refs,
+                    msg.parts.len() as i64,
+                    size as i64
+                ])
+            })
+            .map_err(storage(&doing))?;
+        if inserted == 0 {
+            return Err(BoxError::Duplicate(id));
+        }
+        for (idx, part) in msg.parts.iter().enumerate() {
+            let (inline, content, chunks) = match &part.body {
+                PartBody::Inline(data) => (Some(&data[..]), None, None),
+                PartBody::Stored { content, chunks } => {
+                    let n = self
+                        .conn
+                        .prepare_cached("UPDATE content SET state = ?2 WHERE id = ?1 AND state = ?3")
+                        .and_then(|mut s| s.execute(params![content, CONTENT_PUBLISHED, CONTENT_FINISHED]))
+                        .map_err(storage(&doing))?;
+                    if n != 1 {
+                        return Err(BoxError::UnfinishedContent {
+                            message: id,
+                            part: part.name.clone(),
+                            content: *content,
+                        });
+                    }
+                    (None, Some(*content), Some(*chunks))
+                }
+            };
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO parts (message_id, idx, name, size, crc32, inline_data, content_id, chunks)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        id.to_bytes(),
+                        idx as i64,
+                        part.name,
+                        part.size as i64,
+                        part.crc32,
+                        inline,
+                        content,
+                        chunks
+                    ])
+                })
+                .map_err(storage(&doing))?;
+        }
+        if subs.is_empty() {
+            let suspended_id = self.insert_suspended(id, None, NO_SUBSCRIBER, 0, &doing)?;
+            return Ok(Routed::Suspended { suspended_id });
+        }
+        for s in &subs {
+            self.enqueue(id, s, now, &doing)?;
+        }
+        Ok(Routed::Queued(subs))
+    }
+
+    fn enqueue(&mut self, id: MessageId, subscriber: &str, now: Millis, doing: &str) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT INTO queue (subscriber, message_id, visible_at) VALUES (?1, ?2, ?3)")
+            .and_then(|mut s| s.execute(params![subscriber, id.to_bytes(), now]))
+            .map_err(storage(doing))?;
+        Ok(())
+    }
+
+    fn insert_suspended(
+        &mut self,
+        id: MessageId,
+        subscriber: Option<&str>,
+        reason: &str,
+        attempts: u32,
+        doing: &str,
+    ) -> Result<i64> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO suspended (message_id, subscriber, reason, attempts, suspended_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| s.execute(params![id.to_bytes(), subscriber, reason, attempts, self.clock.now_ms()]))
+            .map_err(storage(doing))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    // ---- subscriptions -------------------------------------------------
+
+    pub fn subscribe(&mut self, sub: Subscription) -> Result<()> {
+        let doing = format!("saving subscription `{}`", sub.subscriber);
+        self.conn
+            .prepare_cached(
+                "INSERT INTO subscriptions (subscriber, filter) VALUES (?1, ?2)
+                 ON CONFLICT (subscriber) DO UPDATE SET filter = excluded.filter",
+            )
+            .and_then(|mut s| s.execute(params![sub.subscriber, sub.filter.to_string()]))
+            .map_err(storage(&doing))?;
+        match self.subs.binary_search_by(|(s, _)| s.as_str().cmp(&sub.subscriber)) {
+            Ok(i) => self.subs[i].1 = sub.filter,
+            Err(i) => self.subs.insert(i, (sub.subscriber, sub.filter)),
+        }
+        Ok(())
+    }
+
+    pub fn unsubscribe(&mut self, subscriber: &str) -> Result<u64> {
+        let doing = format!("removing subscription `{subscriber}`");
+        let n = self
+            .conn
+            .execute("DELETE FROM subscriptions WHERE subscriber = ?1", [subscriber])
+            .map_err(storage(&doing))?;
+        if n == 0 {
+            return Err(BoxError::NoSuchSubscriber(subscriber.to_string()));
+        }
+        let now = self.now();
+        let moved = self
+            .conn
+            .execute(
+                "INSERT INTO suspended (message_id, subscriber, reason, attempts, suspended_at)
+                 SELECT message_id, subscriber, 'subscriber removed', generation, ?2 FROM queue WHERE subscriber = ?1 ORDER BY id",
+                params![subscriber, now],
+            )
+            .map_err(storage(&doing))?;
+        self.conn
+            .execute("DELETE FROM queue WHERE subscriber = ?1", [subscriber])
+            .map_err(storage(&doing))?;
+        self.subs.retain(|(s, _)| s != subscriber);
+        Ok(moved as u64)
+    }
+
+    // ---- queues ----------------------------------------------------------
+
+    pub fn lease(&mut self, subscriber: &str, max: usize, lease_for: Millis) -> Result<Vec<Leased>> {
+        let doing = format!("leasing entries for `{subscriber}`");
+        let now = self.now();
+        let until = now.saturating_add(lease_for.max(0));
+        let rows = self
+            .conn
+            .prepare_cached(
+                "SELECT q.id, q.message_id, q.generation, m.context FROM queue q JOIN messages m ON m.id = q.message_id
+                 WHERE q.subscriber = ?1 AND q.visible_at <= ?2 ORDER BY q.visible_at, q.id LIMIT ?3",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![subscriber, now, max as i64], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, u32>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(storage(&doing))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (entry, mid, generation, ctx) in rows {
+            self.conn
+                .prepare_cached("UPDATE queue SET visible_at = ?2, generation = ?3, leased = 1 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![entry, until, generation + 1]))
+                .map_err(storage(&doing))?;
+            let message_id = id_of(mid)?;
+            out.push(Leased {
+                token: LeaseToken {
+                    entry,
+                    generation: generation + 1,
+                },
+                subscriber: subscriber.to_string(),
+                message_id,
+                context: context_of(&ctx, message_id)?,
+                attempt: generation + 1,
+                lease_until: until,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The entry behind a token, if the token still holds the lease.
+    fn leased_entry(&mut self, token: LeaseToken, doing: &str) -> Result<(MessageId, String)> {
+        let row = self
+            .conn
+            .prepare_cached("SELECT message_id, subscriber FROM queue WHERE id = ?1 AND generation = ?2 AND leased = 1")
+            .and_then(|mut s| {
+                s.query_row(params![token.entry, token.generation], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+                })
+                .optional()
+            })
+            .map_err(storage(doing))?;
+        let (mid, sub) = row.ok_or(BoxError::LeaseLost { entry: token.entry })?;
+        Ok((id_of(mid)?, sub))
+    }
+
+    pub fn ack(&mut self, token: LeaseToken) -> Result<()> {
+        let doing = format!("acknowledging queue entry {}", token.entry);
+        let (mid, _) = self.leased_entry(token, &doing)?;
+        self.conn
+            .prepare_cached("DELETE FROM queue WHERE id = ?1")
+            .and_then(|mut s| s.execute([token.entry]))
+            .map_err(storage(&doing))?;
+        self.drop_reference(mid, &doing)
+    }
+
+    pub fn nack(&mut self, token: LeaseToken, retry_at: Millis, error: &str) -> Result<()> {
+        let doing = format!("returning queue entry {}", token.entry);
+        self.leased_entry(token, &doing)?;
+        self.conn
+            .prepare_cached("UPDATE queue SET visible_at = ?2, leased = 0, last_error = ?3 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![token.entry, retry_at, error]))
+            .map_err(storage(&doing))?;
+        Ok(())
+    }
+
+    pub fn suspend(&mut self, token: LeaseToken, reason: &str) -> Result<i64> {
+        let doing = format!("suspending queue entry {}", token.entry);
+        let (mid, sub) = self.leased_entry(token, &doing)?;
+        self.conn
+            .prepare_cached("DELETE FROM queue WHERE id = ?1")
+            .and_then(|mut s| s.execute([token.entry]))
+            .map_err(storage(&doing))?;
+        // The reference moves from the queue entry to the suspended entry.
+        self.insert_suspended(mid, Some(&sub), reason, token.generation, &doing)
+    }
+
+    // ---- references ------------------------------------------------------
+
+    pub fn hold(&mut self, message: MessageId, holder: &str) -> Result<()> {
+        let doing = format!("holding message {message} for `{holder}`");
+        let exists: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT refs FROM messages WHERE id = ?1")
+            .and_then(|mut s| s.query_row([message.to_bytes()], |r| r.get(0)).optional())
+            .map_err(storage(&doing))?;
+        if exists.is_none() {
+            return Err(BoxError::NoSuchMessage(message));
+        }
+        let added = self
+            .conn
+            .prepare_cached("INSERT INTO holds (message_id, holder) VALUES (?1, ?2) ON CONFLICT DO NOTHING")
+            .and_then(|mut s| s.execute(params![message.to_bytes(), holder]))
+            .map_err(storage(&doing))?;
+        if added == 1 {
+            self.conn
+                .prepare_cached("UPDATE messages SET refs = refs + 1 WHERE id = ?1")
+                .and_then(|mut s| s.execute([message.to_bytes()]))
+                .map_err(storage(&doing))?;
+        }
+        Ok(())
+    }
+
+    pub fn release(&mut self, message: MessageId, holder: &str) -> Result<()> {
+        let doing = format!("releasing message {message} held by `{holder}`");
+        let n = self
+            .conn
+            .prepare_cached("DELETE FROM holds WHERE message_id = ?1 AND holder = ?2")
+            .and_then(|mut s| s.execute(params![message.to_bytes(), holder]))
+            .map_err(storage(&doing))?;
+        if n == 0 {
+            return Err(BoxError::NotHeld {
+                message,
+                holder: holder.to_string(),
+            });
+        }
+        self.drop_reference(message, &doing)
+    }
+
+    /// Drop one reference; the last one deletes the message, its parts and
+    /// their content, here, in this transaction.
+    fn drop_reference(&mut self, id: MessageId, doing: &str) -> Result<()> {
+        let refs: Option<i64> = self
+            .conn
+            .prepare_cached("UPDATE messages SET refs = refs - 1 WHERE id = ?1 RETURNING refs")
+            .and_then(|mut s| s.query_row([id.to_bytes()], |r| r.get(0)).optional())
+            .map_err(storage(doing))?;
+        match refs {
+            None => Err(BoxError::Storage {
+                doing: doing.to_string(),
+                detail: format!("message {id} is missing"),
+            }),
+            Some(n) if n > 0 => Ok(()),
+            Some(_) => self.delete_message(id, doing),
+        }
+    }
+
+    fn delete_message(&mut self, id: MessageId, doing: &str) -> Result<()> {
+        let key = id.to_bytes();
+        let stmts = [
+            "DELETE FROM chunks WHERE content_id IN (SELECT content_id FROM parts WHERE message_id = ?1 AND content_id IS NOT NULL)",
+            "DELETE FROM content WHERE id IN (SELECT content_id FROM parts WHERE message_id = ?1 AND content_id IS NOT NULL)",
+            "DELETE FROM parts WHERE message_id = ?1",
+            "DELETE FROM messages WHERE id = ?1",
+        ];
+        for sql in stmts {
+            self.conn
+                .prepare_cached(sql)
+                .and_then(|mut s| s.execute([key]))
+                .map_err(storage(doing))?;
+        }
+        Ok(())
+    }
+
+    // ---- suspended -------------------------------------------------------
+
+    fn suspended_entry(&mut self, id: i64, doing: &str) -> Result<(MessageId, Option<String>)> {
+        let row = self
+            .conn
+            .prepare_cached("SELECT message_id, subscriber FROM suspended WHERE id = ?1")
+            .and_then(|mut s| {
+                s.query_row([id], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Option<String>>(1)?)))
+                    .optional()
+            })
+            .map_err(storage(doing))?;
+        let (mid, sub) = row.ok_or(BoxError::NoSuchSuspended(id))?;
+        Ok((id_of(mid)?, sub))
+    }
+
+    pub fn resume(&mut self, suspended: i64) -> Result<Routed> {
+        let doing = format!("resuming suspended entry {suspended}");
+        let (mid, sub) = self.suspended_entry(suspended, &doing)?;
+        let targets = match sub {
+            Some(s) => {
+                if !self.subs.iter().any(|(name, _)| *name == s) {
+                    return Err(BoxError::NoSuchSubscriber(s));
+                }
+                vec![s]
+            }
+            None => {
+                let ctx: String = self
+                    .conn
+                    .prepare_cached("SELECT context FROM messages WHERE id = ?1")
+                    .and_then(|mut s| s.query_row([mid.to_bytes()], |r| r.get(0)))
+                    .map_err(storage(&doing))?;
+                let targets = self.matching(&context_of(&ctx, mid)?);
+                if targets.is_empty() {
+                    return Err(BoxError::StillNoSubscriber { message: mid });
+                }
+                targets
+            }
+        };
+        self.conn
+            .execute("DELETE FROM suspended WHERE id = ?1", [suspended])
+            .map_err(storage(&doing))?;
+        let now = self.now();
+        for t in &targets {
+            self.enqueue(mid, t, now, &doing)?;
+        }
+        // One reference (the suspended entry) became `targets.len()` references.
+        self.conn
+            .execute(
+                "UPDATE messages SET refs = refs + ?2 WHERE id = ?1",
+                params![mid.to_bytes(), targets.len() as i64 - 1],
+            )
+            .map_err(storage(&doing))?;
+        Ok(Routed::Queued(targets))
+    }
+
+    pub fn terminate(&mut self, suspended: i64) -> Result<()> {
+        let doing = format!("terminating suspended entry {suspended}");
+        let (mid, _) = self.suspended_entry(suspended, &doing)?;
+        self.conn
+            .execute("DELETE FROM suspended WHERE id = ?1", [suspended])
+            .map_err(storage(&doing))?;
+        self.drop_reference(mid, &doing)
+    }
+}

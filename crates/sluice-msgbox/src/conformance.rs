@@ -1,0 +1,746 @@
+//! The conformance suite every message-box backend runs.
+//!
+//! A backend's tests call [`conformance_tests!`](crate::conformance_tests) with
+//! an expression that makes a fresh [`Harness`]; each case opens the box
+//! through it (and reopens it, to test restarts).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sluice_content::{WriteOptions, read_part, write_part};
+use tokio::io::AsyncReadExt;
+
+use crate::*;
+
+/// Opens the backend under test. Opening again after [`MessageBox::close`]
+/// must see everything that was committed: it is a restart.
+#[async_trait]
+pub trait Harness: Send + Sync {
+    async fn open(&self, clock: Arc<dyn Clock>) -> Arc<dyn MessageBox>;
+}
+
+/// Generates one `#[tokio::test]` per conformance case, plus the model-based
+/// property test, for the harness made by `$make`.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@cases $make;
+            publish_routes_and_round_trips,
+            no_subscriber_suspends_and_resume_routes,
+            lease_ack_nack_and_expiry,
+            stale_tokens_are_refused,
+            references_from_holders,
+            last_release_deletes_stored_content,
+            unsubscribe_suspends_queued_entries,
+            terminate_and_missing_ids,
+            state_survives_restart,
+            concurrent_publishes_all_land,
+        );
+        #[test]
+        fn model_based_sequences() {
+            $crate::conformance::model_based(|| $make);
+        }
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let harness = $make;
+                $crate::conformance::$case(&harness).await;
+            }
+        )*
+    };
+}
+
+const T0: Millis = 1_700_000_000_000;
+
+fn sub(name: &str, filter: &str) -> Subscription {
+    Subscription {
+        subscriber: name.to_string(),
+        filter: Filter::parse(filter).expect("test filter parses"),
+    }
+}
+
+fn msg(kind: &str, n: i64) -> NewMessage {
+    let mut context = Context::new();
+    context.promote("t", "kind", kind);
+    context.promote("t", "n", n);
+    context.write("t", "note", format!("{kind}-{n}"));
+    NewMessage {
+        id: MessageId::new(),
+        context,
+        parts: vec![Part::inline("body", format!("body of {kind}-{n}"))],
+    }
+}
+
+async fn read_all(b: &dyn MessageBox, id: MessageId) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for part in b.parts(id).await.expect("parts") {
+        let mut buf = Vec::new();
+        read_part(b.content(), &part)
+            .read_to_end(&mut buf)
+            .await
+            .expect("read part");
+        out.push(buf);
+    }
+    out
+}
+
+async fn stored_part(b: &dyn MessageBox, name: &str, size: usize, seed: u8) -> (Part, Vec<u8>) {
+    let data: Vec<u8> = (0..size)
+        .map(|i| (i as u8).wrapping_mul(seed).wrapping_add(seed))
+        .collect();
+    let mut reader: &[u8] = &data;
+    let opts = WriteOptions {
+        chunk_size: 1000,
+        inline_max: 64,
+        max_size: None,
+    };
+    let part = write_part(&*b.content(), name, &mut reader, opts)
+        .await
+        .expect("write part");
+    assert!(matches!(part.body, PartBody::Stored { .. }));
+    (part, data)
+}
+
+pub async fn publish_routes_and_round_trips(h: &impl Harness) {
+    let b = h.open(ManualClock::new(T0)).await;
+    b.subscribe(sub("xs", r#"t.kind == "x""#)).await.unwrap();
+    b.subscribe(sub("big", "t.n > 5")).await.unwrap();
+    let mut m = msg("x", 9);
+    m.context
+        .set("t", "ts", sluice_model::Value::timestamp(time_of(T0)), true);
+    m.context.write("t", "raw", vec![0u8, 255, 7]);
+    m.context.write("t", "f", 0.1f64);
+    let (big, big_data) = stored_part(&*b, "attachment", 5555, 3).await;
+    m.parts.push(big);
+    let id = m.id;
+    let routed = b.publish(m.clone()).await.unwrap();
+    assert_eq!(routed, Routed::Queued(vec!["big".into(), "xs".into()]));
+    let info = b.message(id).await.unwrap().expect("message is in the box");
+    assert_eq!(info.context, m.context, "context round-trips exactly");
+    assert_eq!(info.refs, 2);
+    assert_eq!(info.parts.len(), 2);
+    assert_eq!(info.parts[0].name, "body");
+    assert_eq!(read_all(&*b, id).await, vec![b"body of x-9".to_vec(), big_data]);
+    let counts = b.counts().await.unwrap();
+    assert_eq!(counts.spool, 1);
+    assert_eq!(counts.queued, BTreeMap::from([("big".into(), 1), ("xs".into(), 1)]));
+    assert_eq!(counts.content_bytes, 11 + 5555);
+    assert!(matches!(b.publish(m).await, Err(BoxError::Duplicate(d)) if d == id));
+    let leased = b.lease("xs", 10, 1000).await.unwrap();
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].message_id, id);
+    assert_eq!(leased[0].attempt, 1);
+    assert_eq!(leased[0].context.get("t", "note").unwrap().value, "x-9".into());
+    b.close().await.unwrap();
+}
+
+fn time_of(ms: Millis) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).expect("valid time")
+}
+
+pub async fn no_subscriber_suspends_and_resume_routes(h: &impl Harness) {
+    let b = h.open(ManualClock::new(T0)).await;
+    let m = msg("q", 1);
+    let id = m.id;
+    let Routed::Suspended { suspended_id } = b.publish(m).await.unwrap() else {
+        panic!("a message nobody subscribes to must be suspended");
+    };
+    let list = b.list_suspended(None, 10).await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].reason, NO_SUBSCRIBER);
+    assert_eq!(list[0].message_id, id);
+    assert_eq!(list[0].subscriber, None);
+    assert!(matches!(
+        b.resume(suspended_id).await,
+        Err(BoxError::StillNoSubscriber { .. })
+    ));
+    assert_eq!(
+        b.counts().await.unwrap().suspended,
+        1,
+        "a failed resume keeps it suspended"
+    );
+    b.subscribe(sub("qs", r#"t.kind starts-with "q""#)).await.unwrap();
+    assert_eq!(b.resume(suspended_id).await.unwrap(), Routed::Queued(vec!["qs".into()]));
+    let counts = b.counts().await.unwrap();
+    assert_eq!((counts.suspended, counts.spool, counts.queued["qs"]), (0, 1, 1));
+    let l = b.lease("qs", 1, 1000).await.unwrap();
+    b.ack(l[0].token).await.unwrap();
+    assert_eq!(b.counts().await.unwrap().spool, 0);
+    b.close().await.unwrap();
+}
+
+pub async fn lease_ack_nack_and_expiry(h: &impl Harness) {
+    let clock = ManualClock::new(T0);
+    let b = h.open(clock.clone()).await;
+    b.subscribe(sub("s", "all")).await.unwrap();
+    let ids: Vec<MessageId> = {
+        let mut v = Vec::new();
+        for n in 0..5 {
+            let m = msg("x", n);
+            v.push(m.id);
+            b.publish(m).await.unwrap();
+        }
+        v
+    };
+    let first = b.lease("s", 2, 1000).await.unwrap();
+    assert_eq!(first.iter().map(|l| l.message_id).collect::<Vec<_>>(), ids[..2]);
+    assert_eq!(first[0].lease_until, T0 + 1000);
+    let rest = b.lease("s", 10, 1000).await.unwrap();
+    assert_eq!(rest.iter().map(|l| l.message_id).collect::<Vec<_>>(), ids[2..]);
+    assert!(
+        b.lease("s", 10, 1000).await.unwrap().is_empty(),
+        "leased entries are not handed out twice"
+    );
+    b.ack(first[0].token).await.unwrap();
+    b.nack(first[1].token, T0 + 500, "try later").await.unwrap();
+    assert!(
+        b.lease("s", 10, 1000).await.unwrap().is_empty(),
+        "a nacked entry waits for its retry time"
+    );
+    clock.advance(500);
+    let again = b.lease("s", 10, 1000).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].message_id, again[0].attempt), (ids[1], 2));
+    let info = b.message(ids[1]).await.unwrap().unwrap();
+    assert_eq!(info.queue[0].last_error.as_deref(), Some("try later"));
+    clock.advance(500); // T0+1000: the leases from `rest` expire
+    let expired = b.lease("s", 10, 1000).await.unwrap();
+    assert_eq!(expired.iter().map(|l| l.message_id).collect::<Vec<_>>(), ids[2..]);
+    assert!(expired.iter().all(|l| l.attempt == 2));
+    for l in again.iter().chain(&expired) {
+        b.ack(l.token).await.unwrap();
+    }
+    let c = b.counts().await.unwrap();
+    assert_eq!(
+        (c.spool, c.queued.get("s").copied().unwrap_or(0), c.content_bytes),
+        (0, 0, 0)
+    );
+    b.close().await.unwrap();
+}
+
+pub async fn stale_tokens_are_refused(h: &impl Harness) {
+    let clock = ManualClock::new(T0);
+    let b = h.open(clock.clone()).await;
+    b.subscribe(sub("s", "all")).await.unwrap();
+    b.publish(msg("x", 1)).await.unwrap();
+    let old = b.lease("s", 1, 100).await.unwrap().remove(0);
+    clock.advance(100);
+    let new = b.lease("s", 1, 100).await.unwrap().remove(0);
+    assert_eq!(old.token.entry, new.token.entry);
+    assert!(matches!(b.ack(old.token).await, Err(BoxError::LeaseLost { .. })));
+    assert!(matches!(
+        b.nack(old.token, T0, "x").await,
+        Err(BoxError::LeaseLost { .. })
+    ));
+    b.nack(new.token, T0, "x").await.unwrap();
+    assert!(
+        matches!(b.ack(new.token).await, Err(BoxError::LeaseLost { .. })),
+        "nack gives the lease up"
+    );
+    let third = b.lease("s", 1, 100).await.unwrap().remove(0);
+    // An expired lease nobody took over can still be acknowledged.
+    clock.advance(1000);
+    b.ack(third.token).await.unwrap();
+    assert!(matches!(b.ack(third.token).await, Err(BoxError::LeaseLost { .. })));
+    assert_eq!(b.counts().await.unwrap().spool, 0);
+    b.close().await.unwrap();
+}
+
+pub async fn references_from_holders(h: &impl Harness) {
+    let b = h.open(ManualClock::new(T0)).await;
+    b.subscribe(sub("s", "all")).await.unwrap();
+    let m = msg("x", 1);
+    let id = m.id;
+    b.publish(m).await.unwrap();
+    b.hold(id, "orchestration-1").await.unwrap();
+    b.hold(id, "orchestration-1").await.unwrap();
+    b.hold(id, "orchestration-2").await.unwrap();
+    assert_eq!(b.message(id).await.unwrap().unwrap().refs, 3);
+    let l = b.lease("s", 1, 100).await.unwrap();
+    b.ack(l[0].token).await.unwrap();
+    assert!(b.message(id).await.unwrap().is_some(), "held messages stay");
+    b.release(id, "orchestration-1").await.unwrap();
+    assert!(matches!(
+        b.release(id, "orchestration-1").await,
+        Err(BoxError::NotHeld { .. })
+    ));
+    let info = b.message(id).await.unwrap().unwrap();
+    assert_eq!(
+        (info.refs, info.holders.clone()),
+        (1, vec!["orchestration-2".to_string()])
+    );
+    b.release(id, "orchestration-2").await.unwrap();
+    assert!(
+        b.message(id).await.unwrap().is_none(),
+        "the last release deletes the message"
+    );
+    assert!(matches!(b.hold(id, "late").await, Err(BoxError::NoSuchMessage(_))));
+    b.close().await.unwrap();
+}
+
+pub async fn last_release_deletes_stored_content(h: &impl Harness) {
+    let b = h.open(ManualClock::new(T0)).await;
+    b.subscribe(sub("s", "all")).await.unwrap();
+    let mut m = msg("x", 1);
+    let (p, _) = stored_part(&*b, "big", 10_500, 5).await;
+    m.parts = vec![p];
+    b.publish(m).await.unwrap();
+    let c = b.counts().await.unwrap();
+    assert_eq!((c.content_bytes, c.content_chunks), (10_500, 11));
+    // Content written but never published is dropped by abort.
+    let (orphan, _) = stored_part(&*b, "orphan", 3000, 7).await;
+    if let PartBody::Stored { content, .. } = orphan.body {
+        b.content().abort(content).await.unwrap();
+    }
+    let l = b.lease("s", 1, 100).await.unwrap();
+    b.ack(l[0].token).await.unwrap();
+    let c = b.counts().await.unwrap();
+    assert_eq!((c.spool, c.content_bytes, c.content_chunks), (0, 0, 0));
+    b.close().await.unwrap();
+}
+
+pub async fn unsubscribe_suspends_queued_entries(h: &impl Harness) {
+    let b = h.open(ManualClock::new(T0)).await;
+    b.subscribe(sub("s", "all")).await.unwrap();
+    for n in 0..3 {
+        b.publish(msg("x", n)).await.unwrap();
+    }
+    assert_eq!(b.unsubscribe("s").await.unwrap(), 3);
+    assert!(b.subscriptions().await.unwrap().is_empty());
+    let c = b.counts().await.unwrap();
+    assert_eq!((c.spool, c.suspended), (3, 3));
+    let s = b.list_suspended(None, 10).await.unwrap();
+    assert!(s.iter().all(|s| s.subscriber.as_deref() == Some("s")));
+    assert!(matches!(b.resume(s[0].id).await, Err(BoxError::NoSuchSubscriber(_))));
+    b.subscribe(sub("s", "all")).await.unwrap();
+    assert_eq!(b.resume(s[0].id).await.unwrap(), Routed::Queued(vec!["s".into()]));
+    assert!(matches!(
+        b.unsubscribe("nobody").await,
+        Err(BoxError::NoSuchSubscriber(_))
+    ));
+    b.close().await.unwrap();
+}
+
+pub async fn terminate_and_missing_ids(h: &impl Harness) {
+    let b = h.open(ManualClock::new(T0)).await;
+    let Routed::Suspended { suspended_id } = b.publish(msg("x", 1)).await.unwrap() else {
+        panic!()
+    };
+    b.terminate(suspended_id).await.unwrap();
+    assert!(matches!(
+        b.terminate(suspended_id).await,
+        Err(BoxError::NoSuchSuspended(_))
+    ));
+    assert!(matches!(
+        b.resume(suspended_id).await,
+        Err(BoxError::NoSuchSuspended(_))
+    ));
+    assert_eq!(b.counts().await.unwrap().spool, 0);
+    assert!(b.message(MessageId::new()).await.unwrap().is_none());
+    assert!(matches!(
+        b.release(MessageId::new(), "h").await,
+        Err(BoxError::NotHeld { .. })
+    ));
+    assert!(matches!(
+        b.ack(LeaseToken {
+            entry: 424242,
+            generation: 1
+        })
+        .await,
+        Err(BoxError::LeaseLost { entry: 424242 })
+    ));
+    b.close().await.unwrap();
+}
+
+pub async fn state_survives_restart(h: &impl Harness) {
+    let clock = ManualClock::new(T0);
+    let b = h.open(clock.clone()).await;
+    b.subscribe(sub("s", r#"t.kind == "x""#)).await.unwrap();
+    let mut m = msg("x", 1);
+    let (p, data) = stored_part(&*b, "big", 4321, 9).await;
+    m.parts.push(p);
+    let id = m.id;
+    let ctx = m.context.clone();
+    b.publish(m).await.unwrap();
+    b.publish(msg("y", 2)).await.unwrap(); // suspended: no subscriber
+    let l = b.lease("s", 1, 5000).await.unwrap().remove(0);
+    // Unpublished content must not survive a restart.
+    let (_orphan, _) = stored_part(&*b, "orphan", 3000, 1).await;
+    b.close().await.unwrap();
+    assert!(matches!(b.counts().await, Err(BoxError::Closed)));
+
+    let b = h.open(clock.clone()).await;
+    assert_eq!(b.subscriptions().await.unwrap(), vec![sub("s", r#"t.kind == "x""#)]);
+    let info = b.message(id).await.unwrap().expect("message survives");
+    assert_eq!(info.context, ctx);
+    assert_eq!(read_all(&*b, id).await[1], data);
+    let c = b.counts().await.unwrap();
+    assert_eq!(
+        (c.spool, c.suspended, c.content_chunks),
+        (2, 1, 5),
+        "orphan chunks are gone after restart"
+    );
+    assert!(
+        b.lease("s", 1, 5000).await.unwrap().is_empty(),
+        "the lease survives the restart"
+    );
+    b.ack(l.token).await.unwrap();
+    assert_eq!(b.counts().await.unwrap().spool, 1);
+    b.close().await.unwrap();
+}
+
+pub async fn concurrent_publishes_all_land(h: &impl Harness) {
+    let b = h.open(Arc::new(SystemClock)).await;
+    b.subscribe(sub("s", "all")).await.unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..100 {
+                b.publish(msg("x", t * 1000 + n)).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(b.counts().await.unwrap().queued["s"], 800);
+    let mut seen = 0;
+    loop {
+        let l = b.lease("s", 64, 60_000).await.unwrap();
+        if l.is_empty() {
+            break;
+        }
+        seen += l.len();
+        let acks: Vec<_> = l.into_iter().map(|l| (b.clone(), l.token)).collect();
+        let mut js = Vec::new();
+        for (b, t) in acks {
+            js.push(tokio::spawn(async move { b.ack(t).await.unwrap() }));
+        }
+        for j in js {
+            j.await.unwrap();
+        }
+    }
+    assert_eq!(seen, 800);
+    assert_eq!(b.counts().await.unwrap().spool, 0);
+    b.close().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Model-based property test.
+
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Publish { kind: u8, n: i64, stored: bool },
+    Lease { sub: usize, max: usize, lease_for: Millis },
+    Ack { token: usize },
+    Nack { token: usize, delay: Millis },
+    Suspend { token: usize },
+    Advance { ms: Millis },
+    Hold { msg: usize, holder: usize },
+    Release { msg: usize, holder: usize },
+    Resume { which: usize },
+    Terminate { which: usize },
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u8..3, 0i64..10, proptest::bool::weighted(0.2)).prop_map(|(kind, n, stored)| Op::Publish { kind, n, stored }),
+        4 => (0usize..3, 1usize..4, prop_oneof![Just(50), Just(200)]).prop_map(|(sub, max, lease_for)| Op::Lease { sub, max, lease_for }),
+        3 => any::<prop::sample::Index>().prop_map(|i| Op::Ack { token: i.index(1 << 16) }),
+        2 => (any::<prop::sample::Index>(), 0i64..150).prop_map(|(i, delay)| Op::Nack { token: i.index(1 << 16), delay }),
+        1 => any::<prop::sample::Index>().prop_map(|i| Op::Suspend { token: i.index(1 << 16) }),
+        2 => prop_oneof![Just(10), Just(60), Just(250)].prop_map(|ms| Op::Advance { ms }),
+        1 => (any::<prop::sample::Index>(), 0usize..2).prop_map(|(i, holder)| Op::Hold { msg: i.index(1 << 16), holder }),
+        1 => (any::<prop::sample::Index>(), 0usize..2).prop_map(|(i, holder)| Op::Release { msg: i.index(1 << 16), holder }),
+        1 => any::<prop::sample::Index>().prop_map(|i| Op::Resume { which: i.index(1 << 16) }),
+        1 => any::<prop::sample::Index>().prop_map(|i| Op::Terminate { which: i.index(1 << 16) }),
+        1 => Just(Op::Restart),
+    ]
+}
+
+const KINDS: [&str; 3] = ["x", "y", "z"];
+const SUBS: [(&str, &str); 3] = [
+    ("a", r#"t.kind == "x""#),
+    ("b", "t.n > 5"),
+    ("c", r#"t.kind == "x" or t.kind == "y""#),
+];
+const HOLDERS: [&str; 2] = ["h1", "h2"];
+
+#[derive(Debug, Clone)]
+struct MEntry {
+    seq: u64,
+    sub: String,
+    msg: MessageId,
+    visible_at: Millis,
+    generation: u32,
+    leased: bool,
+}
+
+#[derive(Debug, Clone)]
+struct MSuspended {
+    msg: MessageId,
+    sub: Option<String>,
+}
+
+/// The simple model: what a correct box must do.
+#[derive(Default)]
+struct Model {
+    now: Millis,
+    next_seq: u64,
+    /// Queue entries by the backend's entry id (learned when leased) or our seq.
+    entries: Vec<MEntry>,
+    suspended: Vec<(i64, MSuspended)>,
+    holds: HashMap<MessageId, Vec<String>>,
+    messages: Vec<(MessageId, Context, u64)>,
+}
+
+impl Model {
+    fn refs(&self, id: MessageId) -> usize {
+        self.entries.iter().filter(|e| e.msg == id).count()
+            + self.suspended.iter().filter(|(_, s)| s.msg == id).count()
+            + self.holds.get(&id).map_or(0, |h| h.len())
+    }
+
+    fn live(&self, id: MessageId) -> bool {
+        self.refs(id) > 0
+    }
+
+    fn route(&mut self, id: MessageId, ctx: &Context) -> Vec<String> {
+        let mut subs: Vec<&str> = SUBS
+            .iter()
+            .filter(|(_, f)| Filter::parse(f).unwrap().matches(ctx))
+            .map(|(s, _)| *s)
+            .collect();
+        subs.sort();
+        for s in &subs {
+            self.next_seq += 1;
+            self.entries.push(MEntry {
+                seq: self.next_seq,
+                sub: s.to_string(),
+                msg: id,
+                visible_at: self.now,
+                generation: 0,
+                leased: false,
+            });
+        }
+        subs.into_iter().map(String::from).collect()
+    }
+}
+
+/// Run random op sequences against a fresh box from `make` and the model.
+pub fn model_based<H: Harness, F: Fn() -> H>(make: F) {
+    let config = ProptestConfig {
+        cases: 48,
+        max_shrink_iters: 2000,
+        ..ProptestConfig::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    proptest!(config, |(ops in proptest::collection::vec(op(), 1..60))| {
+        let h = make();
+        rt.block_on(run_model(&h, ops));
+    });
+}
+
+async fn run_model(h: &impl Harness, ops: Vec<Op>) {
+    let clock = ManualClock::new(T0);
+    let mut b = h.open(clock.clone()).await;
+    for (s, f) in SUBS {
+        b.subscribe(sub(s, f)).await.unwrap();
+    }
+    let mut m = Model {
+        now: T0,
+        ..Model::default()
+    };
+    // Every token ever handed out, with the model entry seq it belongs to.
+    let mut tokens: Vec<(LeaseToken, u64)> = Vec::new();
+    // Backend entry id -> model seq, learned at lease time.
+    let mut seq_of: HashMap<EntryId, u64> = HashMap::new();
+    for (step, op) in ops.into_iter().enumerate() {
+        let ctx = format!("step {step}: {op:?}");
+        match op {
+            Op::Publish { kind, n, stored } => {
+                let mut nm = msg(KINDS[kind as usize], n);
+                let mut size = nm.parts[0].size;
+                if stored {
+                    let (p, _) = stored_part(&*b, "big", 2500, n as u8 + 1).await;
+                    size += p.size;
+                    nm.parts.push(p);
+                }
+                let routed = b.publish(nm.clone()).await.unwrap();
+                let expect = m.route(nm.id, &nm.context);
+                if expect.is_empty() {
+                    let Routed::Suspended { suspended_id } = routed else {
+                        panic!("{ctx}: expected suspension")
+                    };
+                    m.suspended.push((suspended_id, MSuspended { msg: nm.id, sub: None }));
+                } else {
+                    assert_eq!(routed, Routed::Queued(expect), "{ctx}");
+                }
+                m.messages.push((nm.id, nm.context, size));
+            }
+            Op::Lease { sub: s, max, lease_for } => {
+                let name = SUBS[s].0;
+                let got = b.lease(name, max, lease_for).await.unwrap();
+                let mut ready: Vec<&mut MEntry> = m
+                    .entries
+                    .iter_mut()
+                    .filter(|e| e.sub == name && e.visible_at <= m.now)
+                    .collect();
+                ready.sort_by_key(|e| (e.visible_at, e.seq));
+                assert_eq!(got.len(), ready.len().min(max), "{ctx}: number leased");
+                for (l, e) in got.iter().zip(ready) {
+                    assert_eq!(l.message_id, e.msg, "{ctx}: lease order");
+                    if let Some(prev) = seq_of.insert(l.token.entry, e.seq) {
+                        assert_eq!(prev, e.seq, "{ctx}: entry ids are stable");
+                    }
+                    e.generation += 1;
+                    e.leased = true;
+                    e.visible_at = m.now + lease_for;
+                    assert_eq!(l.attempt, e.generation, "{ctx}: attempt");
+                    assert_eq!(l.token.generation, e.generation, "{ctx}");
+                    tokens.push((l.token, e.seq));
+                }
+            }
+            Op::Ack { token } | Op::Nack { token, .. } | Op::Suspend { token } if !tokens.is_empty() => {
+                let (t, seq) = tokens[token % tokens.len()];
+                let pos = m
+                    .entries
+                    .iter()
+                    .position(|e| e.seq == seq && e.generation == t.generation && e.leased);
+                let result = match op {
+                    Op::Ack { .. } => b.ack(t).await.map(|_| None),
+                    Op::Nack { delay, .. } => b.nack(t, m.now + delay, "nope").await.map(|_| None),
+                    _ => b.suspend(t, "given up").await.map(Some),
+                };
+                match (pos, result) {
+                    (Some(i), Ok(suspended)) => match op {
+                        Op::Ack { .. } => {
+                            m.entries.remove(i);
+                        }
+                        Op::Nack { delay, .. } => {
+                            m.entries[i].visible_at = m.now + delay;
+                            m.entries[i].leased = false;
+                        }
+                        _ => {
+                            let e = m.entries.remove(i);
+                            let id = suspended.expect("suspend returns an id");
+                            m.suspended.push((
+                                id,
+                                MSuspended {
+                                    msg: e.msg,
+                                    sub: Some(e.sub),
+                                },
+                            ));
+                        }
+                    },
+                    (None, Err(BoxError::LeaseLost { entry })) => assert_eq!(entry, t.entry, "{ctx}"),
+                    (pos, r) => panic!("{ctx}: model says valid={}, box said {r:?}", pos.is_some()),
+                }
+            }
+            Op::Ack { .. } | Op::Nack { .. } | Op::Suspend { .. } => {}
+            Op::Advance { ms } => {
+                clock.advance(ms);
+                m.now += ms;
+            }
+            Op::Hold { msg: i, holder } | Op::Release { msg: i, holder } if !m.messages.is_empty() => {
+                let id = m.messages[i % m.messages.len()].0;
+                let holder = HOLDERS[holder];
+                let live = m.live(id);
+                let held = m.holds.get(&id).is_some_and(|h| h.iter().any(|x| x == holder));
+                if matches!(op, Op::Hold { .. }) {
+                    match (live, b.hold(id, holder).await) {
+                        (true, Ok(())) => {
+                            if !held {
+                                m.holds.entry(id).or_default().push(holder.to_string());
+                            }
+                        }
+                        (false, Err(BoxError::NoSuchMessage(_))) => {}
+                        (l, r) => panic!("{ctx}: live={l}, box said {r:?}"),
+                    }
+                } else {
+                    match (held, b.release(id, holder).await) {
+                        (true, Ok(())) => m.holds.entry(id).or_default().retain(|x| x != holder),
+                        (false, Err(BoxError::NotHeld { .. })) => {}
+                        (h, r) => panic!("{ctx}: held={h}, box said {r:?}"),
+                    }
+                }
+            }
+            Op::Hold { .. } | Op::Release { .. } => {}
+            Op::Resume { which } | Op::Terminate { which } if !m.suspended.is_empty() => {
+                let i = which % m.suspended.len();
+                let (sid, s) = m.suspended[i].clone();
+                if matches!(op, Op::Terminate { .. }) {
+                    b.terminate(sid).await.unwrap();
+                    m.suspended.remove(i);
+                } else {
+                    let r = b.resume(sid).await;
+                    match s.sub {
+                        Some(sub) => {
+                            assert_eq!(r.unwrap(), Routed::Queued(vec![sub.clone()]), "{ctx}");
+                            m.suspended.remove(i);
+                            m.next_seq += 1;
+                            let seq = m.next_seq;
+                            m.entries.push(MEntry {
+                                seq,
+                                sub,
+                                msg: s.msg,
+                                visible_at: m.now,
+                                generation: 0,
+                                leased: false,
+                            });
+                        }
+                        None => {
+                            // Subscriptions never change in this test: still none.
+                            assert!(matches!(r, Err(BoxError::StillNoSubscriber { .. })), "{ctx}: {r:?}");
+                        }
+                    }
+                }
+            }
+            Op::Resume { .. } | Op::Terminate { .. } => {}
+            Op::Restart => {
+                b.close().await.unwrap();
+                b = h.open(clock.clone()).await;
+            }
+        }
+        // Invariants after every step.
+        let counts = b.counts().await.unwrap();
+        let live: Vec<&(MessageId, Context, u64)> = m.messages.iter().filter(|(id, _, _)| m.live(*id)).collect();
+        assert_eq!(counts.spool, live.len() as u64, "{ctx}: spool");
+        assert_eq!(
+            counts.content_bytes,
+            live.iter().map(|x| x.2).sum::<u64>(),
+            "{ctx}: content bytes"
+        );
+        let mut queued: BTreeMap<String, u64> = BTreeMap::new();
+        for e in &m.entries {
+            *queued.entry(e.sub.clone()).or_default() += 1;
+        }
+        let got: BTreeMap<String, u64> = counts.queued.into_iter().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(got, queued, "{ctx}: queued");
+        assert_eq!(counts.suspended, m.suspended.len() as u64, "{ctx}: suspended");
+        for (id, c, _) in &m.messages {
+            let info = b.message(*id).await.unwrap();
+            assert_eq!(
+                info.is_some(),
+                m.live(*id),
+                "{ctx}: message {id} exists exactly while referenced"
+            );
+            if let Some(info) = info {
+                assert_eq!(&info.context, c, "{ctx}");
+                assert_eq!(info.refs as usize, m.refs(*id), "{ctx}: refs of {id}");
+            }
+        }
+    }
+    b.close().await.unwrap();
+}

@@ -1,0 +1,263 @@
+//! The Sluice message box: the one trait every storage backend implements.
+//!
+//! The box holds messages (context + parts), subscriptions, one queue entry per
+//! (message, matching subscriber), suspended messages, and reference counts.
+//! Backends: `sluice-msgbox-sqlite` (embedded, the default). Every backend runs
+//! the same [`conformance`] suite (feature `conformance`).
+//!
+//! Architecture Invariant: only the message box commits. A caller may tell its
+//! source "done" (delete a file, answer 202, ack a broker) only after
+//! [`MessageBox::publish`] returned `Ok`; a backend returns `Ok` only after the
+//! publish is durable (synced to disk). At-least-once end to end.
+//!
+//! Architecture Invariant: a message lives exactly as long as something
+//! references it. Every queue entry, every suspended entry and every named
+//! holder ([`MessageBox::hold`]) is one reference. The operation that drops
+//! the last reference deletes the message, its parts and their content in the
+//! same transaction; no background job is needed for correctness (seed 001).
+//!
+//! Architecture Invariant: no message is dropped. A publish that matches no
+//! subscription suspends the message ("no subscriber"); it can be resumed
+//! once a matching subscription exists.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use async_trait::async_trait;
+use serde::Serialize;
+pub use sluice_content::{ChunkStore, ContentError, Part, PartBody};
+pub use sluice_model::{Context, Filter, MessageId};
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+/// Where the box gets the time from (a manual clock in tests).
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> Millis;
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> Millis {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as Millis)
+            .unwrap_or(0)
+    }
+}
+
+/// A clock that moves only when told to.
+#[derive(Debug)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    pub fn new(start: Millis) -> Arc<Self> {
+        Arc::new(ManualClock(AtomicI64::new(start)))
+    }
+    pub fn advance(&self, ms: Millis) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> Millis {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A message to publish. Its parts are already in the content store
+/// (see [`sluice_content::write_part`]).
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: MessageId,
+    pub context: Context,
+    pub parts: Vec<Part>,
+}
+
+/// Where a published (or resumed) message went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Routed {
+    /// One queue entry per subscriber, in subscriber-name order.
+    Queued(Vec<String>),
+    /// No subscription matched; the message is suspended with reason "no subscriber".
+    Suspended { suspended_id: i64 },
+}
+
+pub const NO_SUBSCRIBER: &str = "no subscriber";
+
+/// A subscriber (send port, orchestration) and the filter it takes messages by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscription {
+    pub subscriber: String,
+    pub filter: Filter,
+}
+
+pub type EntryId = i64;
+
+/// Proof of a lease on a queue entry. A token stops working when the entry is
+/// acknowledged, nacked or suspended with it, or leased again by someone else
+/// after the lease expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct LeaseToken {
+    pub entry: EntryId,
+    pub generation: u32,
+}
+
+/// A leased queue entry, with the message context.
+#[derive(Debug, Clone)]
+pub struct Leased {
+    pub token: LeaseToken,
+    pub subscriber: String,
+    pub message_id: MessageId,
+    pub context: Context,
+    /// 1 on the first delivery, 2 on the first redelivery, and so on.
+    pub attempt: u32,
+    pub lease_until: Millis,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Counts {
+    /// Messages in the box.
+    pub spool: u64,
+    /// Queue entries per subscriber (waiting, leased or waiting for a retry).
+    pub queued: BTreeMap<String, u64>,
+    /// Suspended entries.
+    pub suspended: u64,
+    /// Bytes of all parts of all messages in the box.
+    pub content_bytes: u64,
+    /// Stored (non-inline) content chunks, finished or not.
+    pub content_chunks: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueEntryInfo {
+    pub entry: EntryId,
+    pub subscriber: String,
+    pub visible_at: Millis,
+    pub leased: bool,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SuspendedInfo {
+    pub id: i64,
+    pub message_id: MessageId,
+    /// The subscriber it was going to, or none for "no subscriber".
+    pub subscriber: Option<String>,
+    pub reason: String,
+    pub attempts: u32,
+    pub suspended_at: Millis,
+}
+
+#[derive(Debug, Clone)]
+pub struct MessageInfo {
+    pub id: MessageId,
+    pub created_at: Millis,
+    pub context: Context,
+    pub parts: Vec<Part>,
+    pub refs: u32,
+    pub queue: Vec<QueueEntryInfo>,
+    pub suspended: Vec<SuspendedInfo>,
+    pub holders: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageSummary {
+    pub id: MessageId,
+    pub created_at: Millis,
+    pub refs: u32,
+    pub parts: u32,
+    pub size: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BoxError {
+    #[error(
+        "the lease on queue entry {entry} is no longer held (it was acknowledged, nacked or suspended, or it expired and was leased again)"
+    )]
+    LeaseLost { entry: EntryId },
+    #[error("message {0} is not in the box")]
+    NoSuchMessage(MessageId),
+    #[error("message {0} is already in the box")]
+    Duplicate(MessageId),
+    #[error("suspended entry {0} does not exist (it was resumed or terminated, or never existed)")]
+    NoSuchSuspended(i64),
+    #[error("no subscription named `{0}`")]
+    NoSuchSubscriber(String),
+    #[error("message {message} still matches no subscription; it stays suspended")]
+    StillNoSubscriber { message: MessageId },
+    #[error("message {message} is not held by `{holder}`")]
+    NotHeld { message: MessageId, holder: String },
+    #[error("part `{part}` of message {message} refers to content {content} that is not finished")]
+    UnfinishedContent {
+        message: MessageId,
+        part: String,
+        content: i64,
+    },
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    #[error("message box storage failed while {doing}: {detail}")]
+    Storage { doing: String, detail: String },
+    #[error("the message box is closed")]
+    Closed,
+}
+
+pub type Result<T, E = BoxError> = std::result::Result<T, E>;
+
+/// The message box. See the crate docs for the invariants every backend keeps.
+#[async_trait]
+pub trait MessageBox: Send + Sync {
+    /// The chunk store that part bodies are written to before publishing.
+    fn content(&self) -> Arc<dyn ChunkStore>;
+
+    /// Store the message and one queue entry per matching subscription, in one
+    /// transaction, durable before this returns. No match: suspended.
+    async fn publish(&self, msg: NewMessage) -> Result<Routed>;
+
+    /// Add or replace a subscription. Existing queue entries are unchanged.
+    async fn subscribe(&self, sub: Subscription) -> Result<()>;
+    /// Remove a subscription; its queue entries become suspended entries
+    /// ("subscriber removed") so nothing is lost. Returns how many.
+    async fn unsubscribe(&self, subscriber: &str) -> Result<u64>;
+    async fn subscriptions(&self) -> Result<Vec<Subscription>>;
+
+    /// Lease up to `max` ready entries (visible at or before now) of a
+    /// subscriber, oldest-visible first, until now + `lease_for_ms`.
+    async fn lease(&self, subscriber: &str, max: usize, lease_for_ms: Millis) -> Result<Vec<Leased>>;
+    /// Done with the entry: delete it and release its reference.
+    async fn ack(&self, token: LeaseToken) -> Result<()>;
+    /// Give the entry back, ready again at `retry_at`.
+    async fn nack(&self, token: LeaseToken, retry_at: Millis, error: &str) -> Result<()>;
+    /// Move a leased entry to the suspended list (the reference moves with it).
+    async fn suspend(&self, token: LeaseToken, reason: &str) -> Result<i64>;
+
+    /// Take a named reference on a message (e.g. an orchestration instance).
+    /// Holding twice under one name is one reference.
+    async fn hold(&self, message: MessageId, holder: &str) -> Result<()>;
+    /// Drop a named reference; the last reference deletes the message.
+    async fn release(&self, message: MessageId, holder: &str) -> Result<()>;
+
+    /// Queue a suspended entry again: to its subscriber, or, for "no
+    /// subscriber", to every subscription that matches now.
+    async fn resume(&self, suspended: i64) -> Result<Routed>;
+    /// Drop a suspended entry (and the message, if that was its last reference).
+    async fn terminate(&self, suspended: i64) -> Result<()>;
+
+    async fn parts(&self, message: MessageId) -> Result<Vec<Part>>;
+    async fn message(&self, id: MessageId) -> Result<Option<MessageInfo>>;
+    /// Messages in id (time) order, after `after`.
+    async fn list_messages(&self, after: Option<MessageId>, limit: usize) -> Result<Vec<MessageSummary>>;
+    async fn list_suspended(&self, after: Option<i64>, limit: usize) -> Result<Vec<SuspendedInfo>>;
+    async fn counts(&self) -> Result<Counts>;
+
+    /// Finish pending work and release the storage. Further calls fail with `Closed`.
+    async fn close(&self) -> Result<()>;
+}
