@@ -1,14 +1,186 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! Adapters: how messages come in (sources) and go out (transmitters).
+//!
+//! Every adapter follows one pattern, like Vector's sources and sinks:
+//!
+//! 1. a **config struct** (serde, `deny_unknown_fields`), one variant of
+//!    [`ReceiveAdapterConfig`] or [`SendAdapterConfig`] chosen by `type`;
+//! 2. **`build()`**, which validates the config and returns a [`Source`] or a
+//!    [`Transmitter`];
+//! 3. a **running task**: the host calls [`Source::run`] with a
+//!    [`ReceiveContext`], or [`Transmitter::transmit`] once per message.
+//!
+//! Adapters know nothing of the message box. A source hands each inbound body
+//! to its [`Publisher`] and acknowledges its peer only when that returns `Ok`.
+//!
+//! Architecture Invariant: only the message box commits. A source deletes,
+//! acknowledges or answers its peer only after [`Publisher::submit`] returned
+//! `Ok` (the message is durable); on any error it leaves the source in place,
+//! or restores it, so it is retried.
+
+pub mod file;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use sluice_model::{Context, MessageId};
+pub use sluice_pipeline::Body;
+pub use tokio_util::sync::CancellationToken;
+
+/// Why a submission was not published.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SubmitError(pub String);
+
+/// What a source's publisher did with a submission.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    /// Ids of the messages published (or suspended) from this submission.
+    pub messages: Vec<MessageId>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Runs the location's receive pipeline and publishes durably.
+#[async_trait]
+pub trait Publisher: Send + Sync {
+    /// Publish `body` with `context` under the id `id`. `Ok` means durable:
+    /// the source may now be deleted or acknowledged.
+    async fn submit(&self, id: MessageId, context: Context, body: Body) -> Result<Receipt, SubmitError>;
+    /// Whether message `id` is in the box (used to recover sources claimed
+    /// before a crash).
+    async fn is_published(&self, id: MessageId) -> Result<bool, SubmitError>;
+}
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+/// What a running source gets from the host.
+#[derive(Clone)]
+pub struct ReceiveContext {
+    pub port: String,
+    pub location: String,
+    pub publisher: Arc<dyn Publisher>,
+    /// Cancelled when the node stops: take no new work, finish what is in flight.
+    pub shutdown: CancellationToken,
+}
+
+impl ReceiveContext {
+    /// The properties every receive location promotes.
+    pub fn base_context(&self) -> Context {
+        let mut ctx = Context::new();
+        ctx.promote("receive", "port", self.port.as_str());
+        ctx.promote("receive", "location", self.location.as_str());
+        ctx.promote("sluice", "received_at", time::OffsetDateTime::now_utc());
+        ctx
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("{doing}: {source}")]
+    Io { doing: String, source: std::io::Error },
+}
+
+/// A running receive adapter.
+#[async_trait]
+pub trait Source: Send {
+    /// Receive until `cx.shutdown` is cancelled, then finish in-flight work and return.
+    async fn run(self: Box<Self>, cx: ReceiveContext) -> Result<(), AdapterError>;
+}
+
+/// A message on its way out.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    pub id: MessageId,
+    pub port: String,
+    pub context: Context,
+    pub attempt: u32,
+}
+
+/// Why a transmission failed, and whether trying again may help.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct TransmitError {
+    pub retryable: bool,
+    pub message: String,
+}
+
+impl TransmitError {
+    pub fn retry(message: impl Into<String>) -> Self {
+        TransmitError {
+            retryable: true,
+            message: message.into(),
+        }
+    }
+    pub fn fatal(message: impl Into<String>) -> Self {
+        TransmitError {
+            retryable: false,
+            message: message.into(),
+        }
+    }
+}
+
+/// What a transmitter did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivered {
+    /// Delivered to this place (a path, a URL...).
+    To(String),
+    /// An identical copy was already there (a redelivery after a crash).
+    AlreadyThere(String),
+}
+
+/// A send adapter, called once per message.
+#[async_trait]
+pub trait Transmitter: Send + Sync {
+    async fn transmit(&self, msg: &Outbound, body: Body) -> Result<Delivered, TransmitError>;
+}
+
+/// The receive adapters, chosen by `type`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ReceiveAdapterConfig {
+    File(file::FileReceiveConfig),
+}
+
+impl ReceiveAdapterConfig {
+    /// Resolve relative paths against the configuration file's folder.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        match self {
+            ReceiveAdapterConfig::File(c) => c.resolve_paths(base),
+        }
+    }
+    pub fn build(&self) -> Result<Box<dyn Source>, AdapterError> {
+        match self {
+            ReceiveAdapterConfig::File(c) => Ok(Box::new(c.build()?)),
+        }
+    }
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReceiveAdapterConfig::File(_) => "file",
+        }
+    }
+}
+
+/// The send adapters, chosen by `type`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SendAdapterConfig {
+    File(file::FileSendConfig),
+}
+
+impl SendAdapterConfig {
+    pub fn resolve_paths(&mut self, base: &Path) {
+        match self {
+            SendAdapterConfig::File(c) => c.resolve_paths(base),
+        }
+    }
+    pub fn build(&self) -> Result<Arc<dyn Transmitter>, AdapterError> {
+        match self {
+            SendAdapterConfig::File(c) => Ok(Arc::new(c.build()?)),
+        }
+    }
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SendAdapterConfig::File(_) => "file",
+        }
     }
 }

@@ -1,3 +1,157 @@
-fn main() {
-    println!("Hello, world!");
+//! `sluice`: run a node, look into its message box, measure it.
+
+mod bench;
+mod inspect;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use sluice_host::{CancellationToken, Config};
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "Sluice integration server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node: receive locations and send ports on the embedded message box.
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Counts: messages in the box, queued per subscriber, suspended, content bytes.
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List and show messages in the box.
+    Messages {
+        #[command(subcommand)]
+        command: MessagesCommand,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MessagesCommand {
+    /// Messages in the box, oldest first.
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Start after this message id.
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One message: its full context, parts, queue entries and suspensions.
+    Show {
+        id: String,
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Durable publish -> route -> lease -> ack on an embedded box in a fresh temporary directory.
+    Messaging(bench::MessagingArgs),
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config } => serve(config).await,
+        Command::Status { config, json } => inspect::status(&load(&config)?, json).await,
+        Command::Messages {
+            command:
+                MessagesCommand::List {
+                    config,
+                    limit,
+                    after,
+                    json,
+                },
+        } => inspect::list(&load(&config)?, limit, after.as_deref(), json).await,
+        Command::Messages {
+            command: MessagesCommand::Show { id, config, json },
+        } => inspect::show(&load(&config)?, &id, json).await,
+        Command::Bench {
+            command: BenchCommand::Messaging(args),
+        } => bench::messaging(args).await,
+    }
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+    Ok(Config::load(path)?)
+}
+
+async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
+    let config = load(&config_path)?;
+    let shutdown = CancellationToken::new();
+    let signal_token = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received");
+        signal_token.cancel();
+    });
+    sluice_host::serve(config, shutdown)
+        .await
+        .with_context(|| format!("running the node of {}", config_path.display()))
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -1,14 +1,188 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! The host: a node (`sluice serve`) that opens the message box and runs the
+//! configured receive locations and send ports against it.
+//!
+//! ```text
+//! Source (adapter) ──submit──> LocationPublisher ──pipeline──> write parts ──> MessageBox::publish
+//!                                                                                  │ notify
+//! MessageBox::lease <── SendPortRunner ──> read parts ──> send pipeline ──> Transmitter
+//!        ack / nack (retry-at) / suspend <──────────────────────────────────────────┘
+//! ```
+//!
+//! Architecture Invariant: only the message box commits. `LocationPublisher::submit`
+//! returns `Ok` to a source only after `publish` returned, and a send port acks
+//! only after its transmitter reported delivery.
+//!
+//! Architecture Invariant: every queue is bounded. A receive location takes at
+//! most `concurrency` files at once; a send port leases at most `concurrency`
+//! entries at once; waiting messages wait in the box on disk, not in memory.
+
+pub mod config;
+mod publisher;
+mod send_port;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sluice_msgbox::{MessageBox, Subscription, SystemClock};
+use sluice_msgbox_sqlite::{Options, SqliteBox};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+pub use tokio_util::sync::CancellationToken;
+
+pub use crate::config::Config;
+use crate::publisher::LocationPublisher;
+use crate::send_port::SendPortRunner;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("data directory {path}: {message}")]
+    DataDir { path: PathBuf, message: String },
+    #[error("message box: {0}")]
+    Box(#[from] sluice_msgbox::BoxError),
+    #[error("{what}: {message}")]
+    Start { what: String, message: String },
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Wakes a send port when a message is queued for it (it also polls).
+#[derive(Default)]
+pub(crate) struct Wakers {
+    by_subscriber: HashMap<String, Arc<Notify>>,
+}
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+impl Wakers {
+    pub(crate) fn wake(&self, subscriber: &str) {
+        if let Some(n) = self.by_subscriber.get(subscriber) {
+            n.notify_one();
+        }
     }
+}
+
+/// Holds the data directory's lock file for as long as the node runs, so two
+/// nodes cannot share one embedded box.
+struct DataDirLock {
+    _file: std::fs::File,
+}
+
+fn lock_data_dir(dir: &Path) -> Result<DataDirLock, HostError> {
+    let err = |message: String| HostError::DataDir {
+        path: dir.to_path_buf(),
+        message,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create it: {e}")))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("sluice.lock"))
+        .map_err(|e| err(format!("cannot open the lock file: {e}")))?;
+    match file.try_lock() {
+        Ok(()) => Ok(DataDirLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(err(
+            "another `sluice serve` is using it (the lock file sluice.lock is held)".into(),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(err(format!("cannot lock it: {e}"))),
+    }
+}
+
+/// Run a node until `shutdown` is cancelled; then stop intake, finish the
+/// work in flight, close the box and return.
+pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), HostError> {
+    let _lock = lock_data_dir(&config.data_dir)?;
+    let mbox = SqliteBox::open(&config.data_dir, Arc::new(SystemClock), Options::default())?;
+    let mbox: Arc<dyn MessageBox> = Arc::new(mbox);
+    // This node is the only user of the embedded box: leases left by an
+    // earlier run (killed, crashed) are ours to take back now.
+    let released = mbox.release_leases().await?;
+    if released > 0 {
+        tracing::info!(entries = released, "took back leases held when the node last stopped");
+    }
+    sync_subscriptions(&config, &*mbox).await?;
+
+    let mut wakers = Wakers::default();
+    for name in config.send_ports.keys() {
+        wakers.by_subscriber.insert(name.clone(), Arc::new(Notify::new()));
+    }
+    let wakers = Arc::new(wakers);
+
+    // Send ports first, so that they are ready when messages arrive.
+    let send_stop = CancellationToken::new();
+    let mut senders = JoinSet::new();
+    for (name, sp) in &config.send_ports {
+        if !sp.enabled {
+            tracing::info!(send_port = %name, "send port is stopped; its messages wait in the box");
+            continue;
+        }
+        let runner =
+            SendPortRunner::new(name, sp, mbox.clone(), wakers.by_subscriber[name].clone()).map_err(|message| {
+                HostError::Start {
+                    what: format!("send port `{name}`"),
+                    message,
+                }
+            })?;
+        senders.spawn(runner.run(send_stop.clone()));
+    }
+
+    let mut receivers = JoinSet::new();
+    for (port, pc) in &config.receive_ports {
+        for (name, lc) in &pc.locations {
+            if !lc.enabled {
+                tracing::info!(receive_location = %name, "receive location is disabled");
+                continue;
+            }
+            let source = lc.adapter.build().map_err(|e| HostError::Start {
+                what: format!("receive location `{name}`"),
+                message: e.to_string(),
+            })?;
+            let publisher = LocationPublisher::new(name, lc.pipeline.receive(), mbox.clone(), wakers.clone());
+            let cx = sluice_adapters::ReceiveContext {
+                port: port.clone(),
+                location: name.clone(),
+                publisher: Arc::new(publisher),
+                shutdown: shutdown.clone(),
+            };
+            let location = name.clone();
+            receivers.spawn(async move {
+                if let Err(e) = source.run(cx).await {
+                    tracing::error!(receive_location = %location, error = %e, "receive location stopped with an error");
+                }
+            });
+            tracing::info!(receive_port = %port, receive_location = %name, adapter = lc.adapter.kind(), "receive location started");
+        }
+    }
+    tracing::info!(data_dir = %config.data_dir.display(), "node running");
+
+    shutdown.cancelled().await;
+    tracing::info!("stopping: no new intake; finishing work in flight");
+    while receivers.join_next().await.is_some() {}
+    send_stop.cancel();
+    while senders.join_next().await.is_some() {}
+    mbox.close().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Make the box's subscriptions match the configured send ports. A
+/// subscription with no send port left is removed; its queued messages become
+/// suspended (resumable), never dropped.
+async fn sync_subscriptions(config: &Config, mbox: &dyn MessageBox) -> Result<(), HostError> {
+    for (name, sp) in &config.send_ports {
+        let filter = sp.parsed_filter.clone().ok_or_else(|| HostError::Start {
+            what: format!("send port `{name}`"),
+            message: "filter was not validated".into(),
+        })?;
+        mbox.subscribe(Subscription {
+            subscriber: name.clone(),
+            filter,
+        })
+        .await?;
+    }
+    for sub in mbox.subscriptions().await? {
+        if !config.send_ports.contains_key(&sub.subscriber) {
+            let n = mbox.unsubscribe(&sub.subscriber).await?;
+            tracing::warn!(subscriber = %sub.subscriber, suspended = n,
+                "send port is no longer configured; its subscription is removed and its queued messages are suspended");
+        }
+    }
+    Ok(())
 }

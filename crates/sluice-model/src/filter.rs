@@ -276,7 +276,11 @@ fn lex(text: &str) -> Result<Vec<Token>, FilterError> {
                                 Some('"') => '"',
                                 Some('\'') => '\'',
                                 _ => {
-                                    return Err(make_error(text, i, "unknown escape (use \\\\, \\\", \\', \\n or \\t)"));
+                                    return Err(make_error(
+                                        text,
+                                        i,
+                                        "unknown escape (use \\\\, \\\", \\', \\n or \\t)",
+                                    ));
                                 }
                             });
                             i += 2;

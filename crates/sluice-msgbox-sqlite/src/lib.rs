@@ -366,7 +366,8 @@ impl MessageBox for SqliteBox {
     }
 
     async fn publish(&self, msg: NewMessage) -> Result<Routed> {
-        self.write(true, move |w| w.publish(&msg)).await
+        let json = msg.context.to_json();
+        self.write(true, move |w| w.publish(&msg, &json)).await
     }
 
     async fn subscribe(&self, sub: Subscription) -> Result<()> {
@@ -420,6 +421,10 @@ impl MessageBox for SqliteBox {
     async fn suspend(&self, token: LeaseToken, reason: &str) -> Result<i64> {
         let r = reason.to_string();
         self.write(true, move |w| w.suspend(token, &r)).await
+    }
+
+    async fn release_leases(&self) -> Result<u64> {
+        self.write(true, |w| w.release_leases()).await
     }
 
     async fn hold(&self, message: MessageId, holder: &str) -> Result<()> {

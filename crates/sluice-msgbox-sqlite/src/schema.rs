@@ -24,7 +24,7 @@ pub fn open_connection(path: &Path, opts: &Options, reader: bool) -> rusqlite::R
          PRAGMA synchronous = {sync};
          PRAGMA cache_size = -{cache};
          PRAGMA mmap_size = 0;
-         PRAGMA temp_store = FILE;
+         PRAGMA temp_store = MEMORY;
          PRAGMA query_only = {query_only};",
         sync = if opts.sync { "FULL" } else { "OFF" },
         cache = opts.cache_kib.max(256),
@@ -44,7 +44,8 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
              context TEXT NOT NULL,
              refs INTEGER NOT NULL,
              nparts INTEGER NOT NULL,
-             size INTEGER NOT NULL
+             size INTEGER NOT NULL,
+             stored_parts INTEGER NOT NULL
          );
          CREATE TABLE IF NOT EXISTS parts (
              message_id BLOB NOT NULL,

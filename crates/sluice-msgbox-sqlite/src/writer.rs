@@ -14,11 +14,21 @@ use crate::{WriterStats, context_of, id_of, storage};
 
 type Completion = Box<dyn FnOnce(Option<&BoxError>) + Send>;
 
+/// How a job ended. Every job checks what it must (lease held, message
+/// exists...) before it writes anything, so a refused job leaves no trace;
+/// a job that fails in storage mid-way fails its whole batch.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum JobStatus {
+    Done,
+    Refused,
+    StorageFailed,
+}
+
 /// One change, run inside the next group commit; its answer is sent only
 /// after the commit.
 pub struct Job {
     durable: bool,
-    run: Box<dyn FnOnce(&mut Writer) -> (bool, Completion) + Send>,
+    run: Box<dyn FnOnce(&mut Writer) -> (JobStatus, Completion) + Send>,
 }
 
 impl Job {
@@ -31,7 +41,11 @@ impl Job {
             durable,
             run: Box::new(move |w| {
                 let result = f(w);
-                let ok = result.is_ok();
+                let status = match &result {
+                    Ok(_) => JobStatus::Done,
+                    Err(BoxError::Storage { .. }) => JobStatus::StorageFailed,
+                    Err(_) => JobStatus::Refused,
+                };
                 let complete: Completion = Box::new(move |commit_error| {
                     let answer = match commit_error {
                         Some(e) => Err(BoxError::Storage {
@@ -42,7 +56,7 @@ impl Job {
                     };
                     let _ = reply.send(answer);
                 });
-                (ok, complete)
+                (status, complete)
             }),
         }
     }
@@ -161,20 +175,26 @@ impl Writer {
             }
             return Err((err, done));
         }
+        let mut failed = None;
         for job in batch.drain(..) {
-            let sp = self.conn.execute_batch("SAVEPOINT job");
-            let (ok, c) = (job.run)(self);
-            if sp.is_ok() {
-                let end = if ok {
-                    "RELEASE job"
-                } else {
-                    "ROLLBACK TO job; RELEASE job"
-                };
-                if let Err(e) = self.conn.execute_batch(end) {
-                    tracing::error!(error = %e, "ending a savepoint");
-                }
+            let (status, c) = (job.run)(self);
+            if status == JobStatus::StorageFailed && failed.is_none() {
+                failed = Some(done.len());
             }
             done.push(c);
+        }
+        if let Some(i) = failed {
+            // A job failed half-way in storage: keep the batch atomic.
+            let _ = self.conn.execute_batch("ROLLBACK");
+            let err = BoxError::Storage {
+                doing: "running a batch of changes".into(),
+                detail: format!(
+                    "change {} of {} failed in storage; the whole batch was rolled back",
+                    i + 1,
+                    done.len()
+                ),
+            };
+            return Err((err, done));
         }
         match self.conn.execute_batch("COMMIT") {
             Ok(()) => Ok(done),
@@ -290,33 +310,60 @@ impl Writer {
             .collect()
     }
 
-    pub fn publish(&mut self, msg: &NewMessage) -> Result<Routed> {
+    /// `context_json` is `msg.context.to_json()`, made by the caller so that
+    /// the writer thread does not spend its time serialising.
+    pub fn publish(&mut self, msg: &NewMessage, context_json: &str) -> Result<Routed> {
         let id = msg.id;
         let doing = format!("publishing message {id}");
         let now = self.now();
         let subs = self.matching(&msg.context);
         let refs = subs.len().max(1) as i64;
         let size: u64 = msg.parts.iter().map(|p| p.size).sum();
+        let exists: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT 1 FROM messages WHERE id = ?1")
+            .and_then(|mut s| s.query_row([id.to_bytes()], |r| r.get(0)).optional())
+            .map_err(storage(&doing))?;
+        if exists.is_some() {
+            return Err(BoxError::Duplicate(id));
+        }
+        let mut stored = 0i64;
+        for part in &msg.parts {
+            if let PartBody::Stored { content, .. } = &part.body {
+                let state: Option<i64> = self
+                    .conn
+                    .prepare_cached("SELECT state FROM content WHERE id = ?1")
+                    .and_then(|mut s| s.query_row([content], |r| r.get(0)).optional())
+                    .map_err(storage(&doing))?;
+                if state != Some(CONTENT_FINISHED) {
+                    return Err(BoxError::UnfinishedContent {
+                        message: id,
+                        part: part.name.clone(),
+                        content: *content,
+                    });
+                }
+                stored += 1;
+            }
+        }
         let inserted = self
             .conn
             .prepare_cached(
-                "INSERT INTO messages (id, created_at, context, refs, nparts, size) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO messages (id, created_at, context, refs, nparts, size, stored_parts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
             .and_then(|mut s| {
                 s.execute(params![
                     id.to_bytes(),
                     now,
-                    msg.context.to_json(),
+                    context_json,
                     refs,
                     msg.parts.len() as i64,
-                    size as i64
+                    size as i64,
+                    stored
                 ])
             })
             .map_err(storage(&doing))?;
-        if inserted == 0 {
-            return Err(BoxError::Duplicate(id));
-        }
+        debug_assert_eq!(inserted, 1);
         for (idx, part) in msg.parts.iter().enumerate() {
             let (inline, content, chunks) = match &part.body {
                 PartBody::Inline(data) => (Some(&data[..]), None, None),
@@ -327,10 +374,11 @@ impl Writer {
                         .and_then(|mut s| s.execute(params![content, CONTENT_PUBLISHED, CONTENT_FINISHED]))
                         .map_err(storage(&doing))?;
                     if n != 1 {
-                        return Err(BoxError::UnfinishedContent {
-                            message: id,
-                            part: part.name.clone(),
-                            content: *content,
+                        // Checked above; only a part listed twice gets here.
+                        // A storage error rolls the whole batch back.
+                        return Err(BoxError::Storage {
+                            doing: doing.clone(),
+                            detail: format!("content {content} is used by two parts"),
                         });
                     }
                     (None, Some(*content), Some(*chunks))
@@ -497,11 +545,15 @@ impl Writer {
 
     pub fn ack(&mut self, token: LeaseToken) -> Result<()> {
         let doing = format!("acknowledging queue entry {}", token.entry);
-        let (mid, _) = self.leased_entry(token, &doing)?;
-        self.conn
-            .prepare_cached("DELETE FROM queue WHERE id = ?1")
-            .and_then(|mut s| s.execute([token.entry]))
+        let mid: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("DELETE FROM queue WHERE id = ?1 AND generation = ?2 AND leased = 1 RETURNING message_id")
+            .and_then(|mut s| {
+                s.query_row(params![token.entry, token.generation], |r| r.get(0))
+                    .optional()
+            })
             .map_err(storage(&doing))?;
+        let mid = id_of(mid.ok_or(BoxError::LeaseLost { entry: token.entry })?)?;
         self.drop_reference(mid, &doing)
     }
 
@@ -524,6 +576,15 @@ impl Writer {
             .map_err(storage(&doing))?;
         // The reference moves from the queue entry to the suspended entry.
         self.insert_suspended(mid, Some(&sub), reason, token.generation, &doing)
+    }
+
+    pub fn release_leases(&mut self) -> Result<u64> {
+        let now = self.now();
+        let n = self
+            .conn
+            .execute("UPDATE queue SET visible_at = ?1, leased = 0 WHERE leased = 1", [now])
+            .map_err(storage("releasing leases"))?;
+        Ok(n as u64)
     }
 
     // ---- references ------------------------------------------------------
@@ -571,30 +632,33 @@ impl Writer {
     /// Drop one reference; the last one deletes the message, its parts and
     /// their content, here, in this transaction.
     fn drop_reference(&mut self, id: MessageId, doing: &str) -> Result<()> {
-        let refs: Option<i64> = self
+        let refs: Option<(i64, i64)> = self
             .conn
-            .prepare_cached("UPDATE messages SET refs = refs - 1 WHERE id = ?1 RETURNING refs")
-            .and_then(|mut s| s.query_row([id.to_bytes()], |r| r.get(0)).optional())
+            .prepare_cached("UPDATE messages SET refs = refs - 1 WHERE id = ?1 RETURNING refs, stored_parts")
+            .and_then(|mut s| s.query_row([id.to_bytes()], |r| Ok((r.get(0)?, r.get(1)?))).optional())
             .map_err(storage(doing))?;
         match refs {
             None => Err(BoxError::Storage {
                 doing: doing.to_string(),
                 detail: format!("message {id} is missing"),
             }),
-            Some(n) if n > 0 => Ok(()),
-            Some(_) => self.delete_message(id, doing),
+            Some((n, _)) if n > 0 => Ok(()),
+            Some((_, stored)) => self.delete_message(id, stored > 0, doing),
         }
     }
 
-    fn delete_message(&mut self, id: MessageId, doing: &str) -> Result<()> {
-        let key = id.to_bytes();
-        let stmts = [
+    fn delete_message(&mut self, id: MessageId, has_content: bool, doing: &str) -> Result<()> {
+        const CONTENT: [&str; 2] = [
             "DELETE FROM chunks WHERE content_id IN (SELECT content_id FROM parts WHERE message_id = ?1 AND content_id IS NOT NULL)",
             "DELETE FROM content WHERE id IN (SELECT content_id FROM parts WHERE message_id = ?1 AND content_id IS NOT NULL)",
+        ];
+        const ROWS: [&str; 2] = [
             "DELETE FROM parts WHERE message_id = ?1",
             "DELETE FROM messages WHERE id = ?1",
         ];
-        for sql in stmts {
+        let key = id.to_bytes();
+        let content: &[&str] = if has_content { &CONTENT } else { &[] };
+        for sql in content.iter().chain(&ROWS) {
             self.conn
                 .prepare_cached(sql)
                 .and_then(|mut s| s.execute([key]))

@@ -30,6 +30,7 @@ macro_rules! conformance_tests {
             no_subscriber_suspends_and_resume_routes,
             lease_ack_nack_and_expiry,
             stale_tokens_are_refused,
+            release_leases_makes_entries_ready,
             references_from_holders,
             last_release_deletes_stored_content,
             unsubscribe_suspends_queued_entries,
@@ -246,6 +247,20 @@ pub async fn stale_tokens_are_refused(h: &impl Harness) {
     b.ack(third.token).await.unwrap();
     assert!(matches!(b.ack(third.token).await, Err(BoxError::LeaseLost { .. })));
     assert_eq!(b.counts().await.unwrap().spool, 0);
+    b.close().await.unwrap();
+}
+
+pub async fn release_leases_makes_entries_ready(h: &impl Harness) {
+    let b = h.open(ManualClock::new(T0)).await;
+    b.subscribe(sub("s", "all")).await.unwrap();
+    b.publish(msg("x", 1)).await.unwrap();
+    b.publish(msg("x", 2)).await.unwrap();
+    let first = b.lease("s", 1, 60_000).await.unwrap().remove(0);
+    assert_eq!(b.release_leases().await.unwrap(), 1);
+    assert!(matches!(b.ack(first.token).await, Err(BoxError::LeaseLost { .. })));
+    let again = b.lease("s", 10, 60_000).await.unwrap();
+    assert_eq!(again.len(), 2);
+    assert_eq!((again[0].message_id, again[0].attempt), (first.message_id, 2));
     b.close().await.unwrap();
 }
 

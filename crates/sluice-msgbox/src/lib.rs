@@ -238,6 +238,10 @@ pub trait MessageBox: Send + Sync {
     async fn nack(&self, token: LeaseToken, retry_at: Millis, error: &str) -> Result<()>;
     /// Move a leased entry to the suspended list (the reference moves with it).
     async fn suspend(&self, token: LeaseToken, reason: &str) -> Result<i64>;
+    /// Make every leased entry ready now (its tokens stop working). A node
+    /// that is the only user of the box calls this at start, to take back the
+    /// leases of its previous run without waiting for them to expire.
+    async fn release_leases(&self) -> Result<u64>;
 
     /// Take a named reference on a message (e.g. an orchestration instance).
     /// Holding twice under one name is one reference.

@@ -1,0 +1,187 @@
+//! File-name macros for FILE send ports.
+//!
+//! | macro | becomes |
+//! |---|---|
+//! | `%MessageId%` | the message id |
+//! | `%SourceFileName%` | `file.name` of the message (the received file's name) |
+//! | `%SourceFileStem%` | that name without its last extension |
+//! | `%datetime%` | the UTC time of sending, `2026-11-21T154501` |
+//! | `%property:ns.name%` | the value of any context property |
+//! | `%%` | a literal `%` |
+
+use sluice_model::{Context, Key, MessageId};
+
+#[derive(Debug, Clone, PartialEq)]
+enum Piece {
+    Text(String),
+    MessageId,
+    SourceFileName,
+    SourceFileStem,
+    DateTime,
+    Property(Key),
+}
+
+/// A parsed file-name template.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileNameTemplate {
+    source: String,
+    pieces: Vec<Piece>,
+}
+
+impl FileNameTemplate {
+    pub fn parse(template: &str) -> Result<Self, String> {
+        let mut pieces = Vec::new();
+        let mut rest = template;
+        while let Some(start) = rest.find('%') {
+            if start > 0 {
+                pieces.push(Piece::Text(rest[..start].to_string()));
+            }
+            let after = &rest[start + 1..];
+            let end = after
+                .find('%')
+                .ok_or_else(|| format!("`{template}`: a `%` is not closed (write %% for a literal %)"))?;
+            let name = &after[..end];
+            pieces.push(match name {
+                "" => Piece::Text("%".into()),
+                "MessageId" | "MessageID" => Piece::MessageId,
+                "SourceFileName" => Piece::SourceFileName,
+                "SourceFileStem" => Piece::SourceFileStem,
+                "datetime" => Piece::DateTime,
+                other => match other.strip_prefix("property:") {
+                    Some(k) => Piece::Property(
+                        Key::parse(k).ok_or_else(|| format!("`{template}`: `{k}` is not a property key (namespace.name)"))?,
+                    ),
+                    None => {
+                        return Err(format!(
+                            "`{template}`: unknown macro %{other}% (known: %MessageId%, %SourceFileName%, %SourceFileStem%, %datetime%, %property:ns.name%)"
+                        ));
+                    }
+                },
+            });
+            rest = &after[end + 1..];
+        }
+        if !rest.is_empty() {
+            pieces.push(Piece::Text(rest.to_string()));
+        }
+        if pieces.is_empty() {
+            return Err("the file name is empty".into());
+        }
+        Ok(FileNameTemplate {
+            source: template.to_string(),
+            pieces,
+        })
+    }
+
+    /// The file name for a message. Fails if a macro has no value, or if the
+    /// result is not a plain file name (no `/`, not `.` or `..`): a context
+    /// value must never steer a write outside the folder.
+    pub fn render(&self, id: MessageId, ctx: &Context) -> Result<String, String> {
+        let source_name = || {
+            ctx.get("file", "name").map(|p| p.value.to_text()).ok_or_else(|| {
+                format!(
+                    "`{}` uses the source file name, but the message has no file.name property",
+                    self.source
+                )
+            })
+        };
+        let mut out = String::new();
+        for p in &self.pieces {
+            match p {
+                Piece::Text(t) => out.push_str(t),
+                Piece::MessageId => out.push_str(&id.to_string()),
+                Piece::SourceFileName => out.push_str(&source_name()?),
+                Piece::SourceFileStem => {
+                    let n = source_name()?;
+                    out.push_str(match n.rsplit_once('.') {
+                        Some((stem, _)) if !stem.is_empty() => stem,
+                        _ => &n,
+                    });
+                }
+                Piece::DateTime => {
+                    let t = time::OffsetDateTime::now_utc();
+                    out.push_str(&format!(
+                        "{:04}-{:02}-{:02}T{:02}{:02}{:02}",
+                        t.year(),
+                        t.month() as u8,
+                        t.day(),
+                        t.hour(),
+                        t.minute(),
+                        t.second()
+                    ));
+                }
+                Piece::Property(k) => out.push_str(
+                    &ctx.get(&k.namespace, &k.name)
+                        .ok_or_else(|| format!("`{}` uses property {k}, which the message does not have", self.source))?
+                        .value
+                        .to_text(),
+                ),
+            }
+        }
+        if out.is_empty() || out == "." || out == ".." || out.contains(['/', '\\', '\0']) {
+            return Err(format!(
+                "`{}` gives `{}`, which is not a plain file name",
+                self.source,
+                out.escape_debug()
+            ));
+        }
+        if out.starts_with(".sluice-") {
+            return Err(format!(
+                "`{}` gives `{out}`; names starting with .sluice- are Sluice's own",
+                self.source
+            ));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_macros() {
+        let mut ctx = Context::new();
+        ctx.promote("file", "name", "orders.xml");
+        ctx.write("app", "customer", "ACME");
+        let id = MessageId::new();
+        let t = FileNameTemplate::parse("%SourceFileStem%-%property:app.customer%-%MessageId%.out%%").unwrap();
+        assert_eq!(t.render(id, &ctx).unwrap(), format!("orders-ACME-{id}.out%"));
+        assert_eq!(
+            FileNameTemplate::parse("%SourceFileName%")
+                .unwrap()
+                .render(id, &ctx)
+                .unwrap(),
+            "orders.xml"
+        );
+        assert!(
+            FileNameTemplate::parse("%datetime%.txt")
+                .unwrap()
+                .render(id, &ctx)
+                .unwrap()
+                .ends_with(".txt")
+        );
+    }
+
+    #[test]
+    fn refuses_bad_templates_and_names() {
+        assert!(
+            FileNameTemplate::parse("%Nope%")
+                .unwrap_err()
+                .contains("unknown macro %Nope%")
+        );
+        assert!(FileNameTemplate::parse("a%b").unwrap_err().contains("not closed"));
+        let mut ctx = Context::new();
+        ctx.promote("file", "name", "../../etc/passwd");
+        let t = FileNameTemplate::parse("%SourceFileName%").unwrap();
+        assert!(
+            t.render(MessageId::new(), &ctx)
+                .unwrap_err()
+                .contains("not a plain file name")
+        );
+        assert!(
+            t.render(MessageId::new(), &Context::new())
+                .unwrap_err()
+                .contains("no file.name")
+        );
+    }
+}

@@ -1,0 +1,439 @@
+//! FILE receive: poll a folder, claim each settled file by renaming it,
+//! stream it to the publisher, delete it only after the publish committed.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use globset::{GlobBuilder, GlobMatcher};
+use serde::Deserialize;
+use sluice_model::MessageId;
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::{CLAIM_PREFIX, TMP_PREFIX, resolve};
+use crate::{AdapterError, ReceiveContext, Source};
+
+fn default_mask() -> String {
+    "*".into()
+}
+fn default_poll() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_settle() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_concurrency() -> usize {
+    16
+}
+fn default_batch() -> usize {
+    1000
+}
+fn default_retry() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// `type = "file"` receive location.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileReceiveConfig {
+    /// Folder to watch (relative to the configuration file).
+    pub path: PathBuf,
+    /// File mask, a glob on the file name: `*`, `*.xml`, `orders-??.csv`.
+    #[serde(default = "default_mask")]
+    pub mask: String,
+    /// How often to look for new files.
+    #[serde(default = "default_poll", with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// A file is taken only when it has not been modified for this long, so
+    /// a file still being written is left alone.
+    #[serde(default = "default_settle", with = "humantime_serde")]
+    pub settle: Duration,
+    /// Files received at the same time.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Most files taken from one look at the folder.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Wait before trying again a file that failed (doubles up to 32x).
+    #[serde(default = "default_retry", with = "humantime_serde")]
+    pub retry_after: Duration,
+    /// Also take files whose names start with `.`.
+    #[serde(default)]
+    pub include_hidden: bool,
+}
+
+impl FileReceiveConfig {
+    pub fn resolve_paths(&mut self, base: &Path) {
+        self.path = resolve(base, &self.path);
+    }
+
+    pub fn build(&self) -> Result<FileReceiver, AdapterError> {
+        let glob = GlobBuilder::new(&self.mask)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| AdapterError::Config(format!("mask `{}`: {e}", self.mask)))?;
+        if self.concurrency == 0 || self.batch == 0 {
+            return Err(AdapterError::Config("concurrency and batch must be at least 1".into()));
+        }
+        Ok(FileReceiver {
+            config: self.clone(),
+            mask: glob.compile_matcher(),
+        })
+    }
+}
+
+pub struct FileReceiver {
+    config: FileReceiveConfig,
+    mask: GlobMatcher,
+}
+
+/// A file to take.
+struct Candidate {
+    name: String,
+}
+
+enum Outcome {
+    Published,
+    /// Someone else took it first.
+    Gone,
+}
+
+#[async_trait]
+impl Source for FileReceiver {
+    async fn run(self: Box<Self>, cx: ReceiveContext) -> Result<(), AdapterError> {
+        let me = Arc::new(*self);
+        me.recover_claims(&cx).await;
+        let permits = Arc::new(Semaphore::new(me.config.concurrency));
+        let mut tasks: JoinSet<(String, Result<Outcome, String>)> = JoinSet::new();
+        let mut in_flight: HashSet<String> = HashSet::new();
+        let mut backoff: HashMap<String, (Instant, Duration)> = HashMap::new();
+        let mut folder_ok = true;
+        'outer: loop {
+            while let Some(done) = tasks.try_join_next() {
+                me.settle_task(done, &mut in_flight, &mut backoff);
+            }
+            let scan = me.scan().await;
+            let candidates = match scan {
+                Ok(c) => {
+                    if !folder_ok {
+                        tracing::info!(location = %cx.location, path = %me.config.path.display(), "folder is readable again");
+                        folder_ok = true;
+                    }
+                    c
+                }
+                Err(e) => {
+                    if folder_ok {
+                        tracing::error!(location = %cx.location, path = %me.config.path.display(), error = %e,
+                            "cannot read the receive folder; will keep trying");
+                        folder_ok = false;
+                    }
+                    Vec::new()
+                }
+            };
+            let now = Instant::now();
+            backoff.retain(|_, (until, _)| *until > now);
+            let mut taken = 0;
+            for c in candidates {
+                if in_flight.contains(&c.name) || backoff.contains_key(&c.name) {
+                    continue;
+                }
+                let permit = tokio::select! {
+                    p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'outer },
+                    _ = cx.shutdown.cancelled() => break 'outer,
+                };
+                in_flight.insert(c.name.clone());
+                taken += 1;
+                let me2 = me.clone();
+                let cx2 = cx.clone();
+                tasks.spawn(async move {
+                    let r = me2.receive_one(&cx2, &c.name).await;
+                    drop(permit);
+                    (c.name, r)
+                });
+                while let Some(done) = tasks.try_join_next() {
+                    me.settle_task(done, &mut in_flight, &mut backoff);
+                }
+            }
+            // A full batch means more may be waiting: look again at once.
+            if taken < me.config.batch {
+                tokio::select! {
+                    _ = tokio::time::sleep(me.config.poll_interval) => {}
+                    _ = cx.shutdown.cancelled() => break,
+                }
+            } else if cx.shutdown.is_cancelled() {
+                break;
+            }
+        }
+        // Stop taking files; finish the ones in flight.
+        while let Some(done) = tasks.join_next().await {
+            me.settle_task(done, &mut in_flight, &mut backoff);
+        }
+        Ok(())
+    }
+}
+
+impl FileReceiver {
+    fn settle_task(
+        &self,
+        done: Result<(String, Result<Outcome, String>), tokio::task::JoinError>,
+        in_flight: &mut HashSet<String>,
+        backoff: &mut HashMap<String, (Instant, Duration)>,
+    ) {
+        match done {
+            Ok((name, result)) => {
+                in_flight.remove(&name);
+                match result {
+                    Ok(_) => {
+                        backoff.remove(&name);
+                    }
+                    Err(_) => {
+                        let wait = backoff
+                            .get(&name)
+                            .map(|(_, w)| (*w * 2).min(self.config.retry_after * 32))
+                            .unwrap_or(self.config.retry_after);
+                        backoff.insert(name, (Instant::now() + wait, wait));
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "a file receive task failed"),
+        }
+    }
+
+    /// Files in the folder that match the mask and have settled.
+    async fn scan(&self) -> io::Result<Vec<Candidate>> {
+        let path = self.config.path.clone();
+        let mask = self.mask.clone();
+        let settle = self.config.settle;
+        let hidden = self.config.include_hidden;
+        let limit = self.config.batch;
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let now = SystemTime::now();
+            for entry in std::fs::read_dir(&path)? {
+                let Ok(entry) = entry else { continue };
+                let name = match entry.file_name().into_string() {
+                    Ok(n) => n,
+                    Err(raw) => {
+                        tracing::warn!(path = %path.display(), name = ?raw, "skipping a file whose name is not UTF-8");
+                        continue;
+                    }
+                };
+                if name.starts_with(CLAIM_PREFIX) || name.starts_with(TMP_PREFIX) || (!hidden && name.starts_with('.'))
+                {
+                    continue;
+                }
+                if !mask.is_match(&name) {
+                    continue;
+                }
+                let Ok(meta) = entry.metadata() else { continue };
+                if !meta.is_file() {
+                    continue;
+                }
+                let age = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .unwrap_or_default();
+                if age < settle {
+                    continue;
+                }
+                out.push(Candidate { name });
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    /// Take one file: claim, stream, publish, delete. On failure the file is
+    /// put back under its own name.
+    async fn receive_one(&self, cx: &ReceiveContext, name: &str) -> Result<Outcome, String> {
+        let original = self.config.path.join(name);
+        let id = MessageId::new();
+        let claim = self.config.path.join(format!("{CLAIM_PREFIX}{id}.{name}"));
+        match tokio::fs::rename(&original, &claim).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Outcome::Gone),
+            Err(e) => {
+                tracing::error!(location = %cx.location, file = %original.display(), error = %e, "cannot claim file; leaving it in place");
+                return Err(e.to_string());
+            }
+        }
+        let result = self.publish_claimed(cx, id, name, &original, &claim).await;
+        match result {
+            Ok(()) => {
+                if let Err(e) = tokio::fs::remove_file(&claim).await {
+                    // Published, but the claim is still there: the next start
+                    // sees the message id in the box and deletes it.
+                    tracing::error!(location = %cx.location, file = %claim.display(), error = %e,
+                        message_id = %id, "published, but could not delete the received file");
+                }
+                tracing::debug!(location = %cx.location, file = %original.display(), message_id = %id, "received");
+                Ok(Outcome::Published)
+            }
+            Err(e) => {
+                tracing::error!(location = %cx.location, file = %original.display(), error = %e,
+                    "receiving failed; the file is left in place and will be tried again");
+                restore(&claim, &original).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn publish_claimed(
+        &self,
+        cx: &ReceiveContext,
+        id: MessageId,
+        name: &str,
+        original: &Path,
+        claim: &Path,
+    ) -> Result<(), String> {
+        let file = tokio::fs::File::open(claim)
+            .await
+            .map_err(|e| format!("cannot open: {e}"))?;
+        let meta = file
+            .metadata()
+            .await
+            .map_err(|e| format!("cannot read its metadata: {e}"))?;
+        let size = meta.len();
+        let mut ctx = cx.base_context();
+        ctx.promote("file", "name", name);
+        ctx.promote("file", "path", original.to_string_lossy().as_ref());
+        ctx.promote("file", "size", size);
+        if let Ok(modified) = meta.modified() {
+            ctx.write("file", "modified", time::OffsetDateTime::from(modified));
+        }
+        let body = CheckedFile {
+            file,
+            expected: size,
+            read: 0,
+        };
+        cx.publisher
+            .submit(id, ctx, Box::new(body))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// After a crash: claims whose message is in the box are done (delete
+    /// them); the others go back under their own names to be received again.
+    async fn recover_claims(&self, cx: &ReceiveContext) {
+        let Ok(mut dir) = tokio::fs::read_dir(&self.config.path).await else {
+            return;
+        };
+        let mut recovered = 0;
+        while let Ok(Some(entry)) = dir.next_entry().await {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let Some(rest) = name.strip_prefix(CLAIM_PREFIX) else {
+                continue;
+            };
+            let Some((id, original)) = rest.split_once('.') else {
+                continue;
+            };
+            let Ok(id) = id.parse::<MessageId>() else { continue };
+            let claim = entry.path();
+            match cx.publisher.is_published(id).await {
+                Ok(true) => {
+                    if let Err(e) = tokio::fs::remove_file(&claim).await {
+                        tracing::error!(file = %claim.display(), error = %e, "cannot delete an already published file");
+                    }
+                }
+                Ok(false) => {
+                    restore(&claim, &self.config.path.join(original)).await;
+                    recovered += 1;
+                }
+                Err(e) => {
+                    tracing::error!(file = %claim.display(), error = %e, "cannot check a claimed file; leaving it")
+                }
+            }
+        }
+        if recovered > 0 {
+            tracing::info!(location = %cx.location, files = recovered, "put back files that were being received when the node stopped");
+        }
+    }
+}
+
+/// Put a claimed file back under its own name, never over another file.
+async fn restore(claim: &Path, original: &Path) {
+    let (c, o) = (claim.to_path_buf(), original.to_path_buf());
+    let r = tokio::task::spawn_blocking(move || -> io::Result<()> {
+        std::fs::hard_link(&c, &o)?;
+        std::fs::remove_file(&c)
+    })
+    .await
+    .map_err(io::Error::other)
+    .and_then(|r| r);
+    if let Err(e) = r {
+        if e.kind() == io::ErrorKind::NotFound {
+            tracing::error!(file = %original.display(), "the file vanished while it was being received");
+        } else {
+            tracing::error!(claim = %claim.display(), file = %original.display(), error = %e,
+                "cannot put the file back under its name; it stays under the claim name");
+        }
+    }
+}
+
+/// A file read that fails if the file turns out shorter or longer than it
+/// was when claimed (someone still writing, truncating or appending).
+struct CheckedFile {
+    file: tokio::fs::File,
+    expected: u64,
+    read: u64,
+}
+
+impl AsyncRead for CheckedFile {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match Pin::new(&mut this.file).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let n = (buf.filled().len() - before) as u64;
+                this.read += n;
+                if this.read > this.expected {
+                    return Poll::Ready(Err(io::Error::other(format!(
+                        "the file grew while being read (was {} bytes when taken)",
+                        this.expected
+                    ))));
+                }
+                if n == 0 && this.read < this.expected {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "the file shrank while being read: {} of {} bytes",
+                            this.read, this.expected
+                        ),
+                    )));
+                }
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_rejects_unknown_keys_and_bad_masks() {
+        let e = toml::from_str::<FileReceiveConfig>("path = 'in'\nmaks = '*'").unwrap_err();
+        assert!(e.to_string().contains("unknown field `maks`"), "{e}");
+        let c: FileReceiveConfig = toml::from_str("path = 'in'\nmask = '[x'").unwrap();
+        assert!(c.build().err().unwrap().to_string().contains("mask `[x`"));
+        let c: FileReceiveConfig = toml::from_str("path = 'in'\nsettle = '250ms'").unwrap();
+        assert_eq!(c.settle, Duration::from_millis(250));
+    }
+}

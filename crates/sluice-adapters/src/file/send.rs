@@ -1,0 +1,290 @@
+//! FILE send: write under a temporary name, sync, then link into place
+//! atomically, never over an existing file unless configured to.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+
+use super::{FileNameTemplate, TMP_PREFIX, resolve};
+use crate::{AdapterError, Body, Delivered, Outbound, TransmitError, Transmitter};
+
+fn default_file_name() -> String {
+    "%MessageId%".into()
+}
+fn yes() -> bool {
+    true
+}
+
+/// `type = "file"` send port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSendConfig {
+    /// Folder to write to (relative to the configuration file).
+    pub path: PathBuf,
+    /// File name, with macros: `%MessageId%`, `%SourceFileName%`, ...
+    #[serde(default = "default_file_name")]
+    pub file_name: String,
+    /// Replace a file of the same name. Off by default: an existing file with
+    /// other content is an error (retried), one with the same content is taken
+    /// as an earlier delivery of this message.
+    #[serde(default)]
+    pub overwrite: bool,
+    /// fsync each file and the folder before the message counts as delivered.
+    #[serde(default = "yes")]
+    pub fsync: bool,
+    /// Create the folder if it is missing (otherwise a missing folder is an
+    /// error, and the message waits for it).
+    #[serde(default)]
+    pub create_folder: bool,
+}
+
+impl FileSendConfig {
+    pub fn resolve_paths(&mut self, base: &Path) {
+        self.path = resolve(base, &self.path);
+    }
+
+    pub fn build(&self) -> Result<FileTransmitter, AdapterError> {
+        let template = FileNameTemplate::parse(&self.file_name).map_err(AdapterError::Config)?;
+        Ok(FileTransmitter {
+            config: self.clone(),
+            template,
+            counter: AtomicU64::new(0),
+            cleaned: tokio::sync::OnceCell::new(),
+        })
+    }
+}
+
+/// Temporary files left by a run that was killed mid-write.
+async fn remove_stale_temp_files(dir: &Path) {
+    let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
+        return;
+    };
+    while let Ok(Some(e)) = entries.next_entry().await {
+        if e.file_name().to_string_lossy().starts_with(TMP_PREFIX)
+            && let Err(err) = tokio::fs::remove_file(e.path()).await
+        {
+            tracing::warn!(file = %e.path().display(), error = %err, "cannot remove a stale temporary file");
+        }
+    }
+}
+
+pub struct FileTransmitter {
+    config: FileSendConfig,
+    template: FileNameTemplate,
+    counter: AtomicU64,
+    /// Stale temporary files are removed once, before the first write.
+    cleaned: tokio::sync::OnceCell<()>,
+}
+
+#[async_trait]
+impl Transmitter for FileTransmitter {
+    async fn transmit(&self, msg: &Outbound, body: Body) -> Result<Delivered, TransmitError> {
+        let name = self
+            .template
+            .render(msg.id, &msg.context)
+            .map_err(TransmitError::fatal)?;
+        let dir = &self.config.path;
+        self.cleaned.get_or_init(|| remove_stale_temp_files(dir)).await;
+        if self.config.create_folder {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| TransmitError::retry(format!("cannot create folder {}: {e}", dir.display())))?;
+        }
+        let target = dir.join(&name);
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!("{TMP_PREFIX}{}.{n}", msg.id));
+        let result = self.write(&tmp, &target, body).await;
+        if !matches!(result, Ok(Delivered::To(_))) {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
+    }
+}
+
+impl FileTransmitter {
+    async fn write(&self, tmp: &Path, target: &Path, body: Body) -> Result<Delivered, TransmitError> {
+        let dir = &self.config.path;
+        let mut file = match tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(tmp)
+            .await
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(TransmitError::retry(format!("folder {} does not exist", dir.display())));
+            }
+            Err(e) => return Err(TransmitError::retry(format!("cannot create {}: {e}", tmp.display()))),
+        };
+        let mut reader = BufReader::with_capacity(64 * 1024, body);
+        tokio::io::copy_buf(&mut reader, &mut file)
+            .await
+            .map_err(|e| TransmitError::retry(format!("writing {}: {e}", tmp.display())))?;
+        file.flush()
+            .await
+            .map_err(|e| TransmitError::retry(format!("writing {}: {e}", tmp.display())))?;
+        if self.config.fsync {
+            file.sync_all()
+                .await
+                .map_err(|e| TransmitError::retry(format!("syncing {}: {e}", tmp.display())))?;
+        }
+        drop(file);
+        let shown = target.display().to_string();
+        if self.config.overwrite {
+            tokio::fs::rename(tmp, target)
+                .await
+                .map_err(|e| TransmitError::retry(format!("moving into place as {shown}: {e}")))?;
+        } else {
+            match tokio::fs::hard_link(tmp, target).await {
+                Ok(()) => {
+                    let _ = tokio::fs::remove_file(tmp).await;
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    return if same_content(tmp, target).await {
+                        Ok(Delivered::AlreadyThere(shown))
+                    } else {
+                        Err(TransmitError::retry(format!(
+                            "{shown} already exists with other content (set overwrite = true to replace it)"
+                        )))
+                    };
+                }
+                Err(e) => return Err(TransmitError::retry(format!("moving into place as {shown}: {e}"))),
+            }
+        }
+        if self.config.fsync {
+            sync_dir(dir)
+                .await
+                .map_err(|e| TransmitError::retry(format!("syncing folder {}: {e}", dir.display())))?;
+        }
+        Ok(Delivered::To(shown))
+    }
+}
+
+async fn sync_dir(dir: &Path) -> io::Result<()> {
+    let d = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || std::fs::File::open(&d)?.sync_all())
+        .await
+        .map_err(io::Error::other)?
+}
+
+/// Compare two files a block at a time.
+async fn same_content(a: &Path, b: &Path) -> bool {
+    async fn inner(a: &Path, b: &Path) -> io::Result<bool> {
+        let (fa, fb) = (tokio::fs::File::open(a).await?, tokio::fs::File::open(b).await?);
+        if fa.metadata().await?.len() != fb.metadata().await?.len() {
+            return Ok(false);
+        }
+        let (mut ra, mut rb) = (BufReader::new(fa), BufReader::new(fb));
+        let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+        loop {
+            let n = ra.read(&mut ba).await?;
+            if n == 0 {
+                return Ok(rb.read(&mut bb[..1]).await? == 0);
+            }
+            rb.read_exact(&mut bb[..n]).await?;
+            if ba[..n] != bb[..n] {
+                return Ok(false);
+            }
+        }
+    }
+    inner(a, b).await.unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_model::{Context, MessageId};
+
+    fn outbound(name: &str) -> Outbound {
+        let mut context = Context::new();
+        context.promote("file", "name", name);
+        Outbound {
+            id: MessageId::new(),
+            port: "p".into(),
+            context,
+            attempt: 1,
+        }
+    }
+
+    fn transmitter(dir: &Path, overwrite: bool) -> FileTransmitter {
+        FileSendConfig {
+            path: dir.to_path_buf(),
+            file_name: "%SourceFileName%".into(),
+            overwrite,
+            fsync: true,
+            create_folder: false,
+        }
+        .build()
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn writes_atomically_and_never_overwrites_other_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = transmitter(dir.path(), false);
+        let m = outbound("a.txt");
+        assert!(matches!(
+            t.transmit(&m, Box::new(&b"one"[..])).await.unwrap(),
+            Delivered::To(_)
+        ));
+        assert_eq!(std::fs::read(dir.path().join("a.txt")).unwrap(), b"one");
+        // The same bytes again: a redelivery, fine.
+        assert!(matches!(
+            t.transmit(&m, Box::new(&b"one"[..])).await.unwrap(),
+            Delivered::AlreadyThere(_)
+        ));
+        // Other bytes: refused, and the original is untouched.
+        let e = t.transmit(&m, Box::new(&b"two"[..])).await.unwrap_err();
+        assert!(e.retryable && e.message.contains("already exists"), "{e}");
+        assert_eq!(std::fs::read(dir.path().join("a.txt")).unwrap(), b"one");
+        let o = transmitter(dir.path(), true);
+        o.transmit(&m, Box::new(&b"two"[..])).await.unwrap();
+        assert_eq!(std::fs::read(dir.path().join("a.txt")).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("a.txt")],
+            "no temporary files left"
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_folder_is_retryable_and_bad_names_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = transmitter(&dir.path().join("missing"), false);
+        let e = t.transmit(&outbound("a"), Box::new(&b"x"[..])).await.unwrap_err();
+        assert!(e.retryable && e.message.contains("does not exist"), "{e}");
+        let t = transmitter(dir.path(), false);
+        let e = t
+            .transmit(&outbound("../escape"), Box::new(&b"x"[..]))
+            .await
+            .unwrap_err();
+        assert!(!e.retryable, "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_failing_body_leaves_nothing_behind() {
+        struct Broken;
+        impl tokio::io::AsyncRead for Broken {
+            fn poll_read(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+                _: &mut tokio::io::ReadBuf<'_>,
+            ) -> std::task::Poll<io::Result<()>> {
+                std::task::Poll::Ready(Err(io::Error::other("content store went away")))
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let t = transmitter(dir.path(), false);
+        let e = t.transmit(&outbound("a"), Box::new(Broken)).await.unwrap_err();
+        assert!(e.message.contains("content store went away"), "{e}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,140 @@
+//! `sluice status` and `sluice messages`: read the box beside a running node.
+
+use anyhow::Context as _;
+use sluice_host::Config;
+use sluice_model::MessageId;
+use sluice_msgbox::MessageBox;
+use sluice_msgbox_sqlite::SqliteBox;
+
+fn open(config: &Config) -> anyhow::Result<SqliteBox> {
+    Ok(SqliteBox::open_read_only(&config.data_dir)?)
+}
+
+fn ms_to_text(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
+    let b = open(config)?;
+    let c = b.counts().await.context("reading counts")?;
+    if json {
+        println!("{}", serde_json::to_string(&c)?);
+        return Ok(());
+    }
+    println!("data dir        {}", config.data_dir.display());
+    println!("spool           {}", c.spool);
+    println!("suspended       {}", c.suspended);
+    println!("content bytes   {}", c.content_bytes);
+    println!("queued");
+    if c.queued.is_empty() {
+        println!("  (no subscriptions)");
+    }
+    for (s, n) in &c.queued {
+        println!("  {s:<14}{n}");
+    }
+    Ok(())
+}
+
+pub async fn list(config: &Config, limit: usize, after: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let b = open(config)?;
+    let after = after.map(str::parse::<MessageId>).transpose()?;
+    let list = b.list_messages(after, limit).await.context("listing messages")?;
+    if json {
+        println!("{}", serde_json::to_string(&list)?);
+        return Ok(());
+    }
+    println!(
+        "{:<26}  {:<30}  {:>4}  {:>5}  {:>12}",
+        "ID", "CREATED", "REFS", "PARTS", "BYTES"
+    );
+    for m in &list {
+        println!(
+            "{:<26}  {:<30}  {:>4}  {:>5}  {:>12}",
+            m.id,
+            ms_to_text(m.created_at),
+            m.refs,
+            m.parts,
+            m.size
+        );
+    }
+    if list.is_empty() {
+        println!("(no messages)");
+    }
+    Ok(())
+}
+
+pub async fn show(config: &Config, id: &str, json: bool) -> anyhow::Result<()> {
+    let b = open(config)?;
+    let id: MessageId = id.parse()?;
+    let Some(m) = b.message(id).await.with_context(|| format!("reading message {id}"))? else {
+        anyhow::bail!("message {id} is not in the box (it was delivered and released, or never existed)");
+    };
+    if json {
+        let parts: Vec<_> = m
+            .parts
+            .iter()
+            .map(|p| serde_json::json!({"name": p.name, "size": p.size, "crc32": format!("{:08x}", p.crc32)}))
+            .collect();
+        let v = serde_json::json!({
+            "id": m.id,
+            "created_at": ms_to_text(m.created_at),
+            "refs": m.refs,
+            "context": m.context.to_display_json(),
+            "parts": parts,
+            "queue": m.queue,
+            "suspended": m.suspended,
+            "holders": m.holders,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("message   {}", m.id);
+    println!("created   {}", ms_to_text(m.created_at));
+    println!("refs      {}", m.refs);
+    println!("context");
+    for p in m.context.iter() {
+        println!(
+            "  {:<32} {:<9} {}{}",
+            p.key(),
+            p.value.value_type().as_str(),
+            p.value,
+            if p.promoted { "  (promoted)" } else { "" }
+        );
+    }
+    println!("parts");
+    for (i, p) in m.parts.iter().enumerate() {
+        println!("  {i}: {:<20} {:>12} bytes  crc32 {:08x}", p.name, p.size, p.crc32);
+    }
+    if !m.queue.is_empty() {
+        println!("queued");
+        for q in &m.queue {
+            println!(
+                "  {:<16} entry {:<8} attempts {:<3} {}{}",
+                q.subscriber,
+                q.entry,
+                q.attempts,
+                if q.leased { "leased until " } else { "ready at " },
+                ms_to_text(q.visible_at)
+            );
+            if let Some(e) = &q.last_error {
+                println!("    last error: {e}");
+            }
+        }
+    }
+    for s in &m.suspended {
+        println!(
+            "suspended #{} ({}) at {}: {}",
+            s.id,
+            s.subscriber.as_deref().unwrap_or("no subscriber"),
+            ms_to_text(s.suspended_at),
+            s.reason
+        );
+    }
+    for h in &m.holders {
+        println!("held by   {h}");
+    }
+    Ok(())
+}

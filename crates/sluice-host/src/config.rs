@@ -1,0 +1,281 @@
+//! The configuration file (`sluice.toml`).
+//!
+//! ```toml
+//! data_dir = "data"                      # relative to this file
+//!
+//! [receive_ports.in.locations.in-folder]
+//! adapter = { type = "file", path = "in", mask = "*" }
+//!
+//! [send_ports.out]
+//! filter = 'receive.port == "in"'
+//! adapter = { type = "file", path = "out", file_name = "%SourceFileName%" }
+//! ```
+//!
+//! Every table refuses unknown keys; relative paths resolve against the
+//! folder of the configuration file; [`Config::load`] checks everything it
+//! can before the node starts, and its errors name the key that is wrong.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use sluice_adapters::{ReceiveAdapterConfig, SendAdapterConfig};
+use sluice_model::Filter;
+use sluice_pipeline::PipelineConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("configuration file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("configuration file {path}: `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the message box lives (relative to the configuration file).
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub receive_ports: BTreeMap<String, ReceivePortConfig>,
+    #[serde(default)]
+    pub send_ports: BTreeMap<String, SendPortConfig>,
+    /// The folder of the configuration file (set by [`Config::load`]).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceivePortConfig {
+    #[serde(default)]
+    pub locations: BTreeMap<String, ReceiveLocationConfig>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiveLocationConfig {
+    pub adapter: ReceiveAdapterConfig,
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// A disabled location takes nothing.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn default_concurrency() -> usize {
+    8
+}
+fn default_lease() -> Duration {
+    Duration::from_secs(300)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendPortConfig {
+    /// Which messages this port takes: a filter over promoted properties.
+    pub filter: String,
+    pub adapter: SendAdapterConfig,
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Messages sent at the same time.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// How long a message is reserved for one delivery attempt; after that
+    /// (a crash of a node in a group) it can be delivered again.
+    #[serde(default = "default_lease", with = "humantime_serde")]
+    pub lease: Duration,
+    /// A stopped port keeps its subscription: messages queue up for it and
+    /// are delivered when it starts.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(skip)]
+    pub parsed_filter: Option<Filter>,
+}
+
+fn default_retry_count() -> u32 {
+    3
+}
+fn default_retry_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// What a send port does when a delivery fails.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Retries after the first attempt; then the message is suspended (resumable).
+    #[serde(default = "default_retry_count")]
+    pub count: u32,
+    /// Wait between attempts. The message waits in the box, not in memory.
+    #[serde(default = "default_retry_interval", with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            count: default_retry_count(),
+            interval: default_retry_interval(),
+        }
+    }
+}
+
+impl Config {
+    /// Read, parse and validate a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from("."));
+        Config::from_toml(&text, path, &base)
+    }
+
+    /// Parse and validate configuration text; `base` is the folder relative paths start from.
+    pub fn from_toml(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.base_dir = base.to_path_buf();
+        config.data_dir = if config.data_dir.is_absolute() {
+            config.data_dir.clone()
+        } else {
+            base.join(&config.data_dir)
+        };
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            message,
+        };
+        let mut locations: HashMap<String, String> = HashMap::new();
+        for (port, pc) in &mut config.receive_ports {
+            check_name(port).map_err(|m| invalid(format!("receive_ports.{port}"), m))?;
+            for (name, lc) in &mut pc.locations {
+                let key = format!("receive_ports.{port}.locations.{name}");
+                check_name(name).map_err(|m| invalid(key.clone(), m))?;
+                if let Some(other) = locations.insert(name.clone(), port.clone()) {
+                    return Err(invalid(
+                        key,
+                        format!("receive location names must be unique; `{name}` is also in receive port `{other}`"),
+                    ));
+                }
+                lc.adapter.resolve_paths(base);
+                lc.adapter
+                    .build()
+                    .map_err(|e| invalid(format!("{key}.adapter"), e.to_string()))?;
+            }
+        }
+        for (name, sp) in &mut config.send_ports {
+            let key = format!("send_ports.{name}");
+            check_name(name).map_err(|m| invalid(key.clone(), m))?;
+            let filter = Filter::parse(&sp.filter).map_err(|e| invalid(format!("{key}.filter"), e.to_string()))?;
+            sp.parsed_filter = Some(filter);
+            if sp.concurrency == 0 {
+                return Err(invalid(format!("{key}.concurrency"), "must be at least 1".into()));
+            }
+            if sp.lease < Duration::from_secs(1) {
+                return Err(invalid(format!("{key}.lease"), "must be at least 1s".into()));
+            }
+            sp.adapter.resolve_paths(base);
+            sp.adapter
+                .build()
+                .map_err(|e| invalid(format!("{key}.adapter"), e.to_string()))?;
+        }
+        Ok(config)
+    }
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!(
+            "`{name}` is not a valid name (use letters, digits, -, _ and .)"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("/etc/sluice/sluice.toml"), Path::new("/etc/sluice"))
+    }
+
+    const GOOD: &str = r#"
+data_dir = "data"
+
+[receive_ports.in.locations.in-folder]
+adapter = { type = "file", path = "in", mask = "*.xml" }
+
+[send_ports.out]
+filter = 'receive.port == "in"'
+adapter = { type = "file", path = "/srv/out", file_name = "%SourceFileName%" }
+retry = { count = 5, interval = "30s" }
+"#;
+
+    #[test]
+    fn parses_and_resolves_paths() {
+        let c = load(GOOD).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/etc/sluice/data"));
+        let loc = &c.receive_ports["in"].locations["in-folder"];
+        let ReceiveAdapterConfig::File(f) = &loc.adapter;
+        assert_eq!(f.path, PathBuf::from("/etc/sluice/in"));
+        let out = &c.send_ports["out"];
+        let SendAdapterConfig::File(f) = &out.adapter;
+        assert_eq!(f.path, PathBuf::from("/srv/out"));
+        assert_eq!((out.retry.count, out.retry.interval), (5, Duration::from_secs(30)));
+        assert!(out.enabled);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = load(&GOOD.replace("mask =", "maks =")).unwrap_err().to_string();
+        assert!(e.contains("unknown field `maks`") && e.contains("line 5"), "{e}");
+        let e = load(&GOOD.replace("retry = {", "retries = {")).unwrap_err().to_string();
+        assert!(e.contains("unknown field `retries`"), "{e}");
+        let e = load(&GOOD.replace(r#"'receive.port == "in"'"#, r#"'receive.port = "in"'"#))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`send_ports.out.filter`") && e.contains("=="), "{e}");
+        let e = load(&GOOD.replace("type = \"file\", path = \"in\"", "type = \"ftp\", path = \"in\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown variant `ftp`"), "{e}");
+        let e = load(&GOOD.replace("%SourceFileName%", "%Source%"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`send_ports.out.adapter`") && e.contains("%Source%"), "{e}");
+        let e = load("receive_ports = {}").unwrap_err().to_string();
+        assert!(e.contains("missing field `data_dir`"), "{e}");
+        let e = load(&format!(
+            "{GOOD}\n[receive_ports.other.locations.in-folder]\nadapter = {{ type = \"file\", path = \"x\" }}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("must be unique"), "{e}");
+    }
+}

@@ -1,0 +1,114 @@
+//! A receive location's publisher: pipeline → content store → publish.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sluice_adapters::{Body, Publisher, Receipt, SubmitError};
+use sluice_content::{PartBody, WriteOptions, write_part};
+use sluice_model::{Context, MessageId};
+use sluice_msgbox::{MessageBox, NewMessage, Routed};
+use sluice_pipeline::{Emit, EmitError, ReceivePipeline};
+
+use crate::Wakers;
+
+pub(crate) struct LocationPublisher {
+    location: String,
+    pipeline: Box<dyn ReceivePipeline>,
+    mbox: Arc<dyn MessageBox>,
+    wakers: Arc<Wakers>,
+}
+
+impl LocationPublisher {
+    pub(crate) fn new(
+        location: &str,
+        pipeline: Box<dyn ReceivePipeline>,
+        mbox: Arc<dyn MessageBox>,
+        wakers: Arc<Wakers>,
+    ) -> Self {
+        LocationPublisher {
+            location: location.to_string(),
+            pipeline,
+            mbox,
+            wakers,
+        }
+    }
+}
+
+/// Writes each message the pipeline emits into the content store.
+struct Collector<'a> {
+    mbox: &'a dyn MessageBox,
+    first_id: Option<MessageId>,
+    messages: Vec<NewMessage>,
+}
+
+#[async_trait]
+impl Emit for Collector<'_> {
+    async fn emit(&mut self, context: Context, mut body: Body) -> Result<(), EmitError> {
+        let part = write_part(&*self.mbox.content(), "body", &mut body, WriteOptions::default())
+            .await
+            .map_err(|e| EmitError(e.to_string()))?;
+        let id = self.first_id.take().unwrap_or_default();
+        self.messages.push(NewMessage {
+            id,
+            context,
+            parts: vec![part],
+        });
+        Ok(())
+    }
+}
+
+impl Collector<'_> {
+    /// Drop content written for messages that will not be published.
+    async fn discard(&self, from: usize) {
+        for m in &self.messages[from..] {
+            for p in &m.parts {
+                if let PartBody::Stored { content, .. } = p.body {
+                    let _ = self.mbox.content().abort(content).await;
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Publisher for LocationPublisher {
+    async fn submit(&self, id: MessageId, context: Context, body: Body) -> Result<Receipt, SubmitError> {
+        let mut out = Collector {
+            mbox: &*self.mbox,
+            first_id: Some(id),
+            messages: Vec::new(),
+        };
+        if let Err(e) = self.pipeline.run(context, body, &mut out).await {
+            out.discard(0).await;
+            return Err(SubmitError(format!("receive location `{}`: {e}", self.location)));
+        }
+        let mut ids = Vec::with_capacity(out.messages.len());
+        for (i, m) in out.messages.iter().enumerate() {
+            match self.mbox.publish(m.clone()).await {
+                Ok(Routed::Queued(subs)) => {
+                    for s in &subs {
+                        self.wakers.wake(s);
+                    }
+                }
+                Ok(Routed::Suspended { suspended_id }) => {
+                    tracing::warn!(receive_location = %self.location, message_id = %m.id, suspended_id,
+                        "no subscription matches the message; it is suspended (resumable)");
+                }
+                Err(e) => {
+                    out.discard(i).await;
+                    return Err(SubmitError(format!("publishing message {}: {e}", m.id)));
+                }
+            }
+            ids.push(m.id);
+        }
+        Ok(Receipt { messages: ids })
+    }
+
+    async fn is_published(&self, id: MessageId) -> Result<bool, SubmitError> {
+        self.mbox
+            .message(id)
+            .await
+            .map(|m| m.is_some())
+            .map_err(|e| SubmitError(e.to_string()))
+    }
+}
