@@ -76,8 +76,8 @@ impl ReceiveContext {
 pub enum AdapterError {
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("{doing}: {source}")]
-    Io { doing: String, source: std::io::Error },
+    #[error("{doing}: {error}")]
+    Io { doing: String, error: std::io::Error },
 }
 
 /// A running receive adapter.

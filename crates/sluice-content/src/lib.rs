@@ -35,8 +35,8 @@ pub type ContentId = i64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContentError {
-    #[error("reading the part body failed after {offset} bytes: {source}")]
-    Source { offset: u64, source: io::Error },
+    #[error("reading the part body failed after {offset} bytes: {error}")]
+    Source { offset: u64, error: io::Error },
     #[error("part body is over the limit of {limit} bytes")]
     TooLarge { limit: u64 },
     #[error("content {id}: {what}")]
@@ -145,9 +145,9 @@ async fn fill(
         // read_buf never reads past the spare capacity we reserve.
         buf.reserve(limit - buf.len());
         let mut take = (&mut *reader).take((limit - buf.len()) as u64);
-        let n = take.read_buf(buf).await.map_err(|source| ContentError::Source {
+        let n = take.read_buf(buf).await.map_err(|error| ContentError::Source {
             offset: offset + (before - start) as u64,
-            source,
+            error,
         })?;
         if n == 0 {
             break;

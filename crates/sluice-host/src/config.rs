@@ -26,8 +26,8 @@ use sluice_pipeline::PipelineConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read configuration file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read configuration file {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("configuration file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("configuration file {path}: `{key}`: {message}")]
@@ -137,9 +137,9 @@ impl Default for RetryConfig {
 impl Config {
     /// Read, parse and validate a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let base = path
             .canonicalize()

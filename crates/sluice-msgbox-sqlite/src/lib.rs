@@ -273,11 +273,14 @@ pub(crate) fn load_parts(conn: &Connection, id: MessageId) -> Result<Vec<Part>> 
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(storage(&doing))
 }
 
-fn suspended_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Vec<u8>, Option<String>, String, u32, i64)> {
+/// id, message id, subscriber, reason, attempts, suspended at.
+type SuspendedRow = (i64, Vec<u8>, Option<String>, String, u32, i64);
+
+fn suspended_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SuspendedRow> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
 }
 
-fn suspended_info(row: (i64, Vec<u8>, Option<String>, String, u32, i64)) -> Result<SuspendedInfo> {
+fn suspended_info(row: SuspendedRow) -> Result<SuspendedInfo> {
     Ok(SuspendedInfo {
         id: row.0,
         message_id: id_of(row.1)?,

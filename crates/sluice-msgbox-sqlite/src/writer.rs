@@ -24,11 +24,15 @@ enum JobStatus {
     StorageFailed,
 }
 
+/// Runs a job against the writer, or, given `None` (the transaction could
+/// not start), answers without running it.
+type RunFn = Box<dyn FnOnce(Option<&mut Writer>) -> (JobStatus, Completion) + Send>;
+
 /// One change, run inside the next group commit; its answer is sent only
 /// after the commit.
 pub struct Job {
     durable: bool,
-    run: Box<dyn FnOnce(&mut Writer) -> (JobStatus, Completion) + Send>,
+    run: RunFn,
 }
 
 impl Job {
@@ -40,7 +44,13 @@ impl Job {
         Job {
             durable,
             run: Box::new(move |w| {
-                let result = f(w);
+                let result = match w {
+                    Some(w) => f(w),
+                    None => Err(BoxError::Storage {
+                        doing: "starting a transaction".into(),
+                        detail: "see the log".into(),
+                    }),
+                };
                 let status = match &result {
                     Ok(_) => JobStatus::Done,
                     Err(BoxError::Storage { .. }) => JobStatus::StorageFailed,
@@ -169,15 +179,15 @@ impl Writer {
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             let err = storage("starting a transaction")(e);
             for job in batch.drain(..) {
-                // Nothing ran; answer each with the error.
-                let (_, c) = (job.run)(self.failed());
+                // Nothing runs outside a transaction: answer each with the error.
+                let (_, c) = (job.run)(None);
                 done.push(c);
             }
             return Err((err, done));
         }
         let mut failed = None;
         for job in batch.drain(..) {
-            let (status, c) = (job.run)(self);
+            let (status, c) = (job.run)(Some(self));
             if status == JobStatus::StorageFailed && failed.is_none() {
                 failed = Some(done.len());
             }
@@ -203,12 +213,6 @@ impl Writer {
                 Err((storage("committing")(e), done))
             }
         }
-    }
-
-    /// Jobs run against this when the transaction could not even start; the
-    /// commit error replaces whatever they return.
-    fn failed(&mut self) -> &mut Writer {
-        self
     }
 
     fn now(&self) -> Millis {

@@ -402,6 +402,8 @@ impl AsyncRead for CheckedFile {
                 let n = (buf.filled().len() - before) as u64;
                 this.read += n;
                 if this.read > this.expected {
+                    // An error must not hand out bytes.
+                    buf.set_filled(before);
                     return Poll::Ready(Err(io::Error::other(format!(
                         "the file grew while being read (was {} bytes when taken)",
                         this.expected
@@ -435,5 +437,35 @@ mod tests {
         assert!(c.build().err().unwrap().to_string().contains("mask `[x`"));
         let c: FileReceiveConfig = toml::from_str("path = 'in'\nsettle = '250ms'").unwrap();
         assert_eq!(c.settle, Duration::from_millis(250));
+    }
+}
+
+#[cfg(test)]
+mod checked_file_tests {
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    async fn read_checked(actual: &[u8], expected: u64) -> io::Result<Vec<u8>> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, actual).unwrap();
+        let file = tokio::fs::File::open(&p).await.unwrap();
+        let mut r = CheckedFile {
+            file,
+            expected,
+            read: 0,
+        };
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).await.map(|_| out)
+    }
+
+    #[tokio::test]
+    async fn a_file_that_shrank_or_grew_is_an_error() {
+        assert_eq!(read_checked(b"hello", 5).await.unwrap(), b"hello");
+        let e = read_checked(b"hel", 5).await.unwrap_err();
+        assert!(e.to_string().contains("shrank while being read: 3 of 5 bytes"), "{e}");
+        let e = read_checked(b"hello world", 5).await.unwrap_err();
+        assert!(e.to_string().contains("grew while being read"), "{e}");
     }
 }

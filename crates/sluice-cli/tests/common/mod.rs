@@ -1,0 +1,186 @@
+//! Helpers for end-to-end tests that run the real `sluice` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn sluice() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+}
+
+/// A running `sluice serve`, killed if the test ends without stopping it.
+pub struct Node {
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Node {
+    pub fn start(config: &Path, log: &Path) -> Node {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = sluice()
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("SLUICE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start sluice serve");
+        let before = std::fs::read_to_string(log)
+            .map(|s| s.matches("node running").count())
+            .unwrap_or(0);
+        let mut node = Node {
+            child: Some(child),
+            log: log.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while node.log_text().matches("node running").count() == before {
+            if let Some(status) = node.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!(
+                    "sluice serve exited with {status} before running; log:\n{}",
+                    node.log_text()
+                );
+            }
+            assert!(Instant::now() < deadline, "sluice serve did not start within 60s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        node
+    }
+
+    /// `kill -9`: no chance to finish anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("SIGKILL");
+            c.wait().expect("reap");
+        }
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Some(status) = c.try_wait().expect("wait") {
+                    assert!(
+                        status.success(),
+                        "sluice serve exited with {status}; log:\n{}",
+                        self.log_text()
+                    );
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "sluice serve did not stop within 60s after SIGTERM"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Wait (polling) until `f` is true; panic with `what` after `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run sluice")
+}
+
+pub fn status_json(config: &Path) -> serde_json::Value {
+    let out = run(sluice().args(["status", "--json", "--config"]).arg(config));
+    assert!(
+        out.status.success(),
+        "status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status --json prints one JSON object")
+}
+
+/// Visible file names in a folder (no `.` files), sorted.
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Deterministic pseudo-random content for file number `i` of length `len`.
+pub fn content(i: u64, len: usize) -> Vec<u8> {
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Write a file as producers should: to a temporary name, then rename.
+pub fn drop_file(dir: &Path, name: &str, data: &[u8]) {
+    let tmp = dir.join(format!(".{name}.partial"));
+    std::fs::write(&tmp, data).expect("write file");
+    std::fs::rename(&tmp, dir.join(name)).expect("rename file");
+}
+
+/// A quickstart-style config in `root` with fast polling for tests.
+pub fn write_config(root: &Path, extra: &str) -> PathBuf {
+    std::fs::create_dir_all(root.join("in")).expect("mkdir in/");
+    let config = root.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "data"
+
+[receive_ports.in.locations.in-folder]
+adapter = {{ type = "file", path = "in", mask = "*", settle = "200ms", poll_interval = "100ms" }}
+
+[send_ports.out]
+filter = 'receive.port == "in"'
+adapter = {{ type = "file", path = "out", file_name = "%SourceFileName%", create_folder = true }}
+retry = {{ count = 3, interval = "1s" }}
+
+[send_ports.xml]
+filter = 'receive.port == "in" and file.name ends-with ".xml"'
+adapter = {{ type = "file", path = "xml", file_name = "%SourceFileName%", create_folder = true }}
+retry = {{ count = 3, interval = "1s" }}
+{extra}"#
+        ),
+    )
+    .expect("write config");
+    config
+}

@@ -1,0 +1,329 @@
+//! End-to-end runs of the real `sluice` binary with FILE receive and send.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+
+/// The shipped quickstart, run from a copy: files in in/ reach out/, XML
+/// files also xml/, in/ empties, the box empties, SIGTERM stops it cleanly.
+#[test]
+fn quickstart_example_routes_files() {
+    let root = tempfile::tempdir().unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/quickstart/sluice.toml");
+    let config = root.path().join("sluice.toml");
+    std::fs::copy(example, &config).unwrap();
+    std::fs::create_dir_all(root.path().join("in")).unwrap();
+    let mut node = Node::start(&config, &root.path().join("node.log"));
+    drop_file(&root.path().join("in"), "hello.txt", b"hello");
+    drop_file(&root.path().join("in"), "order.xml", b"<order/>");
+    let big = content(7, 3 * 1024 * 1024 + 17);
+    drop_file(&root.path().join("in"), "big.bin", &big);
+    wait_until(Duration::from_secs(60), "three files in out/", || {
+        names(&root.path().join("out")).len() == 3
+    });
+    wait_until(Duration::from_secs(30), "an empty box", || {
+        status_json(&config)["spool"] == 0
+    });
+    assert_eq!(names(&root.path().join("out")), ["big.bin", "hello.txt", "order.xml"]);
+    assert_eq!(names(&root.path().join("xml")), ["order.xml"]);
+    assert_eq!(std::fs::read(root.path().join("out/big.bin")).unwrap(), big);
+    assert_eq!(std::fs::read(root.path().join("xml/order.xml")).unwrap(), b"<order/>");
+    assert!(names(&root.path().join("in")).is_empty());
+    node.stop();
+    let status = status_json(&config);
+    assert_eq!(
+        (status["spool"].as_u64(), status["content_bytes"].as_u64()),
+        (Some(0), Some(0))
+    );
+}
+
+/// `kill -9` twice while 20,000 files are being received and delivered, then
+/// a restart: every file arrives byte-identical, none is missing, in/ ends
+/// empty, the box ends with spool 0 and no content left.
+#[test]
+fn kill9_while_receiving_20000_files_loses_nothing() {
+    const FILES: u64 = 20_000;
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(root.path(), "");
+    let (inp, out, xml) = (root.path().join("in"), root.path().join("out"), root.path().join("xml"));
+    let size_of = |i: u64| -> usize {
+        if i.is_multiple_of(97) {
+            300_000 + (i as usize % 7) * 1000 // stored in chunks
+        } else {
+            (i as usize * 37) % 6000 // inline
+        }
+    };
+    let name_of = |i: u64| {
+        if i.is_multiple_of(10) {
+            format!("f{i:05}.xml")
+        } else {
+            format!("f{i:05}.dat")
+        }
+    };
+    for i in 0..FILES {
+        drop_file(&inp, &name_of(i), &content(i, size_of(i)));
+    }
+    let log = root.path().join("node.log");
+    let mut node = Node::start(&config, &log);
+    wait_until(Duration::from_secs(120), "3,000 files delivered", || {
+        names(&out).len() >= 3_000
+    });
+    node.kill9();
+    let after_first = names(&out).len();
+    let mut node = Node::start(&config, &log);
+    wait_until(Duration::from_secs(120), "more files after the first restart", || {
+        names(&out).len() >= after_first + 6_000
+    });
+    node.kill9();
+    let mut node = Node::start(&config, &log);
+    wait_until(Duration::from_secs(300), "all 20,000 files delivered", || {
+        names(&out).len() as u64 >= FILES
+    });
+    wait_until(Duration::from_secs(60), "an empty box", || {
+        let s = status_json(&config);
+        s["spool"] == 0 && names(&inp).is_empty()
+    });
+    node.stop();
+    // What the restarts had to recover (shown with --nocapture).
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    for line in log_text
+        .lines()
+        .filter(|l| l.contains("took back leases") || l.contains("put back files") || l.contains("discarded content"))
+    {
+        eprintln!("recovery: {line}");
+    }
+    eprintln!(
+        "redeliveries found already delivered: {}",
+        log_text.matches("an identical copy was already delivered").count()
+    );
+    assert_eq!(log_text.matches("node running").count(), 3, "three runs of the node");
+
+    let expected: BTreeSet<String> = (0..FILES).map(name_of).collect();
+    let got: BTreeSet<String> = names(&out).into_iter().collect();
+    assert_eq!(
+        got, expected,
+        "out/ holds exactly the input files, and no temporary files"
+    );
+    let expected_xml: BTreeSet<String> = (0..FILES).filter(|i| i.is_multiple_of(10)).map(name_of).collect();
+    assert_eq!(names(&xml).into_iter().collect::<BTreeSet<_>>(), expected_xml);
+    for i in 0..FILES {
+        let data = std::fs::read(out.join(name_of(i))).unwrap();
+        assert!(data == content(i, size_of(i)), "{} is not byte-identical", name_of(i));
+        if i.is_multiple_of(10) {
+            assert!(std::fs::read(xml.join(name_of(i))).unwrap() == data);
+        }
+    }
+    assert!(
+        names(&inp).is_empty(),
+        "in/ ends empty (no claimed files left): {:?}",
+        names(&inp)
+    );
+    let status = status_json(&config);
+    assert_eq!(status["spool"], 0, "{status}");
+    assert_eq!(status["suspended"], 0, "{status}");
+    assert_eq!(status["content_bytes"], 0, "{status}");
+    assert_eq!(status["content_chunks"], 0, "no content left behind: {status}");
+}
+
+/// A file nobody subscribes to is suspended, not dropped; `messages show`
+/// displays its full context.
+#[test]
+fn unrouted_file_is_suspended_with_its_context() {
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(
+        root.path(),
+        r#"
+[receive_ports.orphans.locations.orphan-folder]
+adapter = { type = "file", path = "orphans", settle = "100ms", poll_interval = "100ms" }
+"#,
+    );
+    std::fs::create_dir_all(root.path().join("orphans")).unwrap();
+    let mut node = Node::start(&config, &root.path().join("node.log"));
+    drop_file(&root.path().join("orphans"), "lost.txt", b"nobody wants me");
+    wait_until(Duration::from_secs(30), "a suspended message", || {
+        status_json(&config)["suspended"] == 1
+    });
+    assert!(
+        names(&root.path().join("orphans")).is_empty(),
+        "the source is deleted once the suspension is durable"
+    );
+    let list = run(sluice().args(["messages", "list", "--json", "--config"]).arg(&config));
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    let show = run(sluice().args(["messages", "show", &id, "--config"]).arg(&config));
+    let text = String::from_utf8_lossy(&show.stdout);
+    for expected in [
+        "file.name",
+        "lost.txt",
+        "receive.port",
+        "orphans",
+        "receive.location",
+        "file.size",
+        "sluice.received_at",
+        "no subscriber",
+    ] {
+        assert!(text.contains(expected), "`messages show` lacks {expected}:\n{text}");
+    }
+    let show = run(sluice()
+        .args(["messages", "show", &id, "--json", "--config"])
+        .arg(&config));
+    let v: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(v["suspended"][0]["reason"], "no subscriber");
+    assert_eq!(v["parts"][0]["size"], 15);
+    node.stop();
+}
+
+#[test]
+fn invalid_config_is_refused_naming_the_key() {
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(root.path(), "");
+    let text = std::fs::read_to_string(&config).unwrap().replace("mask =", "maks =");
+    std::fs::write(&config, text).unwrap();
+    let out = run(sluice().args(["serve", "--config"]).arg(&config));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown field `maks`") && err.contains("sluice.toml"),
+        "{err}"
+    );
+
+    let config = write_config(root.path(), "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("ends-with", "endswith");
+    std::fs::write(&config, text).unwrap();
+    let out = run(sluice().args(["serve", "--config"]).arg(&config));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("send_ports.xml.filter"), "{err}");
+
+    let out = run(sluice().args(["serve", "--config", "/nonexistent/sluice.toml"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("cannot read configuration file /nonexistent/sluice.toml"),
+        "{err}"
+    );
+}
+
+/// Two nodes cannot share one embedded box.
+#[test]
+fn second_node_on_same_data_dir_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(root.path(), "");
+    let mut node = Node::start(&config, &root.path().join("node.log"));
+    let out = run(sluice().args(["serve", "--config"]).arg(&config));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("another `sluice serve` is using it"),
+        "{err}"
+    );
+    node.stop();
+}
+
+/// A send folder that goes missing: the message is retried from the box and
+/// delivered once the folder is back; nothing is lost meanwhile.
+#[test]
+fn delivery_waits_for_a_missing_folder() {
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(
+        root.path(),
+        r#"
+[receive_ports.strict.locations.strict-folder]
+adapter = { type = "file", path = "strict-in", settle = "100ms", poll_interval = "100ms" }
+
+[send_ports.strict]
+filter = 'receive.port == "strict"'
+adapter = { type = "file", path = "strict-out", file_name = "%SourceFileName%" }
+retry = { count = 100, interval = "1s" }
+"#,
+    );
+    std::fs::create_dir_all(root.path().join("strict-in")).unwrap();
+    let mut node = Node::start(&config, &root.path().join("node.log"));
+    drop_file(&root.path().join("strict-in"), "a.txt", b"wait for me");
+    wait_until(Duration::from_secs(30), "a retry to be logged", || {
+        node.log_text().contains("will retry")
+    });
+    assert_eq!(status_json(&config)["queued"]["strict"], 1);
+    std::fs::create_dir_all(root.path().join("strict-out")).unwrap();
+    wait_until(Duration::from_secs(30), "delivery after the folder appears", || {
+        root.path().join("strict-out/a.txt").exists()
+    });
+    wait_until(Duration::from_secs(30), "an empty box", || {
+        status_json(&config)["spool"] == 0
+    });
+    node.stop();
+}
+
+/// The data directory fills up: the file that does not fit stays in in/
+/// (put back, logged), the node keeps serving other files, and once there is
+/// room the file is received and delivered intact. Needs root (tmpfs mount).
+#[test]
+fn full_data_disk_leaves_the_file_and_keeps_serving() {
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(root.path(), "");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        r#"settle = "200ms", poll_interval = "100ms""#,
+        r#"settle = "200ms", poll_interval = "100ms", retry_after = "500ms""#,
+    );
+    std::fs::write(&config, text).unwrap();
+    let data = root.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mount = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&data)
+        .output()
+        .expect("run mount");
+    assert!(
+        mount.status.success(),
+        "this test mounts a 4 MiB tmpfs as the data directory and needs root: {}",
+        String::from_utf8_lossy(&mount.stderr)
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(data.clone());
+
+    let log = root.path().join("node.log");
+    let mut node = Node::start(&config, &log);
+    let inp = root.path().join("in");
+    let big = content(1, 8 * 1024 * 1024);
+    drop_file(&inp, "big.bin", &big);
+    wait_until(Duration::from_secs(60), "the full disk to be reported", || {
+        node.log_text().contains("receiving failed; the file is left in place")
+    });
+    assert!(
+        node.log_text().contains("full"),
+        "the error says the disk is full:\n{}",
+        node.log_text()
+    );
+    assert!(
+        inp.join("big.bin").exists(),
+        "the file is back in in/ under its own name"
+    );
+    // The node keeps serving files that fit.
+    drop_file(&inp, "small.txt", b"still working");
+    wait_until(Duration::from_secs(60), "the small file delivered", || {
+        root.path().join("out/small.txt").exists()
+    });
+    // Make room: the big file goes through on a later try.
+    let remount = std::process::Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(&data)
+        .status()
+        .expect("remount");
+    assert!(remount.success());
+    wait_until(Duration::from_secs(120), "the big file delivered", || {
+        root.path().join("out/big.bin").exists()
+    });
+    wait_until(Duration::from_secs(60), "an empty box", || {
+        status_json(&config)["spool"] == 0
+    });
+    assert!(std::fs::read(root.path().join("out/big.bin")).unwrap() == big);
+    assert!(names(&inp).is_empty());
+    node.stop();
+}
