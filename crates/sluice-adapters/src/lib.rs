@@ -62,12 +62,13 @@ pub struct ReceiveContext {
 }
 
 impl ReceiveContext {
-    /// The properties every receive location promotes.
+    /// The properties every receive location promotes: `receive.port`,
+    /// `receive.location` and `received_at` (UTC timestamp).
     pub fn base_context(&self) -> Context {
         let mut ctx = Context::new();
         ctx.promote("receive", "port", self.port.as_str());
         ctx.promote("receive", "location", self.location.as_str());
-        ctx.promote("sluice", "received_at", time::OffsetDateTime::now_utc());
+        ctx.promote("", "received_at", time::OffsetDateTime::now_utc());
         ctx
     }
 }

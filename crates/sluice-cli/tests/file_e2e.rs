@@ -162,7 +162,7 @@ adapter = { type = "file", path = "orphans", settle = "100ms", poll_interval = "
         "orphans",
         "receive.location",
         "file.size",
-        "sluice.received_at",
+        "received_at",
         "no subscriber",
     ] {
         assert!(text.contains(expected), "`messages show` lacks {expected}:\n{text}");
@@ -263,11 +263,7 @@ retry = { count = 100, interval = "1s" }
 fn full_data_disk_leaves_the_file_and_keeps_serving() {
     let root = tempfile::tempdir().unwrap();
     let config = write_config(root.path(), "");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        r#"settle = "200ms", poll_interval = "100ms""#,
-        r#"settle = "200ms", poll_interval = "100ms", retry_after = "500ms""#,
-    );
-    std::fs::write(&config, text).unwrap();
+    fast_retry(&config);
     let data = root.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let mount = std::process::Command::new("mount")
@@ -325,5 +321,54 @@ fn full_data_disk_leaves_the_file_and_keeps_serving() {
     });
     assert!(std::fs::read(root.path().join("out/big.bin")).unwrap() == big);
     assert!(names(&inp).is_empty());
+    node.stop();
+}
+
+/// A file the node may not read stays in in/ under its name, the error names
+/// it, and it is received once readable. The node runs as `nobody` (as root,
+/// permissions do not stop reads); needs root to set that up.
+#[test]
+fn unreadable_file_is_left_in_place_and_retried() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(root.path(), "");
+    fast_retry(&config);
+    for d in [
+        root.path().to_path_buf(),
+        root.path().join("in"),
+        root.path().join("data"),
+    ] {
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_sluice"));
+    let log = root.path().join("node.log");
+    let mut node = Node::start_with(cmd, &config, &log);
+    let file = root.path().join("in/secret.txt");
+    std::fs::write(&file, b"for root only").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).unwrap();
+    wait_until(Duration::from_secs(30), "the failure to be logged", || {
+        node.log_text().contains("receiving failed; the file is left in place")
+    });
+    let text = node.log_text();
+    assert!(
+        text.contains("secret.txt") && text.contains("Permission denied"),
+        "{text}"
+    );
+    assert!(file.exists(), "the file is back under its own name");
+    assert!(!root.path().join("out/secret.txt").exists());
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    wait_until(Duration::from_secs(30), "delivery once readable", || {
+        root.path().join("out/secret.txt").exists()
+    });
+    assert_eq!(
+        std::fs::read(root.path().join("out/secret.txt")).unwrap(),
+        b"for root only"
+    );
+    wait_until(Duration::from_secs(30), "an empty box", || {
+        status_json(&config)["spool"] == 0
+    });
     node.stop();
 }

@@ -13,9 +13,14 @@ pub struct Property {
 }
 
 impl Property {
-    /// `namespace.name`, the way filters and the CLI write a property.
+    /// `namespace.name` (or the bare name in the empty namespace), the way
+    /// filters and the CLI write a property.
     pub fn key(&self) -> String {
-        format!("{}.{}", self.namespace, self.name)
+        if self.namespace.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{}.{}", self.namespace, self.name)
+        }
     }
 }
 

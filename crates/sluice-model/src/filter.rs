@@ -11,12 +11,12 @@
 //!            | key op literal
 //! op        := "==" | "!=" | "<" | "<=" | ">" | ">="
 //!            | "starts-with" | "ends-with" | "contains"
-//! key       := namespace "." name     e.g. file.name, http.header.content-type
+//! key       := [namespace "."] name   e.g. file.name, http.header.content-type, received_at
 //! literal   := "string" | 'string' | integer | float | true | false
 //! ```
 //!
 //! A key names a property by `namespace.name`; the name is the part after the
-//! last dot. Only promoted properties are visible. A comparison with a missing
+//! last dot, and a bare name is in the empty namespace. Only promoted properties are visible. A comparison with a missing
 //! property, or with a value of another type (a string against a number), is
 //! false; so is `!=`. Timestamps compare with RFC 3339 string literals.
 
@@ -33,10 +33,14 @@ pub struct Key {
 }
 
 impl Key {
-    /// Split `namespace.name` at the last dot.
+    /// Split `namespace.name` at the last dot; a bare `name` has the empty
+    /// namespace (e.g. `received_at`).
     pub fn parse(text: &str) -> Option<Key> {
-        let (ns, name) = text.rsplit_once('.')?;
-        if ns.is_empty() || name.is_empty() {
+        let (ns, name) = text.rsplit_once('.').unwrap_or(("", text));
+        if name.is_empty() || (ns.is_empty() && text.contains('.')) {
+            return None;
+        }
+        if !name.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_') {
             return None;
         }
         Some(Key {
@@ -48,7 +52,11 @@ impl Key {
 
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.namespace, self.name)
+        if self.namespace.is_empty() {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{}.{}", self.namespace, self.name)
+        }
     }
 }
 
@@ -502,6 +510,11 @@ mod tests {
             time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
         );
         c.write("app", "hidden", "x");
+        c.promote(
+            "",
+            "received_at",
+            time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap(),
+        );
         c
     }
 
@@ -525,6 +538,7 @@ mod tests {
         assert!(m("app.urgent == true"));
         assert!(m(r#"app.when > "2023-01-01T00:00:00Z""#));
         assert!(m("all"));
+        assert!(m(r#"received_at > "2026-01-01T00:00:00Z" and received_at exists"#));
     }
 
     #[test]
@@ -568,7 +582,9 @@ mod tests {
         assert!(e.message.contains("=="));
         let e = Filter::parse("file.name ==").unwrap_err();
         assert!(e.message.contains("needs a value"), "{e}");
-        let e = Filter::parse("name == \"a\"").unwrap_err();
+        let e = Filter::parse(".name == \"a\"").unwrap_err();
+        assert!(e.message.contains("unexpected character"), "{e}");
+        let e = Filter::parse("a. == \"a\"").unwrap_err();
         assert!(e.message.contains("namespace.name"), "{e}");
         let e = Filter::parse("(a.b exists").unwrap_err();
         assert!(e.message.contains("never closed"), "{e}");

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::{CLAIM_PREFIX, TMP_PREFIX, resolve};
+use super::{CLAIM_PREFIX, TMP_PREFIX, rename_no_replace, resolve};
 use crate::{AdapterError, ReceiveContext, Source};
 
 fn default_mask() -> String {
@@ -368,13 +368,10 @@ impl FileReceiver {
 /// Put a claimed file back under its own name, never over another file.
 async fn restore(claim: &Path, original: &Path) {
     let (c, o) = (claim.to_path_buf(), original.to_path_buf());
-    let r = tokio::task::spawn_blocking(move || -> io::Result<()> {
-        std::fs::hard_link(&c, &o)?;
-        std::fs::remove_file(&c)
-    })
-    .await
-    .map_err(io::Error::other)
-    .and_then(|r| r);
+    let r = tokio::task::spawn_blocking(move || rename_no_replace(&c, &o))
+        .await
+        .map_err(io::Error::other)
+        .and_then(|r| r);
     if let Err(e) = r {
         if e.kind() == io::ErrorKind::NotFound {
             tracing::error!(file = %original.display(), "the file vanished while it was being received");

@@ -17,12 +17,17 @@ pub struct Node {
 
 impl Node {
     pub fn start(config: &Path, log: &Path) -> Node {
+        Node::start_with(sluice(), config, log)
+    }
+
+    /// Start `cmd` (a `sluice` command, perhaps wrapped) with `serve --config`.
+    pub fn start_with(mut cmd: Command, config: &Path, log: &Path) -> Node {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .expect("log file");
-        let child = sluice()
+        let child = cmd
             .args(["serve", "--config"])
             .arg(config)
             .env("SLUICE_LOG", "info")
@@ -155,6 +160,15 @@ pub fn drop_file(dir: &Path, name: &str, data: &[u8]) {
     let tmp = dir.join(format!(".{name}.partial"));
     std::fs::write(&tmp, data).expect("write file");
     std::fs::rename(&tmp, dir.join(name)).expect("rename file");
+}
+
+/// Retry a failed file after 500 ms instead of 10 s.
+pub fn fast_retry(config: &Path) {
+    let text = std::fs::read_to_string(config).expect("read config").replace(
+        r#"settle = "200ms", poll_interval = "100ms""#,
+        r#"settle = "200ms", poll_interval = "100ms", retry_after = "500ms""#,
+    );
+    std::fs::write(config, text).expect("write config");
 }
 
 /// A quickstart-style config in `root` with fast polling for tests.
