@@ -38,6 +38,11 @@ pub struct MessagingArgs {
     /// Where to make the temporary data directory (default: the system temp dir).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Publish at this many messages per second in total (default: as fast as
+    /// possible). Latency at a steady rate below capacity shows the cost of a
+    /// message rather than the length of the backlog.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Do not fsync commits (measures the cost of durability; not a valid result).
     #[arg(long)]
     no_sync: bool,
@@ -84,6 +89,10 @@ pub async fn messaging(args: MessagingArgs) -> anyhow::Result<()> {
         })
         .await?;
     }
+    if let Some(rate) = args.rate {
+        anyhow::ensure!(rate > 0.0, "--rate must be positive");
+        eprintln!("publishing at {rate} messages/s");
+    }
     eprintln!(
         "bench messaging: {} messages of {} bytes, {} subscriber(s), {}, fsync {}, data dir {}",
         args.messages,
@@ -114,12 +123,16 @@ pub async fn messaging(args: MessagingArgs) -> anyhow::Result<()> {
             published.clone(),
         );
         let total = args.messages;
+        let rate = args.rate;
         publishers.push(tokio::spawn(async move {
             let mut local = Histogram::<u64>::new(3)?;
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 if n >= total {
                     break;
+                }
+                if let Some(rate) = rate {
+                    tokio::time::sleep_until((start + Duration::from_secs_f64(n as f64 / rate)).into()).await;
                 }
                 let t0 = Instant::now();
                 let mut context = Context::new();
@@ -247,6 +260,7 @@ pub async fn messaging(args: MessagingArgs) -> anyhow::Result<()> {
         "size": args.size,
         "subscribers": args.subscribers,
         "publish_only": args.publish_only,
+        "rate": args.rate,
         "fsync": !args.no_sync,
         "seconds": secs,
         "messages_per_sec": rate,
