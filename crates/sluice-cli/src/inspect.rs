@@ -10,7 +10,7 @@ fn open(config: &Config) -> anyhow::Result<SqliteBox> {
     Ok(SqliteBox::open_read_only(&config.data_dir)?)
 }
 
-fn ms_to_text(ms: i64) -> String {
+pub fn ms_to_text(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
         .ok()
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())

@@ -2,6 +2,7 @@
 
 mod bench;
 mod inspect;
+mod suspended;
 
 use std::path::PathBuf;
 
@@ -36,6 +37,11 @@ enum Command {
         #[command(subcommand)]
         command: MessagesCommand,
     },
+    /// Suspended messages: list, resume (route again), terminate (drop).
+    Suspended {
+        #[command(subcommand)]
+        command: SuspendedCommand,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -64,6 +70,36 @@ enum MessagesCommand {
         config: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SuspendedCommand {
+    /// Every suspended entry: id, message, when, subscriber, attempts, reason.
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue suspended entries again: to their send port, or, for "no
+    /// subscriber", to every subscription that matches now.
+    Resume {
+        /// Suspended entry ids (the `#` numbers of `suspended list`).
+        ids: Vec<i64>,
+        /// Resume every suspended entry.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Drop suspended entries (a message goes when nothing else references it).
+    Terminate {
+        ids: Vec<i64>,
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        #[arg(long, short)]
+        config: PathBuf,
     },
 }
 
@@ -119,9 +155,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Messages {
             command: MessagesCommand::Show { id, config, json },
         } => inspect::show(&load(&config)?, &id, json).await,
+        Command::Suspended { command } => match command {
+            SuspendedCommand::List { config, json } => suspended::list(&load(&config)?, json).await,
+            SuspendedCommand::Resume { ids, all, config } => {
+                suspended::act(&load(&config)?, which(ids, all)?, false).await
+            }
+            SuspendedCommand::Terminate { ids, all, config } => {
+                suspended::act(&load(&config)?, which(ids, all)?, true).await
+            }
+        },
         Command::Bench {
             command: BenchCommand::Messaging(args),
         } => bench::messaging(args).await,
+    }
+}
+
+fn which(ids: Vec<i64>, all: bool) -> anyhow::Result<suspended::Which> {
+    match (all, ids.is_empty()) {
+        (true, _) => Ok(suspended::Which::All),
+        (false, false) => Ok(suspended::Which::Ids(ids)),
+        (false, true) => anyhow::bail!("name the suspended entries (their # numbers) or pass --all"),
     }
 }
 

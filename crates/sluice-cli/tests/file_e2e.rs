@@ -372,3 +372,73 @@ fn unreadable_file_is_left_in_place_and_retried() {
     });
     node.stop();
 }
+
+/// A file that is still being written (modified within `settle`) is not
+/// taken; once the writer is done, the whole file is received.
+#[test]
+fn file_still_being_written_is_not_taken() {
+    use std::io::Write;
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(root.path(), "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(r#"settle = "200ms""#, r#"settle = "1s""#);
+    std::fs::write(&config, text).unwrap();
+    let mut node = Node::start(&config, &root.path().join("node.log"));
+    let path = root.path().join("in/slow.dat");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let mut written = Vec::new();
+    for i in 0..12u64 {
+        let chunk = content(i, 10_000);
+        f.write_all(&chunk).unwrap();
+        f.flush().unwrap();
+        written.extend_from_slice(&chunk);
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(
+            path.exists(),
+            "the file was taken while still being written (after {} bytes)",
+            written.len()
+        );
+    }
+    drop(f);
+    wait_until(Duration::from_secs(30), "the finished file delivered", || {
+        root.path().join("out/slow.dat").exists()
+    });
+    assert!(std::fs::read(root.path().join("out/slow.dat")).unwrap() == written);
+    node.stop();
+}
+
+/// SIGTERM while a large file is being received: the node finishes that
+/// receive (the file is published, not abandoned half-way) before it exits,
+/// and the message is delivered, then or after the next start.
+#[test]
+fn sigterm_finishes_the_receive_in_flight() {
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(root.path(), "");
+    let log = root.path().join("node.log");
+    let mut node = Node::start(&config, &log);
+    let inp = root.path().join("in");
+    let big = content(3, 300 * 1024 * 1024);
+    drop_file(&inp, "big.bin", &big);
+    wait_until(Duration::from_secs(30), "the file to be claimed", || {
+        std::fs::read_dir(&inp)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(".sluice-claim."))
+    });
+    node.stop();
+    let left: Vec<String> = std::fs::read_dir(&inp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the receive in flight was finished and the file deleted: {left:?}"
+    );
+    let _node = Node::start(&config, &log);
+    wait_until(Duration::from_secs(60), "delivery", || {
+        status_json(&config)["spool"] == 0
+    });
+    assert!(std::fs::read(root.path().join("out/big.bin")).unwrap() == big);
+}

@@ -104,16 +104,37 @@ impl SqliteBox {
             doing: format!("creating the data directory {}", data_dir.display()),
             detail: e.to_string(),
         })?;
+        SqliteBox::open_mode(data_dir, clock, opts, true)
+    }
+
+    /// Open an existing box for changes beside a running node (for
+    /// `sluice suspended resume` and friends). Unlike [`SqliteBox::open`] it
+    /// creates nothing and does no start-up recovery, which would discard
+    /// content the node is writing. SQLite serialises the two writers.
+    pub fn open_beside_node(data_dir: &Path, clock: Arc<dyn Clock>, opts: Options) -> Result<SqliteBox> {
+        let path = data_dir.join(DB_FILE);
+        if !path.exists() {
+            return Err(BoxError::Storage {
+                doing: format!("opening the message box {}", path.display()),
+                detail: "no such file (has `sluice serve` run with this data directory?)".into(),
+            });
+        }
+        SqliteBox::open_mode(data_dir, clock, opts, false)
+    }
+
+    fn open_mode(data_dir: &Path, clock: Arc<dyn Clock>, opts: Options, node: bool) -> Result<SqliteBox> {
         let path = data_dir.join(DB_FILE);
         let conn = schema::open_connection(&path, &opts, false)
             .map_err(storage(&format!("opening the message box {}", path.display())))?;
         schema::migrate(&conn).map_err(storage(&format!("creating tables in {}", path.display())))?;
-        let removed = schema::recover(&conn).map_err(storage("discarding unpublished content after a restart"))?;
-        if removed > 0 {
-            tracing::info!(
-                contents = removed,
-                "discarded content that was never published before the last stop"
-            );
+        if node {
+            let removed = schema::recover(&conn).map_err(storage("discarding unpublished content after a restart"))?;
+            if removed > 0 {
+                tracing::info!(
+                    contents = removed,
+                    "discarded content that was never published before the last stop"
+                );
+            }
         }
         let writer = Writer::new(conn, clock).map_err(storage("loading subscriptions"))?;
         let (tx, rx) = mpsc::channel(opts.queue_depth.max(1));

@@ -93,3 +93,41 @@ async fn read_only_sees_a_running_box_and_refuses_writes() {
     let missing = SqliteBox::open_read_only(&dir.path().join("nope")).err().unwrap();
     assert!(missing.to_string().contains("has `sluice serve` run"), "{missing}");
 }
+
+/// A second writer beside the node (the CLI) does not discard the node's
+/// unpublished content and sees its data.
+#[tokio::test]
+async fn open_beside_node_does_no_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = SqliteBox::open(dir.path(), Arc::new(SystemClock), Options::default()).unwrap();
+    let data = vec![5u8; 50_000];
+    let mut r: &[u8] = &data;
+    let part = sluice_content::write_part(&*node.content(), "body", &mut r, Default::default())
+        .await
+        .unwrap();
+    let cli = SqliteBox::open_beside_node(dir.path(), Arc::new(SystemClock), Options::default()).unwrap();
+    let Routed::Suspended { suspended_id } = cli
+        .publish(NewMessage {
+            id: MessageId::new(),
+            context: Context::new(),
+            parts: vec![],
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    cli.terminate(suspended_id).await.unwrap();
+    cli.close().await.unwrap();
+    // The node can still publish the content it wrote before the CLI opened.
+    node.publish(NewMessage {
+        id: MessageId::new(),
+        context: Context::new(),
+        parts: vec![part],
+    })
+    .await
+    .unwrap();
+    assert_eq!(node.counts().await.unwrap().content_bytes, 50_000);
+    node.close().await.unwrap();
+    assert!(SqliteBox::open_beside_node(&dir.path().join("nope"), Arc::new(SystemClock), Options::default()).is_err());
+}
