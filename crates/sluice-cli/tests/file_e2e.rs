@@ -442,3 +442,36 @@ fn sigterm_finishes_the_receive_in_flight() {
     });
     assert!(std::fs::read(root.path().join("out/big.bin")).unwrap() == big);
 }
+
+/// A delivery that takes longer than its lease keeps it (renewal), so the
+/// message is not handed out a second time while it is still being written.
+#[test]
+fn long_delivery_renews_its_lease() {
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(root.path(), "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[send_ports.out]\n", "[send_ports.out]\nlease = \"1s\"\n");
+    std::fs::write(&config, text).unwrap();
+    let log = root.path().join("node.log");
+    let mut node = Node::start(&config, &log);
+    let big = content(9, 400 * 1024 * 1024);
+    drop_file(&root.path().join("in"), "long.bin", &big);
+    wait_until(Duration::from_secs(120), "delivery", || {
+        root.path().join("out/long.bin").exists()
+    });
+    wait_until(Duration::from_secs(60), "an empty box", || {
+        status_json(&config)["spool"] == 0
+    });
+    node.stop();
+    let text = node.log_text();
+    assert!(
+        !text.contains("an identical copy was already delivered"),
+        "delivered twice:\n{text}"
+    );
+    assert!(
+        !text.contains("could not record the outcome"),
+        "the lease was lost:\n{text}"
+    );
+    assert!(std::fs::read(root.path().join("out/long.bin")).unwrap() == big);
+}

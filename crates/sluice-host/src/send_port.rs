@@ -107,10 +107,13 @@ impl SendPortRunner {
             context: l.context.clone(),
             attempt: l.attempt,
         };
-        let result = match self.body(&l).await {
-            Ok(body) => self.transmitter.transmit(&outbound, body).await,
-            Err(e) => Err(sluice_adapters::TransmitError::retry(e)),
+        let work = async {
+            match self.body(&l).await {
+                Ok(body) => self.transmitter.transmit(&outbound, body).await,
+                Err(e) => Err(sluice_adapters::TransmitError::retry(e)),
+            }
         };
+        let result = self.renewing(&l, work).await;
         let outcome = match result {
             Ok(delivered) => {
                 match &delivered {
@@ -141,6 +144,28 @@ impl SendPortRunner {
         if let Err(e) = outcome {
             // A lost lease means another delivery attempt owns the entry now.
             tracing::warn!(send_port = %self.name, message_id = %l.message_id, error = %e, "could not record the outcome");
+        }
+    }
+
+    /// Run `work`, renewing the lease every third of its length, so a long
+    /// delivery is not handed out a second time while it is still going.
+    async fn renewing<T>(&self, l: &Leased, work: impl std::future::Future<Output = T>) -> T {
+        tokio::pin!(work);
+        let every = Duration::from_millis((self.lease_ms / 3).max(100) as u64);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut renewing = true;
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tick.tick(), if renewing => {
+                    if let Err(e) = self.mbox.renew(l.token, self.lease_ms).await {
+                        tracing::warn!(send_port = %self.name, message_id = %l.message_id, error = %e,
+                            "could not renew the lease of a delivery in progress");
+                        // A lost lease stays lost; do not warn on every tick.
+                        renewing = !matches!(e, BoxError::LeaseLost { .. });
+                    }
+                }
+            }
         }
     }
 

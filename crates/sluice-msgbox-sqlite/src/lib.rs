@@ -433,6 +433,11 @@ impl MessageBox for SqliteBox {
         self.write(false, move |w| w.lease(&s, max, lease_for_ms)).await
     }
 
+    async fn renew(&self, token: LeaseToken, lease_for_ms: Millis) -> Result<Millis> {
+        // Like a lease, a renewal needs no fsync.
+        self.write(false, move |w| w.renew(token, lease_for_ms)).await
+    }
+
     async fn ack(&self, token: LeaseToken) -> Result<()> {
         self.write(true, move |w| w.ack(token)).await
     }

@@ -547,6 +547,20 @@ impl Writer {
         Ok((id_of(mid)?, sub))
     }
 
+    pub fn renew(&mut self, token: LeaseToken, lease_for: Millis) -> Result<Millis> {
+        let doing = format!("renewing the lease on queue entry {}", token.entry);
+        let until = self.now().saturating_add(lease_for.max(0));
+        let n = self
+            .conn
+            .prepare_cached("UPDATE queue SET visible_at = ?3 WHERE id = ?1 AND generation = ?2 AND leased = 1")
+            .and_then(|mut s| s.execute(params![token.entry, token.generation, until]))
+            .map_err(storage(&doing))?;
+        if n == 0 {
+            return Err(BoxError::LeaseLost { entry: token.entry });
+        }
+        Ok(until)
+    }
+
     pub fn ack(&mut self, token: LeaseToken) -> Result<()> {
         let doing = format!("acknowledging queue entry {}", token.entry);
         let mid: Option<Vec<u8>> = self

@@ -31,6 +31,7 @@ macro_rules! conformance_tests {
             lease_ack_nack_and_expiry,
             stale_tokens_are_refused,
             release_leases_makes_entries_ready,
+            renew_keeps_a_lease,
             references_from_holders,
             last_release_deletes_stored_content,
             unsubscribe_suspends_queued_entries,
@@ -261,6 +262,33 @@ pub async fn release_leases_makes_entries_ready(h: &impl Harness) {
     let again = b.lease("s", 10, 60_000).await.unwrap();
     assert_eq!(again.len(), 2);
     assert_eq!((again[0].message_id, again[0].attempt), (first.message_id, 2));
+    b.close().await.unwrap();
+}
+
+pub async fn renew_keeps_a_lease(h: &impl Harness) {
+    let clock = ManualClock::new(T0);
+    let b = h.open(clock.clone()).await;
+    b.subscribe(sub("s", "all")).await.unwrap();
+    b.publish(msg("x", 1)).await.unwrap();
+    let l = b.lease("s", 1, 100).await.unwrap().remove(0);
+    clock.advance(90);
+    assert_eq!(b.renew(l.token, 100).await.unwrap(), T0 + 190);
+    clock.advance(90); // past the first expiry, before the renewed one
+    assert!(
+        b.lease("s", 1, 100).await.unwrap().is_empty(),
+        "a renewed lease is not handed out again"
+    );
+    clock.advance(20);
+    let again = b.lease("s", 1, 100).await.unwrap().remove(0);
+    assert!(
+        matches!(b.renew(l.token, 100).await, Err(BoxError::LeaseLost { .. })),
+        "a lost lease cannot be renewed"
+    );
+    b.nack(again.token, T0, "x").await.unwrap();
+    assert!(matches!(
+        b.renew(again.token, 100).await,
+        Err(BoxError::LeaseLost { .. })
+    ));
     b.close().await.unwrap();
 }
 

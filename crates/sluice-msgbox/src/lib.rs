@@ -232,6 +232,10 @@ pub trait MessageBox: Send + Sync {
     /// Lease up to `max` ready entries (visible at or before now) of a
     /// subscriber, oldest-visible first, until now + `lease_for_ms`.
     async fn lease(&self, subscriber: &str, max: usize, lease_for_ms: Millis) -> Result<Vec<Leased>>;
+    /// Keep a lease: the entry stays invisible until now + `lease_for_ms`.
+    /// A worker renews while it is still working on a long delivery, so the
+    /// entry is not handed out a second time meanwhile.
+    async fn renew(&self, token: LeaseToken, lease_for_ms: Millis) -> Result<Millis>;
     /// Done with the entry: delete it and release its reference.
     async fn ack(&self, token: LeaseToken) -> Result<()>;
     /// Give the entry back, ready again at `retry_at`.
