@@ -131,3 +131,77 @@ async fn open_beside_node_does_no_recovery() {
     node.close().await.unwrap();
     assert!(SqliteBox::open_beside_node(&dir.path().join("nope"), Arc::new(SystemClock), Options::default()).is_err());
 }
+
+/// Disk full in the middle of a batch: SQLite rolls the transaction back by
+/// itself; the jobs after the failing one must not then run (and commit) on
+/// their own. Mounts a 1 MiB tmpfs: needs root.
+#[test]
+fn disk_full_mid_batch_commits_nothing() {
+    use crate::writer::{Job, Writer};
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .expect("run mount");
+    assert!(status.success(), "this test mounts a 1 MiB tmpfs and needs root");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _u = Unmount(dir.path().to_path_buf());
+    let path = dir.path().join(crate::DB_FILE);
+    // A small page cache makes the big job spill, so it fails mid-way.
+    let opts = Options {
+        cache_kib: 256,
+        ..Options::default()
+    };
+    let conn = crate::schema::open_connection(&path, &opts, false).unwrap();
+    crate::schema::migrate(&conn).unwrap();
+    let mut writer = Writer::new(conn, Arc::new(SystemClock)).unwrap();
+    let sub = |name: &str| Subscription {
+        subscriber: name.into(),
+        filter: Filter::All,
+    };
+    let (tx1, mut rx1) = tokio::sync::oneshot::channel();
+    let (tx2, mut rx2) = tokio::sync::oneshot::channel();
+    let (tx3, mut rx3) = tokio::sync::oneshot::channel();
+    let first = sub("before");
+    let last = sub("after");
+    let mut batch = vec![
+        Job::new(true, move |w: &mut Writer| w.subscribe(first), tx1),
+        Job::new(
+            true,
+            |w: &mut Writer| {
+                let id = w.begin_content()?;
+                for seq in 0..128 {
+                    w.put_chunk(id, seq, &[7u8; 64 * 1024])?;
+                }
+                Ok(())
+            },
+            tx2,
+        ),
+        Job::new(true, move |w: &mut Writer| w.subscribe(last), tx3),
+    ];
+    let result = writer.run_batch(&mut batch);
+    let Err((err, done)) = result else {
+        panic!("an 8 MiB job cannot fit in 1 MiB")
+    };
+    assert!(
+        err.to_string().contains("rolled back"),
+        "the big job fails mid-batch: {err}"
+    );
+    for c in done {
+        c(Some(&err));
+    }
+    assert!(rx1.try_recv().unwrap().is_err());
+    assert!(rx2.try_recv().unwrap().is_err());
+    assert!(rx3.try_recv().unwrap().is_err());
+    let check = crate::schema::open_connection(&path, &opts, true).unwrap();
+    let n: i64 = check
+        .query_row("SELECT count(*) FROM subscriptions", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 0, "no job of the failed batch may be committed");
+}

@@ -174,7 +174,7 @@ impl Writer {
     }
 
     #[allow(clippy::type_complexity)]
-    fn run_batch(&mut self, batch: &mut Vec<Job>) -> Result<Vec<Completion>, (BoxError, Vec<Completion>)> {
+    pub(crate) fn run_batch(&mut self, batch: &mut Vec<Job>) -> Result<Vec<Completion>, (BoxError, Vec<Completion>)> {
         let mut done = Vec::with_capacity(batch.len());
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             let err = storage("starting a transaction")(e);
@@ -187,15 +187,25 @@ impl Writer {
         }
         let mut failed = None;
         for job in batch.drain(..) {
+            if failed.is_some() {
+                // Never run a job outside the transaction: after some storage
+                // errors (disk full, I/O) SQLite has already rolled it back and
+                // would commit each later statement on its own.
+                let (_, c) = (job.run)(None);
+                done.push(c);
+                continue;
+            }
             let (status, c) = (job.run)(Some(self));
-            if status == JobStatus::StorageFailed && failed.is_none() {
+            if status == JobStatus::StorageFailed || self.conn.is_autocommit() {
                 failed = Some(done.len());
             }
             done.push(c);
         }
         if let Some(i) = failed {
-            // A job failed half-way in storage: keep the batch atomic.
-            let _ = self.conn.execute_batch("ROLLBACK");
+            // Keep the batch atomic: nothing of it is committed.
+            if !self.conn.is_autocommit() {
+                let _ = self.conn.execute_batch("ROLLBACK");
+            }
             let err = BoxError::Storage {
                 doing: "running a batch of changes".into(),
                 detail: format!(
