@@ -10,7 +10,8 @@
 //!    [`ReceiveContext`], or [`Transmitter::transmit`] once per message.
 //!
 //! Adapters know nothing of the message box. A source hands each inbound body
-//! to its [`Publisher`] and acknowledges its peer only when that returns `Ok`.
+//! to its [`Publisher`], acknowledges its peer only when that returns `Ok`,
+//! and then tells the publisher it has [settled](Publisher::settled).
 //!
 //! Architecture Invariant: only the message box commits. A source deletes,
 //! acknowledges or answers its peer only after [`Publisher::submit`] returned
@@ -46,8 +47,12 @@ pub trait Publisher: Send + Sync {
     /// Publish `body` with `context` under the id `id`. `Ok` means durable:
     /// the source may now be deleted or acknowledged.
     async fn submit(&self, id: MessageId, context: Context, body: Body) -> Result<Receipt, SubmitError>;
+    /// The source's own copy of a submission is gone (file deleted, peer
+    /// acknowledged): stop holding its messages. Until then the box keeps
+    /// them, so [`is_published`](Self::is_published) stays reliable.
+    async fn settled(&self, receipt: &Receipt) -> Result<(), SubmitError>;
     /// Whether message `id` is in the box (used to recover sources claimed
-    /// before a crash).
+    /// before a crash: a published message is still held by its source).
     async fn is_published(&self, id: MessageId) -> Result<bool, SubmitError>;
 }
 
@@ -83,7 +88,10 @@ pub enum AdapterError {
 
 /// A running receive adapter.
 #[async_trait]
-pub trait Source: Send {
+pub trait Source: Send + Sync {
+    /// Resolve what a previous run left half-done (claimed files...). The
+    /// host calls this for every location before anything starts.
+    async fn recover(&self, _cx: &ReceiveContext) {}
     /// Receive until `cx.shutdown` is cancelled, then finish in-flight work and return.
     async fn run(self: Box<Self>, cx: ReceiveContext) -> Result<(), AdapterError>;
 }

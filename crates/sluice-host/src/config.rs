@@ -188,12 +188,31 @@ impl Config {
             let key = format!("send_ports.{name}");
             check_name(name).map_err(|m| invalid(key.clone(), m))?;
             let filter = Filter::parse(&sp.filter).map_err(|e| invalid(format!("{key}.filter"), e.to_string()))?;
-            sp.parsed_filter = Some(filter);
-            if sp.concurrency == 0 {
-                return Err(invalid(format!("{key}.concurrency"), "must be at least 1".into()));
+            // The box stores the filter as text: it must read back the same.
+            if Filter::parse(&filter.to_string()).ok().as_ref() != Some(&filter) {
+                return Err(invalid(
+                    format!("{key}.filter"),
+                    format!("cannot be stored faithfully (as `{filter}`)"),
+                ));
             }
-            if sp.lease < Duration::from_secs(1) {
-                return Err(invalid(format!("{key}.lease"), "must be at least 1s".into()));
+            sp.parsed_filter = Some(filter);
+            if !(1..=10_000).contains(&sp.concurrency) {
+                return Err(invalid(
+                    format!("{key}.concurrency"),
+                    "must be between 1 and 10000".into(),
+                ));
+            }
+            if sp.lease < Duration::from_secs(1) || sp.lease > WEEK {
+                return Err(invalid(format!("{key}.lease"), "must be between 1s and 7 days".into()));
+            }
+            if sp.retry.interval > WEEK {
+                return Err(invalid(
+                    format!("{key}.retry.interval"),
+                    "must be at most 7 days".into(),
+                ));
+            }
+            if sp.retry.count > 1_000_000 {
+                return Err(invalid(format!("{key}.retry.count"), "must be at most 1000000".into()));
             }
             sp.adapter.resolve_paths(base);
             sp.adapter
@@ -203,6 +222,8 @@ impl Config {
         Ok(config)
     }
 }
+
+const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
 
 fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty()
@@ -269,6 +290,18 @@ retry = { count = 5, interval = "30s" }
             .unwrap_err()
             .to_string();
         assert!(e.contains("`send_ports.out.adapter`") && e.contains("%Source%"), "{e}");
+        let e = load(&GOOD.replace("count = 5", "count = 5000000"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`send_ports.out.retry.count`"), "{e}");
+        let e = load(&GOOD.replace("[send_ports.out]", "[send_ports.out]\nlease = \"500ms\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`send_ports.out.lease`"), "{e}");
+        let e = load(&GOOD.replace("mask = \"*.xml\"", "mask = \"*.xml\", poll_interval = \"0s\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("poll_interval"), "{e}");
         let e = load("receive_ports = {}").unwrap_err().to_string();
         assert!(e.contains("missing field `data_dir`"), "{e}");
         let e = load(&format!(

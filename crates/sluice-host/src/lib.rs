@@ -105,7 +105,44 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Ho
     }
     let wakers = Arc::new(wakers);
 
-    // Send ports first, so that they are ready when messages arrive.
+    // Receive locations are built and recover what the last run left
+    // half-done before anything starts: no send port may deliver (and
+    // delete) a message whose source is still being sorted out.
+    let mut sources = Vec::new();
+    for (port, pc) in &config.receive_ports {
+        for (name, lc) in &pc.locations {
+            if !lc.enabled {
+                tracing::info!(receive_location = %name, "receive location is disabled");
+                continue;
+            }
+            let source = lc.adapter.build().map_err(|e| HostError::Start {
+                what: format!("receive location `{name}`"),
+                message: e.to_string(),
+            })?;
+            let publisher = Arc::new(LocationPublisher::new(
+                name,
+                lc.pipeline.receive(),
+                mbox.clone(),
+                wakers.clone(),
+            ));
+            let cx = sluice_adapters::ReceiveContext {
+                port: port.clone(),
+                location: name.clone(),
+                publisher: publisher.clone(),
+                shutdown: shutdown.clone(),
+            };
+            source.recover(&cx).await;
+            let released = publisher.release_leftovers().await?;
+            if released > 0 {
+                tracing::info!(receive_location = %name, messages = released,
+                    "released messages whose source was already settled when the node last stopped");
+            }
+            sources.push((source, cx, lc.adapter.kind()));
+        }
+    }
+
+    let mut task_names: HashMap<tokio::task::Id, String> = HashMap::new();
+    // Send ports next, so that they are ready when messages arrive.
     let send_stop = CancellationToken::new();
     let mut senders = JoinSet::new();
     for (name, sp) in &config.send_ports {
@@ -120,39 +157,33 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Ho
                     message,
                 }
             })?;
-        senders.spawn(runner.run(send_stop.clone()));
+        let handle = senders.spawn(runner.run(send_stop.clone()));
+        task_names.insert(handle.id(), format!("send port `{name}`"));
     }
 
     let mut receivers = JoinSet::new();
-    for (port, pc) in &config.receive_ports {
-        for (name, lc) in &pc.locations {
-            if !lc.enabled {
-                tracing::info!(receive_location = %name, "receive location is disabled");
-                continue;
+    for (source, cx, kind) in sources {
+        let location = cx.location.clone();
+        tracing::info!(receive_port = %cx.port, receive_location = %location, adapter = kind, "receive location started");
+        let what = format!("receive location `{location}`");
+        let handle = receivers.spawn(async move {
+            if let Err(e) = source.run(cx).await {
+                tracing::error!(receive_location = %location, error = %e, "receive location stopped with an error");
             }
-            let source = lc.adapter.build().map_err(|e| HostError::Start {
-                what: format!("receive location `{name}`"),
-                message: e.to_string(),
-            })?;
-            let publisher = LocationPublisher::new(name, lc.pipeline.receive(), mbox.clone(), wakers.clone());
-            let cx = sluice_adapters::ReceiveContext {
-                port: port.clone(),
-                location: name.clone(),
-                publisher: Arc::new(publisher),
-                shutdown: shutdown.clone(),
-            };
-            let location = name.clone();
-            receivers.spawn(async move {
-                if let Err(e) = source.run(cx).await {
-                    tracing::error!(receive_location = %location, error = %e, "receive location stopped with an error");
-                }
-            });
-            tracing::info!(receive_port = %port, receive_location = %name, adapter = lc.adapter.kind(), "receive location started");
-        }
+        });
+        task_names.insert(handle.id(), what);
     }
     tracing::info!(data_dir = %config.data_dir.display(), "node running");
 
-    shutdown.cancelled().await;
+    // Until asked to stop, watch the tasks: one that ends now has failed
+    // (a panic); say so loudly rather than let a port go quiet.
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(ended) = senders.join_next_with_id() => report_early_end(&task_names, ended),
+            Some(ended) = receivers.join_next_with_id() => report_early_end(&task_names, ended),
+        }
+    }
     tracing::info!("stopping: no new intake; finishing work in flight");
     while receivers.join_next().await.is_some() {}
     send_stop.cancel();
@@ -160,6 +191,18 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Ho
     mbox.close().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn report_early_end(
+    names: &HashMap<tokio::task::Id, String>,
+    ended: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+) {
+    let (id, detail) = match ended {
+        Ok((id, ())) => (id, "it returned".to_string()),
+        Err(e) => (e.id(), e.to_string()),
+    };
+    let what = names.get(&id).map(String::as_str).unwrap_or("a task");
+    tracing::error!(task = what, detail = %detail, "stopped while the node is running; restart the node to restart it");
 }
 
 /// Make the box's subscriptions match the configured send ports. A

@@ -13,6 +13,9 @@ use crate::Wakers;
 
 pub(crate) struct LocationPublisher {
     location: String,
+    /// The reference this location keeps on what it published until the
+    /// source has settled (file deleted).
+    holder: String,
     pipeline: Box<dyn ReceivePipeline>,
     mbox: Arc<dyn MessageBox>,
     wakers: Arc<Wakers>,
@@ -27,9 +30,29 @@ impl LocationPublisher {
     ) -> Self {
         LocationPublisher {
             location: location.to_string(),
+            holder: format!("receive:{location}"),
             pipeline,
             mbox,
             wakers,
+        }
+    }
+
+    /// Release what this location still holds from an earlier run: after
+    /// [`Source::recover`](sluice_adapters::Source::recover), nothing of
+    /// that run is in flight any more.
+    pub(crate) async fn release_leftovers(&self) -> Result<u64, sluice_msgbox::BoxError> {
+        let mut released = 0;
+        loop {
+            let held = self.mbox.held_by(&self.holder, None, 1000).await?;
+            if held.is_empty() {
+                return Ok(released);
+            }
+            for id in held {
+                match self.mbox.release(id, &self.holder).await {
+                    Ok(()) | Err(sluice_msgbox::BoxError::NotHeld { .. }) => released += 1,
+                    Err(e) => return Err(e),
+                }
+            }
         }
     }
 }
@@ -84,7 +107,7 @@ impl Publisher for LocationPublisher {
         }
         let mut ids = Vec::with_capacity(out.messages.len());
         for (i, m) in out.messages.iter().enumerate() {
-            match self.mbox.publish(m.clone()).await {
+            match self.mbox.publish_holding(m.clone(), &self.holder).await {
                 Ok(Routed::Queued(subs)) => {
                     for s in &subs {
                         self.wakers.wake(s);
@@ -102,6 +125,16 @@ impl Publisher for LocationPublisher {
             ids.push(m.id);
         }
         Ok(Receipt { messages: ids })
+    }
+
+    async fn settled(&self, receipt: &Receipt) -> Result<(), SubmitError> {
+        for id in &receipt.messages {
+            match self.mbox.release(*id, &self.holder).await {
+                Ok(()) | Err(sluice_msgbox::BoxError::NotHeld { .. }) => {}
+                Err(e) => return Err(SubmitError(format!("releasing message {id}: {e}"))),
+            }
+        }
+        Ok(())
     }
 
     async fn is_published(&self, id: MessageId) -> Result<bool, SubmitError> {

@@ -195,7 +195,7 @@ impl fmt::Display for Filter {
             Filter::Pred(Predicate::Exists(k)) => write!(f, "{k} exists"),
             Filter::Pred(Predicate::Compare(k, op, v)) => {
                 let lit = match v {
-                    Value::String(s) => format!("{s:?}"),
+                    Value::String(s) => quote(s),
                     other => other.to_text(),
                 };
                 write!(f, "{k} {} {lit}", op.as_str())
@@ -208,6 +208,25 @@ impl fmt::Display for Filter {
             Filter::Or(fs) => join(f, fs, "or"),
         }
     }
+}
+
+/// A string literal the lexer reads back exactly: only `\\`, `\"`, `\n`,
+/// `\r` and `\t` are escaped; every other character is written as it is.
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -279,6 +298,7 @@ fn lex(text: &str) -> Result<Vec<Token>, FilterError> {
                             let esc = chars.get(i + 1).copied();
                             s.push(match esc {
                                 Some('n') => '\n',
+                                Some('r') => '\r',
                                 Some('t') => '\t',
                                 Some('\\') => '\\',
                                 Some('"') => '"',
@@ -287,7 +307,7 @@ fn lex(text: &str) -> Result<Vec<Token>, FilterError> {
                                     return Err(make_error(
                                         text,
                                         i,
-                                        "unknown escape (use \\\\, \\\", \\', \\n or \\t)",
+                                        "unknown escape (use \\\\, \\\", \\', \\n, \\r or \\t)",
                                     ));
                                 }
                             });
@@ -335,6 +355,9 @@ fn lex(text: &str) -> Result<Vec<Token>, FilterError> {
                 if let Ok(n) = s.parse::<i64>() {
                     TokKind::Num(Value::Int(n))
                 } else if let Ok(x) = s.parse::<f64>() {
+                    if !x.is_finite() {
+                        return Err(make_error(text, start, &format!("`{s}` is out of range for a number")));
+                    }
                     TokKind::Num(Value::Float(x))
                 } else {
                     return Err(make_error(text, start, &format!("`{s}` is not a number")));
@@ -575,8 +598,24 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// What a filter prints parses back to the same filter (the box
+        /// stores filters as text).
+        #[test]
+        fn any_string_literal_round_trips(lit in proptest::prelude::any::<String>(), x in -1e300f64..1e300) {
+            let f = Filter::And(vec![
+                Filter::Pred(Predicate::Compare(Key::parse("a.b").unwrap(), CompareOp::Eq, Value::String(lit))),
+                Filter::Pred(Predicate::Compare(Key::parse("c").unwrap(), CompareOp::Lt, Value::Float(x))),
+            ]);
+            let text = f.to_string();
+            proptest::prop_assert_eq!(Filter::parse(&text).unwrap(), f, "{}", text);
+        }
+    }
+
     #[test]
     fn errors_point_at_the_problem() {
+        let e = Filter::parse("a.b < 1e999").unwrap_err();
+        assert!(e.message.contains("out of range"), "{e}");
         let e = Filter::parse(r#"file.name = "a""#).unwrap_err();
         assert_eq!(e.position, 11);
         assert!(e.message.contains("=="));

@@ -391,7 +391,13 @@ impl MessageBox for SqliteBox {
 
     async fn publish(&self, msg: NewMessage) -> Result<Routed> {
         let json = msg.context.to_json();
-        self.write(true, move |w| w.publish(&msg, &json)).await
+        self.write(true, move |w| w.publish(&msg, &json, None)).await
+    }
+
+    async fn publish_holding(&self, msg: NewMessage, holder: &str) -> Result<Routed> {
+        let json = msg.context.to_json();
+        let holder = holder.to_string();
+        self.write(true, move |w| w.publish(&msg, &json, Some(&holder))).await
     }
 
     async fn subscribe(&self, sub: Subscription) -> Result<()> {
@@ -472,6 +478,25 @@ impl MessageBox for SqliteBox {
 
     async fn terminate(&self, suspended: i64) -> Result<()> {
         self.write(true, move |w| w.terminate(suspended)).await
+    }
+
+    async fn held_by(&self, holder: &str, after: Option<MessageId>, limit: usize) -> Result<Vec<MessageId>> {
+        let holder = holder.to_string();
+        self.read(move |conn| {
+            let doing = format!("listing messages held by `{holder}`");
+            let after = after.map(|a| a.to_bytes().to_vec()).unwrap_or_default();
+            let ids = conn
+                .prepare_cached(
+                    "SELECT message_id FROM holds WHERE holder = ?1 AND message_id > ?2 ORDER BY message_id LIMIT ?3",
+                )
+                .map_err(storage(&doing))?
+                .query_map(params![holder, after, limit as i64], |r| r.get::<_, Vec<u8>>(0))
+                .map_err(storage(&doing))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(storage(&doing))?;
+            ids.into_iter().map(id_of).collect()
+        })
+        .await
     }
 
     async fn parts(&self, message: MessageId) -> Result<Vec<Part>> {

@@ -98,6 +98,7 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
              suspended_at INTEGER NOT NULL
          );
          CREATE INDEX IF NOT EXISTS suspended_message ON suspended (message_id);
+         CREATE INDEX IF NOT EXISTS holds_holder ON holds (holder, message_id);
          COMMIT;",
     )?;
     let version: Option<i64> = conn

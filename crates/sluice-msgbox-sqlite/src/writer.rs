@@ -326,12 +326,12 @@ impl Writer {
 
     /// `context_json` is `msg.context.to_json()`, made by the caller so that
     /// the writer thread does not spend its time serialising.
-    pub fn publish(&mut self, msg: &NewMessage, context_json: &str) -> Result<Routed> {
+    pub fn publish(&mut self, msg: &NewMessage, context_json: &str, holder: Option<&str>) -> Result<Routed> {
         let id = msg.id;
         let doing = format!("publishing message {id}");
         let now = self.now();
         let subs = self.matching(&msg.context);
-        let refs = subs.len().max(1) as i64;
+        let refs = subs.len().max(1) as i64 + holder.is_some() as i64;
         let size: u64 = msg.parts.iter().map(|p| p.size).sum();
         let exists: Option<i64> = self
             .conn
@@ -415,6 +415,12 @@ impl Writer {
                         chunks
                     ])
                 })
+                .map_err(storage(&doing))?;
+        }
+        if let Some(holder) = holder {
+            self.conn
+                .prepare_cached("INSERT INTO holds (message_id, holder) VALUES (?1, ?2)")
+                .and_then(|mut s| s.execute(params![id.to_bytes(), holder]))
                 .map_err(storage(&doing))?;
         }
         if subs.is_empty() {

@@ -33,6 +33,7 @@ macro_rules! conformance_tests {
             release_leases_makes_entries_ready,
             renew_keeps_a_lease,
             references_from_holders,
+            publish_holding_keeps_the_message,
             last_release_deletes_stored_content,
             unsubscribe_suspends_queued_entries,
             terminate_and_missing_ids,
@@ -321,6 +322,47 @@ pub async fn references_from_holders(h: &impl Harness) {
         "the last release deletes the message"
     );
     assert!(matches!(b.hold(id, "late").await, Err(BoxError::NoSuchMessage(_))));
+    b.close().await.unwrap();
+}
+
+pub async fn publish_holding_keeps_the_message(h: &impl Harness) {
+    let b = h.open(ManualClock::new(T0)).await;
+    b.subscribe(sub("s", "all")).await.unwrap();
+    let m = msg("x", 1);
+    let id = m.id;
+    assert_eq!(
+        b.publish_holding(m, "receive:folder").await.unwrap(),
+        Routed::Queued(vec!["s".into()])
+    );
+    let orphan = msg("nobody", 0);
+    let orphan_id = orphan.id;
+    b.unsubscribe("s").await.unwrap();
+    assert!(matches!(
+        b.publish_holding(orphan, "receive:folder").await.unwrap(),
+        Routed::Suspended { .. }
+    ));
+    b.subscribe(sub("s", "all")).await.unwrap();
+    assert_eq!(
+        b.held_by("receive:folder", None, 10).await.unwrap(),
+        vec![id, orphan_id]
+    );
+    assert_eq!(
+        b.held_by("receive:folder", Some(id), 10).await.unwrap(),
+        vec![orphan_id]
+    );
+    assert!(b.held_by("other", None, 10).await.unwrap().is_empty());
+    // Delivered and acknowledged, a message stays while its source holds it.
+    for s in b.list_suspended(None, 10).await.unwrap() {
+        b.resume(s.id).await.unwrap();
+    }
+    for l in b.lease("s", 10, 100).await.unwrap() {
+        b.ack(l.token).await.unwrap();
+    }
+    assert_eq!(b.message(id).await.unwrap().unwrap().refs, 1);
+    assert_eq!(b.message(orphan_id).await.unwrap().unwrap().refs, 1);
+    b.release(id, "receive:folder").await.unwrap();
+    b.release(orphan_id, "receive:folder").await.unwrap();
+    assert_eq!(b.counts().await.unwrap().spool, 0);
     b.close().await.unwrap();
 }
 

@@ -221,6 +221,11 @@ pub trait MessageBox: Send + Sync {
     /// Store the message and one queue entry per matching subscription, in one
     /// transaction, durable before this returns. No match: suspended.
     async fn publish(&self, msg: NewMessage) -> Result<Routed>;
+    /// [`publish`](Self::publish), and in the same transaction take a
+    /// reference named `holder` (as [`hold`](Self::hold) would). A source
+    /// holds what it published until its own copy is gone, so the message
+    /// cannot vanish before then, whatever the send ports do.
+    async fn publish_holding(&self, msg: NewMessage, holder: &str) -> Result<Routed>;
 
     /// Add or replace a subscription. Existing queue entries are unchanged.
     async fn subscribe(&self, sub: Subscription) -> Result<()>;
@@ -252,6 +257,8 @@ pub trait MessageBox: Send + Sync {
     async fn hold(&self, message: MessageId, holder: &str) -> Result<()>;
     /// Drop a named reference; the last reference deletes the message.
     async fn release(&self, message: MessageId, holder: &str) -> Result<()>;
+    /// Messages held by `holder`, in id order, after `after`.
+    async fn held_by(&self, holder: &str, after: Option<MessageId>, limit: usize) -> Result<Vec<MessageId>>;
 
     /// Queue a suspended entry again: to its subscriber, or, for "no
     /// subscriber", to every subscription that matches now.

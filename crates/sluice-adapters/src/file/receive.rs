@@ -79,9 +79,31 @@ impl FileReceiveConfig {
             .literal_separator(true)
             .build()
             .map_err(|e| AdapterError::Config(format!("mask `{}`: {e}", self.mask)))?;
-        if self.concurrency == 0 || self.batch == 0 {
-            return Err(AdapterError::Config("concurrency and batch must be at least 1".into()));
-        }
+        const DAY: Duration = Duration::from_secs(24 * 3600);
+        let check = |ok: bool, what: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(AdapterError::Config(what.to_string()))
+            }
+        };
+        check(
+            (1..=10_000).contains(&self.concurrency),
+            "concurrency must be between 1 and 10000",
+        )?;
+        check(
+            (1..=1_000_000).contains(&self.batch),
+            "batch must be between 1 and 1000000",
+        )?;
+        check(
+            self.poll_interval >= Duration::from_millis(10) && self.poll_interval <= DAY,
+            "poll_interval must be between 10ms and 1 day",
+        )?;
+        check(self.settle <= DAY, "settle must be at most 1 day")?;
+        check(
+            self.retry_after >= Duration::from_millis(10) && self.retry_after <= DAY,
+            "retry_after must be between 10ms and 1 day",
+        )?;
         Ok(FileReceiver {
             config: self.clone(),
             mask: glob.compile_matcher(),
@@ -107,9 +129,12 @@ enum Outcome {
 
 #[async_trait]
 impl Source for FileReceiver {
+    async fn recover(&self, cx: &ReceiveContext) {
+        self.recover_claims(cx).await;
+    }
+
     async fn run(self: Box<Self>, cx: ReceiveContext) -> Result<(), AdapterError> {
         let me = Arc::new(*self);
-        me.recover_claims(&cx).await;
         let permits = Arc::new(Semaphore::new(me.config.concurrency));
         let mut tasks: JoinSet<(String, Result<Outcome, String>)> = JoinSet::new();
         let mut in_flight: HashSet<String> = HashSet::new();
@@ -271,10 +296,18 @@ impl FileReceiver {
         }
         let result = self.publish_claimed(cx, id, name, &original, &claim).await;
         match result {
-            Ok(()) => {
-                if let Err(e) = tokio::fs::remove_file(&claim).await {
-                    // Published, but the claim is still there: the next start
-                    // sees the message id in the box and deletes it.
+            Ok(receipt) => {
+                let removed = tokio::fs::remove_file(&claim).await;
+                if removed.is_ok()
+                    && let Err(e) = cx.publisher.settled(&receipt).await
+                {
+                    // The next start releases what is still held.
+                    tracing::warn!(location = %cx.location, message_id = %id, error = %e,
+                        "received, but could not release the message");
+                }
+                if let Err(e) = removed {
+                    // Published, but the claim is still there: the message
+                    // stays held, so the next start finds it and deletes the claim.
                     tracing::error!(location = %cx.location, file = %claim.display(), error = %e,
                         message_id = %id, "published, but could not delete the received file");
                 }
@@ -297,7 +330,7 @@ impl FileReceiver {
         name: &str,
         original: &Path,
         claim: &Path,
-    ) -> Result<(), String> {
+    ) -> Result<crate::Receipt, String> {
         let file = tokio::fs::File::open(claim)
             .await
             .map_err(|e| format!("cannot open: {e}"))?;
@@ -310,8 +343,13 @@ impl FileReceiver {
         ctx.promote("file", "name", name);
         ctx.promote("file", "path", original.to_string_lossy().as_ref());
         ctx.promote("file", "size", size);
-        if let Ok(modified) = meta.modified() {
-            ctx.write("file", "modified", time::OffsetDateTime::from(modified));
+        if let Some(modified) = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+            .and_then(|d| time::OffsetDateTime::from_unix_timestamp_nanos(d.as_nanos() as i128).ok())
+        {
+            ctx.write("file", "modified", modified);
         }
         let body = CheckedFile {
             file,
@@ -321,12 +359,13 @@ impl FileReceiver {
         cx.publisher
             .submit(id, ctx, Box::new(body))
             .await
-            .map_err(|e| e.to_string())?;
-        Ok(())
+            .map_err(|e| e.to_string())
     }
 
     /// After a crash: claims whose message is in the box are done (delete
-    /// them); the others go back under their own names to be received again.
+    /// them: the message is still held by this location, so it cannot have
+    /// been delivered and deleted meanwhile); the others go back under their
+    /// own names to be received again.
     async fn recover_claims(&self, cx: &ReceiveContext) {
         let Ok(mut dir) = tokio::fs::read_dir(&self.config.path).await else {
             return;
