@@ -319,6 +319,8 @@ impl ChunkStore for SqliteBox {
     }
 
     async fn put_chunk(&self, id: ContentId, seq: u32, data: Bytes) -> Result<(), ContentError> {
+        // Fail now on a closed or read-only box, not after waiting for budget.
+        self.sender().map_err(to_content)?;
         // Hold budget for the chunk until the writer has stored it.
         let permits = (data.len() / 1024).max(1).min(self.inner.chunk_budget_permits()) as u32;
         let permit = self

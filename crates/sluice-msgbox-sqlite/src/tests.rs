@@ -205,3 +205,49 @@ fn disk_full_mid_batch_commits_nothing() {
         .unwrap();
     assert_eq!(n, 0, "no job of the failed batch may be committed");
 }
+
+/// A queued message whose stored context cannot be read (damaged, or written
+/// by a newer version) is suspended with the reason instead of blocking the
+/// queue behind it.
+#[tokio::test]
+async fn unreadable_context_is_suspended_not_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = SqliteBox::open(dir.path(), Arc::new(SystemClock), Options::default()).unwrap();
+    b.subscribe(Subscription {
+        subscriber: "s".into(),
+        filter: Filter::All,
+    })
+    .await
+    .unwrap();
+    let bad = MessageId::new();
+    for id in [bad, MessageId::new()] {
+        b.publish(NewMessage {
+            id,
+            context: Context::new(),
+            parts: vec![],
+        })
+        .await
+        .unwrap();
+    }
+    let conn = rusqlite::Connection::open(dir.path().join(crate::DB_FILE)).unwrap();
+    conn.execute(
+        "UPDATE messages SET context = ?2 WHERE id = ?1",
+        rusqlite::params![
+            bad.to_bytes(),
+            r#"[{"ns":"a","name":"b","type":"decimal","value":"1"}]"#
+        ],
+    )
+    .unwrap();
+    let leased = b.lease("s", 10, 60_000).await.unwrap();
+    assert_eq!(leased.len(), 1, "the readable message is delivered");
+    assert_ne!(leased[0].message_id, bad);
+    let suspended = b.list_suspended(None, 10).await.unwrap();
+    assert_eq!(suspended.len(), 1);
+    assert_eq!(suspended[0].message_id, bad);
+    assert!(
+        suspended[0].reason.contains("unknown type `decimal`"),
+        "{}",
+        suspended[0].reason
+    );
+    b.close().await.unwrap();
+}

@@ -527,11 +527,26 @@ impl Writer {
             .map_err(storage(&doing))?;
         let mut out = Vec::with_capacity(rows.len());
         for (entry, mid, generation, ctx) in rows {
+            let message_id = id_of(mid)?;
+            let context = match context_of(&ctx, message_id) {
+                Ok(c) => c,
+                Err(e) => {
+                    // It cannot be delivered, and must not block the queue
+                    // behind it: suspend it, with the reason.
+                    tracing::error!(subscriber, message_id = %message_id, error = %e,
+                        "a queued message's context cannot be read; suspending it");
+                    self.conn
+                        .prepare_cached("DELETE FROM queue WHERE id = ?1")
+                        .and_then(|mut s| s.execute([entry]))
+                        .map_err(storage(&doing))?;
+                    self.insert_suspended(message_id, Some(subscriber), &e.to_string(), generation, &doing)?;
+                    continue;
+                }
+            };
             self.conn
                 .prepare_cached("UPDATE queue SET visible_at = ?2, generation = ?3, leased = 1 WHERE id = ?1")
                 .and_then(|mut s| s.execute(params![entry, until, generation + 1]))
                 .map_err(storage(&doing))?;
-            let message_id = id_of(mid)?;
             out.push(Leased {
                 token: LeaseToken {
                     entry,
@@ -539,7 +554,7 @@ impl Writer {
                 },
                 subscriber: subscriber.to_string(),
                 message_id,
-                context: context_of(&ctx, message_id)?,
+                context,
                 attempt: generation + 1,
                 lease_until: until,
             });

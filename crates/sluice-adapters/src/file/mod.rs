@@ -2,7 +2,8 @@
 //!
 //! Names that start with `.sluice-` belong to Sluice: `.sluice-claim.<id>.<name>`
 //! is a file being received (claimed by rename, so two readers cannot both
-//! take it), `.sluice-tmp.<id>.<n>` a file being written by a send port.
+//! take it), `.sluice-tmp.<send port>.<id>.<n>` a file being written by a
+//! send port.
 
 mod macros;
 mod receive;

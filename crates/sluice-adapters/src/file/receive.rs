@@ -107,6 +107,7 @@ impl FileReceiveConfig {
         Ok(FileReceiver {
             config: self.clone(),
             mask: glob.compile_matcher(),
+            stuck: Default::default(),
         })
     }
 }
@@ -114,6 +115,9 @@ impl FileReceiveConfig {
 pub struct FileReceiver {
     config: FileReceiveConfig,
     mask: GlobMatcher,
+    /// Claimed files that could not be put back (their name was taken
+    /// meanwhile): (claim, original), retried on every look at the folder.
+    stuck: std::sync::Mutex<Vec<(PathBuf, PathBuf)>>,
 }
 
 /// A file to take.
@@ -138,13 +142,24 @@ impl Source for FileReceiver {
         let permits = Arc::new(Semaphore::new(me.config.concurrency));
         let mut tasks: JoinSet<(String, Result<Outcome, String>)> = JoinSet::new();
         let mut in_flight: HashSet<String> = HashSet::new();
-        let mut backoff: HashMap<String, (Instant, Duration)> = HashMap::new();
+        let mut backoff: HashMap<String, Backoff> = HashMap::new();
         let mut folder_ok = true;
         'outer: loop {
             while let Some(done) = tasks.try_join_next() {
                 me.settle_task(done, &mut in_flight, &mut backoff);
             }
-            let scan = me.scan().await;
+            me.retry_stuck_claims().await;
+            let now = Instant::now();
+            // Forget failures that are long past; keep the others, so the
+            // wait keeps doubling while a file keeps failing.
+            let max_wait = me.config.retry_after * 32;
+            backoff.retain(|_, b| b.until + max_wait > now);
+            let skip: HashSet<String> = in_flight
+                .iter()
+                .cloned()
+                .chain(backoff.iter().filter(|(_, b)| b.until > now).map(|(n, _)| n.clone()))
+                .collect();
+            let scan = me.scan(skip).await;
             let candidates = match scan {
                 Ok(c) => {
                     if !folder_ok {
@@ -162,13 +177,8 @@ impl Source for FileReceiver {
                     Vec::new()
                 }
             };
-            let now = Instant::now();
-            backoff.retain(|_, (until, _)| *until > now);
             let mut taken = 0;
             for c in candidates {
-                if in_flight.contains(&c.name) || backoff.contains_key(&c.name) {
-                    continue;
-                }
                 let permit = tokio::select! {
                     p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'outer },
                     _ = cx.shutdown.cancelled() => break 'outer,
@@ -209,7 +219,7 @@ impl FileReceiver {
         &self,
         done: Result<(String, Result<Outcome, String>), tokio::task::JoinError>,
         in_flight: &mut HashSet<String>,
-        backoff: &mut HashMap<String, (Instant, Duration)>,
+        backoff: &mut HashMap<String, Backoff>,
     ) {
         match done {
             Ok((name, result)) => {
@@ -221,9 +231,15 @@ impl FileReceiver {
                     Err(_) => {
                         let wait = backoff
                             .get(&name)
-                            .map(|(_, w)| (*w * 2).min(self.config.retry_after * 32))
+                            .map(|b| (b.wait * 2).min(self.config.retry_after * 32))
                             .unwrap_or(self.config.retry_after);
-                        backoff.insert(name, (Instant::now() + wait, wait));
+                        backoff.insert(
+                            name,
+                            Backoff {
+                                until: Instant::now() + wait,
+                                wait,
+                            },
+                        );
                     }
                 }
             }
@@ -231,8 +247,10 @@ impl FileReceiver {
         }
     }
 
-    /// Files in the folder that match the mask and have settled.
-    async fn scan(&self) -> io::Result<Vec<Candidate>> {
+    /// Files in the folder that match the mask and have settled, leaving out
+    /// `skip` (in flight, or waiting to be retried) before counting to `batch`,
+    /// so files that keep failing cannot crowd out the others.
+    async fn scan(&self, skip: HashSet<String>) -> io::Result<Vec<Candidate>> {
         let path = self.config.path.clone();
         let mask = self.mask.clone();
         let settle = self.config.settle;
@@ -254,7 +272,7 @@ impl FileReceiver {
                 {
                     continue;
                 }
-                if !mask.is_match(&name) {
+                if !mask.is_match(&name) || skip.contains(&name) {
                     continue;
                 }
                 let Ok(meta) = entry.metadata() else { continue };
@@ -317,7 +335,9 @@ impl FileReceiver {
             Err(e) => {
                 tracing::error!(location = %cx.location, file = %original.display(), error = %e,
                     "receiving failed; the file is left in place and will be tried again");
-                restore(&claim, &original).await;
+                if !restore(&claim, &original).await {
+                    self.remember_stuck(claim, original.clone());
+                }
                 Err(e)
             }
         }
@@ -362,6 +382,26 @@ impl FileReceiver {
             .map_err(|e| e.to_string())
     }
 
+    fn remember_stuck(&self, claim: PathBuf, original: PathBuf) {
+        if let Ok(mut stuck) = self.stuck.lock() {
+            stuck.push((claim, original));
+        }
+    }
+
+    async fn retry_stuck_claims(&self) {
+        let stuck = match self.stuck.lock() {
+            Ok(mut s) if !s.is_empty() => std::mem::take(&mut *s),
+            _ => return,
+        };
+        for (claim, original) in stuck {
+            if restore(&claim, &original).await {
+                tracing::info!(file = %original.display(), "put a claimed file back under its name");
+            } else {
+                self.remember_stuck(claim, original);
+            }
+        }
+    }
+
     /// After a crash: claims whose message is in the box are done (delete
     /// them: the message is still held by this location, so it cannot have
     /// been delivered and deleted meanwhile); the others go back under their
@@ -390,7 +430,10 @@ impl FileReceiver {
                     }
                 }
                 Ok(false) => {
-                    restore(&claim, &self.config.path.join(original)).await;
+                    let original = self.config.path.join(original);
+                    if !restore(&claim, &original).await {
+                        self.remember_stuck(claim, original);
+                    }
                     recovered += 1;
                 }
                 Err(e) => {
@@ -405,20 +448,31 @@ impl FileReceiver {
 }
 
 /// Put a claimed file back under its own name, never over another file.
-async fn restore(claim: &Path, original: &Path) {
+/// `false` if it had to stay under the claim name (to be tried again).
+async fn restore(claim: &Path, original: &Path) -> bool {
     let (c, o) = (claim.to_path_buf(), original.to_path_buf());
     let r = tokio::task::spawn_blocking(move || rename_no_replace(&c, &o))
         .await
         .map_err(io::Error::other)
         .and_then(|r| r);
-    if let Err(e) = r {
-        if e.kind() == io::ErrorKind::NotFound {
+    match r {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
             tracing::error!(file = %original.display(), "the file vanished while it was being received");
-        } else {
+            true
+        }
+        Err(e) => {
             tracing::error!(claim = %claim.display(), file = %original.display(), error = %e,
-                "cannot put the file back under its name; it stays under the claim name");
+                "cannot put the file back under its name yet; it stays under the claim name and is tried again");
+            false
         }
     }
+}
+
+/// When a file that failed may be tried again.
+struct Backoff {
+    until: Instant,
+    wait: Duration,
 }
 
 /// A file read that fails if the file turns out shorter or longer than it
@@ -503,5 +557,56 @@ mod checked_file_tests {
         assert!(e.to_string().contains("shrank while being read: 3 of 5 bytes"), "{e}");
         let e = read_checked(b"hello world", 5).await.unwrap_err();
         assert!(e.to_string().contains("grew while being read"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod scan_tests {
+    use super::*;
+
+    fn receiver(dir: &Path) -> FileReceiver {
+        let text = format!(
+            "path = '{}'\nsettle = '0s'\nbatch = 2\nretry_after = '1s'",
+            dir.display()
+        );
+        toml::from_str::<FileReceiveConfig>(&text).unwrap().build().unwrap()
+    }
+
+    /// Files that keep failing must not crowd the others out of a batch.
+    #[tokio::test]
+    async fn skipped_names_do_not_count_against_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in ["a", "b", "c"] {
+            std::fs::write(dir.path().join(n), n).unwrap();
+        }
+        let r = receiver(dir.path());
+        let skip: HashSet<String> = ["a", "b"].into_iter().map(String::from).collect();
+        let got: Vec<String> = r.scan(skip).await.unwrap().into_iter().map(|c| c.name).collect();
+        assert_eq!(got, vec!["c".to_string()]);
+        assert_eq!(r.scan(HashSet::new()).await.unwrap().len(), 2, "batch limits the rest");
+    }
+
+    #[test]
+    fn the_wait_doubles_while_a_file_keeps_failing() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = receiver(dir.path());
+        let (mut in_flight, mut backoff) = (HashSet::new(), HashMap::new());
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            in_flight.insert("f".to_string());
+            r.settle_task(
+                Ok(("f".to_string(), Err("nope".to_string()))),
+                &mut in_flight,
+                &mut backoff,
+            );
+            waits.push(backoff["f"].wait.as_secs());
+        }
+        assert_eq!(waits, vec![1, 2, 4, 8, 16, 32, 32]);
+        r.settle_task(
+            Ok(("f".to_string(), Ok(Outcome::Published))),
+            &mut in_flight,
+            &mut backoff,
+        );
+        assert!(backoff.is_empty(), "success forgets the failures");
     }
 }

@@ -58,13 +58,14 @@ impl FileSendConfig {
     }
 }
 
-/// Temporary files left by a run that was killed mid-write.
-async fn remove_stale_temp_files(dir: &Path) {
+/// Temporary files this send port left when a run was killed mid-write
+/// (those of other ports writing to the same folder are theirs to clean).
+async fn remove_stale_temp_files(dir: &Path, prefix: &str) {
     let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
         return;
     };
     while let Ok(Some(e)) = entries.next_entry().await {
-        if e.file_name().to_string_lossy().starts_with(TMP_PREFIX)
+        if e.file_name().to_string_lossy().starts_with(prefix)
             && let Err(err) = tokio::fs::remove_file(e.path()).await
         {
             tracing::warn!(file = %e.path().display(), error = %err, "cannot remove a stale temporary file");
@@ -88,7 +89,8 @@ impl Transmitter for FileTransmitter {
             .render(msg.id, &msg.context)
             .map_err(TransmitError::fatal)?;
         let dir = &self.config.path;
-        self.cleaned.get_or_init(|| remove_stale_temp_files(dir)).await;
+        let prefix = format!("{TMP_PREFIX}{}.", msg.port);
+        self.cleaned.get_or_init(|| remove_stale_temp_files(dir, &prefix)).await;
         if self.config.create_folder {
             tokio::fs::create_dir_all(dir)
                 .await
@@ -96,7 +98,7 @@ impl Transmitter for FileTransmitter {
         }
         let target = dir.join(&name);
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!("{TMP_PREFIX}{}.{n}", msg.id));
+        let tmp = dir.join(format!("{prefix}{}.{n}", msg.id));
         let result = self.write(&tmp, &target, body).await;
         if !matches!(result, Ok(Delivered::To(_))) {
             let _ = tokio::fs::remove_file(&tmp).await;
@@ -148,6 +150,13 @@ impl FileTransmitter {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     return if same_content(tmp, target).await {
+                        // The earlier delivery may have died before its
+                        // fsync: make sure the copy that is there is durable.
+                        if self.config.fsync {
+                            sync_file_and_dir(target, dir)
+                                .await
+                                .map_err(|e| TransmitError::retry(format!("syncing {shown}: {e}")))?;
+                        }
                         Ok(Delivered::AlreadyThere(shown))
                     } else {
                         Err(TransmitError::retry(format!(
@@ -165,6 +174,11 @@ impl FileTransmitter {
         }
         Ok(Delivered::To(shown))
     }
+}
+
+async fn sync_file_and_dir(file: &Path, dir: &Path) -> io::Result<()> {
+    tokio::fs::File::open(file).await?.sync_all().await?;
+    sync_dir(dir).await
 }
 
 async fn sync_dir(dir: &Path) -> io::Result<()> {
