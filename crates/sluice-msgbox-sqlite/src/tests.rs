@@ -27,10 +27,8 @@ impl Harness for SqliteHarness {
 
 sluice_msgbox::conformance_tests!(SqliteHarness::new());
 
-/// Group commit: many concurrent publishes share few commits, and each
-/// publisher hears back only after a synced commit.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_publishes_share_commits() {
+/// A box in a fresh directory with subscriber `s` taking every message.
+async fn box_with_subscriber_s() -> (tempfile::TempDir, SqliteBox) {
     let dir = tempfile::tempdir().unwrap();
     let b = SqliteBox::open(dir.path(), Arc::new(SystemClock), Options::default()).unwrap();
     b.subscribe(Subscription {
@@ -39,6 +37,14 @@ async fn concurrent_publishes_share_commits() {
     })
     .await
     .unwrap();
+    (dir, b)
+}
+
+/// Group commit: many concurrent publishes share few commits, and each
+/// publisher hears back only after a synced commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishes_share_commits() {
+    let (dir, b) = box_with_subscriber_s().await;
     let before = b.writer_stats();
     let mut tasks = Vec::new();
     for i in 0..2000i64 {
@@ -211,14 +217,7 @@ fn disk_full_mid_batch_commits_nothing() {
 /// queue behind it.
 #[tokio::test]
 async fn unreadable_context_is_suspended_not_blocking() {
-    let dir = tempfile::tempdir().unwrap();
-    let b = SqliteBox::open(dir.path(), Arc::new(SystemClock), Options::default()).unwrap();
-    b.subscribe(Subscription {
-        subscriber: "s".into(),
-        filter: Filter::All,
-    })
-    .await
-    .unwrap();
+    let (dir, b) = box_with_subscriber_s().await;
     let bad = MessageId::new();
     for id in [bad, MessageId::new()] {
         b.publish(NewMessage {
