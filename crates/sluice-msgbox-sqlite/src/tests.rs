@@ -44,7 +44,7 @@ async fn box_with_subscriber_s() -> (tempfile::TempDir, SqliteBox) {
 /// publisher hears back only after a synced commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_publishes_share_commits() {
-    let (dir, b) = box_with_subscriber_s().await;
+    let (_dir, b) = box_with_subscriber_s().await;
     let before = b.writer_stats();
     let mut tasks = Vec::new();
     for i in 0..2000i64 {
