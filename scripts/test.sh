@@ -38,4 +38,12 @@ for svc in "${SERVICES[@]}"; do
 done
 
 say "cargo test --workspace --release"
-cargo test --workspace --release --locked 2>&1
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --release --locked 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run (cargo ends on its last doc-test
+# binary, which has no tests): the totals over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
