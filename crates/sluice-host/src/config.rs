@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use sluice_adapters::{ReceiveAdapterConfig, SendAdapterConfig};
 use sluice_model::Filter;
-use sluice_pipeline::PipelineConfig;
+use sluice_pipeline::{ReceivePipelineConfig, SendPipelineConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -68,7 +68,7 @@ fn yes() -> bool {
 pub struct ReceiveLocationConfig {
     pub adapter: ReceiveAdapterConfig,
     #[serde(default)]
-    pub pipeline: PipelineConfig,
+    pub pipeline: ReceivePipelineConfig,
     /// A disabled location takes nothing.
     #[serde(default = "yes")]
     pub enabled: bool,
@@ -88,7 +88,7 @@ pub struct SendPortConfig {
     pub filter: String,
     pub adapter: SendAdapterConfig,
     #[serde(default)]
-    pub pipeline: PipelineConfig,
+    pub pipeline: SendPipelineConfig,
     #[serde(default)]
     pub retry: RetryConfig,
     /// Messages sent at the same time.
@@ -214,6 +214,9 @@ impl Config {
             if sp.retry.count > 1_000_000 {
                 return Err(invalid(format!("{key}.retry.count"), "must be at most 1000000".into()));
             }
+            sp.pipeline
+                .validate()
+                .map_err(|m| invalid(format!("{key}.pipeline"), m))?;
             sp.adapter.resolve_paths(base);
             sp.adapter
                 .build()

@@ -121,7 +121,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Ho
             })?;
             let publisher = Arc::new(LocationPublisher::new(
                 name,
-                lc.pipeline.receive(),
+                lc.pipeline.build(),
                 mbox.clone(),
                 wakers.clone(),
             ));

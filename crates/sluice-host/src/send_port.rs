@@ -38,7 +38,7 @@ impl SendPortRunner {
             name: name.to_string(),
             mbox,
             transmitter: cfg.adapter.build().map_err(|e| e.to_string())?,
-            pipeline: Arc::from(cfg.pipeline.send()),
+            pipeline: Arc::from(cfg.pipeline.build()),
             retry: cfg.retry.clone(),
             concurrency: cfg.concurrency,
             lease_ms: cfg.lease.as_millis() as i64,

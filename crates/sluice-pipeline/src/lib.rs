@@ -2,28 +2,37 @@
 //!
 //! A receive pipeline takes one inbound body and context and emits one or
 //! more messages (decode → disassemble → validate → promote); a send pipeline
-//! wraps an outbound body (assemble → encode). Only the pass-through pipeline
-//! exists so far; the stages and built-in components come with the
-//! bounded-memory work.
+//! wraps an outbound body (assemble → encode). Built so far: the decode stage
+//! (gzip, zstd, with a cap on the decompressed size) and the encode stage
+//! (gzip, zstd, with a level). Disassemblers, validation, promotion and
+//! batching assemblers are still to come.
 //!
 //! Architecture Invariant: bodies are streams. A pipeline component reads
 //! and writes [`Body`] streams; memory per message is bounded by a chunk, not
 //! by the message. A component that needs the whole document must say so and
 //! carry a size cap and a concurrency limit.
 
+mod codec;
+mod config;
+
 use async_trait::async_trait;
-use serde::Deserialize;
 use sluice_model::Context;
 use tokio::io::AsyncRead;
+
+pub use crate::config::{
+    ByteSize, DecodeConfig, EncodeConfig, GzipDecodeConfig, GzipEncodeConfig, ReceivePipelineConfig,
+    SendPipelineConfig, ZstdDecodeConfig, ZstdEncodeConfig,
+};
 
 /// A message body on its way through: a byte stream.
 pub type Body = Box<dyn AsyncRead + Send + Unpin>;
 
-#[derive(Debug, thiserror::Error)]
-#[error("pipeline `{pipeline}`, stage {stage}, component {component}: {message}")]
+/// A failure inside a pipeline, saying where: which stage, which component,
+/// and how far into the stream.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{stage} stage, component {component}: {message}")]
 pub struct PipelineError {
-    pub pipeline: String,
-    pub stage: String,
+    pub stage: &'static str,
     pub component: String,
     pub message: String,
 }
@@ -34,7 +43,8 @@ pub trait Emit: Send {
     async fn emit(&mut self, context: Context, body: Body) -> Result<(), EmitError>;
 }
 
-/// Why an emitted message could not be taken (content store full, ...).
+/// Why an emitted message could not be taken (content store full, a stage
+/// failing while the body streamed into the store, ...).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct EmitError(pub String);
@@ -49,61 +59,61 @@ pub enum ReceiveError {
 
 #[async_trait]
 pub trait ReceivePipeline: Send + Sync {
-    fn name(&self) -> &str;
     /// Turn one inbound body into messages, handing each to `out`.
     async fn run(&self, context: Context, body: Body, out: &mut dyn Emit) -> Result<(), ReceiveError>;
 }
 
 pub trait SendPipeline: Send + Sync {
-    fn name(&self) -> &str;
     /// Wrap the outbound body in this pipeline's stages.
     fn wrap(&self, context: &Context, body: Body) -> Result<Body, PipelineError>;
 }
 
-/// Which pipeline a receive location or send port uses.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PipelineConfig {
-    /// The body goes through untouched.
-    #[default]
-    Passthrough,
+/// A receive pipeline of stages. With no stages it is pass-through: one
+/// message out per body in, bytes unchanged.
+pub struct StagedReceive {
+    decode: Vec<DecodeConfig>,
 }
-
-impl PipelineConfig {
-    pub fn receive(&self) -> Box<dyn ReceivePipeline> {
-        match self {
-            PipelineConfig::Passthrough => Box::new(PassThrough),
-        }
-    }
-
-    pub fn send(&self) -> Box<dyn SendPipeline> {
-        match self {
-            PipelineConfig::Passthrough => Box::new(PassThrough),
-        }
-    }
-}
-
-/// The pass-through pipeline: one message out per body in, bytes unchanged.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct PassThrough;
 
 #[async_trait]
-impl ReceivePipeline for PassThrough {
-    fn name(&self) -> &str {
-        "passthrough"
-    }
+impl ReceivePipeline for StagedReceive {
     async fn run(&self, context: Context, body: Body, out: &mut dyn Emit) -> Result<(), ReceiveError> {
+        let mut body = body;
+        for d in &self.decode {
+            body = codec::decoder(d, body);
+        }
         out.emit(context, body).await?;
         Ok(())
     }
 }
 
-impl SendPipeline for PassThrough {
-    fn name(&self) -> &str {
-        "passthrough"
-    }
+/// A send pipeline of stages; with none, pass-through.
+pub struct StagedSend {
+    encode: Vec<EncodeConfig>,
+}
+
+impl SendPipeline for StagedSend {
     fn wrap(&self, _: &Context, body: Body) -> Result<Body, PipelineError> {
+        let mut body = body;
+        for e in &self.encode {
+            body = codec::encoder(e, body);
+        }
         Ok(body)
+    }
+}
+
+impl ReceivePipelineConfig {
+    pub fn build(&self) -> Box<dyn ReceivePipeline> {
+        Box::new(StagedReceive {
+            decode: self.decode.clone(),
+        })
+    }
+}
+
+impl SendPipelineConfig {
+    pub fn build(&self) -> Box<dyn SendPipeline> {
+        Box::new(StagedSend {
+            encode: self.encode.clone(),
+        })
     }
 }
 
@@ -112,14 +122,14 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
 
-    struct Collect(Vec<(Context, Vec<u8>)>);
+    pub(crate) struct Collect(pub Vec<(Context, Result<Vec<u8>, std::io::Error>)>);
 
     #[async_trait]
     impl Emit for Collect {
         async fn emit(&mut self, context: Context, mut body: Body) -> Result<(), EmitError> {
             let mut v = Vec::new();
-            body.read_to_end(&mut v).await.map_err(|e| EmitError(e.to_string()))?;
-            self.0.push((context, v));
+            let r = body.read_to_end(&mut v).await.map(|_| v);
+            self.0.push((context, r));
             Ok(())
         }
     }
@@ -129,12 +139,16 @@ mod tests {
         let mut ctx = Context::new();
         ctx.promote("file", "name", "a.txt");
         let mut out = Collect(Vec::new());
-        let p = PipelineConfig::default().receive();
-        p.run(ctx.clone(), Box::new(&b"hello"[..]), &mut out).await.unwrap();
-        assert_eq!(out.0, vec![(ctx.clone(), b"hello".to_vec())]);
+        ReceivePipelineConfig::default()
+            .build()
+            .run(ctx.clone(), Box::new(&b"hello"[..]), &mut out)
+            .await
+            .unwrap();
+        assert_eq!(out.0.len(), 1);
+        assert_eq!(out.0[0].1.as_ref().unwrap(), b"hello");
         let mut sent = Vec::new();
-        PipelineConfig::default()
-            .send()
+        SendPipelineConfig::default()
+            .build()
             .wrap(&ctx, Box::new(&b"bye"[..]))
             .unwrap()
             .read_to_end(&mut sent)

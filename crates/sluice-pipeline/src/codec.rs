@@ -1,0 +1,259 @@
+//! Streaming compression stages (gzip, zstd) over `Body` streams.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context as TaskContext, Poll};
+
+use async_compression::Level;
+use async_compression::tokio::bufread::{GzipDecoder, GzipEncoder, ZstdDecoder, ZstdEncoder};
+use tokio::io::{AsyncRead, BufReader, ReadBuf};
+
+use crate::config::{DecodeConfig, EncodeConfig};
+use crate::{Body, PipelineError};
+
+/// Buffer between a stream and a codec.
+const BUFFER: usize = 64 * 1024;
+
+/// Counts what a codec takes from its input, and remembers whether the input
+/// itself failed (so that error is passed on as it is, not blamed on the codec).
+struct Counting {
+    inner: Body,
+    read: Arc<AtomicU64>,
+    failed: Arc<AtomicBool>,
+}
+
+impl AsyncRead for Counting {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        match &r {
+            Poll::Ready(Ok(())) => {
+                self.read
+                    .fetch_add((buf.filled().len() - before) as u64, Ordering::Relaxed);
+            }
+            Poll::Ready(Err(_)) => self.failed.store(true, Ordering::Relaxed),
+            Poll::Pending => {}
+        }
+        r
+    }
+}
+
+/// A decoder's output, capped in size, with errors that say where.
+struct Decoded {
+    inner: Body,
+    component: &'static str,
+    input: Arc<AtomicU64>,
+    input_failed: Arc<AtomicBool>,
+    output: u64,
+    max: u64,
+}
+
+impl Decoded {
+    fn error(&self, message: String) -> io::Error {
+        io::Error::other(PipelineError {
+            stage: "decode",
+            component: self.component.to_string(),
+            message,
+        })
+    }
+}
+
+impl AsyncRead for Decoded {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                self.output += (buf.filled().len() - before) as u64;
+                if self.output > self.max {
+                    buf.set_filled(before);
+                    let msg = format!(
+                        "the decoded stream is over the limit of {} bytes (at input byte {}); raise max_size if this is expected",
+                        self.max,
+                        self.input.load(Ordering::Relaxed)
+                    );
+                    return Poll::Ready(Err(self.error(msg)));
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) if self.input_failed.load(Ordering::Relaxed) => Poll::Ready(Err(e)),
+            Poll::Ready(Err(e)) => {
+                let what = if e.kind() == io::ErrorKind::UnexpectedEof {
+                    "the compressed stream is truncated".to_string()
+                } else {
+                    format!("the compressed stream is corrupt: {e}")
+                };
+                let msg = format!(
+                    "{what} (at input byte {}, after {} decoded bytes)",
+                    self.input.load(Ordering::Relaxed),
+                    self.output
+                );
+                Poll::Ready(Err(self.error(msg)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Wrap `body` in a decoder.
+pub(crate) fn decoder(cfg: &DecodeConfig, body: Body) -> Body {
+    let read = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicBool::new(false));
+    let input = BufReader::with_capacity(
+        BUFFER,
+        Counting {
+            inner: body,
+            read: read.clone(),
+            failed: failed.clone(),
+        },
+    );
+    let (component, max, inner): (&'static str, u64, Body) = match cfg {
+        DecodeConfig::Gzip(c) => {
+            let mut d = GzipDecoder::new(input);
+            d.multiple_members(true);
+            ("gzip", c.max_size.0, Box::new(d))
+        }
+        DecodeConfig::Zstd(c) => {
+            let mut d = ZstdDecoder::new(input);
+            d.multiple_members(true);
+            ("zstd", c.max_size.0, Box::new(d))
+        }
+    };
+    Box::new(Decoded {
+        inner,
+        component,
+        input: read,
+        input_failed: failed,
+        output: 0,
+        max,
+    })
+}
+
+/// Wrap `body` in an encoder.
+pub(crate) fn encoder(cfg: &EncodeConfig, body: Body) -> Body {
+    let input = BufReader::with_capacity(BUFFER, body);
+    match cfg {
+        EncodeConfig::Gzip(c) => Box::new(GzipEncoder::with_quality(input, Level::Precise(c.level as i32))),
+        EncodeConfig::Zstd(c) => Box::new(ZstdEncoder::with_quality(input, Level::Precise(c.level))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::config::*;
+
+    fn text(n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|i| b"the quick brown fox jumps over the lazy dog\n"[i % 44])
+            .collect()
+    }
+
+    async fn read(mut b: Body) -> io::Result<Vec<u8>> {
+        let mut v = Vec::new();
+        b.read_to_end(&mut v).await.map(|_| v)
+    }
+
+    fn gz(level: u32) -> EncodeConfig {
+        EncodeConfig::Gzip(GzipEncodeConfig { level })
+    }
+    fn gunzip(max: u64) -> DecodeConfig {
+        DecodeConfig::Gzip(GzipDecodeConfig {
+            max_size: ByteSize(max),
+        })
+    }
+
+    #[tokio::test]
+    async fn gzip_and_zstd_round_trip() {
+        let data = text(1_000_000);
+        for (enc, dec) in [
+            (gz(6), gunzip(u64::MAX)),
+            (
+                EncodeConfig::Zstd(ZstdEncodeConfig { level: 3 }),
+                DecodeConfig::Zstd(ZstdDecodeConfig {
+                    max_size: ByteSize(u64::MAX),
+                }),
+            ),
+        ] {
+            let packed = read(encoder(&enc, Box::new(std::io::Cursor::new(data.clone()))))
+                .await
+                .unwrap();
+            assert!(packed.len() < data.len() / 10, "{enc:?} compresses text");
+            let back = read(decoder(&dec, Box::new(std::io::Cursor::new(packed))))
+                .await
+                .unwrap();
+            assert!(back == data, "{enc:?} round-trips");
+        }
+    }
+
+    #[tokio::test]
+    async fn concatenated_gzip_members_are_one_stream() {
+        let a = read(encoder(&gz(6), Box::new(&b"first "[..]))).await.unwrap();
+        let b = read(encoder(&gz(1), Box::new(&b"second"[..]))).await.unwrap();
+        let both = [a, b].concat();
+        let out = read(decoder(&gunzip(u64::MAX), Box::new(std::io::Cursor::new(both))))
+            .await
+            .unwrap();
+        assert_eq!(out, b"first second");
+    }
+
+    #[tokio::test]
+    async fn truncated_and_corrupt_streams_say_where() {
+        let packed = read(encoder(&gz(6), Box::new(std::io::Cursor::new(text(200_000)))))
+            .await
+            .unwrap();
+        let cut = packed[..packed.len() / 2].to_vec();
+        let e = read(decoder(&gunzip(u64::MAX), Box::new(std::io::Cursor::new(cut))))
+            .await
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("decode stage, component gzip") && msg.contains("truncated"),
+            "{msg}"
+        );
+        assert!(msg.contains("at input byte"), "{msg}");
+
+        let mut bad = packed.clone();
+        for b in &mut bad[200..260] {
+            *b ^= 0x5a;
+        }
+        let e = read(decoder(&gunzip(u64::MAX), Box::new(std::io::Cursor::new(bad))))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("decode stage, component gzip"), "{e}");
+
+        let e = read(decoder(&gunzip(u64::MAX), Box::new(&b"not gzip at all"[..])))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("corrupt"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_decompression_bomb_stops_at_the_cap() {
+        // 64 MiB of zeros packs into about 64 KiB.
+        let zeros = vec![0u8; 64 << 20];
+        let bomb = read(encoder(&gz(9), Box::new(std::io::Cursor::new(zeros))))
+            .await
+            .unwrap();
+        assert!(bomb.len() < 200_000);
+        let e = read(decoder(&gunzip(1 << 20), Box::new(std::io::Cursor::new(bomb))))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("over the limit of 1048576 bytes"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_failing_source_is_not_blamed_on_the_codec() {
+        struct Broken;
+        impl AsyncRead for Broken {
+            fn poll_read(self: Pin<&mut Self>, _: &mut TaskContext<'_>, _: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Err(io::Error::other("the file shrank")))
+            }
+        }
+        let e = read(decoder(&gunzip(u64::MAX), Box::new(Broken))).await.unwrap_err();
+        assert_eq!(e.to_string(), "the file shrank");
+    }
+}

@@ -1,0 +1,287 @@
+//! Pipeline configuration.
+//!
+//! ```toml
+//! pipeline = "passthrough"                                   # the default
+//! pipeline = { decode = [{ type = "gzip" }] }                # receive side
+//! pipeline = { decode = [{ type = "zstd", max_size = "2GiB" }] }
+//! pipeline = { encode = [{ type = "gzip", level = 9 }] }     # send side
+//! ```
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+/// A size in bytes, written as a number or with a unit: `"512KiB"`,
+/// `"64MiB"`, `"16GiB"`, `"1TiB"`, `"10MB"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(text: &str) -> Result<ByteSize, String> {
+        let t = text.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("`{text}` is not a size (e.g. 512KiB, 64MiB, 16GiB)"))?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "TiB" => 1 << 40,
+            "KB" | "kB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            "TB" => 1_000_000_000_000,
+            other => {
+                return Err(format!(
+                    "`{other}` is not a size unit (B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
+                ));
+            }
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("`{text}` is too large"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} bytes", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size: a number of bytes, or a string such as \"64MiB\"")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn default_max_decoded() -> ByteSize {
+    ByteSize(16 << 30)
+}
+
+/// `type = "gzip"` decoder. Concatenated gzip members are read as one stream.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GzipDecodeConfig {
+    /// Most bytes the decoded stream may have (a decompression bomb stops here).
+    #[serde(default = "default_max_decoded")]
+    pub max_size: ByteSize,
+}
+
+/// `type = "zstd"` decoder.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZstdDecodeConfig {
+    #[serde(default = "default_max_decoded")]
+    pub max_size: ByteSize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum DecodeConfig {
+    Gzip(GzipDecodeConfig),
+    Zstd(ZstdDecodeConfig),
+}
+
+fn default_gzip_level() -> u32 {
+    6
+}
+fn default_zstd_level() -> i32 {
+    3
+}
+
+/// `type = "gzip"` encoder, `level` 0 (store) to 9 (smallest), default 6 like `gzip`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GzipEncodeConfig {
+    #[serde(default = "default_gzip_level")]
+    pub level: u32,
+}
+
+/// `type = "zstd"` encoder, `level` 1 to 22, default 3 like `zstd`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZstdEncodeConfig {
+    #[serde(default = "default_zstd_level")]
+    pub level: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum EncodeConfig {
+    Gzip(GzipEncodeConfig),
+    Zstd(ZstdEncodeConfig),
+}
+
+/// A receive location's pipeline: `"passthrough"` or a table of stages.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReceiveStages {
+    #[serde(default)]
+    decode: Vec<DecodeConfig>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReceivePipelineConfig {
+    pub decode: Vec<DecodeConfig>,
+}
+
+/// A send port's pipeline: `"passthrough"` or a table of stages.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendStages {
+    #[serde(default)]
+    encode: Vec<EncodeConfig>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SendPipelineConfig {
+    pub encode: Vec<EncodeConfig>,
+}
+
+impl ReceivePipelineConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl SendPipelineConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        for e in &self.encode {
+            match e {
+                EncodeConfig::Gzip(g) if g.level > 9 => return Err(format!("gzip level {} is not 0 to 9", g.level)),
+                EncodeConfig::Zstd(z) if !(1..=22).contains(&z.level) => {
+                    return Err(format!("zstd level {} is not 1 to 22", z.level));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Accept the string `"passthrough"` or a table of stages, keeping serde's
+/// precise errors for the table.
+fn stages_or_passthrough<'de, D, T>(d: D, what: &'static str) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    struct V<T>(std::marker::PhantomData<T>, &'static str);
+    impl<'de, T: Deserialize<'de> + Default> Visitor<'de> for V<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "\"passthrough\" or a table of {} stages", self.1)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+            match v {
+                "passthrough" => Ok(T::default()),
+                other => Err(E::custom(format!(
+                    "unknown pipeline `{other}` (use \"passthrough\" or a table of stages)"
+                ))),
+            }
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    d.deserialize_any(V(std::marker::PhantomData, what))
+}
+
+impl<'de> Deserialize<'de> for ReceivePipelineConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s: ReceiveStages = stages_or_passthrough(d, "receive (decode)")?;
+        Ok(ReceivePipelineConfig { decode: s.decode })
+    }
+}
+
+impl<'de> Deserialize<'de> for SendPipelineConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s: SendStages = stages_or_passthrough(d, "send (encode)")?;
+        Ok(SendPipelineConfig { encode: s.encode })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct R {
+        pipeline: ReceivePipelineConfig,
+    }
+    #[derive(Deserialize)]
+    struct S {
+        pipeline: SendPipelineConfig,
+    }
+
+    #[test]
+    fn parses_both_forms() {
+        let r: R = toml::from_str(r#"pipeline = "passthrough""#).unwrap();
+        assert_eq!(r.pipeline, ReceivePipelineConfig::default());
+        let r: R =
+            toml::from_str(r#"pipeline = { decode = [{ type = "gzip", max_size = "1GiB" }, { type = "zstd" }] }"#)
+                .unwrap();
+        assert_eq!(
+            r.pipeline.decode,
+            vec![
+                DecodeConfig::Gzip(GzipDecodeConfig {
+                    max_size: ByteSize(1 << 30)
+                }),
+                DecodeConfig::Zstd(ZstdDecodeConfig {
+                    max_size: ByteSize(16 << 30)
+                }),
+            ]
+        );
+        let s: S = toml::from_str(r#"pipeline = { encode = [{ type = "gzip", level = 9 }] }"#).unwrap();
+        assert_eq!(
+            s.pipeline.encode,
+            vec![EncodeConfig::Gzip(GzipEncodeConfig { level: 9 })]
+        );
+    }
+
+    #[test]
+    fn errors_are_precise() {
+        let e = toml::from_str::<R>(r#"pipeline = "fancy""#).err().unwrap().to_string();
+        assert!(e.contains("unknown pipeline `fancy`"), "{e}");
+        let e = toml::from_str::<R>(r#"pipeline = { decod = [] }"#)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("unknown field `decod`"), "{e}");
+        let e = toml::from_str::<R>(r#"pipeline = { decode = [{ type = "gzip", max = 1 }] }"#)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("unknown field `max`"), "{e}");
+        let e = toml::from_str::<R>(r#"pipeline = { decode = [{ type = "gzip", max_size = "1 parsec" }] }"#)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("not a size unit"), "{e}");
+        let s: S = toml::from_str(r#"pipeline = { encode = [{ type = "gzip", level = 12 }] }"#).unwrap();
+        assert!(s.pipeline.validate().unwrap_err().contains("gzip level 12"));
+    }
+}
