@@ -31,8 +31,29 @@ pub use tokio_util::sync::CancellationToken;
 
 /// Why a submission was not published.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct SubmitError(pub String);
+#[error("{message}")]
+pub struct SubmitError {
+    pub message: String,
+    /// The content was refused by a pipeline stage (corrupt, truncated, over
+    /// a limit): trying again will not help. The source should be stored as
+    /// it is, suspended, with this error ([`Publisher::suspend`]).
+    pub rejected: bool,
+}
+
+impl SubmitError {
+    pub fn new(message: impl Into<String>) -> Self {
+        SubmitError {
+            message: message.into(),
+            rejected: false,
+        }
+    }
+    pub fn rejected(message: impl Into<String>) -> Self {
+        SubmitError {
+            message: message.into(),
+            rejected: true,
+        }
+    }
+}
 
 /// What a source's publisher did with a submission.
 #[derive(Debug, Clone)]
@@ -47,6 +68,10 @@ pub trait Publisher: Send + Sync {
     /// Publish `body` with `context` under the id `id`. `Ok` means durable:
     /// the source may now be deleted or acknowledged.
     async fn submit(&self, id: MessageId, context: Context, body: Body) -> Result<Receipt, SubmitError>;
+    /// Store `body` as it is, unrouted, suspended with `reason` (after
+    /// [`submit`](Self::submit) said the content was rejected). `Ok` means
+    /// durable; the source may then be deleted and settled.
+    async fn suspend(&self, id: MessageId, context: Context, body: Body, reason: &str) -> Result<Receipt, SubmitError>;
     /// The source's own copy of a submission is gone (file deleted, peer
     /// acknowledged): stop holding its messages. Until then the box keeps
     /// them, so [`is_published`](Self::is_published) stays reliable.

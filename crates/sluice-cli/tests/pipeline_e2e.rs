@@ -66,8 +66,9 @@ fn large_file_gzip_example_compresses_on_the_way_out() {
 }
 
 /// Decoding on the way in: a gzip upload is stored and delivered decoded; a
-/// truncated one is not published, stays in the folder, and the log says
-/// which stage and component failed and where.
+/// truncated one is not routed: it is suspended as received (its bytes
+/// kept), with an error that says which stage and component failed and
+/// where, and the node goes on.
 #[test]
 fn gzip_decode_on_receive_and_a_truncated_stream() {
     let root = tempfile::tempdir().unwrap();
@@ -96,25 +97,45 @@ adapter = { type = "file", path = "unpacked", file_name = "%SourceFileStem%", cr
         root.path().join("unpacked/good.txt").exists()
     });
     assert!(std::fs::read(root.path().join("unpacked/good.txt")).unwrap() == data);
-    wait_until(Duration::from_secs(60), "the truncated file to be refused", || {
-        node.log_text().contains("component gzip")
+    wait_until(Duration::from_secs(60), "the truncated file to be suspended", || {
+        status_json(&config)["suspended"] == 1
     });
-    let text = node.log_text();
-    assert!(
-        text.contains("decode stage, component gzip: the compressed stream is truncated"),
-        "{text}"
+    wait_until(
+        Duration::from_secs(30),
+        "the truncated file taken from the folder",
+        || !root.path().join("packed/cut.txt.gz").exists(),
     );
+    let out = run(sluice().args(["suspended", "list", "--json", "--config"]).arg(&config));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reason = list[0]["reason"].as_str().unwrap().to_string();
     assert!(
-        root.path().join("packed/cut.txt.gz").exists(),
-        "the broken file is left in place"
+        reason.contains(
+            "receive location `packed-folder`: decode stage, component gzip: the compressed stream is truncated (at input byte"
+        ),
+        "{reason}"
+    );
+    let id = list[0]["message_id"].as_str().unwrap().to_string();
+    let show = run(sluice()
+        .args(["messages", "show", &id, "--json", "--config"])
+        .arg(&config));
+    let msg: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(
+        msg["parts"][0]["size"],
+        (packed.len() / 2) as u64,
+        "the bytes are kept as received"
+    );
+    assert!(msg["context"].to_string().contains("cut.txt.gz"));
+    // The good file went through; only the suspended one waits.
+    assert_eq!(status_json(&config)["spool"], 1);
+    let sid = list[0]["id"].as_i64().unwrap().to_string();
+    assert!(
+        run(sluice().args(["suspended", "terminate", &sid, "--config"]).arg(&config))
+            .status
+            .success()
     );
     wait_until(Duration::from_secs(30), "an empty box", || {
         status_json(&config)["spool"] == 0
     });
-    assert_eq!(
-        status_json(&config)["content_chunks"],
-        0,
-        "nothing half-written is left in the box"
-    );
+    assert_eq!(status_json(&config)["content_chunks"], 0, "nothing is left in the box");
     node.stop();
 }

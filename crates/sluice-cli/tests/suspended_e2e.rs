@@ -19,14 +19,40 @@ filter = 'receive.port == "orphans"'
 adapter = { type = "file", path = "adopted", file_name = "%SourceFileName%", create_folder = true }
 "#;
 
-fn suspended_ids(config: &std::path::Path) -> Vec<i64> {
+/// Suspended entry ids ordered as `names`: the entry whose message has
+/// `file.name` == names[0] first, and so on (files are received
+/// concurrently, so the order of suspension is not the order of dropping).
+fn suspended_ids(config: &std::path::Path, names: &[&str]) -> Vec<i64> {
     let out = run(sluice().args(["suspended", "list", "--json", "--config"]).arg(config));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v.as_array()
+    let name_of = |message_id: &str| -> String {
+        let show = run(sluice()
+            .args(["messages", "show", message_id, "--json", "--config"])
+            .arg(config));
+        let m: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+        let ctx = m["context"].as_array().unwrap().clone();
+        let p = ctx
+            .iter()
+            .find(|p| p["namespace"] == "file" && p["name"] == "name")
+            .expect("file.name");
+        p["value"].as_str().unwrap().to_string()
+    };
+    let entries: Vec<(i64, String)> = v
+        .as_array()
         .unwrap()
         .iter()
-        .map(|s| s["id"].as_i64().unwrap())
+        .map(|s| (s["id"].as_i64().unwrap(), name_of(s["message_id"].as_str().unwrap())))
+        .collect();
+    names
+        .iter()
+        .map(|n| {
+            entries
+                .iter()
+                .find(|(_, name)| name == n)
+                .unwrap_or_else(|| panic!("no suspended {n}"))
+                .0
+        })
         .collect()
 }
 
@@ -50,7 +76,7 @@ fn resume_delivers_once_a_send_port_matches_and_terminate_drops() {
     assert!(err.contains("still matches no subscription"), "{err}");
     assert_eq!(status_json(&config)["suspended"], 2);
 
-    let ids = suspended_ids(&config);
+    let ids = suspended_ids(&config, &["keep.txt", "drop.txt"]);
     let show = run(sluice().args(["suspended", "list", "--config"]).arg(&config));
     assert!(String::from_utf8_lossy(&show.stdout).contains("no subscriber"));
 

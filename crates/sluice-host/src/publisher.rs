@@ -7,7 +7,7 @@ use sluice_adapters::{Body, Publisher, Receipt, SubmitError};
 use sluice_content::{PartBody, WriteOptions, write_part};
 use sluice_model::{Context, MessageId};
 use sluice_msgbox::{MessageBox, NewMessage, Routed};
-use sluice_pipeline::{Emit, EmitError, ReceivePipeline};
+use sluice_pipeline::{Emit, EmitError, PipelineError, ReceivePipeline};
 
 use crate::Wakers;
 
@@ -69,7 +69,21 @@ impl Emit for Collector<'_> {
     async fn emit(&mut self, context: Context, mut body: Body) -> Result<(), EmitError> {
         let part = write_part(&*self.mbox.content(), "body", &mut body, WriteOptions::default())
             .await
-            .map_err(|e| EmitError(e.to_string()))?;
+            .map_err(|e| {
+                // A stage that fails while the body streams into the store shows
+                // up as the body's read error: keep it recognisable.
+                let stage = match &e {
+                    sluice_content::ContentError::Source { error, .. } => error
+                        .get_ref()
+                        .and_then(|inner| inner.downcast_ref::<PipelineError>())
+                        .cloned(),
+                    _ => None,
+                };
+                match stage {
+                    Some(p) => EmitError::Stage(p),
+                    None => EmitError::Store(e.to_string()),
+                }
+            })?;
         let id = self.first_id.take().unwrap_or_default();
         self.messages.push(NewMessage {
             id,
@@ -103,7 +117,10 @@ impl Publisher for LocationPublisher {
         };
         if let Err(e) = self.pipeline.run(context, body, &mut out).await {
             out.discard(0).await;
-            return Err(SubmitError(format!("receive location `{}`: {e}", self.location)));
+            return Err(match e.stage_failure() {
+                Some(p) => SubmitError::rejected(p.to_string()),
+                None => SubmitError::new(format!("receive location `{}`: {e}", self.location)),
+            });
         }
         let mut ids = Vec::with_capacity(out.messages.len());
         for (i, m) in out.messages.iter().enumerate() {
@@ -119,7 +136,7 @@ impl Publisher for LocationPublisher {
                 }
                 Err(e) => {
                     out.discard(i).await;
-                    return Err(SubmitError(format!("publishing message {}: {e}", m.id)));
+                    return Err(SubmitError::new(format!("publishing message {}: {e}", m.id)));
                 }
             }
             ids.push(m.id);
@@ -131,7 +148,7 @@ impl Publisher for LocationPublisher {
         for id in &receipt.messages {
             match self.mbox.release(*id, &self.holder).await {
                 Ok(()) | Err(sluice_msgbox::BoxError::NotHeld { .. }) => {}
-                Err(e) => return Err(SubmitError(format!("releasing message {id}: {e}"))),
+                Err(e) => return Err(SubmitError::new(format!("releasing message {id}: {e}"))),
             }
         }
         Ok(())
@@ -142,6 +159,48 @@ impl Publisher for LocationPublisher {
             .message(id)
             .await
             .map(|m| m.is_some())
-            .map_err(|e| SubmitError(e.to_string()))
+            .map_err(|e| SubmitError::new(e.to_string()))
+    }
+
+    async fn suspend(
+        &self,
+        id: MessageId,
+        context: Context,
+        mut body: Body,
+        reason: &str,
+    ) -> Result<Receipt, SubmitError> {
+        let part = write_part(&*self.mbox.content(), "body", &mut body, WriteOptions::default())
+            .await
+            .map_err(|e| SubmitError::new(format!("storing the rejected message: {e}")))?;
+        let stored = match &part.body {
+            PartBody::Stored { content, .. } => Some(*content),
+            PartBody::Inline(_) => None,
+        };
+        let reason = format!("receive location `{}`: {reason}", self.location);
+        match self
+            .mbox
+            .publish_suspended(
+                NewMessage {
+                    id,
+                    context,
+                    parts: vec![part],
+                },
+                &self.holder,
+                &reason,
+            )
+            .await
+        {
+            Ok(suspended_id) => {
+                tracing::warn!(receive_location = %self.location, message_id = %id, suspended_id, reason = %reason,
+                    "the receive pipeline rejected the message; it is suspended as received");
+                Ok(Receipt { messages: vec![id] })
+            }
+            Err(e) => {
+                if let Some(content) = stored {
+                    let _ = self.mbox.content().abort(content).await;
+                }
+                Err(SubmitError::new(format!("suspending message {id}: {e}")))
+            }
+        }
     }
 }

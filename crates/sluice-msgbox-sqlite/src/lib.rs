@@ -393,13 +393,29 @@ impl MessageBox for SqliteBox {
 
     async fn publish(&self, msg: NewMessage) -> Result<Routed> {
         let json = msg.context.to_json();
-        self.write(true, move |w| w.publish(&msg, &json, None)).await
+        self.write(true, move |w| w.publish(&msg, &json, None, None)).await
     }
 
     async fn publish_holding(&self, msg: NewMessage, holder: &str) -> Result<Routed> {
         let json = msg.context.to_json();
         let holder = holder.to_string();
-        self.write(true, move |w| w.publish(&msg, &json, Some(&holder))).await
+        self.write(true, move |w| w.publish(&msg, &json, Some(&holder), None))
+            .await
+    }
+
+    async fn publish_suspended(&self, msg: NewMessage, holder: &str, reason: &str) -> Result<i64> {
+        let json = msg.context.to_json();
+        let (holder, reason) = (holder.to_string(), reason.to_string());
+        match self
+            .write(true, move |w| w.publish(&msg, &json, Some(&holder), Some(&reason)))
+            .await?
+        {
+            Routed::Suspended { suspended_id } => Ok(suspended_id),
+            Routed::Queued(_) => Err(BoxError::Storage {
+                doing: "publishing a suspended message".into(),
+                detail: "it was routed instead".into(),
+            }),
+        }
     }
 
     async fn subscribe(&self, sub: Subscription) -> Result<()> {

@@ -24,6 +24,7 @@ pub fn open_connection(path: &Path, opts: &Options, reader: bool) -> rusqlite::R
          PRAGMA synchronous = {sync};
          PRAGMA cache_size = -{cache};
          PRAGMA mmap_size = 0;
+         PRAGMA journal_size_limit = 67108864;
          PRAGMA temp_store = MEMORY;
          PRAGMA query_only = {query_only};",
         sync = if opts.sync { "FULL" } else { "OFF" },

@@ -326,11 +326,22 @@ impl Writer {
 
     /// `context_json` is `msg.context.to_json()`, made by the caller so that
     /// the writer thread does not spend its time serialising.
-    pub fn publish(&mut self, msg: &NewMessage, context_json: &str, holder: Option<&str>) -> Result<Routed> {
+    /// `suspend`: store the message suspended with this reason, unrouted.
+    pub fn publish(
+        &mut self,
+        msg: &NewMessage,
+        context_json: &str,
+        holder: Option<&str>,
+        suspend: Option<&str>,
+    ) -> Result<Routed> {
         let id = msg.id;
         let doing = format!("publishing message {id}");
         let now = self.now();
-        let subs = self.matching(&msg.context);
+        let subs = if suspend.is_some() {
+            Vec::new()
+        } else {
+            self.matching(&msg.context)
+        };
         let refs = subs.len().max(1) as i64 + holder.is_some() as i64;
         let size: u64 = msg.parts.iter().map(|p| p.size).sum();
         let exists: Option<i64> = self
@@ -424,7 +435,7 @@ impl Writer {
                 .map_err(storage(&doing))?;
         }
         if subs.is_empty() {
-            let suspended_id = self.insert_suspended(id, None, NO_SUBSCRIBER, 0, &doing)?;
+            let suspended_id = self.insert_suspended(id, None, suspend.unwrap_or(NO_SUBSCRIBER), 0, &doing)?;
             return Ok(Routed::Suspended { suspended_id });
         }
         for s in &subs {

@@ -34,6 +34,7 @@ macro_rules! conformance_tests {
             renew_keeps_a_lease,
             references_from_holders,
             publish_holding_keeps_the_message,
+            publish_suspended_is_not_routed,
             last_release_deletes_stored_content,
             unsubscribe_suspends_queued_entries,
             terminate_and_missing_ids,
@@ -362,6 +363,31 @@ pub async fn publish_holding_keeps_the_message(h: &impl Harness) {
     assert_eq!(b.message(orphan_id).await.unwrap().unwrap().refs, 1);
     b.release(id, "receive:folder").await.unwrap();
     b.release(orphan_id, "receive:folder").await.unwrap();
+    assert_eq!(b.counts().await.unwrap().spool, 0);
+    b.close().await.unwrap();
+}
+
+pub async fn publish_suspended_is_not_routed(h: &impl Harness) {
+    let b = h.open(ManualClock::new(T0)).await;
+    b.subscribe(sub("s", "all")).await.unwrap();
+    let m = msg("x", 1);
+    let id = m.id;
+    let sid = b
+        .publish_suspended(m, "receive:folder", "decode stage, component gzip: truncated")
+        .await
+        .unwrap();
+    let c = b.counts().await.unwrap();
+    assert_eq!(
+        (c.spool, c.suspended, c.queued["s"]),
+        (1, 1, 0),
+        "suspended, not queued"
+    );
+    let s = b.list_suspended(None, 10).await.unwrap();
+    assert_eq!((s[0].id, s[0].message_id, s[0].subscriber.clone()), (sid, id, None));
+    assert_eq!(s[0].reason, "decode stage, component gzip: truncated");
+    assert_eq!(b.message(id).await.unwrap().unwrap().refs, 2);
+    b.release(id, "receive:folder").await.unwrap();
+    b.terminate(sid).await.unwrap();
     assert_eq!(b.counts().await.unwrap().spool, 0);
     b.close().await.unwrap();
 }

@@ -226,6 +226,11 @@ pub trait MessageBox: Send + Sync {
     /// holds what it published until its own copy is gone, so the message
     /// cannot vanish before then, whatever the send ports do.
     async fn publish_holding(&self, msg: NewMessage, holder: &str) -> Result<Routed>;
+    /// Store a message that must not be routed (a receive pipeline failed on
+    /// it): suspended at once with `reason`, held by `holder` like
+    /// [`publish_holding`](Self::publish_holding). Returns the suspended id.
+    /// Resuming it routes it as it is.
+    async fn publish_suspended(&self, msg: NewMessage, holder: &str, reason: &str) -> Result<i64>;
 
     /// Add or replace a subscription. Existing queue entries are unchanged.
     async fn subscribe(&self, sub: Subscription) -> Result<()>;

@@ -43,11 +43,28 @@ pub trait Emit: Send {
     async fn emit(&mut self, context: Context, body: Body) -> Result<(), EmitError>;
 }
 
-/// Why an emitted message could not be taken (content store full, a stage
-/// failing while the body streamed into the store, ...).
+/// Why an emitted message could not be taken.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct EmitError(pub String);
+pub enum EmitError {
+    /// A pipeline stage failed while the body streamed out of it: the
+    /// content itself is bad, and trying again will not help.
+    #[error(transparent)]
+    Stage(PipelineError),
+    /// The message could not be stored (disk full, a source failing...).
+    #[error("{0}")]
+    Store(String),
+}
+
+impl ReceiveError {
+    /// The stage failure behind this error, if the content was refused by a
+    /// stage (rather than failing to be read or stored).
+    pub fn stage_failure(&self) -> Option<&PipelineError> {
+        match self {
+            ReceiveError::Pipeline(p) | ReceiveError::Emit(EmitError::Stage(p)) => Some(p),
+            ReceiveError::Emit(EmitError::Store(_)) => None,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiveError {

@@ -376,10 +376,26 @@ impl FileReceiver {
             expected: size,
             read: 0,
         };
-        cx.publisher
-            .submit(id, ctx, Box::new(body))
-            .await
-            .map_err(|e| e.to_string())
+        match cx.publisher.submit(id, ctx.clone(), Box::new(body)).await {
+            Err(e) if e.rejected => {
+                // The content is bad (corrupt, truncated, over a limit):
+                // trying again cannot help. Keep the file's bytes as they
+                // were received, suspended with the error, instead.
+                let file = tokio::fs::File::open(claim)
+                    .await
+                    .map_err(|e| format!("cannot open: {e}"))?;
+                let body = CheckedFile {
+                    file,
+                    expected: size,
+                    read: 0,
+                };
+                cx.publisher
+                    .suspend(id, ctx, Box::new(body), &e.message)
+                    .await
+                    .map_err(|s| format!("{} (and suspending it as received failed: {})", e.message, s.message))
+            }
+            other => other.map_err(|e| e.message),
+        }
     }
 
     fn remember_stuck(&self, claim: PathBuf, original: PathBuf) {

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# examples/large-file-gzip with one large file, beside `gzip -6` on the same
+# file in the same run: time, and peak RSS of each as the OS reports it.
+#
+#   bench/large-file-gzip.sh [SIZE_MIB]      (default 10240 = 10 GiB)
+#
+# The file is CSV-like text: a 64 MiB block of varied lines repeated to the
+# size asked for (gzip's window is 32 KiB, so the repetition does not help it).
+set -euo pipefail
+size_mib=${1:-10240}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
+bin="$repo/target/release/sluice"
+work=$(mktemp -d "${TMPDIR:-/tmp}/sluice-gzip-bench.XXXXXX")
+pid=
+node_pid() { [ -n "$pid" ] && pgrep -P "$pid" -f "sluice serve" || true; }
+trap 'kill -TERM $(node_pid) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+echo "making a ${size_mib} MiB file" >&2
+awk 'BEGIN { srand(42); for (i = 0; i < 1100000; i++)
+  printf "%d,customer-%05d,%s,%d,%.2f,%s\n", i, int(rand() * 99999), "2026-11-" sprintf("%02d", 1 + i % 28) "T" sprintf("%02d:%02d:%02d", i % 24, i % 60, (i * 7) % 60) "Z", int(rand() * 500), rand() * 10000, (rand() < 0.5 ? "open" : "shipped") }' \
+  | head -c $((64 * 1024 * 1024)) > "$work/block" || true   # awk stops on SIGPIPE once head has enough
+[ "$(stat -c %s "$work/block")" = $((64 * 1024 * 1024)) ] || { echo "could not make the 64 MiB block" >&2; exit 1; }
+rm -f "$work/big.csv"
+for _ in $(seq 1 $((size_mib / 64))); do cat "$work/block"; done > "$work/big.csv"
+rm -f "$work/block"
+bytes=$(stat -c %s "$work/big.csv")
+in_sum=$(sha256sum "$work/big.csv" | cut -d' ' -f1)
+
+echo "gzip -6" >&2
+/usr/bin/time -v -o "$work/gzip.time" gzip -6 -c "$work/big.csv" > "$work/peer.gz"
+gzip_secs=$(grep "Elapsed (wall clock)" "$work/gzip.time" | awk '{print $NF}')
+gzip_rss=$(grep "Maximum resident set size" "$work/gzip.time" | awk '{print $NF}')
+gzip_bytes=$(stat -c %s "$work/peer.gz")
+rm -f "$work/peer.gz"
+
+echo "sluice: examples/large-file-gzip" >&2
+cp "$repo/examples/large-file-gzip/sluice.toml" "$work/"
+mkdir -p "$work/in"
+/usr/bin/time -v -o "$work/sluice.time" "$bin" serve --config "$work/sluice.toml" 2> "$work/serve.err" &
+pid=$!
+until grep -q "node running" "$work/serve.err" 2>/dev/null; do sleep 0.1; done
+start=$(date +%s.%N)
+mv "$work/big.csv" "$work/in/big.csv"
+until [ -f "$work/out/big.csv.gz" ]; do sleep 0.2; done
+end=$(date +%s.%N)
+kill -TERM "$(node_pid)"; wait "$pid" || true
+sluice_secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')
+sluice_rss=$(grep "Maximum resident set size" "$work/sluice.time" | awk '{print $NF}')
+out_bytes=$(stat -c %s "$work/out/big.csv.gz")
+
+echo "checking the output" >&2
+out_sum=$(gzip -dc "$work/out/big.csv.gz" | sha256sum | cut -d' ' -f1)
+[ "$out_sum" = "$in_sum" ] || { echo "the output does not decompress to the input" >&2; exit 1; }
+echo "{\"bench\":\"large-file-gzip\",\"input_bytes\":$bytes,\"gzip_wall\":\"$gzip_secs\",\"gzip_peak_rss_kib\":$gzip_rss,\"gzip_out_bytes\":$gzip_bytes,\"sluice_seconds\":$sluice_secs,\"sluice_peak_rss_kib\":$sluice_rss,\"sluice_out_bytes\":$out_bytes,\"identical\":true}"
