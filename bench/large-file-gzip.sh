@@ -12,9 +12,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
 bin="$repo/target/release/sluice"
 work=$(mktemp -d "${TMPDIR:-/tmp}/sluice-gzip-bench.XXXXXX")
-pid=
-node_pid() { [ -n "$pid" ] && pgrep -P "$pid" -f "sluice serve" || true; }
-trap 'kill -TERM $(node_pid) 2>/dev/null || true; rm -rf "$work"' EXIT
+. "$repo/bench/lib.sh"
 
 echo "making a ${size_mib} MiB file" >&2
 awk 'BEGIN { srand(42); for (i = 0; i < 1100000; i++)
@@ -35,18 +33,9 @@ gzip_bytes=$(stat -c %s "$work/peer.gz")
 rm -f "$work/peer.gz"
 
 echo "sluice: examples/large-file-gzip" >&2
-cp "$repo/examples/large-file-gzip/sluice.toml" "$work/"
-mkdir -p "$work/in"
-/usr/bin/time -v -o "$work/sluice.time" "$bin" serve --config "$work/sluice.toml" 2> "$work/serve.err" &
-pid=$!
-until grep -q "node running" "$work/serve.err" 2>/dev/null; do sleep 0.1; done
-start=$(date +%s.%N)
-mv "$work/big.csv" "$work/in/big.csv"
-until [ -f "$work/out/big.csv.gz" ]; do sleep 0.2; done
-end=$(date +%s.%N)
-kill -TERM "$(node_pid)"; wait "$pid" || true
-sluice_secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')
-sluice_rss=$(grep "Maximum resident set size" "$work/sluice.time" | awk '{print $NF}')
+timed_drop "$repo/examples/large-file-gzip/sluice.toml" "$work/big.csv" big.csv.gz
+sluice_secs=$run_secs
+sluice_rss=$run_rss_kib
 out_bytes=$(stat -c %s "$work/out/big.csv.gz")
 
 echo "checking the output" >&2

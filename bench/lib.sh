@@ -1,0 +1,29 @@
+# Shared by the bench/*.sh scripts. Expects $bin (the sluice binary) and
+# $work (a scratch folder) to be set.
+
+pid=
+# The `sluice serve` under /usr/bin/time (signals go to it, not to time).
+node_pid() { [ -n "$pid" ] && pgrep -P "$pid" -f "sluice serve" || true; }
+trap 'kill -TERM $(node_pid) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+# timed_drop EXAMPLE_CONFIG INPUT_FILE OUTPUT_NAME
+# Start a node on a copy of EXAMPLE_CONFIG in $work, move INPUT_FILE into its
+# in/, wait for out/OUTPUT_NAME and for in/ to empty, stop the node.
+# Sets run_secs (drop to output) and run_rss_kib (peak RSS from the OS).
+timed_drop() {
+  cp "$1" "$work/sluice.toml"
+  mkdir -p "$work/in"
+  /usr/bin/time -v -o "$work/sluice.time" "$bin" serve --config "$work/sluice.toml" 2> "$work/serve.err" &
+  pid=$!
+  until grep -q "node running" "$work/serve.err" 2>/dev/null; do sleep 0.1; done
+  local start end
+  start=$(date +%s.%N)
+  mv "$2" "$work/in/"
+  until [ -f "$work/out/$3" ]; do sleep 0.2; done
+  end=$(date +%s.%N)
+  until [ -z "$(ls -A "$work/in")" ]; do sleep 0.2; done
+  kill -TERM "$(node_pid)"
+  wait "$pid" || true
+  run_secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')
+  run_rss_kib=$(grep "Maximum resident set size" "$work/sluice.time" | awk '{print $NF}')
+}
