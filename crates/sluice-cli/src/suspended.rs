@@ -37,12 +37,13 @@ pub async fn list(config: &Config, json: bool) -> anyhow::Result<()> {
     }
     for s in &list {
         println!(
-            "#{:<6} {}  {}  {:<16} attempts {:<3} {}",
+            "#{:<6} {}  {}  {:<16} attempts {:<3} {}{}",
             s.id,
             s.message_id,
             ms_to_text(s.suspended_at),
             s.subscriber.as_deref().unwrap_or("-"),
             s.attempts,
+            if s.resumable { "" } else { "[not resumable] " },
             s.reason
         );
     }
@@ -60,7 +61,19 @@ pub async fn act(config: &Config, which: Which, terminate: bool) -> anyhow::Resu
     let b = SqliteBox::open_beside_node(&config.data_dir, Arc::new(SystemClock), Options::default())?;
     let ids = match which {
         Which::Ids(ids) => ids,
-        Which::All => all_suspended(&b).await?.into_iter().map(|s| s.id).collect(),
+        Which::All => {
+            let all = all_suspended(&b).await?;
+            if !terminate {
+                // "All" means all that can be resumed; say which are left.
+                for s in all.iter().filter(|s| !s.resumable) {
+                    println!("#{}: skipped, not resumable ({})", s.id, s.reason);
+                }
+            }
+            all.into_iter()
+                .filter(|s| terminate || s.resumable)
+                .map(|s| s.id)
+                .collect()
+        }
     };
     let mut failed = 0;
     for id in &ids {
@@ -79,6 +92,9 @@ pub async fn act(config: &Config, which: Which, terminate: bool) -> anyhow::Resu
                 let hint = match &e {
                     BoxError::StillNoSubscriber { .. } => " (add or fix a send port whose filter matches it)",
                     BoxError::NoSuchSubscriber(_) => " (its send port is gone; configure it again, or terminate)",
+                    BoxError::NotResumable { .. } => {
+                        " (a receive pipeline rejected it: fix the source and send it again, then terminate this)"
+                    }
                     _ => "",
                 };
                 eprintln!("#{id}: {e}{hint}");

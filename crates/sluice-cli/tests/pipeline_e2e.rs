@@ -128,6 +128,12 @@ adapter = { type = "file", path = "unpacked", file_name = "%SourceFileStem%", cr
     // The good file went through; only the suspended one waits.
     assert_eq!(status_json(&config)["spool"], 1);
     let sid = list[0]["id"].as_i64().unwrap().to_string();
+    assert_eq!(list[0]["resumable"], false);
+    let resume = run(sluice().args(["suspended", "resume", &sid, "--config"]).arg(&config));
+    assert!(!resume.status.success(), "its bytes are not what the send port expects");
+    assert!(String::from_utf8_lossy(&resume.stderr).contains("not resumable"));
+    let all = run(sluice().args(["suspended", "resume", "--all", "--config"]).arg(&config));
+    assert!(String::from_utf8_lossy(&all.stdout).contains("skipped, not resumable"));
     assert!(
         run(sluice().args(["suspended", "terminate", &sid, "--config"]).arg(&config))
             .status

@@ -178,6 +178,9 @@ impl Config {
                         format!("receive location names must be unique; `{name}` is also in receive port `{other}`"),
                     ));
                 }
+                lc.pipeline
+                    .validate()
+                    .map_err(|m| invalid(format!("{key}.pipeline"), m))?;
                 lc.adapter.resolve_paths(base);
                 lc.adapter
                     .build()

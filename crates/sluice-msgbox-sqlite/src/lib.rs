@@ -294,11 +294,19 @@ pub(crate) fn load_parts(conn: &Connection, id: MessageId) -> Result<Vec<Part>> 
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(storage(&doing))
 }
 
-/// id, message id, subscriber, reason, attempts, suspended at.
-type SuspendedRow = (i64, Vec<u8>, Option<String>, String, u32, i64);
+/// id, message id, subscriber, reason, attempts, suspended at, resumable.
+type SuspendedRow = (i64, Vec<u8>, Option<String>, String, u32, i64, bool);
 
 fn suspended_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SuspendedRow> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
 }
 
 fn suspended_info(row: SuspendedRow) -> Result<SuspendedInfo> {
@@ -309,6 +317,7 @@ fn suspended_info(row: SuspendedRow) -> Result<SuspendedInfo> {
         reason: row.3,
         attempts: row.4,
         suspended_at: row.5,
+        resumable: row.6,
     })
 }
 
@@ -553,7 +562,7 @@ impl MessageBox for SqliteBox {
                 .map_err(storage(&doing))?;
             let suspended = conn
                 .prepare_cached(
-                    "SELECT id, message_id, subscriber, reason, attempts, suspended_at FROM suspended WHERE message_id = ?1 ORDER BY id",
+                    "SELECT id, message_id, subscriber, reason, attempts, suspended_at, resumable FROM suspended WHERE message_id = ?1 ORDER BY id",
                 )
                 .map_err(storage(&doing))?
                 .query_map([id.to_bytes()], suspended_row)
@@ -626,7 +635,7 @@ impl MessageBox for SqliteBox {
             let doing = "listing suspended messages";
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT id, message_id, subscriber, reason, attempts, suspended_at FROM suspended WHERE id > ?1 ORDER BY id LIMIT ?2",
+                    "SELECT id, message_id, subscriber, reason, attempts, suspended_at, resumable FROM suspended WHERE id > ?1 ORDER BY id LIMIT ?2",
                 )
                 .map_err(storage(doing))?;
             let rows = stmt

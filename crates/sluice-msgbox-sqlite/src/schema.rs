@@ -96,7 +96,8 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
              subscriber TEXT,
              reason TEXT NOT NULL,
              attempts INTEGER NOT NULL,
-             suspended_at INTEGER NOT NULL
+             suspended_at INTEGER NOT NULL,
+             resumable INTEGER NOT NULL DEFAULT 1
          );
          CREATE INDEX IF NOT EXISTS suspended_message ON suspended (message_id);
          CREATE INDEX IF NOT EXISTS holds_holder ON holds (holder, message_id);

@@ -436,6 +436,12 @@ impl Writer {
         }
         if subs.is_empty() {
             let suspended_id = self.insert_suspended(id, None, suspend.unwrap_or(NO_SUBSCRIBER), 0, &doing)?;
+            if suspend.is_some() {
+                self.conn
+                    .prepare_cached("UPDATE suspended SET resumable = 0 WHERE id = ?1")
+                    .and_then(|mut s| s.execute([suspended_id]))
+                    .map_err(storage(&doing))?;
+            }
             return Ok(Routed::Suspended { suspended_id });
         }
         for s in &subs {
@@ -744,6 +750,14 @@ impl Writer {
 
     pub fn resume(&mut self, suspended: i64) -> Result<Routed> {
         let doing = format!("resuming suspended entry {suspended}");
+        let refused: Option<String> = self
+            .conn
+            .prepare_cached("SELECT reason FROM suspended WHERE id = ?1 AND resumable = 0")
+            .and_then(|mut s| s.query_row([suspended], |r| r.get(0)).optional())
+            .map_err(storage(&doing))?;
+        if let Some(reason) = refused {
+            return Err(BoxError::NotResumable { id: suspended, reason });
+        }
         let (mid, sub) = self.suspended_entry(suspended, &doing)?;
         let targets = match sub {
             Some(s) => {

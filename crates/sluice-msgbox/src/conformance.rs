@@ -385,6 +385,13 @@ pub async fn publish_suspended_is_not_routed(h: &impl Harness) {
     let s = b.list_suspended(None, 10).await.unwrap();
     assert_eq!((s[0].id, s[0].message_id, s[0].subscriber.clone()), (sid, id, None));
     assert_eq!(s[0].reason, "decode stage, component gzip: truncated");
+    assert!(!s[0].resumable);
+    assert!(matches!(b.resume(sid).await, Err(BoxError::NotResumable { id, .. }) if id == sid));
+    assert_eq!(
+        b.counts().await.unwrap().suspended,
+        1,
+        "a refused resume changes nothing"
+    );
     assert_eq!(b.message(id).await.unwrap().unwrap().refs, 2);
     b.release(id, "receive:folder").await.unwrap();
     b.terminate(sid).await.unwrap();

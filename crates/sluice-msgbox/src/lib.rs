@@ -155,6 +155,9 @@ pub struct SuspendedInfo {
     pub reason: String,
     pub attempts: u32,
     pub suspended_at: Millis,
+    /// False for messages a receive pipeline rejected: they can be inspected
+    /// and terminated, not routed.
+    pub resumable: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -190,6 +193,8 @@ pub enum BoxError {
     Duplicate(MessageId),
     #[error("suspended entry {0} does not exist (it was resumed or terminated, or never existed)")]
     NoSuchSuspended(i64),
+    #[error("suspended entry {id} is not resumable: {reason}")]
+    NotResumable { id: i64, reason: String },
     #[error("no subscription named `{0}`")]
     NoSuchSubscriber(String),
     #[error("message {message} still matches no subscription; it stays suspended")]
@@ -226,10 +231,10 @@ pub trait MessageBox: Send + Sync {
     /// holds what it published until its own copy is gone, so the message
     /// cannot vanish before then, whatever the send ports do.
     async fn publish_holding(&self, msg: NewMessage, holder: &str) -> Result<Routed>;
-    /// Store a message that must not be routed (a receive pipeline failed on
+    /// Store a message that must not be routed (a receive pipeline rejected
     /// it): suspended at once with `reason`, held by `holder` like
-    /// [`publish_holding`](Self::publish_holding). Returns the suspended id.
-    /// Resuming it routes it as it is.
+    /// [`publish_holding`](Self::publish_holding), and **not resumable**
+    /// (its bytes are not what the subscribers expect). Returns the suspended id.
     async fn publish_suspended(&self, msg: NewMessage, holder: &str, reason: &str) -> Result<i64>;
 
     /// Add or replace a subscription. Existing queue entries are unchanged.

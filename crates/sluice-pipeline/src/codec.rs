@@ -81,6 +81,8 @@ impl AsyncRead for Decoded {
             Poll::Ready(Err(e)) => {
                 let what = if e.kind() == io::ErrorKind::UnexpectedEof {
                     "the compressed stream is truncated".to_string()
+                } else if e.to_string().contains("too much memory") {
+                    "the stream needs a larger window than allowed (raise window_log_max if it is expected)".to_string()
                 } else {
                     format!("the compressed stream is corrupt: {e}")
                 };
@@ -115,7 +117,8 @@ pub(crate) fn decoder(cfg: &DecodeConfig, body: Body) -> Body {
             ("gzip", c.max_size.0, Box::new(d))
         }
         DecodeConfig::Zstd(c) => {
-            let mut d = ZstdDecoder::new(input);
+            let params = [async_compression::zstd::DParameter::window_log_max(c.window_log_max)];
+            let mut d = ZstdDecoder::with_params(input, &params);
             d.multiple_members(true);
             ("zstd", c.max_size.0, Box::new(d))
         }
@@ -175,6 +178,7 @@ mod tests {
                 EncodeConfig::Zstd(ZstdEncodeConfig { level: 3 }),
                 DecodeConfig::Zstd(ZstdDecodeConfig {
                     max_size: ByteSize(u64::MAX),
+                    window_log_max: 23,
                 }),
             ),
         ] {
@@ -187,6 +191,32 @@ mod tests {
                 .unwrap();
             assert!(back == data, "{enc:?} round-trips");
         }
+    }
+
+    /// A frame that asks for a window above the limit is refused before the
+    /// decoder allocates it.
+    #[tokio::test]
+    async fn zstd_window_is_limited() {
+        let data = text(300_000);
+        let packed = zstd::bulk::compress(&data, 3).unwrap();
+        let small = DecodeConfig::Zstd(ZstdDecodeConfig {
+            max_size: ByteSize(u64::MAX),
+            window_log_max: 10,
+        });
+        let e = read(decoder(&small, Box::new(std::io::Cursor::new(packed.clone()))))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("larger window than allowed"), "{e}");
+        let normal = DecodeConfig::Zstd(ZstdDecodeConfig {
+            max_size: ByteSize(u64::MAX),
+            window_log_max: 23,
+        });
+        assert!(
+            read(decoder(&normal, Box::new(std::io::Cursor::new(packed))))
+                .await
+                .unwrap()
+                == data
+        );
     }
 
     #[tokio::test]

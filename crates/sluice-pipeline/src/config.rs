@@ -3,7 +3,7 @@
 //! ```toml
 //! pipeline = "passthrough"                                   # the default
 //! pipeline = { decode = [{ type = "gzip" }] }                # receive side
-//! pipeline = { decode = [{ type = "zstd", max_size = "2GiB" }] }
+//! pipeline = { decode = [{ type = "zstd", max_size = "2GiB", window_log_max = 27 }] }
 //! pipeline = { encode = [{ type = "gzip", level = 9 }] }     # send side
 //! ```
 
@@ -78,7 +78,10 @@ impl<'de> Deserialize<'de> for ByteSize {
 }
 
 fn default_max_decoded() -> ByteSize {
-    ByteSize(16 << 30)
+    ByteSize(1 << 30)
+}
+fn default_window_log_max() -> u32 {
+    23
 }
 
 /// `type = "gzip"` decoder. Concatenated gzip members are read as one stream.
@@ -96,6 +99,11 @@ pub struct GzipDecodeConfig {
 pub struct ZstdDecodeConfig {
     #[serde(default = "default_max_decoded")]
     pub max_size: ByteSize,
+    /// Largest window a frame may ask for, as a power of two (default 23 =
+    /// 8 MiB, enough for every standard level; `zstd --long` needs 27). The
+    /// decoder's memory is about the window, per file in flight.
+    #[serde(default = "default_window_log_max")]
+    pub window_log_max: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -163,6 +171,22 @@ pub struct SendPipelineConfig {
 
 impl ReceivePipelineConfig {
     pub fn validate(&self) -> Result<(), String> {
+        for d in &self.decode {
+            let (name, max) = match d {
+                DecodeConfig::Gzip(g) => ("gzip", g.max_size),
+                DecodeConfig::Zstd(z) => {
+                    if !(10..=31).contains(&z.window_log_max) {
+                        return Err(format!("zstd window_log_max {} is not 10 to 31", z.window_log_max));
+                    }
+                    ("zstd", z.max_size)
+                }
+            };
+            if max.0 < 1024 {
+                return Err(format!(
+                    "{name} max_size {max} is below 1 KiB; every file would be rejected"
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -251,7 +275,8 @@ mod tests {
                     max_size: ByteSize(1 << 30)
                 }),
                 DecodeConfig::Zstd(ZstdDecodeConfig {
-                    max_size: ByteSize(16 << 30)
+                    max_size: ByteSize(1 << 30),
+                    window_log_max: 23
                 }),
             ]
         );
@@ -281,6 +306,8 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("not a size unit"), "{e}");
+        let r: R = toml::from_str(r#"pipeline = { decode = [{ type = "gzip", max_size = 0 }] }"#).unwrap();
+        assert!(r.pipeline.validate().unwrap_err().contains("below 1 KiB"));
         let s: S = toml::from_str(r#"pipeline = { encode = [{ type = "gzip", level = 12 }] }"#).unwrap();
         assert!(s.pipeline.validate().unwrap_err().contains("gzip level 12"));
     }
