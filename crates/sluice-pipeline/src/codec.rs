@@ -48,6 +48,9 @@ struct Decoded {
     input_failed: Arc<AtomicBool>,
     output: u64,
     max: u64,
+    /// The error already returned: every later read returns it again, so a
+    /// reader that goes on never mistakes a cut-short stream for a whole one.
+    failed: Option<(io::ErrorKind, Option<PipelineError>, String)>,
 }
 
 impl Decoded {
@@ -62,7 +65,29 @@ impl Decoded {
 
 impl AsyncRead for Decoded {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if let Some((kind, stage, msg)) = &self.failed {
+            return Poll::Ready(Err(match stage {
+                Some(p) => io::Error::other(p.clone()),
+                None => io::Error::new(*kind, msg.clone()),
+            }));
+        }
         let before = buf.filled().len();
+        let r = self.poll_decoded(cx, buf, before);
+        if let Poll::Ready(Err(e)) = &r {
+            // An error hands out no bytes (the codec may have written some).
+            buf.set_filled(before);
+            let stage = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<PipelineError>())
+                .cloned();
+            self.failed = Some((e.kind(), stage, e.to_string()));
+        }
+        r
+    }
+}
+
+impl Decoded {
+    fn poll_decoded(&mut self, cx: &mut TaskContext<'_>, buf: &mut ReadBuf<'_>, before: usize) -> Poll<io::Result<()>> {
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 self.output += (buf.filled().len() - before) as u64;
@@ -130,6 +155,7 @@ pub(crate) fn decoder(cfg: &DecodeConfig, body: Body) -> Body {
         input_failed: failed,
         output: 0,
         max,
+        failed: None,
     })
 }
 
@@ -259,6 +285,40 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.to_string().contains("corrupt"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_error_sticks_and_hands_out_no_bytes() {
+        use tokio::io::AsyncReadExt;
+        let packed = read(encoder(&gz(6), Box::new(std::io::Cursor::new(text(200_000)))))
+            .await
+            .unwrap();
+        let mut d = decoder(
+            &gunzip(u64::MAX),
+            Box::new(std::io::Cursor::new(packed[..packed.len() / 2].to_vec())),
+        );
+        let mut buf = vec![0u8; 1 << 20];
+        let mut first_error = None;
+        for _ in 0..1000 {
+            match d.read(&mut buf).await {
+                Ok(0) => panic!("a truncated stream must not end cleanly"),
+                Ok(_) => continue,
+                Err(e) => {
+                    first_error = Some(e);
+                    break;
+                }
+            }
+        }
+        let first = first_error.expect("an error");
+        let again = d.read(&mut buf).await.unwrap_err();
+        assert_eq!(again.to_string(), first.to_string());
+        assert!(
+            again
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<PipelineError>())
+                .is_some(),
+            "still a stage error"
+        );
     }
 
     #[tokio::test]
