@@ -50,6 +50,14 @@ pub(crate) fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
     std::fs::rename(from, to)
 }
 
+/// [`rename_no_replace`] off the async threads.
+pub(crate) async fn move_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    let (from, to) = (from.to_path_buf(), to.to_path_buf());
+    tokio::task::spawn_blocking(move || rename_no_replace(&from, &to))
+        .await
+        .map_err(io::Error::other)?
+}
+
 #[cfg(target_os = "linux")]
 fn renameat2_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     use std::ffi::CString;

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::{CLAIM_PREFIX, TMP_PREFIX, rename_no_replace, resolve};
+use super::{CLAIM_PREFIX, TMP_PREFIX, move_no_replace, resolve};
 use crate::{AdapterError, ReceiveContext, Source};
 
 fn default_mask() -> String {
@@ -466,12 +466,7 @@ impl FileReceiver {
 /// Put a claimed file back under its own name, never over another file.
 /// `false` if it had to stay under the claim name (to be tried again).
 async fn restore(claim: &Path, original: &Path) -> bool {
-    let (c, o) = (claim.to_path_buf(), original.to_path_buf());
-    let r = tokio::task::spawn_blocking(move || rename_no_replace(&c, &o))
-        .await
-        .map_err(io::Error::other)
-        .and_then(|r| r);
-    match r {
+    match move_no_replace(claim, original).await {
         Ok(()) => true,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             tracing::error!(file = %original.display(), "the file vanished while it was being received");

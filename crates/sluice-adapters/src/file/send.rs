@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 
-use super::{FileNameTemplate, TMP_PREFIX, rename_no_replace, resolve};
+use super::{FileNameTemplate, TMP_PREFIX, move_no_replace, resolve};
 use crate::{AdapterError, Body, Delivered, Outbound, TransmitError, Transmitter};
 
 fn default_file_name() -> String {
@@ -141,12 +141,7 @@ impl FileTransmitter {
                 .await
                 .map_err(|e| TransmitError::retry(format!("moving into place as {shown}: {e}")))?;
         } else {
-            let (from, to) = (tmp.to_path_buf(), target.to_path_buf());
-            let moved = tokio::task::spawn_blocking(move || rename_no_replace(&from, &to))
-                .await
-                .map_err(io::Error::other)
-                .and_then(|r| r);
-            match moved {
+            match move_no_replace(tmp, target).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     return if same_content(tmp, target).await {
