@@ -112,13 +112,7 @@ impl SqliteBox {
     /// creates nothing and does no start-up recovery, which would discard
     /// content the node is writing. SQLite serialises the two writers.
     pub fn open_beside_node(data_dir: &Path, clock: Arc<dyn Clock>, opts: Options) -> Result<SqliteBox> {
-        let path = data_dir.join(DB_FILE);
-        if !path.exists() {
-            return Err(BoxError::Storage {
-                doing: format!("opening the message box {}", path.display()),
-                detail: "no such file (has `sluice serve` run with this data directory?)".into(),
-            });
-        }
+        existing_db(data_dir)?;
         SqliteBox::open_mode(data_dir, clock, opts, false)
     }
 
@@ -149,11 +143,10 @@ impl SqliteBox {
                 doing: "starting the writer thread".into(),
                 detail: e.to_string(),
             })?;
-        let permits = (opts.chunk_budget_bytes / 1024).max(1);
         Ok(SqliteBox {
             inner: Arc::new(Inner {
                 path,
-                chunk_budget: Arc::new(Semaphore::new(permits)),
+                chunk_budget: Arc::new(Semaphore::new(chunk_budget_permits(&opts))),
                 opts,
                 sender: Mutex::new(Some(tx)),
                 writer_thread: Mutex::new(Some(handle)),
@@ -168,13 +161,7 @@ impl SqliteBox {
     /// `sluice status` and `sluice messages`): no writer, no recovery. Every
     /// write fails with [`BoxError::Closed`].
     pub fn open_read_only(data_dir: &Path) -> Result<SqliteBox> {
-        let path = data_dir.join(DB_FILE);
-        if !path.exists() {
-            return Err(BoxError::Storage {
-                doing: format!("opening the message box {}", path.display()),
-                detail: "no such file (has `sluice serve` run with this data directory?)".into(),
-            });
-        }
+        let path = existing_db(data_dir)?;
         let opts = Options::default();
         let conn = schema::open_connection(&path, &opts, true)
             .map_err(storage(&format!("opening the message box {}", path.display())))?;
@@ -247,6 +234,23 @@ impl SqliteBox {
             detail: e.to_string(),
         })?
     }
+}
+
+/// Permits of the chunk-write budget: one per KiB.
+fn chunk_budget_permits(opts: &Options) -> usize {
+    (opts.chunk_budget_bytes / 1024).max(1)
+}
+
+/// The database file of a box that must already exist (opened beside a node).
+fn existing_db(data_dir: &Path) -> Result<PathBuf> {
+    let path = data_dir.join(DB_FILE);
+    if !path.exists() {
+        return Err(BoxError::Storage {
+            doing: format!("opening the message box {}", path.display()),
+            detail: "no such file (has `sluice serve` run with this data directory?)".into(),
+        });
+    }
+    Ok(path)
 }
 
 fn id_of(bytes: Vec<u8>) -> Result<MessageId> {
@@ -331,7 +335,7 @@ impl ChunkStore for SqliteBox {
         // Fail now on a closed or read-only box, not after waiting for budget.
         self.sender().map_err(to_content)?;
         // Hold budget for the chunk until the writer has stored it.
-        let permits = (data.len() / 1024).max(1).min(self.inner.chunk_budget_permits()) as u32;
+        let permits = (data.len() / 1024).max(1).min(chunk_budget_permits(&self.inner.opts)) as u32;
         let permit = self
             .inner
             .chunk_budget
@@ -378,12 +382,6 @@ impl ChunkStore for SqliteBox {
         })
         .await
         .map_err(to_content)
-    }
-}
-
-impl Inner {
-    fn chunk_budget_permits(&self) -> usize {
-        (self.opts.chunk_budget_bytes / 1024).max(1)
     }
 }
 
