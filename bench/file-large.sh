@@ -7,10 +7,8 @@
 set -euo pipefail
 size_mib=${1:-2048}
 repo=$(cd "$(dirname "$0")/.." && pwd)
-cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
-bin="$repo/target/release/sluice"
-work=$(mktemp -d "${TMPDIR:-/tmp}/sluice-file-large.XXXXXX")
 . "$repo/bench/lib.sh"
+bench_setup sluice-file-large
 echo "making a ${size_mib} MiB file" >&2
 head -c "$((size_mib * 1024 * 1024))" /dev/urandom > "$work/big.bin"
 in_sum=$(sha256sum "$work/big.bin" | cut -d' ' -f1)

@@ -9,10 +9,8 @@
 set -euo pipefail
 size_mib=${1:-10240}
 repo=$(cd "$(dirname "$0")/.." && pwd)
-cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
-bin="$repo/target/release/sluice"
-work=$(mktemp -d "${TMPDIR:-/tmp}/sluice-gzip-bench.XXXXXX")
 . "$repo/bench/lib.sh"
+bench_setup sluice-gzip-bench
 
 echo "making a ${size_mib} MiB file" >&2
 awk 'BEGIN { srand(42); for (i = 0; i < 1100000; i++)

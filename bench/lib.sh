@@ -1,10 +1,18 @@
-# Shared by the bench/*.sh scripts. Expects $bin (the sluice binary) and
-# $work (a scratch folder) to be set.
+# Shared by the bench/*.sh scripts. Expects $repo (the repository root).
 
 pid=
+work=
 # The `sluice serve` under /usr/bin/time (signals go to it, not to time).
 node_pid() { [ -n "$pid" ] && pgrep -P "$pid" -f "sluice serve" || true; }
-trap 'kill -TERM $(node_pid) 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill -TERM $(node_pid) 2>/dev/null || true; [ -n "$work" ] && rm -rf "$work"' EXIT
+
+# bench_setup NAME: build the release binary, set $bin, and make the scratch
+# folder $work (removed on exit).
+bench_setup() {
+  cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
+  bin="$repo/target/release/sluice"
+  work=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
+}
 
 # timed_drop EXAMPLE_CONFIG INPUT_FILE OUTPUT_NAME
 # Start a node on a copy of EXAMPLE_CONFIG in $work, move INPUT_FILE into its
