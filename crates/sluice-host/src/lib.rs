@@ -119,12 +119,11 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Ho
                 what: format!("receive location `{name}`"),
                 message: e.to_string(),
             })?;
-            let publisher = Arc::new(LocationPublisher::new(
-                name,
-                lc.pipeline.build(),
-                mbox.clone(),
-                wakers.clone(),
-            ));
+            let pipeline = lc.pipeline.build().map_err(|message| HostError::Start {
+                what: format!("receive location `{name}` pipeline"),
+                message,
+            })?;
+            let publisher = Arc::new(LocationPublisher::new(name, pipeline, mbox.clone(), wakers.clone()));
             let cx = sluice_adapters::ReceiveContext {
                 port: port.clone(),
                 location: name.clone(),

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use sluice_adapters::{Body, Publisher, Receipt, SubmitError};
 use sluice_content::{PartBody, WriteOptions, write_part};
 use sluice_model::{Context, MessageId};
-use sluice_msgbox::{MessageBox, NewMessage, Routed};
+use sluice_msgbox::{MessageBox, NewMessage, Routed, StagedMessage};
 use sluice_pipeline::{Emit, EmitError, PipelineError, ReceivePipeline};
 
 use crate::Wakers;
@@ -57,34 +57,151 @@ impl LocationPublisher {
     }
 }
 
-/// Writes each message the pipeline emits into the content store.
+/// Records staged per call of [`MessageBox::stage`], and the bytes at which a
+/// batch is staged early: what a location holds of an interchange in memory.
+const STAGE_BATCH: usize = 1024;
+const STAGE_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// Writes what the pipeline emits into the content store: one message
+/// (kept until the pipeline ends, then published), or the records of an
+/// interchange (staged in batches, committed at the end).
 struct Collector<'a> {
-    mbox: &'a dyn MessageBox,
-    first_id: Option<MessageId>,
+    publisher: &'a LocationPublisher,
+    /// The submission's id: the id of its first message, and of its interchange.
+    source_id: MessageId,
+    first_used: bool,
     messages: Vec<NewMessage>,
+    batch: Vec<StagedMessage>,
+    batch_bytes: usize,
+    staged: u64,
+}
+
+/// Map a content-store failure: a stage that fails while the body streams
+/// into the store shows up as the body's read error; keep it recognisable.
+fn store_error(e: sluice_content::ContentError) -> EmitError {
+    let stage = match &e {
+        sluice_content::ContentError::Source { error, .. } => error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<PipelineError>())
+            .cloned(),
+        _ => None,
+    };
+    match stage {
+        Some(p) => EmitError::Stage(p),
+        None => EmitError::Store(e.to_string()),
+    }
+}
+
+impl Collector<'_> {
+    fn next_id(&mut self) -> MessageId {
+        if self.first_used {
+            MessageId::new()
+        } else {
+            self.first_used = true;
+            self.source_id
+        }
+    }
+
+    async fn add_record(
+        &mut self,
+        mut context: Context,
+        body: Vec<u8>,
+        suspend: Option<String>,
+    ) -> Result<(), EmitError> {
+        let mbox = &*self.publisher.mbox;
+        let part = write_part(&*mbox.content(), "body", &mut body.as_slice(), WriteOptions::default())
+            .await
+            .map_err(store_error)?;
+        let id = self.next_id();
+        // The first record carries the submission's id and the location's
+        // hold: it is what crash recovery asks the box about.
+        let holder = (id == self.source_id).then(|| self.publisher.holder.clone());
+        context.promote("interchange", "id", self.source_id.to_string());
+        self.batch_bytes += body.len().min(sluice_content::DEFAULT_INLINE_MAX) + 256;
+        self.batch.push(StagedMessage {
+            message: NewMessage {
+                id,
+                context,
+                parts: vec![part],
+            },
+            holder,
+            suspend,
+        });
+        if self.batch.len() >= STAGE_BATCH || self.batch_bytes >= STAGE_BATCH_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), EmitError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        let n = batch.len() as u64;
+        let mbox = &*self.publisher.mbox;
+        let stored: Vec<sluice_content::ContentId> = batch
+            .iter()
+            .flat_map(|s| &s.message.parts)
+            .filter_map(|p| match p.body {
+                PartBody::Stored { content, .. } => Some(content),
+                PartBody::Inline(_) => None,
+            })
+            .collect();
+        if let Err(e) = mbox.stage(self.source_id, batch).await {
+            for content in stored {
+                let _ = mbox.content().abort(content).await;
+            }
+            return Err(EmitError::Store(format!(
+                "staging records of interchange {}: {e}",
+                self.source_id
+            )));
+        }
+        self.staged += n;
+        Ok(())
+    }
+
+    /// Drop what was written for a submission that will not be published.
+    async fn discard(&mut self) {
+        let mbox = &*self.publisher.mbox;
+        discard_parts(mbox, self.messages.iter()).await;
+        discard_parts(mbox, self.batch.iter().map(|s| &s.message)).await;
+        self.messages.clear();
+        self.batch.clear();
+        if self.staged > 0
+            && let Err(e) = mbox.abort_interchange(self.source_id).await
+        {
+            // A restart discards it anyway; it is invisible meanwhile.
+            tracing::warn!(receive_location = %self.publisher.location, interchange = %self.source_id, error = %e,
+                "could not discard the staged records of a failed interchange");
+        }
+    }
+}
+
+/// Abort the stored (not inline) content of messages that were never published.
+async fn discard_parts<'m>(mbox: &dyn MessageBox, messages: impl Iterator<Item = &'m NewMessage>) {
+    for m in messages {
+        for p in &m.parts {
+            if let PartBody::Stored { content, .. } = p.body {
+                let _ = mbox.content().abort(content).await;
+            }
+        }
+    }
 }
 
 #[async_trait]
 impl Emit for Collector<'_> {
     async fn emit(&mut self, context: Context, mut body: Body) -> Result<(), EmitError> {
-        let part = write_part(&*self.mbox.content(), "body", &mut body, WriteOptions::default())
-            .await
-            .map_err(|e| {
-                // A stage that fails while the body streams into the store shows
-                // up as the body's read error: keep it recognisable.
-                let stage = match &e {
-                    sluice_content::ContentError::Source { error, .. } => error
-                        .get_ref()
-                        .and_then(|inner| inner.downcast_ref::<PipelineError>())
-                        .cloned(),
-                    _ => None,
-                };
-                match stage {
-                    Some(p) => EmitError::Stage(p),
-                    None => EmitError::Store(e.to_string()),
-                }
-            })?;
-        let id = self.first_id.take().unwrap_or_default();
+        let part = write_part(
+            &*self.publisher.mbox.content(),
+            "body",
+            &mut body,
+            WriteOptions::default(),
+        )
+        .await
+        .map_err(store_error)?;
+        let id = self.next_id();
         self.messages.push(NewMessage {
             id,
             context,
@@ -92,36 +209,22 @@ impl Emit for Collector<'_> {
         });
         Ok(())
     }
-}
 
-impl Collector<'_> {
-    /// Drop content written for messages that will not be published.
-    async fn discard(&self, from: usize) {
-        for m in &self.messages[from..] {
-            for p in &m.parts {
-                if let PartBody::Stored { content, .. } = p.body {
-                    let _ = self.mbox.content().abort(content).await;
-                }
-            }
-        }
+    async fn record(&mut self, context: Context, body: Vec<u8>) -> Result<(), EmitError> {
+        self.add_record(context, body, None).await
+    }
+
+    async fn bad_record(&mut self, context: Context, body: Vec<u8>, error: PipelineError) -> Result<(), EmitError> {
+        let reason = format!("receive location `{}`: {error}", self.publisher.location);
+        tracing::warn!(receive_location = %self.publisher.location, interchange = %self.source_id, error = %error,
+            "a record of a recoverable interchange failed; it is suspended alone");
+        self.add_record(context, body, Some(reason)).await
     }
 }
 
-#[async_trait]
-impl Publisher for LocationPublisher {
-    async fn submit(&self, id: MessageId, context: Context, body: Body) -> Result<Receipt, SubmitError> {
-        let mut out = Collector {
-            mbox: &*self.mbox,
-            first_id: Some(id),
-            messages: Vec::new(),
-        };
-        if let Err(e) = self.pipeline.run(context, body, &mut out).await {
-            out.discard(0).await;
-            return Err(match e.stage_failure() {
-                Some(p) => SubmitError::rejected(p.to_string()),
-                None => SubmitError::new(format!("receive location `{}`: {e}", self.location)),
-            });
-        }
+impl LocationPublisher {
+    /// Publish the one message a pipeline without a disassembler made.
+    async fn publish_messages(&self, out: &mut Collector<'_>) -> Result<Receipt, SubmitError> {
         let mut ids = Vec::with_capacity(out.messages.len());
         for (i, m) in out.messages.iter().enumerate() {
             match self.mbox.publish_holding(m.clone(), &self.holder).await {
@@ -135,13 +238,73 @@ impl Publisher for LocationPublisher {
                         "no subscription matches the message; it is suspended (resumable)");
                 }
                 Err(e) => {
-                    out.discard(i).await;
+                    discard_parts(&*self.mbox, out.messages[i..].iter()).await;
                     return Err(SubmitError::new(format!("publishing message {}: {e}", m.id)));
                 }
             }
             ids.push(m.id);
         }
         Ok(Receipt { messages: ids })
+    }
+
+    /// Make a whole interchange visible at once.
+    async fn commit_interchange(&self, out: &mut Collector<'_>) -> Result<Receipt, SubmitError> {
+        if let Err(e) = out.flush().await {
+            out.discard().await;
+            return Err(SubmitError::new(format!("receive location `{}`: {e}", self.location)));
+        }
+        if out.staged == 0 {
+            tracing::info!(receive_location = %self.location, interchange = %out.source_id,
+                "the interchange holds no records; nothing to publish");
+            return Ok(Receipt { messages: Vec::new() });
+        }
+        match self.mbox.commit_interchange(out.source_id).await {
+            Ok(routed) => {
+                for s in routed.queued.keys() {
+                    self.wakers.wake(s);
+                }
+                tracing::info!(receive_location = %self.location, interchange = %out.source_id,
+                    records = routed.messages, suspended = routed.suspended, no_subscriber = routed.no_subscriber,
+                    "interchange published");
+                Ok(Receipt {
+                    messages: vec![out.source_id],
+                })
+            }
+            Err(e) => {
+                out.discard().await;
+                Err(SubmitError::new(format!(
+                    "receive location `{}`: committing interchange {}: {e}",
+                    self.location, out.source_id
+                )))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Publisher for LocationPublisher {
+    async fn submit(&self, id: MessageId, context: Context, body: Body) -> Result<Receipt, SubmitError> {
+        let mut out = Collector {
+            publisher: self,
+            source_id: id,
+            first_used: false,
+            messages: Vec::new(),
+            batch: Vec::new(),
+            batch_bytes: 0,
+            staged: 0,
+        };
+        if let Err(e) = self.pipeline.run(context, body, &mut out).await {
+            out.discard().await;
+            return Err(match e.stage_failure() {
+                Some(p) => SubmitError::rejected(p.to_string()),
+                None => SubmitError::new(format!("receive location `{}`: {e}", self.location)),
+            });
+        }
+        if self.pipeline.disassembles() {
+            self.commit_interchange(&mut out).await
+        } else {
+            self.publish_messages(&mut out).await
+        }
     }
 
     async fn settled(&self, receipt: &Receipt) -> Result<(), SubmitError> {

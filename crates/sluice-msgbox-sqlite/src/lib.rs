@@ -425,6 +425,26 @@ impl MessageBox for SqliteBox {
         }
     }
 
+    async fn stage(&self, interchange: MessageId, messages: Vec<StagedMessage>) -> Result<()> {
+        let items: Vec<(StagedMessage, String)> = messages
+            .into_iter()
+            .map(|m| {
+                let json = m.message.context.to_json();
+                (m, json)
+            })
+            .collect();
+        // Not durable: a crash discards every uncommitted interchange anyway.
+        self.write(false, move |w| w.stage(interchange, &items)).await
+    }
+
+    async fn commit_interchange(&self, interchange: MessageId) -> Result<InterchangeRouted> {
+        self.write(true, move |w| w.commit_interchange(interchange)).await
+    }
+
+    async fn abort_interchange(&self, interchange: MessageId) -> Result<u64> {
+        self.write(false, move |w| w.abort_interchange(interchange)).await
+    }
+
     async fn subscribe(&self, sub: Subscription) -> Result<()> {
         self.write(true, move |w| w.subscribe(sub)).await
     }

@@ -101,6 +101,14 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
          );
          CREATE INDEX IF NOT EXISTS suspended_message ON suspended (message_id);
          CREATE INDEX IF NOT EXISTS holds_holder ON holds (holder, message_id);
+         CREATE TABLE IF NOT EXISTS staged (
+             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             interchange BLOB NOT NULL,
+             message_id BLOB NOT NULL,
+             targets TEXT NOT NULL,
+             reason TEXT
+         );
+         CREATE INDEX IF NOT EXISTS staged_interchange ON staged (interchange, id);
          COMMIT;",
     )?;
     let version: Option<i64> = conn
@@ -132,6 +140,13 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
 pub fn recover(conn: &Connection) -> rusqlite::Result<usize> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let r = (|| {
+        let staged = discard_staged(conn, None)?;
+        if staged > 0 {
+            tracing::info!(
+                messages = staged,
+                "discarded interchanges that were not committed before the last stop"
+            );
+        }
         conn.execute(
             "DELETE FROM chunks WHERE content_id IN (SELECT id FROM content WHERE state < ?1)",
             [CONTENT_PUBLISHED],
@@ -148,4 +163,19 @@ pub fn recover(conn: &Connection) -> rusqlite::Result<usize> {
             Err(e)
         }
     }
+}
+
+/// Delete staged messages (of one interchange, or all), their parts, content,
+/// holds and staging rows, set-wise. Returns how many messages.
+pub fn discard_staged(conn: &Connection, interchange: Option<sluice_model::MessageId>) -> rusqlite::Result<u64> {
+    let key = interchange.map(|i| i.to_bytes().to_vec());
+    let which = "(SELECT message_id FROM staged WHERE ?1 IS NULL OR interchange = ?1)";
+    let content = format!("(SELECT content_id FROM parts WHERE message_id IN {which} AND content_id IS NOT NULL)");
+    conn.execute(&format!("DELETE FROM chunks WHERE content_id IN {content}"), [&key])?;
+    conn.execute(&format!("DELETE FROM content WHERE id IN {content}"), [&key])?;
+    conn.execute(&format!("DELETE FROM parts WHERE message_id IN {which}"), [&key])?;
+    conn.execute(&format!("DELETE FROM holds WHERE message_id IN {which}"), [&key])?;
+    let n = conn.execute(&format!("DELETE FROM messages WHERE id IN {which}"), [&key])?;
+    conn.execute("DELETE FROM staged WHERE ?1 IS NULL OR interchange = ?1", [&key])?;
+    Ok(n as u64)
 }

@@ -343,6 +343,41 @@ impl Writer {
             self.matching(&msg.context)
         };
         let refs = subs.len().max(1) as i64 + holder.is_some() as i64;
+        self.insert_message(msg, context_json, refs, holder, &doing)?;
+        if subs.is_empty() {
+            let suspended_id = self.insert_suspended(id, None, suspend.unwrap_or(NO_SUBSCRIBER), 0, &doing)?;
+            if suspend.is_some() {
+                self.not_resumable(suspended_id, &doing)?;
+            }
+            return Ok(Routed::Suspended { suspended_id });
+        }
+        for s in &subs {
+            self.enqueue(id, s, now, &doing)?;
+        }
+        Ok(Routed::Queued(subs))
+    }
+
+    fn not_resumable(&mut self, suspended_id: i64, doing: &str) -> Result<()> {
+        self.conn
+            .prepare_cached("UPDATE suspended SET resumable = 0 WHERE id = ?1")
+            .and_then(|mut s| s.execute([suspended_id]))
+            .map_err(storage(doing))?;
+        Ok(())
+    }
+
+    /// Store a message, its parts and (optionally) a hold, with `refs`
+    /// references; route nothing.
+    fn insert_message(
+        &mut self,
+        msg: &NewMessage,
+        context_json: &str,
+        refs: i64,
+        holder: Option<&str>,
+        doing: &str,
+    ) -> Result<()> {
+        let id = msg.id;
+        let doing = doing.to_string();
+        let now = self.now();
         let size: u64 = msg.parts.iter().map(|p| p.size).sum();
         let exists: Option<i64> = self
             .conn
@@ -434,20 +469,98 @@ impl Writer {
                 .and_then(|mut s| s.execute(params![id.to_bytes(), holder]))
                 .map_err(storage(&doing))?;
         }
-        if subs.is_empty() {
-            let suspended_id = self.insert_suspended(id, None, suspend.unwrap_or(NO_SUBSCRIBER), 0, &doing)?;
-            if suspend.is_some() {
-                self.conn
-                    .prepare_cached("UPDATE suspended SET resumable = 0 WHERE id = ?1")
-                    .and_then(|mut s| s.execute([suspended_id]))
-                    .map_err(storage(&doing))?;
+        Ok(())
+    }
+
+    // ---- interchanges ----------------------------------------------------
+
+    /// Store staged messages: routed now (targets kept), visible at commit.
+    pub fn stage(&mut self, interchange: MessageId, items: &[(StagedMessage, String)]) -> Result<()> {
+        let doing = format!("staging messages of interchange {interchange}");
+        for (staged, json) in items {
+            let targets = if staged.suspend.is_some() {
+                Vec::new()
+            } else {
+                self.matching(&staged.message.context)
+            };
+            let refs = targets.len().max(1) as i64 + staged.holder.is_some() as i64;
+            self.insert_message(&staged.message, json, refs, staged.holder.as_deref(), &doing)?;
+            self.conn
+                .prepare_cached("INSERT INTO staged (interchange, message_id, targets, reason) VALUES (?1, ?2, ?3, ?4)")
+                .and_then(|mut s| {
+                    s.execute(params![
+                        interchange.to_bytes(),
+                        staged.message.id.to_bytes(),
+                        targets.join("\n"),
+                        staged.suspend
+                    ])
+                })
+                .map_err(storage(&doing))?;
+        }
+        Ok(())
+    }
+
+    /// Route every staged message of the interchange, in staging order, a
+    /// page at a time (memory does not grow with the interchange).
+    pub fn commit_interchange(&mut self, interchange: MessageId) -> Result<InterchangeRouted> {
+        const PAGE: i64 = 4096;
+        let doing = format!("committing interchange {interchange}");
+        let now = self.now();
+        let mut routed = InterchangeRouted::default();
+        let mut after = 0i64;
+        loop {
+            let page: Vec<(i64, Vec<u8>, String, Option<String>)> = self
+                .conn
+                .prepare_cached(
+                    "SELECT id, message_id, targets, reason FROM staged
+                     WHERE interchange = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+                )
+                .and_then(|mut s| {
+                    s.query_map(params![interchange.to_bytes(), after, PAGE], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })?
+                    .collect()
+                })
+                .map_err(storage(&doing))?;
+            let Some(last) = page.last() else { break };
+            after = last.0;
+            for (_, mid, targets, reason) in page {
+                let mid = id_of(mid)?;
+                routed.messages += 1;
+                if let Some(reason) = reason {
+                    let sid = self.insert_suspended(mid, None, &reason, 0, &doing)?;
+                    self.not_resumable(sid, &doing)?;
+                    routed.suspended += 1;
+                    continue;
+                }
+                if targets.is_empty() {
+                    self.insert_suspended(mid, None, NO_SUBSCRIBER, 0, &doing)?;
+                    routed.suspended += 1;
+                    routed.no_subscriber += 1;
+                    continue;
+                }
+                for t in targets.split('\n') {
+                    if self.subs.iter().any(|(name, _)| name == t) {
+                        self.enqueue(mid, t, now, &doing)?;
+                        *routed.queued.entry(t.to_string()).or_default() += 1;
+                    } else {
+                        // Unsubscribed between staging and commit: as unsubscribe does.
+                        self.insert_suspended(mid, Some(t), SUBSCRIBER_REMOVED, 0, &doing)?;
+                        routed.suspended += 1;
+                    }
+                }
             }
-            return Ok(Routed::Suspended { suspended_id });
         }
-        for s in &subs {
-            self.enqueue(id, s, now, &doing)?;
-        }
-        Ok(Routed::Queued(subs))
+        self.conn
+            .prepare_cached("DELETE FROM staged WHERE interchange = ?1")
+            .and_then(|mut s| s.execute([interchange.to_bytes()]))
+            .map_err(storage(&doing))?;
+        Ok(routed)
+    }
+
+    pub fn abort_interchange(&mut self, interchange: MessageId) -> Result<u64> {
+        let doing = format!("discarding interchange {interchange}");
+        crate::schema::discard_staged(&self.conn, Some(interchange)).map_err(storage(&doing))
     }
 
     fn enqueue(&mut self, id: MessageId, subscriber: &str, now: Millis, doing: &str) -> Result<()> {
@@ -507,8 +620,8 @@ impl Writer {
             .conn
             .execute(
                 "INSERT INTO suspended (message_id, subscriber, reason, attempts, suspended_at)
-                 SELECT message_id, subscriber, 'subscriber removed', generation, ?2 FROM queue WHERE subscriber = ?1 ORDER BY id",
-                params![subscriber, now],
+                 SELECT message_id, subscriber, ?3, generation, ?2 FROM queue WHERE subscriber = ?1 ORDER BY id",
+                params![subscriber, now, SUBSCRIBER_REMOVED],
             )
             .map_err(storage(&doing))?;
         self.conn

@@ -16,6 +16,13 @@
 //! the last reference deletes the message, its parts and their content in the
 //! same transaction; no background job is needed for correctness (seed 001).
 //!
+//! Architecture Invariant: an interchange (the records a disassembler split
+//! from one document) becomes visible all at once. Its messages are
+//! [staged](MessageBox::stage) in batches, invisible and not yet durable, and
+//! [committed](MessageBox::commit_interchange) in one transaction; a crash
+//! before the commit leaves nothing of it. Memory does not grow with the
+//! number of records: the caller never holds more than one batch.
+//!
 //! Architecture Invariant: no message is dropped. A publish that matches no
 //! subscription suspends the message ("no subscriber"); it can be resumed
 //! once a matching subscription exists.
@@ -91,6 +98,32 @@ pub enum Routed {
 }
 
 pub const NO_SUBSCRIBER: &str = "no subscriber";
+pub const SUBSCRIBER_REMOVED: &str = "subscriber removed";
+
+/// One message of an interchange, written before the interchange is committed.
+#[derive(Debug, Clone)]
+pub struct StagedMessage {
+    pub message: NewMessage,
+    /// Take a reference named so as the message is written (like
+    /// [`MessageBox::publish_holding`]).
+    pub holder: Option<String>,
+    /// Suspend it, not resumable, with this reason instead of routing it (a
+    /// bad record of a recoverable interchange).
+    pub suspend: Option<String>,
+}
+
+/// What committing an interchange did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct InterchangeRouted {
+    /// Messages made visible (routed or suspended).
+    pub messages: u64,
+    /// Queue entries made, per subscriber.
+    pub queued: BTreeMap<String, u64>,
+    /// Messages suspended: bad records, and records no subscription matched.
+    pub suspended: u64,
+    /// Of those, suspended because no subscription matched (resumable).
+    pub no_subscriber: u64,
+}
 
 /// A subscriber (send port, orchestration) and the filter it takes messages by.
 #[derive(Debug, Clone, PartialEq)]
@@ -236,6 +269,21 @@ pub trait MessageBox: Send + Sync {
     /// [`publish_holding`](Self::publish_holding), and **not resumable**
     /// (its bytes are not what the subscribers expect). Returns the suspended id.
     async fn publish_suspended(&self, msg: NewMessage, holder: &str, reason: &str) -> Result<i64>;
+
+    /// Write messages of the interchange `interchange` without making them
+    /// visible: nothing is queued or suspended, no subscriber can see them,
+    /// until [`commit_interchange`](Self::commit_interchange). Routing is
+    /// decided here, against the subscriptions of the moment. Not durable on
+    /// its own: a node that restarts discards every uncommitted interchange.
+    /// Call it with batches, in record order.
+    async fn stage(&self, interchange: MessageId, messages: Vec<StagedMessage>) -> Result<()>;
+    /// Make every staged message of `interchange` visible in one durable
+    /// transaction: queued to its subscribers, or suspended (a bad record;
+    /// "no subscriber"), in the order staged. Committing an interchange that
+    /// has nothing staged does nothing.
+    async fn commit_interchange(&self, interchange: MessageId) -> Result<InterchangeRouted>;
+    /// Drop every staged message of `interchange` and its content. Returns how many.
+    async fn abort_interchange(&self, interchange: MessageId) -> Result<u64>;
 
     /// Add or replace a subscription. Existing queue entries are unchanged.
     async fn subscribe(&self, sub: Subscription) -> Result<()>;

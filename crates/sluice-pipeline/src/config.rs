@@ -5,8 +5,14 @@
 //! pipeline = { decode = [{ type = "gzip" }] }                # receive side
 //! pipeline = { decode = [{ type = "zstd", max_size = "2GiB", window_log_max = 27 }] }
 //! pipeline = { encode = [{ type = "gzip", level = 9 }] }     # send side
+//!
+//! [receive_ports.orders.locations.in.pipeline]               # debatching
+//! decode = [{ type = "gzip" }]
+//! disassemble = { type = "xml", record = "/Orders/Order", promote = { "order.id" = "Order/@id" } }
+//! validate = { rule = "order.id exists" }
 //! ```
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -143,17 +149,164 @@ pub enum EncodeConfig {
     Zstd(ZstdEncodeConfig),
 }
 
+fn default_max_record() -> ByteSize {
+    ByteSize(1 << 20)
+}
+fn default_true() -> bool {
+    true
+}
+fn default_batch() -> u32 {
+    1
+}
+fn default_delimiter() -> char {
+    ','
+}
+
+/// `type = "xml"`: each element at `record` (e.g. `/Orders/Order`) becomes a
+/// message, with the namespace declarations in scope copied onto it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XmlDisassembleConfig {
+    /// Absolute path of the repeating element, by local names: `/Orders/Order`.
+    pub record: String,
+    #[serde(default = "default_max_record")]
+    pub max_record_size: ByteSize,
+    #[serde(default)]
+    pub recoverable: bool,
+    /// Property (`ns.name`) → path inside the record, starting with the
+    /// record's own element: `Order/@id`, `Order/Customer`, `Order/Ship/@country`.
+    #[serde(default)]
+    pub promote: BTreeMap<String, String>,
+}
+
+/// `type = "json"`: each element of the array at `array` (a JSON pointer;
+/// `""`, the default, is a top-level array) becomes a message.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonDisassembleConfig {
+    #[serde(default)]
+    pub array: String,
+    #[serde(default = "default_max_record")]
+    pub max_record_size: ByteSize,
+    #[serde(default)]
+    pub recoverable: bool,
+    /// Property (`ns.name`) → JSON pointer inside the record (`/id`, `/customer/name`).
+    #[serde(default)]
+    pub promote: BTreeMap<String, String>,
+}
+
+/// `type = "csv"`: each record (or each `batch` records) becomes a message.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvDisassembleConfig {
+    /// The first record is a header: it names the columns and is repeated at
+    /// the top of every message.
+    #[serde(default = "default_true")]
+    pub header: bool,
+    #[serde(default = "default_delimiter")]
+    pub delimiter: char,
+    /// Records per message.
+    #[serde(default = "default_batch")]
+    pub batch: u32,
+    #[serde(default = "default_max_record")]
+    pub max_record_size: ByteSize,
+    #[serde(default)]
+    pub recoverable: bool,
+    /// Property (`ns.name`) → column name (with a header) or `#N` (1-based
+    /// column number). Only with `batch = 1`.
+    #[serde(default)]
+    pub promote: BTreeMap<String, String>,
+}
+
+/// `type = "lines"`: each line (or each `batch` lines) becomes a message.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinesDisassembleConfig {
+    #[serde(default = "default_batch")]
+    pub batch: u32,
+    #[serde(default = "default_max_record")]
+    pub max_record_size: ByteSize,
+    #[serde(default)]
+    pub recoverable: bool,
+    /// Skip empty lines instead of making empty messages.
+    #[serde(default = "default_true")]
+    pub skip_empty: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum DisassembleConfig {
+    Xml(XmlDisassembleConfig),
+    Json(JsonDisassembleConfig),
+    Csv(CsvDisassembleConfig),
+    Lines(LinesDisassembleConfig),
+}
+
+impl DisassembleConfig {
+    /// The component name used in errors: `xml`, `json`, `csv`, `lines`.
+    pub fn component(&self) -> &'static str {
+        match self {
+            DisassembleConfig::Xml(_) => "xml",
+            DisassembleConfig::Json(_) => "json",
+            DisassembleConfig::Csv(_) => "csv",
+            DisassembleConfig::Lines(_) => "lines",
+        }
+    }
+    /// With `recoverable = true` a bad record is suspended alone and the
+    /// rest of the interchange is published; otherwise the interchange is
+    /// published whole or suspended whole.
+    pub fn recoverable(&self) -> bool {
+        match self {
+            DisassembleConfig::Xml(c) => c.recoverable,
+            DisassembleConfig::Json(c) => c.recoverable,
+            DisassembleConfig::Csv(c) => c.recoverable,
+            DisassembleConfig::Lines(c) => c.recoverable,
+        }
+    }
+    pub fn max_record_size(&self) -> ByteSize {
+        match self {
+            DisassembleConfig::Xml(c) => c.max_record_size,
+            DisassembleConfig::Json(c) => c.max_record_size,
+            DisassembleConfig::Csv(c) => c.max_record_size,
+            DisassembleConfig::Lines(c) => c.max_record_size,
+        }
+    }
+    fn promote(&self) -> Option<&BTreeMap<String, String>> {
+        match self {
+            DisassembleConfig::Xml(c) => Some(&c.promote),
+            DisassembleConfig::Json(c) => Some(&c.promote),
+            DisassembleConfig::Csv(c) => Some(&c.promote),
+            DisassembleConfig::Lines(_) => None,
+        }
+    }
+}
+
+/// `validate = { rule = "order.id exists and order.total > 0" }`: every
+/// record (after promotion) must satisfy the rule, written in the filter
+/// language; one that does not is a bad record.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateConfig {
+    pub rule: String,
+}
+
 /// A receive location's pipeline: `"passthrough"` or a table of stages.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReceiveStages {
     #[serde(default)]
     decode: Vec<DecodeConfig>,
+    #[serde(default)]
+    disassemble: Option<DisassembleConfig>,
+    #[serde(default)]
+    validate: Option<ValidateConfig>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReceivePipelineConfig {
     pub decode: Vec<DecodeConfig>,
+    pub disassemble: Option<DisassembleConfig>,
+    pub validate: Option<ValidateConfig>,
 }
 
 /// A send port's pipeline: `"passthrough"` or a table of stages.
@@ -185,6 +338,26 @@ impl ReceivePipelineConfig {
                 return Err(format!(
                     "{name} max_size {max} is below 1 KiB; every file would be rejected"
                 ));
+            }
+        }
+        if let Some(d) = &self.disassemble {
+            let name = d.component();
+            if d.max_record_size().0 < 16 {
+                return Err(format!(
+                    "disassemble ({name}) max_record_size {} is below 16 bytes",
+                    d.max_record_size()
+                ));
+            }
+            for key in d.promote().into_iter().flat_map(|p| p.keys()) {
+                crate::disassemble::property_key(key)
+                    .map_err(|e| format!("disassemble ({name}) promote `{key}`: {e}"))?;
+            }
+            crate::disassemble::check(d)?;
+        }
+        if let Some(v) = &self.validate {
+            sluice_model::Filter::parse(&v.rule).map_err(|e| format!("validate rule `{}`: {e}", v.rule))?;
+            if self.disassemble.is_none() {
+                return Err("validate needs a disassembler (it checks each record's promoted properties)".into());
             }
         }
         Ok(())
@@ -236,8 +409,12 @@ where
 
 impl<'de> Deserialize<'de> for ReceivePipelineConfig {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s: ReceiveStages = stages_or_passthrough(d, "receive (decode)")?;
-        Ok(ReceivePipelineConfig { decode: s.decode })
+        let s: ReceiveStages = stages_or_passthrough(d, "receive (decode, disassemble, validate)")?;
+        Ok(ReceivePipelineConfig {
+            decode: s.decode,
+            disassemble: s.disassemble,
+            validate: s.validate,
+        })
     }
 }
 

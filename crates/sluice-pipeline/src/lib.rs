@@ -2,10 +2,17 @@
 //!
 //! A receive pipeline takes one inbound body and context and emits one or
 //! more messages (decode → disassemble → validate → promote); a send pipeline
-//! wraps an outbound body (assemble → encode). Built so far: the decode stage
-//! (gzip, zstd, with a cap on the decompressed size) and the encode stage
-//! (gzip, zstd, with a level). Disassemblers, validation, promotion and
-//! batching assemblers are still to come.
+//! wraps an outbound body (assemble → encode). Built: the decode stage (gzip,
+//! zstd, with a cap on the decompressed size), the disassemble stage (XML,
+//! promoting from element and attribute paths as it splits), the validate
+//! stage (a rule over each record's properties), and the encode stage (gzip,
+//! zstd, with a level).
+//!
+//! A pipeline with a disassembler turns one body into an *interchange* of
+//! records ([`Emit::record`]); the publisher makes the whole interchange
+//! visible at once. A bad record ends the interchange with an error (it is
+//! then suspended whole), or, with `recoverable = true`, is handed to
+//! [`Emit::bad_record`] to be suspended alone while the rest goes on.
 //!
 //! Architecture Invariant: bodies are streams. A pipeline component reads
 //! and writes [`Body`] streams; memory per message is bounded by a chunk, not
@@ -14,15 +21,19 @@
 
 mod codec;
 mod config;
+pub mod disassemble;
+mod xml;
 
 use async_trait::async_trait;
 use sluice_model::Context;
 use tokio::io::AsyncRead;
 
 pub use crate::config::{
-    ByteSize, DecodeConfig, EncodeConfig, GzipDecodeConfig, GzipEncodeConfig, ReceivePipelineConfig,
-    SendPipelineConfig, ZstdDecodeConfig, ZstdEncodeConfig,
+    ByteSize, CsvDisassembleConfig, DecodeConfig, DisassembleConfig, EncodeConfig, GzipDecodeConfig, GzipEncodeConfig,
+    JsonDisassembleConfig, LinesDisassembleConfig, ReceivePipelineConfig, SendPipelineConfig, ValidateConfig,
+    XmlDisassembleConfig, ZstdDecodeConfig, ZstdEncodeConfig,
 };
+use crate::disassemble::{BadRecord, Record, RecordSink, SplitError, Stopped};
 
 /// A message body on its way through: a byte stream.
 pub type Body = Box<dyn AsyncRead + Send + Unpin>;
@@ -37,10 +48,17 @@ pub struct PipelineError {
     pub message: String,
 }
 
-/// Receives what a receive pipeline produces.
+/// Receives what a receive pipeline produces: one streamed message
+/// ([`emit`](Self::emit)), or the records of an interchange.
 #[async_trait]
 pub trait Emit: Send {
+    /// The one message made of the whole body (no disassembler).
     async fn emit(&mut self, context: Context, body: Body) -> Result<(), EmitError>;
+    /// The next record of the interchange (at most `max_record_size` bytes).
+    async fn record(&mut self, context: Context, body: Vec<u8>) -> Result<(), EmitError>;
+    /// A record that failed, in a recoverable interchange: to be suspended
+    /// alone, with `error`, while the rest is published.
+    async fn bad_record(&mut self, context: Context, body: Vec<u8>, error: PipelineError) -> Result<(), EmitError>;
 }
 
 /// Why an emitted message could not be taken.
@@ -78,6 +96,8 @@ pub enum ReceiveError {
 pub trait ReceivePipeline: Send + Sync {
     /// Turn one inbound body into messages, handing each to `out`.
     async fn run(&self, context: Context, body: Body, out: &mut dyn Emit) -> Result<(), ReceiveError>;
+    /// Whether this pipeline splits bodies into interchanges of records.
+    fn disassembles(&self) -> bool;
 }
 
 pub trait SendPipeline: Send + Sync {
@@ -89,6 +109,147 @@ pub trait SendPipeline: Send + Sync {
 /// message out per body in, bytes unchanged.
 pub struct StagedReceive {
     decode: Vec<DecodeConfig>,
+    disassemble: Option<DisassembleConfig>,
+    /// The validate stage's rule, parsed, and its text for errors.
+    validate: Option<(sluice_model::Filter, String)>,
+}
+
+/// Records in flight between the splitting thread and the publisher.
+const RECORDS_IN_FLIGHT: usize = 8;
+
+enum Split {
+    Record(Record),
+    Bad(BadRecord),
+}
+
+struct ChannelSink(tokio::sync::mpsc::Sender<Split>);
+
+impl RecordSink for ChannelSink {
+    fn record(&mut self, record: Record) -> Result<(), Stopped> {
+        self.0.blocking_send(Split::Record(record)).map_err(|_| Stopped)
+    }
+    fn bad_record(&mut self, record: BadRecord) -> Result<(), Stopped> {
+        self.0.blocking_send(Split::Bad(record)).map_err(|_| Stopped)
+    }
+}
+
+/// Promote what every record carries: its place in the interchange, and
+/// what the disassembler found in it.
+fn record_context(base: &Context, index: u64, properties: Vec<(String, sluice_model::Value)>) -> Context {
+    let mut ctx = base.clone();
+    ctx.promote("interchange", "sequence", index as i64);
+    for (key, value) in properties {
+        if let Ok(k) = disassemble::property_key(&key) {
+            ctx.promote(&k.namespace, &k.name, value);
+        }
+    }
+    ctx
+}
+
+impl StagedReceive {
+    fn stage_error(
+        &self,
+        stage: &'static str,
+        component: &str,
+        index: u64,
+        offset: u64,
+        message: &str,
+    ) -> PipelineError {
+        PipelineError {
+            stage,
+            component: component.to_string(),
+            message: format!("record {index} (at byte {offset}): {message}"),
+        }
+    }
+
+    /// Take one record: validate it, and hand it on (or refuse it).
+    async fn take(
+        &self,
+        base: &Context,
+        item: Split,
+        component: &str,
+        recoverable: bool,
+        out: &mut dyn Emit,
+    ) -> Result<(), ReceiveError> {
+        let (ctx, body, error) = match item {
+            Split::Record(r) => {
+                let ctx = record_context(base, r.index, r.properties);
+                let error = match &self.validate {
+                    Some((rule, text)) if !rule.matches(&ctx) => Some(self.stage_error(
+                        "validate",
+                        "rule",
+                        r.index,
+                        r.offset,
+                        &format!("does not satisfy `{text}`"),
+                    )),
+                    _ => None,
+                };
+                (ctx, r.body, error)
+            }
+            Split::Bad(b) => {
+                let error = self.stage_error("disassemble", component, b.index, b.offset, &b.message);
+                (record_context(base, b.index, Vec::new()), b.body, Some(error))
+            }
+        };
+        match error {
+            None => Ok(out.record(ctx, body).await?),
+            Some(e) if recoverable => Ok(out.bad_record(ctx, body, e).await?),
+            Some(e) => Err(ReceiveError::Pipeline(e)),
+        }
+    }
+
+    async fn disassemble(
+        &self,
+        d: &DisassembleConfig,
+        context: Context,
+        body: Body,
+        out: &mut dyn Emit,
+    ) -> Result<(), ReceiveError> {
+        let component = d.component();
+        let mut splitter = disassemble::build(d).map_err(|message| PipelineError {
+            stage: "disassemble",
+            component: component.to_string(),
+            message,
+        })?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(RECORDS_IN_FLIGHT);
+        let input = tokio_util::io::SyncIoBridge::new(body);
+        let splitting = tokio::task::spawn_blocking(move || {
+            let mut input = std::io::BufReader::with_capacity(64 * 1024, input);
+            splitter.split(&mut input, &mut ChannelSink(tx))
+        });
+        let mut failed = None;
+        while let Some(item) = rx.recv().await {
+            if let Err(e) = self.take(&context, item, component, d.recoverable(), out).await {
+                failed = Some(e);
+                break;
+            }
+        }
+        // Dropping the receiver stops the splitter at its next record.
+        drop(rx);
+        let split = splitting.await;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        match split {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(SplitError::Read(e))) => Err(match e.get_ref().and_then(|i| i.downcast_ref::<PipelineError>()) {
+                // An earlier stage (a decoder) refused the content.
+                Some(p) => ReceiveError::Pipeline(p.clone()),
+                None => ReceiveError::Emit(EmitError::Store(format!("reading the message: {e}"))),
+            }),
+            Ok(Err(e @ SplitError::Malformed { .. })) => Err(ReceiveError::Pipeline(PipelineError {
+                stage: "disassemble",
+                component: component.to_string(),
+                message: e.to_string(),
+            })),
+            Ok(Err(SplitError::Stopped)) => Err(ReceiveError::Emit(EmitError::Store(
+                "the record channel closed while splitting".into(),
+            ))),
+            Err(join) => Err(ReceiveError::Emit(EmitError::Store(format!(
+                "the {component} disassembler failed: {join}"
+            )))),
+        }
+    }
 }
 
 #[async_trait]
@@ -98,8 +259,14 @@ impl ReceivePipeline for StagedReceive {
         for d in &self.decode {
             body = codec::decoder(d, body);
         }
-        out.emit(context, body).await?;
-        Ok(())
+        match &self.disassemble {
+            Some(d) => self.disassemble(d, context, body, out).await,
+            None => Ok(out.emit(context, body).await?),
+        }
+    }
+
+    fn disassembles(&self) -> bool {
+        self.disassemble.is_some()
     }
 }
 
@@ -119,10 +286,21 @@ impl SendPipeline for StagedSend {
 }
 
 impl ReceivePipelineConfig {
-    pub fn build(&self) -> Box<dyn ReceivePipeline> {
-        Box::new(StagedReceive {
+    /// Build the pipeline. The config must have passed `validate()`.
+    pub fn build(&self) -> Result<Box<dyn ReceivePipeline>, String> {
+        self.validate()?;
+        let validate = match &self.validate {
+            Some(v) => Some((
+                sluice_model::Filter::parse(&v.rule).map_err(|e| format!("validate rule `{}`: {e}", v.rule))?,
+                v.rule.clone(),
+            )),
+            None => None,
+        };
+        Ok(Box::new(StagedReceive {
             decode: self.decode.clone(),
-        })
+            disassemble: self.disassemble.clone(),
+            validate,
+        }))
     }
 }
 
@@ -149,6 +327,14 @@ mod tests {
             self.0.push((context, r));
             Ok(())
         }
+        async fn record(&mut self, context: Context, body: Vec<u8>) -> Result<(), EmitError> {
+            self.0.push((context, Ok(body)));
+            Ok(())
+        }
+        async fn bad_record(&mut self, context: Context, _: Vec<u8>, error: PipelineError) -> Result<(), EmitError> {
+            self.0.push((context, Err(std::io::Error::other(error))));
+            Ok(())
+        }
     }
 
     #[tokio::test]
@@ -158,6 +344,7 @@ mod tests {
         let mut out = Collect(Vec::new());
         ReceivePipelineConfig::default()
             .build()
+            .unwrap()
             .run(ctx.clone(), Box::new(&b"hello"[..]), &mut out)
             .await
             .unwrap();
