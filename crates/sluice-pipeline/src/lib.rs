@@ -19,9 +19,13 @@
 //! by the message. A component that needs the whole document must say so and
 //! carry a size cap and a concurrency limit.
 
+mod bounded;
 mod codec;
 mod config;
+mod csv;
 pub mod disassemble;
+mod json;
+mod lines;
 mod xml;
 
 use async_trait::async_trait;
