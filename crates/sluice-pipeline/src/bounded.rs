@@ -327,4 +327,25 @@ pub(crate) mod testing {
         let read = r.get_ref().read - r.buffer().len() as u64;
         (out, res, read)
     }
+
+    /// Split a generated document holding one huge record (`size` bytes,
+    /// at `index` and `offset`) and check that it was read through, and
+    /// handed on as a bad record of `max` bytes without being held.
+    pub fn one_huge_bad_record(
+        d: &mut dyn Disassembler,
+        doc: Generated,
+        max: usize,
+        (index, offset, size): (u64, u64, u64),
+    ) -> Collected {
+        let total = doc.size();
+        let (out, res, read) = split_generated(d, doc);
+        res.unwrap();
+        assert_eq!(read, total);
+        assert_eq!(out.bad.len(), 1);
+        let bad = &out.bad[0];
+        assert_eq!((bad.index, bad.offset, bad.body.len()), (index, offset, max));
+        assert!(bad.body.capacity() < 4 * max, "{}", bad.body.capacity());
+        assert!(bad.message.contains(&format!("is {size} bytes")), "{}", bad.message);
+        out
+    }
 }

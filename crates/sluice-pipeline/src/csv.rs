@@ -324,3 +324,202 @@ impl Disassembler for CsvDisassembler {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ByteSize;
+    use crate::bounded::testing::{Generated, one_huge_bad_record};
+    use crate::disassemble::testing::split_all;
+
+    /// A config from its TOML options.
+    fn config(toml: &str) -> CsvDisassembleConfig {
+        toml::from_str(toml).unwrap()
+    }
+
+    fn csv(toml: &str) -> CsvDisassembler {
+        CsvDisassembler::new(&config(toml)).unwrap()
+    }
+
+    /// (index, offset, body) of each record, of each bad record, and the result.
+    type Seen = Vec<(u64, u64, String)>;
+
+    fn split(d: &mut CsvDisassembler, doc: &str) -> (Seen, Seen, Result<(), SplitError>) {
+        let (out, res) = split_all(d, doc.as_bytes());
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (
+            out.records.iter().map(|r| (r.index, r.offset, text(&r.body))).collect(),
+            out.bad.iter().map(|r| (r.index, r.offset, text(&r.body))).collect(),
+            res,
+        )
+    }
+
+    #[test]
+    fn splits_records_under_the_header_and_promotes() {
+        let doc = "\u{feff}id,name,note\r\n1,ACME,\"a, \"\"quoted\"\"\r\nnote\"\r\n\r\n2,Zoë,\n";
+        let mut d = csv(r##"promote = { "order.id" = "id", "order.name" = "#2", "order.note" = "note" }"##);
+        let (out, res) = split_all(&mut d, doc.as_bytes());
+        res.unwrap();
+        assert!(out.bad.is_empty(), "{:?}", out.bad);
+        let bodies: Vec<&str> = out
+            .records
+            .iter()
+            .map(|r| std::str::from_utf8(&r.body).unwrap())
+            .collect();
+        assert_eq!(
+            bodies,
+            vec![
+                "id,name,note\n1,ACME,\"a, \"\"quoted\"\"\r\nnote\"\n",
+                "id,name,note\n2,Zoë,\n"
+            ]
+        );
+        assert_eq!(
+            out.records.iter().map(|r| (r.index, r.offset)).collect::<Vec<_>>(),
+            vec![(1, 17), (2, 49)]
+        );
+        let s = |v: &str| Value::String(v.into());
+        assert_eq!(
+            out.records[0].properties,
+            vec![
+                ("order.id".to_string(), s("1")),
+                ("order.name".to_string(), s("ACME")),
+                ("order.note".to_string(), s("a, \"quoted\"\r\nnote")),
+            ]
+        );
+        assert_eq!(out.records[1].properties[1], ("order.name".to_string(), s("Zoë")));
+    }
+
+    #[test]
+    fn without_a_header_and_with_another_delimiter() {
+        let mut d = csv(r##"header = false
+            delimiter = ";"
+            promote = { "x.second" = "#2", "x.tenth" = "#10" }"##);
+        let (records, bad, res) = split(&mut d, "a;b\nc;d;e\nf;g");
+        res.unwrap();
+        assert_eq!(records, vec![(1, 0, "a;b\n".into()), (3, 10, "f;g\n".into())]);
+        assert_eq!(bad, vec![(2, 4, "c;d;e".into())]);
+        let mut d = csv("delimiter = \"\\t\"\nheader = false");
+        let (records, _, res) = split(&mut d, "a\tb,c\n");
+        res.unwrap();
+        assert_eq!(records, vec![(1, 0, "a\tb,c\n".into())]);
+    }
+
+    #[test]
+    fn batches_repeat_the_header_and_a_bad_record_ends_one() {
+        let mut d = csv("batch = 2\nmax_record_size = 16");
+        let doc = "h1,h2\n1,a\n2,b\n3,c\n4\n5,0123456789abcdef\n6,f\n7,g\n";
+        let (records, bad, res) = split(&mut d, doc);
+        res.unwrap();
+        assert_eq!(
+            records,
+            vec![
+                (1, 6, "h1,h2\n1,a\n2,b\n".into()),
+                (2, 14, "h1,h2\n3,c\n".into()),
+                (5, 39, "h1,h2\n6,f\n7,g\n".into()),
+            ]
+        );
+        assert_eq!(bad, vec![(3, 18, "4".into()), (4, 20, "5,0123456789abcd".into())]);
+        let (out, _) = split_all(&mut d, doc.as_bytes());
+        assert!(
+            out.bad[0].message.contains("the record has 1 fields, the header 2"),
+            "{}",
+            out.bad[0].message
+        );
+        assert!(
+            out.bad[1].message.contains("is 18 bytes, over max_record_size 16"),
+            "{}",
+            out.bad[1].message
+        );
+    }
+
+    #[test]
+    fn a_promoted_field_must_be_utf8() {
+        let mut d = csv(r#"promote = { "x.a" = "a" }"#);
+        let (out, res) = split_all(&mut d, b"a,b\n\xff,1\nok,2\n");
+        res.unwrap();
+        assert_eq!(out.bad.len(), 1);
+        assert_eq!(
+            (out.bad[0].index, out.bad[0].offset, &out.bad[0].body[..]),
+            (1, 4, &b"\xff,1"[..])
+        );
+        assert!(out.bad[0].message.contains("not UTF-8"), "{}", out.bad[0].message);
+        assert_eq!(out.records[0].body, b"a,b\nok,2\n");
+        // Without promotion the bytes are not looked at.
+        let (out, res) = split_all(&mut csv(""), b"a,b\n\xff,1\n");
+        res.unwrap();
+        assert_eq!(out.records[0].body, b"a,b\n\xff,1\n");
+    }
+
+    #[test]
+    fn headers_only_and_empty_documents_hold_no_records() {
+        for doc in ["", "\n\r\n", "a,b", "a,b\r\n\r\n"] {
+            let (records, bad, res) = split(&mut csv(""), doc);
+            res.unwrap();
+            assert!(records.is_empty() && bad.is_empty(), "{doc:?}");
+        }
+    }
+
+    #[test]
+    fn a_bad_header_makes_the_document_malformed() {
+        let mut d = csv(r#"promote = { "x.id" = "id" }"#);
+        match split(&mut d, "\nname,other\n1,2\n").2 {
+            Err(SplitError::Malformed {
+                offset,
+                record,
+                message,
+            }) => {
+                assert_eq!((offset, record), (1, None));
+                assert!(
+                    message.contains("the header has no column `id` (promote `x.id`)"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut d = csv("max_record_size = 16");
+        match split(&mut d, "a,0123456789abcdef\n1,2\n").2 {
+            Err(SplitError::Malformed { offset, message, .. }) => {
+                assert_eq!(offset, 0);
+                assert!(message.contains("the header is 18 bytes"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_huge_field_is_counted_not_held() {
+        for promote in ["", r#"promote = { "x.a" = "a" }"#] {
+            let mut d = CsvDisassembler::new(&CsvDisassembleConfig {
+                max_record_size: ByteSize(1024),
+                ..config(promote)
+            })
+            .unwrap();
+            let doc = Generated::new(b"a,b\n1,\"", b'q', 200_000_000, b"\"\n2,x\n");
+            let out = one_huge_bad_record(&mut d, doc, 1024, (1, 4, 200_000_004));
+            assert_eq!(out.records.len(), 1);
+            assert_eq!(out.records[0].body, b"a,b\n2,x\n");
+            assert_eq!(out.records[0].index, 2);
+        }
+    }
+
+    #[test]
+    fn config_errors_are_precise() {
+        let err = |toml: &str| check(&config(toml)).unwrap_err();
+        assert!(err("delimiter = \"é\"").contains("delimiter `\\u{e9}` is not one ASCII character"));
+        assert!(err("delimiter = '\"'").contains("other than a quote"));
+        assert!(err("batch = 0").contains("batch 0 is not 1 to 1000000"));
+        assert!(err("batch = 2000000").contains("batch 2000000"));
+        let e = err("batch = 2\npromote = { \"x.a\" = \"#1\" }");
+        assert!(e.contains("promote needs batch = 1 (batch is 2)"), "{e}");
+        let e = err("header = false\npromote = { \"x.a\" = \"a\" }");
+        assert!(
+            e.contains("promote `x.a` = `a`: a column by name needs header = true"),
+            "{e}"
+        );
+        let e = err("promote = { \"x.a\" = \"#0\" }");
+        assert!(e.contains("a column number is written `#1`"), "{e}");
+        let e = err("promote = { \"9\" = \"a\" }");
+        assert!(e.contains("not a property name"), "{e}");
+        assert!(check(&config("delimiter = \"|\"\nbatch = 1000000")).is_ok());
+    }
+}

@@ -83,7 +83,7 @@ impl Disassembler for LinesDisassembler {
 mod tests {
     use super::*;
     use crate::ByteSize;
-    use crate::bounded::testing::{Generated, split_generated};
+    use crate::bounded::testing::{Generated, one_huge_bad_record};
     use crate::disassemble::testing::split_all;
 
     fn lines(batch: u32, max: u64, skip_empty: bool) -> LinesDisassembler {
@@ -165,21 +165,7 @@ mod tests {
     fn a_huge_line_is_counted_not_held() {
         let mut d = lines(1, 1024, true);
         let doc = Generated::new(b"first\n", b'z', 200_000_000, b"\nlast");
-        let size = doc.size();
-        let (out, res, read) = split_generated(&mut d, doc);
-        res.unwrap();
-        assert_eq!(read, size);
-        assert_eq!(out.bad.len(), 1);
-        assert_eq!(
-            (out.bad[0].index, out.bad[0].offset, out.bad[0].body.len()),
-            (2, 6, 1024)
-        );
-        assert!(
-            out.bad[0].message.contains("is 200000000 bytes"),
-            "{}",
-            out.bad[0].message
-        );
-        assert!(out.bad[0].body.capacity() < 4096);
+        let out = one_huge_bad_record(&mut d, doc, 1024, (2, 6, 200_000_000));
         let bodies: Vec<&[u8]> = out.records.iter().map(|r| &r.body[..]).collect();
         assert_eq!(bodies, vec![&b"first"[..], b"last"]);
         assert_eq!(out.records[1].index, 3);
