@@ -398,6 +398,10 @@ mod tests {
         res.unwrap();
         assert_eq!(records, vec![(1, 0, "a;b\n".into()), (3, 10, "f;g\n".into())]);
         assert_eq!(bad, vec![(2, 4, "c;d;e".into())]);
+        // A bare `\r` ends a row too.
+        let (records, _, res) = split(&mut d, "x;y\ry;z\r");
+        res.unwrap();
+        assert_eq!(records, vec![(1, 0, "x;y\n".into()), (2, 4, "y;z\n".into())]);
         let mut d = csv("delimiter = \"\\t\"\nheader = false");
         let (records, _, res) = split(&mut d, "a\tb,c\n");
         res.unwrap();

@@ -4,7 +4,8 @@
 //! more messages (decode → disassemble → validate → promote); a send pipeline
 //! wraps an outbound body (assemble → encode). Built: the decode stage (gzip,
 //! zstd, with a cap on the decompressed size), the disassemble stage (XML,
-//! promoting from element and attribute paths as it splits), the validate
+//! JSON, CSV, lines; promoting from element paths, JSON pointers or columns
+//! as it splits; CSV and lines can batch records), the validate
 //! stage (a rule over each record's properties), and the encode stage (gzip,
 //! zstd, with a level).
 //!
