@@ -6,6 +6,7 @@ use std::io::BufRead;
 
 use sluice_model::Value;
 
+use crate::config::ByteSize;
 use crate::disassemble::{BadRecord, Record, RecordSink, SplitError, Stopped};
 
 /// A UTF-8 byte order mark; skipped at the start of a document.
@@ -137,14 +138,23 @@ impl Batcher {
     }
 }
 
-/// Check a csv or lines `batch`.
-pub(crate) fn check_batch(batch: u32) -> Result<(), String> {
-    if (1..=MAX_BATCH).contains(&batch) {
-        Ok(())
-    } else {
-        Err(format!("batch {batch} is not 1 to {MAX_BATCH} (records per message)"))
+/// Check a csv or lines `batch`: a message of `batch` records, each up to
+/// `max_record_size`, is held in memory whole, so their product is capped.
+pub(crate) fn check_batch(batch: u32, max_record_size: ByteSize) -> Result<(), String> {
+    if !(1..=MAX_BATCH).contains(&batch) {
+        return Err(format!("batch {batch} is not 1 to {MAX_BATCH} (records per message)"));
     }
+    if u64::from(batch).saturating_mul(max_record_size.0) > MAX_BATCH_BYTES.0 {
+        return Err(format!(
+            "batch {batch} × max_record_size {max_record_size} is over {MAX_BATCH_BYTES}: a message is held in memory whole \
+             (lower max_record_size to what one record can really be)"
+        ));
+    }
+    Ok(())
 }
+
+/// The most bytes a batch of records may come to.
+const MAX_BATCH_BYTES: ByteSize = ByteSize(1 << 30);
 
 /// The most records a csv or lines message may gather.
 const MAX_BATCH: u32 = 1_000_000;

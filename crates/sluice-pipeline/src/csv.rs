@@ -61,7 +61,7 @@ pub(crate) struct CsvDisassembler {
 
 impl CsvDisassembler {
     pub(crate) fn new(c: &CsvDisassembleConfig) -> Result<Self, String> {
-        check_batch(c.batch)?;
+        check_batch(c.batch, c.max_record_size)?;
         let delimiter = u8::try_from(c.delimiter)
             .ok()
             .filter(|d| d.is_ascii() && !matches!(d, b'"' | b'\r' | b'\n'))
@@ -524,6 +524,7 @@ mod tests {
         assert!(e.contains("a column number is written `#1`"), "{e}");
         let e = err("promote = { \"9\" = \"a\" }");
         assert!(e.contains("not a property name"), "{e}");
-        assert!(check(&config("delimiter = \"|\"\nbatch = 1000000")).is_ok());
+        assert!(err("batch = 1025").contains("batch 1025 × max_record_size 1048576 bytes is over 1073741824 bytes"));
+        assert!(check(&config("delimiter = \"|\"\nbatch = 1000000\nmax_record_size = 1024")).is_ok());
     }
 }

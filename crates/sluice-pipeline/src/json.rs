@@ -161,7 +161,8 @@ fn kind(b: u8) -> &'static str {
         b'"' => "a string",
         b't' | b'f' => "a boolean",
         b'n' => "null",
-        _ => "a number",
+        b'-' | b'0'..=b'9' => "a number",
+        _ => "not a JSON value",
     }
 }
 

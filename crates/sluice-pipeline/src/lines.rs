@@ -20,7 +20,7 @@ use crate::config::LinesDisassembleConfig;
 use crate::disassemble::{Disassembler, RecordSink, SplitError};
 
 pub(crate) fn check(c: &LinesDisassembleConfig) -> Result<(), String> {
-    check_batch(c.batch)
+    check_batch(c.batch, c.max_record_size)
 }
 
 pub(crate) struct LinesDisassembler {
@@ -182,5 +182,14 @@ mod tests {
         assert!(check(&c(0)).unwrap_err().contains("batch 0 is not 1 to 1000000"));
         assert!(check(&c(1_000_001)).is_err());
         assert!(check(&c(1_000_000)).is_ok());
+        let e = check(&LinesDisassembleConfig {
+            max_record_size: ByteSize(1 << 20),
+            ..c(1025)
+        })
+        .unwrap_err();
+        assert!(
+            e.contains("batch 1025 × max_record_size 1048576 bytes is over 1073741824 bytes"),
+            "{e}"
+        );
     }
 }
