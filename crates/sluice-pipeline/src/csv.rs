@@ -168,7 +168,7 @@ impl Row {
             let eof = buf.is_empty();
             let (res, nin, nout, nend) =
                 core.read_record(buf, &mut self.out[self.nout..], &mut self.ends[self.nends..]);
-            self.raw.push(&buf[..nin], max + 2);
+            self.raw.push(&buf[..nin], max.saturating_add(2));
             bytes.consume(nin);
             self.nout += nout;
             self.nends += nend;
@@ -182,7 +182,7 @@ impl Row {
                     // Values are never longer than the record's bytes: past
                     // the limit the record is over it, and its values unused.
                     if keep && self.out.len() as u64 <= max {
-                        let grown = (self.out.len() * 2).min(max as usize + 1);
+                        let grown = (self.out.len() * 2).min((max as usize).saturating_add(1));
                         self.out.resize(grown, 0);
                     } else {
                         self.lost = true;

@@ -491,7 +491,8 @@ impl JsonDisassembler {
         match s.bytes.peek()? {
             Some(b'{' | b'[' | b'"') => self.delimit(s, &mut body)?,
             _ => {
-                s.bytes.take_until(&mut body, max + 1, true, ends_scalar)?;
+                s.bytes
+                    .take_until(&mut body, max.saturating_add(1), true, ends_scalar)?;
                 if body.total == 0 {
                     return Err(s.malformed("expected a value"));
                 }
@@ -535,7 +536,7 @@ impl JsonDisassembler {
     /// Copy an object, array or string out, following strings, escapes and
     /// brackets to find its end; keep at most max_record_size + 1 bytes.
     fn delimit(&self, s: &mut Scan<'_>, body: &mut Capped) -> Result<(), SplitError> {
-        let keep = self.max_record + 1;
+        let keep = self.max_record.saturating_add(1);
         let mut stack: Vec<u8> = Vec::new();
         let mut in_string = false;
         let mut escape = false;

@@ -52,7 +52,7 @@ impl Disassembler for LinesDisassembler {
             line.clear();
             // One byte more than the limit: room for the `\r` of a `\r\n`.
             let newline = bytes
-                .take_until(&mut line, self.max + 1, true, |b| b == b'\n')?
+                .take_until(&mut line, self.max.saturating_add(1), true, |b| b == b'\n')?
                 .is_some();
             if newline {
                 bytes.consume(1);
