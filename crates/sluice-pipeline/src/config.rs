@@ -10,6 +10,9 @@
 //! decode = [{ type = "gzip" }]
 //! disassemble = { type = "xml", record = "/Orders/Order", promote = { "order.id" = "Order/@id" } }
 //! validate = { rule = "order.id exists" }
+//! # or: disassemble = { type = "json", array = "/orders", promote = { "order.id" = "/id" } }
+//! # or: disassemble = { type = "csv", delimiter = ";", batch = 100 }
+//! # or: disassemble = { type = "lines", skip_empty = false }
 //! ```
 
 use std::collections::BTreeMap;

@@ -90,10 +90,9 @@ pub fn property_key(key: &str) -> Result<Key, String> {
 pub(crate) fn check(d: &DisassembleConfig) -> Result<(), String> {
     match d {
         DisassembleConfig::Xml(c) => crate::xml::check(c).map_err(|e| format!("disassemble (xml): {e}")),
-        DisassembleConfig::Json(_) | DisassembleConfig::Csv(_) | DisassembleConfig::Lines(_) => Err(format!(
-            "disassemble type `{}` is not available in this build yet",
-            d.component()
-        )),
+        DisassembleConfig::Json(c) => crate::json::check(c).map_err(|e| format!("disassemble (json): {e}")),
+        DisassembleConfig::Csv(c) => crate::csv::check(c).map_err(|e| format!("disassemble (csv): {e}")),
+        DisassembleConfig::Lines(c) => crate::lines::check(c).map_err(|e| format!("disassemble (lines): {e}")),
     }
 }
 
@@ -101,10 +100,9 @@ pub(crate) fn check(d: &DisassembleConfig) -> Result<(), String> {
 pub(crate) fn build(d: &DisassembleConfig) -> Result<Box<dyn Disassembler>, String> {
     match d {
         DisassembleConfig::Xml(c) => Ok(Box::new(crate::xml::XmlDisassembler::new(c)?)),
-        other => Err(format!(
-            "disassemble type `{}` is not available in this build yet",
-            other.component()
-        )),
+        DisassembleConfig::Json(c) => Ok(Box::new(crate::json::JsonDisassembler::new(c)?)),
+        DisassembleConfig::Csv(c) => Ok(Box::new(crate::csv::CsvDisassembler::new(c)?)),
+        DisassembleConfig::Lines(c) => Ok(Box::new(crate::lines::LinesDisassembler::new(c)?)),
     }
 }
 

@@ -4,7 +4,8 @@
 //! more messages (decode → disassemble → validate → promote); a send pipeline
 //! wraps an outbound body (assemble → encode). Built: the decode stage (gzip,
 //! zstd, with a cap on the decompressed size), the disassemble stage (XML,
-//! promoting from element and attribute paths as it splits), the validate
+//! JSON, CSV, lines; promoting from element paths, JSON pointers or columns
+//! as it splits; CSV and lines can batch records), the validate
 //! stage (a rule over each record's properties), and the encode stage (gzip,
 //! zstd, with a level).
 //!
@@ -19,9 +20,13 @@
 //! by the message. A component that needs the whole document must say so and
 //! carry a size cap and a concurrency limit.
 
+mod bounded;
 mod codec;
 mod config;
+mod csv;
 pub mod disassemble;
+mod json;
+mod lines;
 mod xml;
 
 use async_trait::async_trait;
@@ -359,5 +364,173 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(sent, b"bye");
+    }
+
+    /// Run a pipeline, given as TOML, over `doc`.
+    async fn run_toml(pipeline: &str, doc: &str) -> (Collect, Result<(), ReceiveError>) {
+        #[derive(serde::Deserialize)]
+        struct Location {
+            pipeline: ReceivePipelineConfig,
+        }
+        let location: Location = toml::from_str(pipeline).unwrap();
+        let mut out = Collect(Vec::new());
+        let body: Body = Box::new(std::io::Cursor::new(doc.as_bytes().to_vec()));
+        let res = location
+            .pipeline
+            .build()
+            .unwrap()
+            .run(Context::new(), body, &mut out)
+            .await;
+        (out, res)
+    }
+
+    /// Run a pipeline that must fail: how many messages it gave, and its error.
+    async fn failure(pipeline: &str, doc: &str) -> (usize, String) {
+        let (out, res) = run_toml(pipeline, doc).await;
+        (out.0.len(), res.unwrap_err().to_string())
+    }
+
+    /// Each message's sequence and promoted `order.id` (as text), and its
+    /// body, or the error it was suspended with.
+    fn seen(out: &Collect) -> Vec<(Option<String>, Option<String>, String)> {
+        out.0
+            .iter()
+            .map(|(ctx, body)| {
+                let sequence = ctx.promoted("interchange", "sequence").map(|v| v.to_string());
+                let id = ctx.promoted("order", "id").map(|v| match v {
+                    sluice_model::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                });
+                let body = match body {
+                    Ok(b) => String::from_utf8_lossy(b).into_owned(),
+                    Err(e) => format!("bad: {e}"),
+                };
+                (sequence, id, body)
+            })
+            .collect()
+    }
+
+    const JSON_ORDERS: &str = r#"{"orders": [{"id": 1}, {"id": tru}, {"id": "C"}]}"#;
+    const CSV_ORDERS: &str = "id,name\nA,acme\nB\nC,zed\n";
+
+    #[tokio::test]
+    async fn a_recoverable_json_interchange_suspends_only_the_bad_record() {
+        let (out, res) = run_toml(
+            r#"pipeline = { disassemble = { type = "json", array = "/orders", recoverable = true, promote = { "order.id" = "/id" } } }"#,
+            JSON_ORDERS,
+        )
+        .await;
+        res.unwrap();
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(
+            seen(&out),
+            vec![
+                (s("1"), s("1"), r#"{"id": 1}"#.into()),
+                (
+                    s("2"),
+                    None,
+                    "bad: disassemble stage, component json: record 2 (at byte 23): malformed JSON: expected ident at line 1 column 11"
+                        .into()
+                ),
+                (s("3"), s("C"), r#"{"id": "C"}"#.into()),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unrecoverable_json_interchange_fails_at_the_bad_record() {
+        let json = r#"pipeline = { disassemble = { type = "json", array = "/orders" } }"#;
+        assert_eq!(
+            failure(json, JSON_ORDERS).await,
+            (
+                1,
+                "disassemble stage, component json: record 2 (at byte 23): malformed JSON: expected ident at line 1 column 11"
+                    .into()
+            )
+        );
+        assert_eq!(
+            failure(json, "[1]").await,
+            (
+                0,
+                "disassemble stage, component json: the top-level value is an array; `orders` is not an index in it (at byte 0)"
+                    .into()
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_recoverable_csv_interchange_suspends_only_the_bad_record() {
+        let pipeline = r#"pipeline = { disassemble = { type = "csv", recoverable = true, promote = { "order.id" = "id" } }, validate = { rule = "order.id != 'C'" } }"#;
+        let (out, res) = run_toml(pipeline, CSV_ORDERS).await;
+        res.unwrap();
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(
+            seen(&out),
+            vec![
+                (s("1"), s("A"), "id,name\nA,acme\n".into()),
+                (
+                    s("2"),
+                    None,
+                    "bad: disassemble stage, component csv: record 2 (at byte 15): the record has 1 fields, the header 2".into()
+                ),
+                (
+                    s("3"),
+                    s("C"),
+                    "bad: validate stage, component rule: record 3 (at byte 17): does not satisfy `order.id != 'C'`".into()
+                ),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unrecoverable_csv_interchange_fails_at_the_bad_record() {
+        assert_eq!(
+            failure(
+                r#"pipeline = { disassemble = { type = "csv", batch = 1 } }"#,
+                CSV_ORDERS
+            )
+            .await,
+            (
+                1,
+                "disassemble stage, component csv: record 2 (at byte 15): the record has 1 fields, the header 2".into()
+            )
+        );
+        let (out, res) = run_toml(
+            r#"pipeline = { disassemble = { type = "lines", batch = 2 } }"#,
+            "a\nb\nc",
+        )
+        .await;
+        res.unwrap();
+        assert_eq!(
+            seen(&out).into_iter().map(|(_, _, b)| b).collect::<Vec<_>>(),
+            vec!["a\nb\n", "c\n"]
+        );
+    }
+
+    #[test]
+    fn check_refuses_bad_disassembler_options() {
+        #[derive(serde::Deserialize)]
+        struct Location {
+            pipeline: ReceivePipelineConfig,
+        }
+        let e = |pipeline: &str| {
+            toml::from_str::<Location>(pipeline)
+                .unwrap()
+                .pipeline
+                .validate()
+                .unwrap_err()
+        };
+        assert_eq!(
+            e(r#"pipeline = { disassemble = { type = "csv", batch = 0 } }"#),
+            "disassemble (csv): batch 0 is not 1 to 1000000 (records per message)"
+        );
+        assert!(
+            e(r#"pipeline = { disassemble = { type = "json", array = "x" } }"#)
+                .starts_with("disassemble (json): array")
+        );
+        assert!(
+            e(r#"pipeline = { disassemble = { type = "lines", batch = 0 } }"#)
+                .starts_with("disassemble (lines): batch 0")
+        );
     }
 }
