@@ -32,9 +32,10 @@ fn orders(n: u32, bad: Option<u32>) -> String {
 fn example(root: &Path) -> std::path::PathBuf {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/debatch-xml/sluice.toml");
     let config = root.join("sluice.toml");
-    let text = std::fs::read_to_string(example)
-        .unwrap()
-        .replace(r#"mask = "*.xml""#, r#"mask = "*.xml", settle = "200ms", poll_interval = "100ms""#);
+    let text = std::fs::read_to_string(example).unwrap().replace(
+        r#"mask = "*.xml""#,
+        r#"mask = "*.xml", settle = "200ms", poll_interval = "100ms""#,
+    );
     std::fs::write(&config, text).unwrap();
     std::fs::create_dir_all(root.join("in")).unwrap();
     config
@@ -47,7 +48,9 @@ fn suspended(config: &Path) -> serde_json::Value {
 }
 
 fn show(config: &Path, id: &str) -> serde_json::Value {
-    let out = run(sluice().args(["messages", "show", id, "--json", "--config"]).arg(config));
+    let out = run(sluice()
+        .args(["messages", "show", id, "--json", "--config"])
+        .arg(config));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -60,13 +63,23 @@ fn debatch_xml_example_splits_and_routes_by_promoted_properties() {
     let config = example(root.path());
     let mut node = Node::start(&config, &root.path().join("node.log"));
     // The sample shipped with the example, then a bigger one.
-    let sample = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/debatch-xml/orders.xml")).unwrap();
+    let sample = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/debatch-xml/orders.xml"
+    ))
+    .unwrap();
     drop_file(&root.path().join("in"), "sample.xml", &sample);
     drop_file(&root.path().join("in"), "orders.xml", orders(3000, None).as_bytes());
     let (out, acme) = (root.path().join("out"), root.path().join("acme"));
-    wait_until(Duration::from_secs(120), "3003 orders in out/", || names(&out).len() == 3003);
-    wait_until(Duration::from_secs(60), "1002 orders in acme/", || names(&acme).len() == 1002);
-    wait_until(Duration::from_secs(30), "an empty box", || status_json(&config)["spool"] == 0);
+    wait_until(Duration::from_secs(120), "3003 orders in out/", || {
+        names(&out).len() == 3003
+    });
+    wait_until(Duration::from_secs(60), "1002 orders in acme/", || {
+        names(&acme).len() == 1002
+    });
+    wait_until(Duration::from_secs(30), "an empty box", || {
+        status_json(&config)["spool"] == 0
+    });
     node.stop();
     assert_eq!(
         std::fs::read_to_string(out.join("1002.xml")).unwrap(),
@@ -98,12 +111,21 @@ fn a_bad_record_suspends_the_whole_interchange() {
     wait_until(Duration::from_secs(60), "two suspended files", || {
         status_json(&config)["suspended"] == 2
     });
-    wait_until(Duration::from_secs(30), "in/ emptied", || names(&root.path().join("in")).is_empty());
+    wait_until(Duration::from_secs(30), "in/ emptied", || {
+        names(&root.path().join("in")).is_empty()
+    });
     // A good file behind them still goes through.
     drop_file(&root.path().join("in"), "good.xml", orders(10, None).as_bytes());
-    wait_until(Duration::from_secs(60), "the good file's orders", || names(&root.path().join("out")).len() == 10);
+    wait_until(Duration::from_secs(60), "the good file's orders", || {
+        names(&root.path().join("out")).len() == 10
+    });
     let list = suspended(&config);
-    let reasons: Vec<String> = list.as_array().unwrap().iter().map(|s| s["reason"].as_str().unwrap().to_string()).collect();
+    let reasons: Vec<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["reason"].as_str().unwrap().to_string())
+        .collect();
     let offset_300 = bad.find("<Order><Customer>").unwrap();
     assert!(
         reasons.iter().any(|r| r.contains(&format!(
@@ -112,17 +134,26 @@ fn a_bad_record_suspends_the_whole_interchange() {
         "{reasons:?}"
     );
     assert!(
-        reasons.iter().any(|r| r.contains("disassemble stage, component xml: the document ends inside a record")
-            && r.contains("in record 250")),
+        reasons.iter().any(
+            |r| r.contains("disassemble stage, component xml: the document ends inside a record")
+                && r.contains("in record 250")
+        ),
         "{reasons:?}"
     );
     for s in list.as_array().unwrap() {
         assert_eq!(s["resumable"], false);
         let msg = show(&config, s["message_id"].as_str().unwrap());
         let size = msg["parts"][0]["size"].as_u64().unwrap();
-        assert!(size == bad.len() as u64 || size == cut.len() as u64, "kept as received: {size}");
+        assert!(
+            size == bad.len() as u64 || size == cut.len() as u64,
+            "kept as received: {size}"
+        );
     }
-    assert_eq!(status_json(&config)["spool"], 2, "only the two suspended files are left");
+    assert_eq!(
+        status_json(&config)["spool"],
+        2,
+        "only the two suspended files are left"
+    );
     node.stop();
 }
 
@@ -132,17 +163,25 @@ fn a_bad_record_suspends_the_whole_interchange() {
 fn recoverable_interchange_suspends_only_the_bad_record() {
     let root = tempfile::tempdir().unwrap();
     let config = example(root.path());
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace(r#"max_record_size = "1MiB""#, "max_record_size = \"1MiB\"\nrecoverable = true");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        r#"max_record_size = "1MiB""#,
+        "max_record_size = \"1MiB\"\nrecoverable = true",
+    );
     std::fs::write(&config, text).unwrap();
     let mut node = Node::start(&config, &root.path().join("node.log"));
     drop_file(&root.path().join("in"), "mixed.xml", orders(200, Some(77)).as_bytes());
-    wait_until(Duration::from_secs(60), "199 orders in out/", || names(&root.path().join("out")).len() == 199);
-    wait_until(Duration::from_secs(30), "one suspended record", || status_json(&config)["suspended"] == 1);
+    wait_until(Duration::from_secs(60), "199 orders in out/", || {
+        names(&root.path().join("out")).len() == 199
+    });
+    wait_until(Duration::from_secs(30), "one suspended record", || {
+        status_json(&config)["suspended"] == 1
+    });
     let list = suspended(&config);
     let reason = list[0]["reason"].as_str().unwrap();
-    assert!(reason.contains("validate stage, component rule: record 77 (at byte"), "{reason}");
+    assert!(
+        reason.contains("validate stage, component rule: record 77 (at byte"),
+        "{reason}"
+    );
     assert_eq!(list[0]["resumable"], false);
     let msg = show(&config, list[0]["message_id"].as_str().unwrap());
     assert_eq!(
@@ -150,8 +189,13 @@ fn recoverable_interchange_suspends_only_the_bad_record() {
         r#"<Order xmlns="urn:example:orders"><Customer>Globex</Customer></Order>"#.len() as u64,
         "the suspended message is the bad record itself"
     );
-    assert!(msg["context"].to_string().contains("mixed.xml"), "it keeps the file's context");
-    wait_until(Duration::from_secs(30), "only the bad record left", || status_json(&config)["spool"] == 1);
+    assert!(
+        msg["context"].to_string().contains("mixed.xml"),
+        "it keeps the file's context"
+    );
+    wait_until(Duration::from_secs(30), "only the bad record left", || {
+        status_json(&config)["spool"] == 1
+    });
     node.stop();
 }
 
@@ -175,8 +219,12 @@ fn kill9_in_the_middle_of_an_interchange() {
     let log2 = root.path().join("node2.log");
     let mut node = Node::start(&config, &log2);
     let out = root.path().join("out");
-    wait_until(Duration::from_secs(300), "every order in out/", || names(&out).len() == n as usize);
-    wait_until(Duration::from_secs(60), "an empty box", || status_json(&config)["spool"] == 0);
+    wait_until(Duration::from_secs(300), "every order in out/", || {
+        names(&out).len() == n as usize
+    });
+    wait_until(Duration::from_secs(60), "an empty box", || {
+        status_json(&config)["spool"] == 0
+    });
     assert_eq!(status_json(&config)["content_chunks"], 0);
     node.stop();
     let second_run = std::fs::read_to_string(&log2).unwrap();
@@ -184,5 +232,8 @@ fn kill9_in_the_middle_of_an_interchange() {
     // staged and reads the file again), or just after it (nothing to discard).
     let committed = first_run.contains("interchange published");
     let discarded = second_run.contains("discarded interchanges that were not committed");
-    assert!(committed != discarded, "committed before the kill: {committed}, discarded at restart: {discarded}");
+    assert!(
+        committed != discarded,
+        "committed before the kill: {committed}, discarded at restart: {discarded}"
+    );
 }

@@ -152,6 +152,9 @@ pub enum EncodeConfig {
     Zstd(ZstdEncodeConfig),
 }
 
+/// Largest `max_record_size` accepted: records are held in memory.
+const MAX_RECORD_LIMIT: u64 = 256 << 20;
+
 fn default_max_record() -> ByteSize {
     ByteSize(1 << 20)
 }
@@ -345,6 +348,12 @@ impl ReceivePipelineConfig {
         }
         if let Some(d) = &self.disassemble {
             let name = d.component();
+            if d.max_record_size().0 > MAX_RECORD_LIMIT {
+                return Err(format!(
+                    "disassemble ({name}) max_record_size {} is over 256 MiB; records are held in memory, one at a time",
+                    d.max_record_size()
+                ));
+            }
             if d.max_record_size().0 < 16 {
                 return Err(format!(
                     "disassemble ({name}) max_record_size {} is below 16 bytes",

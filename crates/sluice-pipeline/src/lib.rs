@@ -59,7 +59,8 @@ pub struct PipelineError {
 pub trait Emit: Send {
     /// The one message made of the whole body (no disassembler).
     async fn emit(&mut self, context: Context, body: Body) -> Result<(), EmitError>;
-    /// The next record of the interchange (at most `max_record_size` bytes).
+    /// The next record of the interchange: one record of at most
+    /// `max_record_size` bytes, or (csv, lines) a batch of them plus a header.
     async fn record(&mut self, context: Context, body: Vec<u8>) -> Result<(), EmitError>;
     /// A record that failed, in a recoverable interchange: to be suspended
     /// alone, with `error`, while the rest is published.
@@ -119,8 +120,10 @@ pub struct StagedReceive {
     validate: Option<(sluice_model::Filter, String)>,
 }
 
-/// Records in flight between the splitting thread and the publisher.
-const RECORDS_IN_FLIGHT: usize = 8;
+/// Records in flight between the splitting thread and the publisher: with
+/// the one being split and the one being stored, a location holds at most
+/// `RECORDS_IN_FLIGHT + 2` records of one document in memory.
+const RECORDS_IN_FLIGHT: usize = 4;
 
 enum Split {
     Record(Record),
@@ -250,9 +253,13 @@ impl StagedReceive {
             Ok(Err(SplitError::Stopped)) => Err(ReceiveError::Emit(EmitError::Store(
                 "the record channel closed while splitting".into(),
             ))),
-            Err(join) => Err(ReceiveError::Emit(EmitError::Store(format!(
-                "the {component} disassembler failed: {join}"
-            )))),
+            // A bug of ours, triggered by this content: retrying would hit it
+            // again, so the interchange is refused (suspended as received).
+            Err(join) => Err(ReceiveError::Pipeline(PipelineError {
+                stage: "disassemble",
+                component: component.to_string(),
+                message: format!("the disassembler failed unexpectedly ({join}); please report it"),
+            })),
         }
     }
 }

@@ -77,6 +77,9 @@ fn parse_promotion(property: &str, path: &str, record: &[u8]) -> Result<Promotio
     })
 }
 
+/// Deepest element nesting accepted (outside and inside records together).
+const MAX_DEPTH: usize = 1024;
+
 pub(crate) fn check(c: &XmlDisassembleConfig) -> Result<(), String> {
     XmlDisassembler::new(c).map(|_| ())
 }
@@ -155,18 +158,23 @@ impl Current {
         &mut self,
         text: Result<std::borrow::Cow<'_, str>, quick_xml::encoding::EncodingError>,
         what: &str,
+        max: u64,
     ) {
         match text {
-            Ok(s) => self.text(&s),
+            Ok(s) => self.text(&s, max),
             Err(e) => {
                 self.error.get_or_insert(format!("{what} is not UTF-8: {e}"));
             }
         }
     }
 
-    fn text(&mut self, text: &str) {
+    /// Add text to the promotions collecting now. A promoted value is part
+    /// of the record, so it can never be longer than the record limit.
+    fn text(&mut self, text: &str, max: u64) {
         for (_, _, acc) in &mut self.collecting {
-            acc.push_str(text);
+            if (acc.len() + text.len()) as u64 <= max {
+                acc.push_str(text);
+            }
         }
     }
 }
@@ -361,6 +369,7 @@ impl Disassembler for XmlDisassembler {
         let mut current: Option<Current> = None;
         let mut index = 0u64;
         let mut seen_root = false;
+        let mut root_closed = false;
         let max = self.max_record;
         loop {
             buf.clear();
@@ -375,6 +384,26 @@ impl Disassembler for XmlDisassembler {
                 }
             };
             let bad_event = |e: quick_xml::Error| to_split_error(e, before, record);
+            let malformed = |message: String| SplitError::Malformed {
+                offset: before,
+                record,
+                message,
+            };
+            let depth = ancestors.len() + current.as_ref().map_or(0, |c| c.path.len() + 1);
+            match &event {
+                Event::Start(_) | Event::Empty(_) if root_closed => {
+                    return Err(malformed("a second root element after the document's end".into()));
+                }
+                Event::Text(t)
+                    if ancestors.is_empty() && current.is_none() && !t.iter().all(u8::is_ascii_whitespace) =>
+                {
+                    return Err(malformed("text outside the root element".into()));
+                }
+                Event::Start(_) if depth >= MAX_DEPTH => {
+                    return Err(malformed(format!("elements are nested deeper than {MAX_DEPTH}")));
+                }
+                _ => {}
+            }
             match (&mut current, event) {
                 (None, Event::Start(e)) => {
                     seen_root = true;
@@ -399,17 +428,21 @@ impl Disassembler for XmlDisassembler {
                         self.element(&mut cur, &e, true, true);
                         self.finish(cur, out)?;
                     }
+                    root_closed = ancestors.is_empty();
                 }
                 (None, Event::End(_)) => {
                     ancestors.pop();
+                    root_closed = ancestors.is_empty();
                 }
                 (None, Event::Eof) => {
                     if !seen_root {
-                        return Err(SplitError::Malformed {
-                            offset: before,
-                            record: None,
-                            message: "the document has no root element".into(),
-                        });
+                        return Err(malformed("the document has no root element".into()));
+                    }
+                    if let Some(open) = ancestors.last() {
+                        return Err(malformed(format!(
+                            "the document ends inside element `{}` (truncated?)",
+                            String::from_utf8_lossy(&open.local)
+                        )));
                     }
                     return Ok(());
                 }
@@ -430,6 +463,7 @@ impl Disassembler for XmlDisassembler {
                         if let Some(done) = current.take() {
                             self.finish(done, out)?;
                         }
+                        root_closed = ancestors.is_empty();
                     } else {
                         self.element_end(cur);
                     }
@@ -437,13 +471,13 @@ impl Disassembler for XmlDisassembler {
                 (Some(cur), Event::Text(t)) => {
                     cur.push(&[&t], max);
                     if !cur.collecting.is_empty() {
-                        cur.decoded_text(t.xml10_content(), "text");
+                        cur.decoded_text(t.xml10_content(), "text", max);
                     }
                 }
                 (Some(cur), Event::CData(t)) => {
                     cur.push(&[b"<![CDATA[", &t, b"]]>"], max);
                     if !cur.collecting.is_empty() {
-                        cur.decoded_text(t.xml10_content(), "CDATA");
+                        cur.decoded_text(t.xml10_content(), "CDATA", max);
                     }
                 }
                 (Some(cur), Event::GeneralRef(r)) => {
@@ -457,7 +491,7 @@ impl Disassembler for XmlDisassembler {
                             Err(_) => None,
                         };
                         match resolved {
-                            Some(s) => cur.text(&s),
+                            Some(s) => cur.text(&s, max),
                             None => {
                                 cur.error.get_or_insert(format!(
                                     "unknown entity reference `&{};`",
@@ -644,6 +678,54 @@ mod tests {
         }
         let (_, res) = split_all(&mut d, b"");
         assert!(matches!(res, Err(SplitError::Malformed { .. })), "{res:?}");
+    }
+
+    #[test]
+    fn a_document_that_does_not_close_or_goes_on_after_its_end_is_malformed() {
+        let mut d = XmlDisassembler::new(&config("/a/r", &[])).unwrap();
+        for (doc, what) in [
+            (&b"<a><r>1</r><r>2</r>"[..], "ends inside element `a`"),
+            (b"<a><r>1</r></a><b/>", "a second root element"),
+            (b"<a><r>1</r></a>junk", "text outside the root element"),
+            (b"junk<a><r>1</r></a>", "text outside the root element"),
+        ] {
+            let (_, res) = split_all(&mut d, doc);
+            match res {
+                Err(SplitError::Malformed { message, .. }) => assert!(message.contains(what), "{message}"),
+                other => panic!("{}: {other:?}", String::from_utf8_lossy(doc)),
+            }
+        }
+        let (out, res) = split_all(&mut d, b"<?xml version=\"1.0\"?>\n<a><r>1</r></a>\n<!-- end -->\n");
+        res.unwrap();
+        assert_eq!(out.records.len(), 1);
+        // A record path of the root itself.
+        let mut root = XmlDisassembler::new(&config("/a", &[])).unwrap();
+        let (out, res) = split_all(&mut root, b"<a>1</a>");
+        res.unwrap();
+        assert_eq!(out.records.len(), 1);
+        let (_, res) = split_all(&mut root, b"<a>1</a><a>2</a>");
+        assert!(matches!(res, Err(SplitError::Malformed { .. })), "{res:?}");
+    }
+
+    #[test]
+    fn deep_nesting_and_long_promoted_text_are_bounded() {
+        let mut d = XmlDisassembler::new(&config("/a/r", &[])).unwrap();
+        let deep = "<x>".repeat(5000);
+        let (_, res) = split_all(&mut d, format!("<a>{deep}").as_bytes());
+        match res {
+            Err(SplitError::Malformed { message, .. }) => {
+                assert!(message.contains("nested deeper than 1024"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut c = config("/a/r", &[("r.v", "r/v")]);
+        c.max_record_size = ByteSize(100);
+        let mut d = XmlDisassembler::new(&c).unwrap();
+        let doc = format!("<a><r><v>{}</v></r></a>", "&amp;".repeat(10_000));
+        let (out, res) = split_all(&mut d, doc.as_bytes());
+        res.unwrap();
+        assert_eq!(out.bad.len(), 1, "the record is over the limit");
+        assert!(out.bad[0].body.len() <= 100);
     }
 
     #[test]
