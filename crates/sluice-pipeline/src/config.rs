@@ -21,6 +21,8 @@ use std::fmt;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+use crate::assemble::AssembleConfig;
+
 /// A size in bytes, written as a number or with a unit: `"512KiB"`,
 /// `"64MiB"`, `"16GiB"`, `"1TiB"`, `"10MB"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -320,11 +322,14 @@ pub struct ReceivePipelineConfig {
 #[serde(deny_unknown_fields)]
 struct SendStages {
     #[serde(default)]
+    assemble: Option<AssembleConfig>,
+    #[serde(default)]
     encode: Vec<EncodeConfig>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SendPipelineConfig {
+    pub assemble: Option<AssembleConfig>,
     pub encode: Vec<EncodeConfig>,
 }
 
@@ -387,6 +392,9 @@ impl SendPipelineConfig {
                 _ => {}
             }
         }
+        if let Some(a) = &self.assemble {
+            a.validate()?;
+        }
         Ok(())
     }
 }
@@ -432,8 +440,11 @@ impl<'de> Deserialize<'de> for ReceivePipelineConfig {
 
 impl<'de> Deserialize<'de> for SendPipelineConfig {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s: SendStages = stages_or_passthrough(d, "send (encode)")?;
-        Ok(SendPipelineConfig { encode: s.encode })
+        let s: SendStages = stages_or_passthrough(d, "send (assemble, encode)")?;
+        Ok(SendPipelineConfig {
+            assemble: s.assemble,
+            encode: s.encode,
+        })
     }
 }
 

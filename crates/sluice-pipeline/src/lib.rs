@@ -20,6 +20,7 @@
 //! by the message. A component that needs the whole document must say so and
 //! carry a size cap and a concurrency limit.
 
+pub mod assemble;
 mod bounded;
 mod codec;
 mod config;
@@ -33,6 +34,7 @@ use async_trait::async_trait;
 use sluice_model::Context;
 use tokio::io::AsyncRead;
 
+pub use crate::assemble::{AssembleConfig, JsonAssembleConfig, XmlAssembleConfig};
 pub use crate::config::{
     ByteSize, CsvDisassembleConfig, DecodeConfig, DisassembleConfig, EncodeConfig, GzipDecodeConfig, GzipEncodeConfig,
     JsonDisassembleConfig, LinesDisassembleConfig, ReceivePipelineConfig, SendPipelineConfig, ValidateConfig,
@@ -107,8 +109,10 @@ pub trait ReceivePipeline: Send + Sync {
 }
 
 pub trait SendPipeline: Send + Sync {
-    /// Wrap the outbound body in this pipeline's stages.
+    /// Wrap the outbound body in this pipeline's stages (after assembly).
     fn wrap(&self, context: &Context, body: Body) -> Result<Body, PipelineError>;
+    /// The assembler, if this port sends batches of messages as one document.
+    fn assembler(&self) -> Option<&AssembleConfig>;
 }
 
 /// A receive pipeline of stages. With no stages it is pass-through: one
@@ -284,6 +288,7 @@ impl ReceivePipeline for StagedReceive {
 
 /// A send pipeline of stages; with none, pass-through.
 pub struct StagedSend {
+    assemble: Option<AssembleConfig>,
     encode: Vec<EncodeConfig>,
 }
 
@@ -294,6 +299,10 @@ impl SendPipeline for StagedSend {
             body = codec::encoder(e, body);
         }
         Ok(body)
+    }
+
+    fn assembler(&self) -> Option<&AssembleConfig> {
+        self.assemble.as_ref()
     }
 }
 
@@ -319,6 +328,7 @@ impl ReceivePipelineConfig {
 impl SendPipelineConfig {
     pub fn build(&self) -> Box<dyn SendPipeline> {
         Box::new(StagedSend {
+            assemble: self.assemble.clone(),
             encode: self.encode.clone(),
         })
     }
