@@ -558,17 +558,52 @@ use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Publish { kind: u8, n: i64, stored: bool },
-    Lease { sub: usize, max: usize, lease_for: Millis },
-    Ack { token: usize },
-    Nack { token: usize, delay: Millis },
-    Suspend { token: usize },
-    Advance { ms: Millis },
-    Hold { msg: usize, holder: usize },
-    Release { msg: usize, holder: usize },
-    Resume { which: usize },
-    Terminate { which: usize },
+    Publish {
+        kind: u8,
+        n: i64,
+        stored: bool,
+    },
+    Lease {
+        sub: usize,
+        max: usize,
+        lease_for: Millis,
+    },
+    Ack {
+        token: usize,
+    },
+    Nack {
+        token: usize,
+        delay: Millis,
+    },
+    Suspend {
+        token: usize,
+    },
+    Advance {
+        ms: Millis,
+    },
+    Hold {
+        msg: usize,
+        holder: usize,
+    },
+    Release {
+        msg: usize,
+        holder: usize,
+    },
+    Resume {
+        which: usize,
+    },
+    Terminate {
+        which: usize,
+    },
     Restart,
+    /// Stage a message into the open interchange (`bad`: as a bad record).
+    Stage {
+        kind: u8,
+        n: i64,
+        bad: bool,
+    },
+    Commit,
+    Abort,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -584,6 +619,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<prop::sample::Index>().prop_map(|i| Op::Resume { which: i.index(1 << 16) }),
         1 => any::<prop::sample::Index>().prop_map(|i| Op::Terminate { which: i.index(1 << 16) }),
         1 => Just(Op::Restart),
+        2 => (0u8..3, 0i64..10, proptest::bool::weighted(0.2)).prop_map(|(kind, n, bad)| Op::Stage { kind, n, bad }),
+        1 => Just(Op::Commit),
+        1 => Just(Op::Abort),
     ]
 }
 
@@ -609,6 +647,17 @@ struct MEntry {
 struct MSuspended {
     msg: MessageId,
     sub: Option<String>,
+    resumable: bool,
+}
+
+/// A staged message of the open interchange.
+#[derive(Debug, Clone)]
+struct MStaged {
+    msg: MessageId,
+    context: Context,
+    bad: bool,
+    /// References it holds until the commit (its routes, or 1).
+    refs: usize,
 }
 
 /// The simple model: what a correct box must do.
@@ -621,6 +670,9 @@ struct Model {
     suspended: Vec<(i64, MSuspended)>,
     holds: HashMap<MessageId, Vec<String>>,
     messages: Vec<(MessageId, Context, u64)>,
+    /// The open interchange and what is staged in it.
+    interchange: Option<MessageId>,
+    staged: Vec<MStaged>,
 }
 
 impl Model {
@@ -628,6 +680,22 @@ impl Model {
         self.entries.iter().filter(|e| e.msg == id).count()
             + self.suspended.iter().filter(|(_, s)| s.msg == id).count()
             + self.holds.get(&id).map_or(0, |h| h.len())
+            + self
+                .staged
+                .iter()
+                .filter(|s| s.msg == id)
+                .map(|s| s.refs)
+                .sum::<usize>()
+    }
+
+    fn matching(ctx: &Context) -> Vec<String> {
+        let mut subs: Vec<String> = SUBS
+            .iter()
+            .filter(|(_, f)| Filter::parse(f).unwrap().matches(ctx))
+            .map(|(s, _)| s.to_string())
+            .collect();
+        subs.sort();
+        subs
     }
 
     fn live(&self, id: MessageId) -> bool {
@@ -705,7 +773,14 @@ async fn run_model(h: &impl Harness, ops: Vec<Op>) {
                     let Routed::Suspended { suspended_id } = routed else {
                         panic!("{ctx}: expected suspension")
                     };
-                    m.suspended.push((suspended_id, MSuspended { msg: nm.id, sub: None }));
+                    m.suspended.push((
+                        suspended_id,
+                        MSuspended {
+                            msg: nm.id,
+                            sub: None,
+                            resumable: true,
+                        },
+                    ));
                 } else {
                     assert_eq!(routed, Routed::Queued(expect), "{ctx}");
                 }
@@ -762,6 +837,7 @@ async fn run_model(h: &impl Harness, ops: Vec<Op>) {
                                 MSuspended {
                                     msg: e.msg,
                                     sub: Some(e.sub),
+                                    resumable: true,
                                 },
                             ));
                         }
@@ -808,6 +884,9 @@ async fn run_model(h: &impl Harness, ops: Vec<Op>) {
                 } else {
                     let r = b.resume(sid).await;
                     match s.sub {
+                        _ if !s.resumable => {
+                            assert!(matches!(r, Err(BoxError::NotResumable { .. })), "{ctx}: {r:?}");
+                        }
                         Some(sub) => {
                             assert_eq!(r.unwrap(), Routed::Queued(vec![sub.clone()]), "{ctx}");
                             m.suspended.remove(i);
@@ -833,7 +912,80 @@ async fn run_model(h: &impl Harness, ops: Vec<Op>) {
             Op::Restart => {
                 b.close().await.unwrap();
                 b = h.open(clock.clone()).await;
+                // An uncommitted interchange does not survive a restart.
+                m.interchange = None;
+                m.staged.clear();
             }
+            Op::Stage { kind, n, bad } => {
+                let nm = msg(KINDS[kind as usize], n);
+                let ic = *m.interchange.get_or_insert_with(MessageId::new);
+                let refs = if bad {
+                    1
+                } else {
+                    Model::matching(&nm.context).len().max(1)
+                };
+                b.stage(
+                    ic,
+                    vec![StagedMessage {
+                        message: nm.clone(),
+                        holder: None,
+                        suspend: bad.then(|| "a bad record".to_string()),
+                    }],
+                )
+                .await
+                .unwrap();
+                m.messages.push((nm.id, nm.context.clone(), nm.parts[0].size));
+                m.staged.push(MStaged {
+                    msg: nm.id,
+                    context: nm.context,
+                    bad,
+                    refs,
+                });
+            }
+            Op::Commit | Op::Abort => {
+                let Some(ic) = m.interchange.take() else {
+                    continue;
+                };
+                let staged = std::mem::take(&mut m.staged);
+                if matches!(op, Op::Abort) {
+                    assert_eq!(b.abort_interchange(ic).await.unwrap(), staged.len() as u64, "{ctx}");
+                    continue;
+                }
+                let routed = b.commit_interchange(ic).await.unwrap();
+                assert_eq!(routed.messages, staged.len() as u64, "{ctx}");
+                let listed = b.list_suspended(None, 100_000).await.unwrap();
+                let mut suspended = 0;
+                for st in staged {
+                    let subs = if st.bad {
+                        Vec::new()
+                    } else {
+                        m.route(st.msg, &st.context)
+                    };
+                    if subs.is_empty() {
+                        suspended += 1;
+                        let entry = listed
+                            .iter()
+                            .find(|l| l.message_id == st.msg)
+                            .unwrap_or_else(|| panic!("{ctx}: {} is suspended", st.msg));
+                        assert_eq!(entry.resumable, !st.bad, "{ctx}");
+                        m.suspended.push((
+                            entry.id,
+                            MSuspended {
+                                msg: st.msg,
+                                sub: None,
+                                resumable: !st.bad,
+                            },
+                        ));
+                    }
+                }
+                assert_eq!(routed.suspended, suspended, "{ctx}");
+            }
+        }
+        if m.interchange.is_some() {
+            // Nothing staged is visible to a subscriber.
+            let counts = b.counts().await.unwrap();
+            let queued: u64 = counts.queued.values().sum();
+            assert_eq!(queued, m.entries.len() as u64, "{ctx}: staged messages are not queued");
         }
         // Invariants after every step.
         let counts = b.counts().await.unwrap();
