@@ -5,7 +5,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
@@ -54,6 +54,15 @@ fn metrics_address(config: &Path) -> String {
 
 const METRICS: &str = "\n[metrics]\naddress = \"127.0.0.1:0\"\n";
 
+/// A node on the test config with metrics on and `[hosts.default]` set to
+/// `limits`: (config, node, metrics address).
+fn start_node_with_host(root: &Path, limits: &str) -> (PathBuf, Node, String) {
+    let config = write_config(root, &format!("{METRICS}\n[hosts.default]\n{limits}\n"));
+    let node = Node::start(&config, &root.join("node.log"));
+    let address = metrics_address(&config);
+    (config, node, address)
+}
+
 /// Files of 3 MiB against a 4 MiB bytes budget: only one fits at a time, so
 /// the host throttles (seen on /metrics while the files are going through,
 /// and never more bytes in flight than the budget), and every file still
@@ -63,12 +72,7 @@ fn a_small_bytes_budget_throttles_and_every_file_arrives() {
     const FILES: u64 = 24;
     const SIZE: usize = 3 * 1024 * 1024;
     let root = tempfile::tempdir().unwrap();
-    let config = write_config(
-        root.path(),
-        &format!("{METRICS}\n[hosts.default]\nmax_in_flight_bytes = \"4MiB\"\n"),
-    );
-    let mut node = Node::start(&config, &root.path().join("node.log"));
-    let address = metrics_address(&config);
+    let (config, mut node, address) = start_node_with_host(root.path(), "max_in_flight_bytes = \"4MiB\"");
     for i in 0..FILES {
         drop_file(&root.path().join("in"), &format!("f{i}.bin"), &content(i, SIZE));
     }
@@ -90,6 +94,49 @@ fn a_small_bytes_budget_throttles_and_every_file_arrives() {
     let host = &status_json(&config)["node"]["hosts"]["default"];
     assert!(host["engagements"].as_u64() > Some(0), "{host}");
     assert_eq!(host["limits"]["max_in_flight_bytes"], 4 * 1024 * 1024);
+    node.stop();
+}
+
+/// A message mark of 2 (resume at 1) shared by the receive location and two
+/// send ports: the host closes over and over (counted on /metrics by
+/// reason), and still every file arrives: nothing waits on anything that
+/// waits on it.
+#[test]
+fn a_small_message_mark_throttles_and_nothing_stalls() {
+    const FILES: u64 = 200;
+    let root = tempfile::tempdir().unwrap();
+    let (config, mut node, address) = start_node_with_host(root.path(), "max_in_flight = 2\nresume_in_flight = 1");
+    for i in 0..FILES {
+        let name = if i % 4 == 0 {
+            format!("f{i}.xml")
+        } else {
+            format!("f{i}.txt")
+        };
+        drop_file(&root.path().join("in"), &name, &content(i, 2000));
+    }
+    let mut most_in_flight: f64 = 0.0;
+    wait_until(Duration::from_secs(120), "every file in out/ and xml/", || {
+        let (_, _, text) = http_get(&address, "/metrics");
+        most_in_flight =
+            most_in_flight.max(sample(&text, r#"sluice_messages_in_flight{host="default"}"#).unwrap_or(0.0));
+        names(&root.path().join("out")).len() == FILES as usize
+            && names(&root.path().join("xml")).len() == (FILES / 4) as usize
+    });
+    let text = http_get(&address, "/metrics").2;
+    let engaged = sample(
+        &text,
+        r#"sluice_throttle_engagements_total{host="default",reason="messages"}"#,
+    );
+    assert!(engaged > Some(0.0), "{text}");
+    assert!(most_in_flight <= 2.0, "{most_in_flight} in flight");
+    let host = &status_json(&config)["node"]["hosts"]["default"];
+    assert_eq!(
+        (
+            host["limits"]["max_in_flight"].as_u64(),
+            host["limits"]["resume_in_flight"].as_u64()
+        ),
+        (Some(2), Some(1))
+    );
     node.stop();
 }
 

@@ -107,7 +107,7 @@ struct HostAdmission(Arc<Throttle>);
 #[async_trait]
 impl sluice_adapters::Admission for HostAdmission {
     async fn admit(&self, bytes: u64) -> sluice_adapters::Admitted {
-        sluice_adapters::Admitted::new(self.0.admit(bytes).await)
+        sluice_adapters::Admitted::new(self.0.admit(bytes, throttle::Work::Receive).await)
     }
 }
 

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{RetryConfig, SendPortConfig};
 use crate::metrics::{Metrics, Suspension};
-use crate::throttle::{Permit, Throttle};
+use crate::throttle::{Permit, Throttle, Work};
 
 /// How often a send port looks at its queue when nothing woke it.
 const POLL: Duration = Duration::from_millis(500);
@@ -67,7 +67,8 @@ impl SendPortRunner {
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = stop.cancelled() => break,
             };
-            // A throttled host leases nothing new.
+            // A host over its memory mark leases nothing new (but one
+            // delivery at a time while nothing is in flight).
             tokio::select! {
                 _ = me.throttle.wait_open() => {}
                 _ = stop.cancelled() => break,
@@ -132,7 +133,10 @@ impl SendPortRunner {
                     );
                 }
             };
-            let permit = self.throttle.admit(parts.iter().map(|p| p.size).sum()).await;
+            let permit = self
+                .throttle
+                .admit(parts.iter().map(|p| p.size).sum(), Work::Deliver)
+                .await;
             let result = match self.body(&l, &parts) {
                 Ok(body) => self.transmitter.transmit(&outbound, body).await,
                 Err(e) => Err(sluice_adapters::TransmitError::retry(e)),

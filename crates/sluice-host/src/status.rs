@@ -97,7 +97,7 @@ mod tests {
             },
             None,
         );
-        let _p = t.admit(10).await;
+        let _p = t.admit(10, crate::throttle::Work::Receive).await;
         let status = NodeStatus {
             pid: 7,
             written_at_ms: 1,

@@ -10,17 +10,20 @@
 //!
 //! - **memory**: the process's resident memory (RSS, sampled by the node)
 //!   reached `memory_high`; it stays closed until RSS is at or below
-//!   `memory_low` (hysteresis). So the node never stalls for good when memory
-//!   does not come back (allocators keep some), one message at a time is
-//!   still admitted while nothing at all is in flight on the host.
+//!   `memory_low` (hysteresis). Intake stops and send ports lease nothing
+//!   new; so that the box still drains if memory does not come back
+//!   (allocators keep some), a delivery is admitted when nothing at all is
+//!   in flight on the host: delivery goes on one message at a time.
 //! - **messages**: in-flight messages reached `max_in_flight`; it stays
 //!   closed until they are at or below `resume_in_flight` (hysteresis).
 //! - **bytes**: the next message waiting would take the in-flight bytes over
 //!   `max_in_flight_bytes`. A message larger than the whole budget is
 //!   admitted alone, when nothing else is in flight, so it cannot wait forever.
 //!
-//! Waiters are admitted first come, first served: a large message waiting
-//! for room is not overtaken by a stream of small ones.
+//! Waiters are admitted first come, first served, receive and delivery in
+//! one line: a large message waiting for room is not overtaken by a stream
+//! of small ones, and a busy intake does not starve delivery. (Under the
+//! memory mark, deliveries pass the receive waiters, which cannot go.)
 //!
 //! Architecture Invariant: only admitted work is in flight, and only what is
 //! in flight counts. Messages that wait in the box (queued, retrying,
@@ -52,6 +55,15 @@ pub struct Limits {
 pub struct MemoryMarks {
     pub high: u64,
     pub low: u64,
+}
+
+/// What a permit is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// A receive location taking a file (a submission).
+    Receive,
+    /// A send port delivering a leased message.
+    Deliver,
 }
 
 /// Why a host is throttled, as a metric label.
@@ -94,6 +106,7 @@ pub struct Snapshot {
 struct Waiter {
     id: u64,
     bytes: u64,
+    work: Work,
     grant: oneshot::Sender<()>,
 }
 
@@ -160,23 +173,21 @@ impl Throttle {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Wait until the host admits one message of `bytes`, first come first
-    /// served. The permit holds it in flight until dropped.
-    pub async fn admit(self: &Arc<Self>, bytes: u64) -> Permit {
-        let rx = {
+    /// Wait until the host admits one message of `bytes` for `work`, first
+    /// come first served. The permit holds it in flight until dropped.
+    pub async fn admit(self: &Arc<Self>, bytes: u64, work: Work) -> Permit {
+        let mut guard = {
             let mut inner = self.lock();
-            if inner.waiters.is_empty() && self.can_admit(&inner, bytes) {
-                self.take(&mut inner, bytes);
-                self.update_state(&mut inner);
-                return Permit {
-                    throttle: self.clone(),
-                    bytes,
-                };
-            }
             let (tx, rx) = oneshot::channel();
             let id = inner.next_waiter;
             inner.next_waiter += 1;
-            inner.waiters.push_back(Waiter { id, bytes, grant: tx });
+            inner.waiters.push_back(Waiter {
+                id,
+                bytes,
+                work,
+                grant: tx,
+            });
+            self.grant_waiters(&mut inner);
             self.update_state(&mut inner);
             WaitGuard {
                 throttle: self,
@@ -185,7 +196,6 @@ impl Throttle {
                 rx: Some(rx),
             }
         };
-        let mut guard = rx;
         if let Some(rx) = guard.rx.as_mut() {
             // The sender lives in the queue until it grants, or until the
             // guard (on drop) takes it out: it is never dropped unsent.
@@ -198,8 +208,10 @@ impl Throttle {
         }
     }
 
-    /// Wait until a message would be admitted at once (nobody waiting, not
-    /// throttled). Used before leasing: a throttled host leases nothing new.
+    /// Wait while the host is closed by its memory mark (unless nothing is
+    /// in flight, when one delivery may go). Used before leasing. The
+    /// message and bytes marks are not waited out here: leased messages
+    /// queue for admission in turn with the receive side.
     pub async fn wait_open(&self) {
         loop {
             let notified = self.changed.notified();
@@ -207,7 +219,7 @@ impl Throttle {
             notified.as_mut().enable();
             {
                 let inner = self.lock();
-                if inner.waiters.is_empty() && self.can_admit(&inner, 0) {
+                if !inner.memory_latched || inner.in_flight == 0 {
                     return;
                 }
             }
@@ -243,13 +255,13 @@ impl Throttle {
         }
     }
 
-    fn can_admit(&self, inner: &Inner, bytes: u64) -> bool {
+    fn can_admit(&self, inner: &Inner, bytes: u64, work: Work) -> bool {
         let alone = inner.in_flight == 0;
-        if inner.memory_latched && !alone {
-            return false;
-        }
         if inner.messages_latched {
             return false;
+        }
+        if inner.memory_latched {
+            return work == Work::Deliver && alone;
         }
         alone || inner.bytes.saturating_add(bytes) <= self.limits.max_in_flight_bytes
     }
@@ -277,13 +289,19 @@ impl Throttle {
         self.update_state(&mut inner);
     }
 
-    /// Admit waiters from the front of the queue while they fit.
+    /// Admit waiters from the front of the line while they fit. Under the
+    /// memory mark receive waiters cannot go, and deliveries pass them.
     fn grant_waiters(&self, inner: &mut Inner) {
-        while let Some(front) = inner.waiters.front() {
-            if !self.can_admit(inner, front.bytes) {
+        let mut i = 0;
+        while let Some(w) = inner.waiters.get(i) {
+            if !self.can_admit(inner, w.bytes, w.work) {
+                if inner.memory_latched && w.work == Work::Receive {
+                    i += 1;
+                    continue;
+                }
                 break;
             }
-            let Some(w) = inner.waiters.pop_front() else { break };
+            let Some(w) = inner.waiters.remove(i) else { break };
             self.take(inner, w.bytes);
             if w.grant.send(()).is_err() {
                 // Its task is being cancelled right now (its guard waits
@@ -300,7 +318,7 @@ impl Throttle {
         } else if inner.messages_latched {
             Some(Reason::Messages)
         } else if !inner.waiters.is_empty() {
-            // After granting, a waiter left at the front is one that does not fit.
+            // After granting, a waiter left in line is one that does not fit.
             Some(Reason::Bytes)
         } else {
             None
@@ -331,8 +349,8 @@ impl Throttle {
                     "host no longer throttled"),
             }
             self.changed.notify_waiters();
-        } else if state.is_none() {
-            // Room may have appeared for `wait_open`.
+        } else if state == Some(Reason::Memory) && inner.in_flight == 0 {
+            // `wait_open` lets one through while nothing is in flight.
             self.changed.notify_waiters();
         }
     }
@@ -343,7 +361,7 @@ impl Throttle {
             Reason::Memory => {
                 let m = l.memory.unwrap_or(MemoryMarks { high: 0, low: 0 });
                 format!(
-                    "memory: RSS {} reached the high mark {}; resumes at or below {}",
+                    "memory: RSS {} reached the high mark {}; intake resumes at or below {} (delivery goes on one at a time)",
                     Bytes(inner.rss),
                     Bytes(m.high),
                     Bytes(m.low)
@@ -466,8 +484,11 @@ mod tests {
     }
 
     fn admit_now(t: &Arc<Throttle>, bytes: u64) -> Option<Permit> {
-        let f = pin!(t.admit(bytes));
-        poll_once(f)
+        poll_once(pin!(t.admit(bytes, Work::Receive)))
+    }
+
+    fn deliver_now(t: &Arc<Throttle>, bytes: u64) -> Option<Permit> {
+        poll_once(pin!(t.admit(bytes, Work::Deliver)))
     }
 
     #[test]
@@ -497,13 +518,13 @@ mod tests {
     fn bytes_budget_and_first_come_first_served() {
         let t = throttle(1000, 800, 10 * MIB, None);
         let a = admit_now(&t, 6 * MIB).expect("fits");
-        let mut big = pin!(t.admit(6 * MIB));
+        let mut big = pin!(t.admit(6 * MIB, Work::Receive));
         assert!(poll_once(big.as_mut()).is_none(), "6 + 6 > 10 MiB: waits");
         let s = t.snapshot();
         assert_eq!((s.reason, s.waiting), (Some(Reason::Bytes), 1));
         assert!(s.detail.unwrap().contains("+ 6.0 MiB waiting > budget 10.0 MiB"));
         // A small one that would fit does not overtake the waiting one.
-        let mut small = pin!(t.admit(MIB));
+        let mut small = pin!(t.admit(MIB, Work::Deliver));
         assert!(poll_once(small.as_mut()).is_none(), "first come, first served");
         drop(a);
         let b = poll_once(big.as_mut()).expect("admitted once the first left");
@@ -518,7 +539,7 @@ mod tests {
     fn a_message_larger_than_the_budget_goes_alone() {
         let t = throttle(1000, 800, 10 * MIB, None);
         let small = admit_now(&t, MIB).expect("fits");
-        let mut huge = pin!(t.admit(50 * MIB));
+        let mut huge = pin!(t.admit(50 * MIB, Work::Deliver));
         assert!(
             poll_once(huge.as_mut()).is_none(),
             "waits while anything else is in flight"
@@ -539,7 +560,7 @@ mod tests {
         t.set_rss(200 * MIB);
         assert_eq!(t.snapshot().reason, Some(Reason::Memory));
         assert!(admit_now(&t, 1).is_none(), "closed at the high mark");
-        let mut waiting = pin!(t.admit(1));
+        let mut waiting = pin!(t.admit(1, Work::Receive));
         assert!(poll_once(waiting.as_mut()).is_none());
         t.set_rss(180 * MIB);
         assert!(
@@ -554,11 +575,15 @@ mod tests {
     }
 
     #[test]
-    fn memory_throttle_still_lets_one_through_when_nothing_is_in_flight() {
+    fn under_the_memory_mark_intake_stops_and_delivery_goes_one_at_a_time() {
         let t = throttle(1000, 800, u64::MAX, Some((200 * MIB, 150 * MIB)));
         t.set_rss(300 * MIB);
-        let one = admit_now(&t, 1).expect("alone, so the node never stalls for good");
-        assert!(admit_now(&t, 1).is_none(), "but only one");
+        assert!(admit_now(&t, 1).is_none(), "no intake, even on an idle host");
+        let mut receive = pin!(t.admit(1, Work::Receive));
+        assert!(poll_once(receive.as_mut()).is_none());
+        let one = deliver_now(&t, 1).expect("a delivery passes the waiting intake, alone");
+        let mut two = pin!(t.admit(1, Work::Deliver));
+        assert!(poll_once(two.as_mut()).is_none(), "but only one at a time");
         assert_eq!(t.snapshot().reason, Some(Reason::Memory));
         assert!(
             t.snapshot()
@@ -567,6 +592,14 @@ mod tests {
                 .contains("RSS 300.0 MiB reached the high mark 200.0 MiB")
         );
         drop(one);
+        let two = poll_once(two.as_mut()).expect("the next delivery");
+        assert!(poll_once(receive.as_mut()).is_none(), "intake still waits");
+        drop(two);
+        t.set_rss(100 * MIB);
+        assert!(
+            poll_once(receive.as_mut()).is_some(),
+            "intake resumes under the low mark"
+        );
     }
 
     #[test]
@@ -574,7 +607,7 @@ mod tests {
         let t = throttle(1, 0, u64::MAX, None);
         let p = admit_now(&t, 5).expect("first");
         {
-            let mut w = pin!(t.admit(7));
+            let mut w = pin!(t.admit(7, Work::Receive));
             assert!(poll_once(w.as_mut()).is_none());
             assert_eq!(t.snapshot().waiting, 1);
         }
@@ -585,7 +618,7 @@ mod tests {
         // Granted, then dropped before it ran: the grant is given back.
         let p = admit_now(&t, 5).expect("first");
         {
-            let mut w = pin!(t.admit(7));
+            let mut w = pin!(t.admit(7, Work::Receive));
             assert!(poll_once(w.as_mut()).is_none());
             drop(p);
             assert_eq!(t.snapshot().in_flight, 1, "granted to the waiter");
@@ -595,14 +628,25 @@ mod tests {
     }
 
     #[test]
-    fn wait_open_waits_while_throttled() {
-        let t = throttle(1, 0, u64::MAX, None);
+    fn wait_open_waits_for_the_memory_mark_only() {
+        // Closed by messages or bytes: leasing goes on, the leased queue for
+        // admission in turn with the receive side.
+        let t = throttle(1, 0, 10, Some((200 * MIB, 150 * MIB)));
+        let p = admit_now(&t, 8).expect("fits");
+        let mut waiting = pin!(t.admit(8, Work::Deliver));
+        assert!(poll_once(waiting.as_mut()).is_none());
+        assert_eq!(t.snapshot().reason, Some(Reason::Messages));
         assert!(poll_once(pin!(t.wait_open())).is_some());
-        let p = admit_now(&t, 1).expect("first");
+
+        // Memory: closed while anything is in flight, open when nothing is.
+        t.set_rss(300 * MIB);
         let mut w = pin!(t.wait_open());
-        assert!(poll_once(w.as_mut()).is_none());
+        assert!(poll_once(w.as_mut()).is_none(), "closed by the memory mark");
         drop(p);
-        assert!(poll_once(w.as_mut()).is_some());
+        let q = poll_once(waiting.as_mut()).expect("alone under the memory mark");
+        assert!(poll_once(w.as_mut()).is_none(), "one is in flight");
+        drop(q);
+        assert!(poll_once(w.as_mut()).is_some(), "nothing in flight: one may go");
     }
 
     #[test]
