@@ -14,6 +14,29 @@ bench_setup() {
   work=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
 }
 
+# start_node CONFIG: run `sluice serve --config CONFIG` under /usr/bin/time -v
+# (report in $work/sluice.time, log in $work/serve.err); return once it runs.
+start_node() {
+  : > "$work/serve.err"
+  /usr/bin/time -v -o "$work/sluice.time" "$bin" serve --config "$1" 2> "$work/serve.err" &
+  pid=$!
+  until grep -q "node running" "$work/serve.err" 2>/dev/null; do sleep 0.1; done
+}
+
+# stop_node: SIGTERM the node, wait for it; sets run_rss_kib (peak RSS from the OS).
+stop_node() {
+  kill -TERM "$(node_pid)"
+  wait "$pid" || true
+  pid=
+  run_rss_kib=$(grep "Maximum resident set size" "$work/sluice.time" | awk '{print $NF}')
+}
+
+# metrics_address DATA_DIR: where the running node serves /metrics (from its status.json).
+metrics_address() {
+  until [ -f "$1/status.json" ]; do sleep 0.1; done
+  jq -r '.metrics_address // empty' "$1/status.json"
+}
+
 # timed_drop EXAMPLE_CONFIG INPUT_FILE OUTPUT_NAME
 # Start a node on a copy of EXAMPLE_CONFIG in $work, move INPUT_FILE into its
 # in/, wait for out/OUTPUT_NAME and for in/ to empty, stop the node.
@@ -21,17 +44,13 @@ bench_setup() {
 timed_drop() {
   cp "$1" "$work/sluice.toml"
   mkdir -p "$work/in"
-  /usr/bin/time -v -o "$work/sluice.time" "$bin" serve --config "$work/sluice.toml" 2> "$work/serve.err" &
-  pid=$!
-  until grep -q "node running" "$work/serve.err" 2>/dev/null; do sleep 0.1; done
+  start_node "$work/sluice.toml"
   local start end
   start=$(date +%s.%N)
   mv "$2" "$work/in/"
   until [ -f "$work/out/$3" ]; do sleep 0.2; done
   end=$(date +%s.%N)
   until [ -z "$(ls -A "$work/in")" ]; do sleep 0.2; done
-  kill -TERM "$(node_pid)"
-  wait "$pid" || true
+  stop_node
   run_secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')
-  run_rss_kib=$(grep "Maximum resident set size" "$work/sluice.time" | awk '{print $NF}')
 }

@@ -13,6 +13,10 @@
 //! to its [`Publisher`], acknowledges its peer only when that returns `Ok`,
 //! and then tells the publisher it has [settled](Publisher::settled).
 //!
+//! Architecture Invariant: a source takes new work only once
+//! [`Admission::admit`] let it in (the host's throttle), and holds the
+//! admission until the work is published or given back.
+//!
 //! Architecture Invariant: only the message box commits. A source deletes,
 //! acknowledges or answers its peer only after [`Publisher::submit`] returned
 //! `Ok` (the message is durable); on any error it leaves the source in place,
@@ -81,12 +85,44 @@ pub trait Publisher: Send + Sync {
     async fn is_published(&self, id: MessageId) -> Result<bool, SubmitError>;
 }
 
+/// Admission to the host's in-flight budget (throttling). A source asks
+/// before it takes each piece of work (claims a file, accepts a request) and
+/// holds the [`Admitted`] until that work is published or given back.
+#[async_trait]
+pub trait Admission: Send + Sync {
+    /// Wait until the host admits one message of about `bytes` (0 if not
+    /// known in advance).
+    async fn admit(&self, bytes: u64) -> Admitted;
+}
+
+/// Holds one admitted message in flight; dropping it releases it.
+pub struct Admitted {
+    _permit: Box<dyn Send + Sync>,
+}
+
+impl Admitted {
+    /// Wrap the host's permit (whatever releases the admission when dropped).
+    pub fn new(permit: impl Send + Sync + 'static) -> Self {
+        Admitted {
+            _permit: Box::new(permit),
+        }
+    }
+}
+
+impl std::fmt::Debug for Admitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Admitted")
+    }
+}
+
 /// What a running source gets from the host.
 #[derive(Clone)]
 pub struct ReceiveContext {
     pub port: String,
     pub location: String,
     pub publisher: Arc<dyn Publisher>,
+    /// The host's throttle: wait here before taking new work.
+    pub admission: Arc<dyn Admission>,
     /// Cancelled when the node stops: take no new work, finish what is in flight.
     pub shutdown: CancellationToken,
 }

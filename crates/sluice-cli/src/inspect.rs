@@ -2,12 +2,19 @@
 
 use anyhow::Context as _;
 use sluice_host::Config;
+use sluice_host::status::{STATUS_EVERY, STATUS_FILE};
+use sluice_host::throttle::Bytes;
 use sluice_model::MessageId;
 use sluice_msgbox::MessageBox;
 use sluice_msgbox_sqlite::SqliteBox;
 
 fn open(config: &Config) -> anyhow::Result<SqliteBox> {
     Ok(SqliteBox::open_read_only(&config.data_dir)?)
+}
+
+fn now_ms() -> i64 {
+    use sluice_msgbox::Clock;
+    sluice_msgbox::SystemClock.now_ms()
 }
 
 pub fn ms_to_text(ms: i64) -> String {
@@ -20,11 +27,53 @@ pub fn ms_to_text(ms: i64) -> String {
 pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     let b = open(config)?;
     let c = b.counts().await.context("reading counts")?;
+    // The node's live state (throttling) is in its status.json report.
+    let node =
+        sluice_host::status::read(&config.data_dir).map_err(|e| anyhow::anyhow!("reading the node's report {e}"))?;
+    let age_ms = node.as_ref().map(|n| (now_ms() - n.written_at_ms).max(0));
     if json {
-        println!("{}", serde_json::to_string(&c)?);
+        let mut v = serde_json::to_value(&c)?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("node".into(), serde_json::to_value(&node)?);
+            obj.insert("node_report_age_ms".into(), serde_json::to_value(age_ms)?);
+        }
+        println!("{}", serde_json::to_string(&v)?);
         return Ok(());
     }
     println!("data dir        {}", config.data_dir.display());
+    match (&node, age_ms) {
+        (Some(n), Some(age)) => {
+            let stale = if age > 5 * STATUS_EVERY.as_millis() as i64 {
+                "  (stale: the node may have been killed or be stuck)"
+            } else {
+                ""
+            };
+            println!(
+                "node            pid {}, RSS {}, reported {:.1} s ago{stale}",
+                n.pid,
+                Bytes(n.rss),
+                age as f64 / 1000.0
+            );
+            if let Some(a) = &n.metrics_address {
+                println!("metrics         http://{a}/metrics");
+            }
+            println!("hosts");
+            for (name, h) in &n.hosts {
+                let state = match &h.now.detail {
+                    Some(d) if h.throttled => format!("THROTTLED: {d}"),
+                    _ => "open".to_string(),
+                };
+                println!(
+                    "  {name:<14}{state}; in flight {} ({}), waiting {}, throttled {} time(s) since start",
+                    h.now.in_flight,
+                    Bytes(h.now.in_flight_bytes),
+                    h.now.waiting,
+                    h.now.engagements
+                );
+            }
+        }
+        _ => println!("node            not running (no {STATUS_FILE} in the data dir)"),
+    }
     println!("spool           {}", c.spool);
     println!("suspended       {}", c.suspended);
     println!("content bytes   {}", c.content_bytes);

@@ -9,6 +9,13 @@
 //! [send_ports.out]
 //! filter = 'receive.port == "in"'
 //! adapter = { type = "file", path = "out", file_name = "%SourceFileName%" }
+//!
+//! [hosts.default]                        # optional: throttling (these are the defaults)
+//! max_in_flight = 1000
+//! max_in_flight_bytes = "256MiB"
+//!
+//! [metrics]                              # optional: the Prometheus endpoint is off without it
+//! address = "127.0.0.1:9464"
 //! ```
 //!
 //! Every table refuses unknown keys; relative paths resolve against the
@@ -16,13 +23,16 @@
 //! can before the node starts, and its errors name the key that is wrong.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 use sluice_adapters::{ReceiveAdapterConfig, SendAdapterConfig};
 use sluice_model::Filter;
-use sluice_pipeline::{ReceivePipelineConfig, SendPipelineConfig};
+use sluice_pipeline::{ByteSize, ReceivePipelineConfig, SendPipelineConfig};
+
+use crate::throttle::{Limits, MemoryMarks};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -47,6 +57,13 @@ pub struct Config {
     pub receive_ports: BTreeMap<String, ReceivePortConfig>,
     #[serde(default)]
     pub send_ports: BTreeMap<String, SendPortConfig>,
+    /// Throttling budgets by host name; `default` always exists (with the
+    /// defaults unless configured).
+    #[serde(default)]
+    pub hosts: BTreeMap<String, HostConfig>,
+    /// The Prometheus endpoint; off unless configured.
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
     /// The folder of the configuration file (set by [`Config::load`]).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -63,6 +80,112 @@ fn yes() -> bool {
     true
 }
 
+/// The host every port belongs to unless it names another.
+pub const DEFAULT_HOST: &str = "default";
+
+fn default_host() -> String {
+    DEFAULT_HOST.to_string()
+}
+
+fn default_max_in_flight() -> u64 {
+    1000
+}
+fn default_max_in_flight_bytes() -> ByteSize {
+    ByteSize(256 << 20)
+}
+
+/// `[hosts.<name>]`: the budget shared by the receive locations and send
+/// ports that name this host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// High mark: at this many messages in flight, intake and dequeuing pause.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: u64,
+    /// Low mark: they resume at this many or fewer (default 80% of the high mark).
+    #[serde(default)]
+    pub resume_in_flight: Option<u64>,
+    /// Most bytes in flight; a single larger message goes alone.
+    #[serde(default = "default_max_in_flight_bytes")]
+    pub max_in_flight_bytes: ByteSize,
+    /// Process RSS at which this host pauses (off unless set).
+    #[serde(default)]
+    pub memory_high: Option<ByteSize>,
+    /// RSS at or below which it resumes (default 80% of `memory_high`).
+    #[serde(default)]
+    pub memory_low: Option<ByteSize>,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            max_in_flight: default_max_in_flight(),
+            resume_in_flight: None,
+            max_in_flight_bytes: default_max_in_flight_bytes(),
+            memory_high: None,
+            memory_low: None,
+        }
+    }
+}
+
+impl HostConfig {
+    /// The throttle's limits, defaults filled in and ranges checked;
+    /// `Err((key, message))` names the key (relative to the host's table).
+    pub fn limits(&self) -> Result<Limits, (&'static str, String)> {
+        if !(1..=1_000_000).contains(&self.max_in_flight) {
+            return Err(("max_in_flight", "must be between 1 and 1000000".into()));
+        }
+        let resume = self.resume_in_flight.unwrap_or(self.max_in_flight * 8 / 10);
+        if resume >= self.max_in_flight {
+            return Err((
+                "resume_in_flight",
+                format!("must be below max_in_flight ({})", self.max_in_flight),
+            ));
+        }
+        if self.max_in_flight_bytes.0 < 1 << 20 {
+            return Err(("max_in_flight_bytes", "must be at least 1MiB".into()));
+        }
+        let memory = match (self.memory_high, self.memory_low) {
+            (None, None) => None,
+            (None, Some(_)) => return Err(("memory_low", "needs memory_high".into())),
+            (Some(high), low) => {
+                if high.0 < 32 << 20 {
+                    return Err(("memory_high", "must be at least 32MiB".into()));
+                }
+                let low = low.map(|l| l.0).unwrap_or(high.0 / 10 * 8);
+                if low >= high.0 {
+                    return Err(("memory_low", format!("must be below memory_high ({high})")));
+                }
+                Some(MemoryMarks { high: high.0, low })
+            }
+        };
+        Ok(Limits {
+            max_in_flight: self.max_in_flight,
+            resume_in_flight: resume,
+            max_in_flight_bytes: self.max_in_flight_bytes.0,
+            memory,
+        })
+    }
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where to listen for `GET /metrics` (e.g. `127.0.0.1:9464`; port 0 picks a free one).
+    #[serde(deserialize_with = "socket_address")]
+    pub address: SocketAddr,
+}
+
+fn socket_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not a listening address: use IP:port, e.g. 127.0.0.1:9464 or [::1]:9464"
+        ))
+    })
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiveLocationConfig {
@@ -72,6 +195,9 @@ pub struct ReceiveLocationConfig {
     /// A disabled location takes nothing.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// The host whose throttle this location shares.
+    #[serde(default = "default_host")]
+    pub host: String,
 }
 
 fn default_concurrency() -> usize {
@@ -102,6 +228,9 @@ pub struct SendPortConfig {
     /// are delivered when it starts.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// The host whose throttle this port shares.
+    #[serde(default = "default_host")]
+    pub host: String,
     #[serde(skip)]
     pub parsed_filter: Option<Filter>,
 }
@@ -166,6 +295,23 @@ impl Config {
             key,
             message,
         };
+        config.hosts.entry(DEFAULT_HOST.to_string()).or_default();
+        for (name, hc) in &config.hosts {
+            let key = format!("hosts.{name}");
+            check_name(name).map_err(|m| invalid(key.clone(), m))?;
+            hc.limits().map_err(|(k, m)| invalid(format!("{key}.{k}"), m))?;
+        }
+        let hosts = &config.hosts;
+        let check_host = |key: String, host: &str| {
+            if hosts.contains_key(host) {
+                Ok(())
+            } else {
+                Err(invalid(
+                    format!("{key}.host"),
+                    format!("no host `{host}` is configured (add a [hosts.{host}] table)"),
+                ))
+            }
+        };
         let mut locations: HashMap<String, String> = HashMap::new();
         for (port, pc) in &mut config.receive_ports {
             check_name(port).map_err(|m| invalid(format!("receive_ports.{port}"), m))?;
@@ -178,6 +324,7 @@ impl Config {
                         format!("receive location names must be unique; `{name}` is also in receive port `{other}`"),
                     ));
                 }
+                check_host(key.clone(), &lc.host)?;
                 lc.pipeline
                     .validate()
                     .map_err(|m| invalid(format!("{key}.pipeline"), m))?;
@@ -217,6 +364,7 @@ impl Config {
             if sp.retry.count > 1_000_000 {
                 return Err(invalid(format!("{key}.retry.count"), "must be at most 1000000".into()));
             }
+            check_host(key.clone(), &sp.host)?;
             sp.pipeline
                 .validate()
                 .map_err(|m| invalid(format!("{key}.pipeline"), m))?;
@@ -316,5 +464,74 @@ retry = { count = 5, interval = "30s" }
         .unwrap_err()
         .to_string();
         assert!(e.contains("must be unique"), "{e}");
+    }
+
+    #[test]
+    fn hosts_default_and_validate() {
+        let c = load(GOOD).unwrap();
+        let l = c.hosts["default"].limits().unwrap();
+        assert_eq!(
+            (l.max_in_flight, l.resume_in_flight, l.max_in_flight_bytes, l.memory),
+            (1000, 800, 256 << 20, None)
+        );
+        assert_eq!(c.send_ports["out"].host, "default");
+        assert!(c.metrics.is_none());
+
+        let text = format!(
+            "{GOOD}\n[hosts.big]\nmax_in_flight = 10\nmax_in_flight_bytes = \"64MiB\"\nmemory_high = \"512MiB\"\n[metrics]\naddress = \"127.0.0.1:9464\"\n"
+        )
+        .replace("[send_ports.out]", "[send_ports.out]\nhost = \"big\"");
+        let c = load(&text).unwrap();
+        let l = c.hosts["big"].limits().unwrap();
+        assert_eq!(
+            (l.max_in_flight, l.resume_in_flight, l.max_in_flight_bytes),
+            (10, 8, 64 << 20)
+        );
+        assert_eq!(
+            l.memory,
+            Some(MemoryMarks {
+                high: 512 << 20,
+                low: (512 << 20) / 10 * 8
+            })
+        );
+        assert_eq!(c.send_ports["out"].host, "big");
+        assert_eq!(c.metrics.unwrap().address.port(), 9464);
+
+        for (extra, wanted) in [
+            (
+                "[hosts.default]\nmax_in_flight = 10\nresume_in_flight = 10",
+                &["`hosts.default.resume_in_flight`", "below max_in_flight"][..],
+            ),
+            ("[hosts.default]\nmax_in_flight = 0", &["`hosts.default.max_in_flight`"]),
+            (
+                "[hosts.default]\nmax_in_flight_bytes = \"1KiB\"",
+                &["`hosts.default.max_in_flight_bytes`"],
+            ),
+            (
+                "[hosts.default]\nmemory_low = \"100MiB\"",
+                &["`hosts.default.memory_low`", "needs memory_high"],
+            ),
+            (
+                "[hosts.default]\nmemory_high = \"100MiB\"\nmemory_low = \"200MiB\"",
+                &["`hosts.default.memory_low`", "below memory_high"],
+            ),
+            ("[hosts.default]\nmax_in_flite = 3", &["unknown field `max_in_flite`"]),
+            ("[hosts.\"a b\"]", &["`hosts.a b`"]),
+            ("[metrics]\naddress = \"localhost\"", &["address = ", "IP:port"]),
+        ] {
+            let e = load(&format!("{GOOD}\n{extra}\n")).unwrap_err().to_string();
+            assert!(wanted.iter().all(|w| e.contains(w)), "{extra}: {e}");
+        }
+        let e = load(&GOOD.replace("[send_ports.out]", "[send_ports.out]\nhost = \"nope\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`send_ports.out.host`") && e.contains("no host `nope`"),
+            "{e}"
+        );
+        let e = load(&GOOD.replace("mask = \"*.xml\" }", "mask = \"*.xml\" }\nhost = \"nope\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`receive_ports.in.locations.in-folder.host`"), "{e}");
     }
 }

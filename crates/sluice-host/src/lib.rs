@@ -15,15 +15,25 @@
 //! Architecture Invariant: every queue is bounded. A receive location takes at
 //! most `concurrency` files at once; a send port leases at most `concurrency`
 //! entries at once; waiting messages wait in the box on disk, not in memory.
+//!
+//! Architecture Invariant: work is in flight only once its host's
+//! [`Throttle`](throttle::Throttle) admitted it (a receive location before it
+//! takes a file, a send port before it delivers a leased message); a
+//! throttled host takes and leases nothing new.
 
 pub mod config;
+pub mod metrics;
 mod publisher;
 mod send_port;
+pub mod status;
+pub mod throttle;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
+use async_trait::async_trait;
 use sluice_msgbox::{MessageBox, Subscription, SystemClock};
 use sluice_msgbox_sqlite::{Options, SqliteBox};
 use tokio::sync::Notify;
@@ -31,8 +41,14 @@ use tokio::task::JoinSet;
 pub use tokio_util::sync::CancellationToken;
 
 pub use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::publisher::LocationPublisher;
 use crate::send_port::SendPortRunner;
+use crate::status::{HostStatus, NodeStatus};
+use crate::throttle::Throttle;
+
+/// How often the node samples its resident memory for the memory marks.
+const RSS_EVERY: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -85,10 +101,47 @@ fn lock_data_dir(dir: &Path) -> Result<DataDirLock, HostError> {
     }
 }
 
+/// A receive location's way into its host's throttle.
+struct HostAdmission(Arc<Throttle>);
+
+#[async_trait]
+impl sluice_adapters::Admission for HostAdmission {
+    async fn admit(&self, bytes: u64) -> sluice_adapters::Admitted {
+        sluice_adapters::Admitted::new(self.0.admit(bytes, throttle::Work::Receive).await)
+    }
+}
+
 /// Run a node until `shutdown` is cancelled; then stop intake, finish the
 /// work in flight, close the box and return.
 pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), HostError> {
     let _lock = lock_data_dir(&config.data_dir)?;
+    // Bind the metrics endpoint first: a taken address stops the start
+    // before anything has been touched.
+    let endpoint = match &config.metrics {
+        Some(m) => Some(metrics::Endpoint::bind(m.address).await.map_err(|e| HostError::Start {
+            what: format!("metrics.address {}", m.address),
+            message: format!("cannot listen there: {e}"),
+        })?),
+        None => None,
+    };
+    let metrics = Metrics::new();
+    let throttles: HashMap<String, Arc<Throttle>> = config
+        .hosts
+        .iter()
+        .map(|(name, hc)| {
+            let limits = hc.limits().map_err(|(key, message)| HostError::Start {
+                what: format!("hosts.{name}.{key}"),
+                message,
+            })?;
+            Ok((name.clone(), Throttle::new(name, limits, Some(metrics.host(name)))))
+        })
+        .collect::<Result<_, HostError>>()?;
+    let throttle_of = |what: &str, host: &str| {
+        throttles.get(host).cloned().ok_or_else(|| HostError::Start {
+            what: what.to_string(),
+            message: format!("no host `{host}` is configured"),
+        })
+    };
     let mbox = SqliteBox::open(&config.data_dir, Arc::new(SystemClock), Options::default())?;
     let mbox: Arc<dyn MessageBox> = Arc::new(mbox);
     // This node is the only user of the embedded box: leases left by an
@@ -123,11 +176,19 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Ho
                 what: format!("receive location `{name}` pipeline"),
                 message,
             })?;
-            let publisher = Arc::new(LocationPublisher::new(name, pipeline, mbox.clone(), wakers.clone()));
+            let publisher = Arc::new(LocationPublisher::new(
+                name,
+                pipeline,
+                mbox.clone(),
+                wakers.clone(),
+                metrics.clone(),
+            ));
+            let throttle = throttle_of(&format!("receive location `{name}`"), &lc.host)?;
             let cx = sluice_adapters::ReceiveContext {
                 port: port.clone(),
                 location: name.clone(),
                 publisher: publisher.clone(),
+                admission: Arc::new(HostAdmission(throttle)),
                 shutdown: shutdown.clone(),
             };
             source.recover(&cx).await;
@@ -140,6 +201,25 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Ho
         }
     }
 
+    // Node services: RSS sampling (memory marks, metrics), status.json, metrics endpoint.
+    let services_stop = CancellationToken::new();
+    let mut services = JoinSet::new();
+    services.spawn(sample_rss(
+        metrics.clone(),
+        throttles.values().cloned().collect(),
+        services_stop.clone(),
+    ));
+    let metrics_address = endpoint.as_ref().map(|e| e.address().to_string());
+    services.spawn(report_status(
+        config.data_dir.clone(),
+        throttles.clone(),
+        metrics_address.clone(),
+        services_stop.clone(),
+    ));
+    if let Some(endpoint) = endpoint {
+        services.spawn(endpoint.serve(metrics.clone(), mbox.clone(), services_stop.clone()));
+    }
+
     let mut task_names: HashMap<tokio::task::Id, String> = HashMap::new();
     // Send ports next, so that they are ready when messages arrive.
     let send_stop = CancellationToken::new();
@@ -149,13 +229,19 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Ho
             tracing::info!(send_port = %name, "send port is stopped; its messages wait in the box");
             continue;
         }
-        let runner =
-            SendPortRunner::new(name, sp, mbox.clone(), wakers.by_subscriber[name].clone()).map_err(|message| {
-                HostError::Start {
-                    what: format!("send port `{name}`"),
-                    message,
-                }
-            })?;
+        let what = format!("send port `{name}`");
+        let runner = SendPortRunner::new(
+            name,
+            sp,
+            mbox.clone(),
+            wakers.by_subscriber[name].clone(),
+            throttle_of(&what, &sp.host)?,
+            metrics.clone(),
+        )
+        .map_err(|message| HostError::Start {
+            what: what.clone(),
+            message,
+        })?;
         let handle = senders.spawn(runner.run(send_stop.clone()));
         task_names.insert(handle.id(), format!("send port `{name}`"));
     }
@@ -172,12 +258,15 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Ho
         });
         task_names.insert(handle.id(), what);
     }
-    tracing::info!(data_dir = %config.data_dir.display(), "node running");
+    tracing::info!(data_dir = %config.data_dir.display(), metrics = metrics_address.as_deref().unwrap_or("off"),
+        "node running");
 
     // Until asked to stop, watch the tasks: one that ends now has failed
     // (a panic); say so loudly rather than let a port go quiet.
     loop {
         tokio::select! {
+            // Checked first: a task that ends because the node stops has not failed.
+            biased;
             _ = shutdown.cancelled() => break,
             Some(ended) = senders.join_next_with_id() => report_early_end(&task_names, ended),
             Some(ended) = receivers.join_next_with_id() => report_early_end(&task_names, ended),
@@ -187,9 +276,103 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Ho
     while receivers.join_next().await.is_some() {}
     send_stop.cancel();
     while senders.join_next().await.is_some() {}
+    services_stop.cancel();
+    while services.join_next().await.is_some() {}
+    // A node that stopped cleanly leaves no report behind (an old one would
+    // look like a node that is stuck).
+    if let Err(e) = std::fs::remove_file(status::status_path(&config.data_dir))
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(error = %e, "cannot remove status.json");
+    }
     mbox.close().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A periodic tick that ends when `stop` is cancelled.
+struct Ticker {
+    interval: tokio::time::Interval,
+    stop: CancellationToken,
+}
+
+impl Ticker {
+    fn new(period: Duration, stop: CancellationToken) -> Ticker {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Ticker { interval, stop }
+    }
+
+    /// Wait for the next tick; `false` once stopped.
+    async fn next(&mut self) -> bool {
+        tokio::select! {
+            _ = self.interval.tick() => true,
+            _ = self.stop.cancelled() => false,
+        }
+    }
+}
+
+/// Sample the process's RSS for the hosts' memory marks and the metrics.
+async fn sample_rss(metrics: Arc<Metrics>, throttles: Vec<Arc<Throttle>>, stop: CancellationToken) {
+    let mut ticks = Ticker::new(RSS_EVERY, stop);
+    let mut warned = false;
+    while ticks.next().await {
+        match throttle::current_rss() {
+            Some(rss) => {
+                metrics.set_rss(rss);
+                for t in &throttles {
+                    t.set_rss(rss);
+                }
+            }
+            None if !warned => {
+                tracing::warn!(
+                    "cannot read the process's resident memory (/proc/self/statm); memory marks are not enforced"
+                );
+                warned = true;
+            }
+            None => {}
+        }
+    }
+}
+
+/// Write `status.json` every [`status::STATUS_EVERY`] for `sluice status`.
+async fn report_status(
+    data_dir: PathBuf,
+    throttles: HashMap<String, Arc<Throttle>>,
+    metrics_address: Option<String>,
+    stop: CancellationToken,
+) {
+    let mut ticks = Ticker::new(status::STATUS_EVERY, stop);
+    let mut failing = false;
+    while ticks.next().await {
+        let report = NodeStatus {
+            pid: std::process::id(),
+            written_at_ms: now_ms(),
+            rss: throttle::current_rss().unwrap_or(0),
+            metrics_address: metrics_address.clone(),
+            hosts: throttles
+                .iter()
+                .map(|(name, t)| (name.clone(), HostStatus::of(t)))
+                .collect(),
+        };
+        match status::write(&data_dir, &report).await {
+            Ok(()) if failing => {
+                tracing::info!("status.json is written again");
+                failing = false;
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                tracing::warn!(error = %e, "cannot write status.json; `sluice status` will not show the throttle state");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    use sluice_msgbox::Clock;
+    SystemClock.now_ms()
 }
 
 fn report_early_end(

@@ -10,6 +10,7 @@ use sluice_msgbox::{MessageBox, NewMessage, Routed, StagedMessage};
 use sluice_pipeline::{Emit, EmitError, PipelineError, ReceivePipeline};
 
 use crate::Wakers;
+use crate::metrics::{Metrics, Suspension};
 
 pub(crate) struct LocationPublisher {
     location: String,
@@ -19,6 +20,7 @@ pub(crate) struct LocationPublisher {
     pipeline: Box<dyn ReceivePipeline>,
     mbox: Arc<dyn MessageBox>,
     wakers: Arc<Wakers>,
+    metrics: Arc<Metrics>,
 }
 
 impl LocationPublisher {
@@ -27,6 +29,7 @@ impl LocationPublisher {
         pipeline: Box<dyn ReceivePipeline>,
         mbox: Arc<dyn MessageBox>,
         wakers: Arc<Wakers>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         LocationPublisher {
             location: location.to_string(),
@@ -34,6 +37,7 @@ impl LocationPublisher {
             pipeline,
             mbox,
             wakers,
+            metrics,
         }
     }
 
@@ -229,11 +233,14 @@ impl LocationPublisher {
         for (i, m) in out.messages.iter().enumerate() {
             match self.mbox.publish_holding(m.clone(), &self.holder).await {
                 Ok(Routed::Queued(subs)) => {
+                    self.metrics.published(&self.location);
                     for s in &subs {
                         self.wakers.wake(s);
                     }
                 }
                 Ok(Routed::Suspended { suspended_id }) => {
+                    self.metrics.published(&self.location);
+                    self.metrics.suspended(&self.location, Suspension::NoSubscriber);
                     tracing::warn!(receive_location = %self.location, message_id = %m.id, suspended_id,
                         "no subscription matches the message; it is suspended (resumable)");
                 }
@@ -263,6 +270,14 @@ impl LocationPublisher {
                 for s in routed.queued.keys() {
                     self.wakers.wake(s);
                 }
+                self.metrics.published_many(&self.location, routed.messages);
+                self.metrics
+                    .suspended_many(&self.location, Suspension::NoSubscriber, routed.no_subscriber);
+                self.metrics.suspended_many(
+                    &self.location,
+                    Suspension::BadRecord,
+                    routed.suspended.saturating_sub(routed.no_subscriber),
+                );
                 tracing::info!(receive_location = %self.location, interchange = %out.source_id,
                     records = routed.messages, suspended = routed.suspended, no_subscriber = routed.no_subscriber,
                     "interchange published");
@@ -354,6 +369,8 @@ impl Publisher for LocationPublisher {
             .await
         {
             Ok(suspended_id) => {
+                self.metrics.published(&self.location);
+                self.metrics.suspended(&self.location, Suspension::Rejected);
                 tracing::warn!(receive_location = %self.location, message_id = %id, suspended_id, reason = %reason,
                     "the receive pipeline rejected the message; it is suspended as received");
                 Ok(Receipt { messages: vec![id] })

@@ -12,6 +12,8 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{RetryConfig, SendPortConfig};
+use crate::metrics::{Metrics, Suspension};
+use crate::throttle::{Permit, Throttle, Work};
 
 /// How often a send port looks at its queue when nothing woke it.
 const POLL: Duration = Duration::from_millis(500);
@@ -25,6 +27,8 @@ pub(crate) struct SendPortRunner {
     concurrency: usize,
     lease_ms: i64,
     wake: Arc<Notify>,
+    throttle: Arc<Throttle>,
+    metrics: Arc<Metrics>,
 }
 
 impl SendPortRunner {
@@ -33,6 +37,8 @@ impl SendPortRunner {
         cfg: &SendPortConfig,
         mbox: Arc<dyn MessageBox>,
         wake: Arc<Notify>,
+        throttle: Arc<Throttle>,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, String> {
         Ok(SendPortRunner {
             name: name.to_string(),
@@ -43,6 +49,8 @@ impl SendPortRunner {
             concurrency: cfg.concurrency,
             lease_ms: cfg.lease.as_millis() as i64,
             wake,
+            throttle,
+            metrics,
         })
     }
 
@@ -59,6 +67,12 @@ impl SendPortRunner {
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = stop.cancelled() => break,
             };
+            // A host over its memory mark leases nothing new (but one
+            // delivery at a time while nothing is in flight).
+            tokio::select! {
+                _ = me.throttle.wait_open() => {}
+                _ = stop.cancelled() => break,
+            }
             let free = slots.available_permits() + 1;
             let leased = match me.mbox.lease(&me.name, free, me.lease_ms).await {
                 Ok(l) => l,
@@ -107,13 +121,29 @@ impl SendPortRunner {
             context: l.context.clone(),
             attempt: l.attempt,
         };
+        // Admission to the host's budget is part of the work: the lease is
+        // renewed while it waits.
         let work = async {
-            match self.body(&l).await {
+            let parts = match self.mbox.parts(l.message_id).await {
+                Ok(p) => p,
+                Err(e) => {
+                    return (
+                        None,
+                        Err(sluice_adapters::TransmitError::retry(format!("reading parts: {e}"))),
+                    );
+                }
+            };
+            let permit = self
+                .throttle
+                .admit(parts.iter().map(|p| p.size).sum(), Work::Deliver)
+                .await;
+            let result = match self.body(&l, &parts) {
                 Ok(body) => self.transmitter.transmit(&outbound, body).await,
                 Err(e) => Err(sluice_adapters::TransmitError::retry(e)),
-            }
+            };
+            (Some(permit), result)
         };
-        let result = self.renewing(&l, work).await;
+        let (permit, result): (Option<Permit>, _) = self.renewing(&l, work).await;
         let outcome = match result {
             Ok(delivered) => {
                 match &delivered {
@@ -123,7 +153,11 @@ impl SendPortRunner {
                     Delivered::AlreadyThere(to) => tracing::info!(send_port = %self.name, message_id = %l.message_id,
                         to = %to, "an identical copy was already delivered (redelivery after a restart)"),
                 }
-                self.mbox.ack(l.token).await
+                let acked = self.mbox.ack(l.token).await;
+                if acked.is_ok() {
+                    self.metrics.delivered(&self.name);
+                }
+                acked
             }
             Err(e) if e.retryable && l.attempt <= self.retry.count => {
                 let retry_at = now_ms() + self.retry.interval.as_millis() as i64;
@@ -138,9 +172,14 @@ impl SendPortRunner {
                 );
                 tracing::error!(send_port = %self.name, message_id = %l.message_id, error = %e.message,
                     "delivery failed for good; the message is suspended (resumable)");
-                self.mbox.suspend(l.token, &reason).await.map(|_| ())
+                let suspended = self.mbox.suspend(l.token, &reason).await;
+                if suspended.is_ok() {
+                    self.metrics.suspended(&self.name, Suspension::DeliveryFailed);
+                }
+                suspended.map(|_| ())
             }
         };
+        drop(permit);
         if let Err(e) = outcome {
             // A lost lease means another delivery attempt owns the entry now.
             tracing::warn!(send_port = %self.name, message_id = %l.message_id, error = %e, "could not record the outcome");
@@ -169,12 +208,7 @@ impl SendPortRunner {
         }
     }
 
-    async fn body(&self, l: &Leased) -> Result<Body, String> {
-        let parts = self
-            .mbox
-            .parts(l.message_id)
-            .await
-            .map_err(|e| format!("reading parts: {e}"))?;
+    fn body(&self, l: &Leased, parts: &[sluice_content::Part]) -> Result<Body, String> {
         let body: Body = match parts.first() {
             Some(p) => Box::new(read_part(self.mbox.content(), p)),
             None => Box::new(tokio::io::empty()),

@@ -123,6 +123,8 @@ pub struct FileReceiver {
 /// A file to take.
 struct Candidate {
     name: String,
+    /// Its size when seen (what it asks of the host's bytes budget).
+    size: u64,
 }
 
 enum Outcome {
@@ -183,12 +185,18 @@ impl Source for FileReceiver {
                     p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'outer },
                     _ = cx.shutdown.cancelled() => break 'outer,
                 };
+                // The host's throttle: no claim, no open, until admitted.
+                let admitted = tokio::select! {
+                    a = cx.admission.admit(c.size) => a,
+                    _ = cx.shutdown.cancelled() => break 'outer,
+                };
                 in_flight.insert(c.name.clone());
                 taken += 1;
                 let me2 = me.clone();
                 let cx2 = cx.clone();
                 tasks.spawn(async move {
                     let r = me2.receive_one(&cx2, &c.name).await;
+                    drop(admitted);
                     drop(permit);
                     (c.name, r)
                 });
@@ -287,7 +295,7 @@ impl FileReceiver {
                 if age < settle {
                     continue;
                 }
-                out.push(Candidate { name });
+                out.push(Candidate { name, size: meta.len() });
                 if out.len() >= limit {
                     break;
                 }
