@@ -237,3 +237,85 @@ fn kill9_in_the_middle_of_an_interchange() {
         "committed before the kill: {committed}, discarded at restart: {discarded}"
     );
 }
+
+/// The send side: records split from one file are batched again, N at a
+/// time or after `wait`, into XML and JSON documents; every record lands in
+/// exactly one batch.
+#[test]
+fn batching_assemblers_put_records_back_together() {
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(
+        root.path(),
+        r#"
+[receive_ports.orders.locations.xml-in]
+adapter = { type = "file", path = "xml-in", settle = "200ms", poll_interval = "100ms" }
+pipeline = { disassemble = { type = "xml", record = "/Orders/Order", promote = { "order.id" = "Order/@id" } } }
+
+[receive_ports.items.locations.json-in]
+adapter = { type = "file", path = "json-in", settle = "200ms", poll_interval = "100ms" }
+pipeline = { disassemble = { type = "json", array = "/items" } }
+
+[send_ports.xml-batches]
+filter = 'receive.port == "orders"'
+pipeline = { assemble = { type = "xml", root = "Orders", namespace = "urn:example:orders", batch = 50, wait = "1s" } }
+adapter = { type = "file", path = "xml-out", file_name = "%MessageId%.xml", create_folder = true }
+
+[send_ports.json-batches]
+filter = 'receive.port == "items"'
+pipeline = { assemble = { type = "json", key = "items", batch = 5, wait = "1s" }, encode = [{ type = "gzip" }] }
+adapter = { type = "file", path = "json-out", file_name = "%MessageId%.json.gz", create_folder = true }
+"#,
+    );
+    for d in ["xml-in", "json-in"] {
+        std::fs::create_dir_all(root.path().join(d)).unwrap();
+    }
+    let mut node = Node::start(&config, &root.path().join("node.log"));
+    drop_file(&root.path().join("xml-in"), "orders.xml", orders(120, None).as_bytes());
+    let items: Vec<String> = (0..7)
+        .map(|i| format!("{{\"n\": {i}, \"name\": \"item {i}\"}}"))
+        .collect();
+    drop_file(
+        &root.path().join("json-in"),
+        "items.json",
+        format!("{{\"items\": [{}]}}", items.join(", ")).as_bytes(),
+    );
+    let (xml_out, json_out) = (root.path().join("xml-out"), root.path().join("json-out"));
+    wait_until(Duration::from_secs(60), "an empty box", || {
+        status_json(&config)["spool"] == 0 && !names(&xml_out).is_empty() && !names(&json_out).is_empty()
+    });
+    node.stop();
+    // XML: 50 + 50 + 20, each a document of its own.
+    let mut sizes = Vec::new();
+    let mut ids = Vec::new();
+    for name in names(&xml_out) {
+        let doc = std::fs::read_to_string(xml_out.join(&name)).unwrap();
+        assert!(
+            doc.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Orders xmlns=\"urn:example:orders\">\n"),
+            "{doc}"
+        );
+        assert!(doc.ends_with("</Orders>\n"), "{doc}");
+        let n = doc.matches("<Order id=").count();
+        sizes.push(n);
+        for part in doc.split("<Order id=\"").skip(1) {
+            ids.push(part[..part.find('"').unwrap()].parse::<u32>().unwrap());
+        }
+    }
+    sizes.sort();
+    assert_eq!(sizes, vec![20, 50, 50]);
+    ids.sort();
+    assert_eq!(ids, (10_001..=10_120).collect::<Vec<_>>(), "every order exactly once");
+    // JSON: 5 + 2, gzip-compressed after assembly.
+    let mut ns = Vec::new();
+    for name in names(&json_out) {
+        let out = std::process::Command::new("gzip")
+            .arg("-dc")
+            .arg(json_out.join(&name))
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        ns.extend(v["items"].as_array().unwrap().iter().map(|i| i["n"].as_i64().unwrap()));
+    }
+    ns.sort();
+    assert_eq!(ns, (0..7).collect::<Vec<_>>());
+    assert_eq!(names(&json_out).len(), 2);
+}

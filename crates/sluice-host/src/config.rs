@@ -368,6 +368,15 @@ impl Config {
             sp.pipeline
                 .validate()
                 .map_err(|m| invalid(format!("{key}.pipeline"), m))?;
+            if let Some(a) = &sp.pipeline.assemble
+                && a.wait() * 2 >= sp.lease
+            {
+                // A batch's first messages are leased while it fills.
+                return Err(invalid(
+                    format!("{key}.pipeline.assemble.wait"),
+                    format!("must be under half the port's lease ({:?})", sp.lease),
+                ));
+            }
             sp.adapter.resolve_paths(base);
             sp.adapter
                 .build()

@@ -6,14 +6,22 @@ use std::time::Duration;
 
 use sluice_adapters::{Body, Delivered, Outbound, Transmitter};
 use sluice_content::read_part;
+use sluice_model::MessageId;
 use sluice_msgbox::{BoxError, Leased, MessageBox, SystemClock};
-use sluice_pipeline::SendPipeline;
+use sluice_pipeline::{AssembleConfig, SendPipeline};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{RetryConfig, SendPortConfig};
 use crate::metrics::{Metrics, Suspension};
 use crate::throttle::{Permit, Throttle, Work};
+
+enum Leasing {
+    Got(Vec<Leased>),
+    /// Nothing leased; try again (the slot taken for it is given back).
+    Again,
+    Stop,
+}
 
 /// How often a send port looks at its queue when nothing woke it.
 const POLL: Duration = Duration::from_millis(500);
@@ -56,6 +64,9 @@ impl SendPortRunner {
 
     pub(crate) async fn run(self, stop: CancellationToken) {
         let me = Arc::new(self);
+        if let Some(a) = me.pipeline.assembler().cloned() {
+            return me.run_batches(a, stop).await;
+        }
         let slots = Arc::new(Semaphore::new(me.concurrency));
         tracing::info!(send_port = %me.name, "send port started");
         loop {
@@ -74,25 +85,11 @@ impl SendPortRunner {
                 _ = stop.cancelled() => break,
             }
             let free = slots.available_permits() + 1;
-            let leased = match me.mbox.lease(&me.name, free, me.lease_ms).await {
-                Ok(l) => l,
-                Err(BoxError::Closed) => break,
-                Err(e) => {
-                    tracing::error!(send_port = %me.name, error = %e, "cannot lease messages; trying again shortly");
-                    drop(first);
-                    tokio::select! { _ = tokio::time::sleep(POLL) => {}, _ = stop.cancelled() => break }
-                    continue;
-                }
+            let leased = match me.lease_or_wait(free, &stop).await {
+                Leasing::Got(l) => l,
+                Leasing::Again => continue,
+                Leasing::Stop => break,
             };
-            if leased.is_empty() {
-                drop(first);
-                tokio::select! {
-                    _ = me.wake.notified() => {}
-                    _ = tokio::time::sleep(POLL) => {}
-                    _ = stop.cancelled() => break,
-                }
-                continue;
-            }
             let mut first = Some(first);
             for l in leased {
                 let permit = match first.take() {
@@ -112,6 +109,125 @@ impl SendPortRunner {
         // Finish what is in flight.
         let _ = slots.acquire_many(me.concurrency as u32).await;
         tracing::info!(send_port = %me.name, "send port stopped");
+    }
+
+    /// Lease up to `max` entries. With none to be had (or the box failing),
+    /// wait until woken, polled or stopped, and say so.
+    async fn lease_or_wait(&self, max: usize, stop: &CancellationToken) -> Leasing {
+        let idle = match self.mbox.lease(&self.name, max, self.lease_ms).await {
+            Ok(l) if !l.is_empty() => return Leasing::Got(l),
+            Ok(_) => true,
+            Err(BoxError::Closed) => return Leasing::Stop,
+            Err(e) => {
+                tracing::error!(send_port = %self.name, error = %e, "cannot lease messages; trying again shortly");
+                false
+            }
+        };
+        tokio::select! {
+            _ = self.wake.notified(), if idle => Leasing::Again,
+            _ = tokio::time::sleep(POLL) => Leasing::Again,
+            _ = stop.cancelled() => Leasing::Stop,
+        }
+    }
+
+    /// A port with an assembler: lease up to `batch` messages, wait at most
+    /// `wait` for the batch to fill, and send them as one document. Up to
+    /// `concurrency` batches are in flight.
+    async fn run_batches(self: Arc<Self>, a: AssembleConfig, stop: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(self.concurrency));
+        let size = a.batch() as usize;
+        tracing::info!(send_port = %self.name, batch = size, wait = ?a.wait(), "send port started (batching)");
+        loop {
+            if stop.is_cancelled() {
+                break;
+            }
+            let permit = tokio::select! {
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = stop.cancelled() => break,
+            };
+            tokio::select! {
+                _ = self.throttle.wait_open() => {}
+                _ = stop.cancelled() => break,
+            }
+            let mut batch = match self.lease_or_wait(size, &stop).await {
+                Leasing::Got(l) => l,
+                Leasing::Again => continue,
+                Leasing::Stop => break,
+            };
+            // Fill the batch until it is full or its first message has
+            // waited `wait` (config keeps `wait` well under the lease).
+            let deadline = tokio::time::Instant::now() + a.wait();
+            while batch.len() < size && !stop.is_cancelled() {
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep((deadline - now).min(POLL)) => {}
+                    _ = stop.cancelled() => {}
+                }
+                match self.mbox.lease(&self.name, size - batch.len(), self.lease_ms).await {
+                    Ok(more) => batch.extend(more),
+                    Err(e) => {
+                        tracing::warn!(send_port = %self.name, error = %e, "cannot lease more for a batch; sending what it has");
+                        break;
+                    }
+                }
+            }
+            let me = self.clone();
+            let a = a.clone();
+            tokio::spawn(async move {
+                me.deliver_batch(&a, batch).await;
+                drop(permit);
+            });
+        }
+        let _ = slots.acquire_many(self.concurrency as u32).await;
+        tracing::info!(send_port = %self.name, "send port stopped");
+    }
+
+    /// Send a batch as one document; ack, retry or suspend every message of it together.
+    async fn deliver_batch(&self, a: &AssembleConfig, batch: Vec<Leased>) {
+        let Some(first) = batch.first() else { return };
+        let id = MessageId::new();
+        let mut context = first.context.clone();
+        context.promote("batch", "id", id.to_string());
+        context.promote("batch", "count", batch.len() as i64);
+        let outbound = Outbound {
+            id,
+            port: self.name.clone(),
+            context,
+            attempt: batch.iter().map(|l| l.attempt).max().unwrap_or(1),
+        };
+        let work = async {
+            let mut bodies: Vec<Body> = Vec::with_capacity(batch.len());
+            let mut bytes = 0;
+            for l in &batch {
+                match self.mbox.parts(l.message_id).await {
+                    Ok(parts) => {
+                        bytes += parts.iter().map(|p| p.size).sum::<u64>();
+                        bodies.push(match parts.first() {
+                            Some(p) => Box::new(read_part(self.mbox.content(), p)),
+                            None => Box::new(tokio::io::empty()),
+                        });
+                    }
+                    Err(e) => {
+                        let e = format!("reading parts of message {}: {e}", l.message_id);
+                        return (None, Err(sluice_adapters::TransmitError::retry(e)));
+                    }
+                }
+            }
+            let permit = self.throttle.admit(bytes, Work::Deliver).await;
+            let result = match self.pipeline.wrap(&outbound.context, a.assemble(bodies)) {
+                Ok(body) => self.transmitter.transmit(&outbound, body).await,
+                Err(e) => Err(sluice_adapters::TransmitError::retry(e.to_string())),
+            };
+            (Some(permit), result)
+        };
+        let (permit, result): (Option<Permit>, _) = self.renewing(&batch, work).await;
+        let what = format!("batch {id} of {} message(s)", batch.len());
+        self.settle(&batch, result, &what).await;
+        drop(permit);
     }
 
     async fn deliver(&self, l: Leased) {
@@ -143,65 +259,85 @@ impl SendPortRunner {
             };
             (Some(permit), result)
         };
-        let (permit, result): (Option<Permit>, _) = self.renewing(&l, work).await;
-        let outcome = match result {
-            Ok(delivered) => {
-                match &delivered {
-                    Delivered::To(to) => {
-                        tracing::debug!(send_port = %self.name, message_id = %l.message_id, to = %to, "delivered")
-                    }
-                    Delivered::AlreadyThere(to) => tracing::info!(send_port = %self.name, message_id = %l.message_id,
-                        to = %to, "an identical copy was already delivered (redelivery after a restart)"),
-                }
-                let acked = self.mbox.ack(l.token).await;
-                if acked.is_ok() {
-                    self.metrics.delivered(&self.name);
-                }
-                acked
-            }
-            Err(e) if e.retryable && l.attempt <= self.retry.count => {
-                let retry_at = now_ms() + self.retry.interval.as_millis() as i64;
-                tracing::warn!(send_port = %self.name, message_id = %l.message_id, attempt = l.attempt,
-                    retries_left = self.retry.count + 1 - l.attempt, error = %e.message, "delivery failed; will retry");
-                self.mbox.nack(l.token, retry_at, &e.message).await
-            }
-            Err(e) => {
-                let reason = format!(
-                    "send port `{}`: {} (after {} attempt(s))",
-                    self.name, e.message, l.attempt
-                );
-                tracing::error!(send_port = %self.name, message_id = %l.message_id, error = %e.message,
-                    "delivery failed for good; the message is suspended (resumable)");
-                let suspended = self.mbox.suspend(l.token, &reason).await;
-                if suspended.is_ok() {
-                    self.metrics.suspended(&self.name, Suspension::DeliveryFailed);
-                }
-                suspended.map(|_| ())
-            }
-        };
+        let (permit, result): (Option<Permit>, _) = self.renewing(std::slice::from_ref(&l), work).await;
+        self.settle(std::slice::from_ref(&l), result, &format!("message {}", l.message_id))
+            .await;
         drop(permit);
-        if let Err(e) = outcome {
-            // A lost lease means another delivery attempt owns the entry now.
-            tracing::warn!(send_port = %self.name, message_id = %l.message_id, error = %e, "could not record the outcome");
+    }
+
+    /// Record how a delivery of `entries` (one message, or a batch sent as
+    /// one document) ended: ack each, retry each, or suspend each.
+    async fn settle(&self, entries: &[Leased], result: Result<Delivered, sluice_adapters::TransmitError>, what: &str) {
+        let attempt = entries.iter().map(|l| l.attempt).max().unwrap_or(1);
+        match &result {
+            Ok(Delivered::To(to)) => tracing::debug!(send_port = %self.name, what, to = %to, "delivered"),
+            Ok(Delivered::AlreadyThere(to)) => tracing::info!(send_port = %self.name, what, to = %to,
+                "an identical copy was already delivered (redelivery after a restart)"),
+            Err(e) if e.retryable && attempt <= self.retry.count => {
+                tracing::warn!(send_port = %self.name, what, attempt, retries_left = self.retry.count + 1 - attempt,
+                    error = %e.message, "delivery failed; will retry")
+            }
+            Err(e) => tracing::error!(send_port = %self.name, what, error = %e.message,
+                "delivery failed for good; suspended (resumable)"),
+        }
+        for l in entries {
+            let outcome = match &result {
+                Ok(_) => {
+                    let acked = self.mbox.ack(l.token).await;
+                    if acked.is_ok() {
+                        self.metrics.delivered(&self.name);
+                    }
+                    acked
+                }
+                Err(e) if e.retryable && attempt <= self.retry.count => {
+                    let retry_at = now_ms() + self.retry.interval.as_millis() as i64;
+                    self.mbox.nack(l.token, retry_at, &e.message).await
+                }
+                Err(e) => {
+                    let batch = if entries.len() > 1 {
+                        format!(" ({what})")
+                    } else {
+                        String::new()
+                    };
+                    let reason = format!(
+                        "send port `{}`: {}{batch} (after {} attempt(s))",
+                        self.name, e.message, l.attempt
+                    );
+                    let suspended = self.mbox.suspend(l.token, &reason).await;
+                    if suspended.is_ok() {
+                        self.metrics.suspended(&self.name, Suspension::DeliveryFailed);
+                    }
+                    suspended.map(|_| ())
+                }
+            };
+            if let Err(e) = outcome {
+                // A lost lease means another delivery attempt owns the entry now.
+                tracing::warn!(send_port = %self.name, message_id = %l.message_id, error = %e, "could not record the outcome");
+            }
         }
     }
 
     /// Run `work`, renewing the lease every third of its length, so a long
     /// delivery is not handed out a second time while it is still going.
-    async fn renewing<T>(&self, l: &Leased, work: impl std::future::Future<Output = T>) -> T {
+    async fn renewing<T>(&self, entries: &[Leased], work: impl std::future::Future<Output = T>) -> T {
         tokio::pin!(work);
         let every = Duration::from_millis((self.lease_ms / 3).max(100) as u64);
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        let mut renewing = true;
+        // A lost lease stays lost: stop renewing it (and warning about it).
+        let mut renewing = vec![true; entries.len()];
         loop {
             tokio::select! {
                 out = &mut work => return out,
-                _ = tick.tick(), if renewing => {
-                    if let Err(e) = self.mbox.renew(l.token, self.lease_ms).await {
-                        tracing::warn!(send_port = %self.name, message_id = %l.message_id, error = %e,
-                            "could not renew the lease of a delivery in progress");
-                        // A lost lease stays lost; do not warn on every tick.
-                        renewing = !matches!(e, BoxError::LeaseLost { .. });
+                _ = tick.tick(), if renewing.iter().any(|r| *r) => {
+                    for (l, renew) in entries.iter().zip(renewing.iter_mut()) {
+                        if !*renew {
+                            continue;
+                        }
+                        if let Err(e) = self.mbox.renew(l.token, self.lease_ms).await {
+                            tracing::warn!(send_port = %self.name, message_id = %l.message_id, error = %e,
+                                "could not renew the lease of a delivery in progress");
+                            *renew = !matches!(e, BoxError::LeaseLost { .. });
+                        }
                     }
                 }
             }
