@@ -109,6 +109,7 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
              reason TEXT
          );
          CREATE INDEX IF NOT EXISTS staged_interchange ON staged (interchange, id);
+         CREATE INDEX IF NOT EXISTS staged_message ON staged (message_id);
          COMMIT;",
     )?;
     let version: Option<i64> = conn

@@ -770,9 +770,13 @@ impl Writer {
 
     pub fn hold(&mut self, message: MessageId, holder: &str) -> Result<()> {
         let doing = format!("holding message {message} for `{holder}`");
+        // A staged message (of an uncommitted interchange) is not in the box yet.
         let exists: Option<i64> = self
             .conn
-            .prepare_cached("SELECT refs FROM messages WHERE id = ?1")
+            .prepare_cached(
+                "SELECT refs FROM messages WHERE id = ?1
+                 AND NOT EXISTS (SELECT 1 FROM staged WHERE message_id = ?1)",
+            )
             .and_then(|mut s| s.query_row([message.to_bytes()], |r| r.get(0)).optional())
             .map_err(storage(&doing))?;
         if exists.is_none() {

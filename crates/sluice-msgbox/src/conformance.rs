@@ -854,7 +854,8 @@ async fn run_model(h: &impl Harness, ops: Vec<Op>) {
             Op::Hold { msg: i, holder } | Op::Release { msg: i, holder } if !m.messages.is_empty() => {
                 let id = m.messages[i % m.messages.len()].0;
                 let holder = HOLDERS[holder];
-                let live = m.live(id);
+                // A staged message is not in the box yet: it cannot be held.
+                let live = m.live(id) && !m.staged.iter().any(|st| st.msg == id);
                 let held = m.holds.get(&id).is_some_and(|h| h.iter().any(|x| x == holder));
                 if matches!(op, Op::Hold { .. }) {
                     match (live, b.hold(id, holder).await) {

@@ -311,7 +311,8 @@ pub trait MessageBox: Send + Sync {
     async fn release_leases(&self) -> Result<u64>;
 
     /// Take a named reference on a message (e.g. an orchestration instance).
-    /// Holding twice under one name is one reference.
+    /// Holding twice under one name is one reference. A staged message (of
+    /// an interchange not yet committed) cannot be held: `NoSuchMessage`.
     async fn hold(&self, message: MessageId, holder: &str) -> Result<()>;
     /// Drop a named reference; the last reference deletes the message.
     async fn release(&self, message: MessageId, holder: &str) -> Result<()>;
