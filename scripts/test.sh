@@ -24,6 +24,15 @@ SERVICES=()
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# Command-line tools the end-to-end tests drive: "command debian-package".
+TOOLS=("gzip gzip" "curl curl")
+for tool in "${TOOLS[@]}"; do
+  read -r cmd pkg <<<"$tool"
+  command -v "$cmd" >/dev/null 2>&1 && continue
+  say "installing $pkg"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg"
+done
+
 for svc in "${SERVICES[@]}"; do
   read -r name port start pkg <<<"$svc"
   if port_open "$port"; then continue; fi

@@ -1,6 +1,7 @@
 //! `sluice`: run a node, look into its message box, measure it.
 
 mod bench;
+mod dev;
 mod inspect;
 mod suspended;
 
@@ -47,6 +48,17 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Tools for trying Sluice out and testing against it.
+    Dev {
+        #[command(subcommand)]
+        command: DevCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DevCommand {
+    /// An HTTP server that answers every request with the request's body, streamed.
+    EchoServer(dev::EchoServerArgs),
 }
 
 #[derive(Subcommand)]
@@ -167,7 +179,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             command: BenchCommand::Messaging(args),
         } => bench::messaging(args).await,
+        Command::Dev {
+            command: DevCommand::EchoServer(args),
+        } => dev::echo_server(args, on_signal()).await,
     }
+}
+
+/// A token cancelled on SIGTERM or SIGINT.
+fn on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received");
+        t.cancel();
+    });
+    token
 }
 
 fn which(ids: Vec<i64>, all: bool) -> anyhow::Result<suspended::Which> {
@@ -184,14 +211,7 @@ fn load(path: &std::path::Path) -> anyhow::Result<Config> {
 
 async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     let config = load(&config_path)?;
-    let shutdown = CancellationToken::new();
-    let signal_token = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("signal received");
-        signal_token.cancel();
-    });
-    sluice_host::serve(config, shutdown)
+    sluice_host::serve(config, on_signal())
         .await
         .with_context(|| format!("running the node of {}", config_path.display()))
 }
