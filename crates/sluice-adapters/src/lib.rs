@@ -23,6 +23,8 @@
 //! or restores it, so it is retried.
 
 pub mod file;
+pub mod http;
+pub mod macros;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -235,22 +237,26 @@ impl ReceiveAdapterConfig {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum SendAdapterConfig {
     File(file::FileSendConfig),
+    Http(http::HttpSendConfig),
 }
 
 impl SendAdapterConfig {
     pub fn resolve_paths(&mut self, base: &Path) {
         match self {
             SendAdapterConfig::File(c) => c.resolve_paths(base),
+            SendAdapterConfig::Http(_) => {}
         }
     }
     pub fn build(&self) -> Result<Arc<dyn Transmitter>, AdapterError> {
         match self {
             SendAdapterConfig::File(c) => Ok(Arc::new(c.build()?)),
+            SendAdapterConfig::Http(c) => Ok(Arc::new(c.build()?)),
         }
     }
     pub fn kind(&self) -> &'static str {
         match self {
             SendAdapterConfig::File(_) => "file",
+            SendAdapterConfig::Http(_) => "http",
         }
     }
 }

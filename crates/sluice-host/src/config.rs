@@ -429,7 +429,9 @@ retry = { count = 5, interval = "30s" }
         let ReceiveAdapterConfig::File(f) = &loc.adapter;
         assert_eq!(f.path, PathBuf::from("/etc/sluice/in"));
         let out = &c.send_ports["out"];
-        let SendAdapterConfig::File(f) = &out.adapter;
+        let SendAdapterConfig::File(f) = &out.adapter else {
+            panic!("a file send port")
+        };
         assert_eq!(f.path, PathBuf::from("/srv/out"));
         assert_eq!((out.retry.count, out.retry.interval), (5, Duration::from_secs(30)));
         assert!(out.enabled);

@@ -5,14 +5,13 @@
 //! take it), `.sluice-tmp.<send port>.<id>.<n>` a file being written by a
 //! send port.
 
-mod macros;
 mod receive;
 mod send;
 
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use macros::FileNameTemplate;
+pub use crate::macros::Template as FileNameTemplate;
 pub use receive::{FileReceiveConfig, FileReceiver};
 pub use send::{FileSendConfig, FileTransmitter};
 

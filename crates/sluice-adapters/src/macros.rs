@@ -1,4 +1,4 @@
-//! File-name macros for FILE send ports.
+//! Macros in file names (FILE send ports) and URLs (HTTP send ports).
 //!
 //! | macro | becomes |
 //! |---|---|
@@ -21,14 +21,14 @@ enum Piece {
     Property(Key),
 }
 
-/// A parsed file-name template.
+/// A parsed template: text with `%macros%`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct FileNameTemplate {
+pub struct Template {
     source: String,
     pieces: Vec<Piece>,
 }
 
-impl FileNameTemplate {
+impl Template {
     pub fn parse(template: &str) -> Result<Self, String> {
         let mut pieces = Vec::new();
         let mut rest = template;
@@ -66,9 +66,18 @@ impl FileNameTemplate {
         if pieces.is_empty() {
             return Err("the file name is empty".into());
         }
-        Ok(FileNameTemplate {
+        Ok(Template {
             source: template.to_string(),
             pieces,
+        })
+    }
+
+    /// A URL for a message: each macro's value is percent-encoded (a
+    /// context value can fill a path segment or a query value, never add
+    /// one); the template's own text is kept as written.
+    pub fn render_url(&self, id: MessageId, ctx: &Context) -> Result<String, String> {
+        self.expand(id, ctx, &|v: &str| {
+            percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
         })
     }
 
@@ -76,6 +85,11 @@ impl FileNameTemplate {
     /// result is not a plain file name (no `/`, not `.` or `..`): a context
     /// value must never steer a write outside the folder.
     pub fn render(&self, id: MessageId, ctx: &Context) -> Result<String, String> {
+        let out = self.expand(id, ctx, &|v: &str| v.to_string())?;
+        Self::check_file_name(&self.source, out)
+    }
+
+    fn expand(&self, id: MessageId, ctx: &Context, value: &dyn Fn(&str) -> String) -> Result<String, String> {
         let source_name = || {
             ctx.get("file", "name").map(|p| p.value.to_text()).ok_or_else(|| {
                 format!(
@@ -89,13 +103,13 @@ impl FileNameTemplate {
             match p {
                 Piece::Text(t) => out.push_str(t),
                 Piece::MessageId => out.push_str(&id.to_string()),
-                Piece::SourceFileName => out.push_str(&source_name()?),
+                Piece::SourceFileName => out.push_str(&value(&source_name()?)),
                 Piece::SourceFileStem => {
                     let n = source_name()?;
-                    out.push_str(match n.rsplit_once('.') {
+                    out.push_str(&value(match n.rsplit_once('.') {
                         Some((stem, _)) if !stem.is_empty() => stem,
                         _ => &n,
-                    });
+                    }));
                 }
                 Piece::DateTime => {
                     let t = time::OffsetDateTime::now_utc();
@@ -109,25 +123,27 @@ impl FileNameTemplate {
                         t.second()
                     ));
                 }
-                Piece::Property(k) => out.push_str(
+                Piece::Property(k) => out.push_str(&value(
                     &ctx.get(&k.namespace, &k.name)
                         .ok_or_else(|| format!("`{}` uses property {k}, which the message does not have", self.source))?
                         .value
                         .to_text(),
-                ),
+                )),
             }
         }
+        Ok(out)
+    }
+
+    fn check_file_name(source: &str, out: String) -> Result<String, String> {
         if out.is_empty() || out == "." || out == ".." || out.contains(['/', '\\', '\0']) {
             return Err(format!(
-                "`{}` gives `{}`, which is not a plain file name",
-                self.source,
+                "`{source}` gives `{}`, which is not a plain file name",
                 out.escape_debug()
             ));
         }
         if out.starts_with(".sluice-") {
             return Err(format!(
-                "`{}` gives `{out}`; names starting with .sluice- are Sluice's own",
-                self.source
+                "`{source}` gives `{out}`; names starting with .sluice- are Sluice's own"
             ));
         }
         Ok(out)
@@ -144,17 +160,14 @@ mod tests {
         ctx.promote("file", "name", "orders.xml");
         ctx.write("app", "customer", "ACME");
         let id = MessageId::new();
-        let t = FileNameTemplate::parse("%SourceFileStem%-%property:app.customer%-%MessageId%.out%%").unwrap();
+        let t = Template::parse("%SourceFileStem%-%property:app.customer%-%MessageId%.out%%").unwrap();
         assert_eq!(t.render(id, &ctx).unwrap(), format!("orders-ACME-{id}.out%"));
         assert_eq!(
-            FileNameTemplate::parse("%SourceFileName%")
-                .unwrap()
-                .render(id, &ctx)
-                .unwrap(),
+            Template::parse("%SourceFileName%").unwrap().render(id, &ctx).unwrap(),
             "orders.xml"
         );
         assert!(
-            FileNameTemplate::parse("%datetime%.txt")
+            Template::parse("%datetime%.txt")
                 .unwrap()
                 .render(id, &ctx)
                 .unwrap()
@@ -164,15 +177,11 @@ mod tests {
 
     #[test]
     fn refuses_bad_templates_and_names() {
-        assert!(
-            FileNameTemplate::parse("%Nope%")
-                .unwrap_err()
-                .contains("unknown macro %Nope%")
-        );
-        assert!(FileNameTemplate::parse("a%b").unwrap_err().contains("not closed"));
+        assert!(Template::parse("%Nope%").unwrap_err().contains("unknown macro %Nope%"));
+        assert!(Template::parse("a%b").unwrap_err().contains("not closed"));
         let mut ctx = Context::new();
         ctx.promote("file", "name", "../../etc/passwd");
-        let t = FileNameTemplate::parse("%SourceFileName%").unwrap();
+        let t = Template::parse("%SourceFileName%").unwrap();
         assert!(
             t.render(MessageId::new(), &ctx)
                 .unwrap_err()

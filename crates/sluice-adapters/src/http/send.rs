@@ -1,0 +1,453 @@
+//! HTTP send port (one-way).
+//!
+//! ```toml
+//! adapter = { type = "http", url = "https://example.com/orders/%property:order.id%", method = "PUT",
+//!             compress = "gzip", headers = { "X-Source" = "sluice" },
+//!             headers_from_context = { "X-Customer" = "order.customer" },
+//!             connect_timeout = "10s", timeout = "5m" }
+//! ```
+//!
+//! The request body is the message body, streamed from the box (never held
+//! whole); with `compress = "gzip"` it is compressed on the way and sent
+//! with `Content-Encoding: gzip`. Every request carries `X-Sluice-Message-Id`.
+//! A 2xx answer is a delivery; 408, 429 and 5xx, a refused or dropped
+//! connection and a timeout are retried per the port's policy; any other
+//! answer (4xx, a redirect, which is not followed with a streamed body) fails
+//! at once and the message is suspended.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+use sluice_model::Key;
+use tokio_util::io::ReaderStream;
+
+use crate::macros::Template;
+use crate::{AdapterError, Body, Delivered, Outbound, TransmitError, Transmitter};
+
+fn default_method() -> String {
+    "POST".into()
+}
+fn default_content_type() -> String {
+    "application/octet-stream".into()
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// Compression of the request body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compress {
+    #[default]
+    None,
+    Gzip,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSendConfig {
+    /// `http://` or `https://` URL; macros (`%MessageId%`,
+    /// `%property:ns.name%`...) are filled in percent-encoded.
+    pub url: String,
+    /// `POST` (default), `PUT` or `PATCH`.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// `Content-Type` of the request (default `application/octet-stream`).
+    #[serde(default = "default_content_type")]
+    pub content_type: String,
+    #[serde(default)]
+    pub compress: Compress,
+    /// Fixed request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Request headers taken from the message's context: header → property
+    /// (`ns.name`). A message without the property is sent without the header.
+    #[serde(default)]
+    pub headers_from_context: BTreeMap<String, String>,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// The whole exchange, request body included.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl HttpSendConfig {
+    pub fn build(&self) -> Result<HttpTransmitter, AdapterError> {
+        let bad = |m: String| AdapterError::Config(m);
+        let url = Template::parse(&self.url).map_err(bad)?;
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            return Err(bad(format!("url `{}` must start with http:// or https://", self.url)));
+        }
+        let method = match self.method.to_ascii_uppercase().as_str() {
+            "POST" => reqwest::Method::POST,
+            "PUT" => reqwest::Method::PUT,
+            "PATCH" => reqwest::Method::PATCH,
+            other => {
+                return Err(bad(format!(
+                    "method `{other}`: use POST, PUT or PATCH (a send port sends a body)"
+                )));
+            }
+        };
+        let mut headers = HeaderMap::new();
+        let header_name = |h: &str| HeaderName::from_bytes(h.as_bytes()).map_err(|e| bad(format!("header `{h}`: {e}")));
+        for (h, v) in &self.headers {
+            let value = HeaderValue::from_str(v).map_err(|e| bad(format!("header `{h}`: {e}")))?;
+            headers.insert(header_name(h)?, value);
+        }
+        headers.insert(
+            reqwest::header::CONTENT_TYPE,
+            HeaderValue::from_str(&self.content_type).map_err(|e| bad(format!("content_type: {e}")))?,
+        );
+        if self.compress == Compress::Gzip {
+            headers.insert(reqwest::header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        let mut from_context = Vec::new();
+        for (h, key) in &self.headers_from_context {
+            let k = Key::parse(key).ok_or_else(|| {
+                bad(format!(
+                    "headers_from_context `{h}`: `{key}` is not a property (ns.name)"
+                ))
+            })?;
+            from_context.push((header_name(h)?, k));
+        }
+        if self.connect_timeout.is_zero() || self.timeout.is_zero() {
+            return Err(bad("connect_timeout and timeout must be above zero".into()));
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .timeout(self.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| bad(format!("building the HTTP client: {e}")))?;
+        Ok(HttpTransmitter {
+            url,
+            method,
+            headers,
+            from_context,
+            gzip: self.compress == Compress::Gzip,
+            client,
+        })
+    }
+}
+
+pub struct HttpTransmitter {
+    url: Template,
+    method: reqwest::Method,
+    headers: HeaderMap,
+    from_context: Vec<(HeaderName, Key)>,
+    gzip: bool,
+    client: reqwest::Client,
+}
+
+/// The most of an error response's body kept for the error message.
+const ERROR_BODY_MAX: usize = 512;
+
+#[async_trait]
+impl Transmitter for HttpTransmitter {
+    async fn transmit(&self, msg: &Outbound, body: Body) -> Result<Delivered, TransmitError> {
+        let url = self
+            .url
+            .render_url(msg.id, &msg.context)
+            .map_err(TransmitError::fatal)?;
+        let mut headers = self.headers.clone();
+        for (h, key) in &self.from_context {
+            if let Some(p) = msg.context.get(&key.namespace, &key.name) {
+                let v = HeaderValue::from_str(&p.value.to_text())
+                    .map_err(|e| TransmitError::fatal(format!("header `{h}` from {key}: {e}")))?;
+                headers.insert(h.clone(), v);
+            }
+        }
+        if let Ok(v) = HeaderValue::from_str(&msg.id.to_string()) {
+            headers.insert(HeaderName::from_static("x-sluice-message-id"), v);
+        }
+        let stream: Body = if self.gzip {
+            Box::new(async_compression::tokio::bufread::GzipEncoder::new(
+                tokio::io::BufReader::with_capacity(64 * 1024, body),
+            ))
+        } else {
+            body
+        };
+        let request = self
+            .client
+            .request(self.method.clone(), &url)
+            .headers(headers)
+            .body(reqwest::Body::wrap_stream(ReaderStream::with_capacity(
+                stream,
+                64 * 1024,
+            )));
+        let response = request.send().await.map_err(|e| {
+            // Refused, reset, timed out, or the body failed to read: all may pass.
+            TransmitError::retry(format!("{} {url}: {}", self.method, error_chain(&e)))
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            // One-way: the answer's body is read and dropped (a chunk at a time).
+            let mut s = response.bytes_stream();
+            while let Some(chunk) = s.next().await {
+                if let Err(e) = chunk {
+                    tracing::debug!(url = %url, error = %e, "the answer's body broke off after a 2xx status; delivered");
+                    break;
+                }
+            }
+            return Ok(Delivered::To(format!("{} {url} ({status})", self.method)));
+        }
+        let retryable = status.is_server_error()
+            || status == reqwest::StatusCode::REQUEST_TIMEOUT
+            || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|l| format!(" to {l} (redirects are not followed)"))
+            .unwrap_or_default();
+        let text = error_body(response).await;
+        let message = format!("{} {url}: HTTP {status}{location}{text}", self.method);
+        Err(if retryable {
+            TransmitError::retry(message)
+        } else {
+            TransmitError::fatal(message)
+        })
+    }
+}
+
+/// The start of an error answer's body, for the error message.
+async fn error_body(response: reqwest::Response) -> String {
+    let mut s = response.bytes_stream();
+    let mut kept = Vec::new();
+    while let Some(Ok(chunk)) = s.next().await {
+        kept.extend_from_slice(&chunk[..chunk.len().min(ERROR_BODY_MAX - kept.len())]);
+        if kept.len() >= ERROR_BODY_MAX {
+            break;
+        }
+    }
+    if kept.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", String::from_utf8_lossy(&kept).trim())
+    }
+}
+
+/// An error and its causes, on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+
+    use axum::body::Bytes;
+    use axum::extract::{Path, Request};
+    use axum::http::StatusCode;
+    use sluice_model::{Context, MessageId};
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    struct Seen {
+        method: String,
+        uri: String,
+        headers: axum::http::HeaderMap,
+        body: Vec<u8>,
+    }
+
+    /// A real HTTP server on a free port: records what it receives on every
+    /// path; `/status/N` answers N; `/slow` answers after 2 s.
+    async fn server() -> (String, Arc<Mutex<Vec<Seen>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let app = axum::Router::new()
+            .route(
+                "/status/{code}",
+                axum::routing::any(|Path(code): Path<u16>| async move {
+                    let location = [(axum::http::header::LOCATION, "http://elsewhere/")];
+                    (
+                        StatusCode::from_u16(code).unwrap_or(StatusCode::IM_A_TEAPOT),
+                        location,
+                        "nope, said the server",
+                    )
+                }),
+            )
+            .route(
+                "/slow",
+                axum::routing::any(|| async {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    "late"
+                }),
+            )
+            .fallback(move |req: Request| {
+                let s = s.clone();
+                async move {
+                    let (parts, body) = req.into_parts();
+                    let body: Bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+                    s.lock().unwrap().push(Seen {
+                        method: parts.method.to_string(),
+                        uri: parts.uri.to_string(),
+                        headers: parts.headers,
+                        body: body.to_vec(),
+                    });
+                    "ok"
+                }
+            });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}"), seen)
+    }
+
+    fn config(url: &str) -> HttpSendConfig {
+        toml::from_str(&format!("url = \"{url}\"")).unwrap()
+    }
+
+    fn outbound(ctx: Context) -> Outbound {
+        Outbound {
+            id: MessageId::new(),
+            port: "p".into(),
+            context: ctx,
+            attempt: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn streams_the_body_with_headers_and_url_macros() {
+        let (base, seen) = server().await;
+        let mut c = config(&format!(
+            "{base}/orders/%property:order.id%?c=%property:order.customer%"
+        ));
+        c.method = "put".into();
+        c.headers.insert("X-Source".into(), "sluice".into());
+        c.headers_from_context
+            .insert("X-Customer".into(), "order.customer".into());
+        c.headers_from_context
+            .insert("X-Missing".into(), "order.nothing".into());
+        let t = c.build().unwrap();
+        let mut ctx = Context::new();
+        ctx.promote("order", "id", "A/1 ?x");
+        ctx.promote("order", "customer", "ACME & Co");
+        let msg = outbound(ctx);
+        let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let r = t
+            .transmit(&msg, Box::new(std::io::Cursor::new(body.clone())))
+            .await
+            .unwrap();
+        assert!(matches!(r, Delivered::To(ref to) if to.contains("200")), "{r:?}");
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1);
+        let s = &seen[0];
+        assert_eq!(s.method, "PUT");
+        assert_eq!(
+            s.uri, "/orders/A%2F1%20%3Fx?c=ACME%20%26%20Co",
+            "macro values cannot add path segments or parameters"
+        );
+        assert_eq!(s.headers["x-source"], "sluice");
+        assert_eq!(s.headers["x-customer"], "ACME & Co");
+        assert!(!s.headers.contains_key("x-missing"));
+        assert_eq!(s.headers["content-type"], "application/octet-stream");
+        assert_eq!(s.headers["x-sluice-message-id"], msg.id.to_string().as_str());
+        assert!(s.body == body, "the body arrives whole");
+    }
+
+    #[tokio::test]
+    async fn gzip_compresses_on_the_way() {
+        let (base, seen) = server().await;
+        let mut c = config(&format!("{base}/in"));
+        c.compress = Compress::Gzip;
+        let t = c.build().unwrap();
+        let body = b"hello hello hello hello ".repeat(10_000);
+        t.transmit(&outbound(Context::new()), Box::new(std::io::Cursor::new(body.clone())))
+            .await
+            .unwrap();
+        let s = seen.lock().unwrap()[0].clone();
+        assert_eq!(s.headers["content-encoding"], "gzip");
+        assert!(s.body.len() < body.len() / 20, "compressed: {} bytes", s.body.len());
+        let mut plain = Vec::new();
+        flate2::read::GzDecoder::new(&s.body[..])
+            .read_to_end(&mut plain)
+            .unwrap();
+        assert_eq!(plain, body);
+    }
+
+    #[tokio::test]
+    async fn answers_decide_retry_or_failure() {
+        let (base, _) = server().await;
+        let send = |path: &str, timeout_ms: u64| {
+            let mut c = config(&format!("{base}{path}"));
+            c.timeout = Duration::from_millis(timeout_ms);
+            let t = c.build().unwrap();
+            async move { t.transmit(&outbound(Context::new()), Box::new(&b"x"[..])).await }
+        };
+        for (code, retry) in [
+            (503, true),
+            (500, true),
+            (429, true),
+            (408, true),
+            (404, false),
+            (400, false),
+            (302, false),
+        ] {
+            let e = send(&format!("/status/{code}"), 5000).await.unwrap_err();
+            assert_eq!(e.retryable, retry, "{code}: {e}");
+            assert!(e.message.contains(&format!("HTTP {code}")), "{e}");
+            assert!(e.message.contains("nope, said the server"), "{e}");
+            if code == 302 {
+                assert!(e.message.contains("redirects are not followed"), "{e}");
+            }
+        }
+        let e = send("/slow", 300).await.unwrap_err();
+        assert!(e.retryable, "a timeout is retried: {e}");
+        // Nothing listens there.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let t = config(&format!("http://{closed}/x")).build().unwrap();
+        let e = t
+            .transmit(&outbound(Context::new()), Box::new(&b"x"[..]))
+            .await
+            .unwrap_err();
+        assert!(e.retryable, "{e}");
+        assert!(e.message.contains(&closed.to_string()), "{e}");
+        // A macro without its property fails the message, not the port.
+        let t = config(&format!("{base}/%property:a.b%")).build().unwrap();
+        let e = t
+            .transmit(&outbound(Context::new()), Box::new(&b"x"[..]))
+            .await
+            .unwrap_err();
+        assert!(!e.retryable && e.message.contains("a.b"), "{e}");
+    }
+
+    #[test]
+    fn config_errors_are_precise() {
+        let e = config("ftp://x/").build().err().unwrap().to_string();
+        assert!(e.contains("http:// or https://"), "{e}");
+        let mut c = config("http://x/");
+        c.method = "GET".into();
+        assert!(c.build().err().unwrap().to_string().contains("POST, PUT or PATCH"));
+        let mut c = config("http://x/");
+        c.headers.insert("Bad Header".into(), "v".into());
+        assert!(c.build().err().unwrap().to_string().contains("header `Bad Header`"));
+        let e = toml::from_str::<HttpSendConfig>("url = \"http://x/\"\nretries = 3")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("unknown field `retries`"), "{e}");
+    }
+}
