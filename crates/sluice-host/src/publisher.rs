@@ -121,7 +121,9 @@ impl Collector<'_> {
         // hold: it is what crash recovery asks the box about.
         let holder = (id == self.source_id).then(|| self.publisher.holder.clone());
         context.promote("interchange", "id", self.source_id.to_string());
-        self.batch_bytes += body.len().min(sluice_content::DEFAULT_INLINE_MAX) + 256;
+        // What the batch holds in memory: inline bodies and the contexts
+        // (promoted values can be as long as a record).
+        self.batch_bytes += body.len().min(sluice_content::DEFAULT_INLINE_MAX) + context_size(&context);
         self.batch.push(StagedMessage {
             message: NewMessage {
                 id,
@@ -173,7 +175,9 @@ impl Collector<'_> {
         discard_parts(mbox, self.batch.iter().map(|s| &s.message)).await;
         self.messages.clear();
         self.batch.clear();
-        if self.staged > 0
+        // Always (cheap when nothing was staged): a batch that failed to
+        // stage may still have left something behind.
+        if self.publisher.pipeline.disassembles()
             && let Err(e) = mbox.abort_interchange(self.source_id).await
         {
             // A restart discards it anyway; it is invisible meanwhile.
@@ -181,6 +185,20 @@ impl Collector<'_> {
                 "could not discard the staged records of a failed interchange");
         }
     }
+}
+
+/// About how many bytes a context takes in memory.
+fn context_size(ctx: &Context) -> usize {
+    ctx.iter()
+        .map(|p| {
+            let value = match &p.value {
+                sluice_model::Value::String(s) => s.len(),
+                sluice_model::Value::Bytes(b) => b.len(),
+                _ => 8,
+            };
+            p.namespace.len() + p.name.len() + value + 32
+        })
+        .sum()
 }
 
 /// Abort the stored (not inline) content of messages that were never published.

@@ -16,6 +16,9 @@ use crate::config::{RetryConfig, SendPortConfig};
 use crate::metrics::{Metrics, Suspension};
 use crate::throttle::{Permit, Throttle, Work};
 
+/// Entries of a batch acknowledged (or nacked, or suspended) at once.
+const SETTLE_AT_ONCE: usize = 512;
+
 enum Leasing {
     Got(Vec<Leased>),
     /// Nothing leased; try again (the slot taken for it is given back).
@@ -268,52 +271,70 @@ impl SendPortRunner {
     /// Record how a delivery of `entries` (one message, or a batch sent as
     /// one document) ended: ack each, retry each, or suspend each.
     async fn settle(&self, entries: &[Leased], result: Result<Delivered, sluice_adapters::TransmitError>, what: &str) {
-        let attempt = entries.iter().map(|l| l.attempt).max().unwrap_or(1);
         match &result {
             Ok(Delivered::To(to)) => tracing::debug!(send_port = %self.name, what, to = %to, "delivered"),
             Ok(Delivered::AlreadyThere(to)) => tracing::info!(send_port = %self.name, what, to = %to,
                 "an identical copy was already delivered (redelivery after a restart)"),
-            Err(e) if e.retryable && attempt <= self.retry.count => {
-                tracing::warn!(send_port = %self.name, what, attempt, retries_left = self.retry.count + 1 - attempt,
-                    error = %e.message, "delivery failed; will retry")
+            Err(e) => {
+                let retried = entries
+                    .iter()
+                    .filter(|l| e.retryable && l.attempt <= self.retry.count)
+                    .count();
+                let attempt = entries.iter().map(|l| l.attempt).max().unwrap_or(1);
+                if retried > 0 {
+                    tracing::warn!(send_port = %self.name, what, attempt, messages = retried,
+                        retries_left = (self.retry.count + 1).saturating_sub(attempt), error = %e.message,
+                        "delivery failed; will retry");
+                }
+                if retried < entries.len() {
+                    tracing::error!(send_port = %self.name, what, messages = entries.len() - retried, error = %e.message,
+                        "delivery failed for good; suspended (resumable)");
+                }
             }
-            Err(e) => tracing::error!(send_port = %self.name, what, error = %e.message,
-                "delivery failed for good; suspended (resumable)"),
         }
-        for l in entries {
-            let outcome = match &result {
-                Ok(_) => {
-                    let acked = self.mbox.ack(l.token).await;
-                    if acked.is_ok() {
-                        self.metrics.delivered(&self.name);
-                    }
-                    acked
+        // Settled concurrently, a slice at a time: the box commits them
+        // together (group commit) instead of one fsync each.
+        for chunk in entries.chunks(SETTLE_AT_ONCE) {
+            futures::future::join_all(chunk.iter().map(|l| self.settle_one(l, &result, entries.len(), what))).await;
+        }
+    }
+
+    async fn settle_one(
+        &self,
+        l: &Leased,
+        result: &Result<Delivered, sluice_adapters::TransmitError>,
+        batch: usize,
+        what: &str,
+    ) {
+        let outcome = match result {
+            Ok(_) => {
+                let acked = self.mbox.ack(l.token).await;
+                if acked.is_ok() {
+                    self.metrics.delivered(&self.name);
                 }
-                Err(e) if e.retryable && attempt <= self.retry.count => {
-                    let retry_at = now_ms() + self.retry.interval.as_millis() as i64;
-                    self.mbox.nack(l.token, retry_at, &e.message).await
-                }
-                Err(e) => {
-                    let batch = if entries.len() > 1 {
-                        format!(" ({what})")
-                    } else {
-                        String::new()
-                    };
-                    let reason = format!(
-                        "send port `{}`: {}{batch} (after {} attempt(s))",
-                        self.name, e.message, l.attempt
-                    );
-                    let suspended = self.mbox.suspend(l.token, &reason).await;
-                    if suspended.is_ok() {
-                        self.metrics.suspended(&self.name, Suspension::DeliveryFailed);
-                    }
-                    suspended.map(|_| ())
-                }
-            };
-            if let Err(e) = outcome {
-                // A lost lease means another delivery attempt owns the entry now.
-                tracing::warn!(send_port = %self.name, message_id = %l.message_id, error = %e, "could not record the outcome");
+                acked
             }
+            // Each message by its own attempt count.
+            Err(e) if e.retryable && l.attempt <= self.retry.count => {
+                let retry_at = now_ms() + self.retry.interval.as_millis() as i64;
+                self.mbox.nack(l.token, retry_at, &e.message).await
+            }
+            Err(e) => {
+                let in_batch = if batch > 1 { format!(" ({what})") } else { String::new() };
+                let reason = format!(
+                    "send port `{}`: {}{in_batch} (after {} attempt(s))",
+                    self.name, e.message, l.attempt
+                );
+                let suspended = self.mbox.suspend(l.token, &reason).await;
+                if suspended.is_ok() {
+                    self.metrics.suspended(&self.name, Suspension::DeliveryFailed);
+                }
+                suspended.map(|_| ())
+            }
+        };
+        if let Err(e) = outcome {
+            // A lost lease means another delivery attempt owns the entry now.
+            tracing::warn!(send_port = %self.name, message_id = %l.message_id, error = %e, "could not record the outcome");
         }
     }
 

@@ -532,7 +532,9 @@ impl MessageBox for SqliteBox {
             let after = after.map(|a| a.to_bytes().to_vec()).unwrap_or_default();
             let ids = conn
                 .prepare_cached(
-                    "SELECT message_id FROM holds WHERE holder = ?1 AND message_id > ?2 ORDER BY message_id LIMIT ?3",
+                    "SELECT message_id FROM holds WHERE holder = ?1 AND message_id > ?2
+                     AND NOT EXISTS (SELECT 1 FROM staged WHERE staged.message_id = holds.message_id)
+                     ORDER BY message_id LIMIT ?3",
                 )
                 .map_err(storage(&doing))?
                 .query_map(params![holder, after, limit as i64], |r| r.get::<_, Vec<u8>>(0))
@@ -552,7 +554,10 @@ impl MessageBox for SqliteBox {
         self.read(move |conn| {
             let doing = format!("reading message {id}");
             let Some((created_at, ctx, refs)) = conn
-                .prepare_cached("SELECT created_at, context, refs FROM messages WHERE id = ?1")
+                .prepare_cached(
+                    "SELECT created_at, context, refs FROM messages WHERE id = ?1
+                     AND NOT EXISTS (SELECT 1 FROM staged WHERE message_id = ?1)",
+                )
                 .map_err(storage(&doing))?
                 .query_row([id.to_bytes()], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, u32>(2)?)))
                 .optional()

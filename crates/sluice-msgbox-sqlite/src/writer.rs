@@ -365,6 +365,37 @@ impl Writer {
         Ok(())
     }
 
+    /// Check that `msg` can be stored: its id is new, and each stored part's
+    /// content is finished and not yet used (`unused` also sees each
+    /// content id, to catch one used twice in a batch).
+    fn check_new(&self, msg: &NewMessage, doing: &str, unused: &mut dyn FnMut(ContentId) -> bool) -> Result<()> {
+        let exists: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT 1 FROM messages WHERE id = ?1")
+            .and_then(|mut s| s.query_row([msg.id.to_bytes()], |r| r.get(0)).optional())
+            .map_err(storage(doing))?;
+        if exists.is_some() {
+            return Err(BoxError::Duplicate(msg.id));
+        }
+        for part in &msg.parts {
+            if let PartBody::Stored { content, .. } = &part.body {
+                let state: Option<i64> = self
+                    .conn
+                    .prepare_cached("SELECT state FROM content WHERE id = ?1")
+                    .and_then(|mut s| s.query_row([content], |r| r.get(0)).optional())
+                    .map_err(storage(doing))?;
+                if state != Some(CONTENT_FINISHED) || !unused(*content) {
+                    return Err(BoxError::UnfinishedContent {
+                        message: msg.id,
+                        part: part.name.clone(),
+                        content: *content,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Store a message, its parts and (optionally) a hold, with `refs`
     /// references; route nothing.
     fn insert_message(
@@ -379,32 +410,12 @@ impl Writer {
         let doing = doing.to_string();
         let now = self.now();
         let size: u64 = msg.parts.iter().map(|p| p.size).sum();
-        let exists: Option<i64> = self
-            .conn
-            .prepare_cached("SELECT 1 FROM messages WHERE id = ?1")
-            .and_then(|mut s| s.query_row([id.to_bytes()], |r| r.get(0)).optional())
-            .map_err(storage(&doing))?;
-        if exists.is_some() {
-            return Err(BoxError::Duplicate(id));
-        }
-        let mut stored = 0i64;
-        for part in &msg.parts {
-            if let PartBody::Stored { content, .. } = &part.body {
-                let state: Option<i64> = self
-                    .conn
-                    .prepare_cached("SELECT state FROM content WHERE id = ?1")
-                    .and_then(|mut s| s.query_row([content], |r| r.get(0)).optional())
-                    .map_err(storage(&doing))?;
-                if state != Some(CONTENT_FINISHED) {
-                    return Err(BoxError::UnfinishedContent {
-                        message: id,
-                        part: part.name.clone(),
-                        content: *content,
-                    });
-                }
-                stored += 1;
-            }
-        }
+        self.check_new(msg, &doing, &mut |_| true)?;
+        let stored = msg
+            .parts
+            .iter()
+            .filter(|p| matches!(p.body, PartBody::Stored { .. }))
+            .count() as i64;
         let inserted = self
             .conn
             .prepare_cached(
@@ -477,6 +488,16 @@ impl Writer {
     /// Store staged messages: routed now (targets kept), visible at commit.
     pub fn stage(&mut self, interchange: MessageId, items: &[(StagedMessage, String)]) -> Result<()> {
         let doing = format!("staging messages of interchange {interchange}");
+        // Check every message before writing any: a refused batch leaves no trace.
+        let mut ids = std::collections::HashSet::new();
+        let mut contents = std::collections::HashSet::new();
+        for (staged, _) in items {
+            let m = &staged.message;
+            if !ids.insert(m.id) {
+                return Err(BoxError::Duplicate(m.id));
+            }
+            self.check_new(m, &doing, &mut |content| contents.insert(content))?;
+        }
         for (staged, json) in items {
             let targets = if staged.suspend.is_some() {
                 Vec::new()
@@ -798,9 +819,13 @@ impl Writer {
 
     pub fn release(&mut self, message: MessageId, holder: &str) -> Result<()> {
         let doing = format!("releasing message {message} held by `{holder}`");
+        // A staged message's hold goes with its interchange (commit or abort).
         let n = self
             .conn
-            .prepare_cached("DELETE FROM holds WHERE message_id = ?1 AND holder = ?2")
+            .prepare_cached(
+                "DELETE FROM holds WHERE message_id = ?1 AND holder = ?2
+                 AND NOT EXISTS (SELECT 1 FROM staged WHERE message_id = ?1)",
+            )
             .and_then(|mut s| s.execute(params![message.to_bytes(), holder]))
             .map_err(storage(&doing))?;
         if n == 0 {

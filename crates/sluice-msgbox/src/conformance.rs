@@ -1006,9 +1006,12 @@ async fn run_model(h: &impl Harness, ops: Vec<Op>) {
         assert_eq!(counts.suspended, m.suspended.len() as u64, "{ctx}: suspended");
         for (id, c, _) in &m.messages {
             let info = b.message(*id).await.unwrap();
+            // A staged message is stored (it counts in the spool) but not
+            // readable until its interchange commits.
+            let staged = m.staged.iter().any(|st| st.msg == *id);
             assert_eq!(
                 info.is_some(),
-                m.live(*id),
+                m.live(*id) && !staged,
                 "{ctx}: message {id} exists exactly while referenced"
             );
             if let Some(info) = info {
@@ -1177,9 +1180,33 @@ pub async fn aborted_interchange_leaves_nothing(h: &impl Harness) {
     )
     .await
     .unwrap();
+    assert!(
+        b.held_by("receive:in", None, 10).await.unwrap().is_empty(),
+        "held_by does not list a staged message"
+    );
     assert_eq!(b.abort_interchange(ic).await.unwrap(), 2);
+    // A batch with a duplicate id is refused whole.
+    let ic2 = MessageId::new();
+    let a = msg("x", 5);
+    let dup = NewMessage {
+        id: a.id,
+        ..msg("x", 6)
+    };
+    let r = b
+        .stage(ic2, vec![staged(a.clone()), staged(msg("x", 7)), staged(dup)])
+        .await;
+    assert!(matches!(r, Err(BoxError::Duplicate(d)) if d == a.id), "{r:?}");
+    assert_eq!(b.counts().await.unwrap().spool, 1, "a refused batch writes nothing");
+    b.stage(ic2, vec![staged(a.clone())]).await.unwrap();
+    assert!(
+        b.message(a.id).await.unwrap().is_none(),
+        "a staged message is not readable yet"
+    );
+    assert!(matches!(b.release(a.id, "x").await, Err(BoxError::NotHeld { .. })));
+    b.commit_interchange(ic2).await.unwrap();
+    assert!(b.message(a.id).await.unwrap().is_some());
     let c = b.counts().await.unwrap();
-    assert_eq!((c.spool, c.content_chunks, c.queued["s"]), (1, 0, 1));
+    assert_eq!((c.spool, c.content_chunks, c.queued["s"]), (2, 0, 2));
     assert!(b.held_by("receive:in", None, 10).await.unwrap().is_empty());
     assert_eq!(
         b.commit_interchange(ic).await.unwrap().messages,

@@ -272,7 +272,10 @@ pub trait MessageBox: Send + Sync {
 
     /// Write messages of the interchange `interchange` without making them
     /// visible: nothing is queued or suspended, no subscriber can see them,
-    /// until [`commit_interchange`](Self::commit_interchange). Routing is
+    /// and `message`, `hold`, `held_by` and `release` do not see them either,
+    /// until [`commit_interchange`](Self::commit_interchange) (they count in
+    /// `counts().spool`, which is storage). The whole batch is checked first
+    /// (duplicate ids, unfinished content): a refused batch writes nothing. Routing is
     /// decided here, against the subscriptions of the moment. Not durable on
     /// its own: a node that restarts discards every uncommitted interchange.
     /// Call it with batches, in record order.

@@ -4,7 +4,9 @@
 //! (waiting at most `wait` for a batch to fill) and transmits them as one
 //! document: a header, each message's body, a separator between bodies, a
 //! footer. The document is a stream over the messages' bodies, read one
-//! after the other: memory is a read buffer, not the batch.
+//! after the other: a large body is never held whole. What the send port
+//! does hold is the batch's leases and contexts, and the bodies small
+//! enough to be stored inline (≤ 8 KiB each), hence `batch` ≤ 10,000.
 //!
 //! * `xml`: `<?xml version="1.0" encoding="UTF-8"?>` then `<root>`, each
 //!   body without its own XML declaration or byte-order mark, then `</root>`.
@@ -65,8 +67,9 @@ pub enum AssembleConfig {
     Json(JsonAssembleConfig),
 }
 
-/// Most messages in one assembled document.
-pub const MAX_BATCH: u32 = 100_000;
+/// Most messages in one assembled document. The send port holds the batch's
+/// leases, contexts and small (inline, ≤ 8 KiB) bodies while it sends.
+pub const MAX_BATCH: u32 = 10_000;
 
 impl AssembleConfig {
     pub fn batch(&self) -> u32 {
@@ -174,7 +177,7 @@ fn prolog_decided(head: &[u8], xml: bool) -> bool {
     if rest.len() < 5 {
         return false;
     }
-    !rest.starts_with(b"<?xml") || rest.windows(2).any(|w| w == b"?>")
+    !is_declaration(rest) || rest.windows(2).any(|w| w == b"?>")
 }
 
 /// Strip a byte-order mark and (xml) an XML declaration and the whitespace
@@ -185,12 +188,17 @@ fn strip_prolog(head: &[u8], xml: bool) -> &[u8] {
         return rest;
     }
     let trimmed = rest.trim_ascii_start();
-    if trimmed.starts_with(b"<?xml")
+    if is_declaration(trimmed)
         && let Some(end) = trimmed.windows(2).position(|w| w == b"?>")
     {
         return trimmed[end + 2..].trim_ascii_start();
     }
     rest
+}
+
+/// `<?xml ` (the declaration), not `<?xml-stylesheet` (a processing instruction).
+fn is_declaration(text: &[u8]) -> bool {
+    text.starts_with(b"<?xml") && text.get(5).is_some_and(|c| c.is_ascii_whitespace())
 }
 
 enum Prolog {
@@ -253,6 +261,7 @@ mod tests {
             &xml(),
             &[
                 b"\xEF\xBB\xBF<?xml version=\"1.0\"?>\n<Order id=\"1\"/>",
+                b"<?xml-stylesheet href=\"a.xsl\"?><Styled/>",
                 b"<Order id=\"2\">x</Order>",
                 b"  <?xml version='1.0' encoding='UTF-8' ?>  <Order id=\"3\"/>\n",
             ],
@@ -260,7 +269,7 @@ mod tests {
         .await;
         assert_eq!(
             doc,
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Orders xmlns=\"urn:o\">\n<Order id=\"1\"/>\n<Order id=\"2\">x</Order>\n<Order id=\"3\"/>\n\n</Orders>\n"
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Orders xmlns=\"urn:o\">\n<Order id=\"1\"/>\n<?xml-stylesheet href=\"a.xsl\"?><Styled/>\n<Order id=\"2\">x</Order>\n<Order id=\"3\"/>\n\n</Orders>\n"
         );
     }
 

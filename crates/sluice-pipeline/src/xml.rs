@@ -222,6 +222,12 @@ fn to_split_error(e: quick_xml::Error, offset: u64, record: Option<u64>) -> Spli
 }
 
 impl XmlDisassembler {
+    /// Whether `ancestors` is the path of the records' parent element.
+    fn is_parent(&self, ancestors: &[Ancestor]) -> bool {
+        ancestors.len() + 1 == self.record_path.len()
+            && ancestors.iter().zip(&self.record_path).all(|(a, p)| a.local == *p)
+    }
+
     /// Whether an element named `local` under `ancestors` is a record.
     fn is_record(&self, ancestors: &[Ancestor], local: &[u8]) -> bool {
         ancestors.len() + 1 == self.record_path.len()
@@ -370,6 +376,11 @@ impl Disassembler for XmlDisassembler {
         let mut index = 0u64;
         let mut seen_root = false;
         let mut root_closed = false;
+        // Whether the record elements' parent (`/Orders` for `/Orders/Order`;
+        // the document itself for a root record) was seen: if not, the
+        // record path matches nothing here, and that is an error, not an
+        // empty interchange.
+        let mut parent_seen = self.record_path.len() == 1;
         let max = self.max_record;
         loop {
             buf.clear();
@@ -399,8 +410,41 @@ impl Disassembler for XmlDisassembler {
                 {
                     return Err(malformed("text outside the root element".into()));
                 }
+                Event::GeneralRef(_) | Event::CData(_) if ancestors.is_empty() && current.is_none() => {
+                    return Err(malformed("content outside the root element".into()));
+                }
                 Event::Start(_) if depth >= MAX_DEPTH => {
                     return Err(malformed(format!("elements are nested deeper than {MAX_DEPTH}")));
+                }
+                Event::Start(e) | Event::Empty(e)
+                    if ancestors.is_empty()
+                        && current.is_none()
+                        && e.local_name().as_ref() != &self.record_path[0][..] =>
+                {
+                    return Err(malformed(format!(
+                        "the root element is `{}`, but the record path starts with `{}`",
+                        String::from_utf8_lossy(e.local_name().as_ref()),
+                        String::from_utf8_lossy(&self.record_path[0])
+                    )));
+                }
+                Event::Decl(d) => {
+                    if seen_root {
+                        return Err(malformed("an XML declaration after the root element".into()));
+                    }
+                    if let Some(Ok(enc)) = d.encoding() {
+                        let enc = String::from_utf8_lossy(&enc).to_ascii_lowercase();
+                        if !matches!(enc.as_str(), "utf-8" | "utf8" | "us-ascii" | "ascii") {
+                            return Err(malformed(format!(
+                                "the document is encoded in `{enc}`; the XML disassembler reads UTF-8 only"
+                            )));
+                        }
+                    }
+                }
+                Event::DocType(t) if t.windows(8).any(|w| w == b"<!ENTITY") => {
+                    return Err(malformed(
+                        "DOCTYPE entity declarations are not supported (the entities would not survive splitting)"
+                            .into(),
+                    ));
                 }
                 _ => {}
             }
@@ -417,6 +461,7 @@ impl Disassembler for XmlDisassembler {
                     } else {
                         let ns = ns_decls(&e).map_err(bad_event)?;
                         ancestors.push(Ancestor { local, ns });
+                        parent_seen |= self.is_parent(&ancestors);
                     }
                 }
                 (None, Event::Empty(e)) => {
@@ -427,6 +472,14 @@ impl Disassembler for XmlDisassembler {
                         cur.push(&[b"/>"], max);
                         self.element(&mut cur, &e, true, true);
                         self.finish(cur, out)?;
+                    } else {
+                        // `<Orders/>`: the parent itself, empty.
+                        ancestors.push(Ancestor {
+                            local: e.local_name().as_ref().to_vec(),
+                            ns: Vec::new(),
+                        });
+                        parent_seen |= self.is_parent(&ancestors);
+                        ancestors.pop();
                     }
                     root_closed = ancestors.is_empty();
                 }
@@ -442,6 +495,16 @@ impl Disassembler for XmlDisassembler {
                         return Err(malformed(format!(
                             "the document ends inside element `{}` (truncated?)",
                             String::from_utf8_lossy(&open.local)
+                        )));
+                    }
+                    if !parent_seen {
+                        let parent: Vec<String> = self.record_path[..self.record_path.len() - 1]
+                            .iter()
+                            .map(|p| String::from_utf8_lossy(p).into_owned())
+                            .collect();
+                        return Err(malformed(format!(
+                            "no element /{} in the document: the record path matches nothing here",
+                            parent.join("/")
                         )));
                     }
                     return Ok(());
@@ -705,6 +768,38 @@ mod tests {
         assert_eq!(out.records.len(), 1);
         let (_, res) = split_all(&mut root, b"<a>1</a><a>2</a>");
         assert!(matches!(res, Err(SplitError::Malformed { .. })), "{res:?}");
+    }
+
+    #[test]
+    fn a_document_the_record_path_does_not_fit_is_malformed_not_empty() {
+        let mut d = XmlDisassembler::new(&config("/Orders/Batch/Order", &[])).unwrap();
+        for (doc, what) in [
+            (&b"<Foo><Order id='1'/></Foo>"[..], "the root element is `Foo`"),
+            (b"<Orders><Order id='1'/></Orders>", "no element /Orders/Batch"),
+            (
+                b"<?xml version='1.0' encoding='ISO-8859-1'?><Orders/>",
+                "encoded in `iso-8859-1`",
+            ),
+            (b"<!DOCTYPE Orders [<!ENTITY co 'ACME'>]><Orders/>", "DOCTYPE entity"),
+            (b"<Orders><Batch/></Orders>&amp;", "content outside the root"),
+            (b"<Orders><Batch/></Orders><![CDATA[x]]>", "content outside the root"),
+        ] {
+            let (_, res) = split_all(&mut d, doc);
+            match res {
+                Err(SplitError::Malformed { message, .. }) => assert!(message.contains(what), "{message}"),
+                other => panic!("{}: {other:?}", String::from_utf8_lossy(doc)),
+            }
+        }
+        // The parent present but empty: an interchange of no records.
+        for doc in [&b"<Orders><Batch/></Orders>"[..], b"<Orders><Batch></Batch></Orders>"] {
+            let (out, res) = split_all(&mut d, doc);
+            res.unwrap();
+            assert!(out.records.is_empty());
+        }
+        let mut d = XmlDisassembler::new(&config("/Orders/Order", &[])).unwrap();
+        let (out, res) = split_all(&mut d, b"<?xml version='1.0' encoding='utf-8'?><Orders/>");
+        res.unwrap();
+        assert!(out.records.is_empty());
     }
 
     #[test]
