@@ -211,6 +211,7 @@ pub trait Transmitter: Send + Sync {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ReceiveAdapterConfig {
     File(file::FileReceiveConfig),
+    Http(http::HttpReceiveConfig),
 }
 
 impl ReceiveAdapterConfig {
@@ -218,16 +219,19 @@ impl ReceiveAdapterConfig {
     pub fn resolve_paths(&mut self, base: &Path) {
         match self {
             ReceiveAdapterConfig::File(c) => c.resolve_paths(base),
+            ReceiveAdapterConfig::Http(_) => {}
         }
     }
     pub fn build(&self) -> Result<Box<dyn Source>, AdapterError> {
         match self {
             ReceiveAdapterConfig::File(c) => Ok(Box::new(c.build()?)),
+            ReceiveAdapterConfig::Http(c) => Ok(Box::new(c.build()?)),
         }
     }
     pub fn kind(&self) -> &'static str {
         match self {
             ReceiveAdapterConfig::File(_) => "file",
+            ReceiveAdapterConfig::Http(_) => "http",
         }
     }
 }

@@ -19,22 +19,6 @@ fn gunzip(path: &std::path::Path) -> Vec<u8> {
     out.stdout
 }
 
-fn gzip(data: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut child = Command::new("gzip")
-        .arg("-c")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("run gzip");
-    let mut stdin = child.stdin.take().unwrap();
-    let data = data.to_vec();
-    let writer = std::thread::spawn(move || stdin.write_all(&data));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    out.stdout
-}
-
 /// The shipped example: files come out gzip-compressed as <name>.gz and
 /// decompress to the input byte for byte.
 #[test]

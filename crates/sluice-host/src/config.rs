@@ -313,11 +313,20 @@ impl Config {
             }
         };
         let mut locations: HashMap<String, String> = HashMap::new();
+        let mut listening: HashMap<std::net::SocketAddr, String> = HashMap::new();
         for (port, pc) in &mut config.receive_ports {
             check_name(port).map_err(|m| invalid(format!("receive_ports.{port}"), m))?;
             for (name, lc) in &mut pc.locations {
                 let key = format!("receive_ports.{port}.locations.{name}");
                 check_name(name).map_err(|m| invalid(key.clone(), m))?;
+                if let sluice_adapters::ReceiveAdapterConfig::Http(h) = &lc.adapter
+                    && let Some(other) = listening.insert(h.address, name.clone())
+                {
+                    return Err(invalid(
+                        format!("{key}.adapter.address"),
+                        format!("{} is also the address of receive location `{other}`", h.address),
+                    ));
+                }
                 if let Some(other) = locations.insert(name.clone(), port.clone()) {
                     return Err(invalid(
                         key,
@@ -426,7 +435,9 @@ retry = { count = 5, interval = "30s" }
         let c = load(GOOD).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/etc/sluice/data"));
         let loc = &c.receive_ports["in"].locations["in-folder"];
-        let ReceiveAdapterConfig::File(f) = &loc.adapter;
+        let ReceiveAdapterConfig::File(f) = &loc.adapter else {
+            panic!("a file receive location")
+        };
         assert_eq!(f.path, PathBuf::from("/etc/sluice/in"));
         let out = &c.send_ports["out"];
         let SendAdapterConfig::File(f) = &out.adapter else {
@@ -475,6 +486,19 @@ retry = { count = 5, interval = "30s" }
         .unwrap_err()
         .to_string();
         assert!(e.contains("must be unique"), "{e}");
+    }
+
+    #[test]
+    fn two_http_locations_cannot_share_an_address() {
+        let two = format!(
+            "{GOOD}\n[receive_ports.web.locations.a]\nadapter = {{ type = \"http\", address = \"127.0.0.1:8480\" }}\n\
+             [receive_ports.web.locations.b]\nadapter = {{ type = \"http\", address = \"127.0.0.1:8480\", path = \"/b\" }}\n"
+        );
+        let e = load(&two).unwrap_err().to_string();
+        assert!(
+            e.contains("adapter.address") && e.contains("is also the address of receive location"),
+            "{e}"
+        );
     }
 
     #[test]

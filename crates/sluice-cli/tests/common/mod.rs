@@ -198,3 +198,20 @@ retry = {{ count = 3, interval = "1s" }}
     .expect("write config");
     config
 }
+
+/// `gzip -c` of `data`, by the system's gzip (the reference implementation).
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new("gzip")
+        .arg("-c")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run gzip");
+    let mut stdin = child.stdin.take().expect("gzip stdin");
+    let data = data.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let out = child.wait_with_output().expect("gzip output");
+    writer.join().expect("writer thread").expect("write to gzip");
+    out.stdout
+}
