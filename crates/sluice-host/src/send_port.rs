@@ -209,10 +209,7 @@ impl SendPortRunner {
                 match self.mbox.parts(l.message_id).await {
                     Ok(parts) => {
                         bytes += parts.iter().map(|p| p.size).sum::<u64>();
-                        bodies.push(match parts.first() {
-                            Some(p) => Box::new(read_part(self.mbox.content(), p)),
-                            None => Box::new(tokio::io::empty()),
-                        });
+                        bodies.push(self.first_part(&parts));
                     }
                     Err(e) => {
                         let e = format!("reading parts of message {}: {e}", l.message_id);
@@ -365,12 +362,18 @@ impl SendPortRunner {
         }
     }
 
-    fn body(&self, l: &Leased, parts: &[sluice_content::Part]) -> Result<Body, String> {
-        let body: Body = match parts.first() {
+    /// The body a send port sends: the message's first part, streamed.
+    fn first_part(&self, parts: &[sluice_content::Part]) -> Body {
+        match parts.first() {
             Some(p) => Box::new(read_part(self.mbox.content(), p)),
             None => Box::new(tokio::io::empty()),
-        };
-        self.pipeline.wrap(&l.context, body).map_err(|e| e.to_string())
+        }
+    }
+
+    fn body(&self, l: &Leased, parts: &[sluice_content::Part]) -> Result<Body, String> {
+        self.pipeline
+            .wrap(&l.context, self.first_part(parts))
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -264,9 +264,14 @@ impl AsyncRead for Incoming {
 
 impl Incoming {
     fn record(&self, f: Fault) {
-        if let Ok(mut slot) = self.fault.lock() {
-            slot.get_or_insert(f);
-        }
+        record(&self.fault, f);
+    }
+}
+
+/// Keep the first fault of a request (later ones are its consequences).
+fn record(slot: &Mutex<Option<Fault>>, f: Fault) {
+    if let Ok(mut slot) = slot.lock() {
+        slot.get_or_insert(f);
     }
 }
 
@@ -275,7 +280,8 @@ struct Capped<R> {
     inner: R,
     seen: u64,
     max: u64,
-    what: &'static str,
+    /// Over the decoder's output (else over the bytes as sent).
+    decoded: bool,
     fault: Arc<Mutex<Option<Fault>>>,
 }
 
@@ -290,23 +296,21 @@ impl<R: AsyncRead + Unpin> AsyncRead for Capped<R> {
         if let Poll::Ready(Ok(())) = &r {
             self.seen += (buf.filled().len() - before) as u64;
             if self.seen > self.max {
-                let message = format!("{} is over {} bytes", self.what, self.max);
-                if let Ok(mut slot) = self.fault.lock() {
-                    slot.get_or_insert(Fault::TooLarge(message.clone()));
-                }
+                let what = if self.decoded { "the decoded body" } else { "the body" };
+                let message = format!("{what} is over {} bytes", self.max);
+                record(&self.fault, Fault::TooLarge(message.clone()));
                 return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::InvalidData, message)));
             }
         }
-        if let Poll::Ready(Err(e)) = &r
-            && let Ok(mut slot) = self.fault.lock()
-        {
+        if let Poll::Ready(Err(e)) = &r {
             // An error below the decoder is the body breaking off; one from
             // the decoder itself is the encoding being wrong.
-            slot.get_or_insert(if self.what == "the decoded body" {
+            let fault = if self.decoded {
                 Fault::Undecodable(e.to_string())
             } else {
                 Fault::Broken(e.to_string())
-            });
+            };
+            record(&self.fault, fault);
         }
         r
     }
@@ -394,7 +398,7 @@ async fn handle(settings: Arc<Settings>, cx: ReceiveContext, request: Request) -
         inner: StreamReader::new(Box::pin(stream) as Pin<Box<dyn Stream<Item = std::io::Result<bytes::Bytes>> + Send>>),
         seen: 0,
         max: settings.max_body,
-        what: "the body",
+        decoded: false,
         fault: fault.clone(),
     };
     let incoming = Incoming {
@@ -417,7 +421,7 @@ async fn handle(settings: Arc<Settings>, cx: ReceiveContext, request: Request) -
                 inner: decoded,
                 seen: 0,
                 max: settings.max_decoded,
-                what: "the decoded body",
+                decoded: true,
                 fault: fault.clone(),
             })
         }
