@@ -66,6 +66,9 @@ impl SubmitError {
 pub struct Receipt {
     /// Ids of the messages published (or suspended) from this submission.
     pub messages: Vec<MessageId>,
+    /// Some message found no subscriber and is suspended ("no subscriber"):
+    /// a request-response location answers at once instead of waiting.
+    pub unrouted: bool,
 }
 
 /// Runs the location's receive pipeline and publishes durably.
@@ -85,6 +88,12 @@ pub trait Publisher: Send + Sync {
     /// Whether message `id` is in the box (used to recover sources claimed
     /// before a crash: a published message is still held by its source).
     async fn is_published(&self, id: MessageId) -> Result<bool, SubmitError>;
+    /// Where message `id` is now, in words, for an operator: queued for
+    /// whom, with what last error, suspended why, or gone (delivered).
+    /// Said when a request-response location gives up waiting (504).
+    async fn whereabouts(&self, _id: MessageId) -> String {
+        "not known".into()
+    }
 }
 
 /// Admission to the host's in-flight budget (throttling). A source asks
@@ -155,6 +164,17 @@ pub trait Source: Send + Sync {
     /// Resolve what a previous run left half-done (claimed files...). The
     /// host calls this for every location before anything starts.
     async fn recover(&self, _cx: &ReceiveContext) {}
+    /// Take what the location needs before the node runs (listen on its
+    /// address...): an error here stops the node's start, naming the location.
+    async fn bind(&mut self) -> Result<(), AdapterError> {
+        Ok(())
+    }
+    /// A request-response location: the transmitter that hands each
+    /// response routed back to it (`reply.to` = [`reply_subscriber`]) to the
+    /// request waiting for it. The host runs it like a send port.
+    fn replies(&self, _location: &str) -> Option<Arc<dyn Transmitter>> {
+        None
+    }
     /// Receive until `cx.shutdown` is cancelled, then finish in-flight work and return.
     async fn run(self: Box<Self>, cx: ReceiveContext) -> Result<(), AdapterError>;
 }
@@ -200,10 +220,41 @@ pub enum Delivered {
     AlreadyThere(String),
 }
 
+/// A peer's answer to a solicit-response transmission: it becomes a new
+/// message, correlated to the request (`correlation.id`).
+pub struct Response {
+    /// Properties describing the answer (`http.status`...); the host adds the
+    /// correlation properties.
+    pub context: Context,
+    /// The answer's body, streamed (never held whole).
+    pub body: Body,
+}
+
 /// A send adapter, called once per message.
 #[async_trait]
 pub trait Transmitter: Send + Sync {
     async fn transmit(&self, msg: &Outbound, body: Body) -> Result<Delivered, TransmitError>;
+    /// Whether this transmitter is solicit-response: the host then calls
+    /// [`solicit`](Self::solicit) and publishes the answer.
+    fn solicits_response(&self) -> bool {
+        false
+    }
+    /// Send and return the peer's answer, its body still streaming.
+    async fn solicit(&self, _msg: &Outbound, _body: Body) -> Result<(Delivered, Response), TransmitError> {
+        Err(TransmitError::fatal("this send adapter is one-way"))
+    }
+}
+
+/// The property a request-response location stamps on each request
+/// (`reply.to`), copied by a solicit-response send port onto the response.
+pub const REPLY_TO: (&str, &str) = ("reply", "to");
+/// The property that ties a response to its request (the request's id).
+pub const CORRELATION_ID: (&str, &str) = ("correlation", "id");
+
+/// The subscriber that takes the responses routed back to a request-response
+/// receive location: `reply:<location>`.
+pub fn reply_subscriber(location: &str) -> String {
+    format!("reply:{location}")
 }
 
 /// The receive adapters, chosen by `type`.
@@ -219,7 +270,7 @@ impl ReceiveAdapterConfig {
     pub fn resolve_paths(&mut self, base: &Path) {
         match self {
             ReceiveAdapterConfig::File(c) => c.resolve_paths(base),
-            ReceiveAdapterConfig::Http(_) => {}
+            ReceiveAdapterConfig::Http(c) => c.resolve_paths(base),
         }
     }
     pub fn build(&self) -> Result<Box<dyn Source>, AdapterError> {
@@ -232,6 +283,14 @@ impl ReceiveAdapterConfig {
         match self {
             ReceiveAdapterConfig::File(_) => "file",
             ReceiveAdapterConfig::Http(_) => "http",
+        }
+    }
+    /// Whether the location waits for a response to each request
+    /// (request-response): the host then subscribes [`reply_subscriber`].
+    pub fn request_response(&self) -> bool {
+        match self {
+            ReceiveAdapterConfig::File(_) => false,
+            ReceiveAdapterConfig::Http(c) => c.mode == http::ReceiveMode::RequestResponse,
         }
     }
 }
@@ -248,7 +307,7 @@ impl SendAdapterConfig {
     pub fn resolve_paths(&mut self, base: &Path) {
         match self {
             SendAdapterConfig::File(c) => c.resolve_paths(base),
-            SendAdapterConfig::Http(_) => {}
+            SendAdapterConfig::Http(c) => c.resolve_paths(base),
         }
     }
     pub fn build(&self) -> Result<Arc<dyn Transmitter>, AdapterError> {

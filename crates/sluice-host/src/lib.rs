@@ -72,6 +72,10 @@ impl Wakers {
             n.notify_one();
         }
     }
+    /// The notifier of `subscriber` (a fresh one, never woken, if unknown).
+    pub(crate) fn of(&self, subscriber: &str) -> Arc<Notify> {
+        self.by_subscriber.get(subscriber).cloned().unwrap_or_default()
+    }
 }
 
 /// Holds the data directory's lock file for as long as the node runs, so two
@@ -153,8 +157,8 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Ho
     sync_subscriptions(&config, &*mbox).await?;
 
     let mut wakers = Wakers::default();
-    for name in config.send_ports.keys() {
-        wakers.by_subscriber.insert(name.clone(), Arc::new(Notify::new()));
+    for name in config.send_ports.keys().cloned().chain(reply_subscribers(&config)) {
+        wakers.by_subscriber.insert(name, Arc::new(Notify::new()));
     }
     let wakers = Arc::new(wakers);
 
@@ -162,13 +166,20 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Ho
     // half-done before anything starts: no send port may deliver (and
     // delete) a message whose source is still being sorted out.
     let mut sources = Vec::new();
+    let mut reply_runners = Vec::new();
     for (port, pc) in &config.receive_ports {
         for (name, lc) in &pc.locations {
             if !lc.enabled {
                 tracing::info!(receive_location = %name, "receive location is disabled");
                 continue;
             }
-            let source = lc.adapter.build().map_err(|e| HostError::Start {
+            let mut source = lc.adapter.build().map_err(|e| HostError::Start {
+                what: format!("receive location `{name}`"),
+                message: e.to_string(),
+            })?;
+            // Listen (or whatever the adapter must take) now: a taken
+            // address stops the start, naming the location.
+            source.bind().await.map_err(|e| HostError::Start {
                 what: format!("receive location `{name}`"),
                 message: e.to_string(),
             })?;
@@ -191,6 +202,21 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Ho
                 admission: Arc::new(HostAdmission(throttle)),
                 shutdown: shutdown.clone(),
             };
+            if let Some(replies) = source.replies(name) {
+                let subscriber = sluice_adapters::reply_subscriber(name);
+                let throttle = throttle_of(&format!("receive location `{name}`"), &lc.host)?;
+                reply_runners.push((
+                    subscriber.clone(),
+                    SendPortRunner::replies(
+                        &subscriber,
+                        replies,
+                        mbox.clone(),
+                        wakers.clone(),
+                        throttle,
+                        metrics.clone(),
+                    ),
+                ));
+            }
             source.recover(&cx).await;
             let released = publisher.release_leftovers().await?;
             if released > 0 {
@@ -234,7 +260,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Ho
             name,
             sp,
             mbox.clone(),
-            wakers.by_subscriber[name].clone(),
+            wakers.clone(),
             throttle_of(&what, &sp.host)?,
             metrics.clone(),
         )
@@ -244,6 +270,10 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Ho
         })?;
         let handle = senders.spawn(runner.run(send_stop.clone()));
         task_names.insert(handle.id(), format!("send port `{name}`"));
+    }
+    for (subscriber, runner) in reply_runners {
+        let handle = senders.spawn(runner.run(send_stop.clone()));
+        task_names.insert(handle.id(), format!("responses to `{subscriber}`"));
     }
 
     let mut receivers = JoinSet::new();
@@ -390,7 +420,35 @@ fn report_early_end(
 /// Make the box's subscriptions match the configured send ports. A
 /// subscription with no send port left is removed; its queued messages become
 /// suspended (resumable), never dropped.
+/// The subscribers of the request-response locations' responses
+/// (`reply:<location>`).
+fn reply_subscribers(config: &Config) -> Vec<String> {
+    config
+        .receive_ports
+        .values()
+        .flat_map(|p| p.locations.iter())
+        .filter(|(_, lc)| lc.enabled && lc.adapter.request_response())
+        .map(|(name, _)| sluice_adapters::reply_subscriber(name))
+        .collect()
+}
+
 async fn sync_subscriptions(config: &Config, mbox: &dyn MessageBox) -> Result<(), HostError> {
+    // A request-response location takes the responses addressed to it.
+    let replies = reply_subscribers(config);
+    for subscriber in &replies {
+        let (rns, rname) = sluice_adapters::REPLY_TO;
+        let (cns, cname) = sluice_adapters::CORRELATION_ID;
+        let text = format!("{rns}.{rname} == \"{subscriber}\" and {cns}.{cname} exists");
+        let filter = sluice_model::Filter::parse(&text).map_err(|e| HostError::Start {
+            what: format!("subscription of {subscriber}"),
+            message: e.to_string(),
+        })?;
+        mbox.subscribe(Subscription {
+            subscriber: subscriber.clone(),
+            filter,
+        })
+        .await?;
+    }
     for (name, sp) in &config.send_ports {
         let filter = sp.parsed_filter.clone().ok_or_else(|| HostError::Start {
             what: format!("send port `{name}`"),
@@ -403,7 +461,7 @@ async fn sync_subscriptions(config: &Config, mbox: &dyn MessageBox) -> Result<()
         .await?;
     }
     for sub in mbox.subscriptions().await? {
-        if !config.send_ports.contains_key(&sub.subscriber) {
+        if !config.send_ports.contains_key(&sub.subscriber) && !replies.contains(&sub.subscriber) {
             let n = mbox.unsubscribe(&sub.subscriber).await?;
             tracing::warn!(subscriber = %sub.subscriber, suspended = n,
                 "send port is no longer configured; its subscription is removed and its queued messages are suspended");

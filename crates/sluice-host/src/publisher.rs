@@ -248,6 +248,7 @@ impl LocationPublisher {
     /// Publish the one message a pipeline without a disassembler made.
     async fn publish_messages(&self, out: &mut Collector<'_>) -> Result<Receipt, SubmitError> {
         let mut ids = Vec::with_capacity(out.messages.len());
+        let mut unrouted = false;
         for (i, m) in out.messages.iter().enumerate() {
             match self.mbox.publish_holding(m.clone(), &self.holder).await {
                 Ok(Routed::Queued(subs)) => {
@@ -259,6 +260,7 @@ impl LocationPublisher {
                 Ok(Routed::Suspended { suspended_id }) => {
                     self.metrics.published(&self.location);
                     self.metrics.suspended(&self.location, Suspension::NoSubscriber);
+                    unrouted = true;
                     tracing::warn!(receive_location = %self.location, message_id = %m.id, suspended_id,
                         "no subscription matches the message; it is suspended (resumable)");
                 }
@@ -269,7 +271,10 @@ impl LocationPublisher {
             }
             ids.push(m.id);
         }
-        Ok(Receipt { messages: ids })
+        Ok(Receipt {
+            messages: ids,
+            unrouted,
+        })
     }
 
     /// Make a whole interchange visible at once.
@@ -281,7 +286,10 @@ impl LocationPublisher {
         if out.staged == 0 {
             tracing::info!(receive_location = %self.location, interchange = %out.source_id,
                 "the interchange holds no records; nothing to publish");
-            return Ok(Receipt { messages: Vec::new() });
+            return Ok(Receipt {
+                messages: Vec::new(),
+                unrouted: false,
+            });
         }
         match self.mbox.commit_interchange(out.source_id).await {
             Ok(routed) => {
@@ -301,6 +309,7 @@ impl LocationPublisher {
                     "interchange published");
                 Ok(Receipt {
                     messages: vec![out.source_id],
+                    unrouted: routed.no_subscriber > 0,
                 })
             }
             Err(e) => {
@@ -358,6 +367,16 @@ impl Publisher for LocationPublisher {
             .map_err(|e| SubmitError::new(e.to_string()))
     }
 
+    async fn whereabouts(&self, id: MessageId) -> String {
+        match self.mbox.message(id).await {
+            Ok(None) => "the message is no longer in the box: every subscriber took it (its response may have \
+                         been suspended because it came too late)"
+                .into(),
+            Ok(Some(m)) => whereabouts(&m, sluice_msgbox::Clock::now_ms(&sluice_msgbox::SystemClock)),
+            Err(e) => format!("cannot look it up: {e}"),
+        }
+    }
+
     async fn suspend(
         &self,
         id: MessageId,
@@ -391,7 +410,10 @@ impl Publisher for LocationPublisher {
                 self.metrics.suspended(&self.location, Suspension::Rejected);
                 tracing::warn!(receive_location = %self.location, message_id = %id, suspended_id, reason = %reason,
                     "the receive pipeline rejected the message; it is suspended as received");
-                Ok(Receipt { messages: vec![id] })
+                Ok(Receipt {
+                    messages: vec![id],
+                    unrouted: true,
+                })
             }
             Err(e) => {
                 if let Some(content) = stored {
@@ -401,4 +423,40 @@ impl Publisher for LocationPublisher {
             }
         }
     }
+}
+
+/// Where a message is, in words (see [`Publisher::whereabouts`]).
+fn whereabouts(m: &sluice_msgbox::MessageInfo, now: i64) -> String {
+    let mut said = Vec::new();
+    for q in &m.queue {
+        let mut s = format!("queued for `{}`", q.subscriber);
+        if q.leased {
+            s.push_str(&format!(", being delivered (attempt {})", q.attempts.max(1)));
+        } else if q.attempts > 0 {
+            let wait = (q.visible_at - now).max(0) as f64 / 1000.0;
+            s.push_str(&format!(", {} attempt(s) so far, next in {wait:.1} s", q.attempts));
+        } else {
+            s.push_str(", not taken yet");
+        }
+        if let Some(e) = &q.last_error {
+            s.push_str(&format!(", last error: {e}"));
+        }
+        said.push(s);
+    }
+    for x in &m.suspended {
+        said.push(format!(
+            "suspended{} after {} attempt(s): {} (suspended id {})",
+            x.subscriber
+                .as_deref()
+                .map(|s| format!(" at `{s}`"))
+                .unwrap_or_default(),
+            x.attempts,
+            x.reason,
+            x.id
+        ));
+    }
+    if said.is_empty() {
+        return "in the box, queued for no one (delivered everywhere, held by its receive location)".into();
+    }
+    said.join("; ")
 }

@@ -4,14 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_adapters::{Body, Delivered, Outbound, Transmitter};
-use sluice_content::read_part;
+use sluice_adapters::{Body, CORRELATION_ID, Delivered, Outbound, REPLY_TO, Response, TransmitError, Transmitter};
+use sluice_content::{PartBody, WriteOptions, read_part, write_part};
 use sluice_model::MessageId;
-use sluice_msgbox::{BoxError, Leased, MessageBox, SystemClock};
+use sluice_msgbox::{BoxError, Leased, MessageBox, NewMessage, Routed, SystemClock};
 use sluice_pipeline::{AssembleConfig, SendPipeline};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::Wakers;
 use crate::config::{RetryConfig, SendPortConfig};
 use crate::metrics::{Metrics, Suspension};
 use crate::throttle::{Permit, Throttle, Work};
@@ -26,6 +27,9 @@ enum Leasing {
     Stop,
 }
 
+/// Responses a request-response location streams to its clients at once.
+const REPLIES_AT_ONCE: usize = 256;
+
 /// How often a send port looks at its queue when nothing woke it.
 const POLL: Duration = Duration::from_millis(500);
 
@@ -38,6 +42,8 @@ pub(crate) struct SendPortRunner {
     concurrency: usize,
     lease_ms: i64,
     wake: Arc<Notify>,
+    /// Solicit-response: wakes the subscribers of the responses it publishes.
+    wakers: Arc<Wakers>,
     throttle: Arc<Throttle>,
     metrics: Arc<Metrics>,
 }
@@ -47,7 +53,7 @@ impl SendPortRunner {
         name: &str,
         cfg: &SendPortConfig,
         mbox: Arc<dyn MessageBox>,
-        wake: Arc<Notify>,
+        wakers: Arc<Wakers>,
         throttle: Arc<Throttle>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, String> {
@@ -59,10 +65,40 @@ impl SendPortRunner {
             retry: cfg.retry.clone(),
             concurrency: cfg.concurrency,
             lease_ms: cfg.lease.as_millis() as i64,
-            wake,
+            wake: wakers.of(name),
+            wakers,
             throttle,
             metrics,
         })
+    }
+
+    /// The runner of a request-response location's reply subscription
+    /// (`reply:<location>`): it hands each response to the request waiting
+    /// for it. No retries: a response nobody waits for is suspended at once.
+    pub(crate) fn replies(
+        subscriber: &str,
+        transmitter: Arc<dyn Transmitter>,
+        mbox: Arc<dyn MessageBox>,
+        wakers: Arc<Wakers>,
+        throttle: Arc<Throttle>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        SendPortRunner {
+            name: subscriber.to_string(),
+            mbox,
+            transmitter,
+            pipeline: Arc::from(sluice_pipeline::SendPipelineConfig::default().build()),
+            retry: RetryConfig {
+                count: 0,
+                interval: Duration::from_secs(1),
+            },
+            concurrency: REPLIES_AT_ONCE,
+            lease_ms: 60_000,
+            wake: wakers.of(subscriber),
+            wakers,
+            throttle,
+            metrics,
+        }
     }
 
     pub(crate) async fn run(self, stop: CancellationToken) {
@@ -254,6 +290,12 @@ impl SendPortRunner {
                 .admit(parts.iter().map(|p| p.size).sum(), Work::Deliver)
                 .await;
             let result = match self.body(&l, &parts) {
+                Ok(body) if self.transmitter.solicits_response() => {
+                    match self.transmitter.solicit(&outbound, body).await {
+                        Ok((delivered, response)) => self.publish_response(&l, response).await.map(|_| delivered),
+                        Err(e) => Err(e),
+                    }
+                }
                 Ok(body) => self.transmitter.transmit(&outbound, body).await,
                 Err(e) => Err(sluice_adapters::TransmitError::retry(e)),
             };
@@ -263,6 +305,58 @@ impl SendPortRunner {
         self.settle(std::slice::from_ref(&l), result, &format!("message {}", l.message_id))
             .await;
         drop(permit);
+    }
+
+    /// Solicit-response: store the peer's answer as a new message, correlated
+    /// to the request, and publish it (before the request is acknowledged: a
+    /// crash in between sends the request again, at least once).
+    async fn publish_response(&self, request: &Leased, response: Response) -> Result<MessageId, TransmitError> {
+        let Response { mut context, mut body } = response;
+        let id = MessageId::new();
+        let (ns, name) = CORRELATION_ID;
+        context.promote(ns, name, request.message_id.to_string());
+        let (ns, name) = REPLY_TO;
+        if let Some(p) = request.context.get(ns, name) {
+            context.promote(ns, name, p.value.clone());
+        }
+        context.promote("send", "port", self.name.as_str());
+        context.promote("", "received_at", time::OffsetDateTime::now_utc());
+        let part = write_part(&*self.mbox.content(), "body", &mut body, WriteOptions::default())
+            .await
+            .map_err(|e| TransmitError::retry(format!("receiving the response: {e}")))?;
+        let stored = match &part.body {
+            PartBody::Stored { content, .. } => Some(*content),
+            PartBody::Inline(_) => None,
+        };
+        let message = NewMessage {
+            id,
+            context,
+            parts: vec![part],
+        };
+        match self.mbox.publish(message).await {
+            Ok(Routed::Queued(subs)) => {
+                self.metrics.published(&self.name);
+                for s in &subs {
+                    self.wakers.wake(s);
+                }
+                tracing::debug!(send_port = %self.name, request = %request.message_id, response = %id, to = ?subs,
+                    "response published");
+                Ok(id)
+            }
+            Ok(Routed::Suspended { suspended_id }) => {
+                self.metrics.published(&self.name);
+                self.metrics.suspended(&self.name, Suspension::NoSubscriber);
+                tracing::warn!(send_port = %self.name, request = %request.message_id, response = %id, suspended_id,
+                    "no subscription matches the response; it is suspended (resumable)");
+                Ok(id)
+            }
+            Err(e) => {
+                if let Some(c) = stored {
+                    let _ = self.mbox.content().abort(c).await;
+                }
+                Err(TransmitError::retry(format!("publishing the response: {e}")))
+            }
+        }
     }
 
     /// Record how a delivery of `entries` (one message, or a batch sent as

@@ -1,11 +1,13 @@
-//! HTTP adapters, one-way so far. Receive (`type = "http"` on a receive
-//! location): the request body streams into the box, `202` once durable.
+//! HTTP adapters. Receive (`type = "http"` on a receive location): the
+//! request body streams into the box; one-way answers `202` once durable,
+//! request-response answers with the message routed back (see `reply`).
 //! Send (`type = "http"` on a send port): the body streams from the box into
 //! the request, optionally gzip-compressed; the answer decides delivered,
-//! retry or fail. Request-response and solicit-response are to come.
+//! retry or fail, and solicit-response publishes it as a new message.
 
 mod receive;
+mod reply;
 mod send;
 
-pub use receive::{HttpAuth, HttpReceiveConfig, HttpReceiver};
-pub use send::{Compress, HttpSendConfig, HttpTransmitter};
+pub use receive::{HttpAuth, HttpReceiveConfig, HttpReceiver, ReceiveMode, ServerTls};
+pub use send::{Compress, HttpSendConfig, HttpTransmitter, SendMode};

@@ -1,4 +1,5 @@
-//! HTTP receive location, one-way.
+//! HTTP receive location, one-way or request-response, HTTP/1.1 and
+//! HTTP/2, over TLS (rustls) when `tls` is set.
 //!
 //! ```toml
 //! adapter = { type = "http", address = "127.0.0.1:8480", path = "/orders",
@@ -10,8 +11,9 @@
 //! `202 Accepted` with the message id is sent once the message is durably
 //! published, never before. `Content-Encoding: gzip` / `zstd` is decoded on
 //! the way in (`decode = false` keeps it as sent), with a cap on the decoded
-//! size. Method, path, query and the chosen headers are promoted
-//! (`http.method`, `http.path`, `http.query`, `http.header.<name>`).
+//! size. Method, path, query, content type and the chosen headers are
+//! promoted (`http.method`, `http.path`, `http.query`, `http.content_type`,
+//! `http.header.<name>`).
 //!
 //! Answers: 202 published; 400 a body that cannot be decoded (truncated or
 //! corrupt gzip...) or that the receive pipeline refuses; 401 missing or
@@ -19,8 +21,21 @@
 //! that stops sending for `idle_timeout`; 413 a body over `max_body` or
 //! decoding to more than `max_decoded`; 503 the box cannot store it now
 //! (retry). Nothing is published unless the whole body arrived.
+//!
+//! `mode = "request-response"`: each request is published with `reply.to =
+//! "reply:<location>"` and the client waits for the message routed back to
+//! it (a solicit-response send port's response, carrying `correlation.id`),
+//! whose body is streamed to it with the response's `http.status`,
+//! `http.content_type` and `http.content_encoding`. No response within
+//! `response_timeout`: `504` with a trace of where the request is (queued
+//! for whom, last error, suspended why), also logged. A request no
+//! subscriber takes: `502` at once (it is suspended, "no subscriber").
+//!
+//! `tls = { cert = "cert.pem", key = "key.pem" }` serves HTTPS (HTTP/2 by
+//! ALPN); the handshake must finish within `header_timeout`.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
@@ -37,7 +52,8 @@ use sluice_pipeline::ByteSize;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::io::StreamReader;
 
-use crate::{AdapterError, Body, ReceiveContext, Source};
+use super::reply::{Reply, ReplyStream, ReplyTransmitter, Waiting};
+use crate::{AdapterError, Body, REPLY_TO, ReceiveContext, Source, Transmitter, reply_subscriber};
 
 fn default_path() -> String {
     "/".into()
@@ -56,6 +72,27 @@ fn default_header_timeout() -> Duration {
 }
 fn default_idle_timeout() -> Duration {
     Duration::from_secs(60)
+}
+fn default_response_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// One-way (`202` once published) or request-response (the answer is the
+/// message routed back).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReceiveMode {
+    #[default]
+    OneWay,
+    RequestResponse,
+}
+
+/// HTTPS: the server's certificate chain and private key, PEM files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Who may post: `{ type = "none" }` (default), `{ type = "basic", user =
@@ -111,6 +148,13 @@ pub struct HttpReceiveConfig {
     /// A client that sends no body bytes for this long is cut off (408).
     #[serde(default = "default_idle_timeout", with = "humantime_serde")]
     pub idle_timeout: Duration,
+    #[serde(default)]
+    pub mode: ReceiveMode,
+    /// Request-response: how long a client waits for its response (`504` after).
+    #[serde(default = "default_response_timeout", with = "humantime_serde")]
+    pub response_timeout: Duration,
+    #[serde(default)]
+    pub tls: Option<ServerTls>,
 }
 
 /// The expected `Authorization` header value (never logged).
@@ -134,7 +178,43 @@ fn secret(value: &Option<String>, env: &Option<String>, what: &str) -> Result<St
     }
 }
 
+/// Load a rustls server configuration (HTTP/2 and HTTP/1.1 by ALPN).
+fn server_tls(tls: &ServerTls) -> Result<tokio_rustls::TlsAcceptor, AdapterError> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |m: String| AdapterError::Config(m);
+    let certs = CertificateDer::pem_file_iter(&tls.cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| bad(format!("tls.cert {}: {e}", tls.cert.display())))?;
+    if certs.is_empty() {
+        return Err(bad(format!("tls.cert {}: no certificate in it", tls.cert.display())));
+    }
+    let key = PrivateKeyDer::from_pem_file(&tls.key)
+        .map_err(|e| bad(format!("tls.key {}: no private key read: {e}", tls.key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(format!("tls: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| bad(format!("tls: the certificate and key do not go together: {e}")))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
 impl HttpReceiveConfig {
+    /// Resolve relative TLS file paths against the configuration's folder.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        if let Some(tls) = &mut self.tls {
+            for p in [&mut tls.cert, &mut tls.key] {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        }
+    }
+
     pub fn build(&self) -> Result<HttpReceiver, AdapterError> {
         let bad = |m: String| AdapterError::Config(m);
         if !self.path.starts_with('/') {
@@ -151,9 +231,12 @@ impl HttpReceiveConfig {
         if methods.is_empty() {
             return Err(bad("methods is empty".into()));
         }
-        if self.idle_timeout.is_zero() || self.header_timeout.is_zero() {
-            return Err(bad("header_timeout and idle_timeout must be above zero".into()));
+        if self.idle_timeout.is_zero() || self.header_timeout.is_zero() || self.response_timeout.is_zero() {
+            return Err(bad(
+                "header_timeout, idle_timeout and response_timeout must be above zero".into(),
+            ));
         }
+        let tls = self.tls.as_ref().map(server_tls).transpose()?;
         let mut promote = Vec::new();
         for h in &self.promote_headers {
             let name =
@@ -192,7 +275,12 @@ impl HttpReceiveConfig {
                 auth: Secret(expected),
                 header_timeout: self.header_timeout,
                 idle_timeout: self.idle_timeout,
+                request_response: self.mode == ReceiveMode::RequestResponse,
+                response_timeout: self.response_timeout,
             }),
+            tls,
+            listener: None,
+            waiting: Arc::new(Waiting::default()),
         })
     }
 }
@@ -209,10 +297,17 @@ struct Settings {
     auth: Secret,
     header_timeout: Duration,
     idle_timeout: Duration,
+    request_response: bool,
+    response_timeout: Duration,
 }
 
 pub struct HttpReceiver {
     config: Arc<Settings>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Bound by [`Source::bind`] before the node runs.
+    listener: Option<tokio::net::TcpListener>,
+    /// Request-response: the requests waiting for their response.
+    waiting: Arc<Waiting>,
 }
 
 /// Why a request body could not be taken: the client's doing.
@@ -335,7 +430,101 @@ fn authorized(expected: &Secret, headers: &HeaderMap) -> bool {
     got.len() == expected.len() && got.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
-async fn handle(settings: Arc<Settings>, cx: ReceiveContext, request: Request) -> Response {
+/// Stops waiting for a request's response when the handler ends, however
+/// it ends (answered, timed out, or dropped because the client went away).
+struct Forget<'a> {
+    waiting: &'a Waiting,
+    id: MessageId,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.waiting.forget(self.id);
+    }
+}
+
+fn with_message_id(mut r: Response, id: MessageId) -> Response {
+    if let Ok(v) = header::HeaderValue::from_str(&id.to_string()) {
+        r.headers_mut().insert("x-sluice-message-id", v);
+    }
+    r
+}
+
+/// The HTTP answer for a response message: its status, content type and
+/// encoding from its context, its body streamed from the box.
+fn relay(request: MessageId, reply: Reply) -> Response {
+    let text = |name: &str| reply.context.get("http", name).map(|p| p.value.to_text());
+    let status = reply
+        .context
+        .get("http", "status")
+        .and_then(|p| p.value.to_text().parse::<u16>().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    let mut builder = axum::http::Response::builder().status(status);
+    for (h, v) in [
+        (header::CONTENT_TYPE, text("content_type")),
+        (header::CONTENT_ENCODING, text("content_encoding")),
+    ] {
+        if let Some(v) = v.and_then(|v| header::HeaderValue::from_str(&v).ok()) {
+            builder = builder.header(h, v);
+        }
+    }
+    let body = axum::body::Body::from_stream(ReplyStream::new(reply.body, reply.done));
+    match builder.body(body) {
+        Ok(r) => with_message_id(r, request),
+        Err(e) => answer(StatusCode::INTERNAL_SERVER_ERROR, format!("building the answer: {e}")),
+    }
+}
+
+/// Request-response: wait for the response to `id` (published already).
+async fn await_response(
+    settings: &Settings,
+    cx: &ReceiveContext,
+    waiting: &Waiting,
+    id: MessageId,
+    mut rx: tokio::sync::oneshot::Receiver<Reply>,
+) -> Response {
+    let started = std::time::Instant::now();
+    match tokio::time::timeout(settings.response_timeout, &mut rx).await {
+        Ok(Ok(reply)) => {
+            tracing::debug!(receive_location = %cx.location, message_id = %id,
+                waited_ms = started.elapsed().as_millis() as u64, "response routed back; streaming it");
+            relay(id, reply)
+        }
+        Ok(Err(_)) => with_message_id(
+            answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the node stopped waiting for the response",
+            ),
+            id,
+        ),
+        Err(_) => {
+            waiting.forget(id);
+            // A response handed over just as the wait ended still counts.
+            if let Ok(reply) = rx.try_recv() {
+                return relay(id, reply);
+            }
+            let trace = cx.publisher.whereabouts(id).await;
+            let secs = settings.response_timeout.as_secs_f64();
+            tracing::warn!(receive_location = %cx.location, message_id = %id, waited_s = secs, trace = %trace,
+                "no response in time; answered 504");
+            let body = serde_json::json!({
+                "error": format!("no response within {secs} s"),
+                "message_id": id.to_string(),
+                "trace": trace,
+            })
+            .to_string();
+            let mut r = answer(StatusCode::GATEWAY_TIMEOUT, body);
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            with_message_id(r, id)
+        }
+    }
+}
+
+async fn handle(settings: Arc<Settings>, cx: ReceiveContext, waiting: Arc<Waiting>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     if parts.uri.path() != settings.path {
         return answer(
@@ -434,6 +623,9 @@ async fn handle(settings: Arc<Settings>, cx: ReceiveContext, request: Request) -
     if let Some(q) = parts.uri.query() {
         ctx.promote("http", "query", q);
     }
+    if let Some(ct) = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+        ctx.promote("http", "content_type", ct);
+    }
     if let Some(e) = &encoding
         && !settings.decode
     {
@@ -447,23 +639,51 @@ async fn handle(settings: Arc<Settings>, cx: ReceiveContext, request: Request) -
         }
     }
     let id = MessageId::new();
+    // Request-response: wait from before the request is published (its
+    // response may come back at once), until the handler ends.
+    let waiter = settings.request_response.then(|| {
+        let (ns, name) = REPLY_TO;
+        ctx.promote(ns, name, reply_subscriber(&cx.location));
+        (waiting.register(id), Forget { waiting: &waiting, id })
+    });
     match cx.publisher.submit(id, ctx, body).await {
+        Ok(receipt) if waiter.is_some() => {
+            if let Err(e) = cx.publisher.settled(&receipt).await {
+                tracing::warn!(receive_location = %cx.location, message_id = %id, error = %e, "releasing the location's hold");
+            }
+            drop(_admitted);
+            if receipt.unrouted {
+                tracing::warn!(receive_location = %cx.location, message_id = %id,
+                    "no subscriber takes the request; it is suspended (no subscriber); answered 502");
+                return with_message_id(
+                    answer(
+                        StatusCode::BAD_GATEWAY,
+                        format!("no send port subscribes to this request; it is suspended as message {id}"),
+                    ),
+                    id,
+                );
+            }
+            let Some((rx, _forget)) = waiter else {
+                return answer(StatusCode::INTERNAL_SERVER_ERROR, "lost the request's waiter");
+            };
+            await_response(&settings, &cx, &waiting, id, rx).await
+        }
         Ok(receipt) => {
             // The client's copy is the only other one; once answered it is
             // gone: nothing to hold for recovery.
             if let Err(e) = cx.publisher.settled(&receipt).await {
                 tracing::warn!(receive_location = %cx.location, message_id = %id, error = %e, "releasing the location's hold");
             }
-            let mut r = answer(StatusCode::ACCEPTED, format!("{{\"message_id\":\"{id}\"}}"));
+            let mut r = answer(
+                StatusCode::ACCEPTED,
+                serde_json::json!({ "message_id": id.to_string() }).to_string(),
+            );
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static("application/json"),
             );
-            if let Ok(v) = header::HeaderValue::from_str(&id.to_string()) {
-                r.headers_mut().insert("x-sluice-message-id", v);
-            }
             tracing::debug!(receive_location = %cx.location, message_id = %id, "published");
-            r
+            with_message_id(r, id)
         }
         Err(e) => {
             let client_fault = fault.lock().ok().and_then(|f| f.clone());
@@ -490,21 +710,46 @@ async fn handle(settings: Arc<Settings>, cx: ReceiveContext, request: Request) -
 
 #[async_trait]
 impl Source for HttpReceiver {
-    async fn run(self: Box<Self>, cx: ReceiveContext) -> Result<(), AdapterError> {
-        use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-        let settings = self.config.clone();
-        let listener = tokio::net::TcpListener::bind(settings.address)
+    async fn bind(&mut self) -> Result<(), AdapterError> {
+        let address = self.config.address;
+        let listener = tokio::net::TcpListener::bind(address)
             .await
             .map_err(|error| AdapterError::Io {
-                doing: format!("listening on {}", settings.address),
+                doing: format!("listening on {address}"),
                 error,
             })?;
-        tracing::info!(receive_location = %cx.location, address = %settings.address, path = %settings.path, "HTTP receive location listening");
-        let (s2, cx2) = (settings.clone(), cx.clone());
-        let app = axum::Router::new().fallback(move |req: Request| handle(s2.clone(), cx2.clone(), req));
+        self.listener = Some(listener);
+        Ok(())
+    }
+
+    fn replies(&self, location: &str) -> Option<Arc<dyn Transmitter>> {
+        self.config.request_response.then(|| {
+            Arc::new(ReplyTransmitter {
+                location: location.to_string(),
+                waiting: self.waiting.clone(),
+            }) as Arc<dyn Transmitter>
+        })
+    }
+
+    async fn run(mut self: Box<Self>, cx: ReceiveContext) -> Result<(), AdapterError> {
+        use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+        let settings = self.config.clone();
+        let listener = match self.listener.take() {
+            Some(l) => l,
+            None => {
+                self.bind().await?;
+                self.listener
+                    .take()
+                    .ok_or_else(|| AdapterError::Config("not bound".into()))?
+            }
+        };
+        tracing::info!(receive_location = %cx.location, address = %settings.address, path = %settings.path,
+            tls = self.tls.is_some(), request_response = settings.request_response, "HTTP receive location listening");
+        let (s2, cx2, w2) = (settings.clone(), cx.clone(), self.waiting.clone());
+        let app = axum::Router::new().fallback(move |req: Request| handle(s2.clone(), cx2.clone(), w2.clone(), req));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         loop {
-            let (stream, _peer) = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 r = listener.accept() => match r {
                     Ok(c) => c,
                     Err(e) => {
@@ -521,23 +766,41 @@ impl Source for HttpReceiver {
                 .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(settings.header_timeout);
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            let watched = graceful.watch(conn);
+            let watcher = graceful.watcher();
+            let tls = self.tls.clone();
+            let (location, handshake) = (cx.location.clone(), settings.header_timeout);
             tokio::spawn(async move {
-                if let Err(e) = watched.await {
-                    tracing::debug!(error = %e, "HTTP connection ended with an error");
+                let ended = match tls {
+                    None => {
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        watcher.watch(conn.into_owned()).await
+                    }
+                    Some(acceptor) => match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::info!(receive_location = %location, peer = %peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::info!(receive_location = %location, peer = %peer, "TLS handshake too slow; closed");
+                            return;
+                        }
+                    },
+                };
+                if let Err(e) = ended {
+                    tracing::debug!(peer = %peer, error = %e, "HTTP connection ended with an error");
                 }
             });
         }
         // Stop taking requests; let the ones in flight finish (bounded).
         drop(listener);
-        if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!(receive_location = %cx.location, "requests still in flight after 30 s; stopping anyway");
+        let grace = Duration::from_secs(30).max(settings.response_timeout);
+        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+            tracing::warn!(receive_location = %cx.location, waiting = self.waiting.len(),
+                "requests still in flight after the grace period; stopping anyway");
         }
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! HTTP send port (one-way).
+//! HTTP send port, one-way or solicit-response.
 //!
 //! ```toml
 //! adapter = { type = "http", url = "https://example.com/orders/%property:order.id%", method = "PUT",
@@ -14,31 +14,46 @@
 //! connection and a timeout are retried per the port's policy; any other
 //! answer (4xx, a redirect, which is not followed with a streamed body) fails
 //! at once and the message is suspended.
+//!
+//! `mode = "solicit-response"`: a 2xx answer's body streams into the box as
+//! a new message (the host publishes it, correlated to the request, before
+//! the request is acknowledged); its context holds `http.status`,
+//! `http.content_type` and `http.content_encoding` (when the peer sent them).
+//! `tls_ca = "ca.pem"` adds a certificate authority to the built-in roots
+//! (for peers with a private PKI).
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
-use sluice_model::Key;
-use tokio_util::io::ReaderStream;
+use sluice_model::{Context, Key};
+use tokio_util::io::{ReaderStream, StreamReader};
 
 use crate::macros::Template;
-use crate::{AdapterError, Body, Delivered, Outbound, TransmitError, Transmitter};
+use crate::{AdapterError, Body, Delivered, Outbound, Response, TransmitError, Transmitter};
 
 fn default_method() -> String {
     "POST".into()
-}
-fn default_content_type() -> String {
-    "application/octet-stream".into()
 }
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(10)
 }
 fn default_timeout() -> Duration {
     Duration::from_secs(300)
+}
+
+/// One-way (the answer's status decides) or solicit-response (the answer
+/// becomes a message).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SendMode {
+    #[default]
+    OneWay,
+    SolicitResponse,
 }
 
 /// Compression of the request body.
@@ -60,8 +75,11 @@ pub struct HttpSendConfig {
     #[serde(default = "default_method")]
     pub method: String,
     /// `Content-Type` of the request (default `application/octet-stream`).
-    #[serde(default = "default_content_type")]
-    pub content_type: String,
+    /// `Content-Type` of the request. Default: the message's
+    /// `http.content_type` (what an HTTP client sent, what a peer answered),
+    /// else `application/octet-stream`.
+    #[serde(default)]
+    pub content_type: Option<String>,
     #[serde(default)]
     pub compress: Compress,
     /// Fixed request headers.
@@ -73,12 +91,26 @@ pub struct HttpSendConfig {
     pub headers_from_context: BTreeMap<String, String>,
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// The whole exchange, request body included.
+    /// The whole exchange, request body included (and, solicit-response,
+    /// the answer's body).
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    #[serde(default)]
+    pub mode: SendMode,
+    /// PEM file of certificate authorities trusted besides the built-in roots.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl HttpSendConfig {
+    pub fn resolve_paths(&mut self, base: &Path) {
+        if let Some(p) = &mut self.tls_ca
+            && p.is_relative()
+        {
+            *p = base.join(&*p);
+        }
+    }
+
     pub fn build(&self) -> Result<HttpTransmitter, AdapterError> {
         let bad = |m: String| AdapterError::Config(m);
         let url = Template::parse(&self.url).map_err(bad)?;
@@ -101,10 +133,12 @@ impl HttpSendConfig {
             let value = HeaderValue::from_str(v).map_err(|e| bad(format!("header `{h}`: {e}")))?;
             headers.insert(header_name(h)?, value);
         }
-        headers.insert(
-            reqwest::header::CONTENT_TYPE,
-            HeaderValue::from_str(&self.content_type).map_err(|e| bad(format!("content_type: {e}")))?,
-        );
+        if let Some(ct) = &self.content_type {
+            headers.insert(
+                reqwest::header::CONTENT_TYPE,
+                HeaderValue::from_str(ct).map_err(|e| bad(format!("content_type: {e}")))?,
+            );
+        }
         if self.compress == Compress::Gzip {
             headers.insert(reqwest::header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         }
@@ -120,10 +154,22 @@ impl HttpSendConfig {
         if self.connect_timeout.is_zero() || self.timeout.is_zero() {
             return Err(bad("connect_timeout and timeout must be above zero".into()));
         }
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
             .timeout(self.timeout)
-            .redirect(reqwest::redirect::Policy::none())
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(ca) = &self.tls_ca {
+            let pem = std::fs::read(ca).map_err(|e| bad(format!("tls_ca {}: {e}", ca.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| bad(format!("tls_ca {}: not PEM certificates: {e}", ca.display())))?;
+            if certs.is_empty() {
+                return Err(bad(format!("tls_ca {}: no certificate in it", ca.display())));
+            }
+            for c in certs {
+                client = client.add_root_certificate(c);
+            }
+        }
+        let client = client
             .build()
             .map_err(|e| bad(format!("building the HTTP client: {e}")))?;
         Ok(HttpTransmitter {
@@ -132,6 +178,7 @@ impl HttpSendConfig {
             headers,
             from_context,
             gzip: self.compress == Compress::Gzip,
+            solicit: self.mode == SendMode::SolicitResponse,
             client,
         })
     }
@@ -143,15 +190,16 @@ pub struct HttpTransmitter {
     headers: HeaderMap,
     from_context: Vec<(HeaderName, Key)>,
     gzip: bool,
+    solicit: bool,
     client: reqwest::Client,
 }
 
 /// The most of an error response's body kept for the error message.
 const ERROR_BODY_MAX: usize = 512;
 
-#[async_trait]
-impl Transmitter for HttpTransmitter {
-    async fn transmit(&self, msg: &Outbound, body: Body) -> Result<Delivered, TransmitError> {
+impl HttpTransmitter {
+    /// Send the request; `Ok` is a 2xx answer, its body not read yet.
+    async fn exchange(&self, msg: &Outbound, body: Body) -> Result<(String, reqwest::Response), TransmitError> {
         let url = self
             .url
             .render_url(msg.id, &msg.context)
@@ -163,6 +211,14 @@ impl Transmitter for HttpTransmitter {
                     .map_err(|e| TransmitError::fatal(format!("header `{h}` from {key}: {e}")))?;
                 headers.insert(h.clone(), v);
             }
+        }
+        if !headers.contains_key(reqwest::header::CONTENT_TYPE) {
+            let ct = msg
+                .context
+                .get("http", "content_type")
+                .and_then(|p| HeaderValue::from_str(&p.value.to_text()).ok())
+                .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+            headers.insert(reqwest::header::CONTENT_TYPE, ct);
         }
         if let Ok(v) = HeaderValue::from_str(&msg.id.to_string()) {
             headers.insert(HeaderName::from_static("x-sluice-message-id"), v);
@@ -188,15 +244,7 @@ impl Transmitter for HttpTransmitter {
         })?;
         let status = response.status();
         if status.is_success() {
-            // One-way: the answer's body is read and dropped (a chunk at a time).
-            let mut s = response.bytes_stream();
-            while let Some(chunk) = s.next().await {
-                if let Err(e) = chunk {
-                    tracing::debug!(url = %url, error = %e, "the answer's body broke off after a 2xx status; delivered");
-                    break;
-                }
-            }
-            return Ok(Delivered::To(format!("{} {url} ({status})", self.method)));
+            return Ok((url, response));
         }
         let retryable = status.is_server_error()
             || status == reqwest::StatusCode::REQUEST_TIMEOUT
@@ -214,6 +262,54 @@ impl Transmitter for HttpTransmitter {
         } else {
             TransmitError::fatal(message)
         })
+    }
+}
+
+#[async_trait]
+impl Transmitter for HttpTransmitter {
+    async fn transmit(&self, msg: &Outbound, body: Body) -> Result<Delivered, TransmitError> {
+        let (url, response) = self.exchange(msg, body).await?;
+        let status = response.status();
+        // One-way: the answer's body is read and dropped (a chunk at a time).
+        let mut s = response.bytes_stream();
+        while let Some(chunk) = s.next().await {
+            if let Err(e) = chunk {
+                tracing::debug!(url = %url, error = %e, "the answer's body broke off after a 2xx status; delivered");
+                break;
+            }
+        }
+        Ok(Delivered::To(format!("{} {url} ({status})", self.method)))
+    }
+
+    fn solicits_response(&self) -> bool {
+        self.solicit
+    }
+
+    async fn solicit(&self, msg: &Outbound, body: Body) -> Result<(Delivered, Response), TransmitError> {
+        let (url, response) = self.exchange(msg, body).await?;
+        let status = response.status();
+        let mut context = Context::new();
+        context.promote("http", "status", i64::from(status.as_u16()));
+        for (name, key) in [
+            (reqwest::header::CONTENT_TYPE, "content_type"),
+            (reqwest::header::CONTENT_ENCODING, "content_encoding"),
+        ] {
+            if let Some(v) = response.headers().get(name).and_then(|v| v.to_str().ok()) {
+                context.promote("http", key, v);
+            }
+        }
+        let what = format!("{} {url}", self.method);
+        let stream = response.bytes_stream().map(move |r| {
+            r.map_err(|e| {
+                // Timed out or cut off mid-answer: the host retries the request.
+                std::io::Error::other(format!("the answer of {what} broke off: {}", error_chain(&e)))
+            })
+        });
+        let body: Body = Box::new(StreamReader::new(Box::pin(stream)));
+        Ok((
+            Delivered::To(format!("{} {url} ({status})", self.method)),
+            Response { context, body },
+        ))
     }
 }
 

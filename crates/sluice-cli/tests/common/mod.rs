@@ -215,3 +215,49 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     writer.join().expect("writer thread").expect("write to gzip");
     out.stdout
 }
+
+/// A running `sluice dev echo-server` on a free port, killed when dropped.
+pub struct Echo {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+}
+
+impl Echo {
+    pub fn start() -> Echo {
+        use std::io::BufRead;
+        let mut child = sluice()
+            .args(["dev", "echo-server", "--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the echo server");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("piped stdout"))
+            .read_line(&mut line)
+            .expect("the echo server says where it listens");
+        let url = line.trim().rsplit(' ').next().unwrap_or_default().to_string();
+        assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+        Echo { child, url }
+    }
+
+    /// `127.0.0.1:PORT`
+    pub fn address(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}

@@ -1,0 +1,372 @@
+//! Request-response through the real binary: an HTTP receive location in
+//! request-response mode, a solicit-response HTTP send port, the response
+//! routed back and streamed to the waiting client; timeouts with a trace,
+//! a peer that breaks off, a late response, no subscriber; HTTPS on both
+//! sides. Driven with curl, `sluice dev echo-server` and a raw TCP peer.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// What curl got: status, headers (lower-case names), body file.
+struct Answer {
+    status: u16,
+    headers: String,
+    body: PathBuf,
+    http_version: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.body).unwrap_or_default()).to_string()
+    }
+}
+
+/// Stream `file` to `url` with `curl -T` (a POST here), answer saved to `out`.
+fn curl(url: &str, file: &Path, out: &Path, extra: &[&str]) -> Answer {
+    let headers = out.with_extension("headers");
+    let output = Command::new("curl")
+        .args(["-sS", "-X", "POST", "-T"])
+        .arg(file)
+        .arg("-o")
+        .arg(out)
+        .arg("-D")
+        .arg(&headers)
+        .args(["-w", "%{http_code} %{http_version}"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    let w = String::from_utf8_lossy(&output.stdout).to_string();
+    let mut it = w.split_whitespace();
+    let status = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    Answer {
+        status,
+        http_version: it.next().unwrap_or_default().to_string(),
+        headers: std::fs::read_to_string(&headers).unwrap_or_default(),
+        body: out.to_path_buf(),
+    }
+}
+
+/// The example's configuration, moved to free ports and a scratch folder.
+fn example_config(root: &Path, relay_port: u16, echo: &str) -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text = std::fs::read_to_string(repo.join("examples/http-relay/sluice.toml")).expect("the example");
+    assert!(text.contains("127.0.0.1:8480") && text.contains("127.0.0.1:8481"));
+    let text = text
+        .replace("127.0.0.1:8480", &format!("127.0.0.1:{relay_port}"))
+        .replace("127.0.0.1:8481", echo);
+    let config = root.join("sluice.toml");
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+fn listening(port: u16) {
+    wait_until(Duration::from_secs(30), "the HTTP location to listen", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+}
+
+#[test]
+fn the_relay_example_answers_with_what_the_echo_endpoint_answers() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    let echo = Echo::start();
+    let port = free_port();
+    let config = example_config(dir, port, echo.address());
+    let mut node = Node::start(&config, &dir.join("node.log"));
+    listening(port);
+    let url = format!("http://127.0.0.1:{port}/relay");
+
+    // 24 MiB, streamed through the box both ways, content type kept.
+    let body = content(7, 24 << 20);
+    std::fs::write(dir.join("body.bin"), &body).unwrap();
+    let a = curl(
+        &url,
+        &dir.join("body.bin"),
+        &dir.join("a1"),
+        &["-H", "Content-Type: application/xml"],
+    );
+    assert_eq!(a.status, 200, "{}\n{}", a.headers, node.log_text());
+    assert!(std::fs::read(&a.body).unwrap() == body, "the answer is the body");
+    assert_eq!(a.header("content-type").as_deref(), Some("application/xml"));
+    let request_id = a.header("x-sluice-message-id").expect("the request's id");
+    assert_eq!(request_id.len(), 26, "{request_id}");
+
+    // gzip on the wire: decoded on the way in, so the echo answers it plain.
+    let small = content(8, 3 << 20);
+    std::fs::write(dir.join("body.gz"), gzip(&small)).unwrap();
+    let a = curl(
+        &url,
+        &dir.join("body.gz"),
+        &dir.join("a2"),
+        &["-H", "Content-Encoding: gzip"],
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert!(std::fs::read(&a.body).unwrap() == small);
+
+    // HTTP/2 (prior knowledge), and 12 at once: each client gets its own answer.
+    let handles: Vec<_> = (0..12u64)
+        .map(|i| {
+            let (url, dir) = (url.clone(), dir.to_path_buf());
+            std::thread::spawn(move || {
+                let data = content(100 + i, 100_000 + i as usize * 77_777);
+                let file = dir.join(format!("c{i}.bin"));
+                std::fs::write(&file, &data).unwrap();
+                let a = curl(
+                    &url,
+                    &file,
+                    &dir.join(format!("c{i}.out")),
+                    &["--http2-prior-knowledge"],
+                );
+                (
+                    a.status,
+                    a.http_version.clone(),
+                    std::fs::read(&a.body).unwrap() == data,
+                )
+            })
+        })
+        .collect();
+    for h in handles {
+        let (status, version, same) = h.join().unwrap();
+        assert_eq!((status, version.as_str(), same), (200, "2", true));
+    }
+
+    // Requests and responses are gone from the box once answered.
+    wait_until(Duration::from_secs(30), "an empty box", || {
+        status_json(&config)["spool"] == 0
+    });
+    node.stop();
+    assert_eq!(status_json(&config)["suspended"], 0, "{}", node.log_text());
+}
+
+/// A peer for the send port, answering by the request's `x-mode` header:
+/// `slow` answers after 5 s, `broken` promises 1000 bytes and sends 10,
+/// anything else answers "fine" at once.
+fn raw_peer() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut got = Vec::new();
+                let mut buf = [0u8; 8192];
+                // Headers, then a chunked body ending in 0\r\n\r\n.
+                while !got.ends_with(b"0\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
+                if head.contains("x-mode: slow") {
+                    std::thread::sleep(Duration::from_secs(5));
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate");
+                } else if head.contains("x-mode: broken") {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789");
+                } else {
+                    let _ =
+                        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\nfine");
+                }
+                let _ = s.flush();
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn failures_answer_504_with_a_trace_and_the_node_keeps_serving() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    let peer = raw_peer();
+    let (port, lonely, closed) = (free_port(), free_port(), free_port());
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "data"
+
+[receive_ports.relay.locations.relay-in]
+adapter = {{ type = "http", address = "127.0.0.1:{port}", path = "/relay", mode = "request-response", response_timeout = "3s", promote_headers = ["x-mode"] }}
+
+[receive_ports.relay.locations.lonely]
+adapter = {{ type = "http", address = "127.0.0.1:{lonely}", path = "/relay", mode = "request-response", response_timeout = "3s" }}
+
+[send_ports.to-peer]
+filter = 'receive.location == "relay-in" and not http.header.x-mode == "down"'
+adapter = {{ type = "http", url = "http://127.0.0.1:{peer}/x", mode = "solicit-response", headers_from_context = {{ "X-Mode" = "http.header.x-mode" }}, timeout = "20s" }}
+retry = {{ count = 1, interval = "500ms" }}
+
+[send_ports.to-nowhere]
+filter = 'http.header.x-mode == "down"'
+adapter = {{ type = "http", url = "http://127.0.0.1:{closed}/x", mode = "solicit-response" }}
+retry = {{ count = 1, interval = "500ms" }}
+"#
+        ),
+    )
+    .unwrap();
+    let mut node = Node::start(&config, &dir.join("node.log"));
+    listening(port);
+    std::fs::write(dir.join("req.txt"), b"hello").unwrap();
+    let req = dir.join("req.txt");
+    let url = format!("http://127.0.0.1:{port}/relay");
+    let trace = |a: &Answer| -> (String, String) {
+        let v: serde_json::Value = serde_json::from_str(&a.text()).unwrap_or_else(|e| panic!("{}: {e}", a.text()));
+        (
+            v["message_id"].as_str().unwrap_or_default().to_string(),
+            v["trace"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+
+    // An unreachable destination: retried, suspended; the client gets 504
+    // and where its request went.
+    let a = curl(&url, &req, &dir.join("down"), &["-H", "X-Mode: down"]);
+    assert_eq!(a.status, 504, "{}", a.text());
+    let (id, t) = trace(&a);
+    assert_eq!(Some(id.clone()), a.header("x-sluice-message-id"));
+    assert!(t.contains("suspended at `to-nowhere` after 2 attempt(s)"), "{t}");
+    assert!(t.to_lowercase().contains("connect"), "{t}");
+
+    // A peer that closes mid-answer: nothing half-published, retried, suspended.
+    let a = curl(&url, &req, &dir.join("broken"), &["-H", "X-Mode: broken"]);
+    assert_eq!(a.status, 504, "{}", a.text());
+    let (_, t) = trace(&a);
+    assert!(t.contains("suspended at `to-peer`") && t.contains("broke off"), "{t}");
+
+    // A peer slower than the timeout: 504 while it is being delivered; its
+    // late response finds no one waiting and is suspended with that reason.
+    let started = Instant::now();
+    let a = curl(&url, &req, &dir.join("slow"), &["-H", "X-Mode: slow"]);
+    assert_eq!(a.status, 504, "{}", a.text());
+    assert!(started.elapsed() < Duration::from_secs(5), "answered at the timeout");
+    let (slow_id, t) = trace(&a);
+    assert!(t.contains("queued for `to-peer`, being delivered"), "{t}");
+    wait_until(Duration::from_secs(20), "the late response to be suspended", || {
+        let out = run(sluice().args(["suspended", "list", "--config"]).arg(&config));
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.contains(&format!("no request {slow_id} is waiting"))
+    });
+
+    // No subscriber: answered at once, the request suspended.
+    let started = Instant::now();
+    let a = curl(
+        &format!("http://127.0.0.1:{lonely}/relay"),
+        &req,
+        &dir.join("lonely"),
+        &[],
+    );
+    assert_eq!(a.status, 502, "{}", a.text());
+    assert!(a.text().contains("no send port subscribes"), "{}", a.text());
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    // And the node still answers.
+    let a = curl(&url, &req, &dir.join("ok"), &[]);
+    assert_eq!((a.status, a.text().as_str()), (200, "fine"));
+    assert_eq!(a.header("content-type").as_deref(), Some("text/plain"));
+    let log = node.log_text();
+    assert!(log.contains("no response in time; answered 504"), "{log}");
+    node.stop();
+    // down, broken (requests), the late response, lonely's request.
+    assert_eq!(status_json(&config)["suspended"], 4);
+}
+
+#[test]
+fn https_on_both_sides() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key_pair.serialize_pem()).unwrap();
+    let port = free_port();
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "data"
+
+[receive_ports.secure.locations.secure-in]
+adapter = {{ type = "http", address = "127.0.0.1:{port}", path = "/in", tls = {{ cert = "cert.pem", key = "key.pem" }} }}
+
+[receive_ports.files.locations.files-in]
+adapter = {{ type = "file", path = "in", settle = "100ms" }}
+
+[send_ports.out]
+filter = 'receive.location == "secure-in"'
+adapter = {{ type = "file", path = "out", file_name = "%property:http.header.x-name%", create_folder = true }}
+
+[send_ports.forward]
+filter = 'receive.location == "files-in"'
+adapter = {{ type = "http", url = "https://localhost:{port}/in", tls_ca = "cert.pem", headers_from_context = {{ "X-Name" = "file.name" }} }}
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("in")).unwrap();
+    // The location promotes x-name for the file name.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        r#"path = "/in", tls"#,
+        r#"path = "/in", promote_headers = ["x-name"], tls"#,
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut node = Node::start(&config, &dir.join("node.log"));
+    listening(port);
+    let url = format!("https://localhost:{port}/in");
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let body = content(9, 2 << 20);
+    std::fs::write(dir.join("b.bin"), &body).unwrap();
+
+    // curl trusting the certificate: HTTP/2 by ALPN.
+    let a = curl(
+        &url,
+        &dir.join("b.bin"),
+        &dir.join("a1"),
+        &[
+            "--cacert",
+            dir.join("cert.pem").to_str().unwrap(),
+            "--resolve",
+            &resolve,
+            "-H",
+            "X-Name: from-curl",
+        ],
+    );
+    assert_eq!((a.status, a.http_version.as_str()), (202, "2"), "{}", a.text());
+    // Not trusting it, or speaking plain HTTP to it: nothing taken.
+    let a = curl(&url, &dir.join("b.bin"), &dir.join("a2"), &["--resolve", &resolve]);
+    assert_eq!(a.status, 0, "certificate not trusted");
+    let a = curl(
+        &format!("http://127.0.0.1:{port}/in"),
+        &dir.join("b.bin"),
+        &dir.join("a3"),
+        &["-H", "X-Name: plain"],
+    );
+    assert_ne!(a.status, 202);
+
+    // A send port trusting the certificate by tls_ca posts over HTTPS.
+    drop_file(&dir.join("in"), "from-file", &body);
+    let out = dir.join("out");
+    wait_until(Duration::from_secs(60), "both bodies in out/", || {
+        names(&out).len() == 2
+    });
+    node.stop();
+    assert_eq!(names(&out), vec!["from-curl", "from-file"]);
+    for n in ["from-curl", "from-file"] {
+        assert!(std::fs::read(out.join(n)).unwrap() == body, "{n}");
+    }
+    assert_eq!(status_json(&config)["suspended"], 0);
+}
