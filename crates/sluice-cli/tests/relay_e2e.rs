@@ -86,6 +86,21 @@ fn the_relay_example_answers_with_what_the_echo_endpoint_answers() {
     let echo = Echo::start();
     let port = free_port();
     let config = example_config(dir, port, echo.address());
+    // Beside the example: a location that keeps bodies encoded as they came.
+    let raw_port = free_port();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        r#"
+[receive_ports.relay.locations.relay-raw]
+adapter = {{ type = "http", address = "127.0.0.1:{raw_port}", path = "/relay", mode = "request-response", decode = false }}
+
+[send_ports.to-echo-raw]
+filter = 'receive.location == "relay-raw"'
+adapter = {{ type = "http", url = "http://{}/echo", mode = "solicit-response" }}
+"#,
+        echo.address()
+    ));
+    std::fs::write(&config, text).unwrap();
     let mut node = Node::start(&config, &dir.join("node.log"));
     listening(port);
     let url = format!("http://127.0.0.1:{port}/relay");
@@ -116,6 +131,20 @@ fn the_relay_example_answers_with_what_the_echo_endpoint_answers() {
     );
     assert_eq!(a.status, 200, "{}", a.text());
     assert!(std::fs::read(&a.body).unwrap() == small);
+
+    // Kept encoded: forwarded labelled gzip, answered labelled gzip.
+    let a = curl(
+        &format!("http://127.0.0.1:{raw_port}/relay"),
+        &dir.join("body.gz"),
+        &dir.join("a3"),
+        &["-H", "Content-Encoding: gzip"],
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.header("content-encoding").as_deref(), Some("gzip"));
+    assert!(
+        std::fs::read(&a.body).unwrap() == std::fs::read(dir.join("body.gz")).unwrap(),
+        "the gzip bytes as sent"
+    );
 
     // HTTP/2 (prior knowledge), and 12 at once: each client gets its own answer.
     let handles: Vec<_> = (0..12u64)

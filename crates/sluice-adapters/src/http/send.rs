@@ -9,7 +9,9 @@
 //!
 //! The request body is the message body, streamed from the box (never held
 //! whole); with `compress = "gzip"` it is compressed on the way and sent
-//! with `Content-Encoding: gzip`. Every request carries `X-Sluice-Message-Id`.
+//! with `Content-Encoding: gzip`; a message that carries `http.content_encoding`
+//! (a body kept encoded as it came) is sent labelled with it. Every request
+//! carries `X-Sluice-Message-Id`.
 //! A 2xx answer is a delivery; 408, 429 and 5xx, a refused or dropped
 //! connection and a timeout are retried per the port's policy; any other
 //! answer (4xx, a redirect, which is not followed with a streamed body) fails
@@ -219,6 +221,16 @@ impl HttpTransmitter {
                 .and_then(|p| HeaderValue::from_str(&p.value.to_text()).ok())
                 .unwrap_or(HeaderValue::from_static("application/octet-stream"));
             headers.insert(reqwest::header::CONTENT_TYPE, ct);
+        }
+        // A body kept encoded as it came (`decode = false`) goes on labelled so.
+        if !self.gzip
+            && !headers.contains_key(reqwest::header::CONTENT_ENCODING)
+            && let Some(v) = msg
+                .context
+                .get("http", "content_encoding")
+                .and_then(|p| HeaderValue::from_str(&p.value.to_text()).ok())
+        {
+            headers.insert(reqwest::header::CONTENT_ENCODING, v);
         }
         if let Ok(v) = HeaderValue::from_str(&msg.id.to_string()) {
             headers.insert(HeaderName::from_static("x-sluice-message-id"), v);
@@ -459,6 +471,43 @@ mod tests {
         assert_eq!(s.headers["content-type"], "application/octet-stream");
         assert_eq!(s.headers["x-sluice-message-id"], msg.id.to_string().as_str());
         assert!(s.body == body, "the body arrives whole");
+    }
+
+    #[tokio::test]
+    async fn solicit_response_returns_the_answer_streamed_with_its_properties() {
+        let (base, seen) = server().await;
+        let mut c = config(&format!("{base}/in"));
+        c.mode = SendMode::SolicitResponse;
+        let t = c.build().unwrap();
+        assert!(t.solicits_response());
+        let mut ctx = Context::new();
+        ctx.promote("http", "content_type", "application/json");
+        ctx.promote("http", "content_encoding", "gzip");
+        let (delivered, mut response) = t.solicit(&outbound(ctx), Box::new(&b"{}"[..])).await.unwrap();
+        assert!(matches!(delivered, Delivered::To(ref to) if to.contains("200")));
+        let mut answer = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut response.body, &mut answer)
+            .await
+            .unwrap();
+        assert_eq!(answer, b"ok");
+        let get = |n: &str| response.context.get("http", n).map(|p| p.value.to_text());
+        assert_eq!(get("status").as_deref(), Some("200"));
+        assert_eq!(get("content_type").as_deref(), Some("text/plain; charset=utf-8"));
+        let s = seen.lock().unwrap()[0].clone();
+        assert_eq!(s.headers["content-type"], "application/json", "from http.content_type");
+        assert_eq!(s.headers["content-encoding"], "gzip", "kept encoded, labelled so");
+        // A one-way transmitter cannot solicit.
+        let one_way = config(&format!("{base}/in")).build().unwrap();
+        assert!(!one_way.solicits_response());
+        // An error answer is not a response: retried or failed as one-way.
+        let mut c = config(&format!("{base}/status/503"));
+        c.mode = SendMode::SolicitResponse;
+        let e = c
+            .build()
+            .unwrap()
+            .solicit(&outbound(Context::new()), Box::new(&b"x"[..]))
+            .await;
+        assert!(matches!(e, Err(ref e) if e.retryable && e.message.contains("503")));
     }
 
     #[tokio::test]
