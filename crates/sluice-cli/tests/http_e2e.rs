@@ -220,3 +220,32 @@ fn clients_that_break_off_or_stall_publish_nothing() {
     );
     node.stop();
 }
+
+#[test]
+fn a_taken_address_stops_the_start_naming_the_location() {
+    let root = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = root.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "data"
+[receive_ports.web.locations.web-in]
+adapter = {{ type = "http", address = "127.0.0.1:{port}", path = "/in" }}
+[send_ports.out]
+filter = 'receive.port == "web"'
+adapter = {{ type = "file", path = "out", create_folder = true }}
+"#
+        ),
+    )
+    .unwrap();
+    let out = run(sluice().args(["serve", "--config"]).arg(&config));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("receive location `web-in`") && err.contains(&format!("listening on 127.0.0.1:{port}")),
+        "{err}"
+    );
+    drop(taken);
+}

@@ -337,6 +337,14 @@ impl Config {
                 lc.pipeline
                     .validate()
                     .map_err(|m| invalid(format!("{key}.pipeline"), m))?;
+                if lc.adapter.request_response() && lc.pipeline.disassemble.is_some() {
+                    return Err(invalid(
+                        format!("{key}.pipeline.disassemble"),
+                        "a request-response location answers each request with one response; it cannot split \
+                         the request into many messages (use one-way)"
+                            .into(),
+                    ));
+                }
                 lc.adapter.resolve_paths(base);
                 lc.adapter
                     .build()
@@ -446,6 +454,50 @@ retry = { count = 5, interval = "30s" }
         assert_eq!(f.path, PathBuf::from("/srv/out"));
         assert_eq!((out.retry.count, out.retry.interval), (5, Duration::from_secs(30)));
         assert!(out.enabled);
+    }
+
+    #[test]
+    fn request_response_locations_are_checked() {
+        let rr = r#"
+data_dir = "data"
+[receive_ports.web.locations.relay]
+adapter = { type = "http", address = "127.0.0.1:1", mode = "request-response", response_timeout = "2s" }
+[send_ports.out]
+filter = 'receive.port == "web"'
+adapter = { type = "http", url = "http://127.0.0.1:2/", mode = "solicit-response", tls_ca = "ca.pem" }
+"#;
+        // tls_ca resolves against the config's folder and must be readable.
+        let e = load(rr).unwrap_err().to_string();
+        assert!(
+            e.contains("send_ports.out.adapter") && e.contains("/etc/sluice/ca.pem"),
+            "{e}"
+        );
+        let rr = rr.replace(", tls_ca = \"ca.pem\"", "");
+        let c = load(&rr).unwrap();
+        assert!(c.receive_ports["web"].locations["relay"].adapter.request_response());
+        let e = load(&rr.replace("response_timeout = \"2s\"", "response_timeout = \"0s\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("response_timeout"), "{e}");
+        let e = load(&rr.replace("mode = \"request-response\"", "mode = \"request-reply\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("request-reply") && e.contains("request-response"), "{e}");
+        let split = rr.replace(
+            "[send_ports.out]",
+            "pipeline = { disassemble = { type = \"lines\" } }\n[send_ports.out]",
+        );
+        let e = load(&split).unwrap_err().to_string();
+        assert!(
+            e.contains("relay.pipeline.disassemble") && e.contains("one response"),
+            "{e}"
+        );
+        let tls = rr.replace(
+            "response_timeout = \"2s\"",
+            "response_timeout = \"2s\", tls = { cert = \"nope.pem\", key = \"nope.key\" }",
+        );
+        let e = load(&tls).unwrap_err().to_string();
+        assert!(e.contains("tls.cert /etc/sluice/nope.pem"), "{e}");
     }
 
     #[test]
