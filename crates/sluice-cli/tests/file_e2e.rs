@@ -236,15 +236,24 @@ adapter = { type = "file", path = "strict-in", settle = "100ms", poll_interval =
 [send_ports.strict]
 filter = 'receive.port == "strict"'
 adapter = { type = "file", path = "strict-out", file_name = "%SourceFileName%" }
-retry = { count = 100, interval = "1s" }
+retry = { count = 100, interval = "500ms", backoff = 2, max_interval = "2s" }
 "#,
     );
     std::fs::create_dir_all(root.path().join("strict-in")).unwrap();
     let mut node = Node::start(&config, &root.path().join("node.log"));
     drop_file(&root.path().join("strict-in"), "a.txt", b"wait for me");
-    wait_until(Duration::from_secs(30), "a retry to be logged", || {
-        node.log_text().contains("will retry")
+    // Waits that double, up to the cap: 0.5 s, 1 s, 2 s, 2 s.
+    wait_until(Duration::from_secs(30), "four retries to be logged", || {
+        node.log_text().matches("will retry").count() >= 4
     });
+    let log = node.log_text();
+    let waits: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("will retry"))
+        .filter_map(|l| l.split("retry_in=").nth(1)?.split_whitespace().next())
+        .take(4)
+        .collect();
+    assert_eq!(waits, ["500ms", "1s", "2s", "2s"], "{log}");
     assert_eq!(status_json(&config)["queued"]["strict"], 1);
     std::fs::create_dir_all(root.path().join("strict-out")).unwrap();
     wait_until(Duration::from_secs(30), "delivery after the folder appears", || {

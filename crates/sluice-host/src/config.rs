@@ -241,17 +241,31 @@ fn default_retry_count() -> u32 {
 fn default_retry_interval() -> Duration {
     Duration::from_secs(60)
 }
+fn default_retry_backoff() -> f64 {
+    2.0
+}
+fn default_retry_max_interval() -> Duration {
+    Duration::from_secs(3600)
+}
 
-/// What a send port does when a delivery fails.
+/// What a send port does when a delivery fails: `count` retries, the first
+/// `interval` after the failure, each next one `backoff` times longer, never
+/// more than `max_interval` apart; then the message is suspended.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
     /// Retries after the first attempt; then the message is suspended (resumable).
     #[serde(default = "default_retry_count")]
     pub count: u32,
-    /// Wait between attempts. The message waits in the box, not in memory.
+    /// Wait before the first retry. The message waits in the box, not in memory.
     #[serde(default = "default_retry_interval", with = "humantime_serde")]
     pub interval: Duration,
+    /// Each wait is this many times the one before (1 = a fixed interval).
+    #[serde(default = "default_retry_backoff")]
+    pub backoff: f64,
+    /// The longest wait between two attempts.
+    #[serde(default = "default_retry_max_interval", with = "humantime_serde")]
+    pub max_interval: Duration,
 }
 
 impl Default for RetryConfig {
@@ -259,7 +273,58 @@ impl Default for RetryConfig {
         RetryConfig {
             count: default_retry_count(),
             interval: default_retry_interval(),
+            backoff: default_retry_backoff(),
+            max_interval: default_retry_max_interval(),
         }
+    }
+}
+
+impl RetryConfig {
+    /// A fixed interval (no backoff).
+    pub fn fixed(count: u32, interval: Duration) -> Self {
+        RetryConfig {
+            count,
+            interval,
+            backoff: 1.0,
+            max_interval: interval,
+        }
+    }
+
+    /// The wait after failed attempt number `attempt` (1 = the first try):
+    /// `interval × backoff^(attempt − 1)`, capped at `max_interval`.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = self.backoff.powi(attempt.saturating_sub(1).min(1000) as i32);
+        let secs = self.interval.as_secs_f64() * factor;
+        if !secs.is_finite() || secs >= self.max_interval.as_secs_f64() {
+            return self.max_interval.max(self.interval.min(self.max_interval));
+        }
+        Duration::from_secs_f64(secs)
+    }
+
+    /// `Err((key, message))`, the key relative to the `retry` table.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.interval > WEEK {
+            return Err(("interval", "must be at most a week".into()));
+        }
+        if self.count > 1_000_000 {
+            return Err(("count", "must be at most 1000000".into()));
+        }
+        if !(1.0..=100.0).contains(&self.backoff) {
+            return Err((
+                "backoff",
+                format!("{} is not 1 to 100 (1 = a fixed interval)", self.backoff),
+            ));
+        }
+        if self.max_interval > WEEK || self.max_interval < self.interval {
+            return Err((
+                "max_interval",
+                format!(
+                    "{:?} must be at least interval ({:?}) and at most a week",
+                    self.max_interval, self.interval
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -372,15 +437,9 @@ impl Config {
             if sp.lease < Duration::from_secs(1) || sp.lease > WEEK {
                 return Err(invalid(format!("{key}.lease"), "must be between 1s and 7 days".into()));
             }
-            if sp.retry.interval > WEEK {
-                return Err(invalid(
-                    format!("{key}.retry.interval"),
-                    "must be at most 7 days".into(),
-                ));
-            }
-            if sp.retry.count > 1_000_000 {
-                return Err(invalid(format!("{key}.retry.count"), "must be at most 1000000".into()));
-            }
+            sp.retry
+                .check()
+                .map_err(|(k, m)| invalid(format!("{key}.retry.{k}"), m))?;
             check_host(key.clone(), &sp.host)?;
             sp.pipeline
                 .validate()
@@ -454,6 +513,40 @@ retry = { count = 5, interval = "30s" }
         assert_eq!(f.path, PathBuf::from("/srv/out"));
         assert_eq!((out.retry.count, out.retry.interval), (5, Duration::from_secs(30)));
         assert!(out.enabled);
+    }
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_a_cap() {
+        let c = load(GOOD).unwrap();
+        let r = &c.send_ports["out"].retry;
+        assert_eq!(
+            (r.backoff, r.max_interval),
+            (2.0, Duration::from_secs(3600)),
+            "defaults"
+        );
+        let secs: Vec<u64> = (1..=9).map(|a| r.delay(a).as_secs()).collect();
+        assert_eq!(secs, [30, 60, 120, 240, 480, 960, 1920, 3600, 3600]);
+        assert_eq!(r.delay(u32::MAX), Duration::from_secs(3600), "no overflow");
+        let fixed = RetryConfig::fixed(3, Duration::from_millis(500));
+        assert!((1..5).all(|a| fixed.delay(a) == Duration::from_millis(500)));
+        let c = load(&GOOD.replace(
+            "interval = \"30s\" }",
+            "interval = \"2s\", backoff = 1.5, max_interval = \"5s\" }",
+        ))
+        .unwrap();
+        let r = &c.send_ports["out"].retry;
+        let ms: Vec<u128> = (1..=5).map(|a| r.delay(a).as_millis()).collect();
+        assert_eq!(ms, [2000, 3000, 4500, 5000, 5000]);
+        for (bad, key) in [
+            ("backoff = 0.5", "retry.backoff"),
+            ("max_interval = \"1s\"", "retry.max_interval"),
+            ("max_interval = \"30d\"", "retry.max_interval"),
+        ] {
+            let e = load(&GOOD.replace("interval = \"30s\" }", &format!("interval = \"30s\", {bad} }}")))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("send_ports.out.{key}")), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -88,10 +88,7 @@ impl SendPortRunner {
             mbox,
             transmitter,
             pipeline: Arc::from(sluice_pipeline::SendPipelineConfig::default().build()),
-            retry: RetryConfig {
-                count: 0,
-                interval: Duration::from_secs(1),
-            },
+            retry: RetryConfig::fixed(0, Duration::from_secs(1)),
             concurrency: REPLIES_AT_ONCE,
             lease_ms: 60_000,
             wake: wakers.of(subscriber),
@@ -374,7 +371,8 @@ impl SendPortRunner {
                 let attempt = entries.iter().map(|l| l.attempt).max().unwrap_or(1);
                 if retried > 0 {
                     tracing::warn!(send_port = %self.name, what, attempt, messages = retried,
-                        retries_left = (self.retry.count + 1).saturating_sub(attempt), error = %e.message,
+                        retries_left = (self.retry.count + 1).saturating_sub(attempt),
+                        retry_in = ?self.retry.delay(attempt), error = %e.message,
                         "delivery failed; will retry");
                 }
                 if retried < entries.len() {
@@ -407,7 +405,7 @@ impl SendPortRunner {
             }
             // Each message by its own attempt count.
             Err(e) if e.retryable && l.attempt <= self.retry.count => {
-                let retry_at = now_ms() + self.retry.interval.as_millis() as i64;
+                let retry_at = now_ms() + self.retry.delay(l.attempt).as_millis() as i64;
                 self.mbox.nack(l.token, retry_at, &e.message).await
             }
             Err(e) => {
