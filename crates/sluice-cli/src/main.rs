@@ -3,6 +3,7 @@
 mod bench;
 mod dev;
 mod inspect;
+mod publish;
 mod suspended;
 
 use std::path::PathBuf;
@@ -42,6 +43,22 @@ enum Command {
     Suspended {
         #[command(subcommand)]
         command: SuspendedCommand,
+    },
+    /// Publish one message into the box, as a receive location would (durable on exit 0).
+    Publish {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The body: a file, or `-` for stdin. Without it the body is empty.
+        #[arg(long, value_name = "FILE")]
+        body: Option<PathBuf>,
+        /// A promoted property, e.g. `order.id=string:A1`, `n=int:-5`,
+        /// `t=timestamp:2026-11-22T10:00:00Z`, `b=bytes:hex:00ff`
+        /// (types: string, int, float, bool, timestamp, bytes with hex: or base64:).
+        #[arg(long = "prop", value_name = "KEY=TYPE:VALUE")]
+        props: Vec<String>,
+        /// One JSON object: `{"message_id", "routed"}`.
+        #[arg(long)]
+        json: bool,
     },
     /// Benchmarks.
     Bench {
@@ -176,6 +193,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 suspended::act(&load(&config)?, which(ids, all)?, true).await
             }
         },
+        Command::Publish {
+            config,
+            body,
+            props,
+            json,
+        } => publish::publish(&load(&config)?, body, &props, json).await,
         Command::Bench {
             command: BenchCommand::Messaging(args),
         } => bench::messaging(args).await,

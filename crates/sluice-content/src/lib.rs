@@ -111,6 +111,15 @@ impl Part {
             body: PartBody::Inline(data),
         }
     }
+
+    /// The content in the store this part refers to (`None` when inline):
+    /// what to abort if the part is never published.
+    pub fn stored_content(&self) -> Option<ContentId> {
+        match self.body {
+            PartBody::Stored { content, .. } => Some(content),
+            PartBody::Inline(_) => None,
+        }
+    }
 }
 
 /// How parts are cut.

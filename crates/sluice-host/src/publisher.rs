@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sluice_adapters::{Body, Publisher, Receipt, SubmitError};
-use sluice_content::{PartBody, WriteOptions, write_part};
+use sluice_content::{WriteOptions, write_part};
 use sluice_model::{Context, MessageId};
 use sluice_msgbox::{MessageBox, NewMessage, Routed, StagedMessage};
 use sluice_pipeline::{Emit, EmitError, PipelineError, ReceivePipeline};
@@ -150,10 +150,7 @@ impl Collector<'_> {
         let stored: Vec<sluice_content::ContentId> = batch
             .iter()
             .flat_map(|s| &s.message.parts)
-            .filter_map(|p| match p.body {
-                PartBody::Stored { content, .. } => Some(content),
-                PartBody::Inline(_) => None,
-            })
+            .filter_map(sluice_content::Part::stored_content)
             .collect();
         if let Err(e) = mbox.stage(self.source_id, batch).await {
             for content in stored {
@@ -205,7 +202,7 @@ fn context_size(ctx: &Context) -> usize {
 async fn discard_parts<'m>(mbox: &dyn MessageBox, messages: impl Iterator<Item = &'m NewMessage>) {
     for m in messages {
         for p in &m.parts {
-            if let PartBody::Stored { content, .. } = p.body {
+            if let Some(content) = p.stored_content() {
                 let _ = mbox.content().abort(content).await;
             }
         }
@@ -387,10 +384,7 @@ impl Publisher for LocationPublisher {
         let part = write_part(&*self.mbox.content(), "body", &mut body, WriteOptions::default())
             .await
             .map_err(|e| SubmitError::new(format!("storing the rejected message: {e}")))?;
-        let stored = match &part.body {
-            PartBody::Stored { content, .. } => Some(*content),
-            PartBody::Inline(_) => None,
-        };
+        let stored = part.stored_content();
         let reason = format!("receive location `{}`: {reason}", self.location);
         match self
             .mbox

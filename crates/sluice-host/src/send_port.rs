@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_adapters::{Body, CORRELATION_ID, Delivered, Outbound, REPLY_TO, Response, TransmitError, Transmitter};
-use sluice_content::{PartBody, WriteOptions, read_part, write_part};
+use sluice_content::{WriteOptions, read_part, write_part};
 use sluice_model::MessageId;
 use sluice_msgbox::{BoxError, Leased, MessageBox, NewMessage, Routed, SystemClock};
 use sluice_pipeline::{AssembleConfig, SendPipeline};
@@ -321,10 +321,7 @@ impl SendPortRunner {
         let part = write_part(&*self.mbox.content(), "body", &mut body, WriteOptions::default())
             .await
             .map_err(|e| TransmitError::retry(format!("receiving the response: {e}")))?;
-        let stored = match &part.body {
-            PartBody::Stored { content, .. } => Some(*content),
-            PartBody::Inline(_) => None,
-        };
+        let stored = part.stored_content();
         let message = NewMessage {
             id,
             context,
