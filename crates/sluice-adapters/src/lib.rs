@@ -310,6 +310,13 @@ impl SendAdapterConfig {
             SendAdapterConfig::Http(c) => c.resolve_paths(base),
         }
     }
+    /// Whether the port publishes its peer's answer (solicit-response).
+    pub fn solicit_response(&self) -> bool {
+        match self {
+            SendAdapterConfig::File(_) => false,
+            SendAdapterConfig::Http(c) => c.mode == http::SendMode::SolicitResponse,
+        }
+    }
     pub fn build(&self) -> Result<Arc<dyn Transmitter>, AdapterError> {
         match self {
             SendAdapterConfig::File(c) => Ok(Arc::new(c.build()?)),

@@ -444,6 +444,12 @@ impl Config {
             sp.pipeline
                 .validate()
                 .map_err(|m| invalid(format!("{key}.pipeline"), m))?;
+            if sp.adapter.solicit_response() && sp.pipeline.assemble.is_some() {
+                return Err(invalid(
+                    format!("{key}.pipeline.assemble"),
+                    "a solicit-response port answers each request with one response; it cannot send batches".into(),
+                ));
+            }
             if let Some(a) = &sp.pipeline.assemble
                 && a.wait() * 2 >= sp.lease
             {
@@ -583,6 +589,15 @@ adapter = { type = "http", url = "http://127.0.0.1:2/", mode = "solicit-response
         let e = load(&split).unwrap_err().to_string();
         assert!(
             e.contains("relay.pipeline.disassemble") && e.contains("one response"),
+            "{e}"
+        );
+        let batched = rr.replace(
+            "mode = \"solicit-response\" }",
+            "mode = \"solicit-response\" }\npipeline = { assemble = { type = \"json\", batch = 10, wait = \"1s\" } }",
+        );
+        let e = load(&batched).unwrap_err().to_string();
+        assert!(
+            e.contains("send_ports.out.pipeline.assemble") && e.contains("batches"),
             "{e}"
         );
         let tls = rr.replace(
