@@ -199,12 +199,11 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Ho
                 port: port.clone(),
                 location: name.clone(),
                 publisher: publisher.clone(),
-                admission: Arc::new(HostAdmission(throttle)),
+                admission: Arc::new(HostAdmission(throttle.clone())),
                 shutdown: shutdown.clone(),
             };
             if let Some(replies) = source.replies(name) {
                 let subscriber = sluice_adapters::reply_subscriber(name);
-                let throttle = throttle_of(&format!("receive location `{name}`"), &lc.host)?;
                 reply_runners.push((
                     subscriber.clone(),
                     SendPortRunner::replies(

@@ -646,45 +646,8 @@ async fn handle(settings: Arc<Settings>, cx: ReceiveContext, waiting: Arc<Waitin
         ctx.promote(ns, name, reply_subscriber(&cx.location));
         (waiting.register(id), Forget { waiting: &waiting, id })
     });
-    match cx.publisher.submit(id, ctx, body).await {
-        Ok(receipt) if waiter.is_some() => {
-            if let Err(e) = cx.publisher.settled(&receipt).await {
-                tracing::warn!(receive_location = %cx.location, message_id = %id, error = %e, "releasing the location's hold");
-            }
-            drop(_admitted);
-            if receipt.unrouted {
-                tracing::warn!(receive_location = %cx.location, message_id = %id,
-                    "no subscriber takes the request; it is suspended (no subscriber); answered 502");
-                return with_message_id(
-                    answer(
-                        StatusCode::BAD_GATEWAY,
-                        format!("no send port subscribes to this request; it is suspended as message {id}"),
-                    ),
-                    id,
-                );
-            }
-            let Some((rx, _forget)) = waiter else {
-                return answer(StatusCode::INTERNAL_SERVER_ERROR, "lost the request's waiter");
-            };
-            await_response(&settings, &cx, &waiting, id, rx).await
-        }
-        Ok(receipt) => {
-            // The client's copy is the only other one; once answered it is
-            // gone: nothing to hold for recovery.
-            if let Err(e) = cx.publisher.settled(&receipt).await {
-                tracing::warn!(receive_location = %cx.location, message_id = %id, error = %e, "releasing the location's hold");
-            }
-            let mut r = answer(
-                StatusCode::ACCEPTED,
-                serde_json::json!({ "message_id": id.to_string() }).to_string(),
-            );
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/json"),
-            );
-            tracing::debug!(receive_location = %cx.location, message_id = %id, "published");
-            with_message_id(r, id)
-        }
+    let receipt = match cx.publisher.submit(id, ctx, body).await {
+        Ok(receipt) => receipt,
         Err(e) => {
             let client_fault = fault.lock().ok().and_then(|f| f.clone());
             let (status, text) = match client_fault {
@@ -703,9 +666,39 @@ async fn handle(settings: Arc<Settings>, cx: ReceiveContext, waiting: Arc<Waitin
             };
             tracing::warn!(receive_location = %cx.location, status = status.as_u16(), error = %e, answer = %text,
                 "request not published");
-            answer(status, text)
+            return answer(status, text);
         }
+    };
+    // The client's copy is the only other one, and it is answered next:
+    // nothing to hold for recovery.
+    if let Err(e) = cx.publisher.settled(&receipt).await {
+        tracing::warn!(receive_location = %cx.location, message_id = %id, error = %e, "releasing the location's hold");
     }
+    drop(_admitted);
+    let Some((rx, _forget)) = waiter else {
+        let mut r = answer(
+            StatusCode::ACCEPTED,
+            serde_json::json!({ "message_id": id.to_string() }).to_string(),
+        );
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        tracing::debug!(receive_location = %cx.location, message_id = %id, "published");
+        return with_message_id(r, id);
+    };
+    if receipt.unrouted {
+        tracing::warn!(receive_location = %cx.location, message_id = %id,
+            "no subscriber takes the request; it is suspended (no subscriber); answered 502");
+        return with_message_id(
+            answer(
+                StatusCode::BAD_GATEWAY,
+                format!("no send port subscribes to this request; it is suspended as message {id}"),
+            ),
+            id,
+        );
+    }
+    await_response(&settings, &cx, &waiting, id, rx).await
 }
 
 #[async_trait]
