@@ -44,6 +44,10 @@ pub struct SubmitError {
     /// a limit): trying again will not help. The source should be stored as
     /// it is, suspended, with this error ([`Publisher::suspend`]).
     pub rejected: bool,
+    /// The pipeline stage that refused it (`decode`, `disassemble`...).
+    pub stage: Option<String>,
+    /// The component of that stage (`gzip`, `xml`...).
+    pub component: Option<String>,
 }
 
 impl SubmitError {
@@ -51,12 +55,24 @@ impl SubmitError {
         SubmitError {
             message: message.into(),
             rejected: false,
+            stage: None,
+            component: None,
         }
     }
     pub fn rejected(message: impl Into<String>) -> Self {
         SubmitError {
             message: message.into(),
             rejected: true,
+            stage: None,
+            component: None,
+        }
+    }
+    /// Rejected by `component` of pipeline stage `stage`.
+    pub fn rejected_in(stage: &str, component: &str, message: impl Into<String>) -> Self {
+        SubmitError {
+            stage: Some(stage.to_string()),
+            component: Some(component.to_string()),
+            ..SubmitError::rejected(message)
         }
     }
 }
@@ -77,10 +93,17 @@ pub trait Publisher: Send + Sync {
     /// Publish `body` with `context` under the id `id`. `Ok` means durable:
     /// the source may now be deleted or acknowledged.
     async fn submit(&self, id: MessageId, context: Context, body: Body) -> Result<Receipt, SubmitError>;
-    /// Store `body` as it is, unrouted, suspended with `reason` (after
-    /// [`submit`](Self::submit) said the content was rejected). `Ok` means
-    /// durable; the source may then be deleted and settled.
-    async fn suspend(&self, id: MessageId, context: Context, body: Body, reason: &str) -> Result<Receipt, SubmitError>;
+    /// Store `body` as it is, unrouted, suspended with the error
+    /// [`submit`](Self::submit) gave (the content was rejected), saying
+    /// which stage and component refused it. `Ok` means durable; the source
+    /// may then be deleted and settled.
+    async fn suspend(
+        &self,
+        id: MessageId,
+        context: Context,
+        body: Body,
+        error: &SubmitError,
+    ) -> Result<Receipt, SubmitError>;
     /// The source's own copy of a submission is gone (file deleted, peer
     /// acknowledged): stop holding its messages. Until then the box keeps
     /// them, so [`is_published`](Self::is_published) stays reliable.

@@ -15,7 +15,7 @@ async fn all_suspended(b: &dyn MessageBox) -> anyhow::Result<Vec<SuspendedInfo>>
     let mut after = None;
     loop {
         let page = b
-            .list_suspended(after, 1000)
+            .list_suspended(&sluice_msgbox::SuspendedQuery::default(), after, 1000)
             .await
             .context("listing suspended messages")?;
         let Some(last) = page.last() else { break };

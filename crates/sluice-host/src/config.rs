@@ -217,6 +217,11 @@ pub struct SendPortConfig {
     pub pipeline: SendPipelineConfig,
     #[serde(default)]
     pub retry: RetryConfig,
+    /// A second transport, tried when the first one has used up its
+    /// retries (or failed in a way retrying cannot help), with its own
+    /// retry policy; only after it too has given up is the message suspended.
+    #[serde(default)]
+    pub backup: Option<BackupConfig>,
     /// Messages sent at the same time.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
@@ -233,6 +238,15 @@ pub struct SendPortConfig {
     pub host: String,
     #[serde(skip)]
     pub parsed_filter: Option<Filter>,
+}
+
+/// A send port's backup transport.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    pub adapter: SendAdapterConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
 }
 
 fn default_retry_count() -> u32 {
@@ -463,6 +477,27 @@ impl Config {
             sp.adapter
                 .build()
                 .map_err(|e| invalid(format!("{key}.adapter"), e.to_string()))?;
+            if let Some(b) = &mut sp.backup {
+                b.retry
+                    .check()
+                    .map_err(|(k, m)| invalid(format!("{key}.backup.retry.{k}"), m))?;
+                if b.adapter.solicit_response() != sp.adapter.solicit_response() {
+                    return Err(invalid(
+                        format!("{key}.backup.adapter"),
+                        "must be solicit-response exactly when the primary adapter is".into(),
+                    ));
+                }
+                if sp.pipeline.assemble.is_some() {
+                    return Err(invalid(
+                        format!("{key}.backup"),
+                        "a batching port (pipeline.assemble) cannot have a backup transport yet".into(),
+                    ));
+                }
+                b.adapter.resolve_paths(base);
+                b.adapter
+                    .build()
+                    .map_err(|e| invalid(format!("{key}.backup.adapter"), e.to_string()))?;
+            }
         }
         Ok(config)
     }

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use sluice_adapters::{Body, Publisher, Receipt, SubmitError};
 use sluice_content::{WriteOptions, write_part};
 use sluice_model::{Context, MessageId};
-use sluice_msgbox::{MessageBox, NewMessage, Routed, StagedMessage};
+use sluice_msgbox::{Failure, MessageBox, NewMessage, Routed, StagedMessage};
 use sluice_pipeline::{Emit, EmitError, PipelineError, ReceivePipeline};
 
 use crate::Wakers;
@@ -110,7 +110,7 @@ impl Collector<'_> {
         &mut self,
         mut context: Context,
         body: Vec<u8>,
-        suspend: Option<String>,
+        suspend: Option<Failure>,
     ) -> Result<(), EmitError> {
         let mbox = &*self.publisher.mbox;
         let part = write_part(&*mbox.content(), "body", &mut body.as_slice(), WriteOptions::default())
@@ -234,10 +234,16 @@ impl Emit for Collector<'_> {
     }
 
     async fn bad_record(&mut self, context: Context, body: Vec<u8>, error: PipelineError) -> Result<(), EmitError> {
-        let reason = format!("receive location `{}`: {error}", self.publisher.location);
-        tracing::warn!(receive_location = %self.publisher.location, interchange = %self.source_id, error = %error,
+        let location = &self.publisher.location;
+        let failure = Failure::new(
+            error.stage,
+            &error.component,
+            format!("receive location `{location}`: {error}"),
+        )
+        .at_location(location);
+        tracing::warn!(receive_location = %location, interchange = %self.source_id, error = %error,
             "a record of a recoverable interchange failed; it is suspended alone");
-        self.add_record(context, body, Some(reason)).await
+        self.add_record(context, body, Some(failure)).await
     }
 }
 
@@ -335,7 +341,7 @@ impl Publisher for LocationPublisher {
         if let Err(e) = self.pipeline.run(context, body, &mut out).await {
             out.discard().await;
             return Err(match e.stage_failure() {
-                Some(p) => SubmitError::rejected(p.to_string()),
+                Some(p) => SubmitError::rejected_in(p.stage, &p.component, p.to_string()),
                 None => SubmitError::new(format!("receive location `{}`: {e}", self.location)),
             });
         }
@@ -379,13 +385,19 @@ impl Publisher for LocationPublisher {
         id: MessageId,
         context: Context,
         mut body: Body,
-        reason: &str,
+        error: &SubmitError,
     ) -> Result<Receipt, SubmitError> {
         let part = write_part(&*self.mbox.content(), "body", &mut body, WriteOptions::default())
             .await
             .map_err(|e| SubmitError::new(format!("storing the rejected message: {e}")))?;
         let stored = part.stored_content();
-        let reason = format!("receive location `{}`: {reason}", self.location);
+        let reason = format!("receive location `{}`: {}", self.location, error.message);
+        let failure = Failure::new(
+            error.stage.as_deref().unwrap_or(sluice_msgbox::stage::RECEIVE),
+            error.component.as_deref().unwrap_or("receive location"),
+            reason.clone(),
+        )
+        .at_location(&self.location);
         match self
             .mbox
             .publish_suspended(
@@ -395,7 +407,7 @@ impl Publisher for LocationPublisher {
                     parts: vec![part],
                 },
                 &self.holder,
-                &reason,
+                &failure,
             )
             .await
         {

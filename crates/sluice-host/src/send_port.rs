@@ -7,7 +7,7 @@ use std::time::Duration;
 use sluice_adapters::{Body, CORRELATION_ID, Delivered, Outbound, REPLY_TO, Response, TransmitError, Transmitter};
 use sluice_content::{WriteOptions, read_part, write_part};
 use sluice_model::MessageId;
-use sluice_msgbox::{BoxError, Leased, MessageBox, NewMessage, Routed, SystemClock};
+use sluice_msgbox::{BoxError, Failure, Leased, MessageBox, NewMessage, Routed, SystemClock};
 use sluice_pipeline::{AssembleConfig, SendPipeline};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -33,12 +33,36 @@ const REPLIES_AT_ONCE: usize = 256;
 /// How often a send port looks at its queue when nothing woke it.
 const POLL: Duration = Duration::from_millis(500);
 
+/// One way a send port delivers: its adapter and its retry policy.
+struct Transport {
+    /// `primary` or `backup`.
+    name: &'static str,
+    /// The adapter kind (`file`, `http`), for failures.
+    kind: &'static str,
+    transmitter: Arc<dyn Transmitter>,
+    retry: RetryConfig,
+}
+
+/// What to do after a failed attempt.
+enum Next {
+    /// Try the same transport again after this wait.
+    Retry(Duration),
+    /// Go on to the next transport at once, its first attempt being this
+    /// attempt number of the entry.
+    FailOver {
+        next_attempt: u32,
+        to: &'static str,
+    },
+    Suspend,
+}
+
 pub(crate) struct SendPortRunner {
     name: String,
     mbox: Arc<dyn MessageBox>,
-    transmitter: Arc<dyn Transmitter>,
+    /// The primary transport, then the backup (if any): attempts 1 to
+    /// primary.retry.count + 1 use the primary, the next ones the backup.
+    transports: Vec<Transport>,
     pipeline: Arc<dyn SendPipeline>,
-    retry: RetryConfig,
     concurrency: usize,
     lease_ms: i64,
     wake: Arc<Notify>,
@@ -57,12 +81,25 @@ impl SendPortRunner {
         throttle: Arc<Throttle>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, String> {
+        let mut transports = vec![Transport {
+            name: "primary",
+            kind: cfg.adapter.kind(),
+            transmitter: cfg.adapter.build().map_err(|e| e.to_string())?,
+            retry: cfg.retry.clone(),
+        }];
+        if let Some(b) = &cfg.backup {
+            transports.push(Transport {
+                name: "backup",
+                kind: b.adapter.kind(),
+                transmitter: b.adapter.build().map_err(|e| format!("backup: {e}"))?,
+                retry: b.retry.clone(),
+            });
+        }
         Ok(SendPortRunner {
             name: name.to_string(),
             mbox,
-            transmitter: cfg.adapter.build().map_err(|e| e.to_string())?,
+            transports,
             pipeline: Arc::from(cfg.pipeline.build()),
-            retry: cfg.retry.clone(),
             concurrency: cfg.concurrency,
             lease_ms: cfg.lease.as_millis() as i64,
             wake: wakers.of(name),
@@ -86,9 +123,13 @@ impl SendPortRunner {
         SendPortRunner {
             name: subscriber.to_string(),
             mbox,
-            transmitter,
+            transports: vec![Transport {
+                name: "primary",
+                kind: "reply",
+                transmitter,
+                retry: RetryConfig::fixed(0, Duration::from_secs(1)),
+            }],
             pipeline: Arc::from(sluice_pipeline::SendPipelineConfig::default().build()),
-            retry: RetryConfig::fixed(0, Duration::from_secs(1)),
             concurrency: REPLIES_AT_ONCE,
             lease_ms: 60_000,
             wake: wakers.of(subscriber),
@@ -251,8 +292,10 @@ impl SendPortRunner {
                 }
             }
             let permit = self.throttle.admit(bytes, Work::Deliver).await;
+            // Config refuses a backup on a batching port: always the primary.
+            let transmitter = &self.transports[0].transmitter;
             let result = match self.pipeline.wrap(&outbound.context, a.assemble(bodies)) {
-                Ok(body) => self.transmitter.transmit(&outbound, body).await,
+                Ok(body) => transmitter.transmit(&outbound, body).await,
                 Err(e) => Err(sluice_adapters::TransmitError::retry(e.to_string())),
             };
             (Some(permit), result)
@@ -286,14 +329,18 @@ impl SendPortRunner {
                 .throttle
                 .admit(parts.iter().map(|p| p.size).sum(), Work::Deliver)
                 .await;
+            let transport = &self.transports[self.transport_of(l.attempt).0];
+            if l.attempt > 1 {
+                tracing::debug!(send_port = %self.name, message_id = %l.message_id, attempt = l.attempt,
+                    transport = transport.name, "delivery attempt");
+            }
+            let transmitter = &transport.transmitter;
             let result = match self.body(&l, &parts) {
-                Ok(body) if self.transmitter.solicits_response() => {
-                    match self.transmitter.solicit(&outbound, body).await {
-                        Ok((delivered, response)) => self.publish_response(&l, response).await.map(|_| delivered),
-                        Err(e) => Err(e),
-                    }
-                }
-                Ok(body) => self.transmitter.transmit(&outbound, body).await,
+                Ok(body) if transmitter.solicits_response() => match transmitter.solicit(&outbound, body).await {
+                    Ok((delivered, response)) => self.publish_response(&l, response).await.map(|_| delivered),
+                    Err(e) => Err(e),
+                },
+                Ok(body) => transmitter.transmit(&outbound, body).await,
                 Err(e) => Err(sluice_adapters::TransmitError::retry(e)),
             };
             (Some(permit), result)
@@ -361,20 +408,30 @@ impl SendPortRunner {
             Ok(Delivered::AlreadyThere(to)) => tracing::info!(send_port = %self.name, what, to = %to,
                 "an identical copy was already delivered (redelivery after a restart)"),
             Err(e) => {
-                let retried = entries
-                    .iter()
-                    .filter(|l| e.retryable && l.attempt <= self.retry.count)
-                    .count();
                 let attempt = entries.iter().map(|l| l.attempt).max().unwrap_or(1);
+                let (ti, on) = self.transport_of(attempt);
+                let t = &self.transports[ti];
+                let (mut retried, mut failed_over, mut suspended) = (0, 0, 0);
+                for l in entries {
+                    match self.next(l.attempt, e) {
+                        Next::Retry(_) => retried += 1,
+                        Next::FailOver { .. } => failed_over += 1,
+                        Next::Suspend => suspended += 1,
+                    }
+                }
                 if retried > 0 {
-                    tracing::warn!(send_port = %self.name, what, attempt, messages = retried,
-                        retries_left = (self.retry.count + 1).saturating_sub(attempt),
-                        retry_in = ?self.retry.delay(attempt), error = %e.message,
+                    tracing::warn!(send_port = %self.name, what, attempt, transport = t.name, messages = retried,
+                        retries_left = (t.retry.count + 1).saturating_sub(on),
+                        retry_in = ?t.retry.delay(on), error = %e.message,
                         "delivery failed; will retry");
                 }
-                if retried < entries.len() {
-                    tracing::error!(send_port = %self.name, what, messages = entries.len() - retried, error = %e.message,
-                        "delivery failed for good; suspended (resumable)");
+                if failed_over > 0 {
+                    tracing::warn!(send_port = %self.name, what, attempt, transport = t.name, messages = failed_over,
+                        error = %e.message, "delivery failed on the primary transport; going on to the backup");
+                }
+                if suspended > 0 {
+                    tracing::error!(send_port = %self.name, what, attempt, transport = t.name, messages = suspended,
+                        error = %e.message, "delivery failed for good; suspended (resumable)");
                 }
             }
         }
@@ -394,33 +451,95 @@ impl SendPortRunner {
     ) {
         let outcome = match result {
             Ok(_) => {
-                let acked = self.mbox.ack(l.token).await;
+                // Delivered: the ack must not be lost to a passing storage
+                // failure (a full disk), or the message stays leased and is
+                // sent again when the lease runs out.
+                let acked = storage_retried(|| self.mbox.ack(l.token)).await;
                 if acked.is_ok() {
                     self.metrics.delivered(&self.name);
                 }
                 acked
             }
             // Each message by its own attempt count.
-            Err(e) if e.retryable && l.attempt <= self.retry.count => {
-                let retry_at = now_ms() + self.retry.delay(l.attempt).as_millis() as i64;
-                self.mbox.nack(l.token, retry_at, &e.message).await
-            }
             Err(e) => {
-                let in_batch = if batch > 1 { format!(" ({what})") } else { String::new() };
-                let reason = format!(
-                    "send port `{}`: {}{in_batch} (after {} attempt(s))",
-                    self.name, e.message, l.attempt
-                );
-                let suspended = self.mbox.suspend(l.token, &reason).await;
-                if suspended.is_ok() {
-                    self.metrics.suspended(&self.name, Suspension::DeliveryFailed);
+                let t = &self.transports[self.transport_of(l.attempt).0];
+                let mut failure = Failure::new(sluice_msgbox::stage::TRANSMIT, t.kind, e.message.clone());
+                if self.transports.len() > 1 {
+                    failure = failure.by_transport(t.name);
                 }
-                suspended.map(|_| ())
+                match self.next(l.attempt, e) {
+                    Next::Retry(wait) => {
+                        let retry_at = now_ms() + wait.as_millis() as i64;
+                        self.mbox.nack(l.token, retry_at, &failure).await
+                    }
+                    Next::FailOver { next_attempt, to } => {
+                        tracing::debug!(send_port = %self.name, message_id = %l.message_id, to, next_attempt,
+                            "failing over");
+                        self.mbox
+                            .nack_to_attempt(l.token, now_ms(), &failure, next_attempt)
+                            .await
+                    }
+                    Next::Suspend => {
+                        let in_batch = if batch > 1 { format!(" ({what})") } else { String::new() };
+                        let via = if self.transports.len() > 1 {
+                            " on both transports"
+                        } else {
+                            ""
+                        };
+                        failure.error = format!(
+                            "send port `{}`: {}{in_batch} (after {} attempt(s){via})",
+                            self.name, e.message, l.attempt
+                        );
+                        let suspended = self.mbox.suspend(l.token, &failure).await;
+                        if suspended.is_ok() {
+                            self.metrics.suspended(&self.name, Suspension::DeliveryFailed);
+                        }
+                        suspended.map(|_| ())
+                    }
+                }
             }
         };
         if let Err(e) = outcome {
             // A lost lease means another delivery attempt owns the entry now.
             tracing::warn!(send_port = %self.name, message_id = %l.message_id, error = %e, "could not record the outcome");
+        }
+    }
+
+    /// The transport of attempt `attempt` and the attempt number on it.
+    fn transport_of(&self, attempt: u32) -> (usize, u32) {
+        let mut on = attempt.max(1);
+        let last = self.transports.len() - 1;
+        for (i, t) in self.transports.iter().enumerate() {
+            let span = t.retry.count.saturating_add(1);
+            if on <= span || i == last {
+                return (i, on);
+            }
+            on -= span;
+        }
+        (last, on)
+    }
+
+    /// After attempt `attempt` failed with `e`: retry on the same transport
+    /// while it has retries and retrying can help, else go on to the next
+    /// transport, else suspend.
+    fn next(&self, attempt: u32, e: &TransmitError) -> Next {
+        let (ti, on) = self.transport_of(attempt);
+        let t = &self.transports[ti];
+        if e.retryable && on <= t.retry.count {
+            return Next::Retry(t.retry.delay(on));
+        }
+        match self.transports.get(ti + 1) {
+            Some(next) => {
+                let used: u32 = self.transports[..=ti]
+                    .iter()
+                    .map(|t| t.retry.count.saturating_add(1))
+                    .fold(0u32, u32::saturating_add);
+                Next::FailOver {
+                    next_attempt: used.saturating_add(1),
+                    to: next.name,
+                }
+            }
+            None => Next::Suspend,
         }
     }
 
@@ -464,6 +583,26 @@ impl SendPortRunner {
             .wrap(&l.context, self.first_part(parts))
             .map_err(|e| e.to_string())
     }
+}
+
+/// Run `op` again while it fails in storage, for up to about a minute.
+async fn storage_retried<F, Fut>(mut op: F) -> Result<(), BoxError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), BoxError>>,
+{
+    let mut wait = Duration::from_millis(100);
+    for _ in 0..10 {
+        match op().await {
+            Err(BoxError::Storage { doing, detail }) => {
+                tracing::warn!(doing, detail, retry_in = ?wait, "the message box failed; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+            other => return other,
+        }
+    }
+    op().await
 }
 
 fn now_ms() -> i64 {

@@ -50,6 +50,10 @@ pub struct Options {
     pub cache_kib: i64,
     /// Reader connections kept open.
     pub readers: usize,
+    /// Record tracking events: each delivery, termination, resubmission,
+    /// and the context of each message as it leaves the box. Purge them
+    /// with [`MessageBox::purge_tracking`] (the node does, by default).
+    pub tracking: bool,
 }
 
 impl Default for Options {
@@ -61,6 +65,7 @@ impl Default for Options {
             chunk_budget_bytes: 8 * 1024 * 1024,
             cache_kib: 4096,
             readers: 4,
+            tracking: true,
         }
     }
 }
@@ -130,7 +135,7 @@ impl SqliteBox {
                 );
             }
         }
-        let writer = Writer::new(conn, clock).map_err(storage("loading subscriptions"))?;
+        let writer = Writer::new(conn, clock, opts.tracking).map_err(storage("loading subscriptions"))?;
         let (tx, rx) = mpsc::channel(opts.queue_depth.max(1));
         let stats = Arc::new(writer::Stats::default());
         let thread_stats = stats.clone();
@@ -298,31 +303,71 @@ pub(crate) fn load_parts(conn: &Connection, id: MessageId) -> Result<Vec<Part>> 
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(storage(&doing))
 }
 
-/// id, message id, subscriber, reason, attempts, suspended at, resumable.
-type SuspendedRow = (i64, Vec<u8>, Option<String>, String, u32, i64, bool);
+const SUSPENDED_COLUMNS: &str =
+    "id, message_id, subscriber, reason, attempts, suspended_at, resumable, stage, component, location, transport";
+
+/// A row of `suspended`, as [`SUSPENDED_COLUMNS`] selects it.
+struct SuspendedRow(i64, Vec<u8>, Option<String>, SuspendedInfo);
 
 fn suspended_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SuspendedRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
+    let id: i64 = r.get(0)?;
+    let mid: Vec<u8> = r.get(1)?;
+    let subscriber: Option<String> = r.get(2)?;
+    Ok(SuspendedRow(
+        id,
+        mid,
+        subscriber.clone(),
+        SuspendedInfo {
+            id,
+            // Set from the row's bytes in `suspended_info`.
+            message_id: MessageId::from_bytes([0; 16]),
+            subscriber,
+            reason: r.get(3)?,
+            attempts: r.get(4)?,
+            suspended_at: r.get(5)?,
+            resumable: r.get(6)?,
+            stage: r.get(7)?,
+            component: r.get(8)?,
+            location: r.get(9)?,
+            transport: r.get(10)?,
+            history: Vec::new(),
+        },
     ))
 }
 
-fn suspended_info(row: SuspendedRow) -> Result<SuspendedInfo> {
-    Ok(SuspendedInfo {
-        id: row.0,
-        message_id: id_of(row.1)?,
-        subscriber: row.2,
-        reason: row.3,
-        attempts: row.4,
-        suspended_at: row.5,
-        resumable: row.6,
-    })
+/// Finish a suspended row: its message id, and its attempt history.
+fn suspended_info(conn: &Connection, row: SuspendedRow) -> Result<SuspendedInfo> {
+    let SuspendedRow(_, mid, subscriber, mut info) = row;
+    info.message_id = id_of(mid)?;
+    if let Some(sub) = subscriber {
+        let doing = format!("reading the attempts of suspended entry {}", info.id);
+        info.history = conn
+            .prepare_cached(
+                "SELECT attempt, at, transport, error FROM attempts WHERE message_id = ?1 AND subscriber = ?2 ORDER BY id",
+            )
+            .map_err(storage(&doing))?
+            .query_map(params![info.message_id.to_bytes(), sub], |r| {
+                Ok(AttemptInfo {
+                    attempt: r.get(0)?,
+                    at: r.get(1)?,
+                    transport: r.get(2)?,
+                    error: r.get(3)?,
+                })
+            })
+            .map_err(storage(&doing))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(storage(&doing))?;
+    }
+    Ok(info)
+}
+
+/// The context with every property promoted: what a query filter sees.
+fn all_promoted(ctx: &Context) -> Context {
+    let mut all = Context::new();
+    for p in ctx.iter() {
+        all.promote(&p.namespace, &p.name, p.value.clone());
+    }
+    all
 }
 
 #[async_trait]
@@ -410,11 +455,11 @@ impl MessageBox for SqliteBox {
             .await
     }
 
-    async fn publish_suspended(&self, msg: NewMessage, holder: &str, reason: &str) -> Result<i64> {
+    async fn publish_suspended(&self, msg: NewMessage, holder: &str, failure: &Failure) -> Result<i64> {
         let json = msg.context.to_json();
-        let (holder, reason) = (holder.to_string(), reason.to_string());
+        let (holder, failure) = (holder.to_string(), failure.clone());
         match self
-            .write(true, move |w| w.publish(&msg, &json, Some(&holder), Some(&reason)))
+            .write(true, move |w| w.publish(&msg, &json, Some(&holder), Some(&failure)))
             .await?
         {
             Routed::Suspended { suspended_id } => Ok(suspended_id),
@@ -493,14 +538,26 @@ impl MessageBox for SqliteBox {
         self.write(true, move |w| w.ack(token)).await
     }
 
-    async fn nack(&self, token: LeaseToken, retry_at: Millis, error: &str) -> Result<()> {
-        let e = error.to_string();
-        self.write(true, move |w| w.nack(token, retry_at, &e)).await
+    async fn nack(&self, token: LeaseToken, retry_at: Millis, failure: &Failure) -> Result<()> {
+        let f = failure.clone();
+        self.write(true, move |w| w.nack(token, retry_at, &f, None)).await
     }
 
-    async fn suspend(&self, token: LeaseToken, reason: &str) -> Result<i64> {
-        let r = reason.to_string();
-        self.write(true, move |w| w.suspend(token, &r)).await
+    async fn nack_to_attempt(
+        &self,
+        token: LeaseToken,
+        retry_at: Millis,
+        failure: &Failure,
+        next_attempt: u32,
+    ) -> Result<()> {
+        let f = failure.clone();
+        self.write(true, move |w| w.nack(token, retry_at, &f, Some(next_attempt)))
+            .await
+    }
+
+    async fn suspend(&self, token: LeaseToken, failure: &Failure) -> Result<i64> {
+        let f = failure.clone();
+        self.write(true, move |w| w.suspend(token, &f)).await
     }
 
     async fn release_leases(&self) -> Result<u64> {
@@ -523,6 +580,79 @@ impl MessageBox for SqliteBox {
 
     async fn terminate(&self, suspended: i64) -> Result<()> {
         self.write(true, move |w| w.terminate(suspended)).await
+    }
+
+    async fn resubmit(&self, suspended: i64, with: Resubmission) -> Result<Resubmitted> {
+        let json = with.context.as_ref().map(|c| c.to_json());
+        self.write(true, move |w| w.resubmit(suspended, &with, json.as_deref()))
+            .await
+    }
+
+    async fn suspended(&self, id: i64) -> Result<Option<SuspendedInfo>> {
+        self.read(move |conn| {
+            let doing = format!("reading suspended entry {id}");
+            let row = conn
+                .prepare_cached(&format!("SELECT {SUSPENDED_COLUMNS} FROM suspended WHERE id = ?1"))
+                .map_err(storage(&doing))?
+                .query_row([id], suspended_row)
+                .optional()
+                .map_err(storage(&doing))?;
+            row.map(|r| suspended_info(conn, r)).transpose()
+        })
+        .await
+    }
+
+    async fn tracking(
+        &self,
+        message: Option<MessageId>,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<TrackingEvent>> {
+        self.read(move |conn| {
+            let doing = "reading tracking events";
+            let rows = conn
+                .prepare_cached(
+                    "SELECT id, message_id, at, event, subscriber, detail, context FROM tracking
+                     WHERE (?1 IS NULL OR message_id = ?1) AND id > ?2 ORDER BY id LIMIT ?3",
+                )
+                .map_err(storage(doing))?
+                .query_map(
+                    params![message.map(|m| m.to_bytes().to_vec()), after.unwrap_or(0), limit as i64],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, Vec<u8>>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, Option<String>>(4)?,
+                            r.get::<_, Option<String>>(5)?,
+                            r.get::<_, Option<String>>(6)?,
+                        ))
+                    },
+                )
+                .map_err(storage(doing))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(storage(doing))?;
+            rows.into_iter()
+                .map(|(id, mid, at, event, subscriber, detail, context)| {
+                    let message_id = id_of(mid)?;
+                    Ok(TrackingEvent {
+                        id,
+                        message_id,
+                        at,
+                        event,
+                        subscriber,
+                        detail,
+                        context: context.map(|c| context_of(&c, message_id)).transpose()?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn purge_tracking(&self, before: Millis, limit: usize) -> Result<u64> {
+        self.write(false, move |w| w.purge_tracking(before, limit)).await
     }
 
     async fn held_by(&self, holder: &str, after: Option<MessageId>, limit: usize) -> Result<Vec<MessageId>> {
@@ -584,16 +714,16 @@ impl MessageBox for SqliteBox {
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(storage(&doing))?;
             let suspended = conn
-                .prepare_cached(
-                    "SELECT id, message_id, subscriber, reason, attempts, suspended_at, resumable FROM suspended WHERE message_id = ?1 ORDER BY id",
-                )
+                .prepare_cached(&format!(
+                    "SELECT {SUSPENDED_COLUMNS} FROM suspended WHERE message_id = ?1 ORDER BY id"
+                ))
                 .map_err(storage(&doing))?
                 .query_map([id.to_bytes()], suspended_row)
                 .map_err(storage(&doing))?
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(storage(&doing))?
                 .into_iter()
-                .map(suspended_info)
+                .map(|r| suspended_info(conn, r))
                 .collect::<Result<Vec<_>>>()?;
             let holders = conn
                 .prepare_cached("SELECT holder FROM holds WHERE message_id = ?1 ORDER BY holder")
@@ -653,20 +783,76 @@ impl MessageBox for SqliteBox {
         .await
     }
 
-    async fn list_suspended(&self, after: Option<i64>, limit: usize) -> Result<Vec<SuspendedInfo>> {
+    async fn list_suspended(
+        &self,
+        query: &SuspendedQuery,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<SuspendedInfo>> {
+        let q = query.clone();
         self.read(move |conn| {
             let doing = "listing suspended messages";
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT id, message_id, subscriber, reason, attempts, suspended_at, resumable FROM suspended WHERE id > ?1 ORDER BY id LIMIT ?2",
-                )
-                .map_err(storage(doing))?;
-            let rows = stmt
-                .query_map(params![after.unwrap_or(0), limit as i64], suspended_row)
-                .map_err(storage(doing))?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(storage(doing))?;
-            rows.into_iter().map(suspended_info).collect()
+            // Page through the rows the SQL conditions match; the context
+            // filter (if any) is applied here, to each row's message.
+            let page = if q.context.is_some() { limit.max(256) } else { limit };
+            let mut out = Vec::new();
+            let mut after = after.unwrap_or(0);
+            let error = q.error_contains.as_ref().map(|e| e.to_lowercase());
+            loop {
+                let rows = conn
+                    .prepare_cached(&format!(
+                        "SELECT {SUSPENDED_COLUMNS} FROM suspended WHERE id > ?1
+                         AND (?2 IS NULL OR subscriber = ?2) AND (?3 IS NULL OR location = ?3)
+                         AND (?4 IS NULL OR stage = ?4) AND (?5 IS NULL OR instr(lower(reason), ?5) > 0)
+                         AND (?6 IS NULL OR suspended_at >= ?6) AND (?7 IS NULL OR suspended_at < ?7)
+                         AND (?8 IS NULL OR resumable = ?8)
+                         ORDER BY id LIMIT ?9"
+                    ))
+                    .map_err(storage(doing))?
+                    .query_map(
+                        params![
+                            after,
+                            q.port,
+                            q.location,
+                            q.stage,
+                            error,
+                            q.since,
+                            q.until,
+                            q.resumable,
+                            page as i64
+                        ],
+                        suspended_row,
+                    )
+                    .map_err(storage(doing))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(storage(doing))?;
+                let Some(last) = rows.last() else { break };
+                after = last.0;
+                let full = rows.len() == page;
+                for row in rows {
+                    if let Some(filter) = &q.context {
+                        let mid = id_of(row.1.clone())?;
+                        let json: Option<String> = conn
+                            .prepare_cached("SELECT context FROM messages WHERE id = ?1")
+                            .map_err(storage(doing))?
+                            .query_row([mid.to_bytes()], |r| r.get(0))
+                            .optional()
+                            .map_err(storage(doing))?;
+                        let Some(json) = json else { continue };
+                        if !filter.matches(&all_promoted(&context_of(&json, mid)?)) {
+                            continue;
+                        }
+                    }
+                    out.push(suspended_info(conn, row)?);
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+            Ok(out)
         })
         .await
     }

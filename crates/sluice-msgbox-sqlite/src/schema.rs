@@ -5,7 +5,11 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::Options;
 
-pub const SCHEMA_VERSION: i64 = 1;
+/// 2: suspended entries say where (stage, component, location, transport);
+/// failed attempts are kept (`attempts`); tracking events (`tracking`);
+/// content can be shared by parts of several messages (fault messages,
+/// resubmissions), found by `parts_content`.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Content states. Only `PUBLISHED` content survives a restart.
 pub const CONTENT_WRITING: i64 = 0;
@@ -110,8 +114,45 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
          );
          CREATE INDEX IF NOT EXISTS staged_interchange ON staged (interchange, id);
          CREATE INDEX IF NOT EXISTS staged_message ON staged (message_id);
+         CREATE TABLE IF NOT EXISTS attempts (
+             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             message_id BLOB NOT NULL,
+             subscriber TEXT NOT NULL,
+             attempt INTEGER NOT NULL,
+             at INTEGER NOT NULL,
+             transport TEXT,
+             error TEXT NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS attempts_entry ON attempts (message_id, subscriber, id);
+         CREATE TABLE IF NOT EXISTS tracking (
+             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             message_id BLOB NOT NULL,
+             at INTEGER NOT NULL,
+             event TEXT NOT NULL,
+             subscriber TEXT,
+             detail TEXT,
+             context TEXT
+         );
+         CREATE INDEX IF NOT EXISTS tracking_message ON tracking (message_id, id);
+         CREATE INDEX IF NOT EXISTS tracking_at ON tracking (at);
+         CREATE INDEX IF NOT EXISTS parts_content ON parts (content_id) WHERE content_id IS NOT NULL;
          COMMIT;",
     )?;
+    // Version 1 boxes: the suspended table gains where-it-failed columns.
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('suspended')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (column, decl) in [
+        ("stage", "TEXT NOT NULL DEFAULT ''"),
+        ("component", "TEXT NOT NULL DEFAULT ''"),
+        ("location", "TEXT"),
+        ("transport", "TEXT"),
+    ] {
+        if !columns.iter().any(|c| c == column) {
+            conn.execute_batch(&format!("ALTER TABLE suspended ADD COLUMN {column} {decl}"))?;
+        }
+    }
     let version: Option<i64> = conn
         .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| {
             r.get::<_, String>(0)
@@ -129,6 +170,12 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             return Err(rusqlite::Error::InvalidParameterName(format!(
                 "the message box has schema version {v}, newer than this build understands ({SCHEMA_VERSION})"
             )));
+        }
+        Some(v) if v < SCHEMA_VERSION => {
+            conn.execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+                [SCHEMA_VERSION.to_string()],
+            )?;
         }
         Some(_) => {}
     }

@@ -166,7 +166,7 @@ fn disk_full_mid_batch_commits_nothing() {
     };
     let conn = crate::schema::open_connection(&path, &opts, false).unwrap();
     crate::schema::migrate(&conn).unwrap();
-    let mut writer = Writer::new(conn, Arc::new(SystemClock)).unwrap();
+    let mut writer = Writer::new(conn, Arc::new(SystemClock), true).unwrap();
     let sub = |name: &str| Subscription {
         subscriber: name.into(),
         filter: Filter::All,
@@ -240,7 +240,7 @@ async fn unreadable_context_is_suspended_not_blocking() {
     let leased = b.lease("s", 10, 60_000).await.unwrap();
     assert_eq!(leased.len(), 1, "the readable message is delivered");
     assert_ne!(leased[0].message_id, bad);
-    let suspended = b.list_suspended(None, 10).await.unwrap();
+    let suspended = b.list_suspended(&SuspendedQuery::default(), None, 10).await.unwrap();
     assert_eq!(suspended.len(), 1);
     assert_eq!(suspended[0].message_id, bad);
     assert!(

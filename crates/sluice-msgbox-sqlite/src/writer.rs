@@ -94,14 +94,17 @@ pub struct Writer {
     clock: Arc<dyn Clock>,
     /// Subscriptions in subscriber-name order, as committed.
     subs: Vec<(String, Filter)>,
+    /// Record tracking events (deliveries, completions, terminations).
+    tracking: bool,
 }
 
 impl Writer {
-    pub fn new(conn: Connection, clock: Arc<dyn Clock>) -> rusqlite::Result<Writer> {
+    pub fn new(conn: Connection, clock: Arc<dyn Clock>, tracking: bool) -> rusqlite::Result<Writer> {
         let mut w = Writer {
             conn,
             clock,
             subs: Vec::new(),
+            tracking,
         };
         w.load_subscriptions()?;
         Ok(w)
@@ -160,6 +163,12 @@ impl Writer {
                 Ok(done) => done.into_iter().for_each(|c| c(None)),
                 Err((e, done)) => {
                     tracing::error!(error = %e, jobs = n, "message box commit failed; every job in it failed");
+                    // A failed big transaction (a full disk) leaves the WAL
+                    // as large as it got: give that space back, so that
+                    // small changes fit again.
+                    if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+                        tracing::warn!(error = %e, "could not shrink the write-ahead log after the failure");
+                    }
                     if let Err(e) = self.load_subscriptions() {
                         tracing::error!(error = %e, "reloading subscriptions after a failed commit");
                     }
@@ -326,13 +335,14 @@ impl Writer {
 
     /// `context_json` is `msg.context.to_json()`, made by the caller so that
     /// the writer thread does not spend its time serialising.
-    /// `suspend`: store the message suspended with this reason, unrouted.
+    /// `suspend`: store the message suspended (not resumable) with this
+    /// failure, unrouted.
     pub fn publish(
         &mut self,
         msg: &NewMessage,
         context_json: &str,
         holder: Option<&str>,
-        suspend: Option<&str>,
+        suspend: Option<&Failure>,
     ) -> Result<Routed> {
         let id = msg.id;
         let doing = format!("publishing message {id}");
@@ -345,24 +355,17 @@ impl Writer {
         let refs = subs.len().max(1) as i64 + holder.is_some() as i64;
         self.insert_message(msg, context_json, refs, holder, &doing)?;
         if subs.is_empty() {
-            let suspended_id = self.insert_suspended(id, None, suspend.unwrap_or(NO_SUBSCRIBER), 0, &doing)?;
-            if suspend.is_some() {
-                self.not_resumable(suspended_id, &doing)?;
-            }
+            let (failure, resumable) = match suspend {
+                Some(f) => (f.clone(), false),
+                None => (no_subscriber(), true),
+            };
+            let suspended_id = self.insert_suspended(id, None, &failure, 0, resumable, Some(&msg.context), &doing)?;
             return Ok(Routed::Suspended { suspended_id });
         }
         for s in &subs {
             self.enqueue(id, s, now, &doing)?;
         }
         Ok(Routed::Queued(subs))
-    }
-
-    fn not_resumable(&mut self, suspended_id: i64, doing: &str) -> Result<()> {
-        self.conn
-            .prepare_cached("UPDATE suspended SET resumable = 0 WHERE id = ?1")
-            .and_then(|mut s| s.execute([suspended_id]))
-            .map_err(storage(doing))?;
-        Ok(())
     }
 
     /// Check that `msg` can be stored: its id is new, and each stored part's
@@ -513,7 +516,7 @@ impl Writer {
                         interchange.to_bytes(),
                         staged.message.id.to_bytes(),
                         targets.join("\n"),
-                        staged.suspend
+                        staged.suspend.as_ref().map(failure_to_json)
                     ])
                 })
                 .map_err(storage(&doing))?;
@@ -549,13 +552,15 @@ impl Writer {
                 let mid = id_of(mid)?;
                 routed.messages += 1;
                 if let Some(reason) = reason {
-                    let sid = self.insert_suspended(mid, None, &reason, 0, &doing)?;
-                    self.not_resumable(sid, &doing)?;
+                    let failure = failure_from_json(&reason);
+                    let ctx = self.context(mid, &doing)?;
+                    self.insert_suspended(mid, None, &failure, 0, false, Some(&ctx), &doing)?;
                     routed.suspended += 1;
                     continue;
                 }
                 if targets.is_empty() {
-                    self.insert_suspended(mid, None, NO_SUBSCRIBER, 0, &doing)?;
+                    let ctx = self.context(mid, &doing)?;
+                    self.insert_suspended(mid, None, &no_subscriber(), 0, true, Some(&ctx), &doing)?;
                     routed.suspended += 1;
                     routed.no_subscriber += 1;
                     continue;
@@ -566,7 +571,8 @@ impl Writer {
                         *routed.queued.entry(t.to_string()).or_default() += 1;
                     } else {
                         // Unsubscribed between staging and commit: as unsubscribe does.
-                        self.insert_suspended(mid, Some(t), SUBSCRIBER_REMOVED, 0, &doing)?;
+                        let removed = Failure::new(stage::UNSUBSCRIBE, "message box", SUBSCRIBER_REMOVED);
+                        self.insert_suspended(mid, Some(t), &removed, 0, true, None, &doing)?;
                         routed.suspended += 1;
                     }
                 }
@@ -592,21 +598,174 @@ impl Writer {
         Ok(())
     }
 
+    /// Suspend message `id` (for `subscriber`, or unrouted) and, given its
+    /// context, publish its fault message.
+    #[allow(clippy::too_many_arguments)]
     fn insert_suspended(
         &mut self,
         id: MessageId,
         subscriber: Option<&str>,
-        reason: &str,
+        failure: &Failure,
         attempts: u32,
+        resumable: bool,
+        context: Option<&Context>,
         doing: &str,
     ) -> Result<i64> {
+        let now = self.now();
+        // The location: the one that failed, else the one it came in by.
+        let location = failure.location.clone().or_else(|| {
+            context
+                .and_then(|c| c.get("receive", "location"))
+                .and_then(|p| p.value.as_str().map(str::to_string))
+        });
         self.conn
             .prepare_cached(
-                "INSERT INTO suspended (message_id, subscriber, reason, attempts, suspended_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO suspended (message_id, subscriber, reason, attempts, suspended_at, resumable,
+                                        stage, component, location, transport)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )
-            .and_then(|mut s| s.execute(params![id.to_bytes(), subscriber, reason, attempts, self.clock.now_ms()]))
+            .and_then(|mut s| {
+                s.execute(params![
+                    id.to_bytes(),
+                    subscriber,
+                    failure.error,
+                    attempts,
+                    now,
+                    resumable,
+                    failure.stage,
+                    failure.component,
+                    location,
+                    failure.transport
+                ])
+            })
             .map_err(storage(doing))?;
-        Ok(self.conn.last_insert_rowid())
+        let suspended_id = self.conn.last_insert_rowid();
+        if let Some(ctx) = context {
+            let fault = Fault {
+                original: id,
+                suspended_id,
+                subscriber,
+                location: location.as_deref(),
+                failure,
+                attempts,
+                resumable,
+                now,
+            };
+            self.publish_fault(ctx, &fault, doing)?;
+        }
+        Ok(suspended_id)
+    }
+
+    /// The stored context of message `id`.
+    fn context(&self, id: MessageId, doing: &str) -> Result<Context> {
+        let json: String = self
+            .conn
+            .prepare_cached("SELECT context FROM messages WHERE id = ?1")
+            .and_then(|mut s| s.query_row([id.to_bytes()], |r| r.get(0)))
+            .map_err(storage(doing))?;
+        context_of(&json, id)
+    }
+
+    /// Publish the fault message of a suspension: the failed message's
+    /// context demoted, `fault.*` promoted, its parts shared. Not stored when
+    /// nothing subscribes to it, nor for the failure of a fault message.
+    fn publish_fault(&mut self, original: &Context, fault: &Fault<'_>, doing: &str) -> Result<()> {
+        if original.iter().any(|p| p.namespace == FAULT_NS) {
+            tracing::warn!(message_id = %fault.original, suspended_id = fault.suspended_id,
+                "a fault message was suspended; no fault message is made for it");
+            return Ok(());
+        }
+        let ctx = fault_context(original, fault);
+        let subs = self.matching(&ctx);
+        if subs.is_empty() {
+            return Ok(());
+        }
+        let id = MessageId::new();
+        let json = ctx.to_json();
+        self.insert_shared(id, fault.original, &json, subs.len() as i64, doing)?;
+        for s in &subs {
+            self.enqueue(id, s, fault.now, doing)?;
+        }
+        tracing::debug!(fault_message = %id, message_id = %fault.original, subscribers = ?subs, "fault message published");
+        Ok(())
+    }
+
+    /// Store message `id` with `context_json` and the parts of message
+    /// `from` (the same content: nothing copied but the part rows).
+    fn insert_shared(
+        &mut self,
+        id: MessageId,
+        from: MessageId,
+        context_json: &str,
+        refs: i64,
+        doing: &str,
+    ) -> Result<()> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO messages (id, created_at, context, refs, nparts, size, stored_parts)
+                 SELECT ?1, ?3, ?4, ?5, nparts, size, stored_parts FROM messages WHERE id = ?2",
+            )
+            .and_then(|mut s| s.execute(params![id.to_bytes(), from.to_bytes(), self.now(), context_json, refs]))
+            .map_err(storage(doing))?;
+        if n != 1 {
+            return Err(BoxError::NoSuchMessage(from));
+        }
+        self.conn
+            .prepare_cached(
+                "INSERT INTO parts (message_id, idx, name, size, crc32, inline_data, content_id, chunks)
+                 SELECT ?1, idx, name, size, crc32, inline_data, content_id, chunks FROM parts WHERE message_id = ?2",
+            )
+            .and_then(|mut s| s.execute(params![id.to_bytes(), from.to_bytes()]))
+            .map_err(storage(doing))?;
+        Ok(())
+    }
+
+    fn record_attempt(
+        &mut self,
+        mid: MessageId,
+        subscriber: &str,
+        attempt: u32,
+        failure: &Failure,
+        doing: &str,
+    ) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO attempts (message_id, subscriber, attempt, at, transport, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    mid.to_bytes(),
+                    subscriber,
+                    attempt,
+                    self.now(),
+                    failure.transport,
+                    failure.error
+                ])
+            })
+            .map_err(storage(doing))?;
+        Ok(())
+    }
+
+    fn track(
+        &mut self,
+        mid: MessageId,
+        event: &str,
+        subscriber: Option<&str>,
+        detail: Option<&str>,
+        context: Option<&str>,
+        doing: &str,
+    ) -> Result<()> {
+        if !self.tracking {
+            return Ok(());
+        }
+        self.conn
+            .prepare_cached(
+                "INSERT INTO tracking (message_id, at, event, subscriber, detail, context) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut s| s.execute(params![mid.to_bytes(), self.now(), event, subscriber, detail, context]))
+            .map_err(storage(doing))?;
+        Ok(())
     }
 
     // ---- subscriptions -------------------------------------------------
@@ -640,9 +799,10 @@ impl Writer {
         let moved = self
             .conn
             .execute(
-                "INSERT INTO suspended (message_id, subscriber, reason, attempts, suspended_at)
-                 SELECT message_id, subscriber, ?3, generation, ?2 FROM queue WHERE subscriber = ?1 ORDER BY id",
-                params![subscriber, now, SUBSCRIBER_REMOVED],
+                "INSERT INTO suspended (message_id, subscriber, reason, attempts, suspended_at, stage, component)
+                 SELECT message_id, subscriber, ?3, generation, ?2, ?4, 'message box' FROM queue
+                 WHERE subscriber = ?1 ORDER BY id",
+                params![subscriber, now, SUBSCRIBER_REMOVED, stage::UNSUBSCRIBE],
             )
             .map_err(storage(&doing))?;
         self.conn
@@ -690,7 +850,8 @@ impl Writer {
                         .prepare_cached("DELETE FROM queue WHERE id = ?1")
                         .and_then(|mut s| s.execute([entry]))
                         .map_err(storage(&doing))?;
-                    self.insert_suspended(message_id, Some(subscriber), &e.to_string(), generation, &doing)?;
+                    let failure = Failure::new("lease", "message box", e.to_string());
+                    self.insert_suspended(message_id, Some(subscriber), &failure, generation, true, None, &doing)?;
                     continue;
                 }
             };
@@ -745,37 +906,60 @@ impl Writer {
 
     pub fn ack(&mut self, token: LeaseToken) -> Result<()> {
         let doing = format!("acknowledging queue entry {}", token.entry);
-        let mid: Option<Vec<u8>> = self
+        let row: Option<(Vec<u8>, String)> = self
             .conn
-            .prepare_cached("DELETE FROM queue WHERE id = ?1 AND generation = ?2 AND leased = 1 RETURNING message_id")
+            .prepare_cached(
+                "DELETE FROM queue WHERE id = ?1 AND generation = ?2 AND leased = 1 RETURNING message_id, subscriber",
+            )
             .and_then(|mut s| {
-                s.query_row(params![token.entry, token.generation], |r| r.get(0))
+                s.query_row(params![token.entry, token.generation], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()
             })
             .map_err(storage(&doing))?;
-        let mid = id_of(mid.ok_or(BoxError::LeaseLost { entry: token.entry })?)?;
+        let (mid, subscriber) = row.ok_or(BoxError::LeaseLost { entry: token.entry })?;
+        let mid = id_of(mid)?;
+        self.conn
+            .prepare_cached("DELETE FROM attempts WHERE message_id = ?1 AND subscriber = ?2")
+            .and_then(|mut s| s.execute(params![mid.to_bytes(), subscriber]))
+            .map_err(storage(&doing))?;
+        self.track(mid, tracked::DELIVERED, Some(&subscriber), None, None, &doing)?;
         self.drop_reference(mid, &doing)
     }
 
-    pub fn nack(&mut self, token: LeaseToken, retry_at: Millis, error: &str) -> Result<()> {
+    /// `next_attempt`: the attempt number of the next lease (only forward).
+    pub fn nack(
+        &mut self,
+        token: LeaseToken,
+        retry_at: Millis,
+        failure: &Failure,
+        next_attempt: Option<u32>,
+    ) -> Result<()> {
         let doing = format!("returning queue entry {}", token.entry);
-        self.leased_entry(token, &doing)?;
+        let (mid, sub) = self.leased_entry(token, &doing)?;
+        self.record_attempt(mid, &sub, token.generation, failure, &doing)?;
+        // A lease makes the generation one more: the next attempt's number.
+        // Moving it forward only keeps every token ever handed out unique.
+        let generation = next_attempt.map_or(token.generation, |n| n.saturating_sub(1).max(token.generation));
         self.conn
-            .prepare_cached("UPDATE queue SET visible_at = ?2, leased = 0, last_error = ?3 WHERE id = ?1")
-            .and_then(|mut s| s.execute(params![token.entry, retry_at, error]))
+            .prepare_cached(
+                "UPDATE queue SET visible_at = ?2, leased = 0, last_error = ?3, generation = ?4 WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![token.entry, retry_at, failure.error, generation]))
             .map_err(storage(&doing))?;
         Ok(())
     }
 
-    pub fn suspend(&mut self, token: LeaseToken, reason: &str) -> Result<i64> {
+    pub fn suspend(&mut self, token: LeaseToken, failure: &Failure) -> Result<i64> {
         let doing = format!("suspending queue entry {}", token.entry);
         let (mid, sub) = self.leased_entry(token, &doing)?;
+        self.record_attempt(mid, &sub, token.generation, failure, &doing)?;
         self.conn
             .prepare_cached("DELETE FROM queue WHERE id = ?1")
             .and_then(|mut s| s.execute([token.entry]))
             .map_err(storage(&doing))?;
+        let ctx = self.context(mid, &doing)?;
         // The reference moves from the queue entry to the suspended entry.
-        self.insert_suspended(mid, Some(&sub), reason, token.generation, &doing)
+        self.insert_suspended(mid, Some(&sub), failure, token.generation, true, Some(&ctx), &doing)
     }
 
     pub fn release_leases(&mut self) -> Result<u64> {
@@ -856,13 +1040,19 @@ impl Writer {
     }
 
     fn delete_message(&mut self, id: MessageId, has_content: bool, doing: &str) -> Result<()> {
+        // Content goes with the last part that refers to it (a fault message
+        // or a resubmission may share it).
         const CONTENT: [&str; 2] = [
-            "DELETE FROM chunks WHERE content_id IN (SELECT content_id FROM parts WHERE message_id = ?1 AND content_id IS NOT NULL)",
-            "DELETE FROM content WHERE id IN (SELECT content_id FROM parts WHERE message_id = ?1 AND content_id IS NOT NULL)",
+            "DELETE FROM chunks WHERE content_id IN (SELECT p.content_id FROM parts p WHERE p.message_id = ?1
+               AND p.content_id IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM parts o WHERE o.content_id = p.content_id AND o.message_id != ?1))",
+            "DELETE FROM content WHERE id IN (SELECT p.content_id FROM parts p WHERE p.message_id = ?1
+               AND p.content_id IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM parts o WHERE o.content_id = p.content_id AND o.message_id != ?1))",
         ];
         const ROWS: [&str; 2] = [
             "DELETE FROM parts WHERE message_id = ?1",
-            "DELETE FROM messages WHERE id = ?1",
+            "DELETE FROM attempts WHERE message_id = ?1",
         ];
         let key = id.to_bytes();
         let content: &[&str] = if has_content { &CONTENT } else { &[] };
@@ -872,7 +1062,12 @@ impl Writer {
                 .and_then(|mut s| s.execute([key]))
                 .map_err(storage(doing))?;
         }
-        Ok(())
+        let context: Option<String> = self
+            .conn
+            .prepare_cached("DELETE FROM messages WHERE id = ?1 RETURNING context")
+            .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
+            .map_err(storage(doing))?;
+        self.track(id, tracked::COMPLETED, None, None, context.as_deref(), doing)
     }
 
     // ---- suspended -------------------------------------------------------
@@ -940,10 +1135,167 @@ impl Writer {
 
     pub fn terminate(&mut self, suspended: i64) -> Result<()> {
         let doing = format!("terminating suspended entry {suspended}");
-        let (mid, _) = self.suspended_entry(suspended, &doing)?;
+        let (mid, sub) = self.suspended_entry(suspended, &doing)?;
+        let reason: String = self
+            .conn
+            .query_row(
+                "DELETE FROM suspended WHERE id = ?1 RETURNING reason",
+                [suspended],
+                |r| r.get(0),
+            )
+            .map_err(storage(&doing))?;
+        self.track(mid, tracked::TERMINATED, sub.as_deref(), Some(&reason), None, &doing)?;
+        self.drop_reference(mid, &doing)
+    }
+
+    pub fn resubmit(&mut self, suspended: i64, with: &Resubmission, context_json: Option<&str>) -> Result<Resubmitted> {
+        let doing = format!("resubmitting suspended entry {suspended}");
+        let (mid, sub) = self.suspended_entry(suspended, &doing)?;
+        let (reason, resumable): (String, bool) = self
+            .conn
+            .query_row(
+                "SELECT reason, resumable FROM suspended WHERE id = ?1",
+                [suspended],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(storage(&doing))?;
+        if !resumable && with.parts.is_none() {
+            return Err(BoxError::NeedsNewBody { id: suspended, reason });
+        }
+        let context = match &with.context {
+            Some(c) => c.clone(),
+            None => self.context(mid, &doing)?,
+        };
+        let json = match context_json {
+            Some(j) => j.to_string(),
+            None => {
+                let j: String = self
+                    .conn
+                    .prepare_cached("SELECT context FROM messages WHERE id = ?1")
+                    .and_then(|mut s| s.query_row([mid.to_bytes()], |r| r.get(0)))
+                    .map_err(storage(&doing))?;
+                j
+            }
+        };
+        let id = MessageId::new();
+        let routed = match &with.parts {
+            Some(parts) => {
+                let msg = NewMessage {
+                    id,
+                    context: context.clone(),
+                    parts: parts.clone(),
+                };
+                self.publish(&msg, &json, None, None)?
+            }
+            None => {
+                let subs = self.matching(&context);
+                self.insert_shared(id, mid, &json, subs.len().max(1) as i64, &doing)?;
+                if subs.is_empty() {
+                    let suspended_id =
+                        self.insert_suspended(id, None, &no_subscriber(), 0, true, Some(&context), &doing)?;
+                    Routed::Suspended { suspended_id }
+                } else {
+                    let now = self.now();
+                    for s in &subs {
+                        self.enqueue(id, s, now, &doing)?;
+                    }
+                    Routed::Queued(subs)
+                }
+            }
+        };
         self.conn
             .execute("DELETE FROM suspended WHERE id = ?1", [suspended])
             .map_err(storage(&doing))?;
-        self.drop_reference(mid, &doing)
+        let new_id = id.to_string();
+        self.track(mid, tracked::RESUBMITTED, sub.as_deref(), Some(&new_id), None, &doing)?;
+        self.drop_reference(mid, &doing)?;
+        Ok(Resubmitted { message_id: id, routed })
+    }
+
+    pub fn purge_tracking(&mut self, before: Millis, limit: usize) -> Result<u64> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM tracking WHERE id IN (SELECT id FROM tracking WHERE at < ?1 ORDER BY at LIMIT ?2)",
+            )
+            .and_then(|mut s| s.execute(params![before, limit as i64]))
+            .map_err(storage("purging old tracking events"))?;
+        Ok(n as u64)
+    }
+}
+
+/// What a fault message is made of.
+struct Fault<'a> {
+    original: MessageId,
+    suspended_id: i64,
+    subscriber: Option<&'a str>,
+    location: Option<&'a str>,
+    failure: &'a Failure,
+    attempts: u32,
+    resumable: bool,
+    now: Millis,
+}
+
+fn no_subscriber() -> Failure {
+    Failure::new(stage::ROUTE, "message box", NO_SUBSCRIBER)
+}
+
+/// The context of a fault message: `fault.*` promoted (routable), then
+/// every property of the failed message with its type and value, demoted,
+/// and `fault.promoted` listing the keys that were promoted.
+fn fault_context(original: &Context, f: &Fault<'_>) -> Context {
+    let mut ctx = Context::new();
+    if let Some(port) = f.subscriber {
+        ctx.promote(FAULT_NS, "port", port);
+    }
+    if let Some(location) = f.location {
+        ctx.promote(FAULT_NS, "location", location);
+    }
+    ctx.promote(FAULT_NS, "stage", f.failure.stage.as_str());
+    ctx.promote(FAULT_NS, "component", f.failure.component.as_str());
+    ctx.promote(FAULT_NS, "error", f.failure.error.as_str());
+    if let Some(t) = &f.failure.transport {
+        ctx.promote(FAULT_NS, "transport", t.as_str());
+    }
+    let time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(f.now) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    ctx.promote(FAULT_NS, "time", time);
+    ctx.promote(FAULT_NS, "attempts", i64::from(f.attempts));
+    ctx.promote(FAULT_NS, "message_id", f.original.to_string());
+    ctx.promote(FAULT_NS, "suspended_id", f.suspended_id);
+    ctx.promote(FAULT_NS, "resumable", f.resumable);
+    let mut promoted = Vec::new();
+    for p in original.iter() {
+        if p.promoted {
+            promoted.push(p.key());
+        }
+        ctx.write(&p.namespace, &p.name, p.value.clone());
+    }
+    ctx.write(FAULT_NS, "promoted", promoted.join("\n"));
+    ctx
+}
+
+/// A bad record's failure as stored in `staged.reason`.
+fn failure_to_json(f: &Failure) -> String {
+    serde_json::json!({
+        "error": f.error, "stage": f.stage, "component": f.component,
+        "location": f.location, "transport": f.transport,
+    })
+    .to_string()
+}
+
+fn failure_from_json(text: &str) -> Failure {
+    let v: serde_json::Value = serde_json::from_str(text).unwrap_or(serde_json::Value::Null);
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    match s("error") {
+        Some(error) => Failure {
+            error,
+            stage: s("stage").unwrap_or_default(),
+            component: s("component").unwrap_or_default(),
+            location: s("location"),
+            transport: s("transport"),
+        },
+        // Staged by an older build: the reason as it was.
+        None => Failure::new("", "", text),
     }
 }

@@ -63,6 +63,11 @@ macro_rules! conformance_tests {
 
 const T0: Millis = 1_700_000_000_000;
 
+/// A send-side failure with this error.
+fn fail(error: &str) -> Failure {
+    Failure::new(stage::TRANSMIT, "test", error)
+}
+
 fn sub(name: &str, filter: &str) -> Subscription {
     Subscription {
         subscriber: name.to_string(),
@@ -156,7 +161,7 @@ pub async fn no_subscriber_suspends_and_resume_routes(h: &impl Harness) {
     let Routed::Suspended { suspended_id } = b.publish(m).await.unwrap() else {
         panic!("a message nobody subscribes to must be suspended");
     };
-    let list = b.list_suspended(None, 10).await.unwrap();
+    let list = b.list_suspended(&SuspendedQuery::default(), None, 10).await.unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].reason, NO_SUBSCRIBER);
     assert_eq!(list[0].message_id, id);
@@ -203,7 +208,7 @@ pub async fn lease_ack_nack_and_expiry(h: &impl Harness) {
         "leased entries are not handed out twice"
     );
     b.ack(first[0].token).await.unwrap();
-    b.nack(first[1].token, T0 + 500, "try later").await.unwrap();
+    b.nack(first[1].token, T0 + 500, &fail("try later")).await.unwrap();
     assert!(
         b.lease("s", 10, 1000).await.unwrap().is_empty(),
         "a nacked entry waits for its retry time"
@@ -240,10 +245,10 @@ pub async fn stale_tokens_are_refused(h: &impl Harness) {
     assert_eq!(old.token.entry, new.token.entry);
     assert!(matches!(b.ack(old.token).await, Err(BoxError::LeaseLost { .. })));
     assert!(matches!(
-        b.nack(old.token, T0, "x").await,
+        b.nack(old.token, T0, &fail("x")).await,
         Err(BoxError::LeaseLost { .. })
     ));
-    b.nack(new.token, T0, "x").await.unwrap();
+    b.nack(new.token, T0, &fail("x")).await.unwrap();
     assert!(
         matches!(b.ack(new.token).await, Err(BoxError::LeaseLost { .. })),
         "nack gives the lease up"
@@ -290,7 +295,7 @@ pub async fn renew_keeps_a_lease(h: &impl Harness) {
         matches!(b.renew(l.token, 100).await, Err(BoxError::LeaseLost { .. })),
         "a lost lease cannot be renewed"
     );
-    b.nack(again.token, T0, "x").await.unwrap();
+    b.nack(again.token, T0, &fail("x")).await.unwrap();
     assert!(matches!(
         b.renew(again.token, 100).await,
         Err(BoxError::LeaseLost { .. })
@@ -357,7 +362,7 @@ pub async fn publish_holding_keeps_the_message(h: &impl Harness) {
     );
     assert!(b.held_by("other", None, 10).await.unwrap().is_empty());
     // Delivered and acknowledged, a message stays while its source holds it.
-    for s in b.list_suspended(None, 10).await.unwrap() {
+    for s in b.list_suspended(&SuspendedQuery::default(), None, 10).await.unwrap() {
         b.resume(s.id).await.unwrap();
     }
     for l in b.lease("s", 10, 100).await.unwrap() {
@@ -373,11 +378,16 @@ pub async fn publish_holding_keeps_the_message(h: &impl Harness) {
 
 pub async fn publish_suspended_is_not_routed(h: &impl Harness) {
     let b = h.open(ManualClock::new(T0)).await;
-    b.subscribe(sub("s", "all")).await.unwrap();
+    // Not `all`: that would take the fault message too.
+    b.subscribe(sub("s", r#"t.kind == "x""#)).await.unwrap();
     let m = msg("x", 1);
     let id = m.id;
     let sid = b
-        .publish_suspended(m, "receive:folder", "decode stage, component gzip: truncated")
+        .publish_suspended(
+            m,
+            "receive:folder",
+            &Failure::new("decode", "gzip", "truncated").at_location("folder"),
+        )
         .await
         .unwrap();
     let c = b.counts().await.unwrap();
@@ -386,9 +396,13 @@ pub async fn publish_suspended_is_not_routed(h: &impl Harness) {
         (1, 1, 0),
         "suspended, not queued"
     );
-    let s = b.list_suspended(None, 10).await.unwrap();
+    let s = b.list_suspended(&SuspendedQuery::default(), None, 10).await.unwrap();
     assert_eq!((s[0].id, s[0].message_id, s[0].subscriber.clone()), (sid, id, None));
-    assert_eq!(s[0].reason, "decode stage, component gzip: truncated");
+    assert_eq!(
+        (s[0].reason.as_str(), s[0].stage.as_str(), s[0].component.as_str()),
+        ("truncated", "decode", "gzip")
+    );
+    assert_eq!(s[0].location.as_deref(), Some("folder"));
     assert!(!s[0].resumable);
     assert!(matches!(b.resume(sid).await, Err(BoxError::NotResumable { id, .. }) if id == sid));
     assert_eq!(
@@ -434,7 +448,7 @@ pub async fn unsubscribe_suspends_queued_entries(h: &impl Harness) {
     assert!(b.subscriptions().await.unwrap().is_empty());
     let c = b.counts().await.unwrap();
     assert_eq!((c.spool, c.suspended), (3, 3));
-    let s = b.list_suspended(None, 10).await.unwrap();
+    let s = b.list_suspended(&SuspendedQuery::default(), None, 10).await.unwrap();
     assert!(s.iter().all(|s| s.subscriber.as_deref() == Some("s")));
     assert!(matches!(b.resume(s[0].id).await, Err(BoxError::NoSuchSubscriber(_))));
     b.subscribe(sub("s", "all")).await.unwrap();
@@ -817,8 +831,8 @@ async fn run_model(h: &impl Harness, ops: Vec<Op>) {
                     .position(|e| e.seq == seq && e.generation == t.generation && e.leased);
                 let result = match op {
                     Op::Ack { .. } => b.ack(t).await.map(|_| None),
-                    Op::Nack { delay, .. } => b.nack(t, m.now + delay, "nope").await.map(|_| None),
-                    _ => b.suspend(t, "given up").await.map(Some),
+                    Op::Nack { delay, .. } => b.nack(t, m.now + delay, &fail("nope")).await.map(|_| None),
+                    _ => b.suspend(t, &fail("given up")).await.map(Some),
                 };
                 match (pos, result) {
                     (Some(i), Ok(suspended)) => match op {
@@ -930,7 +944,7 @@ async fn run_model(h: &impl Harness, ops: Vec<Op>) {
                     vec![StagedMessage {
                         message: nm.clone(),
                         holder: None,
-                        suspend: bad.then(|| "a bad record".to_string()),
+                        suspend: bad.then(|| Failure::new("disassemble", "xml", "a bad record")),
                     }],
                 )
                 .await
@@ -954,7 +968,10 @@ async fn run_model(h: &impl Harness, ops: Vec<Op>) {
                 }
                 let routed = b.commit_interchange(ic).await.unwrap();
                 assert_eq!(routed.messages, staged.len() as u64, "{ctx}");
-                let listed = b.list_suspended(None, 100_000).await.unwrap();
+                let listed = b
+                    .list_suspended(&SuspendedQuery::default(), None, 100_000)
+                    .await
+                    .unwrap();
                 let mut suspended = 0;
                 for st in staged {
                     let subs = if st.bad {
@@ -1118,7 +1135,7 @@ pub async fn interchange_routes_suspends_and_holds(h: &impl Harness) {
             StagedMessage {
                 message: bad,
                 holder: None,
-                suspend: Some("validate stage, component rule: record 3 (at byte 9): nope".into()),
+                suspend: Some(Failure::new("validate", "rule", "record 3 (at byte 9): nope").at_location("in")),
             },
             staged(nobody),
             staged(z),
@@ -1133,13 +1150,22 @@ pub async fn interchange_routes_suspends_and_holds(h: &impl Harness) {
     assert_eq!(r.messages, 5);
     assert_eq!(r.queued, BTreeMap::from([("xs".into(), 2)]));
     assert_eq!((r.suspended, r.no_subscriber), (5, 1));
-    let suspended = b.list_suspended(None, 100).await.unwrap();
+    let suspended = b.list_suspended(&SuspendedQuery::default(), None, 100).await.unwrap();
     let bad_entry = suspended
         .iter()
         .find(|s| s.message_id == bad_id)
         .expect("bad record suspended");
     assert!(!bad_entry.resumable, "a bad record is not resumable");
     assert!(bad_entry.reason.contains("record 3"));
+    assert_eq!(
+        (
+            bad_entry.stage.as_str(),
+            bad_entry.component.as_str(),
+            bad_entry.location.as_deref()
+        ),
+        ("validate", "rule", Some("in")),
+        "a bad record says where it failed"
+    );
     assert!(suspended.iter().any(|s| s.reason == NO_SUBSCRIBER && s.resumable));
     assert_eq!(suspended.iter().filter(|s| s.reason == SUBSCRIBER_REMOVED).count(), 3);
     assert_eq!(b.held_by("receive:in", None, 10).await.unwrap(), vec![first_id]);

@@ -26,6 +26,17 @@
 //! Architecture Invariant: no message is dropped. A publish that matches no
 //! subscription suspends the message ("no subscriber"); it can be resumed
 //! once a matching subscription exists.
+//!
+//! Architecture Invariant: every suspension says where and why
+//! ([`Failure`]: stage, component, error, and for a send port each attempt
+//! with its time), and publishes a **fault message** in the same
+//! transaction: the failed message's whole context, demoted (so it does not
+//! route where the original went), plus promoted `fault.*` properties, and
+//! the failed message's parts *shared* (the same content, no bytes copied).
+//! Content lives while any part refers to it. A fault message that matches
+//! no subscription is not stored (the suspended original is the record),
+//! and the failure of a fault message makes no further fault message (no
+//! loop while a fault handler is down).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -100,6 +111,136 @@ pub enum Routed {
 pub const NO_SUBSCRIBER: &str = "no subscriber";
 pub const SUBSCRIBER_REMOVED: &str = "subscriber removed";
 
+/// The namespace of the properties a fault message carries.
+pub const FAULT_NS: &str = "fault";
+
+/// Stage names the box itself uses.
+pub mod stage {
+    /// Routing at publish: no subscription matched.
+    pub const ROUTE: &str = "route";
+    /// A subscription was removed while entries were queued for it.
+    pub const UNSUBSCRIBE: &str = "unsubscribe";
+    /// A send port's transport (its adapter) failed.
+    pub const TRANSMIT: &str = "transmit";
+    /// A receive location's adapter or pipeline failed.
+    pub const RECEIVE: &str = "receive";
+}
+
+/// Where and why a message failed: what a suspended entry records and its
+/// fault message carries as `fault.*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    /// The error, as an operator should read it.
+    pub error: String,
+    /// Where in the processing it failed: `transmit`, `route`, or a pipeline
+    /// stage (`decode`, `disassemble`, `assemble`...). See [`stage`].
+    pub stage: String,
+    /// What failed: the adapter (`FILE`, `HTTP`), the pipeline component
+    /// (`gzip`, `xml`), or `message box`.
+    pub component: String,
+    /// The receive location, for a failure on the receive side.
+    pub location: Option<String>,
+    /// The transport that made the attempt, for a send port with a backup
+    /// (`primary` or `backup`).
+    pub transport: Option<String>,
+}
+
+impl Failure {
+    pub fn new(stage: &str, component: &str, error: impl Into<String>) -> Self {
+        Failure {
+            error: error.into(),
+            stage: stage.to_string(),
+            component: component.to_string(),
+            location: None,
+            transport: None,
+        }
+    }
+    pub fn at_location(mut self, location: &str) -> Self {
+        self.location = Some(location.to_string());
+        self
+    }
+    pub fn by_transport(mut self, transport: &str) -> Self {
+        self.transport = Some(transport.to_string());
+        self
+    }
+}
+
+/// One failed delivery attempt of a queue entry (kept while the message is
+/// in the box, shown with its suspended entry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttemptInfo {
+    /// 1 for the first attempt; counting restarts after a resume.
+    pub attempt: u32,
+    /// When it failed.
+    pub at: Millis,
+    pub transport: Option<String>,
+    pub error: String,
+}
+
+/// Which suspended entries to list: every given field must match.
+#[derive(Debug, Clone, Default)]
+pub struct SuspendedQuery {
+    /// The subscriber (send port) it was going to.
+    pub port: Option<String>,
+    /// The receive location it came in by (its `receive.location`, or the
+    /// location that rejected it).
+    pub location: Option<String>,
+    pub stage: Option<String>,
+    /// Text the error contains (case-insensitive).
+    pub error_contains: Option<String>,
+    /// Suspended at or after (ms).
+    pub since: Option<Millis>,
+    /// Suspended before (ms).
+    pub until: Option<Millis>,
+    /// A filter on the message's context, as subscriptions write it; unlike
+    /// a subscription it sees every property, promoted or not.
+    pub context: Option<Filter>,
+    pub resumable: Option<bool>,
+}
+
+/// What to change when resubmitting (see [`MessageBox::resubmit`]).
+#[derive(Debug, Clone, Default)]
+pub struct Resubmission {
+    /// The context to publish with; `None` keeps the original exactly.
+    pub context: Option<Context>,
+    /// New parts (already in the content store, finished); `None` shares the
+    /// original's parts (no bytes copied).
+    pub parts: Option<Vec<Part>>,
+}
+
+/// What a resubmission did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Resubmitted {
+    /// The new message.
+    pub message_id: MessageId,
+    pub routed: Routed,
+}
+
+/// A tracking event: what happened to a message that has been in the box.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrackingEvent {
+    pub id: i64,
+    pub message_id: MessageId,
+    pub at: Millis,
+    /// `delivered` (a subscriber acknowledged it), `terminated` (an
+    /// operator removed a suspended entry), `resubmitted` (published again
+    /// as `detail`), `completed` (it left the box: its last reference went).
+    pub event: String,
+    pub subscriber: Option<String>,
+    pub detail: Option<String>,
+    /// The message's context, on `completed` events.
+    #[serde(skip)]
+    pub context: Option<Context>,
+}
+
+/// Tracking kinds (see [`TrackingEvent::event`]).
+pub mod tracked {
+    pub const DELIVERED: &str = "delivered";
+    pub const TERMINATED: &str = "terminated";
+    pub const RESUBMITTED: &str = "resubmitted";
+    pub const COMPLETED: &str = "completed";
+}
+
 /// One message of an interchange, written before the interchange is committed.
 #[derive(Debug, Clone)]
 pub struct StagedMessage {
@@ -107,9 +248,9 @@ pub struct StagedMessage {
     /// Take a reference named so as the message is written (like
     /// [`MessageBox::publish_holding`]).
     pub holder: Option<String>,
-    /// Suspend it, not resumable, with this reason instead of routing it (a
-    /// bad record of a recoverable interchange).
-    pub suspend: Option<String>,
+    /// Suspend it, not resumable, with this failure instead of routing it
+    /// (a bad record of a recoverable interchange).
+    pub suspend: Option<Failure>,
 }
 
 /// What committing an interchange did.
@@ -185,12 +326,21 @@ pub struct SuspendedInfo {
     pub message_id: MessageId,
     /// The subscriber it was going to, or none for "no subscriber".
     pub subscriber: Option<String>,
+    /// The error (the last one, for a send port).
     pub reason: String,
+    pub stage: String,
+    pub component: String,
+    /// The receive location, for a receive-side failure.
+    pub location: Option<String>,
+    /// The transport of the last attempt (send ports with a backup).
+    pub transport: Option<String>,
     pub attempts: u32,
     pub suspended_at: Millis,
-    /// False for messages a receive pipeline rejected: they can be inspected
-    /// and terminated, not routed.
+    /// False for messages a receive pipeline rejected: they can be inspected,
+    /// resubmitted with a new body, and terminated, not resumed.
     pub resumable: bool,
+    /// Each failed attempt, oldest first (send ports).
+    pub history: Vec<AttemptInfo>,
 }
 
 #[derive(Debug, Clone)]
@@ -228,6 +378,8 @@ pub enum BoxError {
     NoSuchSuspended(i64),
     #[error("suspended entry {id} is not resumable: {reason}")]
     NotResumable { id: i64, reason: String },
+    #[error("suspended entry {id} was rejected on receipt ({reason}); it can be resubmitted only with a new body")]
+    NeedsNewBody { id: i64, reason: String },
     #[error("no subscription named `{0}`")]
     NoSuchSubscriber(String),
     #[error("message {message} still matches no subscription; it stays suspended")]
@@ -268,7 +420,7 @@ pub trait MessageBox: Send + Sync {
     /// it): suspended at once with `reason`, held by `holder` like
     /// [`publish_holding`](Self::publish_holding), and **not resumable**
     /// (its bytes are not what the subscribers expect). Returns the suspended id.
-    async fn publish_suspended(&self, msg: NewMessage, holder: &str, reason: &str) -> Result<i64>;
+    async fn publish_suspended(&self, msg: NewMessage, holder: &str, failure: &Failure) -> Result<i64>;
 
     /// Write messages of the interchange `interchange` without making them
     /// visible: nothing is queued or suspended, no subscriber can see them,
@@ -304,10 +456,23 @@ pub trait MessageBox: Send + Sync {
     async fn renew(&self, token: LeaseToken, lease_for_ms: Millis) -> Result<Millis>;
     /// Done with the entry: delete it and release its reference.
     async fn ack(&self, token: LeaseToken) -> Result<()>;
-    /// Give the entry back, ready again at `retry_at`.
-    async fn nack(&self, token: LeaseToken, retry_at: Millis, error: &str) -> Result<()>;
-    /// Move a leased entry to the suspended list (the reference moves with it).
-    async fn suspend(&self, token: LeaseToken, reason: &str) -> Result<i64>;
+    /// Give the entry back, ready again at `retry_at`; the failed attempt
+    /// is recorded (its number, time, transport and error).
+    async fn nack(&self, token: LeaseToken, retry_at: Millis, failure: &Failure) -> Result<()>;
+    /// [`nack`](Self::nack), and count its next lease as attempt
+    /// `next_attempt` (a send port giving up on its primary transport skips
+    /// to its backup's first attempt). An attempt number not after the
+    /// token's is ignored: attempts only move forward.
+    async fn nack_to_attempt(
+        &self,
+        token: LeaseToken,
+        retry_at: Millis,
+        failure: &Failure,
+        next_attempt: u32,
+    ) -> Result<()>;
+    /// Move a leased entry to the suspended list (the reference moves with
+    /// it), recording the failed attempt, and publish its fault message.
+    async fn suspend(&self, token: LeaseToken, failure: &Failure) -> Result<i64>;
     /// Make every leased entry ready now (its tokens stop working). A node
     /// that is the only user of the box calls this at start, to take back the
     /// leases of its previous run without waiting for them to expire.
@@ -327,13 +492,37 @@ pub trait MessageBox: Send + Sync {
     async fn resume(&self, suspended: i64) -> Result<Routed>;
     /// Drop a suspended entry (and the message, if that was its last reference).
     async fn terminate(&self, suspended: i64) -> Result<()>;
+    /// Publish the suspended entry's message again as a new message, with
+    /// its original context (or an edited one) and its parts (shared, or new
+    /// ones), routed against the subscriptions of now as any publish is; in
+    /// the same transaction drop the suspended entry. A rejected
+    /// (not resumable) entry needs new parts.
+    async fn resubmit(&self, suspended: i64, with: Resubmission) -> Result<Resubmitted>;
+    /// One suspended entry, with its attempt history.
+    async fn suspended(&self, id: i64) -> Result<Option<SuspendedInfo>>;
 
     async fn parts(&self, message: MessageId) -> Result<Vec<Part>>;
     async fn message(&self, id: MessageId) -> Result<Option<MessageInfo>>;
     /// Messages in id (time) order, after `after`.
     async fn list_messages(&self, after: Option<MessageId>, limit: usize) -> Result<Vec<MessageSummary>>;
-    async fn list_suspended(&self, after: Option<i64>, limit: usize) -> Result<Vec<SuspendedInfo>>;
+    /// Suspended entries matching `query`, in id order, after `after`.
+    async fn list_suspended(
+        &self,
+        query: &SuspendedQuery,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<SuspendedInfo>>;
     async fn counts(&self) -> Result<Counts>;
+
+    /// Tracking events in id order after `after`, of one message or all.
+    async fn tracking(
+        &self,
+        message: Option<MessageId>,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<TrackingEvent>>;
+    /// Delete up to `limit` tracking events older than `before`; how many.
+    async fn purge_tracking(&self, before: Millis, limit: usize) -> Result<u64>;
 
     /// Finish pending work and release the storage. Further calls fail with `Closed`.
     async fn close(&self) -> Result<()>;

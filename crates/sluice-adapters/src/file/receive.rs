@@ -108,6 +108,7 @@ impl FileReceiveConfig {
             config: self.clone(),
             mask: glob.compile_matcher(),
             stuck: Default::default(),
+            unreleased: Default::default(),
         })
     }
 }
@@ -118,6 +119,10 @@ pub struct FileReceiver {
     /// Claimed files that could not be put back (their name was taken
     /// meanwhile): (claim, original), retried on every look at the folder.
     stuck: std::sync::Mutex<Vec<(PathBuf, PathBuf)>>,
+    /// Receipts of deleted files whose messages the box could not release
+    /// yet (a full disk): retried on every look at the folder, so the
+    /// messages do not stay held until the next start.
+    unreleased: std::sync::Mutex<Vec<crate::Receipt>>,
 }
 
 /// A file to take.
@@ -151,6 +156,7 @@ impl Source for FileReceiver {
                 me.settle_task(done, &mut in_flight, &mut backoff);
             }
             me.retry_stuck_claims().await;
+            me.retry_releases(&cx).await;
             let now = Instant::now();
             // Forget failures that are long past; keep the others, so the
             // wait keeps doubling while a file keeps failing.
@@ -327,9 +333,13 @@ impl FileReceiver {
                 if removed.is_ok()
                     && let Err(e) = cx.publisher.settled(&receipt).await
                 {
-                    // The next start releases what is still held.
+                    // Tried again on the next look at the folder (and the
+                    // next start releases what is still held).
                     tracing::warn!(location = %cx.location, message_id = %id, error = %e,
-                        "received, but could not release the message");
+                        "received, but could not release the message yet; will try again");
+                    if let Ok(mut u) = self.unreleased.lock() {
+                        u.push(receipt);
+                    }
                 }
                 if let Err(e) = removed {
                     // Published, but the claim is still there: the message
@@ -398,7 +408,7 @@ impl FileReceiver {
                     read: 0,
                 };
                 cx.publisher
-                    .suspend(id, ctx, Box::new(body), &e.message)
+                    .suspend(id, ctx, Box::new(body), &e)
                     .await
                     .map_err(|s| format!("{} (and suspending it as received failed: {})", e.message, s.message))
             }
@@ -409,6 +419,24 @@ impl FileReceiver {
     fn remember_stuck(&self, claim: PathBuf, original: PathBuf) {
         if let Ok(mut stuck) = self.stuck.lock() {
             stuck.push((claim, original));
+        }
+    }
+
+    async fn retry_releases(&self, cx: &ReceiveContext) {
+        let pending = match self.unreleased.lock() {
+            Ok(mut u) if !u.is_empty() => std::mem::take(&mut *u),
+            _ => return,
+        };
+        for receipt in pending {
+            match cx.publisher.settled(&receipt).await {
+                Ok(()) => tracing::info!(location = %cx.location, messages = ?receipt.messages,
+                    "released the messages of a received file"),
+                Err(_) => {
+                    if let Ok(mut u) = self.unreleased.lock() {
+                        u.push(receipt);
+                    }
+                }
+            }
         }
     }
 
