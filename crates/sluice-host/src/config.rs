@@ -64,9 +64,38 @@ pub struct Config {
     /// The Prometheus endpoint; off unless configured.
     #[serde(default)]
     pub metrics: Option<MetricsConfig>,
+    /// Tracking of what happened to messages (on, kept 7 days, by default).
+    #[serde(default)]
+    pub tracking: TrackingConfig,
     /// The folder of the configuration file (set by [`Config::load`]).
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// `[tracking]`: the box records each delivery, termination and
+/// resubmission, and the context of each message as it leaves; the node
+/// deletes what is older than `keep`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// How long tracking events are kept before the node purges them.
+    #[serde(default = "default_tracking_keep", with = "humantime_serde")]
+    pub keep: Duration,
+}
+
+fn default_tracking_keep() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+
+impl Default for TrackingConfig {
+    fn default() -> Self {
+        TrackingConfig {
+            enabled: true,
+            keep: default_tracking_keep(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -343,6 +372,14 @@ impl RetryConfig {
 }
 
 impl Config {
+    /// How to open this node's message box (the CLI opens it the same way).
+    pub fn box_options(&self) -> sluice_msgbox_sqlite::Options {
+        sluice_msgbox_sqlite::Options {
+            tracking: self.tracking.enabled,
+            ..Default::default()
+        }
+    }
+
     /// Read, parse and validate a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
@@ -374,6 +411,13 @@ impl Config {
             key,
             message,
         };
+        if config.tracking.keep < Duration::from_secs(1) || config.tracking.keep > Duration::from_secs(10 * 365 * 86400)
+        {
+            return Err(invalid(
+                "tracking.keep".into(),
+                "must be between 1s and 10 years (to keep no tracking, set tracking.enabled = false)".into(),
+            ));
+        }
         config.hosts.entry(DEFAULT_HOST.to_string()).or_default();
         for (name, hc) in &config.hosts {
             let key = format!("hosts.{name}");
@@ -554,6 +598,50 @@ retry = { count = 5, interval = "30s" }
         assert_eq!(f.path, PathBuf::from("/srv/out"));
         assert_eq!((out.retry.count, out.retry.interval), (5, Duration::from_secs(30)));
         assert!(out.enabled);
+    }
+
+    #[test]
+    fn tracking_is_on_by_default_and_checked() {
+        let c = load(GOOD).unwrap();
+        assert!(c.tracking.enabled && c.box_options().tracking);
+        assert_eq!(c.tracking.keep, Duration::from_secs(7 * 86400));
+        let c = load(&format!("{GOOD}\n[tracking]\nenabled = false\n")).unwrap();
+        assert!(!c.box_options().tracking);
+        let c = load(&format!("{GOOD}\n[tracking]\nkeep = \"36h\"\n")).unwrap();
+        assert_eq!(c.tracking.keep, Duration::from_secs(36 * 3600));
+        let e = load(&format!("{GOOD}\n[tracking]\nkeep = \"0s\"\n")).unwrap_err();
+        assert!(e.to_string().contains("tracking.keep"), "{e}");
+    }
+
+    #[test]
+    fn a_backup_transport_is_checked_like_the_primary() {
+        let backup = |b: &str| {
+            GOOD.replace(
+                r#"retry = { count = 5, interval = "30s" }"#,
+                &format!("retry = {{ count = 5, interval = \"30s\" }}\nbackup = {b}"),
+            )
+        };
+        let c = load(&backup(
+            r#"{ adapter = { type = "file", path = "spare" }, retry = { count = 1, interval = "5s" } }"#,
+        ))
+        .unwrap();
+        let b = c.send_ports["out"].backup.as_ref().expect("backup");
+        let SendAdapterConfig::File(f) = &b.adapter else {
+            panic!("a file backup")
+        };
+        assert_eq!((f.path.as_path(), b.retry.count), (Path::new("/etc/sluice/spare"), 1));
+        let e = load(&backup(
+            r#"{ adapter = { type = "file", path = "spare" }, retry = { backoff = 0.5 } }"#,
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("send_ports.out.backup.retry.backoff"), "{e}");
+        let e = load(&backup(
+            r#"{ adapter = { type = "http", url = "http://127.0.0.1:1/x", mode = "solicit-response" } }"#,
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("send_ports.out.backup.adapter"), "{e}");
+        let e = load(&backup(r#"{ retry = { count = 1 } }"#)).unwrap_err();
+        assert!(e.to_string().contains("adapter"), "{e}");
     }
 
     #[test]

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sluice_msgbox::{MessageBox, Subscription, SystemClock};
-use sluice_msgbox_sqlite::{Options, SqliteBox};
+use sluice_msgbox_sqlite::SqliteBox;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 pub use tokio_util::sync::CancellationToken;
@@ -146,7 +146,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Ho
             message: format!("no host `{host}` is configured"),
         })
     };
-    let mbox = SqliteBox::open(&config.data_dir, Arc::new(SystemClock), Options::default())?;
+    let mbox = SqliteBox::open(&config.data_dir, Arc::new(SystemClock), config.box_options())?;
     let mbox: Arc<dyn MessageBox> = Arc::new(mbox);
     // This node is the only user of the embedded box: leases left by an
     // earlier run (killed, crashed) are ours to take back now.
@@ -241,6 +241,13 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Ho
         metrics_address.clone(),
         services_stop.clone(),
     ));
+    if config.tracking.enabled {
+        services.spawn(purge_tracking(
+            mbox.clone(),
+            config.tracking.keep,
+            services_stop.clone(),
+        ));
+    }
     if let Some(endpoint) = endpoint {
         services.spawn(endpoint.serve(metrics.clone(), mbox.clone(), services_stop.clone()));
     }
@@ -360,6 +367,35 @@ async fn sample_rss(metrics: Arc<Metrics>, throttles: Vec<Arc<Throttle>>, stop: 
                 warned = true;
             }
             None => {}
+        }
+    }
+}
+
+/// Delete tracking events older than `keep`, at start and then every
+/// quarter of `keep` (at most every 10 minutes), a bounded batch at a time.
+async fn purge_tracking(mbox: Arc<dyn MessageBox>, keep: Duration, stop: CancellationToken) {
+    const BATCH: usize = 10_000;
+    let every = (keep / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    let mut ticks = Ticker::new(every, stop.clone());
+    while ticks.next().await {
+        let before = now_ms() - keep.as_millis().min(i64::MAX as u128) as i64;
+        let mut purged = 0;
+        loop {
+            match mbox.purge_tracking(before, BATCH).await {
+                Ok(n) => {
+                    purged += n;
+                    if (n as usize) < BATCH || stop.is_cancelled() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not purge old tracking events; trying again later");
+                    break;
+                }
+            }
+        }
+        if purged > 0 {
+            tracing::info!(events = purged, keep = ?keep, "purged old tracking events");
         }
     }
 }

@@ -250,3 +250,53 @@ async fn unreadable_context_is_suspended_not_blocking() {
     );
     b.close().await.unwrap();
 }
+
+/// A box written by schema version 1 (suspended entries without stage,
+/// component, location, transport; no attempts or tracking tables) opens,
+/// is migrated, and its suspended entries can be listed, resumed and resubmitted.
+#[tokio::test]
+async fn a_version_1_box_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(crate::DB_FILE);
+    let id = MessageId::new();
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             INSERT INTO meta VALUES ('schema_version', '1');
+             CREATE TABLE messages (id BLOB PRIMARY KEY, created_at INTEGER NOT NULL, context TEXT NOT NULL,
+                 refs INTEGER NOT NULL, nparts INTEGER NOT NULL, size INTEGER NOT NULL, stored_parts INTEGER NOT NULL);
+             CREATE TABLE suspended (id INTEGER PRIMARY KEY AUTOINCREMENT, message_id BLOB NOT NULL,
+                 subscriber TEXT, reason TEXT NOT NULL, attempts INTEGER NOT NULL, suspended_at INTEGER NOT NULL,
+                 resumable INTEGER NOT NULL DEFAULT 1);",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO messages VALUES (?1, 1, '[{\"ns\":\"t\",\"name\":\"k\",\"type\":\"string\",\"value\":\"v\",\"promoted\":true}]', 1, 0, 0, 0)",
+            [id.to_bytes()],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO suspended (message_id, subscriber, reason, attempts, suspended_at) VALUES (?1, NULL, 'no subscriber', 0, 1)",
+            [id.to_bytes()],
+        )
+        .unwrap();
+    }
+    let b = SqliteBox::open(dir.path(), Arc::new(SystemClock), Options::default()).unwrap();
+    let s = b.list_suspended(&SuspendedQuery::default(), None, 10).await.unwrap();
+    assert_eq!((s.len(), s[0].message_id, s[0].stage.as_str()), (1, id, ""));
+    b.subscribe(Subscription {
+        subscriber: "s".into(),
+        filter: Filter::parse(r#"t.k == "v""#).unwrap(),
+    })
+    .await
+    .unwrap();
+    let r = b.resubmit(s[0].id, Default::default()).await.unwrap();
+    assert_eq!(r.routed, Routed::Queued(vec!["s".into()]));
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let v: String = conn
+        .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, crate::schema::SCHEMA_VERSION.to_string());
+    b.close().await.unwrap();
+}

@@ -44,6 +44,13 @@ macro_rules! conformance_tests {
             interchange_routes_suspends_and_holds,
             aborted_interchange_leaves_nothing,
             uncommitted_interchange_is_gone_after_restart,
+            fault_message_carries_context_and_shares_parts,
+            faults_nobody_takes_and_faults_of_faults_are_not_stored,
+            attempts_are_recorded_and_can_skip_forward,
+            resubmit_publishes_again_with_shared_parts,
+            resubmit_edits_and_refusals,
+            suspended_query_filters,
+            tracking_records_and_purges,
         );
         #[test]
         fn model_based_sequences() {
@@ -1273,5 +1280,400 @@ pub async fn uncommitted_interchange_is_gone_after_restart(h: &impl Harness) {
     );
     assert!(b.held_by("receive:in", None, 10).await.unwrap().is_empty());
     assert_eq!(b.commit_interchange(ic).await.unwrap().messages, 0);
+    b.close().await.unwrap();
+}
+
+/// The fault subscription the fault cases use.
+const FAULTS: &str = "fault.message_id exists";
+
+/// Lease one entry of `subscriber` (panics if there is none).
+async fn lease_one(b: &dyn MessageBox, subscriber: &str) -> Leased {
+    let mut got = b.lease(subscriber, 1, 10_000).await.unwrap();
+    assert_eq!(got.len(), 1, "one entry ready for `{subscriber}`");
+    got.remove(0)
+}
+
+pub async fn fault_message_carries_context_and_shares_parts(h: &impl Harness) {
+    let b = h.open(ManualClock::new(T0)).await;
+    b.subscribe(sub("deliver", r#"t.kind == "x""#)).await.unwrap();
+    b.subscribe(sub("faults", FAULTS)).await.unwrap();
+    let mut m = msg("x", 1);
+    m.context.write("t", "raw", vec![1u8, 2, 3]);
+    let (part, data) = stored_part(&*b, "body", 5000, 7).await;
+    m.parts = vec![part];
+    let id = m.id;
+    b.publish(m.clone()).await.unwrap();
+    let chunks = b.counts().await.unwrap().content_chunks;
+    let l = lease_one(&*b, "deliver").await;
+    let f = Failure::new(stage::TRANSMIT, "FILE", "no such folder").by_transport("primary");
+    let sid = b.suspend(l.token, &f).await.unwrap();
+    let c = b.counts().await.unwrap();
+    assert_eq!(
+        (c.spool, c.suspended, c.queued["faults"], c.queued["deliver"]),
+        (2, 1, 1, 0)
+    );
+    assert_eq!(
+        c.content_chunks, chunks,
+        "the fault message shares the content, no bytes copied"
+    );
+    let fault = lease_one(&*b, "faults").await;
+    let ctx = &fault.context;
+    let get = |k: &str| ctx.get("fault", k).map(|p| (p.value.clone(), p.promoted));
+    use sluice_model::Value;
+    assert_eq!(get("port"), Some((Value::from("deliver"), true)));
+    assert_eq!(get("stage"), Some((Value::from("transmit"), true)));
+    assert_eq!(get("component"), Some((Value::from("FILE"), true)));
+    assert_eq!(get("error"), Some((Value::from("no such folder"), true)));
+    assert_eq!(get("transport"), Some((Value::from("primary"), true)));
+    assert_eq!(get("attempts"), Some((Value::from(1i64), true)));
+    assert_eq!(get("message_id"), Some((Value::from(id.to_string()), true)));
+    assert_eq!(get("suspended_id"), Some((Value::from(sid), true)));
+    assert_eq!(get("resumable"), Some((Value::from(true), true)));
+    assert_eq!(get("time"), Some((Value::timestamp(time_of(T0)), true)));
+    assert_eq!(get("promoted"), Some((Value::from("t.kind\nt.n"), false)));
+    // Every original property, same type and value, demoted.
+    for p in m.context.iter() {
+        let copy = ctx.get(&p.namespace, &p.name).expect("property copied");
+        assert_eq!((&copy.value, copy.promoted), (&p.value, false), "{}", p.key());
+    }
+    assert_eq!(read_all(&*b, fault.message_id).await, vec![data.clone()]);
+    // The original goes; the fault's content stays until the fault goes.
+    b.terminate(sid).await.unwrap();
+    assert!(b.message(id).await.unwrap().is_none());
+    assert_eq!(read_all(&*b, fault.message_id).await, vec![data]);
+    b.ack(fault.token).await.unwrap();
+    let c = b.counts().await.unwrap();
+    assert_eq!((c.spool, c.content_chunks, c.suspended), (0, 0, 0));
+    b.close().await.unwrap();
+}
+
+pub async fn faults_nobody_takes_and_faults_of_faults_are_not_stored(h: &impl Harness) {
+    let b = h.open(ManualClock::new(T0)).await;
+    b.subscribe(sub("deliver", r#"t.kind == "x""#)).await.unwrap();
+    b.publish(msg("x", 1)).await.unwrap();
+    let l = lease_one(&*b, "deliver").await;
+    b.suspend(l.token, &fail("down")).await.unwrap();
+    assert_eq!(
+        b.counts().await.unwrap().spool,
+        1,
+        "no fault subscriber: no fault message"
+    );
+    // A failing fault handler: its fault message fails, and makes no other.
+    b.subscribe(sub("faults", FAULTS)).await.unwrap();
+    b.publish(msg("x", 2)).await.unwrap();
+    let l = lease_one(&*b, "deliver").await;
+    b.suspend(l.token, &fail("down")).await.unwrap();
+    let fault = lease_one(&*b, "faults").await;
+    b.suspend(fault.token, &fail("fault folder missing")).await.unwrap();
+    let c = b.counts().await.unwrap();
+    assert_eq!(
+        (c.spool, c.suspended, c.queued["faults"]),
+        (3, 3, 0),
+        "no fault of a fault"
+    );
+    // No subscriber at publish: suspended, stage route, with a fault.
+    let Routed::Suspended { suspended_id } = b.publish(msg("q", 3)).await.unwrap() else {
+        panic!("nobody takes kind q")
+    };
+    let s = b.suspended(suspended_id).await.unwrap().expect("suspended");
+    assert_eq!((s.stage.as_str(), s.reason.as_str()), (stage::ROUTE, NO_SUBSCRIBER));
+    let fault = lease_one(&*b, "faults").await;
+    assert!(
+        fault.context.get("fault", "port").is_none(),
+        "no port for an unrouted message"
+    );
+    assert_eq!(
+        fault.context.promoted("fault", "stage"),
+        Some(&sluice_model::Value::from(stage::ROUTE))
+    );
+    b.close().await.unwrap();
+}
+
+pub async fn attempts_are_recorded_and_can_skip_forward(h: &impl Harness) {
+    let clock = ManualClock::new(T0);
+    let b = h.open(clock.clone()).await;
+    b.subscribe(sub("deliver", r#"t.kind == "x""#)).await.unwrap();
+    let m = msg("x", 1);
+    b.publish(m.clone()).await.unwrap();
+    let l = lease_one(&*b, "deliver").await;
+    b.nack(l.token, T0, &fail("first").by_transport("primary"))
+        .await
+        .unwrap();
+    clock.advance(1000);
+    let l = lease_one(&*b, "deliver").await;
+    assert_eq!(l.attempt, 2);
+    // Give up on the primary: the next lease is attempt 5.
+    b.nack_to_attempt(l.token, T0 + 1000, &fail("second").by_transport("primary"), 5)
+        .await
+        .unwrap();
+    let l = lease_one(&*b, "deliver").await;
+    assert_eq!(l.attempt, 5, "the attempt count skipped forward");
+    // Backwards is ignored.
+    b.nack_to_attempt(l.token, T0 + 1000, &fail("third").by_transport("backup"), 2)
+        .await
+        .unwrap();
+    clock.advance(500);
+    let l = lease_one(&*b, "deliver").await;
+    assert_eq!(l.attempt, 6);
+    let sid = b
+        .suspend(l.token, &fail("fourth").by_transport("backup"))
+        .await
+        .unwrap();
+    let s = b.suspended(sid).await.unwrap().expect("suspended");
+    let history: Vec<(u32, Millis, Option<&str>, &str)> = s
+        .history
+        .iter()
+        .map(|a| (a.attempt, a.at, a.transport.as_deref(), a.error.as_str()))
+        .collect();
+    assert_eq!(
+        history,
+        vec![
+            (1, T0, Some("primary"), "first"),
+            (2, T0 + 1000, Some("primary"), "second"),
+            (5, T0 + 1000, Some("backup"), "third"),
+            (6, T0 + 1500, Some("backup"), "fourth"),
+        ]
+    );
+    assert_eq!((s.attempts, s.transport.as_deref()), (6, Some("backup")));
+    // Resumed and delivered: the history goes with the entry.
+    b.resume(sid).await.unwrap();
+    let l = lease_one(&*b, "deliver").await;
+    assert_eq!(
+        (l.message_id, l.attempt),
+        (m.id, 1),
+        "a resumed entry starts its attempts again"
+    );
+    b.ack(l.token).await.unwrap();
+    assert_eq!(b.counts().await.unwrap().spool, 0);
+    // A stale token cannot record an attempt.
+    b.publish(msg("x", 2)).await.unwrap();
+    let l = lease_one(&*b, "deliver").await;
+    b.nack(l.token, T0, &fail("x")).await.unwrap();
+    assert!(matches!(
+        b.nack_to_attempt(l.token, T0, &fail("y"), 9).await,
+        Err(BoxError::LeaseLost { .. })
+    ));
+    b.close().await.unwrap();
+}
+
+pub async fn resubmit_publishes_again_with_shared_parts(h: &impl Harness) {
+    let b = h.open(ManualClock::new(T0)).await;
+    b.subscribe(sub("a", r#"t.kind == "x""#)).await.unwrap();
+    b.subscribe(sub("b", "t.n > 0")).await.unwrap();
+    let mut m = msg("x", 1);
+    m.context.write("t", "empty", "");
+    m.context.write("t", "big", i64::MIN);
+    let (part, data) = stored_part(&*b, "body", 4000, 5).await;
+    m.parts = vec![part];
+    let id = m.id;
+    b.publish(m.clone()).await.unwrap();
+    let la = lease_one(&*b, "a").await;
+    b.ack(la.token).await.unwrap();
+    let lb = lease_one(&*b, "b").await;
+    let sid = b.suspend(lb.token, &fail("peer down")).await.unwrap();
+    let chunks = b.counts().await.unwrap().content_chunks;
+    let r = b.resubmit(sid, Resubmission::default()).await.unwrap();
+    assert_ne!(r.message_id, id, "a resubmission is a new message");
+    assert_eq!(
+        r.routed,
+        Routed::Queued(vec!["a".into(), "b".into()]),
+        "routed as the original was"
+    );
+    assert!(b.message(id).await.unwrap().is_none(), "the original is gone");
+    let c = b.counts().await.unwrap();
+    assert_eq!(
+        (c.spool, c.suspended, c.content_chunks),
+        (1, 0, chunks),
+        "content shared"
+    );
+    let info = b.message(r.message_id).await.unwrap().expect("resubmitted");
+    assert_eq!(info.context, m.context, "the original context, property by property");
+    assert_eq!(read_all(&*b, r.message_id).await, vec![data]);
+    for s in ["a", "b"] {
+        let l = lease_one(&*b, s).await;
+        assert_eq!((l.message_id, l.attempt), (r.message_id, 1));
+        b.ack(l.token).await.unwrap();
+    }
+    let c = b.counts().await.unwrap();
+    assert_eq!((c.spool, c.content_chunks), (0, 0));
+    assert!(matches!(
+        b.resubmit(sid, Resubmission::default()).await,
+        Err(BoxError::NoSuchSuspended(x)) if x == sid
+    ));
+    b.close().await.unwrap();
+}
+
+pub async fn resubmit_edits_and_refusals(h: &impl Harness) {
+    let b = h.open(ManualClock::new(T0)).await;
+    b.subscribe(sub("a", r#"t.kind == "x""#)).await.unwrap();
+    b.subscribe(sub("z", r#"t.kind == "z""#)).await.unwrap();
+    b.publish(msg("x", 1)).await.unwrap();
+    let l = lease_one(&*b, "a").await;
+    let sid = b.suspend(l.token, &fail("down")).await.unwrap();
+    // Edited: routes by the edit.
+    let mut ctx = l.context.clone();
+    ctx.promote("t", "kind", "z");
+    let r = b
+        .resubmit(
+            sid,
+            Resubmission {
+                context: Some(ctx.clone()),
+                parts: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.routed, Routed::Queued(vec!["z".into()]));
+    assert_eq!(b.message(r.message_id).await.unwrap().unwrap().context, ctx);
+    // Rejected on receipt: only with a new body.
+    let m = msg("x", 2);
+    let rejected = b
+        .publish_suspended(m, "receive:in", &Failure::new("decode", "gzip", "not gzip"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        b.resubmit(rejected, Resubmission::default()).await,
+        Err(BoxError::NeedsNewBody { id, .. }) if id == rejected
+    ));
+    assert!(
+        b.suspended(rejected).await.unwrap().is_some(),
+        "a refused resubmit changes nothing"
+    );
+    let (part, data) = stored_part(&*b, "body", 3000, 9).await;
+    let r = b
+        .resubmit(
+            rejected,
+            Resubmission {
+                context: None,
+                parts: Some(vec![part]),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.routed, Routed::Queued(vec!["a".into()]));
+    assert_eq!(read_all(&*b, r.message_id).await, vec![data]);
+    assert!(b.suspended(rejected).await.unwrap().is_none());
+    b.close().await.unwrap();
+}
+
+pub async fn suspended_query_filters(h: &impl Harness) {
+    let clock = ManualClock::new(T0);
+    let b = h.open(clock.clone()).await;
+    b.subscribe(sub("a", r#"t.kind == "x""#)).await.unwrap();
+    b.subscribe(sub("b", r#"t.kind == "y""#)).await.unwrap();
+    let mut ids = Vec::new();
+    for (i, (kind, error)) in [("x", "Folder missing"), ("y", "timeout"), ("x", "disk full")]
+        .into_iter()
+        .enumerate()
+    {
+        let mut m = msg(kind, i as i64);
+        m.context.promote("receive", "location", "in-folder");
+        b.publish(m).await.unwrap();
+        let sub = if kind == "x" { "a" } else { "b" };
+        let l = lease_one(&*b, sub).await;
+        ids.push(b.suspend(l.token, &fail(error)).await.unwrap());
+        clock.advance(1000);
+    }
+    let rejected = b
+        .publish_suspended(
+            msg("x", 9),
+            "receive:in",
+            &Failure::new("decode", "gzip", "bad").at_location("gz-in"),
+        )
+        .await
+        .unwrap();
+    let q = |f: &dyn Fn(&mut SuspendedQuery)| {
+        let mut q = SuspendedQuery::default();
+        f(&mut q);
+        q
+    };
+    let list = |q: SuspendedQuery| {
+        let b = b.clone();
+        async move {
+            b.list_suspended(&q, None, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| s.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        list(SuspendedQuery::default()).await,
+        vec![ids[0], ids[1], ids[2], rejected]
+    );
+    assert_eq!(list(q(&|q| q.port = Some("a".into()))).await, vec![ids[0], ids[2]]);
+    assert_eq!(list(q(&|q| q.stage = Some("decode".into()))).await, vec![rejected]);
+    assert_eq!(list(q(&|q| q.location = Some("in-folder".into()))).await, ids);
+    assert_eq!(list(q(&|q| q.location = Some("gz-in".into()))).await, vec![rejected]);
+    assert_eq!(
+        list(q(&|q| q.error_contains = Some("FOLDER".into()))).await,
+        vec![ids[0]]
+    );
+    assert_eq!(
+        list(q(&|q| {
+            q.since = Some(T0 + 1000);
+            q.until = Some(T0 + 2000);
+        }))
+        .await,
+        vec![ids[1]]
+    );
+    // The context filter sees demoted properties too (t.note is written, not promoted).
+    assert_eq!(
+        list(q(&|q| q.context = Some(Filter::parse(r#"t.note == "x-2""#).unwrap()))).await,
+        vec![ids[2]]
+    );
+    assert_eq!(list(q(&|q| q.resumable = Some(false))).await, vec![rejected]);
+    assert!(list(q(&|q| q.port = Some("nobody".into()))).await.is_empty());
+    // Paging with a context filter goes on past non-matching rows.
+    let page = b
+        .list_suspended(
+            &q(&|q| q.context = Some(Filter::parse(r#"t.kind == "x""#).unwrap())),
+            Some(ids[0]),
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.iter().map(|s| s.id).collect::<Vec<_>>(), vec![ids[2]]);
+    b.close().await.unwrap();
+}
+
+pub async fn tracking_records_and_purges(h: &impl Harness) {
+    let clock = ManualClock::new(T0);
+    let b = h.open(clock.clone()).await;
+    b.subscribe(sub("a", r#"t.kind == "x""#)).await.unwrap();
+    let m = msg("x", 1);
+    b.publish(m.clone()).await.unwrap();
+    let l = lease_one(&*b, "a").await;
+    b.ack(l.token).await.unwrap();
+    clock.advance(10_000);
+    let m2 = msg("x", 2);
+    b.publish(m2.clone()).await.unwrap();
+    let l = lease_one(&*b, "a").await;
+    let sid = b.suspend(l.token, &fail("down")).await.unwrap();
+    b.terminate(sid).await.unwrap();
+    let events: Vec<(MessageId, String, Option<String>, Millis)> = b
+        .tracking(None, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.message_id, e.event, e.subscriber, e.at))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            (m.id, tracked::DELIVERED.into(), Some("a".into()), T0),
+            (m.id, tracked::COMPLETED.into(), None, T0),
+            (m2.id, tracked::TERMINATED.into(), Some("a".into()), T0 + 10_000),
+            (m2.id, tracked::COMPLETED.into(), None, T0 + 10_000),
+        ]
+    );
+    let done = b.tracking(Some(m2.id), None, 10).await.unwrap();
+    assert_eq!(done.len(), 2);
+    assert_eq!(done[0].detail.as_deref(), Some("down"));
+    assert_eq!(done[1].context.as_ref(), Some(&m2.context), "the context is kept");
+    assert_eq!(b.purge_tracking(T0 + 5000, 1000).await.unwrap(), 2);
+    assert_eq!(b.tracking(None, None, 100).await.unwrap().len(), 2);
+    assert_eq!(b.purge_tracking(T0 + 5000, 1000).await.unwrap(), 0);
     b.close().await.unwrap();
 }
