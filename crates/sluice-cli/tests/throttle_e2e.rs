@@ -262,3 +262,47 @@ fn a_taken_metrics_address_stops_the_start() {
         "{err}"
     );
 }
+
+/// Suspended messages never count toward throttling: with a message mark
+/// of 3, fifty suspended messages (no subscriber) leave the host open with
+/// nothing in flight, and files sent one at a time go through without it
+/// ever closing.
+#[test]
+fn suspended_messages_do_not_count_toward_throttling() {
+    let root = tempfile::tempdir().unwrap();
+    let (config, mut node, address) = start_node_with_host(root.path(), "max_in_flight = 3\nresume_in_flight = 2");
+    for i in 0..50 {
+        let out = run(sluice()
+            .args(["publish", "--config"])
+            .arg(&config)
+            .args(["--prop", &format!("nobody.n=int:{i}")]));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    wait_until(Duration::from_secs(30), "50 suspended", || {
+        status_json(&config)["suspended"] == 50
+    });
+    let host = &status_json(&config)["node"]["hosts"]["default"];
+    assert_eq!(
+        (host["throttled"].as_bool(), host["in_flight"].as_u64()),
+        (Some(false), Some(0)),
+        "{host}"
+    );
+    for i in 0..5 {
+        drop_file(&root.path().join("in"), &format!("f{i}.txt"), &content(i, 1000));
+        wait_until(Duration::from_secs(30), "the file in out/", || {
+            names(&root.path().join("out")).len() == i as usize + 1
+        });
+    }
+    let text = http_get(&address, "/metrics").2;
+    for reason in ["messages", "bytes"] {
+        let engaged = sample(
+            &text,
+            &format!(r#"sluice_throttle_engagements_total{{host="default",reason="{reason}"}}"#),
+        );
+        assert!(engaged.unwrap_or(0.0) == 0.0, "the host closed ({reason}): {text}");
+    }
+    let host = &status_json(&config)["node"]["hosts"]["default"];
+    assert_eq!(host["throttled"], false, "{host}");
+    assert_eq!(status_json(&config)["suspended"], 50);
+    node.stop();
+}
