@@ -4,8 +4,8 @@ use anyhow::Context as _;
 use sluice_host::Config;
 use sluice_host::status::{STATUS_EVERY, STATUS_FILE};
 use sluice_host::throttle::Bytes;
-use sluice_model::MessageId;
-use sluice_msgbox::MessageBox;
+use sluice_model::{Context, MessageId};
+use sluice_msgbox::{MessageBox, Part};
 use sluice_msgbox_sqlite::SqliteBox;
 
 fn open(config: &Config) -> anyhow::Result<SqliteBox> {
@@ -17,11 +17,35 @@ fn now_ms() -> i64 {
     sluice_msgbox::SystemClock.now_ms()
 }
 
-pub fn ms_to_text(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_else(|| ms.to_string())
+pub use sluice_host::ops::ms_to_text;
+
+/// A message's parts as JSON: name, size, CRC-32.
+pub fn parts_json(parts: &[Part]) -> serde_json::Value {
+    parts
+        .iter()
+        .map(|p| serde_json::json!({"name": p.name, "size": p.size, "crc32": format!("{:08x}", p.crc32)}))
+        .collect()
+}
+
+/// Every property: key, type, value, and whether it is promoted.
+pub fn print_context(context: &Context) {
+    println!("context");
+    for p in context.iter() {
+        println!(
+            "  {:<32} {:<9} {}{}",
+            p.key(),
+            p.value.value_type().as_str(),
+            p.value,
+            if p.promoted { "  (promoted)" } else { "" }
+        );
+    }
+}
+
+pub fn print_parts(parts: &[Part]) {
+    println!("parts");
+    for (i, p) in parts.iter().enumerate() {
+        println!("  {i}: {:<20} {:>12} bytes  crc32 {:08x}", p.name, p.size, p.crc32);
+    }
 }
 
 pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
@@ -122,11 +146,7 @@ pub async fn show(config: &Config, id: &str, json: bool) -> anyhow::Result<()> {
         anyhow::bail!("message {id} is not in the box (it was delivered and released, or never existed)");
     };
     if json {
-        let parts: Vec<_> = m
-            .parts
-            .iter()
-            .map(|p| serde_json::json!({"name": p.name, "size": p.size, "crc32": format!("{:08x}", p.crc32)}))
-            .collect();
+        let parts = parts_json(&m.parts);
         let v = serde_json::json!({
             "id": m.id,
             "created_at": ms_to_text(m.created_at),
@@ -143,20 +163,8 @@ pub async fn show(config: &Config, id: &str, json: bool) -> anyhow::Result<()> {
     println!("message   {}", m.id);
     println!("created   {}", ms_to_text(m.created_at));
     println!("refs      {}", m.refs);
-    println!("context");
-    for p in m.context.iter() {
-        println!(
-            "  {:<32} {:<9} {}{}",
-            p.key(),
-            p.value.value_type().as_str(),
-            p.value,
-            if p.promoted { "  (promoted)" } else { "" }
-        );
-    }
-    println!("parts");
-    for (i, p) in m.parts.iter().enumerate() {
-        println!("  {i}: {:<20} {:>12} bytes  crc32 {:08x}", p.name, p.size, p.crc32);
-    }
+    print_context(&m.context);
+    print_parts(&m.parts);
     if !m.queue.is_empty() {
         println!("queued");
         for q in &m.queue {
@@ -184,6 +192,63 @@ pub async fn show(config: &Config, id: &str, json: bool) -> anyhow::Result<()> {
     }
     for h in &m.holders {
         println!("held by   {h}");
+    }
+    Ok(())
+}
+
+/// Tracking events (delivered, terminated, resubmitted, completed), oldest
+/// first, a page at a time; with `--json` completed events carry the context.
+pub async fn tracking(config: &Config, message: Option<&str>, json: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    let b = open(config)?;
+    let message = message.map(str::parse::<MessageId>).transpose()?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        write!(out, "[")?;
+    } else {
+        writeln!(
+            out,
+            "{:<24}  {:<26}  {:<11}  {:<16}  DETAIL",
+            "AT", "MESSAGE", "EVENT", "SUBSCRIBER"
+        )?;
+    }
+    let mut after = None;
+    let mut n = 0u64;
+    loop {
+        let page = b
+            .tracking(message, after, 1000)
+            .await
+            .context("reading tracking events")?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        for e in &page {
+            if json {
+                let mut v = serde_json::to_value(e)?;
+                if let (Some(obj), Some(ctx)) = (v.as_object_mut(), &e.context) {
+                    obj.insert("context".into(), ctx.to_display_json());
+                }
+                write!(out, "{}{}", if n == 0 { "" } else { "," }, serde_json::to_string(&v)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<24}  {:<26}  {:<11}  {:<16}  {}",
+                    ms_to_text(e.at),
+                    e.message_id,
+                    e.event,
+                    e.subscriber.as_deref().unwrap_or("-"),
+                    e.detail.as_deref().unwrap_or("")
+                )?;
+            }
+            n += 1;
+        }
+        if page.len() < 1000 {
+            break;
+        }
+    }
+    if json {
+        writeln!(out, "]")?;
+    } else if n == 0 {
+        writeln!(out, "(no tracking events)")?;
     }
     Ok(())
 }

@@ -9,7 +9,8 @@ mod suspended;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use sluice_host::ops::Action;
 use sluice_host::{CancellationToken, Config};
 
 #[derive(Parser)]
@@ -34,15 +35,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List and show messages in the box.
+    /// List and show messages in the box, and what happened to them (tracking).
     Messages {
         #[command(subcommand)]
         command: MessagesCommand,
     },
-    /// Suspended messages: list, resume (route again), terminate (drop).
+    /// Suspended messages: list, show, resume (route again), resubmit (publish again, edited), terminate (drop).
     Suspended {
         #[command(subcommand)]
-        command: SuspendedCommand,
+        command: Box<SuspendedCommand>,
     },
     /// Publish one message into the box, as a receive location would (durable on exit 0).
     Publish {
@@ -100,33 +101,63 @@ enum MessagesCommand {
         #[arg(long)]
         json: bool,
     },
+    /// What happened to messages: delivered, terminated, resubmitted, completed.
+    Tracking {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only this message's events.
+        #[arg(long, value_name = "ID")]
+        message: Option<String>,
+        /// A JSON array; `completed` events carry the message's context.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
 enum SuspendedCommand {
-    /// Every suspended entry: id, message, when, subscriber, attempts, reason.
+    /// Suspended entries (all, or those the filter flags select): id, message,
+    /// when, port or location, stage/component, attempts, resumable, reason.
     List {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        filters: suspended::Filters,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One entry: where it failed, every attempt, the message's context and parts.
+    Show {
+        #[arg(value_parser = suspended::id_arg)]
+        id: i64,
         #[arg(long, short)]
         config: PathBuf,
         #[arg(long)]
         json: bool,
     },
     /// Queue suspended entries again: to their send port, or, for "no
-    /// subscriber", to every subscription that matches now.
+    /// subscriber", to every subscription that matches now. Entries selected
+    /// by --all or filters that cannot be resumed are skipped.
     Resume {
-        /// Suspended entry ids (the `#` numbers of `suspended list`).
-        ids: Vec<i64>,
-        /// Resume every suspended entry.
-        #[arg(long, conflicts_with = "ids")]
-        all: bool,
+        #[command(flatten)]
+        target: suspended::Target,
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Publish suspended entries' messages again as new messages, routed as
+    /// any publish is, with an edited context or (one entry) a new body.
+    Resubmit {
+        #[command(flatten)]
+        target: suspended::Target,
+        #[command(flatten)]
+        changes: suspended::Changes,
         #[arg(long, short)]
         config: PathBuf,
     },
     /// Drop suspended entries (a message goes when nothing else references it).
     Terminate {
-        ids: Vec<i64>,
-        #[arg(long, conflicts_with = "ids")]
-        all: bool,
+        #[command(flatten)]
+        target: suspended::Target,
         #[arg(long, short)]
         config: PathBuf,
     },
@@ -151,6 +182,9 @@ fn init_logging() {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = check(&cli) {
+        e.exit();
+    }
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -161,6 +195,10 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.is::<suspended::Interrupted>() => {
+            eprintln!("{e}");
+            std::process::ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
@@ -184,13 +222,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Messages {
             command: MessagesCommand::Show { id, config, json },
         } => inspect::show(&load(&config)?, &id, json).await,
-        Command::Suspended { command } => match command {
-            SuspendedCommand::List { config, json } => suspended::list(&load(&config)?, json).await,
-            SuspendedCommand::Resume { ids, all, config } => {
-                suspended::act(&load(&config)?, which(ids, all)?, false).await
+        Command::Messages {
+            command: MessagesCommand::Tracking { config, message, json },
+        } => inspect::tracking(&load(&config)?, message.as_deref(), json).await,
+        Command::Suspended { command } => match *command {
+            SuspendedCommand::List { config, filters, json } => suspended::list(&load(&config)?, &filters, json).await,
+            SuspendedCommand::Show { id, config, json } => suspended::show(&load(&config)?, id, json).await,
+            SuspendedCommand::Resume { target, config } => {
+                suspended::act(&load(&config)?, &target, Action::Resume, None).await
             }
-            SuspendedCommand::Terminate { ids, all, config } => {
-                suspended::act(&load(&config)?, which(ids, all)?, true).await
+            SuspendedCommand::Resubmit {
+                target,
+                changes,
+                config,
+            } => {
+                // Checked by `check` before anything ran.
+                let edit = changes.edit(&target).map_err(|e| anyhow::anyhow!(e))?;
+                suspended::act(&load(&config)?, &target, Action::Resubmit(edit), changes.body).await
+            }
+            SuspendedCommand::Terminate { target, config } => {
+                suspended::act(&load(&config)?, &target, Action::Terminate, None).await
             }
         },
         Command::Publish {
@@ -220,11 +271,38 @@ fn on_signal() -> CancellationToken {
     token
 }
 
-fn which(ids: Vec<i64>, all: bool) -> anyhow::Result<suspended::Which> {
-    match (all, ids.is_empty()) {
-        (true, _) => Ok(suspended::Which::All),
-        (false, false) => Ok(suspended::Which::Ids(ids)),
-        (false, true) => anyhow::bail!("name the suspended entries (their # numbers) or pass --all"),
+/// What clap cannot check: a selection is given, and a resubmission's edit
+/// holds together. A usage error (exit status 2) before anything is opened.
+fn check(cli: &Cli) -> Result<(), clap::Error> {
+    let Command::Suspended { command } = &cli.command else {
+        return Ok(());
+    };
+    let name = match &**command {
+        SuspendedCommand::Resume { .. } => "resume",
+        SuspendedCommand::Resubmit { .. } => "resubmit",
+        _ => "terminate",
+    };
+    let usage = |message: String| {
+        let mut cli = Cli::command();
+        let sub = cli
+            .find_subcommand_mut("suspended")
+            .and_then(|s| s.find_subcommand_mut(name).cloned());
+        match sub {
+            Some(sub) => sub
+                .bin_name(format!("sluice suspended {name}"))
+                .error(clap::error::ErrorKind::ArgumentConflict, message),
+            None => cli.error(clap::error::ErrorKind::ArgumentConflict, message),
+        }
+    };
+    match &**command {
+        SuspendedCommand::Resume { target, .. } | SuspendedCommand::Terminate { target, .. } => {
+            target.selection().map(|_| ()).map_err(usage)
+        }
+        SuspendedCommand::Resubmit { target, changes, .. } => {
+            target.selection().map_err(usage)?;
+            changes.edit(target).map(|_| ()).map_err(usage)
+        }
+        _ => Ok(()),
     }
 }
 

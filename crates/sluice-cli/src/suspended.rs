@@ -1,115 +1,431 @@
-//! `sluice suspended`: list, resume and terminate suspended messages, beside
-//! a running node or not.
+//! `sluice suspended`: list, show, resume, resubmit and terminate suspended
+//! messages, beside a running node or not. The work is done by
+//! [`sluice_host::ops`]; this is the command line around it: flags, output,
+//! a progress bar, Ctrl-C.
 
+use std::io::{IsTerminal, Write};
+use std::ops::ControlFlow;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
 use sluice_host::Config;
-use sluice_msgbox::{BoxError, MessageBox, Routed, SuspendedInfo, SystemClock};
+use sluice_host::ops::{self, Action, Edit, Event, Outcome, Selection, Summary};
+use sluice_model::{Filter, Key, Value};
+use sluice_msgbox::{Clock, MessageBox, SuspendedInfo, SuspendedQuery, SystemClock};
 use sluice_msgbox_sqlite::{Options, SqliteBox};
 
-use crate::inspect::ms_to_text;
+use crate::inspect::{ms_to_text, print_context, print_parts};
 
-async fn all_suspended(b: &dyn MessageBox) -> anyhow::Result<Vec<SuspendedInfo>> {
-    let mut out = Vec::new();
-    let mut after = None;
-    loop {
-        let page = b
-            .list_suspended(&sluice_msgbox::SuspendedQuery::default(), after, 1000)
-            .await
-            .context("listing suspended messages")?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
-        out.extend(page);
-    }
-    Ok(out)
+/// Conditions that select suspended entries (every one given must match).
+#[derive(Args, Debug, Clone, Default)]
+#[group(id = "filters", multiple = true)]
+pub struct Filters {
+    /// The send port it was going to.
+    #[arg(long)]
+    pub port: Option<String>,
+    /// The receive location it came in by.
+    #[arg(long)]
+    pub location: Option<String>,
+    /// Where it failed: `transmit`, `route`, `unsubscribe`, `decode`, `disassemble`...
+    #[arg(long)]
+    pub stage: Option<String>,
+    /// Text the error contains (any case).
+    #[arg(long, value_name = "TEXT")]
+    pub error: Option<String>,
+    /// Suspended at or after: RFC 3339 (2026-11-22T10:00:00Z) or a duration ago (90m, 2h, 7d).
+    #[arg(long, value_name = "TIME", value_parser = time_arg)]
+    pub since: Option<i64>,
+    /// Suspended before: RFC 3339 or a duration ago.
+    #[arg(long, value_name = "TIME", value_parser = time_arg)]
+    pub until: Option<i64>,
+    /// A filter on the message's context, as subscriptions write it
+    /// (`order.customer == "ACME"`); it sees every property, promoted or not.
+    #[arg(long = "where", value_name = "FILTER", value_parser = filter_arg)]
+    pub context: Option<Filter>,
 }
 
-pub async fn list(config: &Config, json: bool) -> anyhow::Result<()> {
-    let b = SqliteBox::open_read_only(&config.data_dir)?;
-    let list = all_suspended(&b).await?;
+impl Filters {
+    fn query(&self) -> SuspendedQuery {
+        SuspendedQuery {
+            port: self.port.clone(),
+            location: self.location.clone(),
+            stage: self.stage.clone(),
+            error_contains: self.error.clone(),
+            since: self.since,
+            until: self.until,
+            context: self.context.clone(),
+            resumable: None,
+        }
+    }
+}
+
+/// Which entries to act on: ids, `--all`, or filter flags.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// Suspended entry ids (the `#` numbers of `suspended list`).
+    #[arg(value_name = "ID", value_parser = id_arg, conflicts_with_all = ["all", "filters"])]
+    pub ids: Vec<i64>,
+    /// Every suspended entry.
+    #[arg(long, conflicts_with = "filters")]
+    pub all: bool,
+    #[command(flatten)]
+    pub filters: Filters,
+}
+
+impl Target {
+    /// The selection, or why there is none (a usage error).
+    pub fn selection(&self) -> Result<Selection, String> {
+        let query = self.filters.query();
+        if !self.ids.is_empty() {
+            Ok(Selection::Ids(self.ids.clone()))
+        } else if self.all || ops::has_conditions(&query) {
+            Ok(Selection::Query(query))
+        } else {
+            Err("name the suspended entries (their # numbers), select them with filter flags, or pass --all".into())
+        }
+    }
+}
+
+/// What `resubmit` changes.
+#[derive(Args, Debug, Clone)]
+pub struct Changes {
+    /// Set a property (added promoted, or replaced keeping its promotion),
+    /// e.g. `order.id=string:A1`, `n=int:-5`, `t=timestamp:2026-11-22T10:00:00Z`
+    /// (the syntax of `sluice publish --prop`).
+    #[arg(long = "set", value_name = "KEY=TYPE:VALUE", value_parser = ops::parse_property)]
+    pub set: Vec<(Key, Value)>,
+    /// Remove a property (the message must have it).
+    #[arg(long = "remove", value_name = "KEY", value_parser = ops::parse_key)]
+    pub remove: Vec<Key>,
+    /// A new body: a file, or `-` for stdin (only with exactly one id).
+    #[arg(long, value_name = "FILE")]
+    pub body: Option<PathBuf>,
+}
+
+impl Changes {
+    /// The edit, checked against the target: a usage error if it cannot be.
+    pub fn edit(&self, target: &Target) -> Result<Edit, String> {
+        if self.body.is_some() && target.ids.len() != 1 {
+            return Err("--body gives one message a new body: name exactly one suspended entry".into());
+        }
+        Edit::new(self.set.clone(), self.remove.clone()).map_err(|e| e.to_string())
+    }
+}
+
+fn time_arg(text: &str) -> Result<i64, String> {
+    ops::parse_time(text, SystemClock.now_ms())
+}
+
+fn filter_arg(text: &str) -> Result<Filter, String> {
+    Filter::parse(text).map_err(|e| e.to_string())
+}
+
+pub fn id_arg(text: &str) -> Result<i64, String> {
+    text.trim_start_matches('#')
+        .parse()
+        .map_err(|_| format!("`{text}` is not a suspended entry id (the # number of `sluice suspended list`)"))
+}
+
+/// Ctrl-C during a bulk run: the run stops after the current entry.
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted; run the same command again to continue")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+fn open_read(config: &Config) -> anyhow::Result<SqliteBox> {
+    Ok(SqliteBox::open_read_only(&config.data_dir)?)
+}
+
+fn open_write(config: &Config) -> anyhow::Result<SqliteBox> {
+    Ok(SqliteBox::open_beside_node(
+        &config.data_dir,
+        Arc::new(SystemClock),
+        Options::default(),
+    )?)
+}
+
+/// Where it failed, for a table: `port out`, `location in-folder` or `-`.
+fn place(s: &SuspendedInfo) -> String {
+    match (&s.subscriber, &s.location) {
+        (Some(port), _) => format!("port {port}"),
+        (None, Some(location)) => format!("location {location}"),
+        (None, None) => "-".to_string(),
+    }
+}
+
+pub async fn list(config: &Config, filters: &Filters, json: bool) -> anyhow::Result<()> {
+    let b = open_read(config)?;
+    let query = filters.query();
+    let mut out = std::io::stdout().lock();
+    let mut n = 0u64;
+    let mut failed: Option<std::io::Error> = None;
     if json {
-        println!("{}", serde_json::to_string(&list)?);
-        return Ok(());
+        write!(out, "[")?;
     }
-    if list.is_empty() {
-        println!("(no suspended messages)");
+    // A page at a time, printed as it comes: memory does not grow with the list.
+    ops::select(&b, &Selection::Query(query.clone()), |s| {
+        let line = if json {
+            serde_json::to_string(&s).map(|j| if n == 0 { j } else { format!(",{j}") })
+        } else {
+            let header = if n == 0 {
+                format!(
+                    "{:<8} {:<26}  {:<24}  {:<24} {:<20} {:>8}  {:<9}  REASON\n",
+                    "ID", "MESSAGE", "SUSPENDED", "PORT/LOCATION", "STAGE/COMPONENT", "ATTEMPTS", "RESUMABLE"
+                )
+            } else {
+                String::new()
+            };
+            Ok(format!(
+                "{header}#{:<7} {}  {:<24}  {:<24} {:<20} {:>8}  {:<9}  {}\n",
+                s.id,
+                s.message_id,
+                ms_to_text(s.suspended_at),
+                place(&s),
+                format!("{}/{}", s.stage, s.component),
+                s.attempts,
+                if s.resumable { "yes" } else { "no" },
+                s.reason
+            ))
+        };
+        n += 1;
+        match line
+            .map_err(std::io::Error::other)
+            .and_then(|l| out.write_all(l.as_bytes()))
+        {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                failed = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    })
+    .await?;
+    if let Some(e) = failed {
+        return Err(e).context("writing the list");
     }
-    for s in &list {
-        println!(
-            "#{:<6} {}  {}  {:<16} attempts {:<3} {}{}",
-            s.id,
-            s.message_id,
-            ms_to_text(s.suspended_at),
-            s.subscriber.as_deref().unwrap_or("-"),
-            s.attempts,
-            if s.resumable { "" } else { "[not resumable] " },
-            s.reason
-        );
+    if json {
+        writeln!(out, "]")?;
+    } else if n == 0 && ops::has_conditions(&query) {
+        writeln!(out, "(no suspended message matches {})", ops::describe(&query))?;
+    } else if n == 0 {
+        writeln!(out, "(no suspended messages)")?;
     }
     Ok(())
 }
 
-/// What to act on: the given suspended ids, or all of them.
-pub enum Which {
-    Ids(Vec<i64>),
-    All,
+pub async fn show(config: &Config, id: i64, json: bool) -> anyhow::Result<()> {
+    let b = open_read(config)?;
+    let Some(s) = b
+        .suspended(id)
+        .await
+        .with_context(|| format!("reading suspended entry {id}"))?
+    else {
+        anyhow::bail!(
+            "suspended entry {id} does not exist (it was resumed, resubmitted or terminated, or never existed)"
+        );
+    };
+    let message = b
+        .message(s.message_id)
+        .await
+        .with_context(|| format!("reading message {} of suspended entry {id}", s.message_id))?
+        .with_context(|| {
+            format!(
+                "message {} of suspended entry {id} is gone (the entry went meanwhile)",
+                s.message_id
+            )
+        })?;
+    if json {
+        let mut v = serde_json::to_value(&s)?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("context".into(), message.context.to_display_json());
+            obj.insert("parts".into(), crate::inspect::parts_json(&message.parts));
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("suspended   #{}", s.id);
+    println!("message     {}", s.message_id);
+    println!("at          {}", ms_to_text(s.suspended_at));
+    println!("stage       {}", s.stage);
+    println!("component   {}", s.component);
+    if let Some(port) = &s.subscriber {
+        println!("send port   {port}");
+    }
+    if let Some(location) = &s.location {
+        println!("location    {location}");
+    }
+    if let Some(transport) = &s.transport {
+        println!("transport   {transport}");
+    }
+    println!(
+        "resumable   {}",
+        if s.resumable {
+            "yes"
+        } else {
+            "no (rejected on receipt: resubmit with --body, or terminate)"
+        }
+    );
+    println!("reason      {}", s.reason);
+    println!("attempts    {}", s.attempts);
+    for a in &s.history {
+        let transport = a.transport.as_deref().map(|t| format!(" [{t}]")).unwrap_or_default();
+        println!("  {:>3}  {}{transport}  {}", a.attempt, ms_to_text(a.at), a.error);
+    }
+    print_context(&message.context);
+    print_parts(&message.parts);
+    Ok(())
 }
 
-/// Resume or terminate; prints one line per entry and fails if any failed.
-pub async fn act(config: &Config, which: Which, terminate: bool) -> anyhow::Result<()> {
-    let b = SqliteBox::open_beside_node(&config.data_dir, Arc::new(SystemClock), Options::default())?;
-    let ids = match which {
-        Which::Ids(ids) => ids,
-        Which::All => {
-            let all = all_suspended(&b).await?;
-            if !terminate {
-                // "All" means all that can be resumed; say which are left.
-                for s in all.iter().filter(|s| !s.resumable) {
-                    println!("#{}: skipped, not resumable ({})", s.id, s.reason);
+/// How a bulk run reports: a progress bar on a terminal, else a line per entry.
+struct Report {
+    bar: Option<ProgressBar>,
+    /// Gone counts as a failure (named ids), or not (a query).
+    named: bool,
+    stop: Arc<AtomicBool>,
+}
+
+impl Report {
+    fn new(named: bool, stop: Arc<AtomicBool>) -> Report {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(0);
+            if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} {msg} [{elapsed}, {eta} left]") {
+                bar.set_style(style);
+            }
+            bar
+        });
+        Report { bar, named, stop }
+    }
+
+    /// A line on stdout, or above the bar.
+    fn say(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => println!("{line}"),
+        }
+    }
+
+    fn complain(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn event(&mut self, event: Event<'_>) -> ControlFlow<()> {
+        match event {
+            Event::Matched { total } => {
+                if let Some(bar) = &self.bar {
+                    bar.set_length(total);
                 }
             }
-            all.into_iter()
-                .filter(|s| terminate || s.resumable)
-                .map(|s| s.id)
-                .collect()
-        }
-    };
-    let mut failed = 0;
-    for id in &ids {
-        let result = if terminate {
-            b.terminate(*id).await.map(|()| "terminated".to_string())
-        } else {
-            b.resume(*id).await.map(|r| match r {
-                Routed::Queued(subs) => format!("resumed -> {}", subs.join(", ")),
-                Routed::Suspended { suspended_id } => format!("suspended again as #{suspended_id}"),
-            })
-        };
-        match result {
-            Ok(done) => println!("#{id}: {done}"),
-            Err(e) => {
-                failed += 1;
-                let hint = match &e {
-                    BoxError::StillNoSubscriber { .. } => " (add or fix a send port whose filter matches it)",
-                    BoxError::NoSuchSubscriber(_) => " (its send port is gone; configure it again, or terminate)",
-                    BoxError::NotResumable { .. } => {
-                        " (a receive pipeline rejected it: fix the source and send it again, then terminate this)"
-                    }
-                    _ => "",
-                };
-                eprintln!("#{id}: {e}{hint}");
+            Event::Entry { done, id, outcome, .. } => {
+                let line = format!("#{id}: {outcome}");
+                match outcome {
+                    Outcome::Failed(_) => self.complain(&line),
+                    Outcome::Gone if self.named => self.complain(&line),
+                    Outcome::Skipped(_) | Outcome::Gone => self.say(&line),
+                    _ if self.bar.is_none() => println!("{line}"),
+                    _ => {}
+                }
+                if let Some(bar) = &self.bar {
+                    bar.set_position(done);
+                }
             }
         }
+        if self.stop.load(Ordering::SeqCst) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
     }
-    b.close().await?;
-    if ids.is_empty() {
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Resume, resubmit or terminate: one line per entry (or a progress bar),
+/// a summary, and an error if any entry failed (or a named one is gone).
+pub async fn act(config: &Config, target: &Target, action: Action, body: Option<PathBuf>) -> anyhow::Result<()> {
+    let selection = target.selection().map_err(|e| anyhow::anyhow!(e))?;
+    // The body is opened before the box: a missing file changes nothing.
+    let mut reader = match &body {
+        Some(path) => Some(crate::publish::body_reader(Some(path)).await?),
+        None => None,
+    };
+    let b = open_write(config)?;
+    let result = match (&mut reader, &action, &selection) {
+        (Some(reader), Action::Resubmit(edit), Selection::Ids(ids)) if ids.len() == 1 => {
+            one_with_body(&b, ids[0], edit, reader.as_mut()).await
+        }
+        _ => bulk(&b, &selection, &action).await,
+    };
+    let closed = b.close().await;
+    result?;
+    closed.context("closing the message box")?;
+    Ok(())
+}
+
+async fn one_with_body(
+    b: &SqliteBox,
+    id: i64,
+    edit: &Edit,
+    body: &mut (dyn tokio::io::AsyncRead + Send + Unpin),
+) -> anyhow::Result<()> {
+    let done = ops::resubmit(b, id, edit, Some(body)).await?;
+    println!("#{id}: {}", Outcome::Resubmitted(done));
+    Ok(())
+}
+
+async fn bulk(b: &SqliteBox, selection: &Selection, action: &Action) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    // Installed before the run starts: from now on Ctrl-C stops the run
+    // after the current entry instead of killing the process.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("installing the Ctrl-C handler")?;
+    let flag = stop.clone();
+    let watcher = tokio::spawn(async move {
+        if interrupt.recv().await.is_some() {
+            flag.store(true, Ordering::SeqCst);
+        }
+    });
+    let named = matches!(selection, Selection::Ids(_));
+    let mut report = Report::new(named, stop.clone());
+    let result = ops::run(b, selection, action, |event| report.event(event)).await;
+    report.finish();
+    watcher.abort();
+    let summary = result?;
+    finish(&summary, named)
+}
+
+/// The summary line, and the exit status it means.
+fn finish(summary: &Summary, named: bool) -> anyhow::Result<()> {
+    if summary.matched == 0 {
         println!("(no suspended messages)");
+        return Ok(());
     }
+    println!("{summary}");
+    if summary.interrupted {
+        return Err(Interrupted.into());
+    }
+    let bad = summary.failed + if named { summary.gone } else { 0 };
     anyhow::ensure!(
-        failed == 0,
-        "{failed} of {} suspended message(s) could not be {}",
-        ids.len(),
-        if terminate { "terminated" } else { "resumed" }
+        bad == 0,
+        "{bad} of {} suspended message(s) could not be {}",
+        summary.matched,
+        summary.op.done()
     );
     Ok(())
 }

@@ -1,10 +1,18 @@
 //! Suspended messages through the real binary: a file nobody subscribes to is
 //! suspended, stays suspended while nothing matches, and is delivered when a
-//! matching send port exists and it is resumed. Terminate drops it.
+//! matching send port exists and it is resumed. Terminate drops it. The
+//! operations: list with filters, show, resume, resubmit with edits and a new
+//! body, terminate, one entry or in bulk; bad input changes nothing; a bulk
+//! run stopped with Ctrl-C is finished by running it again.
 
 mod common;
 
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
 use std::time::Duration;
+
+use serde_json::Value;
 
 use common::*;
 
@@ -122,4 +130,419 @@ fn resume_delivers_once_a_send_port_matches_and_terminate_drops() {
     let out = run(sluice().args(["suspended", "resume", "--config"]).arg(&config));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("or pass --all"));
+}
+
+/// Send port `deliver` takes orders and writes them to a folder that does
+/// not exist (and is not created), failing at once: each order is suspended
+/// after one attempt. Anything else has no subscriber.
+const DELIVER: &str = r#"
+[send_ports.deliver]
+filter = 'kind == "order"'
+adapter = { type = "file", path = "missing", file_name = "%property:order.id%.txt", create_folder = false }
+retry = { count = 0, interval = "1s" }
+"#;
+
+fn sl(config: &Path, args: &[&str]) -> Output {
+    run(sluice().args(args).arg("--config").arg(config))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Run, expect exit status `code`, return stdout and stderr.
+fn expect(config: &Path, args: &[&str], code: i32) -> (String, String) {
+    let out = sl(config, args);
+    let (o, e) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(code), "{args:?}\nstdout: {o}\nstderr: {e}");
+    (o, e)
+}
+
+/// `suspended list --json` with these filter flags.
+fn list(config: &Path, filters: &[&str]) -> Vec<Value> {
+    let mut args = vec!["suspended", "list", "--json"];
+    args.extend_from_slice(filters);
+    let (o, _) = expect(config, &args, 0);
+    serde_json::from_str::<Value>(&o)
+        .unwrap_or_else(|e| panic!("{e}: {o}"))
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// The `order.id` of each listed entry's message, sorted.
+fn orders(config: &Path, filters: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = list(config, filters)
+        .iter()
+        .map(|s| {
+            let show = show_json(config, s["id"].as_i64().unwrap());
+            property(&show["context"], "order", "id").as_str().unwrap().to_string()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn show_json(config: &Path, id: i64) -> Value {
+    let (o, _) = expect(config, &["suspended", "show", &id.to_string(), "--json"], 0);
+    serde_json::from_str(&o).unwrap()
+}
+
+fn property<'a>(context: &'a Value, namespace: &str, name: &str) -> &'a Value {
+    &context
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["namespace"] == namespace && p["name"] == name)
+        .unwrap_or_else(|| panic!("no {namespace}.{name} in {context}"))["value"]
+}
+
+/// The suspended entry whose message has `order.id` == `order`.
+fn entry_of(config: &Path, order: &str) -> i64 {
+    let filter = format!("order.id == \"{order}\"");
+    let found = list(config, &["--where", &filter]);
+    assert_eq!(found.len(), 1, "{order}: {found:?}");
+    found[0]["id"].as_i64().unwrap()
+}
+
+fn publish(config: &Path, props: &[&str]) {
+    let mut args = vec!["publish"];
+    for p in props {
+        args.extend_from_slice(&["--prop", p]);
+    }
+    expect(config, &args, 0);
+}
+
+/// A root with the `deliver` port, a box made by a node that ran once.
+fn setup() -> (tempfile::TempDir, PathBuf) {
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(root.path(), DELIVER);
+    Node::start(&config, &root.path().join("node.log")).stop();
+    (root, config)
+}
+
+/// Orders A1, B2, B3 failed at `deliver`, C3 (not an order) has no subscriber.
+fn four_suspended(config: &Path) {
+    for order in ["A1", "B2", "B3"] {
+        publish(config, &["kind=string:order", &format!("order.id=string:{order}")]);
+    }
+    publish(config, &["kind=string:other", "order.id=string:C3"]);
+    wait_until(Duration::from_secs(30), "four suspended messages", || {
+        status_json(config)["suspended"] == 4
+    });
+}
+
+fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+#[test]
+fn list_filters_and_show_where_it_failed() {
+    let (root, config) = setup();
+    let _node = Node::start(&config, &root.path().join("node.log"));
+    four_suspended(&config);
+
+    assert_eq!(orders(&config, &[]), ["A1", "B2", "B3", "C3"]);
+    assert_eq!(orders(&config, &["--port", "deliver"]), ["A1", "B2", "B3"]);
+    assert_eq!(orders(&config, &["--stage", "route"]), ["C3"]);
+    assert_eq!(
+        orders(
+            &config,
+            &["--stage", "transmit", "--where", "order.id starts-with \"B\""]
+        ),
+        ["B2", "B3"]
+    );
+    assert_eq!(
+        orders(&config, &["--error", "MISSING DOES NOT EXIST"]),
+        ["A1", "B2", "B3"]
+    );
+    assert_eq!(orders(&config, &["--error", "no SUBSCRIBER"]), ["C3"]);
+    assert_eq!(
+        orders(&config, &["--where", "order.id == \"B2\" or kind == \"other\""]),
+        ["B2", "C3"]
+    );
+    assert_eq!(orders(&config, &["--since", "1h"]), ["A1", "B2", "B3", "C3"]);
+    assert!(orders(&config, &["--until", "1h"]).is_empty());
+    // A time range around the latest suspension: since is inclusive, until exclusive.
+    let all = list(&config, &[]);
+    let latest = all.iter().max_by_key(|s| s["suspended_at"].as_i64()).unwrap();
+    let at = rfc3339(latest["suspended_at"].as_i64().unwrap());
+    let since: Vec<_> = list(&config, &["--since", &at])
+        .iter()
+        .map(|s| s["id"].clone())
+        .collect();
+    assert!(since.contains(&latest["id"]), "{since:?}");
+    let until = list(&config, &["--until", &at]);
+    assert!(!until.iter().any(|s| s["id"] == latest["id"]));
+    assert_eq!(since.len() + until.len(), 4);
+
+    // The table: id, message, time, port or location, stage/component, attempts, resumable, reason.
+    let (table, _) = expect(&config, &["suspended", "list", "--port", "deliver"], 0);
+    let a1 = entry_of(&config, "A1");
+    let row = table.lines().find(|l| l.starts_with(&format!("#{a1} "))).unwrap();
+    for col in ["port deliver", "transmit/file", " 1  ", "yes", "does not exist"] {
+        assert!(row.contains(col), "{col}: {row}");
+    }
+    let (none, _) = expect(&config, &["suspended", "list", "--error", "nope"], 0);
+    assert_eq!(none.trim(), "(no suspended message matches error containing \"nope\")");
+
+    // Show: where, every attempt, the typed context, the parts.
+    let (shown, _) = expect(&config, &["suspended", "show", &format!("#{a1}")], 0);
+    for line in [
+        "stage       transmit",
+        "component   file",
+        "send port   deliver",
+        "attempts    1",
+        "    1  ",
+        "order.id                         string    \"A1\"  (promoted)",
+        "0: body                            0 bytes",
+    ] {
+        assert!(shown.contains(line), "{line}:\n{shown}");
+    }
+    let v = show_json(&config, a1);
+    assert_eq!(v["history"].as_array().unwrap().len(), 1);
+    assert!(v["history"][0]["error"].as_str().unwrap().contains("does not exist"));
+    assert_eq!(v["stage"], "transmit");
+    assert_eq!(v["component"], "file");
+    assert_eq!(v["subscriber"], "deliver");
+    assert_eq!(property(&v["context"], "", "kind"), "order");
+    assert_eq!(v["parts"][0]["size"], 0);
+    let (_, err) = expect(&config, &["suspended", "show", "999"], 1);
+    assert!(err.contains("suspended entry 999 does not exist"), "{err}");
+}
+
+#[test]
+fn resume_resubmit_terminate_and_bad_input_that_changes_nothing() {
+    let (root, config) = setup();
+    let _node = Node::start(&config, &root.path().join("node.log"));
+    four_suspended(&config);
+    let (a1, c3) = (entry_of(&config, "A1"), entry_of(&config, "C3"));
+    let body = root.path().join("fixed.xml");
+    std::fs::write(&body, b"<order id=\"C3\">fixed</order>\n").unwrap();
+
+    // Bad input: says what is wrong, exit status 2 (usage) or 1, nothing changes.
+    let before = list(&config, &[]);
+    let (a1s, c3s) = (a1.to_string(), c3.to_string());
+    let body_arg = body.to_str().unwrap();
+    for (args, code, says) in [
+        (vec!["suspended", "resume", "999"], 1, "#999: does not exist"),
+        (
+            vec!["suspended", "resubmit", &a1s, "--set", "n=int:abc"],
+            2,
+            "`abc` is not an int",
+        ),
+        (
+            vec!["suspended", "resubmit", &a1s, "--set", "n=integer:1"],
+            2,
+            "unknown type `integer`",
+        ),
+        (
+            vec!["suspended", "resubmit", &a1s, "--set", "a=int:1", "--remove", "a"],
+            2,
+            "named twice",
+        ),
+        (
+            vec!["suspended", "resubmit", &a1s, "--remove", "order.typo"],
+            1,
+            "no property `order.typo`",
+        ),
+        (
+            vec!["suspended", "resubmit", &c3s, "--body", "/nonexistent"],
+            1,
+            "opening the body file",
+        ),
+        (
+            vec!["suspended", "resubmit", "--all", "--body", body_arg],
+            2,
+            "exactly one suspended entry",
+        ),
+        (
+            vec!["suspended", "resume", &a1s, "--port", "deliver"],
+            2,
+            "cannot be used with",
+        ),
+        (
+            vec!["suspended", "resume", "--port", "nope"],
+            1,
+            "no suspended message matches port `nope`",
+        ),
+        (
+            vec![
+                "suspended",
+                "terminate",
+                "--where",
+                "order.id == \"ZZ\"",
+                "--since",
+                "2h",
+            ],
+            1,
+            "no suspended message matches suspended at or after",
+        ),
+        (vec!["suspended", "list", "--where", "order.id =="], 2, "needs a value"),
+        (
+            vec!["suspended", "list", "--since", "yesterday"],
+            2,
+            "nor a duration ago",
+        ),
+        // Last: the id that exists is terminated, the other one is reported.
+        (vec!["suspended", "terminate", "999", &a1s], 1, "#999: does not exist"),
+    ] {
+        let (_, err) = expect(&config, &args, code);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    // Only the entry terminated by the last command went.
+    let terminated_a1 = before.iter().filter(|s| s["id"] != a1).cloned().collect::<Vec<_>>();
+    assert_eq!(list(&config, &[]), terminated_a1);
+
+    // Terminate one twice: the second says it is gone.
+    let b3 = entry_of(&config, "B3");
+    let (out, _) = expect(&config, &["suspended", "terminate", &b3.to_string()], 0);
+    assert!(out.contains(&format!("#{b3}: terminated")), "{out}");
+    let (_, err) = expect(&config, &["suspended", "terminate", &b3.to_string()], 1);
+    assert!(err.contains(&format!("#{b3}: does not exist")), "{err}");
+
+    // A1 again; then the folder exists: resume one, then the rest by port.
+    publish(&config, &["kind=string:order", "order.id=string:A1"]);
+    wait_until(Duration::from_secs(30), "A1 suspended again", || {
+        status_json(&config)["suspended"] == 3
+    });
+    std::fs::create_dir(root.path().join("missing")).unwrap();
+    let a1 = entry_of(&config, "A1");
+    let b2 = entry_of(&config, "B2");
+    let (out, _) = expect(&config, &["suspended", "resume", &a1.to_string()], 0);
+    assert!(out.contains(&format!("#{a1}: resumed -> deliver")), "{out}");
+    let (out, _) = expect(&config, &["suspended", "resume", "--port", "deliver"], 0);
+    assert!(out.contains(&format!("#{b2}: resumed -> deliver")), "{out}");
+    assert!(out.contains("resumed 1 of 1; 0 failed, 0 skipped, 0 gone"), "{out}");
+    let delivered = root.path().join("missing");
+    wait_until(Duration::from_secs(30), "A1 and B2 delivered", || {
+        names(&delivered) == ["A1.txt", "B2.txt"]
+    });
+
+    // Resubmit C3 as an order with a new id and a new body, without publish.by.
+    let original = show_json(&config, c3);
+    let (out, _) = expect(
+        &config,
+        &[
+            "suspended",
+            "resubmit",
+            &c3s,
+            "--set",
+            "kind=string:order",
+            "--set",
+            "order.id=string:C3-fixed",
+            "--set",
+            "fix.by=string:ops",
+            "--remove",
+            "publish.by",
+            "--body",
+            body_arg,
+        ],
+        0,
+    );
+    assert!(
+        out.contains(&format!("#{c3}: resubmitted as ")) && out.contains("-> deliver"),
+        "{out}"
+    );
+    let fixed = delivered.join("C3-fixed.txt");
+    wait_until(Duration::from_secs(30), "C3-fixed delivered", || fixed.exists());
+    assert_eq!(std::fs::read(&fixed).unwrap(), std::fs::read(&body).unwrap());
+
+    // Tracking: the original was resubmitted as the new message, whose
+    // context is the original's with the edits (in place), nothing else.
+    let old_id = original["message_id"].as_str().unwrap();
+    let events = tracking(&config, &[]);
+    let resubmitted = events
+        .iter()
+        .find(|e| e["event"] == "resubmitted" && e["message_id"] == old_id)
+        .expect("a resubmitted event");
+    let new_id = resubmitted["detail"].as_str().unwrap();
+    assert!(out.contains(new_id), "{out}");
+    let mine = tracking(&config, &["--message", new_id]);
+    let kinds: Vec<_> = mine.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["delivered", "completed"]);
+    let mut expected = original["context"].as_array().unwrap().clone();
+    expected.retain(|p| !(p["namespace"] == "publish" && p["name"] == "by"));
+    for p in expected.iter_mut() {
+        match (p["namespace"].as_str(), p["name"].as_str()) {
+            (Some(""), Some("kind")) => p["value"] = "order".into(),
+            (Some("order"), Some("id")) => p["value"] = "C3-fixed".into(),
+            _ => {}
+        }
+    }
+    expected.push(
+        serde_json::json!({"namespace": "fix", "name": "by", "type": "string", "value": "ops", "promoted": true}),
+    );
+    assert_eq!(mine[1]["context"], Value::Array(expected));
+    let (table, _) = expect(&config, &["messages", "tracking", "--message", new_id], 0);
+    assert!(table.contains("delivered    deliver"), "{table}");
+
+    // Terminate in bulk: three messages nobody wants, by stage.
+    for _ in 0..3 {
+        publish(&config, &["kind=string:other"]);
+    }
+    let (out, _) = expect(&config, &["suspended", "terminate", "--stage", "route"], 0);
+    assert_eq!(out.lines().filter(|l| l.ends_with(": terminated")).count(), 3, "{out}");
+    assert!(out.contains("terminated 3 of 3"), "{out}");
+    assert!(list(&config, &[]).is_empty());
+    wait_until(Duration::from_secs(30), "an empty box", || {
+        status_json(&config)["spool"] == 0
+    });
+}
+
+fn tracking(config: &Path, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["messages", "tracking", "--json"];
+    all.extend_from_slice(args);
+    let (o, _) = expect(config, &all, 0);
+    serde_json::from_str::<Value>(&o).unwrap().as_array().unwrap().clone()
+}
+
+/// Ctrl-C during a bulk run stops it after the current entry with exit
+/// status 130, the rest stays suspended, and the same command finishes it.
+#[test]
+fn an_interrupted_bulk_run_is_finished_by_running_it_again() {
+    let (_root, config) = setup();
+    let n = 100;
+    for i in 0..n {
+        publish(&config, &[&format!("i=int:{i}")]);
+    }
+    let mut child = sluice()
+        .args(["suspended", "terminate", "--all", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.ends_with(": terminated\n"), "{first}");
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{rest}\n{err}");
+    assert_eq!(err.trim(), "interrupted; run the same command again to continue");
+    let summary = rest.lines().last().unwrap();
+    let left = status_json(&config)["suspended"].as_u64().unwrap();
+    assert!(left > 0 && left < n, "{left} left");
+    assert_eq!(
+        summary,
+        format!(
+            "terminated {0} of {n}; 0 failed, 0 skipped, 0 gone; stopped after {0} of {n}",
+            n - left
+        )
+    );
+    let (out, _) = expect(&config, &["suspended", "terminate", "--all"], 0);
+    assert!(
+        out.ends_with(&format!("terminated {left} of {left}; 0 failed, 0 skipped, 0 gone\n")),
+        "{out}"
+    );
+    assert_eq!(status_json(&config)["suspended"], 0);
 }

@@ -23,6 +23,7 @@
 
 pub mod config;
 pub mod metrics;
+pub mod ops;
 mod publisher;
 mod send_port;
 pub mod status;

@@ -1,0 +1,1221 @@
+//! Operations on suspended messages: select, resume, resubmit (with an
+//! edited context or a new body), terminate, one entry at a time or in bulk.
+//! The CLI (`sluice suspended`) calls this, and so will the REST API and the
+//! portal, so that every front end behaves the same way.
+//!
+//! Bulk work goes entry by entry, each entry one transaction of the box, and
+//! never holds more than one page ([`PAGE`]) of entries in memory. A bulk run
+//! can be stopped after any entry (its progress callback returns
+//! [`ControlFlow::Break`]) and run again with the same selection: the rerun
+//! finds only what is left. An entry that went away meanwhile (another
+//! operator, the node) counts as *gone*, not as a failure of the run.
+//!
+//! Edits are checked before anything changes: an edit that does not parse,
+//! or does not apply to an entry's message, leaves that entry as it was.
+
+use std::fmt;
+use std::ops::ControlFlow;
+
+use base64::Engine as _;
+use serde::Serialize;
+use sluice_content::{ContentError, WriteOptions, write_part};
+use sluice_model::{Context, Key, Value, ValueType};
+use sluice_msgbox::{BoxError, MessageBox, Millis, Resubmission, Resubmitted, Routed, SuspendedInfo, SuspendedQuery};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::io::AsyncRead;
+
+/// Entries read from the box at a time.
+pub const PAGE: usize = 1000;
+
+/// Failures, skips and gone ids a [`Summary`] keeps by id (the counts are exact).
+pub const KEPT: usize = 100;
+
+/// Why an entry is gone.
+const GONE: &str = "does not exist (it was resumed, resubmitted or terminated, or never existed)";
+
+/// Which suspended entries an operation is for.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    /// These entries (the `#` numbers of `sluice suspended list`).
+    Ids(Vec<i64>),
+    /// Every entry that matches (no conditions: every entry).
+    Query(SuspendedQuery),
+}
+
+impl Selection {
+    /// Every suspended entry.
+    pub fn all() -> Selection {
+        Selection::Query(SuspendedQuery::default())
+    }
+}
+
+/// What is done to an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    Resume,
+    Resubmit,
+    Terminate,
+}
+
+impl Op {
+    /// `resuming`, `resubmitting`, `terminating`.
+    pub fn doing(self) -> &'static str {
+        match self {
+            Op::Resume => "resuming",
+            Op::Resubmit => "resubmitting",
+            Op::Terminate => "terminating",
+        }
+    }
+    /// `resumed`, `resubmitted`, `terminated`.
+    pub fn done(self) -> &'static str {
+        match self {
+            Op::Resume => "resumed",
+            Op::Resubmit => "resubmitted",
+            Op::Terminate => "terminated",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    #[error("{} suspended entry {id}: it {GONE}", .op.doing())]
+    Gone { op: Op, id: i64 },
+    #[error("{} suspended entry {id}: {error}", .op.doing())]
+    Entry { op: Op, id: i64, error: BoxError },
+    #[error("resubmitting suspended entry {id}: {reason}; nothing was changed")]
+    Edit { id: i64, reason: String },
+    #[error("resubmitting suspended entry {id}: storing the new body: {error}; nothing was changed")]
+    Body { id: i64, error: ContentError },
+    #[error("{doing}: {error}")]
+    Read { doing: String, error: BoxError },
+    #[error("invalid edit: {0}")]
+    BadEdit(String),
+    #[error("no suspended message matches {conditions}")]
+    NothingMatches { conditions: String },
+}
+
+impl OpsError {
+    /// Why, without what was being done to which entry (for a line that
+    /// already names the entry).
+    pub fn reason(&self) -> String {
+        match self {
+            OpsError::Gone { .. } => GONE.to_string(),
+            OpsError::Entry { error, .. } | OpsError::Read { error, .. } => error.to_string(),
+            OpsError::Edit { reason, .. } => format!("{reason}; nothing was changed"),
+            OpsError::Body { error, .. } => format!("storing the new body: {error}; nothing was changed"),
+            other => other.to_string(),
+        }
+    }
+
+    /// What an operator can do about it, when there is something to say.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            OpsError::Entry { error, .. } => match error {
+                BoxError::StillNoSubscriber { .. } => Some("add or fix a send port whose filter matches it"),
+                BoxError::NoSuchSubscriber(_) => Some("its send port is gone; configure it again, or terminate"),
+                BoxError::NotResumable { .. } | BoxError::NeedsNewBody { .. } => Some(
+                    "a receive pipeline rejected it: resubmit it with a new body, or fix the source, send it again and terminate this",
+                ),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn is_gone(&self) -> bool {
+        matches!(self, OpsError::Gone { .. })
+    }
+}
+
+fn entry_error(op: Op, id: i64) -> impl FnOnce(BoxError) -> OpsError {
+    move |error| match error {
+        BoxError::NoSuchSuspended(_) => OpsError::Gone { op, id },
+        error => OpsError::Entry { op, id, error },
+    }
+}
+
+fn read_error(doing: impl Into<String>) -> impl FnOnce(BoxError) -> OpsError {
+    move |error| OpsError::Read {
+        doing: doing.into(),
+        error,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Conditions in words, times, properties
+// ---------------------------------------------------------------------------
+
+/// Whether the query has any condition (none: every entry).
+pub fn has_conditions(q: &SuspendedQuery) -> bool {
+    q.port.is_some()
+        || q.location.is_some()
+        || q.stage.is_some()
+        || q.error_contains.is_some()
+        || q.since.is_some()
+        || q.until.is_some()
+        || q.context.is_some()
+        || q.resumable.is_some()
+}
+
+/// A time (ms since the epoch) as RFC 3339, or the number if out of range.
+pub fn ms_to_text(ms: Millis) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// The query's conditions in words: `port `out` and error containing "disk"`.
+pub fn describe(q: &SuspendedQuery) -> String {
+    let mut parts = Vec::new();
+    if let Some(p) = &q.port {
+        parts.push(format!("port `{p}`"));
+    }
+    if let Some(l) = &q.location {
+        parts.push(format!("location `{l}`"));
+    }
+    if let Some(s) = &q.stage {
+        parts.push(format!("stage `{s}`"));
+    }
+    if let Some(e) = &q.error_contains {
+        parts.push(format!("error containing {e:?}"));
+    }
+    if let Some(t) = q.since {
+        parts.push(format!("suspended at or after {}", ms_to_text(t)));
+    }
+    if let Some(t) = q.until {
+        parts.push(format!("suspended before {}", ms_to_text(t)));
+    }
+    if let Some(f) = &q.context {
+        parts.push(format!("context `{f}`"));
+    }
+    match q.resumable {
+        Some(true) => parts.push("resumable".to_string()),
+        Some(false) => parts.push("not resumable".to_string()),
+        None => {}
+    }
+    if parts.is_empty() {
+        "(no conditions: every entry)".to_string()
+    } else {
+        parts.join(" and ")
+    }
+}
+
+/// A point in time as an operator writes it: RFC 3339
+/// (`2026-11-22T10:00:00Z`), or a duration ago (`90m`, `2h`, `7d`), counted
+/// back from `now`.
+pub fn parse_time(text: &str, now: Millis) -> Result<Millis, String> {
+    if let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) {
+        return Ok((t.unix_timestamp_nanos() / 1_000_000) as Millis);
+    }
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) => {
+            let ms = i64::try_from(d.as_millis()).map_err(|_| format!("`{text}` is too long ago"))?;
+            Ok(now.saturating_sub(ms))
+        }
+        Err(_) => Err(format!(
+            "`{text}` is neither an RFC 3339 time (2026-11-22T10:00:00Z) nor a duration ago (90m, 2h, 7d)"
+        )),
+    }
+}
+
+/// What a typed property is written as, for error messages.
+pub const PROPERTY_SYNTAX: &str = "KEY=TYPE:VALUE, TYPE one of string, int, float, bool, timestamp, bytes";
+
+/// A property key: `namespace.name` or `name`.
+pub fn parse_key(text: &str) -> Result<Key, String> {
+    Key::parse(text).ok_or_else(|| {
+        format!("`{text}` is not a property key (`namespace.name` or `name`; a name starts with a letter or `_`)")
+    })
+}
+
+/// A typed property, `KEY=TYPE:VALUE`: `order.id=string:A1`, `n=int:-5`,
+/// `x=float:1.5`, `ok=bool:true`, `t=timestamp:2026-11-22T10:00:00Z`,
+/// `b=bytes:hex:00ff` or `b=bytes:base64:AP8=`.
+pub fn parse_property(arg: &str) -> Result<(Key, Value), String> {
+    let (key, typed) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("no `=` (expected {PROPERTY_SYNTAX})"))?;
+    let key = parse_key(key)?;
+    let (ty, text) = typed
+        .split_once(':')
+        .ok_or_else(|| format!("no `TYPE:` before the value (expected {PROPERTY_SYNTAX})"))?;
+    let ty = ValueType::parse(ty).ok_or_else(|| format!("unknown type `{ty}` (expected {PROPERTY_SYNTAX})"))?;
+    let value = match ty {
+        // Strictly RFC 3339 (`Value::from_text` also takes stored nanoseconds).
+        ValueType::Timestamp => OffsetDateTime::parse(text, &Rfc3339)
+            .map(Value::timestamp)
+            .map_err(|e| format!("`{text}` is not an RFC 3339 timestamp ({e})"))?,
+        ValueType::Bytes => parse_bytes(text)?,
+        other => Value::from_text(other, text)?,
+    };
+    Ok((key, value))
+}
+
+/// `hex:00ff` or `base64:AP8=`.
+fn parse_bytes(text: &str) -> Result<Value, String> {
+    match text.split_once(':') {
+        Some(("hex", hex)) => Value::from_text(ValueType::Bytes, hex),
+        Some(("base64", b64)) => base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map(Value::Bytes)
+            .map_err(|e| format!("`{b64}` is not base64 ({e})")),
+        _ => Err(format!("`{text}`: write bytes as `hex:00ff` or `base64:AP8=`")),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Edits
+// ---------------------------------------------------------------------------
+
+/// Changes to a message's context for [`resubmit`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Edit {
+    set: Vec<(Key, Value)>,
+    remove: Vec<Key>,
+}
+
+impl Edit {
+    /// Set (add or replace) `set`, remove `remove`. A key may be named once.
+    pub fn new(set: Vec<(Key, Value)>, remove: Vec<Key>) -> Result<Edit, OpsError> {
+        let mut seen: Vec<&Key> = Vec::new();
+        for key in set.iter().map(|(k, _)| k).chain(&remove) {
+            if seen.contains(&key) {
+                return Err(OpsError::BadEdit(format!(
+                    "property `{key}` is named twice (set or remove each property once)"
+                )));
+            }
+            seen.push(key);
+        }
+        Ok(Edit { set, remove })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.remove.is_empty()
+    }
+
+    /// The edited context. A property that is set keeps its place and its
+    /// promotion if the message has it, and is added promoted otherwise;
+    /// removing a property the message does not have is an error (a typo
+    /// must not resubmit the message unchanged).
+    pub fn apply(&self, context: &Context) -> Result<Context, String> {
+        let mut edited = context.clone();
+        for key in &self.remove {
+            if edited.remove(&key.namespace, &key.name).is_none() {
+                return Err(format!("the message has no property `{key}` to remove"));
+            }
+        }
+        for (key, value) in &self.set {
+            let promoted = context.get(&key.namespace, &key.name).is_none_or(|p| p.promoted);
+            edited.set(&key.namespace, &key.name, value.clone(), promoted);
+        }
+        Ok(edited)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Selecting
+// ---------------------------------------------------------------------------
+
+/// One page (at most [`PAGE`]) of the entries matching `query`, after `after`,
+/// in id order.
+pub async fn page(
+    b: &dyn MessageBox,
+    query: &SuspendedQuery,
+    after: Option<i64>,
+    limit: usize,
+) -> Result<Vec<SuspendedInfo>, OpsError> {
+    b.list_suspended(query, after, limit.clamp(1, PAGE))
+        .await
+        .map_err(read_error("listing suspended messages"))
+}
+
+/// The entries matching a query, a page ([`PAGE`]) at a time, in id order.
+pub struct Pages<'a> {
+    b: &'a dyn MessageBox,
+    query: &'a SuspendedQuery,
+    after: Option<i64>,
+    ended: bool,
+}
+
+impl<'a> Pages<'a> {
+    pub fn new(b: &'a dyn MessageBox, query: &'a SuspendedQuery) -> Pages<'a> {
+        Pages {
+            b,
+            query,
+            after: None,
+            ended: false,
+        }
+    }
+
+    /// The next page, or `None` after the last.
+    pub async fn next(&mut self) -> Result<Option<Vec<SuspendedInfo>>, OpsError> {
+        if self.ended {
+            return Ok(None);
+        }
+        let entries = page(self.b, self.query, self.after, PAGE).await?;
+        self.ended = entries.len() < PAGE;
+        self.after = entries.last().map(|last| last.id);
+        Ok(self.after.is_some().then_some(entries))
+    }
+}
+
+/// Call `each` with every selected entry, in id order for a query, in the
+/// given order for ids (those that do not exist are left out), a page at a
+/// time, until it returns `Break`. Returns how many it was called with.
+pub async fn select(
+    b: &dyn MessageBox,
+    selection: &Selection,
+    mut each: impl FnMut(SuspendedInfo) -> ControlFlow<()>,
+) -> Result<u64, OpsError> {
+    let mut n = 0;
+    match selection {
+        Selection::Ids(ids) => {
+            for &id in ids {
+                let info = b
+                    .suspended(id)
+                    .await
+                    .map_err(read_error(format!("reading suspended entry {id}")))?;
+                if let Some(info) = info {
+                    n += 1;
+                    if each(info).is_break() {
+                        break;
+                    }
+                }
+            }
+        }
+        Selection::Query(query) => {
+            let mut pages = Pages::new(b, query);
+            'pages: while let Some(entries) = pages.next().await? {
+                for info in entries {
+                    n += 1;
+                    if each(info).is_break() {
+                        break 'pages;
+                    }
+                }
+            }
+        }
+    }
+    Ok(n)
+}
+
+// ---------------------------------------------------------------------------
+// One entry
+// ---------------------------------------------------------------------------
+
+/// Queue the entry again: to its send port, or, for "no subscriber", to
+/// every subscription that matches now.
+pub async fn resume(b: &dyn MessageBox, id: i64) -> Result<Routed, OpsError> {
+    let routed = b.resume(id).await.map_err(entry_error(Op::Resume, id))?;
+    tracing::debug!(suspended = id, ?routed, "resumed");
+    Ok(routed)
+}
+
+/// Drop the entry (its message goes when nothing else references it).
+pub async fn terminate(b: &dyn MessageBox, id: i64) -> Result<(), OpsError> {
+    b.terminate(id).await.map_err(entry_error(Op::Terminate, id))?;
+    tracing::debug!(suspended = id, "terminated");
+    Ok(())
+}
+
+/// Publish the entry's message again as a new message, with `edit` applied
+/// to its context and, if given, `body` as its only part (streamed into the
+/// content store), and drop the entry, in one transaction. The edit is
+/// applied before anything is written; if anything fails, the entry stays
+/// and the new body is discarded.
+pub async fn resubmit(
+    b: &dyn MessageBox,
+    id: i64,
+    edit: &Edit,
+    body: Option<&mut (dyn AsyncRead + Send + Unpin)>,
+) -> Result<Resubmitted, OpsError> {
+    let mut with = Resubmission::default();
+    let mut part_name = "body".to_string();
+    if !edit.is_empty() || body.is_some() {
+        let gone = || OpsError::Gone { op: Op::Resubmit, id };
+        let info = b
+            .suspended(id)
+            .await
+            .map_err(read_error(format!("reading suspended entry {id}")))?
+            .ok_or_else(gone)?;
+        let message = b
+            .message(info.message_id)
+            .await
+            .map_err(read_error(format!(
+                "reading message {} of suspended entry {id}",
+                info.message_id
+            )))?
+            .ok_or_else(gone)?;
+        if !edit.is_empty() {
+            let context = edit
+                .apply(&message.context)
+                .map_err(|reason| OpsError::Edit { id, reason })?;
+            with.context = Some(context);
+        }
+        if body.is_some() {
+            if message.parts.len() > 1 {
+                return Err(OpsError::Edit {
+                    id,
+                    reason: format!(
+                        "message {} has {} parts; a new body would replace them all",
+                        info.message_id,
+                        message.parts.len()
+                    ),
+                });
+            }
+            if let Some(first) = message.parts.first() {
+                part_name = first.name.clone();
+            }
+        }
+    }
+    if let Some(reader) = body {
+        let part = write_part(&*b.content(), &part_name, reader, WriteOptions::default())
+            .await
+            .map_err(|error| OpsError::Body { id, error })?;
+        with.parts = Some(vec![part]);
+    }
+    let stored: Vec<_> = with.parts.iter().flatten().filter_map(|p| p.stored_content()).collect();
+    match b.resubmit(id, with).await {
+        Ok(done) => {
+            tracing::debug!(suspended = id, message_id = %done.message_id, routed = ?done.routed, "resubmitted");
+            Ok(done)
+        }
+        Err(e) => {
+            for content in stored {
+                if let Err(abort) = b.content().abort(content).await {
+                    tracing::warn!(suspended = id, content, error = %abort, "discarding the new body failed");
+                }
+            }
+            Err(entry_error(Op::Resubmit, id)(e))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Bulk
+// ---------------------------------------------------------------------------
+
+/// What a bulk run does to each entry.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Resume,
+    /// Resubmit with this edit (and the message's own parts).
+    Resubmit(Edit),
+    Terminate,
+}
+
+impl Action {
+    pub fn op(&self) -> Op {
+        match self {
+            Action::Resume => Op::Resume,
+            Action::Resubmit(_) => Op::Resubmit,
+            Action::Terminate => Op::Terminate,
+        }
+    }
+}
+
+/// What happened to one entry of a bulk run.
+#[derive(Debug)]
+pub enum Outcome {
+    Resumed(Routed),
+    Resubmitted(Resubmitted),
+    Terminated,
+    /// Left as it is, and why (e.g. not resumable, in a run over a query).
+    Skipped(String),
+    /// It went away meanwhile (resumed, resubmitted or terminated by someone else).
+    Gone,
+    Failed(OpsError),
+}
+
+fn routed_text(routed: &Routed) -> String {
+    match routed {
+        Routed::Queued(subs) => format!("-> {}", subs.join(", ")),
+        Routed::Suspended { suspended_id } => format!("no subscriber; suspended again as #{suspended_id}"),
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Resumed(routed) => write!(f, "resumed {}", routed_text(routed)),
+            Outcome::Resubmitted(r) => write!(f, "resubmitted as {} {}", r.message_id, routed_text(&r.routed)),
+            Outcome::Terminated => f.write_str("terminated"),
+            Outcome::Skipped(why) => write!(f, "skipped, {why}"),
+            Outcome::Gone => f.write_str(GONE),
+            Outcome::Failed(e) => write!(f, "failed: {}", outcome_reason(e)),
+        }
+    }
+}
+
+/// What a bulk run tells its caller as it goes.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// The selection was counted; nothing was done yet. `Break` here stops
+    /// before anything changes.
+    Matched { total: u64 },
+    /// One entry was dealt with. `done` counts entries dealt with so far,
+    /// `total` is what matched at the start (entries that go away meanwhile
+    /// are counted as gone, so `done` reaches `total` unless stopped).
+    Entry {
+        done: u64,
+        total: u64,
+        id: i64,
+        outcome: &'a Outcome,
+    },
+}
+
+/// What a bulk run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub op: Op,
+    /// Entries selected at the start.
+    pub matched: u64,
+    /// Entries resumed, resubmitted or terminated.
+    pub done: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub gone: u64,
+    /// The first [`KEPT`] failures: entry id and why.
+    pub failures: Vec<(i64, String)>,
+    /// The first [`KEPT`] skipped entries and why.
+    pub skips: Vec<(i64, String)>,
+    /// The first [`KEPT`] entries that were gone.
+    pub gone_ids: Vec<i64>,
+    /// Stopped before the end (the rest is as it was).
+    pub interrupted: bool,
+}
+
+impl Summary {
+    fn new(op: Op, matched: u64) -> Summary {
+        Summary {
+            op,
+            matched,
+            done: 0,
+            failed: 0,
+            skipped: 0,
+            gone: 0,
+            failures: Vec::new(),
+            skips: Vec::new(),
+            gone_ids: Vec::new(),
+            interrupted: false,
+        }
+    }
+
+    fn record(&mut self, id: i64, outcome: &Outcome) {
+        fn keep<T>(list: &mut Vec<T>, item: T) {
+            if list.len() < KEPT {
+                list.push(item);
+            }
+        }
+        match outcome {
+            Outcome::Resumed(_) | Outcome::Resubmitted(_) | Outcome::Terminated => self.done += 1,
+            Outcome::Skipped(why) => {
+                self.skipped += 1;
+                keep(&mut self.skips, (id, why.clone()));
+            }
+            Outcome::Gone => {
+                self.gone += 1;
+                keep(&mut self.gone_ids, id);
+            }
+            Outcome::Failed(e) => {
+                self.failed += 1;
+                keep(&mut self.failures, (id, outcome_reason(e)));
+            }
+        }
+    }
+
+    /// Entries dealt with (whatever the outcome).
+    pub fn processed(&self) -> u64 {
+        self.done + self.failed + self.skipped + self.gone
+    }
+}
+
+/// Why, and what to do about it when there is something to say.
+fn outcome_reason(e: &OpsError) -> String {
+    match e.hint() {
+        Some(hint) => format!("{} ({hint})", e.reason()),
+        None => e.reason(),
+    }
+}
+
+impl fmt::Display for Summary {
+    /// `resumed 5 of 7; 1 failed, 1 skipped, 0 gone`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} of {}; {} failed, {} skipped, {} gone",
+            self.op.done(),
+            self.done,
+            self.matched,
+            self.failed,
+            self.skipped,
+            self.gone
+        )?;
+        if self.interrupted {
+            write!(f, "; stopped after {} of {}", self.processed(), self.matched)?;
+        }
+        Ok(())
+    }
+}
+
+/// Do `action` to one entry. `rejected` (only in a run over a query) is the
+/// reason of an entry a receive pipeline rejected: it is skipped where it
+/// cannot be resumed or resubmitted as it is (a named one fails, saying why).
+async fn act(b: &dyn MessageBox, id: i64, rejected: Option<&str>, action: &Action) -> Outcome {
+    match (action, rejected) {
+        (Action::Resume, Some(reason)) => return Outcome::Skipped(format!("not resumable ({reason})")),
+        (Action::Resubmit(_), Some(reason)) => {
+            return Outcome::Skipped(format!("rejected on receipt, needs a new body ({reason})"));
+        }
+        _ => {}
+    }
+    let result = match action {
+        Action::Resume => resume(b, id).await.map(Outcome::Resumed),
+        Action::Resubmit(edit) => resubmit(b, id, edit, None).await.map(Outcome::Resubmitted),
+        Action::Terminate => terminate(b, id).await.map(|()| Outcome::Terminated),
+    };
+    match result {
+        Ok(outcome) => outcome,
+        Err(e) if e.is_gone() => Outcome::Gone,
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+/// Do `action` to every selected entry, one at a time, each in its own
+/// transaction, telling `progress` after each (and once before the first,
+/// with the count). Stops when `progress` returns `Break`; what is left is
+/// as it was, and running again with the same selection finishes it.
+///
+/// For ids, every id is tried (each once, in the given order); one that does
+/// not exist is *gone*. For a query, the entries that match when the run
+/// starts are counted first and then dealt with in id order, a page at a
+/// time; entries suspended after the start (also by this run, e.g. a
+/// resubmitted message that matches nothing) are left for the next run, and
+/// entries that cannot be resumed, or resubmitted without a new body, are
+/// skipped. A query with conditions that matches nothing is
+/// [`OpsError::NothingMatches`], and nothing changes.
+pub async fn run(
+    b: &dyn MessageBox,
+    selection: &Selection,
+    action: &Action,
+    mut progress: impl FnMut(Event<'_>) -> ControlFlow<()>,
+) -> Result<Summary, OpsError> {
+    let op = action.op();
+    match selection {
+        Selection::Ids(ids) => {
+            let mut unique: Vec<i64> = Vec::with_capacity(ids.len());
+            for id in ids {
+                if !unique.contains(id) {
+                    unique.push(*id);
+                }
+            }
+            let total = unique.len() as u64;
+            let mut summary = Summary::new(op, total);
+            if progress(Event::Matched { total }).is_break() {
+                summary.interrupted = true;
+                return Ok(summary);
+            }
+            for id in unique {
+                let outcome = act(b, id, None, action).await;
+                summary.record(id, &outcome);
+                let event = Event::Entry {
+                    done: summary.processed(),
+                    total,
+                    id,
+                    outcome: &outcome,
+                };
+                if progress(event).is_break() && summary.processed() < total {
+                    summary.interrupted = true;
+                    break;
+                }
+            }
+            Ok(summary)
+        }
+        Selection::Query(query) => {
+            // Count first (for progress, and to bound the run: entries
+            // suspended from now on are left for the next run).
+            let mut last = None;
+            let total = select(b, selection, |info| {
+                last = Some(info.id);
+                ControlFlow::Continue(())
+            })
+            .await?;
+            let mut summary = Summary::new(op, total);
+            let Some(last) = last else {
+                if has_conditions(query) {
+                    return Err(OpsError::NothingMatches {
+                        conditions: describe(query),
+                    });
+                }
+                return Ok(summary);
+            };
+            if progress(Event::Matched { total }).is_break() {
+                summary.interrupted = true;
+                return Ok(summary);
+            }
+            let mut pages = Pages::new(b, query);
+            'pages: while let Some(entries) = pages.next().await? {
+                for info in entries {
+                    if info.id > last {
+                        break 'pages;
+                    }
+                    let rejected = (!info.resumable).then_some(info.reason.as_str());
+                    let outcome = act(b, info.id, rejected, action).await;
+                    summary.record(info.id, &outcome);
+                    let event = Event::Entry {
+                        done: summary.processed(),
+                        total,
+                        id: info.id,
+                        outcome: &outcome,
+                    };
+                    if progress(event).is_break() {
+                        summary.interrupted = info.id != last;
+                        break 'pages;
+                    }
+                }
+            }
+            Ok(summary)
+        }
+    }
+}
+
+/// [`run`] with [`Action::Resume`].
+pub async fn resume_all(
+    b: &dyn MessageBox,
+    selection: &Selection,
+    progress: impl FnMut(Event<'_>) -> ControlFlow<()>,
+) -> Result<Summary, OpsError> {
+    run(b, selection, &Action::Resume, progress).await
+}
+
+/// [`run`] with [`Action::Resubmit`].
+pub async fn resubmit_all(
+    b: &dyn MessageBox,
+    selection: &Selection,
+    edit: &Edit,
+    progress: impl FnMut(Event<'_>) -> ControlFlow<()>,
+) -> Result<Summary, OpsError> {
+    run(b, selection, &Action::Resubmit(edit.clone()), progress).await
+}
+
+/// [`run`] with [`Action::Terminate`].
+pub async fn terminate_all(
+    b: &dyn MessageBox,
+    selection: &Selection,
+    progress: impl FnMut(Event<'_>) -> ControlFlow<()>,
+) -> Result<Summary, OpsError> {
+    run(b, selection, &Action::Terminate, progress).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use sluice_model::{Filter, MessageId};
+    use sluice_msgbox::{Failure, NewMessage, Part, Subscription, SystemClock, stage};
+    use sluice_msgbox_sqlite::{Options, SqliteBox};
+
+    use super::*;
+
+    async fn open() -> (tempfile::TempDir, SqliteBox) {
+        let dir = tempfile::tempdir().unwrap();
+        let b = SqliteBox::open(dir.path(), Arc::new(SystemClock), Options::default()).unwrap();
+        (dir, b)
+    }
+
+    fn message(props: &[(&str, Value)]) -> NewMessage {
+        let mut context = Context::new();
+        for (key, value) in props {
+            let key = Key::parse(key).unwrap();
+            context.promote(&key.namespace, &key.name, value.clone());
+        }
+        context.write("note", "kept", "unpromoted");
+        NewMessage {
+            id: MessageId::new(),
+            context,
+            parts: vec![Part::inline("body", "original")],
+        }
+    }
+
+    /// Publish a message no subscription matches: its suspended id.
+    async fn orphan(b: &SqliteBox, props: &[(&str, Value)]) -> i64 {
+        match b.publish(message(props)).await.unwrap() {
+            Routed::Suspended { suspended_id } => suspended_id,
+            other => panic!("routed {other:?}"),
+        }
+    }
+
+    /// A message send port `port` took and failed with `error`.
+    async fn failed_delivery(b: &SqliteBox, port: &str, error: &str) -> i64 {
+        b.subscribe(Subscription {
+            subscriber: port.into(),
+            filter: Filter::parse(&format!("dest == \"{port}\"")).unwrap(),
+        })
+        .await
+        .unwrap();
+        b.publish(message(&[("dest", Value::from(port))])).await.unwrap();
+        let leased = b.lease(port, 1, 60_000).await.unwrap();
+        let failure = Failure::new(stage::TRANSMIT, "FILE", error);
+        b.suspend(leased[0].token, &failure).await.unwrap()
+    }
+
+    async fn ids(b: &SqliteBox, query: SuspendedQuery) -> Vec<i64> {
+        let mut out = Vec::new();
+        select(b, &Selection::Query(query), |info| {
+            out.push(info.id);
+            ControlFlow::Continue(())
+        })
+        .await
+        .unwrap();
+        out
+    }
+
+    async fn suspended_count(b: &SqliteBox) -> u64 {
+        b.counts().await.unwrap().suspended
+    }
+
+    fn keep_going(_: Event<'_>) -> ControlFlow<()> {
+        ControlFlow::Continue(())
+    }
+
+    #[tokio::test]
+    async fn select_filters_and_describes() {
+        let (_dir, b) = open().await;
+        let a1 = orphan(&b, &[("order.id", Value::from("A1"))]).await;
+        let b2 = orphan(&b, &[("order.id", Value::from("B2"))]).await;
+        let disk = failed_delivery(&b, "out", "Disk FULL on /data").await;
+        let q = |f: fn(&mut SuspendedQuery)| {
+            let mut q = SuspendedQuery::default();
+            f(&mut q);
+            q
+        };
+        assert_eq!(ids(&b, SuspendedQuery::default()).await, vec![a1, b2, disk]);
+        assert_eq!(ids(&b, q(|q| q.port = Some("out".into()))).await, vec![disk]);
+        assert_eq!(ids(&b, q(|q| q.stage = Some("route".into()))).await, vec![a1, b2]);
+        assert_eq!(
+            ids(&b, q(|q| q.error_contains = Some("disk full".into()))).await,
+            vec![disk]
+        );
+        // The context filter sees unpromoted properties too.
+        let by_order = q(|q| q.context = Some(Filter::parse("order.id == \"B2\" and note.kept exists").unwrap()));
+        assert_eq!(ids(&b, by_order.clone()).await, vec![b2]);
+        assert_eq!(ids(&b, q(|q| q.until = Some(0))).await, Vec::<i64>::new());
+        // Ids: the ones that exist, in the given order.
+        let mut got = Vec::new();
+        select(&b, &Selection::Ids(vec![disk, 999, a1]), |i| {
+            got.push(i.id);
+            ControlFlow::Continue(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, vec![disk, a1]);
+
+        let mut words = by_order.clone();
+        words.port = Some("out".into());
+        words.error_contains = Some("disk".into());
+        words.since = Some(0);
+        assert_eq!(
+            describe(&words),
+            "port `out` and error containing \"disk\" and suspended at or after 1970-01-01T00:00:00Z and context `order.id == \"B2\" and note.kept exists`"
+        );
+        assert_eq!(describe(&SuspendedQuery::default()), "(no conditions: every entry)");
+    }
+
+    #[tokio::test]
+    async fn resume_and_terminate_one_say_gone_and_why() {
+        let (_dir, b) = open().await;
+        let disk = failed_delivery(&b, "out", "disk full").await;
+        let lonely = orphan(&b, &[("x", Value::from(1i64))]).await;
+        assert_eq!(resume(&b, disk).await.unwrap(), Routed::Queued(vec!["out".into()]));
+        let e = resume(&b, disk).await.unwrap_err();
+        assert!(e.is_gone(), "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "resuming suspended entry {disk}: it does not exist (it was resumed, resubmitted or terminated, or never existed)"
+            )
+        );
+        let e = resume(&b, lonely).await.unwrap_err();
+        assert!(e.to_string().contains("still matches no subscription"), "{e}");
+        assert_eq!(e.hint(), Some("add or fix a send port whose filter matches it"));
+        terminate(&b, lonely).await.unwrap();
+        let e = terminate(&b, lonely).await.unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("terminating suspended entry {lonely}: it does not exist"))
+        );
+        assert_eq!(suspended_count(&b).await, 0);
+    }
+
+    #[tokio::test]
+    async fn resubmit_applies_the_edit_and_a_new_body() {
+        let (_dir, b) = open().await;
+        let id = orphan(&b, &[("order.id", Value::from("A1")), ("order.bad", Value::from(true))]).await;
+        let original = b
+            .message(b.suspended(id).await.unwrap().unwrap().message_id)
+            .await
+            .unwrap()
+            .unwrap();
+        b.subscribe(Subscription {
+            subscriber: "fixed".into(),
+            filter: Filter::parse("order.fixed == 2 and not (order.bad exists) and note.kept exists").unwrap(),
+        })
+        .await
+        .unwrap();
+        let edit = Edit::new(
+            vec![
+                parse_property("order.fixed=int:2").unwrap(),
+                parse_property("note.kept=string:changed").unwrap(),
+            ],
+            vec![parse_key("order.bad").unwrap()],
+        )
+        .unwrap();
+        // note.kept stays unpromoted, so `fixed` does not match yet.
+        let r = resubmit(&b, id, &edit, None).await.unwrap();
+        let Routed::Suspended { suspended_id } = r.routed else {
+            panic!("{r:?}")
+        };
+        let m = b.message(r.message_id).await.unwrap().unwrap();
+        let mut expected = original.context.clone();
+        expected.remove("order", "bad");
+        expected.write("note", "kept", "changed");
+        expected.promote("order", "fixed", 2i64);
+        assert_eq!(m.context, expected);
+        assert_eq!(m.parts, original.parts, "parts are shared");
+        assert!(b.suspended(id).await.unwrap().is_none());
+
+        // A new body, larger than the inline limit: stored, and read back.
+        let body: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        let edit = Edit::new(vec![(parse_key("note.kept").unwrap(), Value::from("x"))], vec![]).unwrap();
+        let drop_note = Edit::new(vec![], vec![parse_key("note.kept").unwrap()]).unwrap();
+        let m2 = resubmit(&b, suspended_id, &drop_note, None).await.unwrap();
+        let Routed::Suspended { suspended_id } = m2.routed else {
+            panic!()
+        };
+        let r = resubmit(&b, suspended_id, &edit, Some(&mut &body[..])).await.unwrap();
+        assert_eq!(r.routed, Routed::Queued(vec!["fixed".into()]));
+        let m = b.message(r.message_id).await.unwrap().unwrap();
+        assert_eq!(m.parts.len(), 1);
+        assert_eq!(m.parts[0].name, "body");
+        let mut read = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut sluice_content::read_part(b.content(), &m.parts[0]), &mut read)
+            .await
+            .unwrap();
+        assert_eq!(read, body);
+    }
+
+    #[tokio::test]
+    async fn an_edit_that_does_not_apply_changes_nothing() {
+        let (_dir, b) = open().await;
+        let id = orphan(&b, &[("order.id", Value::from("A1"))]).await;
+        let before = b.counts().await.unwrap();
+        let edit = Edit::new(vec![], vec![parse_key("order.typo").unwrap()]).unwrap();
+        let body = vec![7u8; 300_000];
+        let e = resubmit(&b, id, &edit, Some(&mut &body[..])).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "resubmitting suspended entry {id}: the message has no property `order.typo` to remove; nothing was changed"
+            )
+        );
+        assert_eq!(
+            b.counts().await.unwrap(),
+            before,
+            "no content written, nothing resubmitted"
+        );
+        assert!(b.suspended(id).await.unwrap().is_some());
+
+        let k = parse_key("a.b").unwrap();
+        let e = Edit::new(vec![(k.clone(), Value::from(1i64))], vec![k]).unwrap_err();
+        assert!(e.to_string().contains("`a.b` is named twice"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_rejected_entry_is_skipped_in_bulk_and_resubmitted_with_a_new_body() {
+        let (_dir, b) = open().await;
+        let failure = Failure::new("decode", "gzip", "truncated").at_location("in-folder");
+        let rejected = b.publish_suspended(message(&[]), "holder", &failure).await.unwrap();
+        b.release(b.suspended(rejected).await.unwrap().unwrap().message_id, "holder")
+            .await
+            .unwrap();
+        let summary = resume_all(&b, &Selection::all(), keep_going).await.unwrap();
+        assert_eq!((summary.done, summary.skipped, summary.failed), (0, 1, 0));
+        assert_eq!(summary.skips, vec![(rejected, "not resumable (truncated)".to_string())]);
+        let summary = resubmit_all(&b, &Selection::all(), &Edit::default(), keep_going)
+            .await
+            .unwrap();
+        assert_eq!((summary.done, summary.skipped), (0, 1));
+        // Named: it fails and says why.
+        let summary = resume_all(&b, &Selection::Ids(vec![rejected]), keep_going)
+            .await
+            .unwrap();
+        assert_eq!(summary.failed, 1);
+        assert!(
+            summary.failures[0].1.contains("is not resumable"),
+            "{:?}",
+            summary.failures
+        );
+        let e = resubmit(&b, rejected, &Edit::default(), None).await.unwrap_err();
+        assert!(e.to_string().contains("only with a new body"), "{e}");
+        let r = resubmit(&b, rejected, &Edit::default(), Some(&mut &b"fixed"[..]))
+            .await
+            .unwrap();
+        assert!(
+            matches!(r.routed, Routed::Suspended { .. }),
+            "no subscriber: suspended, resumable"
+        );
+    }
+
+    /// A bulk run stopped after N entries leaves the rest suspended; running
+    /// it again finishes them. More than one page, so paging is crossed too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopped_bulk_run_leaves_the_rest_and_a_rerun_finishes() {
+        let (_dir, b) = open().await;
+        let n = PAGE as u64 + 205;
+        let mut tasks = Vec::new();
+        for i in 0..n {
+            let b = b.clone();
+            tasks.push(tokio::spawn(async move { orphan(&b, &[("i", Value::from(i))]).await }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let mut matched = None;
+        let mut seen = 0;
+        let summary = terminate_all(&b, &Selection::all(), |event| match event {
+            Event::Matched { total } => {
+                matched = Some(total);
+                ControlFlow::Continue(())
+            }
+            Event::Entry {
+                done, total, outcome, ..
+            } => {
+                seen += 1;
+                assert_eq!((done, total), (seen, n));
+                assert!(matches!(outcome, Outcome::Terminated), "{outcome}");
+                if done == 1100 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(matched, Some(n));
+        assert!(summary.interrupted);
+        assert_eq!((summary.done, summary.matched), (1100, n));
+        assert_eq!(suspended_count(&b).await, n - 1100);
+        assert!(
+            summary.to_string().ends_with("; stopped after 1100 of 1205"),
+            "{summary}"
+        );
+
+        let summary = terminate_all(&b, &Selection::all(), keep_going).await.unwrap();
+        assert_eq!(
+            (summary.done, summary.matched, summary.interrupted),
+            (n - 1100, n - 1100, false)
+        );
+        assert_eq!(
+            summary.to_string(),
+            "terminated 105 of 105; 0 failed, 0 skipped, 0 gone"
+        );
+        assert_eq!(b.counts().await.unwrap().spool, 0);
+        // Stopped before anything: nothing changes.
+        let id = orphan(&b, &[]).await;
+        let summary = terminate_all(&b, &Selection::all(), |_| ControlFlow::Break(()))
+            .await
+            .unwrap();
+        assert!(summary.interrupted && summary.done == 0);
+        assert!(b.suspended(id).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn bulk_over_nothing_ids_gone_and_its_own_suspensions() {
+        let (_dir, b) = open().await;
+        let nothing = SuspendedQuery {
+            port: Some("nope".into()),
+            ..SuspendedQuery::default()
+        };
+        let e = resume_all(&b, &Selection::Query(nothing), keep_going)
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), "no suspended message matches port `nope`");
+        let summary = terminate_all(&b, &Selection::all(), keep_going).await.unwrap();
+        assert_eq!(summary.matched, 0);
+
+        let a = orphan(&b, &[]).await;
+        let summary = terminate_all(&b, &Selection::Ids(vec![a, a, 999]), keep_going)
+            .await
+            .unwrap();
+        assert_eq!((summary.matched, summary.done, summary.gone), (2, 1, 1));
+        assert_eq!(summary.gone_ids, vec![999]);
+
+        // Resubmitting what matches nothing suspends new entries: they are
+        // not taken again by the same run (it ends), and a rerun finds them.
+        for _ in 0..3 {
+            orphan(&b, &[]).await;
+        }
+        let summary = resubmit_all(&b, &Selection::all(), &Edit::default(), keep_going)
+            .await
+            .unwrap();
+        assert_eq!((summary.done, summary.matched), (3, 3));
+        assert_eq!(suspended_count(&b).await, 3);
+    }
+
+    #[test]
+    fn times_are_rfc3339_or_a_duration_ago() {
+        let now = 10 * 86_400_000;
+        assert_eq!(parse_time("90m", now), Ok(now - 90 * 60_000));
+        assert_eq!(parse_time("2h", now), Ok(now - 2 * 3_600_000));
+        assert_eq!(parse_time("7d", now), Ok(now - 7 * 86_400_000));
+        assert_eq!(parse_time("1970-01-02T00:00:00.5Z", now), Ok(86_400_500));
+        assert_eq!(parse_time("1970-01-02T01:00:00+01:00", now), Ok(86_400_000));
+        let e = parse_time("yesterday", now).unwrap_err();
+        assert!(e.contains("neither an RFC 3339 time"), "{e}");
+    }
+
+    fn prop(arg: &str) -> (String, Value) {
+        let (k, v) = parse_property(arg).unwrap();
+        (k.to_string(), v)
+    }
+
+    #[test]
+    fn every_type_parses() {
+        assert_eq!(
+            prop("order.id=string:A1"),
+            ("order.id".into(), Value::String("A1".into()))
+        );
+        assert_eq!(prop("n=int:-5"), ("n".into(), Value::Int(-5)));
+        assert_eq!(prop("a.b.c=float:1.5"), ("a.b.c".into(), Value::Float(1.5)));
+        assert_eq!(prop("x.ok=bool:true"), ("x.ok".into(), Value::Bool(true)));
+        assert_eq!(prop("s=string:a=b:c"), ("s".into(), Value::String("a=b:c".into())));
+        assert_eq!(prop("b=bytes:hex:00ff"), ("b".into(), Value::Bytes(vec![0, 255])));
+        assert_eq!(prop("b=bytes:base64:AP8="), ("b".into(), Value::Bytes(vec![0, 255])));
+        let (_, t) = prop("t=timestamp:2026-11-22T11:00:00.123456+01:00");
+        assert_eq!(t.to_text(), "2026-11-22T10:00:00.123456Z");
+    }
+
+    #[test]
+    fn bad_props_say_what_is_wrong() {
+        for (arg, says) in [
+            ("n", "no `=`"),
+            ("n=5", "no `TYPE:`"),
+            ("n=integer:5", "unknown type `integer`"),
+            ("n=int:five", "not an int"),
+            ("n=bool:yes", "not a bool"),
+            ("t=timestamp:123", "not an RFC 3339 timestamp"),
+            ("b=bytes:00ff", "hex:00ff"),
+            ("b=bytes:hex:0", "not hex"),
+            ("b=bytes:base64:!!", "not base64"),
+            (".n=int:1", "not a property key"),
+            ("a.=int:1", "not a property key"),
+            ("a.1=int:1", "not a property key"),
+        ] {
+            let e = parse_property(arg).unwrap_err();
+            assert!(e.contains(says), "{arg}: {e}");
+        }
+    }
+}
