@@ -13,7 +13,7 @@ use sluice_host::Config;
 use sluice_host::ops::parse_property;
 use sluice_model::{Context, MessageId};
 use sluice_msgbox::{MessageBox, NewMessage, Routed, SystemClock};
-use sluice_msgbox_sqlite::{Options, SqliteBox};
+use sluice_msgbox_sqlite::SqliteBox;
 use time::OffsetDateTime;
 
 /// The message's context: every `--prop`, promoted, then `publish.by = "cli"`
@@ -82,7 +82,7 @@ async fn store_and_publish(
 pub async fn publish(config: &Config, body: Option<PathBuf>, props: &[String], json: bool) -> anyhow::Result<()> {
     // Everything the user wrote is checked before the box is touched.
     let context = context_of(props)?;
-    let b = SqliteBox::open_beside_node(&config.data_dir, Arc::new(SystemClock), Options::default())?;
+    let b = SqliteBox::open_beside_node(&config.data_dir, Arc::new(SystemClock), config.box_options())?;
     let id = MessageId::new();
     let result = store_and_publish(&b, id, context, body.as_deref()).await;
     let closed = b.close().await;

@@ -16,7 +16,7 @@ use sluice_host::Config;
 use sluice_host::ops::{self, Action, Edit, Event, Outcome, Selection, Summary};
 use sluice_model::{Filter, Key, Value};
 use sluice_msgbox::{Clock, MessageBox, SuspendedInfo, SuspendedQuery, SystemClock};
-use sluice_msgbox_sqlite::{Options, SqliteBox};
+use sluice_msgbox_sqlite::SqliteBox;
 
 use crate::inspect::{ms_to_text, print_context, print_parts};
 
@@ -150,7 +150,7 @@ fn open_write(config: &Config) -> anyhow::Result<SqliteBox> {
     Ok(SqliteBox::open_beside_node(
         &config.data_dir,
         Arc::new(SystemClock),
-        Options::default(),
+        config.box_options(),
     )?)
 }
 

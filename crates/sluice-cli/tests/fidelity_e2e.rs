@@ -26,7 +26,7 @@ adapter = { type = "file", path = "b", file_name = "%MessageId%.bin", create_fol
 retry = { count = 0, interval = "1s" }
 "#;
 
-/// 26 properties: every type, with the edge values that tend to get lost
+/// 27 properties: every type, with the edge values that tend to get lost
 /// (unicode, empty, quotes and newlines, extreme and negative integers,
 /// floats that do not print round, nanosecond timestamps with and without
 /// an offset, empty and binary bytes).
@@ -48,6 +48,7 @@ const PROPS: &[&str] = &[
     "fid.huge=float:1.7976931348623157e308",
     "fid.yes=bool:true",
     "fid.no=bool:false",
+    "fid.also=bool:true",
     "fid.ts=timestamp:2026-11-22T10:00:00.123456789Z",
     "fid.ts_offset=timestamp:2026-11-22T11:00:00.000001+01:00",
     "fid.ts_old=timestamp:1970-01-01T00:00:00.5Z",
