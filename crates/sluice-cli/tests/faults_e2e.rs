@@ -708,3 +708,58 @@ fn a_failing_fault_handler_makes_no_fault_loop() {
     assert_eq!(faults.len(), 1, "{faults:?}");
     assert_eq!(original_name(&faults[0]), "lost.txt");
 }
+
+/// A send port removed from the configuration while a message waits for
+/// it: at the next start the entry is suspended (stage `unsubscribe`), like
+/// any suspension, and its fault message reaches the fault handler.
+#[test]
+fn removing_a_send_port_suspends_its_queue_with_fault_messages() {
+    let root = tempfile::tempdir().unwrap();
+    let config = example(root.path(), |t| {
+        let slow = t.replace(
+            r#"retry = { count = 2, interval = "1s", backoff = 1 }"#,
+            r#"retry = { count = 2, interval = "1h" }"#,
+        );
+        assert_ne!(slow, t, "the example's retry policy");
+        slow
+    });
+    let log = root.path().join("node.log");
+    let mut node = Node::start(&config, &log);
+    drop_file(&root.path().join("in"), "waiting.txt", b"waits for deliver");
+    wait_until(Duration::from_secs(30), "the first attempt failed", || {
+        node.log_text().contains("will retry")
+    });
+    node.stop();
+    assert_eq!(status_json(&config)["queued"]["deliver"], 1);
+
+    let text = std::fs::read_to_string(&config).unwrap();
+    let (start, end) = (
+        text.find("[send_ports.deliver]").unwrap(),
+        text.find("[send_ports.fault-handler]").unwrap(),
+    );
+    std::fs::write(&config, format!("{}{}", &text[..start], &text[end..])).unwrap();
+    let mut node = Node::start(&config, &log);
+    let faults = root.path().join("faults");
+    wait_until(Duration::from_secs(30), "the fault in faults/", || {
+        delivered(&faults).len() == 1
+    });
+    let fault_file = &delivered(&faults)[0];
+    assert_eq!(original_name(fault_file), "waiting.txt");
+    assert_eq!(std::fs::read(faults.join(fault_file)).unwrap(), b"waits for deliver");
+    let list = suspended(&config);
+    assert_eq!(list.len(), 1, "{list:#?}");
+    let s = &list[0];
+    assert_eq!(
+        (s["subscriber"].as_str(), s["stage"].as_str()),
+        (Some("deliver"), Some("unsubscribe"))
+    );
+    assert_eq!(
+        (s["reason"].as_str(), s["location"].as_str()),
+        (Some("subscriber removed"), Some("in-folder"))
+    );
+    assert_eq!(s["resumable"], true);
+    wait_until(Duration::from_secs(30), "only the original in the box", || {
+        status_json(&config)["spool"] == 1
+    });
+    node.stop();
+}

@@ -572,7 +572,8 @@ impl Writer {
                     } else {
                         // Unsubscribed between staging and commit: as unsubscribe does.
                         let removed = Failure::new(stage::UNSUBSCRIBE, "message box", SUBSCRIBER_REMOVED);
-                        self.insert_suspended(mid, Some(t), &removed, 0, true, None, &doing)?;
+                        let ctx = self.readable_context(mid, &doing)?;
+                        self.insert_suspended(mid, Some(t), &removed, 0, true, ctx.as_ref(), &doing)?;
                         routed.suspended += 1;
                     }
                 }
@@ -656,14 +657,30 @@ impl Writer {
         Ok(suspended_id)
     }
 
+    /// The stored context of message `id`, or `None` if it cannot be
+    /// decoded (then no fault message can be made from it; that must not
+    /// stop the suspension).
+    fn readable_context(&self, id: MessageId, doing: &str) -> Result<Option<Context>> {
+        match context_of(&self.context_json(id, doing)?, id) {
+            Ok(c) => Ok(Some(c)),
+            Err(e) => {
+                tracing::error!(message_id = %id, error = %e,
+                    "a suspended message's context cannot be read; no fault message is made for it");
+                Ok(None)
+            }
+        }
+    }
+
     /// The stored context of message `id`.
     fn context(&self, id: MessageId, doing: &str) -> Result<Context> {
-        let json: String = self
-            .conn
+        context_of(&self.context_json(id, doing)?, id)
+    }
+
+    fn context_json(&self, id: MessageId, doing: &str) -> Result<String> {
+        self.conn
             .prepare_cached("SELECT context FROM messages WHERE id = ?1")
             .and_then(|mut s| s.query_row([id.to_bytes()], |r| r.get(0)))
-            .map_err(storage(doing))?;
-        context_of(&json, id)
+            .map_err(storage(doing))
     }
 
     /// Publish the fault message of a suspension: the failed message's
@@ -795,21 +812,41 @@ impl Writer {
         if n == 0 {
             return Err(BoxError::NoSuchSubscriber(subscriber.to_string()));
         }
-        let now = self.now();
-        let moved = self
-            .conn
-            .execute(
-                "INSERT INTO suspended (message_id, subscriber, reason, attempts, suspended_at, stage, component)
-                 SELECT message_id, subscriber, ?3, generation, ?2, ?4, 'message box' FROM queue
-                 WHERE subscriber = ?1 ORDER BY id",
-                params![subscriber, now, SUBSCRIBER_REMOVED, stage::UNSUBSCRIBE],
-            )
-            .map_err(storage(&doing))?;
-        self.conn
-            .execute("DELETE FROM queue WHERE subscriber = ?1", [subscriber])
-            .map_err(storage(&doing))?;
+        // First, so that no fault message below is routed to it (a failed
+        // batch reloads the subscriptions).
         self.subs.retain(|(s, _)| s != subscriber);
-        Ok(moved as u64)
+        // Each queued entry is suspended like any other suspension: with its
+        // location and its fault message. A page at a time (memory does not
+        // grow with the queue); each page's entries leave the queue.
+        const PAGE: i64 = 1024;
+        let removed = Failure::new(stage::UNSUBSCRIBE, "message box", SUBSCRIBER_REMOVED);
+        let mut moved = 0u64;
+        loop {
+            let page: Vec<(i64, Vec<u8>, u32)> = self
+                .conn
+                .prepare_cached(
+                    "SELECT id, message_id, generation FROM queue WHERE subscriber = ?1 ORDER BY id LIMIT ?2",
+                )
+                .and_then(|mut s| {
+                    s.query_map(params![subscriber, PAGE], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                        .collect()
+                })
+                .map_err(storage(&doing))?;
+            if page.is_empty() {
+                break;
+            }
+            for (entry, mid, generation) in page {
+                let mid = id_of(mid)?;
+                self.conn
+                    .prepare_cached("DELETE FROM queue WHERE id = ?1")
+                    .and_then(|mut s| s.execute([entry]))
+                    .map_err(storage(&doing))?;
+                let ctx = self.readable_context(mid, &doing)?;
+                self.insert_suspended(mid, Some(subscriber), &removed, generation, true, ctx.as_ref(), &doing)?;
+                moved += 1;
+            }
+        }
+        Ok(moved)
     }
 
     // ---- queues ----------------------------------------------------------

@@ -46,6 +46,7 @@ macro_rules! conformance_tests {
             uncommitted_interchange_is_gone_after_restart,
             fault_message_carries_context_and_shares_parts,
             faults_nobody_takes_and_faults_of_faults_are_not_stored,
+            unsubscribe_suspends_with_fault_messages,
             attempts_are_recorded_and_can_skip_forward,
             resubmit_publishes_again_with_shared_parts,
             resubmit_edits_and_refusals,
@@ -1386,6 +1387,57 @@ pub async fn faults_nobody_takes_and_faults_of_faults_are_not_stored(h: &impl Ha
         fault.context.promoted("fault", "stage"),
         Some(&sluice_model::Value::from(stage::ROUTE))
     );
+    b.close().await.unwrap();
+}
+
+/// Removing a subscription suspends its queued entries like any other
+/// suspension: each says where it came in, and publishes its fault message,
+/// which does not go to the removed subscriber (even one that took `all`).
+pub async fn unsubscribe_suspends_with_fault_messages(h: &impl Harness) {
+    let b = h.open(ManualClock::new(T0)).await;
+    b.subscribe(sub("s", "all")).await.unwrap();
+    b.subscribe(sub("faults", FAULTS)).await.unwrap();
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let mut m = msg("x", n);
+        m.context.promote("receive", "location", "in-folder");
+        ids.push(m.id);
+        b.publish(m).await.unwrap();
+    }
+    // One of them is being delivered (leased: attempt 1) when it goes.
+    let leased = lease_one(&*b, "s").await;
+    assert_eq!(b.unsubscribe("s").await.unwrap(), 3);
+    let c = b.counts().await.unwrap();
+    assert_eq!((c.spool, c.suspended, c.queued["faults"]), (6, 3, 3), "{c:?}");
+    assert!(!c.queued.contains_key("s"), "nothing queued for the removed subscriber");
+    let suspended = b.list_suspended(&SuspendedQuery::default(), None, 10).await.unwrap();
+    for s in &suspended {
+        assert_eq!(
+            (s.stage.as_str(), s.reason.as_str(), s.location.as_deref()),
+            (stage::UNSUBSCRIBE, SUBSCRIBER_REMOVED, Some("in-folder"))
+        );
+    }
+    let mut faulted = Vec::new();
+    for _ in 0..3 {
+        let f = lease_one(&*b, "faults").await;
+        let get = |k: &str| f.context.promoted("fault", k).cloned();
+        use sluice_model::Value;
+        assert_eq!(get("port"), Some(Value::from("s")));
+        assert_eq!(get("stage"), Some(Value::from(stage::UNSUBSCRIBE)));
+        assert_eq!(get("error"), Some(Value::from(SUBSCRIBER_REMOVED)));
+        assert_eq!(get("location"), Some(Value::from("in-folder")));
+        let id = get("message_id")
+            .and_then(|v| v.as_str().map(str::to_string))
+            .expect("fault.message_id");
+        let attempts = if id == leased.message_id.to_string() { 1i64 } else { 0 };
+        assert_eq!(get("attempts"), Some(Value::from(attempts)), "{id}");
+        faulted.push(id);
+        b.ack(f.token).await.unwrap();
+    }
+    faulted.sort();
+    let mut ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    ids.sort();
+    assert_eq!(faulted, ids, "one fault message per suspended entry");
     b.close().await.unwrap();
 }
 

@@ -443,7 +443,8 @@ pub trait MessageBox: Send + Sync {
     /// Add or replace a subscription. Existing queue entries are unchanged.
     async fn subscribe(&self, sub: Subscription) -> Result<()>;
     /// Remove a subscription; its queue entries become suspended entries
-    /// ("subscriber removed") so nothing is lost. Returns how many.
+    /// ("subscriber removed") so nothing is lost, each with its fault
+    /// message (routed without the removed subscription). Returns how many.
     async fn unsubscribe(&self, subscriber: &str) -> Result<u64>;
     async fn subscriptions(&self) -> Result<Vec<Subscription>>;
 
