@@ -411,6 +411,8 @@ impl SendPortRunner {
                 let attempt = entries.iter().map(|l| l.attempt).max().unwrap_or(1);
                 let (ti, on) = self.transport_of(attempt);
                 let t = &self.transports[ti];
+                // Named only on a port that has a backup.
+                let transport = (self.transports.len() > 1).then_some(t.name);
                 let (mut retried, mut failed_over, mut suspended) = (0, 0, 0);
                 for l in entries {
                     match self.next(l.attempt, e) {
@@ -420,7 +422,7 @@ impl SendPortRunner {
                     }
                 }
                 if retried > 0 {
-                    tracing::warn!(send_port = %self.name, what, attempt, transport = t.name, messages = retried,
+                    tracing::warn!(send_port = %self.name, what, attempt, transport, messages = retried,
                         retries_left = (t.retry.count + 1).saturating_sub(on),
                         retry_in = ?t.retry.delay(on), error = %e.message,
                         "delivery failed; will retry");
@@ -430,7 +432,7 @@ impl SendPortRunner {
                         error = %e.message, "delivery failed on the primary transport; going on to the backup");
                 }
                 if suspended > 0 {
-                    tracing::error!(send_port = %self.name, what, attempt, transport = t.name, messages = suspended,
+                    tracing::error!(send_port = %self.name, what, attempt, transport, messages = suspended,
                         error = %e.message, "delivery failed for good; suspended (resumable)");
                 }
             }
@@ -480,16 +482,11 @@ impl SendPortRunner {
                             .await
                     }
                     Next::Suspend => {
-                        let in_batch = if batch > 1 { format!(" ({what})") } else { String::new() };
-                        let via = if self.transports.len() > 1 {
-                            " on both transports"
-                        } else {
-                            ""
-                        };
-                        failure.error = format!(
-                            "send port `{}`: {}{in_batch} (after {} attempt(s){via})",
-                            self.name, e.message, l.attempt
-                        );
+                        // The error as the adapter gave it (the entry says
+                        // where, how many attempts, on which transport).
+                        if batch > 1 {
+                            failure.error = format!("{} ({what})", e.message);
+                        }
                         let suspended = self.mbox.suspend(l.token, &failure).await;
                         if suspended.is_ok() {
                             self.metrics.suspended(&self.name, Suspension::DeliveryFailed);

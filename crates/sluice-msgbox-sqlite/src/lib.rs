@@ -697,7 +697,7 @@ impl MessageBox for SqliteBox {
             };
             let queue = conn
                 .prepare_cached(
-                    "SELECT id, subscriber, visible_at, leased, generation, last_error FROM queue WHERE message_id = ?1 ORDER BY id",
+                    "SELECT id, subscriber, visible_at, leased, generation - skipped, last_error FROM queue WHERE message_id = ?1 ORDER BY id",
                 )
                 .map_err(storage(&doing))?
                 .query_map([id.to_bytes()], |r| {
@@ -890,7 +890,9 @@ impl MessageBox for SqliteBox {
                 spool: one("SELECT count(*) FROM messages")?,
                 queued,
                 suspended: one("SELECT count(*) FROM suspended")?,
-                content_bytes: one("SELECT coalesce(sum(size), 0) FROM messages")?,
+                // Shared content (fault messages, resubmissions) once.
+                content_bytes: one("SELECT (SELECT coalesce(sum(size), 0) FROM content WHERE state = 2)
+                          + (SELECT coalesce(sum(size), 0) FROM parts WHERE content_id IS NULL)")?,
                 content_chunks: one("SELECT count(*) FROM chunks")?,
             })
         })

@@ -85,7 +85,8 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
              visible_at INTEGER NOT NULL,
              generation INTEGER NOT NULL DEFAULT 0,
              leased INTEGER NOT NULL DEFAULT 0,
-             last_error TEXT
+             last_error TEXT,
+             skipped INTEGER NOT NULL DEFAULT 0
          );
          CREATE INDEX IF NOT EXISTS queue_ready ON queue (subscriber, visible_at, id);
          CREATE INDEX IF NOT EXISTS queue_message ON queue (message_id);
@@ -138,19 +139,22 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
          CREATE INDEX IF NOT EXISTS parts_content ON parts (content_id) WHERE content_id IS NOT NULL;
          COMMIT;",
     )?;
-    // Version 1 boxes: the suspended table gains where-it-failed columns.
-    let columns: Vec<String> = conn
-        .prepare("SELECT name FROM pragma_table_info('suspended')")?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    for (column, decl) in [
-        ("stage", "TEXT NOT NULL DEFAULT ''"),
-        ("component", "TEXT NOT NULL DEFAULT ''"),
-        ("location", "TEXT"),
-        ("transport", "TEXT"),
+    // Version 1 boxes: suspended entries gain where-it-failed columns, and
+    // queue entries the attempt positions a fail-over skipped.
+    for (table, column, decl) in [
+        ("suspended", "stage", "TEXT NOT NULL DEFAULT ''"),
+        ("suspended", "component", "TEXT NOT NULL DEFAULT ''"),
+        ("suspended", "location", "TEXT"),
+        ("suspended", "transport", "TEXT"),
+        ("queue", "skipped", "INTEGER NOT NULL DEFAULT 0"),
     ] {
-        if !columns.iter().any(|c| c == column) {
-            conn.execute_batch(&format!("ALTER TABLE suspended ADD COLUMN {column} {decl}"))?;
+        let exists: bool = conn.query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+            [table, column],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
         }
     }
     let version: Option<i64> = conn

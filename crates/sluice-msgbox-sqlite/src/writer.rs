@@ -825,7 +825,7 @@ impl Writer {
             let page: Vec<(i64, Vec<u8>, u32)> = self
                 .conn
                 .prepare_cached(
-                    "SELECT id, message_id, generation FROM queue WHERE subscriber = ?1 ORDER BY id LIMIT ?2",
+                    "SELECT id, message_id, generation - skipped FROM queue WHERE subscriber = ?1 ORDER BY id LIMIT ?2",
                 )
                 .and_then(|mut s| {
                     s.query_map(params![subscriber, PAGE], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
@@ -858,7 +858,7 @@ impl Writer {
         let rows = self
             .conn
             .prepare_cached(
-                "SELECT q.id, q.message_id, q.generation, m.context FROM queue q JOIN messages m ON m.id = q.message_id
+                "SELECT q.id, q.message_id, q.generation, m.context, q.skipped FROM queue q JOIN messages m ON m.id = q.message_id
                  WHERE q.subscriber = ?1 AND q.visible_at <= ?2 ORDER BY q.visible_at, q.id LIMIT ?3",
             )
             .and_then(|mut s| {
@@ -868,13 +868,14 @@ impl Writer {
                         r.get::<_, Vec<u8>>(1)?,
                         r.get::<_, u32>(2)?,
                         r.get::<_, String>(3)?,
+                        r.get::<_, u32>(4)?,
                     ))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()
             })
             .map_err(storage(&doing))?;
         let mut out = Vec::with_capacity(rows.len());
-        for (entry, mid, generation, ctx) in rows {
+        for (entry, mid, generation, ctx, skipped) in rows {
             let message_id = id_of(mid)?;
             let context = match context_of(&ctx, message_id) {
                 Ok(c) => c,
@@ -888,7 +889,8 @@ impl Writer {
                         .and_then(|mut s| s.execute([entry]))
                         .map_err(storage(&doing))?;
                     let failure = Failure::new("lease", "message box", e.to_string());
-                    self.insert_suspended(message_id, Some(subscriber), &failure, generation, true, None, &doing)?;
+                    let made = generation.saturating_sub(skipped);
+                    self.insert_suspended(message_id, Some(subscriber), &failure, made, true, None, &doing)?;
                     continue;
                 }
             };
@@ -911,20 +913,23 @@ impl Writer {
         Ok(out)
     }
 
-    /// The entry behind a token, if the token still holds the lease.
-    fn leased_entry(&mut self, token: LeaseToken, doing: &str) -> Result<(MessageId, String)> {
+    /// The entry behind a token, if the token still holds the lease: its
+    /// message, subscriber, and the attempt numbers skipped so far.
+    fn leased_entry(&mut self, token: LeaseToken, doing: &str) -> Result<(MessageId, String, u32)> {
         let row = self
             .conn
-            .prepare_cached("SELECT message_id, subscriber FROM queue WHERE id = ?1 AND generation = ?2 AND leased = 1")
+            .prepare_cached(
+                "SELECT message_id, subscriber, skipped FROM queue WHERE id = ?1 AND generation = ?2 AND leased = 1",
+            )
             .and_then(|mut s| {
                 s.query_row(params![token.entry, token.generation], |r| {
-                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, u32>(2)?))
                 })
                 .optional()
             })
             .map_err(storage(doing))?;
-        let (mid, sub) = row.ok_or(BoxError::LeaseLost { entry: token.entry })?;
-        Ok((id_of(mid)?, sub))
+        let (mid, sub, skipped) = row.ok_or(BoxError::LeaseLost { entry: token.entry })?;
+        Ok((id_of(mid)?, sub, skipped))
     }
 
     pub fn renew(&mut self, token: LeaseToken, lease_for: Millis) -> Result<Millis> {
@@ -972,31 +977,42 @@ impl Writer {
         next_attempt: Option<u32>,
     ) -> Result<()> {
         let doing = format!("returning queue entry {}", token.entry);
-        let (mid, sub) = self.leased_entry(token, &doing)?;
-        self.record_attempt(mid, &sub, token.generation, failure, &doing)?;
-        // A lease makes the generation one more: the next attempt's number.
+        let (mid, sub, skipped) = self.leased_entry(token, &doing)?;
+        // Attempts made, not positions: a fail-over skips positions.
+        self.record_attempt(mid, &sub, token.generation.saturating_sub(skipped), failure, &doing)?;
+        // A lease makes the generation one more: the next attempt's position.
         // Moving it forward only keeps every token ever handed out unique.
         let generation = next_attempt.map_or(token.generation, |n| n.saturating_sub(1).max(token.generation));
         self.conn
             .prepare_cached(
-                "UPDATE queue SET visible_at = ?2, leased = 0, last_error = ?3, generation = ?4 WHERE id = ?1",
+                "UPDATE queue SET visible_at = ?2, leased = 0, last_error = ?3, generation = ?4, skipped = skipped + ?5
+                 WHERE id = ?1",
             )
-            .and_then(|mut s| s.execute(params![token.entry, retry_at, failure.error, generation]))
+            .and_then(|mut s| {
+                s.execute(params![
+                    token.entry,
+                    retry_at,
+                    failure.error,
+                    generation,
+                    generation - token.generation
+                ])
+            })
             .map_err(storage(&doing))?;
         Ok(())
     }
 
     pub fn suspend(&mut self, token: LeaseToken, failure: &Failure) -> Result<i64> {
         let doing = format!("suspending queue entry {}", token.entry);
-        let (mid, sub) = self.leased_entry(token, &doing)?;
-        self.record_attempt(mid, &sub, token.generation, failure, &doing)?;
+        let (mid, sub, skipped) = self.leased_entry(token, &doing)?;
+        let made = token.generation.saturating_sub(skipped);
+        self.record_attempt(mid, &sub, made, failure, &doing)?;
         self.conn
             .prepare_cached("DELETE FROM queue WHERE id = ?1")
             .and_then(|mut s| s.execute([token.entry]))
             .map_err(storage(&doing))?;
         let ctx = self.context(mid, &doing)?;
         // The reference moves from the queue entry to the suspended entry.
-        self.insert_suspended(mid, Some(&sub), failure, token.generation, true, Some(&ctx), &doing)
+        self.insert_suspended(mid, Some(&sub), failure, made, true, Some(&ctx), &doing)
     }
 
     pub fn release_leases(&mut self) -> Result<u64> {

@@ -291,7 +291,10 @@ pub struct Leased {
     pub subscriber: String,
     pub message_id: MessageId,
     pub context: Context,
-    /// 1 on the first delivery, 2 on the first redelivery, and so on.
+    /// The attempt's position: 1 on the first delivery, 2 on the first
+    /// redelivery, and so on, except that a fail-over
+    /// ([`MessageBox::nack_to_attempt`]) skips positions forward. Attempts
+    /// made are what the history and the suspended entry count.
     pub attempt: u32,
     pub lease_until: Millis,
 }
@@ -304,7 +307,8 @@ pub struct Counts {
     pub queued: BTreeMap<String, u64>,
     /// Suspended entries.
     pub suspended: u64,
-    /// Bytes of all parts of all messages in the box.
+    /// Bytes the messages in the box take: stored content once, however
+    /// many parts share it (fault messages, resubmissions), plus inline bodies.
     pub content_bytes: u64,
     /// Stored (non-inline) content chunks, finished or not.
     pub content_chunks: u64,
