@@ -46,6 +46,9 @@ pub struct MessagingArgs {
     /// Do not fsync commits (measures the cost of durability; not a valid result).
     #[arg(long)]
     no_sync: bool,
+    /// Record no tracking events (measures what tracking costs).
+    #[arg(long)]
+    no_tracking: bool,
 }
 
 fn peak_rss_kib() -> u64 {
@@ -78,6 +81,7 @@ pub async fn messaging(args: MessagingArgs) -> anyhow::Result<()> {
     .context("creating a temporary data directory")?;
     let opts = Options {
         sync: !args.no_sync,
+        tracking: !args.no_tracking,
         ..Options::default()
     };
     let mbox = SqliteBox::open(tmp.path(), Arc::new(SystemClock), opts)?;
@@ -94,7 +98,7 @@ pub async fn messaging(args: MessagingArgs) -> anyhow::Result<()> {
         eprintln!("publishing at {rate} messages/s");
     }
     eprintln!(
-        "bench messaging: {} messages of {} bytes, {} subscriber(s), {}, fsync {}, data dir {}",
+        "bench messaging: {} messages of {} bytes, {} subscriber(s), {}, fsync {}, tracking {}, data dir {}",
         args.messages,
         args.size,
         args.subscribers,
@@ -104,6 +108,7 @@ pub async fn messaging(args: MessagingArgs) -> anyhow::Result<()> {
             "publish -> route -> lease -> ack"
         },
         if args.no_sync { "OFF" } else { "on" },
+        if args.no_tracking { "off" } else { "on" },
         tmp.path().display()
     );
     let body = Bytes::from((0..args.size).map(|i| (i % 251) as u8).collect::<Vec<u8>>());

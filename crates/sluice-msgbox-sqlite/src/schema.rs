@@ -135,7 +135,7 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
              context TEXT
          );
          CREATE INDEX IF NOT EXISTS tracking_message ON tracking (message_id, id);
-         CREATE INDEX IF NOT EXISTS tracking_at ON tracking (at);
+         DROP INDEX IF EXISTS tracking_at;
          CREATE INDEX IF NOT EXISTS parts_content ON parts (content_id) WHERE content_id IS NOT NULL;
          COMMIT;",
     )?;

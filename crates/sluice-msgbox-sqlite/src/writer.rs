@@ -948,24 +948,30 @@ impl Writer {
 
     pub fn ack(&mut self, token: LeaseToken) -> Result<()> {
         let doing = format!("acknowledging queue entry {}", token.entry);
-        let row: Option<(Vec<u8>, String)> = self
+        let row: Option<(Vec<u8>, String, bool)> = self
             .conn
             .prepare_cached(
-                "DELETE FROM queue WHERE id = ?1 AND generation = ?2 AND leased = 1 RETURNING message_id, subscriber",
+                "DELETE FROM queue WHERE id = ?1 AND generation = ?2 AND leased = 1
+                 RETURNING message_id, subscriber, last_error IS NOT NULL",
             )
             .and_then(|mut s| {
-                s.query_row(params![token.entry, token.generation], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()
+                s.query_row(params![token.entry, token.generation], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()
             })
             .map_err(storage(&doing))?;
-        let (mid, subscriber) = row.ok_or(BoxError::LeaseLost { entry: token.entry })?;
+        let (mid, subscriber, failed_before) = row.ok_or(BoxError::LeaseLost { entry: token.entry })?;
         let mid = id_of(mid)?;
-        self.conn
-            .prepare_cached("DELETE FROM attempts WHERE message_id = ?1 AND subscriber = ?2")
-            .and_then(|mut s| s.execute(params![mid.to_bytes(), subscriber]))
-            .map_err(storage(&doing))?;
-        self.track(mid, tracked::DELIVERED, Some(&subscriber), None, None, &doing)?;
-        self.drop_reference(mid, &doing)
+        // Delivered after failures: its history has served. (Attempts from
+        // before a resume go with the message.)
+        if failed_before {
+            self.conn
+                .prepare_cached("DELETE FROM attempts WHERE message_id = ?1 AND subscriber = ?2")
+                .and_then(|mut s| s.execute(params![mid.to_bytes(), subscriber]))
+                .map_err(storage(&doing))?;
+        }
+        self.drop_reference_by(mid, Some(&subscriber), &doing)
     }
 
     /// `next_attempt`: the attempt number of the next lease (only forward).
@@ -1077,6 +1083,13 @@ impl Writer {
     /// Drop one reference; the last one deletes the message, its parts and
     /// their content, here, in this transaction.
     fn drop_reference(&mut self, id: MessageId, doing: &str) -> Result<()> {
+        self.drop_reference_by(id, None, doing)
+    }
+
+    /// Drop one reference; `delivered_by`: the subscriber whose delivery it
+    /// was, tracked as `delivered`, or, when it was the last reference, on
+    /// the `completed` event (one tracking row, not two).
+    fn drop_reference_by(&mut self, id: MessageId, delivered_by: Option<&str>, doing: &str) -> Result<()> {
         let refs: Option<(i64, i64)> = self
             .conn
             .prepare_cached("UPDATE messages SET refs = refs - 1 WHERE id = ?1 RETURNING refs, stored_parts")
@@ -1087,12 +1100,21 @@ impl Writer {
                 doing: doing.to_string(),
                 detail: format!("message {id} is missing"),
             }),
-            Some((n, _)) if n > 0 => Ok(()),
-            Some((_, stored)) => self.delete_message(id, stored > 0, doing),
+            Some((n, _)) if n > 0 => match delivered_by {
+                Some(s) => self.track(id, tracked::DELIVERED, Some(s), None, None, doing),
+                None => Ok(()),
+            },
+            Some((_, stored)) => self.delete_message(id, stored > 0, delivered_by, doing),
         }
     }
 
-    fn delete_message(&mut self, id: MessageId, has_content: bool, doing: &str) -> Result<()> {
+    fn delete_message(
+        &mut self,
+        id: MessageId,
+        has_content: bool,
+        delivered_by: Option<&str>,
+        doing: &str,
+    ) -> Result<()> {
         // Content goes with the last part that refers to it (a fault message
         // or a resubmission may share it).
         const CONTENT: [&str; 2] = [
@@ -1120,7 +1142,7 @@ impl Writer {
             .prepare_cached("DELETE FROM messages WHERE id = ?1 RETURNING context")
             .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
             .map_err(storage(doing))?;
-        self.track(id, tracked::COMPLETED, None, None, context.as_deref(), doing)
+        self.track(id, tracked::COMPLETED, delivered_by, None, context.as_deref(), doing)
     }
 
     // ---- suspended -------------------------------------------------------
@@ -1265,14 +1287,28 @@ impl Writer {
         Ok(Resubmitted { message_id: id, routed })
     }
 
+    /// Events are purged from the oldest (lowest id) on, while they are
+    /// older than `before`: ids follow time, so no index on the time has to
+    /// be kept up to date on every insert. (After the clock went back, a few
+    /// events may wait for a later purge.)
     pub fn purge_tracking(&mut self, before: Millis, limit: usize) -> Result<u64> {
+        let doing = "purging old tracking events";
+        // Of the oldest `limit` events, the first one not old enough ends the range.
+        let end: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT id FROM (SELECT id, at FROM tracking ORDER BY id LIMIT ?2) WHERE at >= ?1 ORDER BY id LIMIT 1",
+            )
+            .and_then(|mut s| s.query_row(params![before, limit as i64], |r| r.get(0)).optional())
+            .map_err(storage(doing))?;
         let n = self
             .conn
             .prepare_cached(
-                "DELETE FROM tracking WHERE id IN (SELECT id FROM tracking WHERE at < ?1 ORDER BY at LIMIT ?2)",
+                "DELETE FROM tracking WHERE id IN
+                 (SELECT id FROM tracking WHERE (?2 IS NULL OR id < ?2) ORDER BY id LIMIT ?1)",
             )
-            .and_then(|mut s| s.execute(params![before, limit as i64]))
-            .map_err(storage("purging old tracking events"))?;
+            .and_then(|mut s| s.execute(params![limit as i64, end]))
+            .map_err(storage(doing))?;
         Ok(n as u64)
     }
 }

@@ -224,7 +224,9 @@ pub struct TrackingEvent {
     pub at: Millis,
     /// `delivered` (a subscriber acknowledged it), `terminated` (an
     /// operator removed a suspended entry), `resubmitted` (published again
-    /// as `detail`), `completed` (it left the box: its last reference went).
+    /// as `detail`), `completed` (it left the box: its last reference went;
+    /// with a subscriber when that subscriber's delivery was the last
+    /// reference, which then has no `delivered` event of its own).
     pub event: String,
     pub subscriber: Option<String>,
     pub detail: Option<String>,
