@@ -195,3 +195,39 @@ fn completed_context(config: &Path, original: &str) -> Option<Value> {
         .find(|e| e["message_id"] == new_id.as_str() && e["event"] == "completed")
         .map(|e| e["context"].clone())
 }
+
+/// Tracking is on out of the box and purged by the node: with
+/// `[tracking] keep = "2s"`, a delivered message's `completed` event (with
+/// its context) is there at first and gone a few seconds later, while the
+/// node runs.
+#[test]
+fn the_node_purges_tracking_older_than_keep() {
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(root.path(), "\n[tracking]\nkeep = \"2s\"\n");
+    let mut node = Node::start(&config, &root.path().join("node.log"));
+    drop_file(&root.path().join("in"), "a.txt", b"tracked");
+    let events = || {
+        let out = run(sluice()
+            .args(["messages", "tracking", "--json", "--config"])
+            .arg(&config));
+        json_of(&out, "messages tracking")
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    wait_until(Duration::from_secs(30), "the message completed and tracked", || {
+        events().iter().any(|e| {
+            e["event"] == "completed"
+                && e["context"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|p| p["name"] == "name" && p["value"] == "a.txt"))
+        })
+    });
+    wait_until(Duration::from_secs(30), "the events purged", || events().is_empty());
+    assert!(
+        node.log_text().contains("purged old tracking events"),
+        "{}",
+        node.log_text()
+    );
+    node.stop();
+}
