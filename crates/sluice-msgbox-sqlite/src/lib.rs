@@ -839,7 +839,10 @@ impl MessageBox for SqliteBox {
                             .optional()
                             .map_err(storage(doing))?;
                         let Some(json) = json else { continue };
-                        if !filter.matches(&all_promoted(&context_of(&json, mid)?)) {
+                        // A context that cannot be read matches no filter
+                        // (it is still listed without one).
+                        let Ok(ctx) = context_of(&json, mid) else { continue };
+                        if !filter.matches(&all_promoted(&ctx)) {
                             continue;
                         }
                     }

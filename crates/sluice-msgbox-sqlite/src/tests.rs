@@ -248,6 +248,34 @@ async fn unreadable_context_is_suspended_not_blocking() {
         "{}",
         suspended[0].reason
     );
+    // Resubmitting it as it is is refused (it cannot be routed), and the
+    // refusal fails no other change; a context filter skips it.
+    assert!(matches!(
+        b.resubmit(suspended[0].id, Default::default()).await,
+        Err(BoxError::NotResumable { .. })
+    ));
+    let q = SuspendedQuery {
+        context: Some(Filter::parse("a.b exists").unwrap()),
+        ..Default::default()
+    };
+    assert!(b.list_suspended(&q, None, 10).await.unwrap().is_empty());
+    let mut ctx = Context::new();
+    ctx.promote("fixed", "by", "ops");
+    let r = b
+        .resubmit(
+            suspended[0].id,
+            Resubmission {
+                context: Some(ctx),
+                parts: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.routed,
+        Routed::Queued(vec!["s".into()]),
+        "with a whole new context it goes"
+    );
     b.close().await.unwrap();
 }
 

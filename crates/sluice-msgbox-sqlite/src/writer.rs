@@ -553,14 +553,14 @@ impl Writer {
                 routed.messages += 1;
                 if let Some(reason) = reason {
                     let failure = failure_from_json(&reason);
-                    let ctx = self.context(mid, &doing)?;
-                    self.insert_suspended(mid, None, &failure, 0, false, Some(&ctx), &doing)?;
+                    let ctx = self.readable_context(mid, &doing)?;
+                    self.insert_suspended(mid, None, &failure, 0, false, ctx.as_ref(), &doing)?;
                     routed.suspended += 1;
                     continue;
                 }
                 if targets.is_empty() {
-                    let ctx = self.context(mid, &doing)?;
-                    self.insert_suspended(mid, None, &no_subscriber(), 0, true, Some(&ctx), &doing)?;
+                    let ctx = self.readable_context(mid, &doing)?;
+                    self.insert_suspended(mid, None, &no_subscriber(), 0, true, ctx.as_ref(), &doing)?;
                     routed.suspended += 1;
                     routed.no_subscriber += 1;
                     continue;
@@ -669,11 +669,6 @@ impl Writer {
                 Ok(None)
             }
         }
-    }
-
-    /// The stored context of message `id`.
-    fn context(&self, id: MessageId, doing: &str) -> Result<Context> {
-        context_of(&self.context_json(id, doing)?, id)
     }
 
     fn context_json(&self, id: MessageId, doing: &str) -> Result<String> {
@@ -963,8 +958,9 @@ impl Writer {
             .map_err(storage(&doing))?;
         let (mid, subscriber, failed_before) = row.ok_or(BoxError::LeaseLost { entry: token.entry })?;
         let mid = id_of(mid)?;
-        // Delivered after failures: its history has served. (Attempts from
-        // before a resume go with the message.)
+        // Delivered after failures: its history (for this subscriber, from
+        // before a resume too) has served. Delivered at once after a resume,
+        // the older history stays until the message leaves the box.
         if failed_before {
             self.conn
                 .prepare_cached("DELETE FROM attempts WHERE message_id = ?1 AND subscriber = ?2")
@@ -1016,9 +1012,11 @@ impl Writer {
             .prepare_cached("DELETE FROM queue WHERE id = ?1")
             .and_then(|mut s| s.execute([token.entry]))
             .map_err(storage(&doing))?;
-        let ctx = self.context(mid, &doing)?;
+        // (A context that cannot be read makes no fault message, and must
+        // not fail the batch this job commits with.)
+        let ctx = self.readable_context(mid, &doing)?;
         // The reference moves from the queue entry to the suspended entry.
-        self.insert_suspended(mid, Some(&sub), failure, made, true, Some(&ctx), &doing)
+        self.insert_suspended(mid, Some(&sub), failure, made, true, ctx.as_ref(), &doing)
     }
 
     pub fn release_leases(&mut self) -> Result<u64> {
@@ -1239,7 +1237,14 @@ impl Writer {
         }
         let context = match &with.context {
             Some(c) => c.clone(),
-            None => self.context(mid, &doing)?,
+            // Refused, not a storage failure: it must not fail the batch.
+            None => self
+                .readable_context(mid, &doing)?
+                .ok_or_else(|| BoxError::NotResumable {
+                    id: suspended,
+                    reason: "its stored context cannot be read; resubmit it with a whole new context, or terminate it"
+                        .into(),
+                })?,
         };
         let json = match context_json {
             Some(j) => j.to_string(),
