@@ -129,12 +129,15 @@ pub fn status_json(config: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("status --json prints one JSON object")
 }
 
-/// Visible file names in a folder (no `.` files), sorted.
+/// File names in a folder, sorted: every file but a send port's
+/// half-written `.sluice-tmp.*` (not delivered yet) and `.gitkeep`.
+/// Receive claims (`.sluice-claim.*`) count: a folder holding one is not done.
 pub fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with(".sluice-tmp.") && n != ".gitkeep")
                 .collect()
         })
         .unwrap_or_default();
