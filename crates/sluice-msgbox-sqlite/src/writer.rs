@@ -163,12 +163,6 @@ impl Writer {
                 Ok(done) => done.into_iter().for_each(|c| c(None)),
                 Err((e, done)) => {
                     tracing::error!(error = %e, jobs = n, "message box commit failed; every job in it failed");
-                    // A failed big transaction (a full disk) leaves the WAL
-                    // as large as it got: give that space back, so that
-                    // small changes fit again.
-                    if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
-                        tracing::warn!(error = %e, "could not shrink the write-ahead log after the failure");
-                    }
                     if let Err(e) = self.load_subscriptions() {
                         tracing::error!(error = %e, "reloading subscriptions after a failed commit");
                     }
