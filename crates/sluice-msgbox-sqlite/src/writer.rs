@@ -340,7 +340,6 @@ impl Writer {
     ) -> Result<Routed> {
         let id = msg.id;
         let doing = format!("publishing message {id}");
-        let now = self.now();
         let subs = if suspend.is_some() {
             Vec::new()
         } else {
@@ -348,16 +347,32 @@ impl Writer {
         };
         let refs = subs.len().max(1) as i64 + holder.is_some() as i64;
         self.insert_message(msg, context_json, refs, holder, &doing)?;
+        let unrouted = match suspend {
+            Some(f) => (f.clone(), false),
+            None => (no_subscriber(), true),
+        };
+        self.route_stored(id, &msg.context, subs, &unrouted, &doing)
+    }
+
+    /// Queue a just-stored message (holding `subs.len().max(1)` references
+    /// for it) to `subs`, or, with none, suspend it with `unrouted`
+    /// (failure, resumable) and publish its fault message.
+    fn route_stored(
+        &mut self,
+        id: MessageId,
+        context: &Context,
+        subs: Vec<String>,
+        unrouted: &(Failure, bool),
+        doing: &str,
+    ) -> Result<Routed> {
         if subs.is_empty() {
-            let (failure, resumable) = match suspend {
-                Some(f) => (f.clone(), false),
-                None => (no_subscriber(), true),
-            };
-            let suspended_id = self.insert_suspended(id, None, &failure, 0, resumable, Some(&msg.context), &doing)?;
+            let (failure, resumable) = unrouted;
+            let suspended_id = self.insert_suspended(id, None, failure, 0, *resumable, Some(context), doing)?;
             return Ok(Routed::Suspended { suspended_id });
         }
+        let now = self.now();
         for s in &subs {
-            self.enqueue(id, s, now, &doing)?;
+            self.enqueue(id, s, now, doing)?;
         }
         Ok(Routed::Queued(subs))
     }
@@ -1139,31 +1154,42 @@ impl Writer {
 
     // ---- suspended -------------------------------------------------------
 
-    fn suspended_entry(&mut self, id: i64, doing: &str) -> Result<(MessageId, Option<String>)> {
+    fn suspended_entry(&mut self, id: i64, doing: &str) -> Result<SuspendedEntry> {
         let row = self
             .conn
-            .prepare_cached("SELECT message_id, subscriber FROM suspended WHERE id = ?1")
+            .prepare_cached("SELECT message_id, subscriber, reason, resumable FROM suspended WHERE id = ?1")
             .and_then(|mut s| {
-                s.query_row([id], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Option<String>>(1)?)))
-                    .optional()
+                s.query_row([id], |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, bool>(3)?,
+                    ))
+                })
+                .optional()
             })
             .map_err(storage(doing))?;
-        let (mid, sub) = row.ok_or(BoxError::NoSuchSuspended(id))?;
-        Ok((id_of(mid)?, sub))
+        let (mid, subscriber, reason, resumable) = row.ok_or(BoxError::NoSuchSuspended(id))?;
+        Ok(SuspendedEntry {
+            message: id_of(mid)?,
+            subscriber,
+            reason,
+            resumable,
+        })
     }
 
     pub fn resume(&mut self, suspended: i64) -> Result<Routed> {
         let doing = format!("resuming suspended entry {suspended}");
-        let refused: Option<String> = self
-            .conn
-            .prepare_cached("SELECT reason FROM suspended WHERE id = ?1 AND resumable = 0")
-            .and_then(|mut s| s.query_row([suspended], |r| r.get(0)).optional())
-            .map_err(storage(&doing))?;
-        if let Some(reason) = refused {
-            return Err(BoxError::NotResumable { id: suspended, reason });
+        let entry = self.suspended_entry(suspended, &doing)?;
+        if !entry.resumable {
+            return Err(BoxError::NotResumable {
+                id: suspended,
+                reason: entry.reason,
+            });
         }
-        let (mid, sub) = self.suspended_entry(suspended, &doing)?;
-        let targets = match sub {
+        let mid = entry.message;
+        let targets = match entry.subscriber {
             Some(s) => {
                 if !self.subs.iter().any(|(name, _)| *name == s) {
                     return Err(BoxError::NoSuchSubscriber(s));
@@ -1171,11 +1197,7 @@ impl Writer {
                 vec![s]
             }
             None => {
-                let ctx: String = self
-                    .conn
-                    .prepare_cached("SELECT context FROM messages WHERE id = ?1")
-                    .and_then(|mut s| s.query_row([mid.to_bytes()], |r| r.get(0)))
-                    .map_err(storage(&doing))?;
+                let ctx = self.context_json(mid, &doing)?;
                 let targets = self.matching(&context_of(&ctx, mid)?);
                 if targets.is_empty() {
                     return Err(BoxError::StillNoSubscriber { message: mid });
@@ -1202,53 +1224,37 @@ impl Writer {
 
     pub fn terminate(&mut self, suspended: i64) -> Result<()> {
         let doing = format!("terminating suspended entry {suspended}");
-        let (mid, sub) = self.suspended_entry(suspended, &doing)?;
-        let reason: String = self
-            .conn
-            .query_row(
-                "DELETE FROM suspended WHERE id = ?1 RETURNING reason",
-                [suspended],
-                |r| r.get(0),
-            )
+        let entry = self.suspended_entry(suspended, &doing)?;
+        self.conn
+            .execute("DELETE FROM suspended WHERE id = ?1", [suspended])
             .map_err(storage(&doing))?;
-        self.track(mid, tracked::TERMINATED, sub.as_deref(), Some(&reason), None, &doing)?;
+        let (mid, sub) = (entry.message, entry.subscriber.as_deref());
+        self.track(mid, tracked::TERMINATED, sub, Some(&entry.reason), None, &doing)?;
         self.drop_reference(mid, &doing)
     }
 
     pub fn resubmit(&mut self, suspended: i64, with: &Resubmission, context_json: Option<&str>) -> Result<Resubmitted> {
         let doing = format!("resubmitting suspended entry {suspended}");
-        let (mid, sub) = self.suspended_entry(suspended, &doing)?;
-        let (reason, resumable): (String, bool) = self
-            .conn
-            .query_row(
-                "SELECT reason, resumable FROM suspended WHERE id = ?1",
-                [suspended],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(storage(&doing))?;
-        if !resumable && with.parts.is_none() {
-            return Err(BoxError::NeedsNewBody { id: suspended, reason });
+        let entry = self.suspended_entry(suspended, &doing)?;
+        let (mid, sub) = (entry.message, entry.subscriber.as_deref());
+        if !entry.resumable && with.parts.is_none() {
+            return Err(BoxError::NeedsNewBody {
+                id: suspended,
+                reason: entry.reason,
+            });
         }
-        let context = match &with.context {
-            Some(c) => c.clone(),
-            // Refused, not a storage failure: it must not fail the batch.
-            None => self
-                .readable_context(mid, &doing)?
-                .ok_or_else(|| BoxError::NotResumable {
+        let (context, json) = match &with.context {
+            // `context_json` is the edited context's, made off the writer thread.
+            Some(c) => (c.clone(), context_json.map_or_else(|| c.to_json(), str::to_string)),
+            None => {
+                let json = self.context_json(mid, &doing)?;
+                // Refused, not a storage failure: it must not fail the batch.
+                let context = context_of(&json, mid).map_err(|_| BoxError::NotResumable {
                     id: suspended,
                     reason: "its stored context cannot be read; resubmit it with a whole new context, or terminate it"
                         .into(),
-                })?,
-        };
-        let json = match context_json {
-            Some(j) => j.to_string(),
-            None => {
-                let j: String = self
-                    .conn
-                    .prepare_cached("SELECT context FROM messages WHERE id = ?1")
-                    .and_then(|mut s| s.query_row([mid.to_bytes()], |r| r.get(0)))
-                    .map_err(storage(&doing))?;
-                j
+                })?;
+                (context, json)
             }
         };
         let id = MessageId::new();
@@ -1264,24 +1270,14 @@ impl Writer {
             None => {
                 let subs = self.matching(&context);
                 self.insert_shared(id, mid, &json, subs.len().max(1) as i64, &doing)?;
-                if subs.is_empty() {
-                    let suspended_id =
-                        self.insert_suspended(id, None, &no_subscriber(), 0, true, Some(&context), &doing)?;
-                    Routed::Suspended { suspended_id }
-                } else {
-                    let now = self.now();
-                    for s in &subs {
-                        self.enqueue(id, s, now, &doing)?;
-                    }
-                    Routed::Queued(subs)
-                }
+                self.route_stored(id, &context, subs, &(no_subscriber(), true), &doing)?
             }
         };
         self.conn
             .execute("DELETE FROM suspended WHERE id = ?1", [suspended])
             .map_err(storage(&doing))?;
         let new_id = id.to_string();
-        self.track(mid, tracked::RESUBMITTED, sub.as_deref(), Some(&new_id), None, &doing)?;
+        self.track(mid, tracked::RESUBMITTED, sub, Some(&new_id), None, &doing)?;
         self.drop_reference(mid, &doing)?;
         Ok(Resubmitted { message_id: id, routed })
     }
@@ -1310,6 +1306,14 @@ impl Writer {
             .map_err(storage(doing))?;
         Ok(n as u64)
     }
+}
+
+/// A suspended entry, as the writer reads it before changing it.
+struct SuspendedEntry {
+    message: MessageId,
+    subscriber: Option<String>,
+    reason: String,
+    resumable: bool,
 }
 
 /// What a fault message is made of.
