@@ -44,6 +44,7 @@ struct Transport {
 }
 
 /// What to do after a failed attempt.
+#[derive(Clone, Copy)]
 enum Next {
     /// Try the same transport again after this wait.
     Retry(Duration),
@@ -403,6 +404,14 @@ impl SendPortRunner {
     /// Record how a delivery of `entries` (one message, or a batch sent as
     /// one document) ended: ack each, retry each, or suspend each.
     async fn settle(&self, entries: &[Leased], result: Result<Delivered, sluice_adapters::TransmitError>, what: &str) {
+        // Settled concurrently, a slice at a time: the box commits them
+        // together (group commit) instead of one fsync each.
+        let mut taken: Vec<Option<Next>> = Vec::with_capacity(entries.len());
+        for chunk in entries.chunks(SETTLE_AT_ONCE) {
+            taken.extend(
+                futures::future::join_all(chunk.iter().map(|l| self.settle_one(l, &result, entries.len(), what))).await,
+            );
+        }
         match &result {
             Ok(Delivered::To(to)) => tracing::debug!(send_port = %self.name, what, to = %to, "delivered"),
             Ok(Delivered::AlreadyThere(to)) => tracing::info!(send_port = %self.name, what, to = %to,
@@ -414,9 +423,13 @@ impl SendPortRunner {
                 // Named only on a port that has a backup.
                 let transport = (self.transports.len() > 1).then_some(t.name);
                 let (mut retried, mut failed_over, mut suspended) = (0, 0, 0);
-                for l in entries {
-                    match self.next(l.attempt, e) {
-                        Next::Retry(_) => retried += 1,
+                let mut retry_in = None;
+                for next in taken.into_iter().flatten() {
+                    match next {
+                        Next::Retry(wait) => {
+                            retried += 1;
+                            retry_in.get_or_insert(wait);
+                        }
                         Next::FailOver { .. } => failed_over += 1,
                         Next::Suspend => suspended += 1,
                     }
@@ -424,7 +437,7 @@ impl SendPortRunner {
                 if retried > 0 {
                     tracing::warn!(send_port = %self.name, what, attempt, transport, messages = retried,
                         retries_left = (t.retry.count + 1).saturating_sub(on),
-                        retry_in = ?t.retry.delay(on), error = %e.message,
+                        retry_in = ?retry_in.unwrap_or_default(), error = %e.message,
                         "delivery failed; will retry");
                 }
                 if failed_over > 0 {
@@ -437,20 +450,18 @@ impl SendPortRunner {
                 }
             }
         }
-        // Settled concurrently, a slice at a time: the box commits them
-        // together (group commit) instead of one fsync each.
-        for chunk in entries.chunks(SETTLE_AT_ONCE) {
-            futures::future::join_all(chunk.iter().map(|l| self.settle_one(l, &result, entries.len(), what))).await;
-        }
     }
 
+    /// Ack, retry, fail over or suspend one entry; which of the last three
+    /// it chose after a failure.
     async fn settle_one(
         &self,
         l: &Leased,
         result: &Result<Delivered, sluice_adapters::TransmitError>,
         batch: usize,
         what: &str,
-    ) {
+    ) -> Option<Next> {
+        let mut taken = None;
         let outcome = match result {
             Ok(_) => {
                 // Delivered: the ack must not be lost to a passing storage
@@ -469,7 +480,9 @@ impl SendPortRunner {
                 if self.transports.len() > 1 {
                     failure = failure.by_transport(t.name);
                 }
-                match self.next(l.attempt, e) {
+                let next = self.next(l.attempt, e);
+                taken = Some(next);
+                match next {
                     Next::Retry(wait) => {
                         let retry_at = now_ms() + wait.as_millis() as i64;
                         self.mbox.nack(l.token, retry_at, &failure).await
@@ -500,6 +513,7 @@ impl SendPortRunner {
             // A lost lease means another delivery attempt owns the entry now.
             tracing::warn!(send_port = %self.name, message_id = %l.message_id, error = %e, "could not record the outcome");
         }
+        taken
     }
 
     /// The transport of attempt `attempt` and the attempt number on it.
