@@ -129,17 +129,32 @@ pub trait Admission: Send + Sync {
     async fn admit(&self, bytes: u64) -> Admitted;
 }
 
+/// The host's side of an admission: released when dropped; may count more
+/// bytes in flight as they arrive.
+pub trait Held: Send + Sync {
+    /// Count `bytes` more in flight for this message (never waits).
+    fn charge(&self, _bytes: u64) {}
+}
+
+impl Held for () {}
+
 /// Holds one admitted message in flight; dropping it releases it.
 pub struct Admitted {
-    _permit: Box<dyn Send + Sync>,
+    permit: Box<dyn Held>,
 }
 
 impl Admitted {
     /// Wrap the host's permit (whatever releases the admission when dropped).
-    pub fn new(permit: impl Send + Sync + 'static) -> Self {
+    pub fn new(permit: impl Held + 'static) -> Self {
         Admitted {
-            _permit: Box::new(permit),
+            permit: Box::new(permit),
         }
+    }
+
+    /// Count `bytes` more in flight for the admitted message: a source that
+    /// was admitted before it knew a body's size charges what arrives.
+    pub fn charge(&self, bytes: u64) {
+        self.permit.charge(bytes);
     }
 }
 
@@ -285,7 +300,7 @@ pub fn reply_subscriber(location: &str) -> String {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ReceiveAdapterConfig {
     File(file::FileReceiveConfig),
-    Http(http::HttpReceiveConfig),
+    Http(Box<http::HttpReceiveConfig>),
 }
 
 impl ReceiveAdapterConfig {
@@ -306,6 +321,14 @@ impl ReceiveAdapterConfig {
         match self {
             ReceiveAdapterConfig::File(_) => "file",
             ReceiveAdapterConfig::Http(_) => "http",
+        }
+    }
+    /// Request-response: how long a response abandoned by its client stays
+    /// suspended before the node terminates it.
+    pub fn abandoned_keep(&self) -> Option<std::time::Duration> {
+        match self {
+            ReceiveAdapterConfig::Http(c) if c.mode == http::ReceiveMode::RequestResponse => Some(c.abandoned_keep),
+            _ => None,
         }
     }
     /// Whether the location waits for a response to each request

@@ -167,6 +167,9 @@ enum SuspendedCommand {
 enum BenchCommand {
     /// Durable publish -> route -> lease -> ack on an embedded box in a fresh temporary directory.
     Messaging(bench::MessagingArgs),
+    /// A normal open-loop load of POSTs to an HTTP receive location beside
+    /// slow clients (slowloris), with the node's RSS and open files sampled.
+    Hostile(bench::HostileArgs),
 }
 
 fn init_logging() {
@@ -253,6 +256,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             command: BenchCommand::Messaging(args),
         } => bench::messaging(args).await,
+        Command::Bench {
+            command: BenchCommand::Hostile(args),
+        } => bench::hostile(args).await,
         Command::Dev {
             command: DevCommand::EchoServer(args),
         } => dev::echo_server(args, on_signal()).await,

@@ -66,10 +66,14 @@ impl Filters {
 /// Which entries to act on: ids, `--all`, or filter flags.
 #[derive(Args, Debug, Clone)]
 pub struct Target {
-    /// Suspended entry ids (the `#` numbers of `suspended list`).
+    /// Suspended entry ids (the `#` numbers of `suspended list`); one that
+    /// does not exist is a failure (exit status 1).
     #[arg(value_name = "ID", value_parser = id_arg, conflicts_with_all = ["all", "filters"])]
     pub ids: Vec<i64>,
-    /// Every suspended entry.
+    /// Every suspended entry. Entries another operation (e.g. another bulk
+    /// run at the same time) resumes, resubmits or terminates first are
+    /// counted as "taken by another operation", not as failures: with none
+    /// failed, the exit status is 0.
     #[arg(long, conflicts_with = "filters")]
     pub all: bool,
     #[command(flatten)]
@@ -286,16 +290,16 @@ pub async fn show(config: &Config, id: i64, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How a bulk run reports: a progress bar on a terminal, else a line per entry.
+/// How a bulk run reports: a progress bar on a terminal, else a line per
+/// entry (and per stretch of entries taken by another operation before the
+/// run reached them), so that the lines account for every entry.
 struct Report {
     bar: Option<ProgressBar>,
-    /// Gone counts as a failure (named ids), or not (a query).
-    named: bool,
     stop: Arc<AtomicBool>,
 }
 
 impl Report {
-    fn new(named: bool, stop: Arc<AtomicBool>) -> Report {
+    fn new(stop: Arc<AtomicBool>) -> Report {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(0);
             if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} {msg} [{elapsed}, {eta} left]") {
@@ -303,7 +307,7 @@ impl Report {
             }
             bar
         });
-        Report { bar, named, stop }
+        Report { bar, stop }
     }
 
     /// A line on stdout, or above the bar.
@@ -331,12 +335,17 @@ impl Report {
             Event::Entry { done, id, outcome, .. } => {
                 let line = format!("#{id}: {outcome}");
                 match outcome {
-                    Outcome::Failed(_) => self.complain(&line),
-                    Outcome::Gone if self.named => self.complain(&line),
-                    Outcome::Skipped(_) | Outcome::Gone => self.say(&line),
+                    Outcome::Failed(_) | Outcome::Missing => self.complain(&line),
+                    Outcome::Skipped(_) | Outcome::Taken => self.say(&line),
                     _ if self.bar.is_none() => println!("{line}"),
                     _ => {}
                 }
+                if let Some(bar) = &self.bar {
+                    bar.set_position(done);
+                }
+            }
+            Event::Taken { done, taken, .. } => {
+                self.say(&taken.to_string());
                 if let Some(bar) = &self.bar {
                     bar.set_position(done);
                 }
@@ -357,7 +366,8 @@ impl Report {
 }
 
 /// Resume, resubmit or terminate: one line per entry (or a progress bar),
-/// a summary, and an error if any entry failed (or a named one is gone).
+/// a summary, and an error if any entry failed (a named one that does not
+/// exist included; one taken by another operation is not a failure).
 pub async fn act(config: &Config, target: &Target, action: Action, body: Option<PathBuf>) -> anyhow::Result<()> {
     let selection = target.selection().map_err(|e| anyhow::anyhow!(e))?;
     // The body is opened before the box: a missing file changes nothing.
@@ -401,17 +411,17 @@ async fn bulk(b: &SqliteBox, selection: &Selection, action: &Action) -> anyhow::
             flag.store(true, Ordering::SeqCst);
         }
     });
-    let named = matches!(selection, Selection::Ids(_));
-    let mut report = Report::new(named, stop.clone());
+    let mut report = Report::new(stop.clone());
     let result = ops::run(b, selection, action, |event| report.event(event)).await;
     report.finish();
     watcher.abort();
     let summary = result?;
-    finish(&summary, named)
+    finish(&summary)
 }
 
-/// The summary line, and the exit status it means.
-fn finish(summary: &Summary, named: bool) -> anyhow::Result<()> {
+/// The summary line, and the exit status it means: entries taken by
+/// another operation are not failures.
+fn finish(summary: &Summary) -> anyhow::Result<()> {
     if summary.matched == 0 {
         println!("(no suspended messages)");
         return Ok(());
@@ -420,7 +430,7 @@ fn finish(summary: &Summary, named: bool) -> anyhow::Result<()> {
     if summary.interrupted {
         return Err(Interrupted.into());
     }
-    let bad = summary.failed + if named { summary.gone } else { 0 };
+    let bad = summary.failed;
     anyhow::ensure!(
         bad == 0,
         "{bad} of {} suspended message(s) could not be {}",

@@ -3,7 +3,8 @@
 //! matching send port exists and it is resumed. Terminate drops it. The
 //! operations: list with filters, show, resume, resubmit with edits and a new
 //! body, terminate, one entry or in bulk; bad input changes nothing; a bulk
-//! run stopped with Ctrl-C is finished by running it again.
+//! run stopped with Ctrl-C is finished by running it again; two bulk runs at
+//! once each account for every entry they matched.
 
 mod common;
 
@@ -416,7 +417,10 @@ fn resume_resubmit_terminate_and_bad_input_that_changes_nothing() {
     assert!(out.contains(&format!("#{a1}: resumed -> deliver")), "{out}");
     let (out, _) = expect(&config, &["suspended", "resume", "--port", "deliver"], 0);
     assert!(out.contains(&format!("#{b2}: resumed -> deliver")), "{out}");
-    assert!(out.contains("resumed 1 of 1; 0 failed, 0 skipped, 0 gone"), "{out}");
+    assert!(
+        out.contains("resumed 1 of 1; 0 failed, 0 skipped, 0 taken by another operation"),
+        "{out}"
+    );
     let delivered = root.path().join("missing");
     wait_until(Duration::from_secs(30), "A1 and B2 delivered", || {
         names(&delivered) == ["A1.txt", "B2.txt"]
@@ -537,14 +541,129 @@ fn an_interrupted_bulk_run_is_finished_by_running_it_again() {
     assert_eq!(
         summary,
         format!(
-            "terminated {0} of {n}; 0 failed, 0 skipped, 0 gone; stopped after {0} of {n}",
+            "terminated {0} of {n}; 0 failed, 0 skipped, 0 taken by another operation; stopped after {0} of {n}",
             n - left
         )
     );
     let (out, _) = expect(&config, &["suspended", "terminate", "--all"], 0);
     assert!(
-        out.ends_with(&format!("terminated {left} of {left}; 0 failed, 0 skipped, 0 gone\n")),
+        out.ends_with(&format!(
+            "terminated {left} of {left}; 0 failed, 0 skipped, 0 taken by another operation\n"
+        )),
         "{out}"
     );
     assert_eq!(status_json(&config)["suspended"], 0);
+}
+
+/// Each line of a file is a message of its own, and nobody subscribes:
+/// each is suspended ("no subscriber"), all in one transaction.
+const LINES: &str = r#"
+[receive_ports.lines.locations.lines-folder]
+adapter = { type = "file", path = "lines", settle = "100ms", poll_interval = "100ms" }
+pipeline = { disassemble = { type = "lines" } }
+"#;
+
+/// A stopped send port that takes them: resumed, they wait in its queue.
+const LATER: &str = r#"
+[send_ports.later]
+filter = 'receive.port == "lines"'
+adapter = { type = "file", path = "later", create_folder = true }
+enabled = false
+"#;
+
+/// A bulk run's output adds up: its summary (`resumed 1490 of 2500; 0
+/// failed, 0 skipped, 1010 taken by another operation`), and its lines, one
+/// per entry or per stretch of entries taken before the run reached them
+/// (`#1001..#2000: 600 of 1000 taken by another operation`). Nothing
+/// failed, and it exited 0. Returns (done, matched).
+fn adds_up(out: &Output, done_word: &str) -> (u64, u64) {
+    let (o, e) = (text(&out.stdout), text(&out.stderr));
+    let lines: Vec<&str> = o.lines().collect();
+    let summary = *lines.last().unwrap_or_else(|| panic!("no output; stderr: {e}"));
+    let numbers: Vec<u64> = summary
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|n| !n.is_empty())
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let [done, matched, failed, skipped, taken] = numbers[..] else {
+        panic!("not a summary: {summary}")
+    };
+    assert_eq!(done + failed + skipped + taken, matched, "{summary}");
+    assert_eq!(
+        summary,
+        format!(
+            "{done_word} {done} of {matched}; {failed} failed, {skipped} skipped, {taken} taken by another operation"
+        )
+    );
+    assert_eq!((failed, skipped), (0, 0), "{summary}\n{e}");
+    assert_eq!(out.status.code(), Some(0), "{summary}\n{e}");
+    let (mut done_lines, mut taken_lines) = (0, 0);
+    for line in &lines[..lines.len() - 1] {
+        if line.ends_with(": terminated") || line.contains(": resumed -> later") {
+            done_lines += 1;
+        } else if let Some(rest) = line.strip_suffix("taken by another operation") {
+            // `#12: ` (one), or `#1001..#2000: 600 of 1000 `.
+            let (_, count) = rest.split_once(": ").unwrap_or_else(|| panic!("{line}"));
+            taken_lines += match count.split_once(" of ") {
+                Some((n, _)) => n.parse::<u64>().unwrap_or_else(|_| panic!("{line}")),
+                None if count.is_empty() => 1,
+                None => panic!("{line}"),
+            };
+        } else {
+            panic!("unexpected line: {line}");
+        }
+    }
+    assert_eq!((done_lines, taken_lines), (done, taken), "{summary}");
+    (done, matched)
+}
+
+/// `sluice suspended resume --all` and `terminate --all` at once over a few
+/// thousand entries: each entry is resumed or terminated, once, and each
+/// run's summary and lines account for every entry it matched, those the
+/// other took included, with exit status 0. (Before, a run did not count
+/// the entries the other took before it read their page: `resumed 0 of
+/// 5000; 0 failed, 0 skipped, 1000 gone`, 4000 unaccounted.)
+#[test]
+fn two_bulk_runs_at_once_account_for_every_entry() {
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(root.path(), LINES);
+    let folder = root.path().join("lines");
+    std::fs::create_dir_all(&folder).unwrap();
+    let log = root.path().join("node.log");
+    let n = 3000u64;
+    let mut node = Node::start(&config, &log);
+    let body: String = (0..n).map(|i| format!("line {i}\n")).collect();
+    drop_file(&folder, "lines.txt", body.as_bytes());
+    wait_until(Duration::from_secs(60), "3000 suspended messages", || {
+        status_json(&config)["suspended"] == n
+    });
+    node.stop();
+    // The stopped send port's subscription: the node makes it.
+    let text_now = std::fs::read_to_string(&config).unwrap() + LATER;
+    std::fs::write(&config, text_now).unwrap();
+    Node::start(&config, &log).stop();
+    assert_eq!(status_json(&config)["suspended"], n);
+
+    let start = |command: &str| {
+        let child = sluice()
+            .args(["suspended", command, "--all", "--config"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Read as it runs, so that neither waits on a full pipe.
+        std::thread::spawn(move || child.wait_with_output().unwrap())
+    };
+    let resume = start("resume");
+    let terminate = start("terminate");
+    let (resumed, terminated) = (resume.join().unwrap(), terminate.join().unwrap());
+    let (r_done, r_matched) = adds_up(&resumed, "resumed");
+    let (t_done, t_matched) = adds_up(&terminated, "terminated");
+    assert!(r_matched <= n && t_matched <= n, "{r_matched} {t_matched}");
+    assert_eq!(r_done + t_done, n, "resumed {r_done}, terminated {t_done}");
+    let status = status_json(&config);
+    assert_eq!(status["suspended"], 0);
+    // The resumed messages wait for the stopped port; the rest are gone.
+    assert_eq!(status["spool"], r_done, "{status}");
 }

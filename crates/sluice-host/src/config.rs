@@ -143,6 +143,15 @@ pub struct HostConfig {
     /// RSS at or below which it resumes (default 80% of `memory_high`).
     #[serde(default)]
     pub memory_low: Option<ByteSize>,
+    /// Percent of the messages and bytes in flight one receive location may
+    /// hold (1–100, default 50): one location cannot starve the others and
+    /// the send ports.
+    #[serde(default = "default_location_share")]
+    pub location_share: u8,
+}
+
+fn default_location_share() -> u8 {
+    50
 }
 
 impl Default for HostConfig {
@@ -153,6 +162,7 @@ impl Default for HostConfig {
             max_in_flight_bytes: default_max_in_flight_bytes(),
             memory_high: None,
             memory_low: None,
+            location_share: default_location_share(),
         }
     }
 }
@@ -188,11 +198,15 @@ impl HostConfig {
                 Some(MemoryMarks { high: high.0, low })
             }
         };
+        if !(1..=100).contains(&self.location_share) {
+            return Err(("location_share", "must be a percentage between 1 and 100".into()));
+        }
         Ok(Limits {
             max_in_flight: self.max_in_flight,
             resume_in_flight: resume,
             max_in_flight_bytes: self.max_in_flight_bytes.0,
             memory,
+            location_share: self.location_share,
         })
     }
 }

@@ -106,13 +106,19 @@ fn lock_data_dir(dir: &Path) -> Result<DataDirLock, HostError> {
     }
 }
 
-/// A receive location's way into its host's throttle.
-struct HostAdmission(Arc<Throttle>);
+/// A receive location's way into its host's throttle, within its share.
+struct HostAdmission(throttle::Lane);
+
+impl sluice_adapters::Held for throttle::Permit {
+    fn charge(&self, bytes: u64) {
+        throttle::Permit::charge(self, bytes);
+    }
+}
 
 #[async_trait]
 impl sluice_adapters::Admission for HostAdmission {
     async fn admit(&self, bytes: u64) -> sluice_adapters::Admitted {
-        sluice_adapters::Admitted::new(self.0.admit(bytes, throttle::Work::Receive).await)
+        sluice_adapters::Admitted::new(self.0.admit(bytes).await)
     }
 }
 
@@ -120,6 +126,11 @@ impl sluice_adapters::Admission for HostAdmission {
 /// work in flight, close the box and return.
 pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), HostError> {
     let _lock = lock_data_dir(&config.data_dir)?;
+    // A server must not run out of file descriptors at 1024; HTTP locations
+    // keep a reserve of them for the box and the other adapters.
+    if let Some(limit) = sluice_adapters::http::raise_fd_limit() {
+        tracing::debug!(open_files_limit = limit, "file descriptor limit");
+    }
     // Bind the metrics endpoint first: a taken address stops the start
     // before anything has been touched.
     let endpoint = match &config.metrics {
@@ -168,6 +179,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Ho
     // delete) a message whose source is still being sorted out.
     let mut sources = Vec::new();
     let mut reply_runners = Vec::new();
+    let mut abandoned = Vec::new();
     for (port, pc) in &config.receive_ports {
         for (name, lc) in &pc.locations {
             if !lc.enabled {
@@ -200,9 +212,12 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Ho
                 port: port.clone(),
                 location: name.clone(),
                 publisher: publisher.clone(),
-                admission: Arc::new(HostAdmission(throttle.clone())),
+                admission: Arc::new(HostAdmission(throttle.lane())),
                 shutdown: shutdown.clone(),
             };
+            if let Some(keep) = lc.adapter.abandoned_keep() {
+                abandoned.push((sluice_adapters::reply_subscriber(name), keep));
+            }
             if let Some(replies) = source.replies(name) {
                 let subscriber = sluice_adapters::reply_subscriber(name);
                 reply_runners.push((
@@ -248,6 +263,9 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Ho
             config.tracking.keep,
             services_stop.clone(),
         ));
+    }
+    for (subscriber, keep) in abandoned {
+        services.spawn(purge_abandoned(mbox.clone(), subscriber, keep, services_stop.clone()));
     }
     if let Some(endpoint) = endpoint {
         services.spawn(endpoint.serve(metrics.clone(), mbox.clone(), services_stop.clone()));
@@ -397,6 +415,53 @@ async fn purge_tracking(mbox: Arc<dyn MessageBox>, keep: Duration, stop: Cancell
         }
         if purged > 0 {
             tracing::info!(events = purged, keep = ?keep, "purged old tracking events");
+        }
+    }
+}
+
+/// Terminate the responses that waited suspended at a request-response
+/// location's reply subscriber (`reply:<location>`: their client timed out
+/// or went away) for longer than `keep`, so they do not pile up.
+async fn purge_abandoned(mbox: Arc<dyn MessageBox>, subscriber: String, keep: Duration, stop: CancellationToken) {
+    const PAGE: usize = 1000;
+    let every = (keep / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    let mut ticks = Ticker::new(every, stop.clone());
+    while ticks.next().await {
+        let query = sluice_msgbox::SuspendedQuery {
+            port: Some(subscriber.clone()),
+            until: Some(now_ms() - keep.as_millis().min(i64::MAX as u128) as i64),
+            ..Default::default()
+        };
+        let mut terminated = 0u64;
+        'pages: loop {
+            let page = match mbox.list_suspended(&query, None, PAGE).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(subscriber = %subscriber, error = %e,
+                        "could not list abandoned responses; trying again later");
+                    break;
+                }
+            };
+            for entry in &page {
+                match mbox.terminate(entry.id).await {
+                    Ok(()) | Err(sluice_msgbox::BoxError::NoSuchSuspended(_)) => terminated += 1,
+                    Err(e) => {
+                        tracing::warn!(subscriber = %subscriber, suspended_id = entry.id, error = %e,
+                            "could not terminate an abandoned response; trying again later");
+                        break 'pages;
+                    }
+                }
+                if stop.is_cancelled() {
+                    break 'pages;
+                }
+            }
+            if page.len() < PAGE {
+                break;
+            }
+        }
+        if terminated > 0 {
+            tracing::info!(subscriber = %subscriber, responses = terminated, keep = ?keep,
+                "terminated responses abandoned by their clients");
         }
     }
 }

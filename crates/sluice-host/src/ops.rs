@@ -4,11 +4,15 @@
 //! portal, so that every front end behaves the same way.
 //!
 //! Bulk work goes entry by entry, each entry one transaction of the box, and
-//! never holds more than one page ([`PAGE`]) of entries in memory. A bulk run
+//! never holds more than one page ([`PAGE`]) of entries in memory (and, over
+//! a query, where each page of the count began and ended). A bulk run
 //! can be stopped after any entry (its progress callback returns
 //! [`ControlFlow::Break`]) and run again with the same selection: the rerun
-//! finds only what is left. An entry that went away meanwhile (another
-//! operator, the node) counts as *gone*, not as a failure of the run.
+//! finds only what is left. An entry that another operation (another bulk
+//! run, an operator) resumed, resubmitted or terminated first counts as
+//! *taken by another operation*, not as a failure of the run: every entry a
+//! run matched ends in exactly one of done, failed, skipped or taken, whether
+//! this run reached it before it went or not.
 //!
 //! Edits are checked before anything changes: an edit that does not parse,
 //! or does not apply to an entry's message, leaves that entry as it was.
@@ -28,11 +32,15 @@ use tokio::io::AsyncRead;
 /// Entries read from the box at a time.
 pub const PAGE: usize = 1000;
 
-/// Failures, skips and gone ids a [`Summary`] keeps by id (the counts are exact).
+/// Failures and skips a [`Summary`] keeps by id (the counts are exact).
 pub const KEPT: usize = 100;
 
 /// Why an entry is gone.
 const GONE: &str = "does not exist (it was resumed, resubmitted or terminated, or never existed)";
+
+/// What became of an entry another operation resumed, resubmitted or
+/// terminated before this one could.
+pub const TAKEN: &str = "taken by another operation";
 
 /// Which suspended entries an operation is for.
 #[derive(Debug, Clone)]
@@ -524,8 +532,12 @@ pub enum Outcome {
     Terminated,
     /// Left as it is, and why (e.g. not resumable, in a run over a query).
     Skipped(String),
-    /// It went away meanwhile (resumed, resubmitted or terminated by someone else).
-    Gone,
+    /// It matched when the run started, and was gone when the run reached
+    /// it: another operation resumed, resubmitted or terminated it first.
+    Taken,
+    /// A named entry that did not exist when the run started (resumed,
+    /// resubmitted or terminated already, or never existed): a failure.
+    Missing,
     Failed(OpsError),
 }
 
@@ -543,8 +555,41 @@ impl fmt::Display for Outcome {
             Outcome::Resubmitted(r) => write!(f, "resubmitted as {} {}", r.message_id, routed_text(&r.routed)),
             Outcome::Terminated => f.write_str("terminated"),
             Outcome::Skipped(why) => write!(f, "skipped, {why}"),
-            Outcome::Gone => f.write_str(GONE),
+            Outcome::Taken => f.write_str(TAKEN),
+            Outcome::Missing => f.write_str(GONE),
             Outcome::Failed(e) => write!(f, "failed: {}", outcome_reason(e)),
+        }
+    }
+}
+
+/// Entries that matched when a run started and were gone before it reached
+/// them (another operation took them): which they were is not known, only
+/// how many, and between which ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Taken {
+    /// How many were taken.
+    pub count: u64,
+    /// The first id of the stretch (one page of the count at the start).
+    pub first: i64,
+    /// Its last id.
+    pub last: i64,
+    /// How many entries of the stretch matched at the start (`count` of
+    /// them were taken; the run met the others).
+    pub of: u64,
+}
+
+impl fmt::Display for Taken {
+    /// `#1001..#2000: 600 of 1000 taken by another operation`, or
+    /// `#7: taken by another operation` for a single entry.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.of == 1 {
+            write!(f, "#{}: {TAKEN}", self.first)
+        } else {
+            write!(
+                f,
+                "#{}..#{}: {} of {} {TAKEN}",
+                self.first, self.last, self.count, self.of
+            )
         }
     }
 }
@@ -555,18 +600,23 @@ pub enum Event<'a> {
     /// The selection was counted; nothing was done yet. `Break` here stops
     /// before anything changes.
     Matched { total: u64 },
-    /// One entry was dealt with. `done` counts entries dealt with so far,
-    /// `total` is what matched at the start (entries that go away meanwhile
-    /// are counted as gone, so `done` reaches `total` unless stopped).
+    /// One entry was dealt with. `done` counts entries accounted for so far
+    /// (whatever their outcome, [`Event::Taken`] included), `total` is what
+    /// matched at the start: `done` reaches `total` unless stopped.
     Entry {
         done: u64,
         total: u64,
         id: i64,
         outcome: &'a Outcome,
     },
+    /// Entries the run did not reach because another operation took them
+    /// first (a run over a query only); `done` and `total` as for
+    /// [`Event::Entry`].
+    Taken { done: u64, total: u64, taken: Taken },
 }
 
-/// What a bulk run did.
+/// What a bulk run did. Every entry it matched has one outcome:
+/// `done + failed + skipped + taken == matched`, unless `interrupted`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub op: Op,
@@ -574,15 +624,16 @@ pub struct Summary {
     pub matched: u64,
     /// Entries resumed, resubmitted or terminated.
     pub done: u64,
+    /// Entries that failed; with named ids, also those that did not exist.
     pub failed: u64,
     pub skipped: u64,
-    pub gone: u64,
+    /// Entries that matched at the start but that another operation
+    /// resumed, resubmitted or terminated first: not a failure.
+    pub taken: u64,
     /// The first [`KEPT`] failures: entry id and why.
     pub failures: Vec<(i64, String)>,
     /// The first [`KEPT`] skipped entries and why.
     pub skips: Vec<(i64, String)>,
-    /// The first [`KEPT`] entries that were gone.
-    pub gone_ids: Vec<i64>,
     /// Stopped before the end (the rest is as it was).
     pub interrupted: bool,
 }
@@ -595,10 +646,9 @@ impl Summary {
             done: 0,
             failed: 0,
             skipped: 0,
-            gone: 0,
+            taken: 0,
             failures: Vec::new(),
             skips: Vec::new(),
-            gone_ids: Vec::new(),
             interrupted: false,
         }
     }
@@ -615,9 +665,10 @@ impl Summary {
                 self.skipped += 1;
                 keep(&mut self.skips, (id, why.clone()));
             }
-            Outcome::Gone => {
-                self.gone += 1;
-                keep(&mut self.gone_ids, id);
+            Outcome::Taken => self.taken += 1,
+            Outcome::Missing => {
+                self.failed += 1;
+                keep(&mut self.failures, (id, GONE.to_string()));
             }
             Outcome::Failed(e) => {
                 self.failed += 1;
@@ -626,9 +677,9 @@ impl Summary {
         }
     }
 
-    /// Entries dealt with (whatever the outcome).
+    /// Entries accounted for (whatever the outcome).
     pub fn processed(&self) -> u64 {
-        self.done + self.failed + self.skipped + self.gone
+        self.done + self.failed + self.skipped + self.taken
     }
 }
 
@@ -641,17 +692,17 @@ fn outcome_reason(e: &OpsError) -> String {
 }
 
 impl fmt::Display for Summary {
-    /// `resumed 5 of 7; 1 failed, 1 skipped, 0 gone`
+    /// `resumed 5 of 8; 1 failed, 1 skipped, 1 taken by another operation`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} {} of {}; {} failed, {} skipped, {} gone",
+            "{} {} of {}; {} failed, {} skipped, {} {TAKEN}",
             self.op.done(),
             self.done,
             self.matched,
             self.failed,
             self.skipped,
-            self.gone
+            self.taken
         )?;
         if self.interrupted {
             write!(f, "; stopped after {} of {}", self.processed(), self.matched)?;
@@ -678,8 +729,100 @@ async fn act(b: &dyn MessageBox, id: i64, rejected: Option<&str>, action: &Actio
     };
     match result {
         Ok(outcome) => outcome,
-        Err(e) if e.is_gone() => Outcome::Gone,
+        Err(e) if e.is_gone() => Outcome::Taken,
         Err(e) => Outcome::Failed(e),
+    }
+}
+
+/// A stretch of the entries a query matched when a run started: one page
+/// of the count, its first and last id and how many.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    first: i64,
+    last: i64,
+    count: u64,
+}
+
+/// What a run over a query matched, as [`Span`]s (one per [`PAGE`]
+/// entries: 24 bytes per thousand entries, not the ids), and how far the
+/// run got through them. The run goes through the entries still there in id
+/// order; once it is past a span, the span's entries it did not meet were
+/// taken by another operation. This holds because a suspended entry never
+/// changes (it is only ever removed) and ids are never reused (a new entry
+/// has a greater id than any before it, so none can turn up inside a span).
+struct Spans {
+    spans: Vec<Span>,
+    /// The span the run is in.
+    at: usize,
+    /// Entries of that span the run met.
+    met: u64,
+}
+
+impl Spans {
+    /// The run meets entry `id`, in id order: the spans before it are
+    /// closed. `Break` if `progress` said so while closing (the entry is
+    /// then not acted on).
+    fn meet(
+        &mut self,
+        id: i64,
+        summary: &mut Summary,
+        progress: &mut impl FnMut(Event<'_>) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        let mut flow = ControlFlow::Continue(());
+        while self.spans.get(self.at).is_some_and(|span| span.last < id) {
+            if self.close(summary, progress).is_break() {
+                flow = ControlFlow::Break(());
+            }
+        }
+        if flow.is_continue() {
+            self.met += 1;
+        }
+        flow
+    }
+
+    /// The run is past every entry: close what is left. Nothing changes in
+    /// the box here, so a `Break` does not stop the counting.
+    fn close_all(&mut self, summary: &mut Summary, progress: &mut impl FnMut(Event<'_>) -> ControlFlow<()>) {
+        while self.at < self.spans.len() {
+            let _ = self.close(summary, progress);
+        }
+    }
+
+    /// Close the current span: the entries of it the run did not meet were
+    /// taken by another operation.
+    fn close(
+        &mut self,
+        summary: &mut Summary,
+        progress: &mut impl FnMut(Event<'_>) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        let span = self.spans[self.at];
+        let met = std::mem::take(&mut self.met);
+        self.at += 1;
+        if met > span.count {
+            // Cannot happen with a box that keeps the rule above.
+            tracing::warn!(
+                first = span.first,
+                last = span.last,
+                matched = span.count,
+                met,
+                "a bulk run met entries it had not counted"
+            );
+        }
+        let count = span.count.saturating_sub(met);
+        if count == 0 {
+            return ControlFlow::Continue(());
+        }
+        summary.taken += count;
+        progress(Event::Taken {
+            done: summary.processed(),
+            total: summary.matched,
+            taken: Taken {
+                count,
+                first: span.first,
+                last: span.last,
+                of: span.count,
+            },
+        })
     }
 }
 
@@ -688,13 +831,19 @@ async fn act(b: &dyn MessageBox, id: i64, rejected: Option<&str>, action: &Actio
 /// with the count). Stops when `progress` returns `Break`; what is left is
 /// as it was, and running again with the same selection finishes it.
 ///
-/// For ids, every id is tried (each once, in the given order); one that does
-/// not exist is *gone*. For a query, the entries that match when the run
+/// For ids, every id is tried (each once, in the given order); one that
+/// does not exist when the run starts fails ([`Outcome::Missing`]), one
+/// that exists then but is gone when the run reaches it was taken by
+/// another operation. For a query, the entries that match when the run
 /// starts are counted first and then dealt with in id order, a page at a
 /// time; entries suspended after the start (also by this run, e.g. a
 /// resubmitted message that matches nothing) are left for the next run, and
 /// entries that cannot be resumed, or resubmitted without a new body, are
-/// skipped. A query with conditions that matches nothing is
+/// skipped. Entries another operation (another bulk run beside this one)
+/// takes first are counted as taken, whether this run still saw them
+/// ([`Outcome::Taken`]) or they were gone before it got there
+/// ([`Event::Taken`]), so that every entry counted at the start has exactly
+/// one outcome. A query with conditions that matches nothing is
 /// [`OpsError::NothingMatches`], and nothing changes.
 pub async fn run(
     b: &dyn MessageBox,
@@ -711,14 +860,28 @@ pub async fn run(
                     unique.push(*id);
                 }
             }
+            // Which exist now: one that does not is a failure, one that
+            // does and is gone when reached was taken by another operation.
+            let mut exists = Vec::with_capacity(unique.len());
+            for &id in &unique {
+                let info = b
+                    .suspended(id)
+                    .await
+                    .map_err(read_error(format!("reading suspended entry {id}")))?;
+                exists.push(info.is_some());
+            }
             let total = unique.len() as u64;
             let mut summary = Summary::new(op, total);
             if progress(Event::Matched { total }).is_break() {
                 summary.interrupted = true;
                 return Ok(summary);
             }
-            for id in unique {
-                let outcome = act(b, id, None, action).await;
+            for (id, exists) in unique.into_iter().zip(exists) {
+                let outcome = if exists {
+                    act(b, id, None, action).await
+                } else {
+                    Outcome::Missing
+                };
                 summary.record(id, &outcome);
                 let event = Event::Entry {
                     done: summary.processed(),
@@ -734,16 +897,24 @@ pub async fn run(
             Ok(summary)
         }
         Selection::Query(query) => {
-            // Count first (for progress, and to bound the run: entries
-            // suspended from now on are left for the next run).
-            let mut last = None;
-            let total = select(b, selection, |info| {
-                last = Some(info.id);
-                ControlFlow::Continue(())
-            })
-            .await?;
+            // Count first (for progress, to bound the run: entries
+            // suspended from now on are left for the next run, and to
+            // account for the entries another operation takes before this
+            // run reaches them).
+            let mut spans = Vec::new();
+            let mut pages = Pages::new(b, query);
+            while let Some(entries) = pages.next().await? {
+                if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+                    spans.push(Span {
+                        first: first.id,
+                        last: last.id,
+                        count: entries.len() as u64,
+                    });
+                }
+            }
+            let total = spans.iter().map(|s| s.count).sum();
             let mut summary = Summary::new(op, total);
-            let Some(last) = last else {
+            let Some(last) = spans.last().map(|s| s.last) else {
                 if has_conditions(query) {
                     return Err(OpsError::NothingMatches {
                         conditions: describe(query),
@@ -755,10 +926,16 @@ pub async fn run(
                 summary.interrupted = true;
                 return Ok(summary);
             }
+            let mut spans = Spans { spans, at: 0, met: 0 };
             let mut pages = Pages::new(b, query);
+            let mut stopped = false;
             'pages: while let Some(entries) = pages.next().await? {
                 for info in entries {
                     if info.id > last {
+                        break 'pages;
+                    }
+                    if spans.meet(info.id, &mut summary, &mut progress).is_break() {
+                        stopped = true;
                         break 'pages;
                     }
                     let rejected = (!info.resumable).then_some(info.reason.as_str());
@@ -771,10 +948,16 @@ pub async fn run(
                         outcome: &outcome,
                     };
                     if progress(event).is_break() {
-                        summary.interrupted = info.id != last;
+                        // Stopped at the last entry: nothing is left.
+                        stopped = info.id != last;
                         break 'pages;
                     }
                 }
+            }
+            if stopped {
+                summary.interrupted = true;
+            } else {
+                spans.close_all(&mut summary, &mut progress);
             }
             Ok(summary)
         }
@@ -1101,6 +1284,7 @@ mod tests {
                     ControlFlow::Continue(())
                 }
             }
+            Event::Taken { taken, .. } => panic!("{taken}"),
         })
         .await
         .unwrap();
@@ -1120,7 +1304,7 @@ mod tests {
         );
         assert_eq!(
             summary.to_string(),
-            "terminated 105 of 105; 0 failed, 0 skipped, 0 gone"
+            "terminated 105 of 105; 0 failed, 0 skipped, 0 taken by another operation"
         );
         assert_eq!(b.counts().await.unwrap().spool, 0);
         // Stopped before anything: nothing changes.
@@ -1133,7 +1317,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn bulk_over_nothing_ids_gone_and_its_own_suspensions() {
+    async fn bulk_over_nothing_missing_ids_and_its_own_suspensions() {
         let (_dir, b) = open().await;
         let nothing = SuspendedQuery {
             port: Some("nope".into()),
@@ -1150,8 +1334,12 @@ mod tests {
         let summary = terminate_all(&b, &Selection::Ids(vec![a, a, 999]), keep_going)
             .await
             .unwrap();
-        assert_eq!((summary.matched, summary.done, summary.gone), (2, 1, 1));
-        assert_eq!(summary.gone_ids, vec![999]);
+        // A named id that does not exist is a failure, not "taken".
+        assert_eq!(
+            (summary.matched, summary.done, summary.failed, summary.taken),
+            (2, 1, 1, 0)
+        );
+        assert_eq!(summary.failures, vec![(999, GONE.to_string())]);
 
         // Resubmitting what matches nothing suspends new entries: they are
         // not taken again by the same run (it ends), and a rerun finds them.
@@ -1163,6 +1351,229 @@ mod tests {
             .unwrap();
         assert_eq!((summary.done, summary.matched), (3, 3));
         assert_eq!(suspended_count(&b).await, 3);
+    }
+
+    /// `n` entries with no subscriber, with property `key` = 0, 1, 2...;
+    /// then a subscription `key` that takes them, so that they can be
+    /// resumed as well as terminated.
+    async fn resumable_orphans(b: &SqliteBox, key: &'static str, n: u64) {
+        let mut tasks = Vec::new();
+        for i in 0..n {
+            let b = b.clone();
+            tasks.push(tokio::spawn(async move {
+                orphan(&b, &[(key, Value::from(i as i64))]).await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        b.subscribe(Subscription {
+            subscriber: key.into(),
+            filter: Filter::parse(&format!("{key} exists")).unwrap(),
+        })
+        .await
+        .unwrap();
+    }
+
+    /// What a bulk run reported as it went: every entry accounted for by
+    /// an event, once.
+    #[derive(Debug, Default)]
+    struct Reported {
+        matched: Option<u64>,
+        /// Entry events by outcome: done, failed, skipped, taken.
+        entries: [u64; 4],
+        /// Entries in Taken events (not reached).
+        not_reached: u64,
+        ranges: Vec<String>,
+        last_done: u64,
+    }
+
+    impl Reported {
+        fn event(&mut self, event: Event<'_>) -> ControlFlow<()> {
+            match event {
+                Event::Matched { total } => self.matched = Some(total),
+                Event::Entry { done, outcome, .. } => {
+                    let bucket = match outcome {
+                        Outcome::Resumed(_) | Outcome::Resubmitted(_) | Outcome::Terminated => 0,
+                        Outcome::Failed(_) | Outcome::Missing => 1,
+                        Outcome::Skipped(_) => 2,
+                        Outcome::Taken => 3,
+                    };
+                    self.entries[bucket] += 1;
+                    self.last_done = done;
+                }
+                Event::Taken { done, taken, .. } => {
+                    self.not_reached += taken.count;
+                    self.ranges.push(taken.to_string());
+                    self.last_done = done;
+                }
+            }
+            ControlFlow::Continue(())
+        }
+
+        /// The summary adds up, and so do the events.
+        fn check(&self, s: &Summary) {
+            assert!(!s.interrupted, "{s}");
+            assert_eq!(s.done + s.failed + s.skipped + s.taken, s.matched, "{s}");
+            assert_eq!(self.matched, Some(s.matched), "{s}");
+            assert_eq!(
+                self.entries,
+                [s.done, s.failed, s.skipped, s.taken - self.not_reached],
+                "{s}"
+            );
+            assert_eq!(self.last_done, s.matched, "{s}");
+        }
+    }
+
+    /// Two bulk runs at once over the same entries: each entry is done by
+    /// one of them, and each run accounts for every entry it matched,
+    /// those the other took included (before this fix, entries the other
+    /// run took before this one read their page were in no count).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn overlapping_bulk_runs_account_for_every_entry() {
+        let (_dir, b) = open().await;
+        let n = 3000;
+        let all = Selection::all();
+
+        // The same selection, resume beside terminate.
+        resumable_orphans(&b, "i", n).await;
+        let (mut r, mut t) = (Reported::default(), Reported::default());
+        let (resumed, terminated) = tokio::join!(
+            resume_all(&b, &all, |e| r.event(e)),
+            terminate_all(&b, &all, |e| t.event(e))
+        );
+        let (resumed, terminated) = (resumed.unwrap(), terminated.unwrap());
+        r.check(&resumed);
+        t.check(&terminated);
+        assert_eq!(resumed.done + terminated.done, n, "{resumed}\n{terminated}");
+        assert_eq!((resumed.failed, terminated.failed), (0, 0));
+        assert_eq!(suspended_count(&b).await, 0);
+
+        // Every entry, beside half of them: the second run goes through its
+        // half while the first is still on its first pages, so the first
+        // finds later pages thinned out.
+        resumable_orphans(&b, "j", n).await;
+        let half = Selection::Query(SuspendedQuery {
+            context: Some(Filter::parse("j >= 1500").unwrap()),
+            ..SuspendedQuery::default()
+        });
+        let (mut r, mut t) = (Reported::default(), Reported::default());
+        let (resumed, terminated) = tokio::join!(
+            resume_all(&b, &all, |e| r.event(e)),
+            terminate_all(&b, &half, |e| t.event(e))
+        );
+        let (resumed, terminated) = (resumed.unwrap(), terminated.unwrap());
+        r.check(&resumed);
+        t.check(&terminated);
+        assert_eq!(resumed.matched, n);
+        assert!(resumed.taken > 0, "{resumed}");
+        assert_eq!(resumed.done + terminated.done, n, "{resumed}\n{terminated}");
+        assert_eq!(suspended_count(&b).await, 0);
+        assert!(
+            resumed.to_string().ends_with(&format!(
+                "; 0 failed, 0 skipped, {} taken by another operation",
+                resumed.taken
+            )),
+            "{resumed}"
+        );
+    }
+
+    /// Run `f` to its end from inside a progress callback (the run that
+    /// called it waits).
+    fn meanwhile<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+    }
+
+    /// Exactly which entries are taken, and when: some after the run read
+    /// their page (each reported as taken), the rest of the run's later
+    /// spans before it got there (reported as how many, between which ids).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn entries_taken_before_the_run_reaches_them_are_counted() {
+        let (_dir, b) = open().await;
+        resumable_orphans(&b, "i", 2500).await;
+        let ids = ids(&b, SuspendedQuery::default()).await;
+        assert_eq!(ids.len(), 2500);
+        // In the first page (read when the other run comes), half the
+        // second, all of the third.
+        let taken: Vec<i64> = ids[10..20]
+            .iter()
+            .chain(&ids[1200..1700])
+            .chain(&ids[2000..])
+            .copied()
+            .collect();
+        let mut reported = Reported::default();
+        let mut other = None;
+        let summary = resume_all(&b, &Selection::all(), |event| {
+            if other.is_none() && matches!(event, Event::Entry { .. }) {
+                other = Some(meanwhile(terminate_all(&b, &Selection::Ids(taken.clone()), keep_going)).unwrap());
+            }
+            reported.event(event)
+        })
+        .await
+        .unwrap();
+        reported.check(&summary);
+        let other = other.unwrap();
+        assert_eq!((other.matched, other.done), (1010, 1010));
+        assert_eq!(
+            (summary.matched, summary.done, summary.taken),
+            (2500, 2500 - 1010, 1010)
+        );
+        assert_eq!(reported.entries[3], 10, "seen, then gone when acted on");
+        assert_eq!(
+            reported.ranges,
+            [
+                format!("#{}..#{}: 500 of 1000 taken by another operation", ids[1000], ids[1999]),
+                format!("#{}..#{}: 500 of 500 taken by another operation", ids[2000], ids[2499]),
+            ]
+        );
+        assert_eq!(
+            summary.to_string(),
+            "resumed 1490 of 2500; 0 failed, 0 skipped, 1010 taken by another operation"
+        );
+        assert_eq!(suspended_count(&b).await, 0);
+
+        // Named ids: one that exists at the start and is gone when reached
+        // was taken; it is not a failure.
+        resumable_orphans(&b, "k", 2).await;
+        let two = ids_of(&b).await;
+        let mut other = None;
+        let summary = terminate_all(&b, &Selection::Ids(two.clone()), |_| {
+            if other.is_none() {
+                other = Some(meanwhile(terminate(&b, two[1])));
+            }
+            ControlFlow::Continue(())
+        })
+        .await
+        .unwrap();
+        other.unwrap().unwrap();
+        assert_eq!(
+            summary.to_string(),
+            "terminated 1 of 2; 0 failed, 0 skipped, 1 taken by another operation"
+        );
+
+        // Stopped at the last entry: the entries taken before the run got
+        // there are counted, and the run is not "stopped".
+        resumable_orphans(&b, "l", 3).await;
+        let three = ids_of(&b).await;
+        let summary = terminate_all(&b, &Selection::all(), |event| match event {
+            Event::Matched { .. } => {
+                meanwhile(terminate(&b, three[1])).unwrap();
+                ControlFlow::Continue(())
+            }
+            Event::Entry { id, .. } if id == three[2] => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        })
+        .await
+        .unwrap();
+        assert!(!summary.interrupted);
+        assert_eq!(
+            summary.to_string(),
+            "terminated 2 of 3; 0 failed, 0 skipped, 1 taken by another operation"
+        );
+    }
+
+    async fn ids_of(b: &SqliteBox) -> Vec<i64> {
+        ids(b, SuspendedQuery::default()).await
     }
 
     #[test]

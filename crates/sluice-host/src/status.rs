@@ -94,6 +94,7 @@ mod tests {
                 resume_in_flight: 0,
                 max_in_flight_bytes: 1 << 20,
                 memory: None,
+                location_share: 100,
             },
             None,
         );

@@ -25,6 +25,20 @@
 //! of small ones, and a busy intake does not starve delivery. (Under the
 //! memory mark, deliveries pass the receive waiters, which cannot go.)
 //!
+//! **Shares.** Each receive location takes its work through a [`Lane`]: a
+//! location may hold at most `location_share` percent of the host's
+//! messages and bytes in flight, so one location (a flood of uploads, a
+//! client that trickles) cannot take the whole budget from the others and
+//! from the send ports. A waiter held back only by its own lane's share
+//! steps aside: the waiters behind it in line still go.
+//!
+//! **Bytes as they arrive.** A source that cannot know a body's size in
+//! advance (HTTP: a declared `Content-Length` is only a claim) is admitted
+//! for what it has actually received, and [`Permit::charge`]s the bytes as
+//! they arrive (decoded bytes, as written to the box). Charging never waits
+//! (a body half-taken must be able to finish), but the charged bytes count
+//! for every admission after it.
+//!
 //! Architecture Invariant: only admitted work is in flight, and only what is
 //! in flight counts. Messages that wait in the box (queued, retrying,
 //! suspended) hold no permit and never throttle live traffic.
@@ -49,6 +63,20 @@ pub struct Limits {
     pub max_in_flight_bytes: u64,
     /// RSS high and low marks, if memory throttling is on.
     pub memory: Option<MemoryMarks>,
+    /// Percent (1–100) of the messages and bytes in flight that one
+    /// receive location (one [`Lane`]) may hold.
+    pub location_share: u8,
+}
+
+impl Limits {
+    /// One lane's share: (messages, bytes), each at least 1 message and 1 MiB.
+    fn share(&self) -> (u64, u64) {
+        let pct = u64::from(self.location_share.clamp(1, 100));
+        let messages = (self.max_in_flight.saturating_mul(pct) / 100).max(1);
+        let bytes = (u128::from(self.max_in_flight_bytes) * u128::from(pct) / 100) as u64;
+        let bytes = bytes.max(1 << 20);
+        (messages, bytes)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,7 +135,15 @@ struct Waiter {
     id: u64,
     bytes: u64,
     work: Work,
+    lane: Option<usize>,
     grant: oneshot::Sender<()>,
+}
+
+/// What one lane (one receive location) holds in flight.
+#[derive(Default, Clone, Copy)]
+struct LaneUse {
+    in_flight: u64,
+    bytes: u64,
 }
 
 struct Inner {
@@ -122,6 +158,10 @@ struct Inner {
     next_waiter: u64,
     state: Option<Reason>,
     engagements: u64,
+    lanes: Vec<LaneUse>,
+    /// Set by `grant_waiters`: a waiter is held back by the host's own
+    /// limits (not only by its lane's share).
+    host_blocked: bool,
 }
 
 /// One host's throttle. Cheap to share: use it through an `Arc`.
@@ -149,6 +189,8 @@ impl Throttle {
                 next_waiter: 0,
                 state: None,
                 engagements: 0,
+                lanes: Vec::new(),
+                host_blocked: false,
             }),
             changed: Notify::new(),
             metrics,
@@ -173,9 +215,23 @@ impl Throttle {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A new lane (for one receive location) with the host's share limits.
+    pub fn lane(self: &Arc<Self>) -> Lane {
+        let mut inner = self.lock();
+        inner.lanes.push(LaneUse::default());
+        Lane {
+            throttle: self.clone(),
+            index: inner.lanes.len() - 1,
+        }
+    }
+
     /// Wait until the host admits one message of `bytes` for `work`, first
     /// come first served. The permit holds it in flight until dropped.
     pub async fn admit(self: &Arc<Self>, bytes: u64, work: Work) -> Permit {
+        self.admit_in(bytes, work, None).await
+    }
+
+    async fn admit_in(self: &Arc<Self>, bytes: u64, work: Work, lane: Option<usize>) -> Permit {
         let mut guard = {
             let mut inner = self.lock();
             let (tx, rx) = oneshot::channel();
@@ -185,6 +241,7 @@ impl Throttle {
                 id,
                 bytes,
                 work,
+                lane,
                 grant: tx,
             });
             self.grant_waiters(&mut inner);
@@ -193,6 +250,7 @@ impl Throttle {
                 throttle: self,
                 id,
                 bytes,
+                lane,
                 rx: Some(rx),
             }
         };
@@ -204,7 +262,8 @@ impl Throttle {
         guard.rx = None;
         Permit {
             throttle: self.clone(),
-            bytes,
+            bytes: std::sync::atomic::AtomicU64::new(bytes),
+            lane,
         }
     }
 
@@ -266,26 +325,54 @@ impl Throttle {
         alone || inner.bytes.saturating_add(bytes) <= self.limits.max_in_flight_bytes
     }
 
-    fn take(&self, inner: &mut Inner, bytes: u64) {
+    /// Whether `lane` has room for one more message of `bytes` (a message
+    /// larger than the share goes when the lane holds nothing else).
+    fn lane_fits(&self, inner: &Inner, lane: Option<usize>, bytes: u64) -> bool {
+        let Some(use_) = lane.and_then(|l| inner.lanes.get(l)) else {
+            return true;
+        };
+        let (messages, share_bytes) = self.limits.share();
+        use_.in_flight < messages && (use_.in_flight == 0 || use_.bytes.saturating_add(bytes) <= share_bytes)
+    }
+
+    fn take(&self, inner: &mut Inner, bytes: u64, lane: Option<usize>) {
         inner.in_flight += 1;
         inner.bytes = inner.bytes.saturating_add(bytes);
+        if let Some(l) = lane.and_then(|l| inner.lanes.get_mut(l)) {
+            l.in_flight += 1;
+            l.bytes = l.bytes.saturating_add(bytes);
+        }
         if inner.in_flight >= self.limits.max_in_flight {
             inner.messages_latched = true;
         }
     }
 
-    fn give_back(&self, inner: &mut Inner, bytes: u64) {
+    fn give_back(&self, inner: &mut Inner, bytes: u64, lane: Option<usize>) {
         inner.in_flight = inner.in_flight.saturating_sub(1);
         inner.bytes = inner.bytes.saturating_sub(bytes);
+        if let Some(l) = lane.and_then(|l| inner.lanes.get_mut(l)) {
+            l.in_flight = l.in_flight.saturating_sub(1);
+            l.bytes = l.bytes.saturating_sub(bytes);
+        }
         if inner.in_flight <= self.limits.resume_in_flight {
             inner.messages_latched = false;
         }
     }
 
-    fn release(&self, bytes: u64) {
+    fn release(&self, bytes: u64, lane: Option<usize>) {
         let mut inner = self.lock();
-        self.give_back(&mut inner, bytes);
+        self.give_back(&mut inner, bytes, lane);
         self.grant_waiters(&mut inner);
+        self.update_state(&mut inner);
+    }
+
+    /// Count `bytes` more in flight for an admitted message (never waits).
+    fn charge(&self, bytes: u64, lane: Option<usize>) {
+        let mut inner = self.lock();
+        inner.bytes = inner.bytes.saturating_add(bytes);
+        if let Some(l) = lane.and_then(|l| inner.lanes.get_mut(l)) {
+            l.bytes = l.bytes.saturating_add(bytes);
+        }
         self.update_state(&mut inner);
     }
 
@@ -293,20 +380,27 @@ impl Throttle {
     /// memory mark receive waiters cannot go, and deliveries pass them.
     fn grant_waiters(&self, inner: &mut Inner) {
         let mut i = 0;
+        inner.host_blocked = false;
         while let Some(w) = inner.waiters.get(i) {
             if !self.can_admit(inner, w.bytes, w.work) {
                 if inner.memory_latched && w.work == Work::Receive {
                     i += 1;
                     continue;
                 }
+                inner.host_blocked = true;
                 break;
             }
+            if !self.lane_fits(inner, w.lane, w.bytes) {
+                // Held back by its own location's share: the line goes on.
+                i += 1;
+                continue;
+            }
             let Some(w) = inner.waiters.remove(i) else { break };
-            self.take(inner, w.bytes);
+            self.take(inner, w.bytes, w.lane);
             if w.grant.send(()).is_err() {
                 // Its task is being cancelled right now (its guard waits
                 // for the lock and will find it gone): undo.
-                self.give_back(inner, w.bytes);
+                self.give_back(inner, w.bytes, w.lane);
             }
         }
     }
@@ -317,8 +411,9 @@ impl Throttle {
             Some(Reason::Memory)
         } else if inner.messages_latched {
             Some(Reason::Messages)
-        } else if !inner.waiters.is_empty() {
-            // After granting, a waiter left in line is one that does not fit.
+        } else if inner.host_blocked {
+            // After granting, a waiter held back by the host's budget (not
+            // only by its location's share) is one that does not fit.
             Some(Reason::Bytes)
         } else {
             None
@@ -387,6 +482,7 @@ struct WaitGuard<'a> {
     throttle: &'a Throttle,
     id: u64,
     bytes: u64,
+    lane: Option<usize>,
     rx: Option<oneshot::Receiver<()>>,
 }
 
@@ -398,28 +494,71 @@ impl Drop for WaitGuard<'_> {
             inner.waiters.remove(pos);
         } else if rx.try_recv().is_ok() {
             // Granted while being cancelled.
-            self.throttle.give_back(&mut inner, self.bytes);
+            self.throttle.give_back(&mut inner, self.bytes, self.lane);
         }
         self.throttle.grant_waiters(&mut inner);
         self.throttle.update_state(&mut inner);
     }
 }
 
+/// One receive location's way into its host's throttle, within its share
+/// (see the module doc).
+pub struct Lane {
+    throttle: Arc<Throttle>,
+    index: usize,
+}
+
+impl Lane {
+    /// Wait until the host admits one message of `bytes` for this location.
+    pub async fn admit(&self, bytes: u64) -> Permit {
+        self.throttle.admit_in(bytes, Work::Receive, Some(self.index)).await
+    }
+
+    pub fn throttle(&self) -> &Arc<Throttle> {
+        &self.throttle
+    }
+
+    /// What this lane holds in flight: (messages, bytes).
+    pub fn in_flight(&self) -> (u64, u64) {
+        let inner = self.throttle.lock();
+        inner
+            .lanes
+            .get(self.index)
+            .map(|l| (l.in_flight, l.bytes))
+            .unwrap_or((0, 0))
+    }
+}
+
 /// One admitted message; dropping it releases its count and bytes.
 pub struct Permit {
     throttle: Arc<Throttle>,
-    bytes: u64,
+    bytes: std::sync::atomic::AtomicU64,
+    lane: Option<usize>,
+}
+
+impl Permit {
+    /// Count `bytes` more in flight for this message (bytes that arrived or
+    /// were written since it was admitted). Never waits; see the module doc.
+    pub fn charge(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        self.throttle.charge(bytes, self.lane);
+    }
+
+    /// The bytes this permit holds in flight.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Permit({}, {} bytes)", self.throttle.host, self.bytes)
+        write!(f, "Permit({}, {} bytes)", self.throttle.host, self.bytes())
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.throttle.release(self.bytes);
+        self.throttle.release(self.bytes(), self.lane);
     }
 }
 
@@ -470,6 +609,7 @@ mod tests {
                 resume_in_flight: low,
                 max_in_flight_bytes: bytes,
                 memory: memory.map(|(high, low)| MemoryMarks { high, low }),
+                location_share: 100,
             },
             None,
         )
@@ -647,6 +787,76 @@ mod tests {
         assert!(poll_once(w.as_mut()).is_none(), "one is in flight");
         drop(q);
         assert!(poll_once(w.as_mut()).is_some(), "nothing in flight: one may go");
+    }
+
+    fn throttle_with_share(high: u64, bytes: u64, share: u8) -> Arc<Throttle> {
+        Throttle::new(
+            "h",
+            Limits {
+                max_in_flight: high,
+                resume_in_flight: high * 8 / 10,
+                max_in_flight_bytes: bytes,
+                memory: None,
+                location_share: share,
+            },
+            None,
+        )
+    }
+
+    #[test]
+    fn a_location_holds_at_most_its_share_and_does_not_block_the_line() {
+        let t = throttle_with_share(10, 100 * MIB, 50);
+        let (a, b) = (t.lane(), t.lane());
+        let mut held: Vec<Permit> = (0..5)
+            .map(|_| poll_once(pin!(a.admit(0))).expect("within the share"))
+            .collect();
+        assert_eq!(a.in_flight(), (5, 0));
+        // Lane a is at its share (5 of 10): it waits, and steps aside.
+        let mut a_waits = pin!(a.admit(0));
+        assert!(poll_once(a_waits.as_mut()).is_none(), "over the share");
+        let from_b = poll_once(pin!(b.admit(0))).expect("the other location goes past it");
+        let delivery = deliver_now(&t, 0).expect("so do the send ports");
+        assert_eq!(
+            t.snapshot().reason,
+            None,
+            "a location at its share does not throttle the host"
+        );
+        held.pop();
+        assert!(poll_once(a_waits.as_mut()).is_some(), "room in its share again");
+        drop((from_b, delivery));
+    }
+
+    #[test]
+    fn charged_bytes_count_for_later_admissions_and_are_given_back() {
+        let t = throttle_with_share(100, 10 * MIB, 50);
+        let lane = t.lane();
+        let upload = poll_once(pin!(lane.admit(0))).expect("admitted for nothing yet");
+        upload.charge(4 * MIB);
+        upload.charge(2 * MIB);
+        assert_eq!(t.snapshot().in_flight_bytes, 6 * MIB);
+        assert_eq!(lane.in_flight(), (1, 6 * MIB));
+        // Its lane's share is 5 MiB: a second upload of that location waits.
+        let mut second = pin!(lane.admit(1));
+        assert!(poll_once(second.as_mut()).is_none(), "the location's share is spent");
+        // The host's budget (10 MiB) has 4 MiB left for the rest.
+        let small = deliver_now(&t, 3 * MIB).expect("fits the host's budget");
+        assert!(deliver_now(&t, 2 * MIB).is_none(), "6 + 3 + 2 MiB > 10 MiB");
+        drop(small);
+        drop(upload);
+        assert_eq!(
+            t.snapshot().in_flight_bytes,
+            1,
+            "what was charged is given back (the second upload, admitted now, holds 1 byte)"
+        );
+        assert!(poll_once(second.as_mut()).is_some());
+    }
+
+    #[test]
+    fn shares_are_at_least_one_message_and_one_mib() {
+        let t = throttle_with_share(1, MIB, 1);
+        assert_eq!(t.limits().share(), (1, MIB));
+        let t = throttle_with_share(1000, 256 * MIB, 50);
+        assert_eq!(t.limits().share(), (500, 128 * MIB));
     }
 
     #[test]

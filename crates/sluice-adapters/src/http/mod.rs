@@ -5,9 +5,12 @@
 //! the request, optionally gzip-compressed; the answer decides delivered,
 //! retry or fail, and solicit-response publishes it as a new message.
 
+mod body;
+mod guard;
 mod receive;
 mod reply;
 mod send;
 
-pub use receive::{HttpAuth, HttpReceiveConfig, HttpReceiver, ReceiveMode, ServerTls};
+pub use guard::{FD_RESERVE, fd_limit, raise_fd_limit};
+pub use receive::{HttpAuth, HttpReceiveConfig, HttpReceiver, MinRateConfig, ReceiveMode, ServerTls};
 pub use send::{Compress, HttpSendConfig, HttpTransmitter, SendMode};

@@ -33,25 +33,41 @@
 //!
 //! `tls = { cert = "cert.pem", key = "key.pem" }` serves HTTPS (HTTP/2 by
 //! ALPN); the handshake must finish within `header_timeout`.
+//!
+//! Hostile and careless clients (see `guard` and `body`): a body counts
+//! only when it ended normally with its declared length (an HTTP/2 stream
+//! reset, even with NO_ERROR, is an abort: nothing published); a body is
+//! admitted to the host's throttle for what has arrived, not for what its
+//! `Content-Length` claims, and charged as it arrives; a client below
+//! `min_rate` or silent for `idle_timeout` gets 408; concurrent uploads are
+//! capped per location (`max_uploads`, 503) and per client address
+//! (`max_uploads_per_client`, 429); connections are capped per location
+//! and per address (refused at once), a connection with no request in
+//! progress for `connection_idle_timeout` is closed, a client that reads
+//! none of its answer for `write_timeout` is cut off, and a reserve of file
+//! descriptors is kept for the rest of the node. Publishing and releasing
+//! a request's message run in their own task: a client that goes away
+//! cannot leave a message held.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use serde::Deserialize;
 use sluice_model::MessageId;
 use sluice_pipeline::ByteSize;
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::AsyncRead;
 use tokio_util::io::StreamReader;
 
+use super::body::{Capped, CompleteBody, Fault, FaultSlot, MinRate, Paced};
+use super::guard::{Evict, RateLimited, Refusal, Slots, WriteTimeout};
 use super::reply::{Reply, ReplyStream, ReplyTransmitter, Waiting};
 use crate::{AdapterError, Body, REPLY_TO, ReceiveContext, Source, Transmitter, reply_subscriber};
 
@@ -75,6 +91,55 @@ fn default_idle_timeout() -> Duration {
 }
 fn default_response_timeout() -> Duration {
     Duration::from_secs(60)
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_max_connections_per_client() -> usize {
+    256
+}
+fn default_max_uploads() -> usize {
+    256
+}
+fn default_max_uploads_per_client() -> usize {
+    64
+}
+fn default_connection_idle_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_write_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_admit_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_abandoned_keep() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+
+/// The slowest a request body may arrive: at least `bytes` in every
+/// `interval` the node spends waiting for the client (`408` below it).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MinRateConfig {
+    #[serde(default = "default_min_rate_bytes")]
+    pub bytes: ByteSize,
+    #[serde(default = "default_min_rate_interval", with = "humantime_serde")]
+    pub interval: Duration,
+}
+fn default_min_rate_bytes() -> ByteSize {
+    ByteSize(5 * 1024)
+}
+fn default_min_rate_interval() -> Duration {
+    Duration::from_secs(10)
+}
+impl Default for MinRateConfig {
+    fn default() -> Self {
+        MinRateConfig {
+            bytes: default_min_rate_bytes(),
+            interval: default_min_rate_interval(),
+        }
+    }
 }
 
 /// One-way (`202` once published) or request-response (the answer is the
@@ -155,6 +220,42 @@ pub struct HttpReceiveConfig {
     pub response_timeout: Duration,
     #[serde(default)]
     pub tls: Option<ServerTls>,
+    /// A request body must arrive at least this fast (default 5 KiB per 10 s).
+    #[serde(default)]
+    pub min_rate: MinRateConfig,
+    /// Connections open at once on this location (more are closed at once).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Connections open at once from one client address.
+    #[serde(default = "default_max_connections_per_client")]
+    pub max_connections_per_client: usize,
+    /// Request bodies being taken at once (`503` beyond).
+    #[serde(default = "default_max_uploads")]
+    pub max_uploads: usize,
+    /// Request bodies being taken at once from one client address (`429` beyond).
+    #[serde(default = "default_max_uploads_per_client")]
+    pub max_uploads_per_client: usize,
+    /// A connection with no request in progress for this long is closed
+    /// (silent new connections and idle keep-alive ones alike).
+    #[serde(default = "default_connection_idle_timeout", with = "humantime_serde")]
+    pub connection_idle_timeout: Duration,
+    /// A client that takes none of its answer for this long is cut off.
+    #[serde(default = "default_write_timeout", with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// A request waits at most this long for the host's throttle (`503` after).
+    #[serde(default = "default_admit_timeout", with = "humantime_serde")]
+    pub admit_timeout: Duration,
+    /// Request-response: responses abandoned by their client (suspended at
+    /// `reply:<location>`) are terminated after this long.
+    #[serde(default = "default_abandoned_keep", with = "humantime_serde")]
+    pub abandoned_keep: Duration,
+}
+
+/// At its cap of uploads, a location evicts its slowest upload if that one
+/// averages under 8 times the minimum rate (at least 1 KiB/s).
+fn evict_below(rate: &MinRateConfig) -> u64 {
+    let per_second = rate.bytes.0 as f64 / rate.interval.as_secs_f64().max(0.001);
+    ((per_second * 8.0) as u64).max(1024)
 }
 
 /// The expected `Authorization` header value (never logged).
@@ -231,10 +332,29 @@ impl HttpReceiveConfig {
         if methods.is_empty() {
             return Err(bad("methods is empty".into()));
         }
-        if self.idle_timeout.is_zero() || self.header_timeout.is_zero() || self.response_timeout.is_zero() {
-            return Err(bad(
-                "header_timeout, idle_timeout and response_timeout must be above zero".into(),
-            ));
+        for (key, d) in [
+            ("header_timeout", self.header_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("response_timeout", self.response_timeout),
+            ("connection_idle_timeout", self.connection_idle_timeout),
+            ("write_timeout", self.write_timeout),
+            ("admit_timeout", self.admit_timeout),
+            ("abandoned_keep", self.abandoned_keep),
+            ("min_rate.interval", self.min_rate.interval),
+        ] {
+            if d.is_zero() {
+                return Err(bad(format!("{key} must be above zero")));
+            }
+        }
+        for (key, n) in [
+            ("max_connections", self.max_connections),
+            ("max_connections_per_client", self.max_connections_per_client),
+            ("max_uploads", self.max_uploads),
+            ("max_uploads_per_client", self.max_uploads_per_client),
+        ] {
+            if n == 0 {
+                return Err(bad(format!("{key} must be at least 1")));
+            }
         }
         let tls = self.tls.as_ref().map(server_tls).transpose()?;
         let mut promote = Vec::new();
@@ -277,10 +397,37 @@ impl HttpReceiveConfig {
                 idle_timeout: self.idle_timeout,
                 request_response: self.mode == ReceiveMode::RequestResponse,
                 response_timeout: self.response_timeout,
+                min_rate: MinRate {
+                    bytes: self.min_rate.bytes.0,
+                    interval: self.min_rate.interval,
+                },
+                connection_idle_timeout: self.connection_idle_timeout,
+                write_timeout: self.write_timeout,
+                admit_timeout: self.admit_timeout,
             }),
             tls,
             listener: None,
             waiting: Arc::new(Waiting::default()),
+            connections: Slots::new(
+                self.max_connections,
+                self.max_connections_per_client,
+                true,
+                Evict::Idlest {
+                    min_idle: Duration::from_secs(1),
+                },
+            ),
+            uploads: Slots::new(
+                self.max_uploads,
+                self.max_uploads_per_client,
+                false,
+                Evict::Slowest {
+                    // A whole request body usually comes with its head; one
+                    // that has averaged under the threshold for this long
+                    // while the location is full is the one to cut.
+                    min_age: Duration::from_millis(50),
+                    below: evict_below(&self.min_rate),
+                },
+            ),
         })
     }
 }
@@ -299,6 +446,10 @@ struct Settings {
     idle_timeout: Duration,
     request_response: bool,
     response_timeout: Duration,
+    min_rate: MinRate,
+    connection_idle_timeout: Duration,
+    write_timeout: Duration,
+    admit_timeout: Duration,
 }
 
 pub struct HttpReceiver {
@@ -308,107 +459,10 @@ pub struct HttpReceiver {
     listener: Option<tokio::net::TcpListener>,
     /// Request-response: the requests waiting for their response.
     waiting: Arc<Waiting>,
-}
-
-/// Why a request body could not be taken: the client's doing.
-#[derive(Debug, Clone)]
-enum Fault {
-    TooLarge(String),
-    Undecodable(String),
-    TooSlow,
-    Broken(String),
-}
-
-/// A request body as an `AsyncRead`: capped, with a stall timeout; the
-/// first fault is kept so the answer can say what it was.
-struct Incoming {
-    inner: Pin<Box<dyn AsyncRead + Send>>,
-    idle: Duration,
-    deadline: Pin<Box<tokio::time::Sleep>>,
-    fault: Arc<Mutex<Option<Fault>>>,
-}
-
-impl AsyncRead for Incoming {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        match self.inner.as_mut().poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                if buf.filled().len() > before {
-                    let next = tokio::time::Instant::now() + self.idle;
-                    self.deadline.as_mut().reset(next);
-                }
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                if self.deadline.as_mut().poll(cx).is_ready() {
-                    self.record(Fault::TooSlow);
-                    return Poll::Ready(Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "the client sent nothing for too long",
-                    )));
-                }
-                Poll::Pending
-            }
-        }
-    }
-}
-
-impl Incoming {
-    fn record(&self, f: Fault) {
-        record(&self.fault, f);
-    }
-}
-
-/// Keep the first fault of a request (later ones are its consequences).
-fn record(slot: &Mutex<Option<Fault>>, f: Fault) {
-    if let Ok(mut slot) = slot.lock() {
-        slot.get_or_insert(f);
-    }
-}
-
-/// Counts bytes through; past `max` it fails with `fault`.
-struct Capped<R> {
-    inner: R,
-    seen: u64,
-    max: u64,
-    /// Over the decoder's output (else over the bytes as sent).
-    decoded: bool,
-    fault: Arc<Mutex<Option<Fault>>>,
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for Capped<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &r {
-            self.seen += (buf.filled().len() - before) as u64;
-            if self.seen > self.max {
-                let what = if self.decoded { "the decoded body" } else { "the body" };
-                let message = format!("{what} is over {} bytes", self.max);
-                record(&self.fault, Fault::TooLarge(message.clone()));
-                return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::InvalidData, message)));
-            }
-        }
-        if let Poll::Ready(Err(e)) = &r {
-            // An error below the decoder is the body breaking off; one from
-            // the decoder itself is the encoding being wrong.
-            let fault = if self.decoded {
-                Fault::Undecodable(e.to_string())
-            } else {
-                Fault::Broken(e.to_string())
-            };
-            record(&self.fault, fault);
-        }
-        r
-    }
+    /// Connections open, per location and per client address.
+    connections: Arc<Slots>,
+    /// Request bodies being taken, per location and per client address.
+    uploads: Arc<Slots>,
 }
 
 fn answer(status: StatusCode, text: impl Into<String>) -> Response {
@@ -524,7 +578,60 @@ async fn await_response(
     }
 }
 
-async fn handle(settings: Arc<Settings>, cx: ReceiveContext, waiting: Arc<Waiting>, request: Request) -> Response {
+/// What every request of a location shares.
+struct Shared {
+    settings: Arc<Settings>,
+    cx: ReceiveContext,
+    waiting: Arc<Waiting>,
+    uploads: Arc<Slots>,
+    /// "waited too long for the throttle", at most once per 10 s.
+    admit_log: RateLimited,
+    /// Connections and intakes (publish and release) in progress: the node
+    /// waits for them when it stops.
+    tasks: tokio_util::task::TaskTracker,
+}
+
+/// The codings of a body, from every `Content-Encoding` header (a list in
+/// one header and the same header repeated are the same thing), in the
+/// order applied; `identity` left out. `Err` for a value that is not text.
+fn content_codings(headers: &HeaderMap) -> Result<Vec<String>, ()> {
+    let mut codings = Vec::new();
+    for v in headers.get_all(header::CONTENT_ENCODING) {
+        let v = v.to_str().map_err(|_| ())?;
+        for c in v.split(',') {
+            let c = c.trim().to_ascii_lowercase();
+            if !c.is_empty() && c != "identity" {
+                codings.push(c);
+            }
+        }
+    }
+    Ok(codings)
+}
+
+fn retry_after(mut r: Response, secs: u32) -> Response {
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+    r
+}
+
+/// The answer for a request that was not published.
+fn not_published(fault: &FaultSlot, e: &crate::SubmitError) -> (StatusCode, String) {
+    let client_fault = fault.lock().ok().and_then(|f| f.clone());
+    match client_fault {
+        Some(Fault::TooLarge(m)) => (StatusCode::PAYLOAD_TOO_LARGE, m),
+        Some(Fault::TooSlow(m)) => (StatusCode::REQUEST_TIMEOUT, m),
+        Some(Fault::Undecodable(m)) => (StatusCode::BAD_REQUEST, format!("the body cannot be decoded: {m}")),
+        Some(Fault::Broken(m)) => (StatusCode::BAD_REQUEST, m),
+        None if e.rejected => (StatusCode::BAD_REQUEST, e.message.clone()),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the message could not be stored; try again".into(),
+        ),
+    }
+}
+
+async fn handle(shared: Arc<Shared>, peer: std::net::IpAddr, request: Request) -> Response {
+    let (settings, cx, waiting) = (&shared.settings, &shared.cx, &shared.waiting);
     let (parts, body) = request.into_parts();
     if parts.uri.path() != settings.path {
         return answer(
@@ -548,56 +655,118 @@ async fn handle(settings: Arc<Settings>, cx: ReceiveContext, waiting: Arc<Waitin
         );
         return r;
     }
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = match parts.headers.get(header::CONTENT_LENGTH) {
+        None => None,
+        Some(v) => match v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+            Some(n) => Some(n),
+            None => return answer(StatusCode::BAD_REQUEST, "the Content-Length header is not a number"),
+        },
+    };
     if declared.is_some_and(|n| n > settings.max_body) {
         return answer(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the body is over {} bytes", settings.max_body),
         );
     }
-    let encoding = parts
-        .headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_ascii_lowercase())
-        .filter(|v| !v.is_empty() && v != "identity");
-    if settings.decode
-        && let Some(e) = &encoding
-        && e != "gzip"
-        && e != "zstd"
-    {
+    let Ok(codings) = content_codings(&parts.headers) else {
         return answer(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("Content-Encoding `{e}` is not supported (gzip, zstd)"),
+            "the Content-Encoding header is not text",
         );
-    }
-    // The host's throttle, before taking the body.
-    let _admitted = tokio::select! {
-        a = cx.admission.admit(declared.unwrap_or(0)) => a,
+    };
+    let decode_with = if settings.decode {
+        match codings.as_slice() {
+            [] => None,
+            [one] if one == "gzip" || one == "zstd" => Some(one.clone()),
+            [one] => {
+                return answer(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    format!("Content-Encoding `{one}` is not supported (gzip, zstd)"),
+                );
+            }
+            many => {
+                return answer(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    format!(
+                        "Content-Encoding `{}`: more than one coding is not supported; send one of gzip, zstd",
+                        many.join(", ")
+                    ),
+                );
+            }
+        }
+    } else {
+        None
+    };
+    // Caps on bodies being taken at once: per client address, then per location.
+    let upload = match shared.uploads.take(peer) {
+        Ok((slot, evicted)) => {
+            if let Some(client) = evicted
+                && let Some(left_out) = shared.uploads.evictions.allow()
+            {
+                tracing::warn!(receive_location = %cx.location, evicted = %client, left_out,
+                    "at its cap of uploads: the slowest upload is cut off (408) to make room");
+            }
+            slot
+        }
+        Err(refusal) => {
+            if let Some(left_out) = shared.uploads.refusals.allow() {
+                tracing::warn!(receive_location = %cx.location, client = %peer, cap = %refusal, left_out,
+                    "request refused: too many uploads at once");
+            }
+            let (status, text) = match refusal {
+                Refusal::Client(n) => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("too many requests at once from your address (at most {n}); try again"),
+                ),
+                _ => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("too many requests at once ({refusal}); try again"),
+                ),
+            };
+            return retry_after(answer(status, text), 1);
+        }
+    };
+    // The host's throttle, before taking the body: one message, its bytes
+    // charged as they arrive (a declared length is only a claim).
+    let admitted = tokio::select! {
+        a = tokio::time::timeout(settings.admit_timeout, cx.admission.admit(0)) => match a {
+            Ok(a) => Arc::new(a),
+            Err(_) => {
+                if let Some(left_out) = shared.admit_log.allow() {
+                    tracing::warn!(receive_location = %cx.location, waited_s = settings.admit_timeout.as_secs_f64(),
+                        left_out, "request refused: the host's throttle did not admit it in time (503)");
+                }
+                return retry_after(
+                    answer(StatusCode::SERVICE_UNAVAILABLE, "the node is busy; try again"),
+                    5,
+                );
+            }
+        },
         _ = cx.shutdown.cancelled() => return answer(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping"),
     };
 
-    let fault = Arc::new(Mutex::new(None));
-    let stream = body.into_data_stream().map(|r| r.map_err(std::io::Error::other));
+    let fault: FaultSlot = Arc::new(Mutex::new(None));
+    let complete = CompleteBody::new(
+        body,
+        parts.version == axum::http::Version::HTTP_2,
+        declared,
+        fault.clone(),
+    );
     let raw = Capped {
-        inner: StreamReader::new(Box::pin(stream) as Pin<Box<dyn Stream<Item = std::io::Result<bytes::Bytes>> + Send>>),
+        inner: StreamReader::new(
+            Box::pin(complete) as Pin<Box<dyn Stream<Item = std::io::Result<bytes::Bytes>> + Send>>
+        ),
         seen: 0,
         max: settings.max_body,
         decoded: false,
         fault: fault.clone(),
+        // Bytes as sent count when they are what is stored.
+        charge: decode_with.is_none().then(|| admitted.clone()),
     };
-    let incoming = Incoming {
-        inner: Box::pin(raw),
-        idle: settings.idle_timeout,
-        deadline: Box::pin(tokio::time::sleep(settings.idle_timeout)),
-        fault: fault.clone(),
-    };
-    let body: Body = match (settings.decode, encoding.as_deref()) {
-        (true, Some(e)) => {
+    let incoming =
+        Paced::new(raw, settings.idle_timeout, settings.min_rate, fault.clone()).with_holder(upload.holder().clone());
+    let body: Body = match decode_with.as_deref() {
+        Some(e) => {
             let reader = tokio::io::BufReader::with_capacity(64 * 1024, incoming);
             let decoded: Box<dyn AsyncRead + Send + Unpin> = if e == "gzip" {
                 let mut d = async_compression::tokio::bufread::GzipDecoder::new(reader);
@@ -612,9 +781,11 @@ async fn handle(settings: Arc<Settings>, cx: ReceiveContext, waiting: Arc<Waitin
                 max: settings.max_decoded,
                 decoded: true,
                 fault: fault.clone(),
+                // Decoded bytes are what the box stores: they count.
+                charge: Some(admitted.clone()),
             })
         }
-        _ => Box::new(incoming),
+        None => Box::new(incoming),
     };
 
     let mut ctx = cx.base_context();
@@ -626,10 +797,9 @@ async fn handle(settings: Arc<Settings>, cx: ReceiveContext, waiting: Arc<Waitin
     if let Some(ct) = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
         ctx.promote("http", "content_type", ct);
     }
-    if let Some(e) = &encoding
-        && !settings.decode
-    {
-        ctx.promote("http", "content_encoding", e.as_str());
+    if decode_with.is_none() && !codings.is_empty() {
+        // The encoding the stored body still has.
+        ctx.promote("http", "content_encoding", codings.join(", "));
     }
     for name in &settings.promote {
         if let Some(v) = parts.headers.get(name)
@@ -644,37 +814,44 @@ async fn handle(settings: Arc<Settings>, cx: ReceiveContext, waiting: Arc<Waitin
     let waiter = settings.request_response.then(|| {
         let (ns, name) = REPLY_TO;
         ctx.promote(ns, name, reply_subscriber(&cx.location));
-        (waiting.register(id), Forget { waiting: &waiting, id })
+        (waiting.register(id), Forget { waiting, id })
     });
-    let receipt = match cx.publisher.submit(id, ctx, body).await {
-        Ok(receipt) => receipt,
+    // Publish and release in a task of their own: if the client goes away
+    // (this handler is dropped), a message already published is still
+    // released, never left held by the location.
+    let publisher = cx.publisher.clone();
+    let location = cx.location.clone();
+    let intake = shared.tasks.spawn(async move {
+        let published = publisher.submit(id, ctx, body).await;
+        let outcome = match published {
+            Ok(receipt) => {
+                if let Err(e) = publisher.settled(&receipt).await {
+                    tracing::warn!(receive_location = %location, message_id = %id, error = %e,
+                        "releasing the location's hold");
+                }
+                Ok(receipt)
+            }
+            Err(e) => {
+                // Logged here: the handler may be gone (client went away,
+                // HTTP/2 stream reset).
+                let (status, text) = not_published(&fault, &e);
+                tracing::warn!(receive_location = %location, client = %peer, status = status.as_u16(), error = %e,
+                    answer = %text, "request not published");
+                Err((status, text))
+            }
+        };
+        drop(admitted);
+        drop(upload);
+        outcome
+    });
+    let receipt = match intake.await {
+        Ok(Ok(receipt)) => receipt,
+        Ok(Err((status, text))) => return answer(status, text),
         Err(e) => {
-            let client_fault = fault.lock().ok().and_then(|f| f.clone());
-            let (status, text) = match client_fault {
-                Some(Fault::TooLarge(m)) => (StatusCode::PAYLOAD_TOO_LARGE, m),
-                Some(Fault::TooSlow) => (
-                    StatusCode::REQUEST_TIMEOUT,
-                    "the client sent nothing for too long".into(),
-                ),
-                Some(Fault::Undecodable(m)) => (StatusCode::BAD_REQUEST, format!("the body cannot be decoded: {m}")),
-                Some(Fault::Broken(m)) => (StatusCode::BAD_REQUEST, format!("the body broke off: {m}")),
-                None if e.rejected => (StatusCode::BAD_REQUEST, e.message.clone()),
-                None => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the message could not be stored; try again".into(),
-                ),
-            };
-            tracing::warn!(receive_location = %cx.location, status = status.as_u16(), error = %e, answer = %text,
-                "request not published");
-            return answer(status, text);
+            tracing::error!(receive_location = %cx.location, error = %e, "the request's intake task failed");
+            return answer(StatusCode::INTERNAL_SERVER_ERROR, "the request could not be taken");
         }
     };
-    // The client's copy is the only other one, and it is answered next:
-    // nothing to hold for recovery.
-    if let Err(e) = cx.publisher.settled(&receipt).await {
-        tracing::warn!(receive_location = %cx.location, message_id = %id, error = %e, "releasing the location's hold");
-    }
-    drop(_admitted);
     let Some((rx, _forget)) = waiter else {
         let mut r = answer(
             StatusCode::ACCEPTED,
@@ -698,7 +875,77 @@ async fn handle(settings: Arc<Settings>, cx: ReceiveContext, waiting: Arc<Waitin
             id,
         );
     }
-    await_response(&settings, &cx, &waiting, id, rx).await
+    await_response(settings, cx, waiting, id, rx).await
+}
+
+/// Serve one connection until it ends: closed when it has had no request
+/// in progress for `connection_idle_timeout`, or gracefully when the node
+/// stops.
+async fn serve_connection<I>(
+    io: I,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    holder: Arc<super::guard::Holder>,
+    stopping: tokio_util::sync::CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let settings = shared.settings.clone();
+    let act = holder.clone();
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        // In progress from its head until its answer's last byte.
+        let in_request = act.enter();
+        let shared = shared.clone();
+        async move {
+            let response = handle(shared, peer.ip(), req.map(axum::body::Body::new)).await;
+            Ok::<_, std::convert::Infallible>(response.map(|b| {
+                use http_body_util::BodyExt;
+                axum::body::Body::new(b.map_frame(move |f| {
+                    let _ = &in_request;
+                    f
+                }))
+            }))
+        }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let io = TokioIo::new(WriteTimeout::new(io, settings.write_timeout));
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    let mut tick = tokio::time::interval(Duration::from_secs(1).min(settings.connection_idle_timeout));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            ended = conn.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(peer = %peer, error = %e, "HTTP connection ended with an error");
+                }
+                return;
+            }
+            _ = stopping.cancelled(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = holder.evicted().cancelled() => {
+                // Room made for a newcomer: it had no request in progress.
+                tracing::debug!(peer = %peer, "closing an idle connection to make room for another client");
+                return;
+            }
+            _ = tick.tick(), if !closing => {
+                if holder.idle_for().is_some_and(|d| d >= settings.connection_idle_timeout) {
+                    tracing::debug!(peer = %peer, "closing a connection idle for connection_idle_timeout");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -725,7 +972,6 @@ impl Source for HttpReceiver {
     }
 
     async fn run(mut self: Box<Self>, cx: ReceiveContext) -> Result<(), AdapterError> {
-        use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
         let settings = self.config.clone();
         let listener = match self.listener.take() {
             Some(l) => l,
@@ -738,60 +984,77 @@ impl Source for HttpReceiver {
         };
         tracing::info!(receive_location = %cx.location, address = %settings.address, path = %settings.path,
             tls = self.tls.is_some(), request_response = settings.request_response, "HTTP receive location listening");
-        let (s2, cx2, w2) = (settings.clone(), cx.clone(), self.waiting.clone());
-        let app = axum::Router::new().fallback(move |req: Request| handle(s2.clone(), cx2.clone(), w2.clone(), req));
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let shared = Arc::new(Shared {
+            settings: settings.clone(),
+            cx: cx.clone(),
+            waiting: self.waiting.clone(),
+            uploads: self.uploads.clone(),
+            admit_log: RateLimited::new(Duration::from_secs(10)),
+            tasks: tokio_util::task::TaskTracker::new(),
+        });
+        let connections = self.connections.clone();
+        let accept_errors = RateLimited::new(Duration::from_secs(10));
+        let tracker = shared.tasks.clone();
         loop {
             let (stream, peer) = tokio::select! {
                 r = listener.accept() => match r {
                     Ok(c) => c,
                     Err(e) => {
-                        tracing::warn!(receive_location = %cx.location, error = %e, "accepting a connection");
+                        if let Some(left_out) = accept_errors.allow() {
+                            tracing::warn!(receive_location = %cx.location, error = %e, left_out, "accepting a connection");
+                        }
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 },
                 _ = cx.shutdown.cancelled() => break,
             };
-            let service = hyper_util::service::TowerToHyperService::new(app.clone());
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(settings.header_timeout);
-            let watcher = graceful.watcher();
-            let tls = self.tls.clone();
-            let (location, handshake) = (cx.location.clone(), settings.header_timeout);
-            tokio::spawn(async move {
-                let ended = match tls {
-                    None => {
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                        watcher.watch(conn.into_owned()).await
+            // Caps first, before anything is spent on the connection.
+            let slot = match connections.take(peer.ip()) {
+                Ok((slot, evicted)) => {
+                    if let Some(client) = evicted
+                        && let Some(left_out) = connections.evictions.allow()
+                    {
+                        tracing::warn!(receive_location = %cx.location, evicted = %client, left_out,
+                            "at its cap of connections: the longest idle one is closed to make room");
                     }
+                    slot
+                }
+                Err(refusal) => {
+                    if let Some(left_out) = connections.refusals.allow() {
+                        tracing::warn!(receive_location = %cx.location, client = %peer.ip(), cap = %refusal,
+                            open = connections.taken(), left_out, "connection refused (closed at once)");
+                    }
+                    drop(stream);
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let tls = self.tls.clone();
+            let (shared, stopping) = (shared.clone(), cx.shutdown.clone());
+            let (location, handshake) = (cx.location.clone(), settings.header_timeout);
+            tracker.spawn(async move {
+                let holder = slot.holder().clone();
+                let _slot = slot;
+                match tls {
+                    None => serve_connection(stream, shared, peer, holder, stopping).await,
                     Some(acceptor) => match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-                            watcher.watch(conn.into_owned()).await
-                        }
+                        Ok(Ok(tls)) => serve_connection(tls, shared, peer, holder, stopping).await,
                         Ok(Err(e)) => {
                             tracing::info!(receive_location = %location, peer = %peer, error = %e, "TLS handshake failed");
-                            return;
                         }
                         Err(_) => {
                             tracing::info!(receive_location = %location, peer = %peer, "TLS handshake too slow; closed");
-                            return;
                         }
                     },
-                };
-                if let Err(e) = ended {
-                    tracing::debug!(peer = %peer, error = %e, "HTTP connection ended with an error");
                 }
             });
         }
         // Stop taking requests; let the ones in flight finish (bounded).
         drop(listener);
+        tracker.close();
         let grace = Duration::from_secs(30).max(settings.response_timeout);
-        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
             tracing::warn!(receive_location = %cx.location, waiting = self.waiting.len(),
                 "requests still in flight after the grace period; stopping anyway");
         }

@@ -1,0 +1,573 @@
+//! What keeps one client from holding an HTTP receive location shut:
+//! caps on connections and uploads (per location and per client address),
+//! a process-wide reserve of file descriptors, idle connections closed,
+//! and a write timeout for clients that do not read their answer.
+//!
+//! **Making room.** A location at its own cap does not simply turn new
+//! clients away (a slowloris from many addresses would then hold it shut):
+//! it evicts the worst holder, if one is bad enough: for connections, the
+//! one that has had no request in progress for longest (silent, or still
+//! trickling its headers); for uploads, the slowest (lowest average rate
+//! since it began, under a threshold). The evicted one is cut off (a
+//! connection closed, an upload answered 408) and the newcomer takes its
+//! place. The caps per client address never make room.
+//!
+//! Architecture Invariant: every connection and every upload holds a slot
+//! of a bounded count (location, client address, process) for exactly as
+//! long as it lives: the slots are taken before any work is done for it and
+//! given back by `Drop`, however the connection or the request ends.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::sync::CancellationToken;
+
+/// File descriptors kept out of reach of HTTP connections, for the message
+/// box, the content store, logs and other adapters (at least this many, or
+/// an eighth of the limit if that is more).
+pub const FD_RESERVE: u64 = 512;
+
+/// Connections every HTTP receive location of this process may still
+/// open: the file-descriptor limit less the reserve (read once, at the
+/// first connection; the node raises its soft limit before).
+fn process_budget() -> &'static AtomicI64 {
+    static BUDGET: OnceLock<AtomicI64> = OnceLock::new();
+    BUDGET.get_or_init(|| {
+        let limit = fd_limit().unwrap_or(1024);
+        let reserve = FD_RESERVE.max(limit / 8);
+        AtomicI64::new(limit.saturating_sub(reserve).max(16) as i64)
+    })
+}
+
+/// The soft limit on open files (`RLIMIT_NOFILE`).
+pub fn fd_limit() -> Option<u64> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0;
+    ok.then_some(r.rlim_cur)
+}
+
+/// Raise the soft limit on open files to the hard limit (a server should
+/// not run out at 1024). Returns the limit in force.
+pub fn raise_fd_limit() -> Option<u64> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write a struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return None;
+        }
+        if r.rlim_cur < r.rlim_max {
+            let wanted = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
+                r.rlim_cur = r.rlim_max;
+            }
+        }
+    }
+    Some(r.rlim_cur)
+}
+
+/// A log line at most once per interval, saying how many were left out.
+pub(crate) struct RateLimited {
+    every: Duration,
+    last: Mutex<Option<Instant>>,
+    suppressed: AtomicU64,
+}
+
+impl RateLimited {
+    pub(crate) fn new(every: Duration) -> Self {
+        RateLimited {
+            every,
+            last: Mutex::new(None),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)` (n = occurrences left out since the last line) when a line
+    /// may be written now; `None` when it must be left out.
+    pub(crate) fn allow(&self) -> Option<u64> {
+        let now = Instant::now();
+        let Ok(mut last) = self.last.lock() else {
+            return None;
+        };
+        if last.is_some_and(|t| now.duration_since(t) < self.every) {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *last = Some(now);
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
+}
+
+/// Why a connection or an upload was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The location's own cap.
+    Location(usize),
+    /// The cap per client address.
+    Client(usize),
+    /// The process's file descriptors (less the reserve) are taken.
+    Process,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Location(n) => write!(f, "the location's cap of {n} is reached"),
+            Refusal::Client(n) => write!(f, "the cap of {n} per client address is reached"),
+            Refusal::Process => write!(
+                f,
+                "the process is near its limit of open files (a reserve is kept for the box and other adapters)"
+            ),
+        }
+    }
+}
+
+/// Which holder a location at its cap evicts to make room.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Evict {
+    /// Connections: the one with no request in progress for longest, if
+    /// for at least `min_idle`.
+    Idlest { min_idle: Duration },
+    /// Uploads: the slowest, if it began at least `min_age` ago and has
+    /// averaged under `below` bytes per second.
+    Slowest { min_age: Duration, below: u64 },
+}
+
+/// Counts per location and per client address, each with a cap.
+pub(crate) struct Slots {
+    max: usize,
+    per_client: usize,
+    /// Also take a slot of the process's file-descriptor budget.
+    process: bool,
+    evict: Evict,
+    inner: Mutex<SlotCounts>,
+    pub(crate) refusals: RateLimited,
+    pub(crate) evictions: RateLimited,
+}
+
+#[derive(Default)]
+struct SlotCounts {
+    total: usize,
+    by_client: HashMap<IpAddr, usize>,
+    holders: HashMap<u64, Arc<Holder>>,
+    next: u64,
+}
+
+/// What one slot's holder is doing: how a location at its cap chooses whom
+/// to evict, and how the holder learns it was.
+pub(crate) struct Holder {
+    client: IpAddr,
+    started: Instant,
+    /// Bytes received (uploads).
+    bytes: AtomicU64,
+    /// Requests in progress (connections).
+    active: AtomicUsize,
+    /// When it last had no request in progress (ms since `started`).
+    idle_since_ms: AtomicU64,
+    /// Cancelled when the holder is evicted.
+    evicted: CancellationToken,
+    /// When its body began to be read (uploads): a request still waiting
+    /// for the host's throttle is never evicted as slow.
+    reading: OnceLock<Instant>,
+}
+
+impl Holder {
+    fn new(client: IpAddr) -> Holder {
+        Holder {
+            client,
+            started: Instant::now(),
+            bytes: AtomicU64::new(0),
+            active: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            evicted: CancellationToken::new(),
+            reading: OnceLock::new(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// A request began; it is in progress until the guard is dropped.
+    pub(crate) fn enter(self: &Arc<Self>) -> InRequest {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        InRequest(self.clone())
+    }
+
+    /// How long it has had no request in progress (`None` while one is).
+    pub(crate) fn idle_for(&self) -> Option<Duration> {
+        if self.active.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let since = self.idle_since_ms.load(Ordering::Acquire);
+        Some(Duration::from_millis(self.now_ms().saturating_sub(since)))
+    }
+
+    /// Its body is being read from now on (uploads; the first call counts).
+    pub(crate) fn reading(&self) {
+        let _ = self.reading.set(Instant::now());
+    }
+
+    /// Count bytes received (uploads).
+    pub(crate) fn received(&self, n: u64) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// How long its body has been read, and the average bytes per second
+    /// since (`None` before reading began).
+    pub(crate) fn pace(&self) -> Option<(Duration, u64)> {
+        let since = self.reading.get()?.elapsed();
+        let rate = self.bytes.load(Ordering::Relaxed) as f64 / since.as_secs_f64().max(0.001);
+        Some((since, rate as u64))
+    }
+
+    /// Cancelled when a location at its cap evicted this holder.
+    pub(crate) fn evicted(&self) -> &CancellationToken {
+        &self.evicted
+    }
+}
+
+/// A request in progress on its connection.
+pub(crate) struct InRequest(Arc<Holder>);
+
+impl Drop for InRequest {
+    fn drop(&mut self) {
+        let now = self.0.now_ms();
+        self.0.idle_since_ms.store(now, Ordering::Release);
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Slots {
+    pub(crate) fn new(max: usize, per_client: usize, process: bool, evict: Evict) -> Arc<Slots> {
+        Arc::new(Slots {
+            max,
+            per_client,
+            process,
+            evict,
+            inner: Mutex::new(SlotCounts::default()),
+            refusals: RateLimited::new(Duration::from_secs(10)),
+            evictions: RateLimited::new(Duration::from_secs(10)),
+        })
+    }
+
+    /// The holder to evict to make room, if one is bad enough.
+    fn victim(&self, c: &SlotCounts) -> Option<Arc<Holder>> {
+        let candidates = c.holders.values().filter(|h| !h.evicted.is_cancelled());
+        match self.evict {
+            Evict::Idlest { min_idle } => candidates
+                .filter_map(|h| h.idle_for().filter(|d| *d >= min_idle).map(|d| (d, h)))
+                .max_by_key(|(d, _)| *d)
+                .map(|(_, h)| h.clone()),
+            Evict::Slowest { min_age, below } => candidates
+                .filter_map(|h| h.pace().map(|p| (p, h)))
+                .filter(|((age, rate), _)| *age >= min_age && *rate < below)
+                .map(|((_, rate), h)| (rate, h))
+                .min_by_key(|(rate, _)| *rate)
+                .map(|(_, h)| h.clone()),
+        }
+    }
+
+    /// Take a slot for `client`, or say which cap refuses it. At the
+    /// location's cap the worst holder is evicted to make room (see the
+    /// module doc); the second value is the client evicted, if one was.
+    pub(crate) fn take(self: &Arc<Self>, client: IpAddr) -> Result<(Slot, Option<IpAddr>), Refusal> {
+        let mut c = self.inner.lock().map_err(|_| Refusal::Location(self.max))?;
+        let mine = c.by_client.get(&client).copied().unwrap_or(0);
+        if mine >= self.per_client {
+            return Err(Refusal::Client(self.per_client));
+        }
+        let mut evicted = None;
+        if c.total >= self.max {
+            // An evicted holder gives its slot back when it ends (soon);
+            // until then the count stands over the cap by the evictions in
+            // progress, never by more than a quarter of it.
+            if c.total >= self.max + (self.max / 4).max(1) {
+                return Err(Refusal::Location(self.max));
+            }
+            match self.victim(&c) {
+                Some(v) => {
+                    v.evicted.cancel();
+                    evicted = Some(v.client);
+                }
+                None => return Err(Refusal::Location(self.max)),
+            }
+        }
+        if self.process {
+            let budget = process_budget();
+            if budget.fetch_sub(1, Ordering::AcqRel) <= 0 {
+                budget.fetch_add(1, Ordering::AcqRel);
+                return Err(Refusal::Process);
+            }
+        }
+        c.total += 1;
+        *c.by_client.entry(client).or_insert(0) += 1;
+        let id = c.next;
+        c.next += 1;
+        let holder = Arc::new(Holder::new(client));
+        c.holders.insert(id, holder.clone());
+        Ok((
+            Slot {
+                slots: self.clone(),
+                id,
+                holder,
+            },
+            evicted,
+        ))
+    }
+
+    /// Slots taken now (all clients).
+    pub(crate) fn taken(&self) -> usize {
+        self.inner.lock().map(|c| c.total).unwrap_or(0)
+    }
+}
+
+/// One connection's or upload's slot; given back on drop.
+pub(crate) struct Slot {
+    slots: Arc<Slots>,
+    id: u64,
+    holder: Arc<Holder>,
+}
+
+impl Slot {
+    pub(crate) fn holder(&self) -> &Arc<Holder> {
+        &self.holder
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.slots.inner.lock() {
+            c.total = c.total.saturating_sub(1);
+            c.holders.remove(&self.id);
+            let client = self.holder.client;
+            if let Some(n) = c.by_client.get_mut(&client) {
+                *n -= 1;
+                if *n == 0 {
+                    c.by_client.remove(&client);
+                }
+            }
+        }
+        if self.slots.process {
+            process_budget().fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// A connection's stream with a write timeout: a client that takes none
+/// of what is written to it for `write_timeout` is cut off (the write
+/// fails; the connection ends, and an answer being streamed to it ends
+/// unfinished).
+pub(crate) struct WriteTimeout<S> {
+    inner: S,
+    timeout: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteTimeout<S> {
+    pub(crate) fn new(inner: S, timeout: Duration) -> Self {
+        WriteTimeout {
+            inner,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    /// After the inner write returned `Pending`: fail once it has been
+    /// pending for the timeout.
+    fn pending(&mut self, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        let timeout = self.timeout;
+        let sleep = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if sleep.as_mut().poll(cx).is_ready() {
+            self.stalled = None;
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client read nothing of its answer for {} s", timeout.as_secs_f64()),
+            )));
+        }
+        Poll::Pending
+    }
+
+    fn track<T>(&mut self, r: Poll<std::io::Result<T>>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<T>> {
+        match r {
+            Poll::Ready(v) => {
+                self.stalled = None;
+                Poll::Ready(v)
+            }
+            Poll::Pending => match self.pending(cx) {
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                _ => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteTimeout<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.track(r, cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.track(r, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.track(r, cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.track(r, cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NEVER: Evict = Evict::Idlest {
+        min_idle: Duration::from_secs(3600),
+    };
+
+    #[test]
+    fn slots_cap_per_location_and_per_client_and_give_back_on_drop() {
+        let s = Slots::new(3, 2, false, NEVER);
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let a1 = s.take(a).unwrap();
+        let _a2 = s.take(a).unwrap();
+        assert_eq!(s.take(a).err(), Some(Refusal::Client(2)));
+        let _b1 = s.take(b).unwrap();
+        assert_eq!(s.take(b).err(), Some(Refusal::Location(3)));
+        drop(a1);
+        assert_eq!(s.taken(), 2);
+        let _b2 = s.take(b).unwrap();
+        assert_eq!(s.taken(), 3);
+    }
+
+    #[test]
+    fn a_full_location_evicts_its_idlest_connection_never_a_busy_one() {
+        let s = Slots::new(
+            2,
+            10,
+            false,
+            Evict::Idlest {
+                min_idle: Duration::ZERO,
+            },
+        );
+        let ip = |n: u8| IpAddr::from([127, 0, 0, n]);
+        let (busy, _) = s.take(ip(1)).unwrap();
+        let _in_request = busy.holder().enter();
+        let (idle, _) = s.take(ip(2)).unwrap();
+        let (newcomer, evicted) = s.take(ip(3)).expect("room is made");
+        assert_eq!(evicted, Some(ip(2)), "the idle one is evicted");
+        assert!(idle.holder().evicted().is_cancelled());
+        assert!(!busy.holder().evicted().is_cancelled());
+        // Nobody idle is left to evict: refused.
+        let _in_request2 = newcomer.holder().enter();
+        assert_eq!(s.take(ip(4)).err(), Some(Refusal::Location(2)));
+        drop(idle);
+        assert_eq!(s.taken(), 2);
+    }
+
+    #[test]
+    fn a_full_location_evicts_its_slowest_upload_if_slow_enough() {
+        let s = Slots::new(
+            3,
+            10,
+            false,
+            Evict::Slowest {
+                min_age: Duration::ZERO,
+                below: 10_000,
+            },
+        );
+        let ip = |n: u8| IpAddr::from([127, 0, 0, n]);
+        let (fast, _) = s.take(ip(1)).unwrap();
+        fast.holder().reading();
+        fast.holder().received(1 << 30);
+        let (slow, _) = s.take(ip(2)).unwrap();
+        slow.holder().reading();
+        slow.holder().received(1);
+        // One still waiting to be read is never a victim.
+        let (_waiting, _) = s.take(ip(5)).unwrap();
+        let (_new, evicted) = s.take(ip(3)).expect("room is made");
+        assert_eq!(evicted, Some(ip(2)));
+        assert!(slow.holder().evicted().is_cancelled() && !fast.holder().evicted().is_cancelled());
+        // The fast one is never evicted: no room.
+        assert_eq!(s.take(ip(4)).err(), Some(Refusal::Location(3)));
+    }
+
+    #[test]
+    fn a_holder_is_idle_only_without_a_request() {
+        let h = Arc::new(Holder::new(IpAddr::from([127, 0, 0, 1])));
+        assert!(h.idle_for().is_some());
+        let g = h.enter();
+        assert!(h.idle_for().is_none());
+        drop(g);
+        assert!(h.idle_for().unwrap() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn rate_limited_says_how_many_were_left_out() {
+        let r = RateLimited::new(Duration::from_secs(3600));
+        assert_eq!(r.allow(), Some(0));
+        assert_eq!(r.allow(), None);
+        assert_eq!(r.allow(), None);
+        assert_eq!(r.suppressed.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_nobody_reads_times_out() {
+        use tokio::io::AsyncWriteExt;
+        // A pipe whose reader never reads: writes fill it, then stay pending.
+        let (writer, _reader) = tokio::io::duplex(1024);
+        let mut w = WriteTimeout::new(writer, Duration::from_secs(5));
+        let chunk = vec![0u8; 4096];
+        let started = tokio::time::Instant::now();
+        let err = loop {
+            if let Err(e) = w.write_all(&chunk).await {
+                break e;
+            }
+        };
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_secs(5));
+    }
+}
