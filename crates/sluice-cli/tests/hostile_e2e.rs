@@ -694,3 +694,40 @@ async fn a_response_nobody_reads_is_cut_off_suspended_and_purged() {
     s.wait_spool_empty("nothing left");
     s.check_memory("an unread response");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_grants_no_window_is_cut_off() {
+    let s = start();
+    // An HTTP/2 client that gives the server no flow-control window: its
+    // answer's body can never be sent, yet no socket write ever waits.
+    let tcp = connect_from(IpAddr::from([127, 0, 0, 6]), s.port).await.unwrap();
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .expect("h2 handshake");
+    let connection = tokio::spawn(connection);
+    let mut ready = client.ready().await.expect("h2 ready");
+    let (response, mut stream) = ready.send_request(h2_request(s.port, Some(1)), false).unwrap();
+    stream.send_data(Bytes::from_static(b"x"), true).unwrap();
+    let started = Instant::now();
+    let head = tokio::time::timeout(Duration::from_secs(10), response).await;
+    assert!(
+        matches!(&head, Ok(Ok(r)) if r.status() == 202),
+        "the head goes out: {head:?}"
+    );
+    // write_timeout is 2 s: the connection is closed, not held forever.
+    let ended = tokio::time::timeout(Duration::from_secs(15), connection).await;
+    assert!(ended.is_ok(), "the connection was closed");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        s.log().contains("took none of its answer for write_timeout"),
+        "{}",
+        s.log()
+    );
+    s.check_memory("a window never granted");
+}

@@ -373,6 +373,9 @@ impl Throttle {
         if let Some(l) = lane.and_then(|l| inner.lanes.get_mut(l)) {
             l.bytes = l.bytes.saturating_add(bytes);
         }
+        // Nothing more fits now, but whether the line is held back by the
+        // host's budget may have changed.
+        self.grant_waiters(&mut inner);
         self.update_state(&mut inner);
     }
 
@@ -382,6 +385,11 @@ impl Throttle {
         let mut i = 0;
         inner.host_blocked = false;
         while let Some(w) = inner.waiters.get(i) {
+            if !self.lane_fits(inner, w.lane, w.bytes) {
+                // Held back by its own location's share: the line goes on.
+                i += 1;
+                continue;
+            }
             if !self.can_admit(inner, w.bytes, w.work) {
                 if inner.memory_latched && w.work == Work::Receive {
                     i += 1;
@@ -389,11 +397,6 @@ impl Throttle {
                 }
                 inner.host_blocked = true;
                 break;
-            }
-            if !self.lane_fits(inner, w.lane, w.bytes) {
-                // Held back by its own location's share: the line goes on.
-                i += 1;
-                continue;
             }
             let Some(w) = inner.waiters.remove(i) else { break };
             self.take(inner, w.bytes, w.lane);

@@ -183,11 +183,11 @@ impl<R> Paced<R> {
         if evicted.as_mut().poll(cx).is_pending() {
             return None;
         }
-        let (since, rate) = holder.pace().unwrap_or_default();
+        let (waited, bytes, _) = holder.pace().unwrap_or_default();
         Some(format!(
             "cut off to make room for another client: the location is at its cap of uploads and this one \
-             was the slowest ({rate} bytes/s over {:.0} s)",
-            since.as_secs_f64()
+             was the slowest ({bytes} bytes in {:.1} s)",
+            waited.as_secs_f64()
         ))
     }
 
@@ -200,8 +200,12 @@ impl<R> Paced<R> {
     /// check the rate and start a new window.
     fn close_window_if_due(&mut self, now: Instant) -> Result<(), String> {
         if let Some(from) = self.counted_from {
-            self.window_waited += now.saturating_duration_since(from);
+            let waited = now.saturating_duration_since(from);
+            self.window_waited += waited;
             self.counted_from = Some(now);
+            if let Some((holder, _)) = &self.holder {
+                holder.waited(waited);
+            }
         }
         if self.window_waited >= self.rate.interval {
             if self.window_bytes < self.rate.bytes {
@@ -239,6 +243,10 @@ impl<R: AsyncRead + Unpin> AsyncRead for Paced<R> {
                 let now = Instant::now();
                 if let Some((holder, _)) = &self.holder {
                     holder.received(got);
+                    if got == 0 && r.is_ok() && buf.remaining() > 0 {
+                        // End of the body: it has all arrived.
+                        holder.finish();
+                    }
                 }
                 self.window_bytes += got;
                 let due = self.close_window_if_due(now);

@@ -181,9 +181,18 @@ pub(crate) struct Holder {
     idle_since_ms: AtomicU64,
     /// Cancelled when the holder is evicted.
     evicted: CancellationToken,
-    /// When its body began to be read (uploads): a request still waiting
-    /// for the host's throttle is never evicted as slow.
-    reading: OnceLock<Instant>,
+    /// Uploads: whether its body began to be read (a request still waiting
+    /// for the host's throttle is never evicted as slow), and the time spent
+    /// waiting for the client since (µs), over which its pace is judged:
+    /// time the node took is not the client's.
+    reading: std::sync::atomic::AtomicBool,
+    client_wait_us: AtomicU64,
+    /// Uploads: the body has all arrived (never evicted any more).
+    finished: std::sync::atomic::AtomicBool,
+    /// Connections: answers being written, and when one last made progress
+    /// (ms since `started`).
+    answering: AtomicUsize,
+    answer_progress_ms: AtomicU64,
 }
 
 impl Holder {
@@ -195,7 +204,11 @@ impl Holder {
             active: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
             evicted: CancellationToken::new(),
-            reading: OnceLock::new(),
+            reading: std::sync::atomic::AtomicBool::new(false),
+            client_wait_us: AtomicU64::new(0),
+            finished: std::sync::atomic::AtomicBool::new(false),
+            answering: AtomicUsize::new(0),
+            answer_progress_ms: AtomicU64::new(0),
         }
     }
 
@@ -218,9 +231,9 @@ impl Holder {
         Some(Duration::from_millis(self.now_ms().saturating_sub(since)))
     }
 
-    /// Its body is being read from now on (uploads; the first call counts).
+    /// Its body is being read from now on (uploads).
     pub(crate) fn reading(&self) {
-        let _ = self.reading.set(Instant::now());
+        self.reading.store(true, Ordering::Relaxed);
     }
 
     /// Count bytes received (uploads).
@@ -228,17 +241,66 @@ impl Holder {
         self.bytes.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// How long its body has been read, and the average bytes per second
-    /// since (`None` before reading began).
-    pub(crate) fn pace(&self) -> Option<(Duration, u64)> {
-        let since = self.reading.get()?.elapsed();
-        let rate = self.bytes.load(Ordering::Relaxed) as f64 / since.as_secs_f64().max(0.001);
-        Some((since, rate as u64))
+    /// Count time spent waiting for the client (uploads).
+    pub(crate) fn waited(&self, d: Duration) {
+        self.client_wait_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// The body has all arrived: never evicted as slow any more.
+    pub(crate) fn finish(&self) {
+        self.finished.store(true, Ordering::Relaxed);
+    }
+
+    /// Time spent waiting for the client, bytes received, and the average
+    /// bytes per second over that time (`None` before reading began or
+    /// once the body has all arrived).
+    pub(crate) fn pace(&self) -> Option<(Duration, u64, u64)> {
+        if !self.reading.load(Ordering::Relaxed) || self.finished.load(Ordering::Relaxed) {
+            return None;
+        }
+        let waited = Duration::from_micros(self.client_wait_us.load(Ordering::Relaxed));
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        let rate = bytes as f64 / waited.as_secs_f64().max(0.001);
+        Some((waited, bytes, rate as u64))
+    }
+
+    /// An answer is being written until the guard is dropped; `progress`
+    /// on it marks each frame handed over.
+    pub(crate) fn answering(self: &Arc<Self>) -> Answering {
+        self.answer_progress_ms.store(self.now_ms(), Ordering::Release);
+        self.answering.fetch_add(1, Ordering::AcqRel);
+        Answering(self.clone())
+    }
+
+    /// How long the answers being written have made no progress (`None`
+    /// when none is being written).
+    pub(crate) fn answer_stalled_for(&self) -> Option<Duration> {
+        if self.answering.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let since = self.answer_progress_ms.load(Ordering::Acquire);
+        Some(Duration::from_millis(self.now_ms().saturating_sub(since)))
     }
 
     /// Cancelled when a location at its cap evicted this holder.
     pub(crate) fn evicted(&self) -> &CancellationToken {
         &self.evicted
+    }
+}
+
+/// An answer being written on its connection.
+pub(crate) struct Answering(Arc<Holder>);
+
+impl Answering {
+    /// A frame of the answer was handed to the connection.
+    pub(crate) fn progress(&self) {
+        self.0.answer_progress_ms.store(self.0.now_ms(), Ordering::Release);
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.answering.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -276,8 +338,14 @@ impl Slots {
                 .map(|(_, h)| h.clone()),
             Evict::Slowest { min_age, below } => candidates
                 .filter_map(|h| h.pace().map(|p| (p, h)))
-                .filter(|((age, rate), _)| *age >= min_age && *rate < below)
-                .map(|((_, rate), h)| (rate, h))
+                // Judged on time spent waiting for it; one that has sent
+                // nothing yet (`Expect: 100-continue` over a long link) gets
+                // twenty times longer.
+                .filter(|((waited, bytes, rate), _)| {
+                    let age = if *bytes == 0 { min_age * 20 } else { min_age };
+                    *waited >= age && *rate < below
+                })
+                .map(|((_, _, rate), h)| (rate, h))
                 .min_by_key(|(rate, _)| *rate)
                 .map(|(_, h)| h.clone()),
         }
@@ -292,12 +360,27 @@ impl Slots {
         if mine >= self.per_client {
             return Err(Refusal::Client(self.per_client));
         }
+        // The process's budget first: nobody is evicted for a newcomer
+        // that cannot come in anyway.
+        let give_back = || {
+            if self.process {
+                process_budget().fetch_add(1, Ordering::AcqRel);
+            }
+        };
+        if self.process {
+            let budget = process_budget();
+            if budget.fetch_sub(1, Ordering::AcqRel) <= 0 {
+                budget.fetch_add(1, Ordering::AcqRel);
+                return Err(Refusal::Process);
+            }
+        }
         let mut evicted = None;
         if c.total >= self.max {
             // An evicted holder gives its slot back when it ends (soon);
             // until then the count stands over the cap by the evictions in
             // progress, never by more than a quarter of it.
             if c.total >= self.max + (self.max / 4).max(1) {
+                give_back();
                 return Err(Refusal::Location(self.max));
             }
             match self.victim(&c) {
@@ -305,14 +388,10 @@ impl Slots {
                     v.evicted.cancel();
                     evicted = Some(v.client);
                 }
-                None => return Err(Refusal::Location(self.max)),
-            }
-        }
-        if self.process {
-            let budget = process_budget();
-            if budget.fetch_sub(1, Ordering::AcqRel) <= 0 {
-                budget.fetch_add(1, Ordering::AcqRel);
-                return Err(Refusal::Process);
+                None => {
+                    give_back();
+                    return Err(Refusal::Location(self.max));
+                }
             }
         }
         c.total += 1;
@@ -511,7 +590,7 @@ mod tests {
     #[test]
     fn a_full_location_evicts_its_slowest_upload_if_slow_enough() {
         let s = Slots::new(
-            3,
+            4,
             10,
             false,
             Evict::Slowest {
@@ -522,17 +601,25 @@ mod tests {
         let ip = |n: u8| IpAddr::from([127, 0, 0, n]);
         let (fast, _) = s.take(ip(1)).unwrap();
         fast.holder().reading();
+        fast.holder().waited(Duration::from_millis(10));
         fast.holder().received(1 << 30);
         let (slow, _) = s.take(ip(2)).unwrap();
         slow.holder().reading();
+        slow.holder().waited(Duration::from_secs(1));
         slow.holder().received(1);
+        // One whose body has all arrived is never a victim, however slow.
+        let (done, _) = s.take(ip(6)).unwrap();
+        done.holder().reading();
+        done.holder().waited(Duration::from_secs(100));
+        done.holder().received(1);
+        done.holder().finish();
         // One still waiting to be read is never a victim.
         let (_waiting, _) = s.take(ip(5)).unwrap();
         let (_new, evicted) = s.take(ip(3)).expect("room is made");
         assert_eq!(evicted, Some(ip(2)));
         assert!(slow.holder().evicted().is_cancelled() && !fast.holder().evicted().is_cancelled());
         // The fast one is never evicted: no room.
-        assert_eq!(s.take(ip(4)).err(), Some(Refusal::Location(3)));
+        assert_eq!(s.take(ip(4)).err(), Some(Refusal::Location(4)));
     }
 
     #[test]

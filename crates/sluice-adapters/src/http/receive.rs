@@ -897,12 +897,18 @@ async fn serve_connection<I>(
         // In progress from its head until its answer's last byte.
         let in_request = act.enter();
         let shared = shared.clone();
+        let holder = act.clone();
         async move {
             let response = handle(shared, peer.ip(), req.map(axum::body::Body::new)).await;
+            // Watched from here: an answer that makes no progress for
+            // write_timeout (an HTTP/2 client that grants no window never
+            // makes a socket write wait) ends the connection.
+            let answering = holder.answering();
             Ok::<_, std::convert::Infallible>(response.map(|b| {
                 use http_body_util::BodyExt;
                 axum::body::Body::new(b.map_frame(move |f| {
                     let _ = &in_request;
+                    answering.progress();
                     f
                 }))
             }))
@@ -913,13 +919,22 @@ async fn serve_connection<I>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_timeout);
-    builder.http2().timer(TokioTimer::new());
+    // HTTP/2: a stream left unread (waiting for admission) takes at most a
+    // quarter of the connection's window, so its siblings keep flowing; and
+    // what a client can make the node buffer is bounded per connection.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(256 * 1024)
+        .initial_connection_window_size(1024 * 1024)
+        .max_concurrent_streams(100);
     let io = TokioIo::new(WriteTimeout::new(io, settings.write_timeout));
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     let mut tick = tokio::time::interval(Duration::from_secs(1).min(settings.connection_idle_timeout));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut closing = false;
+    let mut evicted = false;
     loop {
         tokio::select! {
             ended = conn.as_mut() => {
@@ -932,16 +947,34 @@ async fn serve_connection<I>(
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
-            _ = holder.evicted().cancelled() => {
-                // Room made for a newcomer: it had no request in progress.
-                tracing::debug!(peer = %peer, "closing an idle connection to make room for another client");
-                return;
+            _ = holder.evicted().cancelled(), if !evicted => {
+                // Room made for a newcomer. Chosen while it had no request
+                // in progress; one may have begun since: let it finish.
+                evicted = true;
+                if holder.idle_for().is_some() {
+                    tracing::debug!(peer = %peer, "closing an idle connection to make room for another client");
+                    return;
+                }
+                conn.as_mut().graceful_shutdown();
+                closing = true;
             }
-            _ = tick.tick(), if !closing => {
-                if holder.idle_for().is_some_and(|d| d >= settings.connection_idle_timeout) {
-                    tracing::debug!(peer = %peer, "closing a connection idle for connection_idle_timeout");
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
+            _ = tick.tick() => {
+                if holder
+                    .answer_stalled_for()
+                    .is_some_and(|d| d >= settings.write_timeout)
+                {
+                    tracing::info!(peer = %peer, "the client took none of its answer for write_timeout; connection closed");
+                    return;
+                }
+                // Idle (no request in progress): closed outright, whether it
+                // idled too long or the node is stopping (a graceful close
+                // could wait on a client that never answers).
+                if holder
+                    .idle_for()
+                    .is_some_and(|d| closing || d >= settings.connection_idle_timeout)
+                {
+                    tracing::debug!(peer = %peer, closing, "closing an idle connection");
+                    return;
                 }
             }
         }
@@ -1038,15 +1071,25 @@ impl Source for HttpReceiver {
                 let _slot = slot;
                 match tls {
                     None => serve_connection(stream, shared, peer, holder, stopping).await,
-                    Some(acceptor) => match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => serve_connection(tls, shared, peer, holder, stopping).await,
-                        Ok(Err(e)) => {
-                            tracing::info!(receive_location = %location, peer = %peer, error = %e, "TLS handshake failed");
+                    Some(acceptor) => {
+                        // An evicted or stopping node does not wait for a handshake.
+                        let handshake = tokio::select! {
+                            h = tokio::time::timeout(handshake, acceptor.accept(stream)) => h,
+                            _ = holder.evicted().cancelled() => return,
+                            _ = stopping.cancelled() => return,
+                        };
+                        match handshake {
+                            Ok(Ok(tls)) => serve_connection(tls, shared, peer, holder, stopping).await,
+                            Ok(Err(e)) => {
+                                tracing::info!(receive_location = %location, peer = %peer, error = %e,
+                                    "TLS handshake failed");
+                            }
+                            Err(_) => {
+                                tracing::info!(receive_location = %location, peer = %peer,
+                                    "TLS handshake too slow; closed");
+                            }
                         }
-                        Err(_) => {
-                            tracing::info!(receive_location = %location, peer = %peer, "TLS handshake too slow; closed");
-                        }
-                    },
+                    }
                 }
             });
         }
