@@ -23,12 +23,18 @@ pub fn open_connection(path: &Path, opts: &Options, reader: bool) -> rusqlite::R
         | OpenFlags::SQLITE_OPEN_URI;
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(Duration::from_secs(30))?;
+    // wal_autocheckpoint: checkpoint every 1 MiB of WAL (SQLite's default is
+    // 4 MiB). Committed frames not yet checkpointed are stranded in the WAL
+    // when the disk fills (a checkpoint needs room in the database file);
+    // fewer of them leave the box able to commit its small transactions (an
+    // abort, an ack, a small file) on a full disk. Costs ~3% of throughput.
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = {sync};
          PRAGMA cache_size = -{cache};
          PRAGMA mmap_size = 0;
          PRAGMA journal_size_limit = 67108864;
+         PRAGMA wal_autocheckpoint = 256;
          PRAGMA temp_store = MEMORY;
          PRAGMA query_only = {query_only};",
         sync = if opts.sync { "FULL" } else { "OFF" },
