@@ -200,12 +200,8 @@ impl<R> Paced<R> {
     /// check the rate and start a new window.
     fn close_window_if_due(&mut self, now: Instant) -> Result<(), String> {
         if let Some(from) = self.counted_from {
-            let waited = now.saturating_duration_since(from);
-            self.window_waited += waited;
+            self.window_waited += now.saturating_duration_since(from);
             self.counted_from = Some(now);
-            if let Some((holder, _)) = &self.holder {
-                holder.waited(waited);
-            }
         }
         if self.window_waited >= self.rate.interval {
             if self.window_bytes < self.rate.bytes {
@@ -242,6 +238,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for Paced<R> {
                 let got = (buf.filled().len() - before) as u64;
                 let now = Instant::now();
                 if let Some((holder, _)) = &self.holder {
+                    holder.wait_ends();
                     holder.received(got);
                     if got == 0 && r.is_ok() && buf.remaining() > 0 {
                         // End of the body: it has all arrived.
@@ -262,6 +259,9 @@ impl<R: AsyncRead + Unpin> AsyncRead for Paced<R> {
             }
             Poll::Pending => {
                 let now = Instant::now();
+                if let Some((holder, _)) = &self.holder {
+                    holder.wait_begins();
+                }
                 let since = *self.stretch_since.get_or_insert(now);
                 if self.counted_from.is_none() {
                     self.counted_from = Some(now);

@@ -187,6 +187,9 @@ pub(crate) struct Holder {
     /// time the node took is not the client's.
     reading: std::sync::atomic::AtomicBool,
     client_wait_us: AtomicU64,
+    /// While the client keeps it waiting: since when (µs since `started`,
+    /// plus one; 0 when not waiting).
+    wait_began_us: AtomicU64,
     /// Uploads: the body has all arrived (never evicted any more).
     finished: std::sync::atomic::AtomicBool,
     /// Connections: answers being written, and when one last made progress
@@ -206,6 +209,7 @@ impl Holder {
             evicted: CancellationToken::new(),
             reading: std::sync::atomic::AtomicBool::new(false),
             client_wait_us: AtomicU64::new(0),
+            wait_began_us: AtomicU64::new(0),
             finished: std::sync::atomic::AtomicBool::new(false),
             answering: AtomicUsize::new(0),
             answer_progress_ms: AtomicU64::new(0),
@@ -241,8 +245,29 @@ impl Holder {
         self.bytes.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Count time spent waiting for the client (uploads).
-    pub(crate) fn waited(&self, d: Duration) {
+    fn now_us(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64 + 1
+    }
+
+    /// The client keeps the upload waiting from now (uploads).
+    pub(crate) fn wait_begins(&self) {
+        let _ = self
+            .wait_began_us
+            .compare_exchange(0, self.now_us(), Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// The client sent something (or the wait ended otherwise).
+    pub(crate) fn wait_ends(&self) {
+        let began = self.wait_began_us.swap(0, Ordering::AcqRel);
+        if began != 0 {
+            self.client_wait_us
+                .fetch_add(self.now_us().saturating_sub(began), Ordering::Relaxed);
+        }
+    }
+
+    /// Count time spent waiting for the client (uploads; tests).
+    #[cfg(test)]
+    fn waited(&self, d: Duration) {
         self.client_wait_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 
@@ -258,7 +283,13 @@ impl Holder {
         if !self.reading.load(Ordering::Relaxed) || self.finished.load(Ordering::Relaxed) {
             return None;
         }
-        let waited = Duration::from_micros(self.client_wait_us.load(Ordering::Relaxed));
+        let began = self.wait_began_us.load(Ordering::Acquire);
+        let now = if began == 0 {
+            0
+        } else {
+            self.now_us().saturating_sub(began)
+        };
+        let waited = Duration::from_micros(self.client_wait_us.load(Ordering::Relaxed) + now);
         let bytes = self.bytes.load(Ordering::Relaxed);
         let rate = bytes as f64 / waited.as_secs_f64().max(0.001);
         Some((waited, bytes, rate as u64))
@@ -338,13 +369,11 @@ impl Slots {
                 .map(|(_, h)| h.clone()),
             Evict::Slowest { min_age, below } => candidates
                 .filter_map(|h| h.pace().map(|p| (p, h)))
-                // Judged on time spent waiting for it; one that has sent
-                // nothing yet (`Expect: 100-continue` over a long link) gets
-                // twenty times longer.
-                .filter(|((waited, bytes, rate), _)| {
-                    let age = if *bytes == 0 { min_age * 20 } else { min_age };
-                    *waited >= age && *rate < below
-                })
+                // Judged on time spent waiting for the client, not on time
+                // the node took. (A client that waits for `100 Continue`
+                // over a link slower than `min_age` is judged slow too: only
+                // while the location is full.)
+                .filter(|((waited, _, rate), _)| *waited >= min_age && *rate < below)
                 .map(|((_, _, rate), h)| (rate, h))
                 .min_by_key(|(rate, _)| *rate)
                 .map(|(_, h)| h.clone()),
