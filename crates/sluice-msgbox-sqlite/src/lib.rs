@@ -15,6 +15,14 @@
 //! Architecture Invariant: the writer's queue is bounded in jobs and chunk
 //! writes are bounded in bytes (a semaphore of [`Options::chunk_budget_bytes`]),
 //! so a fast producer waits instead of growing memory.
+//!
+//! Architecture Invariant: space freed in the file (refused bodies, delivered
+//! content, a drained backlog) goes back to the file system. Boxes are made
+//! with `auto_vacuum = INCREMENTAL` (older ones are converted when the node
+//! opens them, if small enough); the node's writer runs `incremental_vacuum`
+//! in bounded steps once more than 32 MiB is free, and keeps a 1 MiB reserve
+//! file (`msgbox.sqlite-reserve`) that it gives up when a commit fails, so
+//! that it can still clean up on a full disk (see `writer/space.rs`).
 
 mod schema;
 mod writer;
@@ -93,6 +101,10 @@ pub struct WriterStats {
     pub jobs: u64,
     pub commits: u64,
     pub synced_commits: u64,
+    /// Steps (transactions) of `incremental_vacuum` giving free space back.
+    pub reclaim_steps: u64,
+    /// Bytes of free pages given back to the file system.
+    pub reclaimed_bytes: u64,
 }
 
 fn storage(doing: &str) -> impl Fn(rusqlite::Error) -> BoxError + '_ {
@@ -123,6 +135,11 @@ impl SqliteBox {
 
     fn open_mode(data_dir: &Path, clock: Arc<dyn Clock>, opts: Options, node: bool) -> Result<SqliteBox> {
         let path = data_dir.join(DB_FILE);
+        if node {
+            // On a full disk, start-up (recovery, conversion) may need the
+            // room kept for it; the writer takes it again.
+            writer::Reserve::beside(&path).release();
+        }
         let conn = schema::open_connection(&path, &opts, false)
             .map_err(storage(&format!("opening the message box {}", path.display())))?;
         schema::migrate(&conn).map_err(storage(&format!("creating tables in {}", path.display())))?;
@@ -134,8 +151,16 @@ impl SqliteBox {
                     "discarded content that was never published before the last stop"
                 );
             }
+            convert_box(&conn, &path);
         }
-        let writer = Writer::new(conn, clock, opts.tracking).map_err(storage("loading subscriptions"))?;
+        let mut writer = Writer::new(conn, clock, opts.tracking).map_err(storage("loading subscriptions"))?;
+        if node {
+            // Only the node gives free space back (the CLI beside it would
+            // hold the node's writer up).
+            writer
+                .give_back_space(&path)
+                .map_err(storage("reading the free space of the message box"))?;
+        }
         let (tx, rx) = mpsc::channel(opts.queue_depth.max(1));
         let stats = Arc::new(writer::Stats::default());
         let thread_stats = stats.clone();
@@ -238,6 +263,33 @@ impl SqliteBox {
             doing: "running a read".into(),
             detail: e.to_string(),
         })?
+    }
+}
+
+/// Make a box made before `auto_vacuum = INCREMENTAL` give space back (see
+/// [`schema::convert_to_incremental_vacuum`]). A failure (a full disk: the
+/// conversion needs room for a copy) leaves the box as it was and working.
+fn convert_box(conn: &Connection, path: &Path) {
+    let started = std::time::Instant::now();
+    match schema::convert_to_incremental_vacuum(conn, path) {
+        Ok(schema::Conversion::Already) => {}
+        Ok(schema::Conversion::Converted { before, after }) => tracing::info!(
+            before_mb = before / 1_000_000,
+            after_mb = after / 1_000_000,
+            took_ms = started.elapsed().as_millis() as u64,
+            "converted the message box; it now gives freed space back"
+        ),
+        Ok(schema::Conversion::TooBig { in_use }) => tracing::warn!(
+            in_use_mb = in_use / 1_000_000,
+            limit_mb = schema::CONVERT_MAX_BYTES / 1_000_000,
+            "the message box was made by an older version and does not give freed space back; it holds too \
+             much to convert now (that copies all of it), so it is converted at a later start, once it holds less"
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "could not convert the message box to give back free space (it needs free disk space for a copy); \
+             it works as before and is converted at a later start"
+        ),
     }
 }
 

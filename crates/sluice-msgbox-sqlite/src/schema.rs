@@ -16,13 +16,30 @@ pub const CONTENT_WRITING: i64 = 0;
 pub const CONTENT_FINISHED: i64 = 1;
 pub const CONTENT_PUBLISHED: i64 = 2;
 
+/// How long a connection waits for another one's lock.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An existing box without `auto_vacuum = INCREMENTAL` is converted at open
+/// (a `VACUUM`, which copies every page in use) only while it holds at most
+/// this much; a bigger one is converted at a later start, once it holds less.
+pub const CONVERT_MAX_BYTES: i64 = 1 << 30;
+
 pub fn open_connection(path: &Path, opts: &Options, reader: bool) -> rusqlite::Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
     let conn = Connection::open_with_flags(path, flags)?;
-    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    if !reader {
+        // A new box gives freed pages back to the file system (the writer
+        // runs `incremental_vacuum`). This must come before anything is
+        // written: switching to WAL writes the first page.
+        let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        if pages == 0 {
+            conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
+        }
+    }
     // wal_autocheckpoint: checkpoint every 1 MiB of WAL (SQLite's default is
     // 4 MiB). Committed frames not yet checkpointed are stranded in the WAL
     // when the disk fills (a checkpoint needs room in the database file);
@@ -190,6 +207,79 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         Some(_) => {}
     }
     Ok(())
+}
+
+/// The box's `auto_vacuum` mode: 0 none, 1 full, 2 incremental.
+pub fn auto_vacuum(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+}
+
+/// What [`convert_to_incremental_vacuum`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Conversion {
+    /// The box already gives space back.
+    Already,
+    /// Converted by a `VACUUM`: file sizes (database and WAL) before and after.
+    Converted { before: u64, after: u64 },
+    /// Not converted: it holds more than [`CONVERT_MAX_BYTES`] (`in_use`).
+    TooBig { in_use: i64 },
+}
+
+/// Make a box created before `auto_vacuum = INCREMENTAL` (schema versions 1
+/// and 2 as first released) give freed pages back, once: that takes a
+/// `VACUUM`, which rewrites every page in use (through the WAL, and a
+/// temporary file in the system temp directory), so it needs about twice
+/// the data in use in free disk space and, for a few hundred MB, seconds.
+/// Only the node does it at open, before its writer starts (never beside a
+/// running node). Boxes holding more than [`CONVERT_MAX_BYTES`] are left
+/// as they are (and tried again at the next start): a box is usually near
+/// empty when its messages flow, and then the conversion is quick however
+/// big the file grew. The freed pages are dropped on the way.
+pub fn convert_to_incremental_vacuum(conn: &Connection, path: &Path) -> rusqlite::Result<Conversion> {
+    match auto_vacuum(conn)? {
+        2 => return Ok(Conversion::Already),
+        // Full and incremental boxes keep the same page map: no VACUUM needed.
+        1 => {
+            conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
+            return Ok(Conversion::Already);
+        }
+        _ => {}
+    }
+    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    let in_use = (pages - free) * page_size;
+    if in_use > CONVERT_MAX_BYTES {
+        return Ok(Conversion::TooBig { in_use });
+    }
+    let before = files_size(path);
+    tracing::info!(
+        file_mb = before / 1_000_000,
+        in_use_mb = in_use / 1_000_000,
+        "converting the message box to give back free space; this takes a while once"
+    );
+    // The copy VACUUM makes goes to a temporary file, not memory
+    // (`temp_store = MEMORY` would hold the whole box in RAM).
+    conn.execute_batch("PRAGMA temp_store = FILE; PRAGMA auto_vacuum = INCREMENTAL;")?;
+    let vacuumed = conn.execute_batch("VACUUM");
+    let _ = conn.execute_batch("PRAGMA temp_store = MEMORY");
+    // The WAL now holds the whole new box (or, after a failure, what was
+    // written of it): give that back before the node starts.
+    let checkpoint = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    vacuumed?;
+    checkpoint?;
+    Ok(Conversion::Converted {
+        before,
+        after: files_size(path),
+    })
+}
+
+/// Bytes of the database file and its WAL.
+pub fn files_size(path: &Path) -> u64 {
+    let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    len(path) + len(Path::new(&wal))
 }
 
 /// Drop content that was never published: what a crash left half-written, or

@@ -138,26 +138,36 @@ async fn open_beside_node_does_no_recovery() {
     assert!(SqliteBox::open_beside_node(&dir.path().join("nope"), Arc::new(SystemClock), Options::default()).is_err());
 }
 
+/// Unmounts its tmpfs (lazily) when dropped.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A temporary directory with a tmpfs of `kib` KiB mounted on it (a disk
+/// that fills up for real). Needs root, and says so.
+fn tmpfs(kib: u32) -> (tempfile::TempDir, Unmount) {
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .expect("run mount");
+    assert!(status.success(), "this test mounts a {kib} KiB tmpfs and needs root");
+    let u = Unmount(dir.path().to_path_buf());
+    (dir, u)
+}
+
 /// Disk full in the middle of a batch: SQLite rolls the transaction back by
 /// itself; the jobs after the failing one must not then run (and commit) on
 /// their own. Mounts a 1 MiB tmpfs: needs root.
 #[test]
 fn disk_full_mid_batch_commits_nothing() {
     use crate::writer::{Job, Writer};
-    let dir = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(dir.path())
-        .status()
-        .expect("run mount");
-    assert!(status.success(), "this test mounts a 1 MiB tmpfs and needs root");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-    let _u = Unmount(dir.path().to_path_buf());
+    let (dir, _u) = tmpfs(1024);
     let path = dir.path().join(crate::DB_FILE);
     // A small page cache makes the big job spill, so it fails mid-way.
     let opts = Options {
@@ -327,4 +337,261 @@ async fn a_version_1_box_is_migrated() {
         .unwrap();
     assert_eq!(v, crate::schema::SCHEMA_VERSION.to_string());
     b.close().await.unwrap();
+}
+
+const MIB: u64 = 1 << 20;
+
+/// Bytes of the box's database file and WAL.
+fn box_size(b: &SqliteBox) -> u64 {
+    crate::schema::files_size(b.path())
+}
+
+/// Wait (at most 10 s) for the box's files to be at most `limit` bytes.
+async fn wait_for_size_at_most(b: &SqliteBox, limit: u64, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let size = box_size(b);
+        if size <= limit {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: the box is still {} MiB after 10 s (limit {} MiB; {:?})",
+            size / MIB,
+            limit / MIB,
+            b.writer_stats()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Write `chunks` chunks of 256 KiB of content, then abort it.
+async fn write_and_abort(b: &SqliteBox, chunks: u32) {
+    let store = b.content();
+    let waste = store.begin().await.unwrap();
+    for seq in 0..chunks {
+        store
+            .put_chunk(waste, seq, Bytes::from(vec![0u8; 256 * 1024]))
+            .await
+            .unwrap();
+    }
+    store.abort(waste).await.unwrap();
+}
+
+/// Content of `n` bytes that is not all one byte.
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+/// A refused body (issue 11): ~100 MiB written as unfinished content, then
+/// aborted. The box gives the space back (its file and WAL shrink) soon
+/// after, with no other change to trigger it.
+#[tokio::test]
+async fn aborted_content_gives_its_space_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = SqliteBox::open(dir.path(), Arc::new(SystemClock), Options::default()).unwrap();
+    let conn = rusqlite::Connection::open(b.path()).unwrap();
+    assert_eq!(
+        crate::schema::auto_vacuum(&conn).unwrap(),
+        2,
+        "a new box is incremental"
+    );
+    let before = box_size(&b);
+    let store = b.content();
+    let id = store.begin().await.unwrap();
+    let chunk = Bytes::from(pattern(256 * 1024, 1));
+    for seq in 0..400 {
+        store.put_chunk(id, seq, chunk.clone()).await.unwrap();
+    }
+    let full = box_size(&b);
+    assert!(full > before + 90 * MIB, "100 MiB written: {} MiB", full / MIB);
+    store.abort(id).await.unwrap();
+    wait_for_size_at_most(&b, before + 16 * MIB, "after aborting 100 MiB").await;
+    let stats = b.writer_stats();
+    assert!(stats.reclaim_steps >= 5, "{stats:?}");
+    assert_eq!(b.counts().await.unwrap().content_chunks, 0);
+    b.close().await.unwrap();
+}
+
+/// A drained backlog: messages with ~100 MiB of stored content, delivered
+/// and acked. The space goes back, and the message left (whose pages the
+/// vacuum moved) reads back intact.
+#[tokio::test]
+async fn acked_messages_give_their_space_back() {
+    let (_dir, b) = box_with_subscriber_s().await;
+    let before = box_size(&b);
+    let store = b.content();
+    let publish = |seed: u8, size: usize| {
+        let (b, store) = (b.clone(), store.clone());
+        async move {
+            let data = pattern(size, seed);
+            let mut r: &[u8] = &data;
+            let part = sluice_content::write_part(&*store, "body", &mut r, Default::default())
+                .await
+                .unwrap();
+            let id = MessageId::new();
+            b.publish(NewMessage {
+                id,
+                context: Context::new(),
+                parts: vec![part],
+            })
+            .await
+            .unwrap();
+            (id, data)
+        }
+    };
+    for i in 0..50 {
+        publish(i, 2 * MIB as usize).await;
+    }
+    // The last one written: at the end of the file, where the vacuum takes
+    // pages from.
+    let (keep, keep_data) = publish(99, 3 * MIB as usize + 17).await;
+    let full = box_size(&b);
+    assert!(full > before + 90 * MIB, "100 MiB published: {} MiB", full / MIB);
+    let leased = b.lease("s", 100, 60_000).await.unwrap();
+    assert_eq!(leased.len(), 51);
+    for l in leased.iter().filter(|l| l.message_id != keep) {
+        b.ack(l.token).await.unwrap();
+    }
+    wait_for_size_at_most(&b, before + 3 * MIB + 16 * MIB, "after acking 100 MiB").await;
+    let parts = b.parts(keep).await.unwrap();
+    let mut read = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut sluice_content::read_part(store.clone(), &parts[0]), &mut read)
+        .await
+        .unwrap();
+    assert!(read == keep_data, "the message left reads back intact");
+    let counts = b.counts().await.unwrap();
+    assert_eq!((counts.spool, counts.content_bytes), (1, keep_data.len() as u64));
+    b.close().await.unwrap();
+}
+
+/// A box made before boxes gave space back (`auto_vacuum = NONE`, as schema
+/// version 2 made them) is converted when the node opens it: its data is
+/// kept, its free pages are dropped, and from then on it gives space back.
+/// The CLI beside a node does not convert it.
+#[tokio::test]
+async fn an_old_box_is_converted_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(crate::DB_FILE);
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
+        crate::schema::migrate(&conn).unwrap();
+        assert_eq!(crate::schema::auto_vacuum(&conn).unwrap(), 0);
+    }
+    // Fill it through a writer that does not convert: a message with
+    // stored content, and 40 MiB of content written and aborted.
+    let old = SqliteBox::open_beside_node(dir.path(), Arc::new(SystemClock), Options::default()).unwrap();
+    let data = pattern(MIB as usize + 5, 7);
+    let mut r: &[u8] = &data;
+    let part = sluice_content::write_part(&*old.content(), "body", &mut r, Default::default())
+        .await
+        .unwrap();
+    let mut context = Context::new();
+    context.promote("t", "k", "v");
+    let id = MessageId::new();
+    let Routed::Suspended { suspended_id } = old
+        .publish(NewMessage {
+            id,
+            context,
+            parts: vec![part],
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("no subscriber: suspended")
+    };
+    write_and_abort(&old, 160).await;
+    old.close().await.unwrap();
+    let unconverted = crate::schema::files_size(&path);
+    assert!(unconverted > 40 * MIB, "{} MiB", unconverted / MIB);
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        assert_eq!(
+            crate::schema::auto_vacuum(&conn).unwrap(),
+            0,
+            "the CLI did not convert it"
+        );
+    }
+
+    let b = SqliteBox::open(dir.path(), Arc::new(SystemClock), Options::default()).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    assert_eq!(crate::schema::auto_vacuum(&conn).unwrap(), 2, "converted");
+    let converted = box_size(&b);
+    assert!(converted < 8 * MIB, "free pages dropped: {} MiB", converted / MIB);
+    let info = b.message(id).await.unwrap().expect("the message is kept");
+    assert_eq!(info.context.get("t", "k").and_then(|p| p.value.as_str()), Some("v"));
+    assert_eq!(info.suspended[0].id, suspended_id);
+    let mut read = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut sluice_content::read_part(b.content(), &info.parts[0]), &mut read)
+        .await
+        .unwrap();
+    assert!(read == data, "its content reads back intact");
+    // It gives space back now.
+    write_and_abort(&b, 200).await;
+    wait_for_size_at_most(&b, converted + 16 * MIB, "after aborting 50 MiB in a converted box").await;
+    b.close().await.unwrap();
+}
+
+/// A disk that fills up with a body (tmpfs of a few sizes, so that the
+/// failing write stops at different places): the body's clean-up still
+/// commits (the reserve beside the box is given up for it), the space goes
+/// back, small messages still go in and out, and the reserve is taken again.
+/// Mounts tmpfs: needs root.
+#[tokio::test]
+async fn a_full_disk_is_cleaned_up_and_keeps_working() {
+    for kib in [3072, 3584, 4096, 4608, 5120, 6144] {
+        let (dir, _u) = tmpfs(kib);
+        let b = SqliteBox::open(dir.path(), Arc::new(SystemClock), Options::default()).unwrap();
+        let reserve = dir.path().join(format!("{}-reserve", crate::DB_FILE));
+        assert_eq!(
+            std::fs::metadata(&reserve).unwrap().len(),
+            1 << 20,
+            "{kib} KiB: the reserve"
+        );
+        b.subscribe(Subscription {
+            subscriber: "s".into(),
+            filter: Filter::All,
+        })
+        .await
+        .unwrap();
+        for round in 0..3 {
+            let store = b.content();
+            let id = store.begin().await.unwrap();
+            let chunk = Bytes::from(pattern(256 * 1024, round));
+            let mut failed = false;
+            for seq in 0..64 {
+                if store.put_chunk(id, seq, chunk.clone()).await.is_err() {
+                    failed = true;
+                    break;
+                }
+            }
+            assert!(failed, "{kib} KiB, round {round}: 16 MiB does not fit");
+            store
+                .abort(id)
+                .await
+                .unwrap_or_else(|e| panic!("{kib} KiB, round {round}: the clean-up commits: {e}"));
+            b.publish(NewMessage {
+                id: MessageId::new(),
+                context: Context::new(),
+                parts: vec![Part::inline("body", "still working")],
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{kib} KiB, round {round}: a small message goes in: {e}"));
+            let leased = b.lease("s", 10, 60_000).await.unwrap();
+            assert_eq!(leased.len(), 1, "{kib} KiB, round {round}");
+            b.ack(leased[0].token)
+                .await
+                .unwrap_or_else(|e| panic!("{kib} KiB, round {round}: and out: {e}"));
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !reserve.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{kib} KiB: the reserve is taken again"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        b.close().await.unwrap();
+    }
 }

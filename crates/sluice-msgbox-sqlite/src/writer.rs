@@ -12,6 +12,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::schema::{CONTENT_FINISHED, CONTENT_PUBLISHED, CONTENT_WRITING};
 use crate::{WriterStats, context_of, id_of, storage};
 
+mod space;
+
+pub(crate) use space::Reserve;
+
 type Completion = Box<dyn FnOnce(Option<&BoxError>) + Send>;
 
 /// How a job ended. Every job checks what it must (lease held, message
@@ -77,6 +81,8 @@ pub struct Stats {
     jobs: AtomicU64,
     commits: AtomicU64,
     synced: AtomicU64,
+    reclaim_steps: AtomicU64,
+    reclaimed_bytes: AtomicU64,
 }
 
 impl Stats {
@@ -85,6 +91,8 @@ impl Stats {
             jobs: self.jobs.load(Ordering::Relaxed),
             commits: self.commits.load(Ordering::Relaxed),
             synced_commits: self.synced.load(Ordering::Relaxed),
+            reclaim_steps: self.reclaim_steps.load(Ordering::Relaxed),
+            reclaimed_bytes: self.reclaimed_bytes.load(Ordering::Relaxed),
         }
     }
 }
@@ -96,6 +104,8 @@ pub struct Writer {
     subs: Vec<(String, Filter)>,
     /// Record tracking events (deliveries, completions, terminations).
     tracking: bool,
+    space: space::Space,
+    stats: Arc<Stats>,
 }
 
 impl Writer {
@@ -105,6 +115,8 @@ impl Writer {
             clock,
             subs: Vec::new(),
             tracking,
+            space: space::Space::default(),
+            stats: Arc::default(),
         };
         w.load_subscriptions()?;
         Ok(w)
@@ -134,9 +146,26 @@ impl Writer {
     /// The writer loop: take what is waiting, run it in one transaction,
     /// commit (and sync) once, then answer everyone.
     pub fn run(mut self, mut rx: mpsc::Receiver<Job>, max_batch: usize, sync: bool, stats: Arc<Stats>) {
+        self.stats = stats.clone();
         let mut synced_mode = sync;
         let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
-        while let Some(first) = rx.blocking_recv() {
+        loop {
+            let first = if self.space.idle_work() {
+                // Free space to give back: a step whenever no job waits.
+                match rx.try_recv() {
+                    Ok(job) => job,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        self.space_idle();
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                }
+            } else {
+                match rx.blocking_recv() {
+                    Some(job) => job,
+                    None => break,
+                }
+            };
             batch.push(first);
             while batch.len() < max_batch {
                 match rx.try_recv() {
@@ -160,9 +189,17 @@ impl Writer {
                 stats.synced.fetch_add(1, Ordering::Relaxed);
             }
             match completions {
-                Ok(done) => done.into_iter().for_each(|c| c(None)),
+                Ok(done) => {
+                    done.into_iter().for_each(|c| c(None));
+                    // After the answers: a step holds up the next batch only.
+                    self.space_after_commit();
+                }
                 Err((e, done)) => {
                     tracing::error!(error = %e, jobs = n, "message box commit failed; every job in it failed");
+                    // Nothing was freed, and the disk may be full: leave the
+                    // free pages (and the WAL's size) alone until a change
+                    // that frees some commits; give up the reserve for it.
+                    self.space_after_failure();
                     if let Err(e) = self.load_subscriptions() {
                         tracing::error!(error = %e, "reloading subscriptions after a failed commit");
                     }
@@ -313,6 +350,7 @@ impl Writer {
                 .prepare_cached("DELETE FROM chunks WHERE content_id = ?1")
                 .and_then(|mut s| s.execute([id]))
                 .map_err(storage(&doing))?;
+            self.freed();
         }
         Ok(())
     }
@@ -597,6 +635,7 @@ impl Writer {
 
     pub fn abort_interchange(&mut self, interchange: MessageId) -> Result<u64> {
         let doing = format!("discarding interchange {interchange}");
+        self.freed();
         crate::schema::discard_staged(&self.conn, Some(interchange)).map_err(storage(&doing))
     }
 
@@ -1137,6 +1176,7 @@ impl Writer {
             "DELETE FROM attempts WHERE message_id = ?1",
         ];
         let key = id.to_bytes();
+        self.freed();
         let content: &[&str] = if has_content { &CONTENT } else { &[] };
         for sql in content.iter().chain(&ROWS) {
             self.conn
@@ -1304,6 +1344,9 @@ impl Writer {
             )
             .and_then(|mut s| s.execute(params![limit as i64, end]))
             .map_err(storage(doing))?;
+        if n > 0 {
+            self.freed();
+        }
         Ok(n as u64)
     }
 }
