@@ -619,12 +619,31 @@ async fn idle_connections_are_capped_and_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bombs_are_cut_at_their_decoded_cap() {
     let s = start();
-    // 3 concurrent gzip bodies of 256 MiB of zeros (about 250 KB on the
+    // 6 concurrent gzip bodies of 256 MiB of zeros (about 250 KB on the
     // wire), with max_decoded = 20MiB: 413 each, nothing published.
     let zeros = vec![0u8; 256 << 20];
     let bomb = gzip(&zeros);
     drop(zeros);
-    let tasks: Vec<_> = (0..3)
+    let db = s.root.path().join("data/msgbox.sqlite");
+    let box_size = move || {
+        let len = |p: std::path::PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        len(db.clone()) + len(db.with_extension("sqlite-wal"))
+    };
+    let before = box_size();
+    // The box's largest size while the bombs go off.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let peak = std::thread::spawn({
+        let (done, box_size) = (done.clone(), box_size.clone());
+        move || {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(box_size());
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        }
+    });
+    let tasks: Vec<_> = (0..6)
         .map(|_| {
             let (port, bomb) = (s.port, bomb.clone());
             tokio::spawn(async move { post_with(port, "Content-Encoding: gzip\r\n", &bomb).await })
@@ -637,6 +656,26 @@ async fn bombs_are_cut_at_their_decoded_cap() {
     }
     let st = status_json(&s.config);
     assert_eq!(st["spool"], 0);
+    // What the refused bodies wrote (up to 6 x 20 MiB, pages reused as
+    // they end) goes back to the file system: the box keeps at most 32 MiB
+    // of free pages for the next bodies (more is given back down to 4 MiB).
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let grown = peak.join().unwrap();
+    assert!(
+        grown > before + (40 << 20),
+        "the bombs filled the box ({} MB before, at most {} MB)",
+        before / 1_000_000,
+        grown / 1_000_000
+    );
+    wait_until(
+        Duration::from_secs(15),
+        &format!(
+            "the box to give back the refused bodies' space ({} MB before, {} MB at most)",
+            before / 1_000_000,
+            grown / 1_000_000
+        ),
+        || box_size() <= before + (36 << 20),
+    );
     let (code, _) = post(s.port, b"after the bombs").await;
     assert_eq!(code, 202);
     s.check_memory("decompression bombs");

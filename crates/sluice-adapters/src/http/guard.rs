@@ -113,6 +113,10 @@ impl RateLimited {
     }
 }
 
+/// How often a request waiting for room at a full location looks again
+/// for a holder to evict (see [`Slots::take_within`]).
+const ROOM_POLL: Duration = Duration::from_millis(20);
+
 /// Why a connection or an upload was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
@@ -156,6 +160,8 @@ pub(crate) struct Slots {
     process: bool,
     evict: Evict,
     inner: Mutex<SlotCounts>,
+    /// Woken when a slot is given back (for [`Slots::take_within`]).
+    given_back: tokio::sync::Notify,
     pub(crate) refusals: RateLimited,
     pub(crate) evictions: RateLimited,
 }
@@ -354,6 +360,7 @@ impl Slots {
             process,
             evict,
             inner: Mutex::new(SlotCounts::default()),
+            given_back: tokio::sync::Notify::new(),
             refusals: RateLimited::new(Duration::from_secs(10)),
             evictions: RateLimited::new(Duration::from_secs(10)),
         })
@@ -439,6 +446,41 @@ impl Slots {
         ))
     }
 
+    /// [`Slots::take`], waiting up to `wait` for room when the location's
+    /// own cap refuses: for a slot given back (an evicted holder ends a
+    /// moment after it was chosen) or for a holder to become bad enough to
+    /// evict (one that is slow but has not been slow for long yet). A
+    /// location full of slow clients that keep coming back then still takes
+    /// every normal request, a little later, instead of refusing the few
+    /// that arrive while no holder can be evicted. The caps per client and
+    /// of the process refuse at once.
+    pub(crate) async fn take_within(
+        self: &Arc<Self>,
+        client: IpAddr,
+        wait: Duration,
+    ) -> Result<(Slot, Option<IpAddr>), Refusal> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Registered before trying, so a slot given back in between wakes it.
+            let given_back = self.given_back.notified();
+            tokio::pin!(given_back);
+            given_back.as_mut().enable();
+            match self.take(client) {
+                Err(Refusal::Location(n)) => {
+                    let now = tokio::time::Instant::now();
+                    if now >= deadline {
+                        return Err(Refusal::Location(n));
+                    }
+                    // Holders age into candidates with no slot given back:
+                    // look again at least this often.
+                    let next = deadline.min(now + ROOM_POLL);
+                    let _ = tokio::time::timeout_at(next, given_back).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Slots taken now (all clients).
     pub(crate) fn taken(&self) -> usize {
         self.inner.lock().map(|c| c.total).unwrap_or(0)
@@ -474,6 +516,7 @@ impl Drop for Slot {
         if self.slots.process {
             process_budget().fetch_add(1, Ordering::AcqRel);
         }
+        self.slots.given_back.notify_waiters();
     }
 }
 
@@ -649,6 +692,58 @@ mod tests {
         assert!(slow.holder().evicted().is_cancelled() && !fast.holder().evicted().is_cancelled());
         // The fast one is never evicted: no room.
         assert_eq!(s.take(ip(4)).err(), Some(Refusal::Location(4)));
+    }
+
+    #[tokio::test]
+    async fn a_request_waits_briefly_for_room_at_a_full_location() {
+        let s = Slots::new(
+            1,
+            10,
+            false,
+            Evict::Slowest {
+                min_age: Duration::from_millis(50),
+                below: 10_000,
+            },
+        );
+        let ip = |n: u8| IpAddr::from([127, 0, 0, n]);
+        // A slot given back while one waits: it gets it.
+        let (held, _) = s.take(ip(1)).unwrap();
+        let giver = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(held);
+        });
+        let started = Instant::now();
+        let (mine, evicted) = s
+            .take_within(ip(2), Duration::from_secs(5))
+            .await
+            .expect("the slot given back");
+        assert!(evicted.is_none() && started.elapsed() >= Duration::from_millis(90));
+        giver.await.unwrap();
+        // A holder slow, but not for long enough yet: evicted once it is.
+        mine.holder().reading();
+        mine.holder().wait_begins();
+        assert_eq!(s.take(ip(3)).err(), Some(Refusal::Location(1)), "not yet");
+        let (_newcomer, evicted) = s
+            .take_within(ip(3), Duration::from_secs(5))
+            .await
+            .expect("room made once it has been slow for 50 ms");
+        assert_eq!(evicted, Some(ip(2)));
+        // Nobody to evict and nothing given back: refused after the wait.
+        let started = Instant::now();
+        assert_eq!(
+            s.take_within(ip(4), Duration::from_millis(200)).await.err(),
+            Some(Refusal::Location(1))
+        );
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        // The cap per client refuses at once.
+        let s = Slots::new(5, 1, false, NEVER);
+        let _one = s.take(ip(5)).unwrap();
+        let started = Instant::now();
+        assert_eq!(
+            s.take_within(ip(5), Duration::from_secs(5)).await.err(),
+            Some(Refusal::Client(1))
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
 
     #[test]

@@ -40,7 +40,8 @@
 //! admitted to the host's throttle for what has arrived, not for what its
 //! `Content-Length` claims, and charged as it arrives; a client below
 //! `min_rate` or silent for `idle_timeout` gets 408; concurrent uploads are
-//! capped per location (`max_uploads`, 503) and per client address
+//! capped per location (`max_uploads`: the slowest is evicted to make
+//! room, a request waits up to a second for room, then 503) and per client address
 //! (`max_uploads_per_client`, 429); connections are capped per location
 //! and per address (refused at once), a connection with no request in
 //! progress for `connection_idle_timeout` is closed, a client that reads
@@ -70,6 +71,10 @@ use super::body::{Capped, CompleteBody, Fault, FaultSlot, MinRate, Paced};
 use super::guard::{Evict, RateLimited, Refusal, Slots, WriteTimeout};
 use super::reply::{Reply, ReplyStream, ReplyTransmitter, Waiting};
 use crate::{AdapterError, Body, REPLY_TO, ReceiveContext, Source, Transmitter, reply_subscriber};
+
+/// A request at a location full of uploads waits at most this long for
+/// room (a slot given back, or a slow upload to evict) before its 503.
+const ROOM_WAIT: Duration = Duration::from_secs(1);
 
 fn default_path() -> String {
     "/".into()
@@ -698,7 +703,11 @@ async fn handle(shared: Arc<Shared>, peer: std::net::IpAddr, request: Request) -
         None
     };
     // Caps on bodies being taken at once: per client address, then per location.
-    let upload = match shared.uploads.take(peer) {
+    let taken = tokio::select! {
+        t = shared.uploads.take_within(peer, ROOM_WAIT) => t,
+        _ = cx.shutdown.cancelled() => return answer(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping"),
+    };
+    let upload = match taken {
         Ok((slot, evicted)) => {
             if let Some(client) = evicted
                 && let Some(left_out) = shared.uploads.evictions.allow()
