@@ -3,6 +3,9 @@
 #
 #   ./scripts/test.sh            # what CI runs (.ci/run)
 #
+# Checks `cargo fmt` and `cargo clippy -D warnings` first (the tests run
+# either way; the script fails if any failed).
+#
 # Set-up: the tests need the Rust toolchain, `mount` and root (one test puts
 # the data directory on a tiny tmpfs to fill the disk for real). Tests of
 # adapters for external services (PostgreSQL, RabbitMQ, ...) arrive with
@@ -46,11 +49,23 @@ for svc in "${SERVICES[@]}"; do
   port_open "$port" || { echo "$name did not start on port $port" >&2; exit 1; }
 done
 
+status=0
+# Formatting and lints first (STYLE.md); the tests run either way, and the
+# script fails if any of the three did.
+for component in rustfmt clippy; do
+  cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 && continue
+  say "installing the $component component"
+  rustup component add "$component"
+done
+say "cargo fmt --all -- --check"
+cargo fmt --all -- --check || { echo "formatting differs: run cargo fmt --all" >&2; status=1; }
+say "cargo clippy --all-targets --locked -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings || status=1
+
 say "cargo test --workspace --release"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-status=0
-cargo test --workspace --release --locked 2>&1 | tee "$log" || status=$?
+cargo test --workspace --release --locked 2>&1 | tee "$log" || status=1
 # One closing line for the whole run (cargo ends on its last doc-test
 # binary, which has no tests): the totals over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
