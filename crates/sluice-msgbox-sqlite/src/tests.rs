@@ -595,3 +595,49 @@ async fn a_full_disk_is_cleaned_up_and_keeps_working() {
         b.close().await.unwrap();
     }
 }
+
+/// A disk that stays full, with no clean-up: a body fills it and is never
+/// aborted, then ordinary jobs that free nothing (subscriptions made and
+/// dropped) keep coming. They commit: the failed commit gave up the reserve
+/// and paused checkpoints, but the first commit that succeeds turns them
+/// back on, so the WAL does not grow until nothing commits. (A box too old
+/// to give space back never pauses them.) Mounts tmpfs: needs root.
+#[tokio::test]
+async fn a_disk_that_stays_full_keeps_committing_small_jobs() {
+    for kib in [3072, 4096, 5120] {
+        let (dir, _u) = tmpfs(kib);
+        let b = SqliteBox::open(dir.path(), Arc::new(SystemClock), Options::default()).unwrap();
+        let store = b.content();
+        let id = store.begin().await.unwrap();
+        let chunk = Bytes::from(pattern(256 * 1024, 3));
+        let mut seq = 0;
+        while store.put_chunk(id, seq, chunk.clone()).await.is_ok() {
+            seq += 1;
+            assert!(seq < 64, "{kib} KiB: 16 MiB does not fit");
+        }
+        let mut failed = Vec::new();
+        for i in 0..400 {
+            let name = format!("s{i}");
+            let r = match b
+                .subscribe(Subscription {
+                    subscriber: name.clone(),
+                    filter: Filter::All,
+                })
+                .await
+            {
+                Ok(()) => b.unsubscribe(&name).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = r {
+                failed.push(format!("{i}: {e}"));
+            }
+        }
+        assert!(
+            failed.len() <= 2,
+            "{kib} KiB: {} of 400 failed, first {:?}",
+            failed.len(),
+            failed.first()
+        );
+        b.close().await.unwrap();
+    }
+}

@@ -62,6 +62,11 @@ impl Job {
                 };
                 let complete: Completion = Box::new(move |commit_error| {
                     let answer = match commit_error {
+                        // Already "message box storage failed while committing: ...".
+                        Some(BoxError::Storage { doing, detail }) => Err(BoxError::Storage {
+                            doing: doing.clone(),
+                            detail: detail.clone(),
+                        }),
                         Some(e) => Err(BoxError::Storage {
                             doing: "committing".into(),
                             detail: e.to_string(),
@@ -150,20 +155,25 @@ impl Writer {
         let mut synced_mode = sync;
         let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
         loop {
-            let first = if self.space.idle_work() {
-                // Free space to give back: a step whenever no job waits.
+            let idle = self.space.idle_work();
+            let first = if idle == space::IdleWork::Nothing {
+                match rx.blocking_recv() {
+                    Some(job) => job,
+                    None => break,
+                }
+            } else {
+                // Free space to give back: a step whenever no job waits
+                // (or, for a retry later, a look for jobs every 10 ms).
                 match rx.try_recv() {
                     Ok(job) => job,
                     Err(mpsc::error::TryRecvError::Empty) => {
                         self.space_idle();
+                        if idle == space::IdleWork::Soon {
+                            std::thread::sleep(std::time::Duration::from_millis(10));
+                        }
                         continue;
                     }
                     Err(mpsc::error::TryRecvError::Disconnected) => break,
-                }
-            } else {
-                match rx.blocking_recv() {
-                    Some(job) => job,
-                    None => break,
                 }
             };
             batch.push(first);

@@ -15,13 +15,23 @@
 //! A full disk: the commit that fails leaves no room to delete what filled
 //! the disk (an unfinished body), since a delete writes pages too. So the node
 //! keeps a [`Reserve`] file beside the box; when a commit fails it deletes
-//! it and pauses automatic checkpoints (which would grow the database file
-//! into that room). The next commit that frees pages (the body's abort) then
-//! starts a recovery: every free page is given back, the WAL is checkpointed
-//! and truncated at once, the reserve is written again and checkpoints
-//! resume. Nothing is vacuumed or truncated right after the failed commit
-//! itself (that gave the room to whatever wrote next, before the box could
-//! clean up).
+//! it and, in a box that gives space back, pauses automatic checkpoints
+//! (which would grow the database file into that room before the clean-up,
+//! usually the next job: the body's abort). Checkpoints resume after the
+//! next commit that succeeds, whatever it is, or at a second failure in a
+//! row, whether or not the reserve can be taken again: on a disk that stays
+//! full an unchecked WAL would grow until nothing commits. The clean-up starts a
+//! recovery: every free page is given back in small steps, each followed by
+//! a truncating checkpoint (so each step needs little room, and gives some
+//! back), for at most [`RECOVERY_BURST`] at once and the rest whenever no
+//! job waits; then the reserve is written again (retried at most once a
+//! second while there is no room). Nothing is vacuumed or truncated right
+//! after the failed commit itself (that gave the room to whatever wrote
+//! next, before the box could clean up).
+//!
+//! A truncating checkpoint that a reader's snapshot holds up is tried again
+//! after the next commit, or every [`TRUNCATE_RETRY`] while the node is idle
+//! (for at most [`TRUNCATE_TRIES`] tries).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -37,8 +47,21 @@ const RECLAIM_ABOVE: i64 = 32 << 20;
 /// into without growing the file.
 const RECLAIM_KEEP: i64 = 4 << 20;
 /// Most bytes of free pages given back in one step (one transaction), so a
-/// group commit waits for one step at most (tens of milliseconds).
+/// group commit waits for one step at most (tens of milliseconds; after a
+/// failed commit, for [`RECOVERY_BURST`] at most).
 const RECLAIM_STEP: i64 = 16 << 20;
+/// Most bytes of free pages given back in one step while recovering from a
+/// failed commit: each step is followed by a truncating checkpoint, so it
+/// needs at most about this much room on the disk.
+const RECOVERY_STEP: i64 = 1 << 20;
+/// Recovery steps run back to back after the clean-up commit for at most
+/// this long (jobs wait meanwhile); the rest whenever no job waits.
+const RECOVERY_BURST: Duration = Duration::from_millis(200);
+/// A truncating checkpoint held up by a reader is tried again this often
+/// while no job comes...
+const TRUNCATE_RETRY: Duration = Duration::from_secs(1);
+/// ...at most this many times (then at the next commit).
+const TRUNCATE_TRIES: u32 = 60;
 /// Size of the reserve kept beside the box for a full disk.
 pub const RESERVE_BYTES: usize = 1 << 20;
 /// While the reserve cannot be taken again (the disk is still full), try at
@@ -61,20 +84,43 @@ pub(super) struct Space {
     steps: u64,
     /// Once done: checkpoint and truncate the WAL, which the steps grew.
     truncate_wal: bool,
-    /// The last truncation found readers in the way: wait for a commit.
+    /// The last truncation found readers in the way: wait for a commit, or
+    /// try again after [`TRUNCATE_RETRY`].
     truncate_waits: bool,
+    truncate_tries: u32,
+    truncate_last: Option<Instant>,
     /// A commit failed: give every free page back and take the reserve again.
     recovering: bool,
-    /// `wal_autocheckpoint` to restore once recovered.
-    autocheckpoint: i64,
+    /// The last commit failed.
+    failing: bool,
+    /// Automatic checkpoints are paused: the `wal_autocheckpoint` to restore.
+    paused: Option<i64>,
     /// The node's reserve (none for a writer beside the node).
     reserve: Option<Reserve>,
 }
 
+/// What the writer has to do when no job waits.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum IdleWork {
+    /// Nothing: wait for the next job.
+    Nothing,
+    /// A step now.
+    Now,
+    /// A retry in a while: look for jobs meanwhile, without blocking.
+    Soon,
+}
+
 impl Space {
-    /// Work to do when no job waits.
-    pub(super) fn idle_work(&self) -> bool {
-        self.vacuum && (self.active || (self.truncate_wal && !self.truncate_waits))
+    pub(super) fn idle_work(&self) -> IdleWork {
+        if !self.vacuum {
+            IdleWork::Nothing
+        } else if self.active || (self.truncate_wal && !self.truncate_waits) {
+            IdleWork::Now
+        } else if self.truncate_wal && self.truncate_tries < TRUNCATE_TRIES {
+            IdleWork::Soon
+        } else {
+            IdleWork::Nothing
+        }
     }
 }
 
@@ -218,26 +264,28 @@ impl Writer {
         }
         // A commit since: readers in the WAL's way may have moved on.
         self.space.truncate_waits = false;
+        self.space.truncate_tries = 0;
+        let freed = self.space.freed;
         if self.space.vacuum {
-            let freed = self.space.freed;
             self.look_for_free_space();
             if freed && self.space.active {
                 if self.space.recovering {
-                    // All of it now, steps back to back: until then, other
-                    // jobs would write into the room the reserve left.
-                    // (Bounded: 16 GiB; the rest at idle moments.)
-                    for _ in 0..1024 {
-                        if !self.space.active {
-                            break;
-                        }
+                    // Now, steps back to back: until then, other jobs would
+                    // write into the room the reserve left. For a while at
+                    // most; the rest at idle moments.
+                    let until = Instant::now() + RECOVERY_BURST;
+                    while self.space.active && Instant::now() < until {
                         self.reclaim_step();
                     }
-                    self.space.truncate_wal = true;
                 } else {
                     self.reclaim_step();
                 }
             }
         }
+        // Checkpoints paused by a failed commit resume once one succeeded
+        // (after the recovery's own checkpoints), room or not.
+        self.space.failing = false;
+        self.resume_checkpoints();
         let s = &mut self.space;
         if s.recovering && !s.active && s.truncate_wal {
             // Not at the next idle moment either.
@@ -255,18 +303,20 @@ impl Writer {
         }
     }
 
-    /// The reserve is held again: checkpoints as usual.
+    /// Automatic checkpoints as before the failed commit.
+    fn resume_checkpoints(&mut self) {
+        let Some(pages) = self.space.paused.take() else { return };
+        if let Err(e) = self.conn.execute_batch(&format!("PRAGMA wal_autocheckpoint = {pages}")) {
+            tracing::warn!(error = %e, "could not turn automatic checkpoints back on");
+        }
+    }
+
+    /// The reserve is held again: recovery is over.
     fn recovered(&mut self) {
         if !std::mem::take(&mut self.space.recovering) {
             return;
         }
-        // (0: they were never turned off.)
-        let pages = std::mem::take(&mut self.space.autocheckpoint);
-        if pages > 0
-            && let Err(e) = self.conn.execute_batch(&format!("PRAGMA wal_autocheckpoint = {pages}"))
-        {
-            tracing::warn!(error = %e, "could not turn automatic checkpoints back on");
-        }
+        self.resume_checkpoints();
         tracing::info!(
             mb = RESERVE_BYTES >> 20,
             "took the disk reserve beside the message box again"
@@ -280,20 +330,29 @@ impl Writer {
         s.truncate_wal = false;
         let Some(reserve) = &mut s.reserve else { return };
         let released = reserve.release();
-        if !std::mem::replace(&mut s.recovering, true) {
+        s.recovering = true;
+        let again = std::mem::replace(&mut s.failing, true);
+        if s.paused.is_some() {
+            // Failed again with checkpoints paused: the pause does not help
+            // (and would let the WAL grow); checkpoint as usual.
+            self.resume_checkpoints();
+        } else if s.vacuum && !again {
             // Until the box has cleaned up, the room is for the clean-up
             // (and the vacuum after it), not for a checkpoint growing the
-            // database file into it. The truncating checkpoint after the
-            // vacuum copies only the pages left.
+            // database file into it. The truncating checkpoints of the
+            // recovery copy only the pages left. (A box that cannot give
+            // space back keeps its checkpoints: nothing would truncate its
+            // WAL.)
             let off = self
                 .conn
-                .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+                .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get::<_, i64>(0))
                 .and_then(|pages| {
-                    self.space.autocheckpoint = pages;
-                    self.conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
+                    self.conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
+                    Ok(pages)
                 });
-            if let Err(e) = off {
-                tracing::warn!(error = %e, "could not turn automatic checkpoints off");
+            match off {
+                Ok(pages) => self.space.paused = Some(pages),
+                Err(e) => tracing::warn!(error = %e, "could not turn automatic checkpoints off"),
             }
         }
         if released {
@@ -307,7 +366,9 @@ impl Writer {
     pub(super) fn space_idle(&mut self) {
         if self.space.active {
             self.reclaim_step();
-        } else if self.space.truncate_wal {
+        } else if self.space.truncate_wal
+            && (!self.space.truncate_waits || self.space.truncate_last.is_none_or(|t| t.elapsed() >= TRUNCATE_RETRY))
+        {
             self.truncate_wal();
         }
     }
@@ -329,7 +390,12 @@ impl Writer {
                 return;
             }
         };
-        let pages = (free - self.space.keep).min(RECLAIM_STEP) / self.space.page_size;
+        let step = if self.space.recovering {
+            RECOVERY_STEP
+        } else {
+            RECLAIM_STEP
+        };
+        let pages = (free - self.space.keep).min(step) / self.space.page_size;
         if pages > 0 {
             if let Err(e) = self.incremental_vacuum(pages) {
                 tracing::warn!(
@@ -344,6 +410,11 @@ impl Writer {
             self.space.given += bytes;
             self.stats.reclaim_steps.fetch_add(1, Ordering::Relaxed);
             self.stats.reclaimed_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+            if self.space.recovering {
+                // Copy the moved pages into the file and cut its end off
+                // now: the next step then has that room too.
+                let _ = self.checkpoint_truncate();
+            }
             if free - bytes > self.space.keep {
                 return;
             }
@@ -384,13 +455,9 @@ impl Writer {
     /// is in the way, try again after the next commit. Then, recovering from
     /// a failed commit, take the reserve again.
     fn truncate_wal(&mut self) {
-        let _ = self.conn.busy_timeout(Duration::ZERO);
-        let r = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
-        let _ = self.conn.busy_timeout(crate::schema::BUSY_TIMEOUT);
-        match r {
-            Ok(0) => {
+        self.space.truncate_last = Some(Instant::now());
+        match self.checkpoint_truncate() {
+            Ok(true) => {
                 let s = &mut self.space;
                 s.truncate_wal = false;
                 if s.recovering
@@ -400,11 +467,26 @@ impl Writer {
                     self.recovered();
                 }
             }
-            Ok(_) => self.space.truncate_waits = true,
+            Ok(false) => {
+                self.space.truncate_waits = true;
+                self.space.truncate_tries += 1;
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "could not truncate the write-ahead log");
                 self.space.truncate_waits = true;
+                self.space.truncate_tries += 1;
             }
         }
+    }
+
+    /// `wal_checkpoint(TRUNCATE)` without waiting for readers: whether it
+    /// completed (false: a reader or writer was in the way).
+    fn checkpoint_truncate(&mut self) -> rusqlite::Result<bool> {
+        let _ = self.conn.busy_timeout(Duration::ZERO);
+        let r = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+        let _ = self.conn.busy_timeout(crate::schema::BUSY_TIMEOUT);
+        r.map(|busy| busy == 0)
     }
 }
