@@ -641,3 +641,27 @@ async fn a_disk_that_stays_full_keeps_committing_small_jobs() {
         b.close().await.unwrap();
     }
 }
+
+/// A reader's snapshot holds up the truncating checkpoint after the space
+/// is given back; once the reader is done, the idle node truncates the WAL
+/// by itself (no other commit comes to trigger it).
+#[tokio::test]
+async fn a_truncation_held_up_by_a_reader_is_retried_while_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = SqliteBox::open(dir.path(), Arc::new(SystemClock), Options::default()).unwrap();
+    let before = box_size(&b);
+    let reader = rusqlite::Connection::open(b.path()).unwrap();
+    reader.execute_batch("BEGIN; SELECT count(*) FROM messages;").unwrap();
+    write_and_abort(&b, 200).await;
+    // The steps ran (into the WAL), but the WAL cannot be truncated yet.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while b.writer_stats().reclaimed_bytes < 30 * MIB {
+        assert!(std::time::Instant::now() < deadline, "{:?}", b.writer_stats());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(box_size(&b) > before + 16 * MIB, "held up by the reader");
+    reader.execute_batch("COMMIT").unwrap();
+    wait_for_size_at_most(&b, before + 16 * MIB, "after the reader finished").await;
+    b.close().await.unwrap();
+}

@@ -154,27 +154,34 @@ impl Writer {
         self.stats = stats.clone();
         let mut synced_mode = sync;
         let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
+        // For waiting for a job with a timeout (a retry due later).
+        let timer = tokio::runtime::Builder::new_current_thread().enable_time().build();
         loop {
-            let idle = self.space.idle_work();
-            let first = if idle == space::IdleWork::Nothing {
-                match rx.blocking_recv() {
-                    Some(job) => job,
-                    None => break,
-                }
-            } else {
-                // Free space to give back: a step whenever no job waits
-                // (or, for a retry later, a look for jobs every 10 ms).
-                match rx.try_recv() {
+            let first = match (self.space.idle_work(), &timer) {
+                // Free space to give back: a step whenever no job waits.
+                (Some(wait), _) if wait.is_zero() => match rx.try_recv() {
                     Ok(job) => job,
                     Err(mpsc::error::TryRecvError::Empty) => {
                         self.space_idle();
-                        if idle == space::IdleWork::Soon {
-                            std::thread::sleep(std::time::Duration::from_millis(10));
-                        }
                         continue;
                     }
                     Err(mpsc::error::TryRecvError::Disconnected) => break,
+                },
+                // A retry due later: the next job, or the retry then.
+                (Some(wait), Ok(timer)) => {
+                    match timer.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
+                        Ok(Some(job)) => job,
+                        Ok(None) => break,
+                        Err(_) => {
+                            self.space_idle();
+                            continue;
+                        }
+                    }
                 }
+                (None, _) | (Some(_), Err(_)) => match rx.blocking_recv() {
+                    Some(job) => job,
+                    None => break,
+                },
             };
             batch.push(first);
             while batch.len() < max_batch {

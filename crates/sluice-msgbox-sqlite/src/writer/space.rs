@@ -99,27 +99,18 @@ pub(super) struct Space {
     reserve: Option<Reserve>,
 }
 
-/// What the writer has to do when no job waits.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum IdleWork {
-    /// Nothing: wait for the next job.
-    Nothing,
-    /// A step now.
-    Now,
-    /// A retry in a while: look for jobs meanwhile, without blocking.
-    Soon,
-}
-
 impl Space {
-    pub(super) fn idle_work(&self) -> IdleWork {
+    /// When the writer has something to do if no job comes: `None` for
+    /// nothing, else in how long (zero: now).
+    pub(super) fn idle_work(&self) -> Option<Duration> {
         if !self.vacuum {
-            IdleWork::Nothing
+            None
         } else if self.active || (self.truncate_wal && !self.truncate_waits) {
-            IdleWork::Now
+            Some(Duration::ZERO)
         } else if self.truncate_wal && self.truncate_tries < TRUNCATE_TRIES {
-            IdleWork::Soon
+            Some(TRUNCATE_RETRY.saturating_sub(self.truncate_last.map_or(TRUNCATE_RETRY, |t| t.elapsed())))
         } else {
-            IdleWork::Nothing
+            None
         }
     }
 }
@@ -366,9 +357,7 @@ impl Writer {
     pub(super) fn space_idle(&mut self) {
         if self.space.active {
             self.reclaim_step();
-        } else if self.space.truncate_wal
-            && (!self.space.truncate_waits || self.space.truncate_last.is_none_or(|t| t.elapsed() >= TRUNCATE_RETRY))
-        {
+        } else if self.space.truncate_wal {
             self.truncate_wal();
         }
     }
