@@ -2,12 +2,10 @@
 //! published whole or suspended whole, recoverable interchanges, and a crash
 //! in the middle of one.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// An `<Orders>` document of `n` orders (ids 10001, 10002...); every third is ACME's.
 fn orders(n: u32, bad: Option<u32>) -> String {

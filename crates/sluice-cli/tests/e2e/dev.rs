@@ -2,11 +2,9 @@
 //! over HTTP/1.1 and HTTP/2, with the request's content type and encoding.
 //! Driven with curl (installed by scripts/test.sh when missing).
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 fn curl(args: &[&str]) -> std::process::Output {
     let out = Command::new("curl")

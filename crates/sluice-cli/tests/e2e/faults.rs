@@ -5,13 +5,11 @@
 //! transport, a file a receive pipeline rejects, and a fault handler that
 //! fails too (no loop).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// The fault handler of the tests that look at fault messages in the box: it

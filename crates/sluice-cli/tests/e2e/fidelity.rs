@@ -3,12 +3,10 @@
 //! message is resubmitted. It reaches the same subscribers as the original,
 //! and its context equals the original property by property, type by type.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// Both ports route on typed comparisons, so a property that came back with
@@ -59,16 +57,6 @@ const PROPS: &[&str] = &[
     "bare=string:no namespace",
     "order.id=string:A-1",
 ];
-
-fn json_of(out: &std::process::Output, what: &str) -> Value {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{what}: not JSON ({e})"))
-}
 
 fn suspended(config: &Path) -> Vec<Value> {
     let out = run(sluice().args(["suspended", "list", "--json", "--config"]).arg(config));

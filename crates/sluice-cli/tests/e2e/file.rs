@@ -1,11 +1,9 @@
 //! End-to-end runs of the real `sluice` binary with FILE receive and send.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// The shipped quickstart, run from a copy: files in in/ reach out/, XML
 /// files also xml/, in/ empties, the box empties, SIGTERM stops it cleanly.

@@ -5,14 +5,12 @@
 //! is left held, normal requests are still served within their usual
 //! latency, and the node's memory and file descriptors stay bounded.
 
-mod common;
-
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -698,8 +696,30 @@ async fn repeated_content_encoding_headers_are_one_list() {
     let (code, _) = post_with(s.raw, "Content-Encoding: gzip\r\nContent-Encoding: gzip\r\n", &twice).await;
     assert_eq!(code, 202);
     wait_until(Duration::from_secs(20), "delivered", || s.out().len() == 1);
-    let stored = std::fs::read(s.root.path().join("out").join(&s.out()[0])).unwrap();
+    let id = s.out()[0].clone();
+    let stored = std::fs::read(s.root.path().join("out").join(&id)).unwrap();
     assert_eq!(stored, twice, "stored as sent");
+    // The label: `http.content_encoding`, from the message's `completed` event.
+    let mut context = String::new();
+    wait_until(Duration::from_secs(10), "the completed event", || {
+        let out = run(sluice()
+            .args(["messages", "tracking", "--json", "--config"])
+            .arg(&s.config));
+        let events = json_of(&out, "messages tracking");
+        let found = events.as_array().and_then(|events| {
+            events
+                .iter()
+                .find(|e| e["message_id"] == id.as_str() && e["event"] == "completed")
+        });
+        if let Some(e) = found {
+            context = e["context"].to_string();
+        }
+        found.is_some()
+    });
+    assert!(
+        context.contains("content_encoding") && context.contains("gzip, gzip"),
+        "labelled with both codings: {context}"
+    );
     let _ = s.rr;
 }
 

@@ -2,15 +2,13 @@
 //! message is durable, gzip decoded on the way in, caps, auth, promotion,
 //! and clients that misbehave. Driven with curl and raw TCP.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn start(root: &Path) -> (Node, std::path::PathBuf, u16) {
     let port = free_port();

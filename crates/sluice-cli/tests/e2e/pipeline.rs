@@ -1,12 +1,10 @@
 //! Pipelines through the real binary: gzip on the way out, gzip/zstd on the
 //! way in, and what a broken compressed stream does.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn gunzip(path: &std::path::Path) -> Vec<u8> {
     let out = Command::new("gzip").arg("-dc").arg(path).output().expect("run gzip");

@@ -4,13 +4,11 @@
 //! wants it, refused whole when a property is malformed, and stored for later
 //! when no node runs.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// `acme` wants ACME's refunds (an int comparison); `recent` routes on a
 /// timestamp (against literals with another offset and to the microsecond),

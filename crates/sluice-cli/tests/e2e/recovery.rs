@@ -1,11 +1,9 @@
 //! Restart after a crash between "published" and "source deleted".
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use sluice_content::Part;
 use sluice_model::{Context, Filter, MessageId};
 use sluice_msgbox::{MessageBox, NewMessage, Subscription, SystemClock};

@@ -4,15 +4,13 @@
 //! a peer that breaks off, a late response, no subscriber; HTTPS on both
 //! sides. Driven with curl, `sluice dev echo-server` and a raw TCP peer.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// What curl got: status, headers (lower-case names), body file.
 struct Answer {

@@ -6,8 +6,6 @@
 //! run stopped with Ctrl-C is finished by running it again; two bulk runs at
 //! once each account for every entry they matched.
 
-mod common;
-
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -15,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use common::*;
+use crate::common::*;
 
 const ORPHANS: &str = r#"
 [receive_ports.orphans.locations.orphan-folder]

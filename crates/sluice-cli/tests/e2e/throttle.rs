@@ -1,14 +1,12 @@
 //! End-to-end runs of the real `sluice` binary: per-host throttling, stopped
 //! send ports, the Prometheus endpoint and what `sluice status` says.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// `GET path` on the node's metrics endpoint: (status code, content type, body).
 fn http_get(address: &str, path: &str) -> (u16, String, String) {

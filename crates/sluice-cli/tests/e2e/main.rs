@@ -1,0 +1,20 @@
+//! End-to-end tests: each runs the real `sluice` binary (built by cargo for
+//! this test target) against real files, sockets and peers. One test binary
+//! for all of them (one link instead of one per file); run a part with
+//! `cargo test --release -p sluice-cli --test e2e -- hostile::`.
+
+mod common;
+
+mod debatch;
+mod dev;
+mod faults;
+mod fidelity;
+mod file;
+mod hostile;
+mod http;
+mod pipeline;
+mod publish;
+mod recovery;
+mod relay;
+mod suspended;
+mod throttle;
