@@ -518,9 +518,6 @@ fn report_early_end(
     tracing::error!(task = what, detail = %detail, "stopped while the node is running; restart the node to restart it");
 }
 
-/// Make the box's subscriptions match the configured send ports. A
-/// subscription with no send port left is removed; its queued messages become
-/// suspended (resumable), never dropped.
 /// The subscribers of the request-response locations' responses
 /// (`reply:<location>`).
 fn reply_subscribers(config: &Config) -> Vec<String> {
@@ -533,6 +530,9 @@ fn reply_subscribers(config: &Config) -> Vec<String> {
         .collect()
 }
 
+/// Make the box's subscriptions match the configured send ports. A
+/// subscription with no send port left is removed; its queued messages become
+/// suspended (resumable), never dropped.
 async fn sync_subscriptions(config: &Config, mbox: &dyn MessageBox) -> Result<(), HostError> {
     // A request-response location takes the responses addressed to it.
     let replies = reply_subscribers(config);
