@@ -23,7 +23,6 @@
 
 pub mod config;
 pub mod metrics;
-pub mod ops;
 mod publisher;
 mod send_port;
 pub mod status;
@@ -45,7 +44,7 @@ pub use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::publisher::LocationPublisher;
 use crate::send_port::SendPortRunner;
-use crate::status::{HostStatus, NodeStatus};
+use crate::status::{NodeStatus, host_status};
 use crate::throttle::Throttle;
 
 /// How often the node samples its resident memory for the memory marks.
@@ -483,7 +482,7 @@ async fn report_status(
             metrics_address: metrics_address.clone(),
             hosts: throttles
                 .iter()
-                .map(|(name, t)| (name.clone(), HostStatus::of(t)))
+                .map(|(name, t)| (name.clone(), host_status(t)))
                 .collect(),
         };
         match status::write(&data_dir, &report).await {
