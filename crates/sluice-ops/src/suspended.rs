@@ -458,6 +458,46 @@ fn routed_text(routed: &Routed) -> String {
     }
 }
 
+impl Serialize for Outcome {
+    /// `{"outcome": "resumed", "routed": ...}`, `{"outcome": "resubmitted",
+    /// "message_id": ..., "routed": ...}`, `{"outcome": "terminated"}`,
+    /// `{"outcome": "skipped", "reason": ...}`, `{"outcome": "taken"}`, or
+    /// `{"outcome": "failed", "code": ..., "reason": ...}` (a named entry
+    /// that did not exist: `not_found`).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        match self {
+            Outcome::Resumed(routed) => {
+                map.serialize_entry("outcome", "resumed")?;
+                map.serialize_entry("routed", routed)?;
+            }
+            Outcome::Resubmitted(r) => {
+                map.serialize_entry("outcome", "resubmitted")?;
+                map.serialize_entry("message_id", &r.message_id)?;
+                map.serialize_entry("routed", &r.routed)?;
+            }
+            Outcome::Terminated => map.serialize_entry("outcome", "terminated")?,
+            Outcome::Skipped(why) => {
+                map.serialize_entry("outcome", "skipped")?;
+                map.serialize_entry("reason", why)?;
+            }
+            Outcome::Taken => map.serialize_entry("outcome", "taken")?,
+            Outcome::Missing => {
+                map.serialize_entry("outcome", "failed")?;
+                map.serialize_entry("code", &ErrorCode::NotFound)?;
+                map.serialize_entry("reason", GONE)?;
+            }
+            Outcome::Failed(e) => {
+                map.serialize_entry("outcome", "failed")?;
+                map.serialize_entry("code", &e.error_code())?;
+                map.serialize_entry("reason", &outcome_reason(e))?;
+            }
+        }
+        map.end()
+    }
+}
+
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -504,8 +544,10 @@ impl fmt::Display for Taken {
     }
 }
 
-/// What a bulk run tells its caller as it goes.
-#[derive(Debug)]
+/// What a bulk run tells its caller as it goes. In JSON, tagged by
+/// `event`: `matched`, `entry`, `taken`.
+#[derive(Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event<'a> {
     /// The selection was counted; nothing was done yet. `Break` here stops
     /// before anything changes.
@@ -1292,6 +1334,17 @@ mod tests {
         );
         let e = summary.error().unwrap();
         assert_eq!((e.code(), e.http_status()), ("not_found", 404));
+        let event = Event::Entry {
+            done: 2,
+            total: 2,
+            id: 999,
+            outcome: &Outcome::Missing,
+        };
+        assert_eq!(
+            serde_json::to_value(&event).unwrap(),
+            serde_json::json!({"event": "entry", "done": 2, "total": 2, "id": 999,
+                "outcome": {"outcome": "failed", "code": "not_found", "reason": GONE}})
+        );
         assert_eq!(e.to_string(), "1 of 2 suspended message(s) could not be terminated");
 
         // Resubmitting what matches nothing suspends new entries: they are
