@@ -1,12 +1,15 @@
 //! `sluice status` and `sluice messages`: read the box beside a running node.
 
-use anyhow::Context as _;
+use std::ops::ControlFlow;
+
 use sluice_host::Config;
-use sluice_host::status::{STATUS_EVERY, STATUS_FILE};
 use sluice_host::throttle::Bytes;
-use sluice_model::{Context, MessageId};
-use sluice_msgbox::{MessageBox, Part};
+use sluice_model::Context;
+use sluice_msgbox::Part;
 use sluice_msgbox_sqlite::SqliteBox;
+use sluice_ops::messages::{self, MessageQuery, Tracked};
+use sluice_ops::parse::parse_message_id;
+use sluice_ops::status::STATUS_FILE;
 
 fn open(config: &Config) -> anyhow::Result<SqliteBox> {
     Ok(SqliteBox::open_read_only(&config.data_dir)?)
@@ -17,14 +20,18 @@ fn now_ms() -> i64 {
     sluice_msgbox::SystemClock.now_ms()
 }
 
-pub use sluice_host::ops::ms_to_text;
+pub use sluice_ops::ms_to_text;
 
-/// A message's parts as JSON: name, size, CRC-32.
-pub fn parts_json(parts: &[Part]) -> serde_json::Value {
-    parts
-        .iter()
-        .map(|p| serde_json::json!({"name": p.name, "size": p.size, "crc32": format!("{:08x}", p.crc32)}))
-        .collect()
+/// For a listing printed as it is read: go on while writing works, else
+/// keep the error and stop.
+pub fn stop_on_error<E>(written: Result<(), E>, failed: &mut Option<E>) -> ControlFlow<()> {
+    match written {
+        Ok(()) => ControlFlow::Continue(()),
+        Err(e) => {
+            *failed = Some(e);
+            ControlFlow::Break(())
+        }
+    }
 }
 
 /// Every property: key, type, value, and whether it is promoted.
@@ -50,24 +57,16 @@ pub fn print_parts(parts: &[Part]) {
 
 pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     let b = open(config)?;
-    let c = b.counts().await.context("reading counts")?;
-    // The node's live state (throttling) is in its status.json report.
-    let node =
-        sluice_host::status::read(&config.data_dir).map_err(|e| anyhow::anyhow!("reading the node's report {e}"))?;
-    let age_ms = node.as_ref().map(|n| (now_ms() - n.written_at_ms).max(0));
+    let status = sluice_ops::status::status(&b, &config.data_dir, now_ms()).await?;
     if json {
-        let mut v = serde_json::to_value(&c)?;
-        if let Some(obj) = v.as_object_mut() {
-            obj.insert("node".into(), serde_json::to_value(&node)?);
-            obj.insert("node_report_age_ms".into(), serde_json::to_value(age_ms)?);
-        }
-        println!("{}", serde_json::to_string(&v)?);
+        println!("{}", serde_json::to_string(&status)?);
         return Ok(());
     }
+    let (c, node, age_ms) = (&status.counts, &status.node, status.node_report_age_ms);
     println!("data dir        {}", config.data_dir.display());
-    match (&node, age_ms) {
+    match (node, age_ms) {
         (Some(n), Some(age)) => {
-            let stale = if age > 5 * STATUS_EVERY.as_millis() as i64 {
+            let stale = if status.stale() {
                 "  (stale: the node may have been killed or be stuck)"
             } else {
                 ""
@@ -112,9 +111,9 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
 }
 
 pub async fn list(config: &Config, limit: usize, after: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let after = after.map(parse_message_id).transpose()?;
     let b = open(config)?;
-    let after = after.map(str::parse::<MessageId>).transpose()?;
-    let list = b.list_messages(after, limit).await.context("listing messages")?;
+    let list = messages::list(&b, MessageQuery { after, limit }).await?;
     if json {
         println!("{}", serde_json::to_string(&list)?);
         return Ok(());
@@ -140,24 +139,11 @@ pub async fn list(config: &Config, limit: usize, after: Option<&str>, json: bool
 }
 
 pub async fn show(config: &Config, id: &str, json: bool) -> anyhow::Result<()> {
+    let id = parse_message_id(id)?;
     let b = open(config)?;
-    let id: MessageId = id.parse()?;
-    let Some(m) = b.message(id).await.with_context(|| format!("reading message {id}"))? else {
-        anyhow::bail!("message {id} is not in the box (it was delivered and released, or never existed)");
-    };
+    let m = messages::show(&b, id).await?;
     if json {
-        let parts = parts_json(&m.parts);
-        let v = serde_json::json!({
-            "id": m.id,
-            "created_at": ms_to_text(m.created_at),
-            "refs": m.refs,
-            "context": m.context.to_display_json(),
-            "parts": parts,
-            "queue": m.queue,
-            "suspended": m.suspended,
-            "holders": m.holders,
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("{}", serde_json::to_string_pretty(&m)?);
         return Ok(());
     }
     println!("message   {}", m.id);
@@ -200,8 +186,8 @@ pub async fn show(config: &Config, id: &str, json: bool) -> anyhow::Result<()> {
 /// first, a page at a time; with `--json` completed events carry the context.
 pub async fn tracking(config: &Config, message: Option<&str>, json: bool) -> anyhow::Result<()> {
     use std::io::Write;
+    let message = message.map(parse_message_id).transpose()?;
     let b = open(config)?;
-    let message = message.map(str::parse::<MessageId>).transpose()?;
     let mut out = std::io::stdout().lock();
     if json {
         write!(out, "[")?;
@@ -212,38 +198,32 @@ pub async fn tracking(config: &Config, message: Option<&str>, json: bool) -> any
             "AT", "MESSAGE", "EVENT", "SUBSCRIBER"
         )?;
     }
-    let mut after = None;
+    let mut failed: Option<anyhow::Error> = None;
     let mut n = 0u64;
-    loop {
-        let page = b
-            .tracking(message, after, 1000)
-            .await
-            .context("reading tracking events")?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
-        for e in &page {
-            if json {
-                let mut v = serde_json::to_value(e)?;
-                if let (Some(obj), Some(ctx)) = (v.as_object_mut(), &e.context) {
-                    obj.insert("context".into(), ctx.to_display_json());
-                }
-                write!(out, "{}{}", if n == 0 { "" } else { "," }, serde_json::to_string(&v)?)?;
-            } else {
-                writeln!(
-                    out,
-                    "{:<24}  {:<26}  {:<11}  {:<16}  {}",
-                    ms_to_text(e.at),
-                    e.message_id,
-                    e.event,
-                    e.subscriber.as_deref().unwrap_or("-"),
-                    e.detail.as_deref().unwrap_or("")
-                )?;
-            }
-            n += 1;
-        }
-        if page.len() < 1000 {
-            break;
-        }
+    // A page at a time, printed as it comes: memory does not grow with the list.
+    messages::tracking(&b, message, |e| {
+        let written = if json {
+            serde_json::to_string(&Tracked::new(e))
+                .map_err(anyhow::Error::from)
+                .and_then(|j| Ok(write!(out, "{}{j}", if n == 0 { "" } else { "," })?))
+        } else {
+            writeln!(
+                out,
+                "{:<24}  {:<26}  {:<11}  {:<16}  {}",
+                ms_to_text(e.at),
+                e.message_id,
+                e.event,
+                e.subscriber.as_deref().unwrap_or("-"),
+                e.detail.as_deref().unwrap_or("")
+            )
+            .map_err(anyhow::Error::from)
+        };
+        n += 1;
+        stop_on_error(written, &mut failed)
+    })
+    .await?;
+    if let Some(e) = failed {
+        return Err(e.context("writing the tracking events"));
     }
     if json {
         writeln!(out, "]")?;

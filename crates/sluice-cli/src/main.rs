@@ -2,6 +2,7 @@
 
 mod bench;
 mod dev;
+mod errors;
 mod inspect;
 mod publish;
 mod suspended;
@@ -10,8 +11,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{CommandFactory, Parser, Subcommand};
-use sluice_host::ops::Action;
 use sluice_host::{CancellationToken, Config};
+use sluice_ops::suspended::Action;
 
 #[derive(Parser)]
 #[command(name = "sluice", version, about = "Sluice integration server")]
@@ -184,15 +185,15 @@ fn init_logging() {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| usage_exit(e));
     if let Err(e) = check(&cli) {
-        e.exit();
+        usage_exit(e);
     }
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            eprintln!("error[{}]: cannot start the async runtime: {e}", errors::INTERNAL);
             return std::process::ExitCode::FAILURE;
         }
     };
@@ -203,7 +204,7 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(130)
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error[{}]: {e:#}", errors::code(&e));
             std::process::ExitCode::FAILURE
         }
     }
@@ -275,6 +276,18 @@ fn on_signal() -> CancellationToken {
         t.cancel();
     });
     token
+}
+
+/// A usage error (exit status 2), printed as every error is:
+/// `error[invalid_argument]: ...`; help and version as clap prints them.
+fn usage_exit(e: clap::Error) -> ! {
+    if !e.use_stderr() {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    eprint!("error[{}]: {text}", errors::USAGE);
+    std::process::exit(e.exit_code());
 }
 
 /// What clap cannot check: a selection is given, and a resubmission's edit

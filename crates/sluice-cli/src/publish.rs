@@ -10,10 +10,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use sluice_content::{WriteOptions, write_part};
 use sluice_host::Config;
-use sluice_host::ops::parse_property;
 use sluice_model::{Context, MessageId};
 use sluice_msgbox::{MessageBox, NewMessage, Routed, SystemClock};
 use sluice_msgbox_sqlite::SqliteBox;
+use sluice_ops::OpsError;
+use sluice_ops::parse::parse_property;
 use time::OffsetDateTime;
 
 /// The message's context: every `--prop`, promoted, then `publish.by = "cli"`
@@ -21,7 +22,8 @@ use time::OffsetDateTime;
 fn context_of(props: &[String]) -> anyhow::Result<Context> {
     let mut ctx = Context::new();
     for arg in props {
-        let (key, value) = parse_property(arg).map_err(|e| anyhow::anyhow!("--prop `{arg}`: {e}"))?;
+        let (key, value) =
+            parse_property(arg).map_err(|e| OpsError::InvalidArgument(format!("--prop `{arg}`: {e}")))?;
         ctx.promote(&key.namespace, &key.name, value);
     }
     if ctx.get("publish", "by").is_none() {

@@ -1,7 +1,7 @@
 //! `sluice suspended`: list, show, resume, resubmit and terminate suspended
 //! messages, beside a running node or not. The work is done by
-//! [`sluice_host::ops`]; this is the command line around it: flags, output,
-//! a progress bar, Ctrl-C.
+//! [`sluice_ops::suspended`]; this is the command line around it: flags,
+//! output, a progress bar, Ctrl-C.
 
 use std::io::{IsTerminal, Write};
 use std::ops::ControlFlow;
@@ -13,12 +13,13 @@ use anyhow::Context as _;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sluice_host::Config;
-use sluice_host::ops::{self, Action, Edit, Event, Outcome, Selection, Summary};
 use sluice_model::{Filter, Key, Value};
 use sluice_msgbox::{Clock, MessageBox, SuspendedInfo, SuspendedQuery, SystemClock};
 use sluice_msgbox_sqlite::SqliteBox;
+use sluice_ops::parse;
+use sluice_ops::suspended::{self as ops, Action, Edit, Event, Outcome, Selection, Summary};
 
-use crate::inspect::{ms_to_text, print_context, print_parts};
+use crate::inspect::{ms_to_text, print_context, print_parts, stop_on_error};
 
 /// Conditions that select suspended entries (every one given must match).
 #[derive(Args, Debug, Clone, Default)]
@@ -100,10 +101,10 @@ pub struct Changes {
     /// Set a property (added promoted, or replaced keeping its promotion),
     /// e.g. `order.id=string:A1`, `n=int:-5`, `t=timestamp:2026-11-22T10:00:00Z`
     /// (the syntax of `sluice publish --prop`).
-    #[arg(long = "set", value_name = "KEY=TYPE:VALUE", value_parser = ops::parse_property)]
+    #[arg(long = "set", value_name = "KEY=TYPE:VALUE", value_parser = parse::parse_property)]
     pub set: Vec<(Key, Value)>,
     /// Remove a property (the message must have it).
-    #[arg(long = "remove", value_name = "KEY", value_parser = ops::parse_key)]
+    #[arg(long = "remove", value_name = "KEY", value_parser = parse::parse_key)]
     pub remove: Vec<Key>,
     /// A new body: a file, or `-` for stdin (only with exactly one id).
     #[arg(long, value_name = "FILE")]
@@ -121,11 +122,11 @@ impl Changes {
 }
 
 fn time_arg(text: &str) -> Result<i64, String> {
-    ops::parse_time(text, SystemClock.now_ms())
+    parse::parse_time(text, SystemClock.now_ms()).map_err(|e| e.to_string())
 }
 
 fn filter_arg(text: &str) -> Result<Filter, String> {
-    Filter::parse(text).map_err(|e| e.to_string())
+    parse::parse_filter(text).map_err(|e| e.to_string())
 }
 
 pub fn id_arg(text: &str) -> Result<i64, String> {
@@ -202,16 +203,10 @@ pub async fn list(config: &Config, filters: &Filters, json: bool) -> anyhow::Res
             ))
         };
         n += 1;
-        match line
+        let written = line
             .map_err(std::io::Error::other)
-            .and_then(|l| out.write_all(l.as_bytes()))
-        {
-            Ok(()) => ControlFlow::Continue(()),
-            Err(e) => {
-                failed = Some(e);
-                ControlFlow::Break(())
-            }
-        }
+            .and_then(|l| out.write_all(l.as_bytes()));
+        stop_on_error(written, &mut failed)
     })
     .await?;
     if let Some(e) = failed {
@@ -229,34 +224,12 @@ pub async fn list(config: &Config, filters: &Filters, json: bool) -> anyhow::Res
 
 pub async fn show(config: &Config, id: i64, json: bool) -> anyhow::Result<()> {
     let b = open_read(config)?;
-    let Some(s) = b
-        .suspended(id)
-        .await
-        .with_context(|| format!("reading suspended entry {id}"))?
-    else {
-        anyhow::bail!(
-            "suspended entry {id} does not exist (it was resumed, resubmitted or terminated, or never existed)"
-        );
-    };
-    let message = b
-        .message(s.message_id)
-        .await
-        .with_context(|| format!("reading message {} of suspended entry {id}", s.message_id))?
-        .with_context(|| {
-            format!(
-                "message {} of suspended entry {id} is gone (the entry went meanwhile)",
-                s.message_id
-            )
-        })?;
+    let shown = ops::show(&b, id).await?;
     if json {
-        let mut v = serde_json::to_value(&s)?;
-        if let Some(obj) = v.as_object_mut() {
-            obj.insert("context".into(), message.context.to_display_json());
-            obj.insert("parts".into(), crate::inspect::parts_json(&message.parts));
-        }
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("{}", serde_json::to_string_pretty(&shown)?);
         return Ok(());
     }
+    let s = &shown.entry;
     println!("suspended   #{}", s.id);
     println!("message     {}", s.message_id);
     println!("at          {}", ms_to_text(s.suspended_at));
@@ -285,8 +258,8 @@ pub async fn show(config: &Config, id: i64, json: bool) -> anyhow::Result<()> {
         let transport = a.transport.as_deref().map(|t| format!(" [{t}]")).unwrap_or_default();
         println!("  {:>3}  {}{transport}  {}", a.attempt, ms_to_text(a.at), a.error);
     }
-    print_context(&message.context);
-    print_parts(&message.parts);
+    print_context(&shown.context);
+    print_parts(&shown.parts);
     Ok(())
 }
 
@@ -430,12 +403,8 @@ fn finish(summary: &Summary) -> anyhow::Result<()> {
     if summary.interrupted {
         return Err(Interrupted.into());
     }
-    let bad = summary.failed;
-    anyhow::ensure!(
-        bad == 0,
-        "{bad} of {} suspended message(s) could not be {}",
-        summary.matched,
-        summary.op.done()
-    );
-    Ok(())
+    match summary.error() {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }

@@ -23,7 +23,6 @@
 
 pub mod config;
 pub mod metrics;
-pub mod ops;
 mod publisher;
 mod send_port;
 pub mod status;
@@ -45,7 +44,7 @@ pub use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::publisher::LocationPublisher;
 use crate::send_port::SendPortRunner;
-use crate::status::{HostStatus, NodeStatus};
+use crate::status::{NodeStatus, host_status};
 use crate::throttle::Throttle;
 
 /// How often the node samples its resident memory for the memory marks.
@@ -483,7 +482,7 @@ async fn report_status(
             metrics_address: metrics_address.clone(),
             hosts: throttles
                 .iter()
-                .map(|(name, t)| (name.clone(), HostStatus::of(t)))
+                .map(|(name, t)| (name.clone(), host_status(t)))
                 .collect(),
         };
         match status::write(&data_dir, &report).await {
@@ -518,9 +517,6 @@ fn report_early_end(
     tracing::error!(task = what, detail = %detail, "stopped while the node is running; restart the node to restart it");
 }
 
-/// Make the box's subscriptions match the configured send ports. A
-/// subscription with no send port left is removed; its queued messages become
-/// suspended (resumable), never dropped.
 /// The subscribers of the request-response locations' responses
 /// (`reply:<location>`).
 fn reply_subscribers(config: &Config) -> Vec<String> {
@@ -533,6 +529,9 @@ fn reply_subscribers(config: &Config) -> Vec<String> {
         .collect()
 }
 
+/// Make the box's subscriptions match the configured send ports. A
+/// subscription with no send port left is removed; its queued messages become
+/// suspended (resumable), never dropped.
 async fn sync_subscriptions(config: &Config, mbox: &dyn MessageBox) -> Result<(), HostError> {
     // A request-response location takes the responses addressed to it.
     let replies = reply_subscribers(config);

@@ -1,60 +1,21 @@
 //! The node's live state for `sluice status`: `status.json` in the data
-//! directory.
-//!
-//! `sluice status` reads the box beside the node, but throttling lives only
-//! in the node's memory. So the node writes this small file every
-//! [`STATUS_EVERY`] (a temporary file, then a rename: a reader never sees half
-//! of it), and removes it when it stops cleanly. A reader tells how old the
-//! report is; one much older than [`STATUS_EVERY`] comes from a node that
-//! was killed or is stuck.
+//! directory, rewritten every [`STATUS_EVERY`]. Its format (and how to read
+//! it) is in [`sluice_ops::status`]; here the node writes it.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+pub use sluice_ops::status::{HostStatus, NodeStatus, STATUS_EVERY, STATUS_FILE, status_path};
 
-use crate::throttle::{Limits, Snapshot, Throttle};
+use crate::throttle::Throttle;
 
-pub const STATUS_FILE: &str = "status.json";
-
-/// How often a running node rewrites [`STATUS_FILE`].
-pub const STATUS_EVERY: Duration = Duration::from_secs(1);
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NodeStatus {
-    pub pid: u32,
-    /// When the node wrote this (Unix milliseconds).
-    pub written_at_ms: i64,
-    /// The node's resident memory, bytes.
-    pub rss: u64,
-    /// Where `GET /metrics` is served, if it is.
-    pub metrics_address: Option<String>,
-    pub hosts: BTreeMap<String, HostStatus>,
-}
-
-/// One host's throttle as the node last saw it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HostStatus {
-    pub throttled: bool,
-    #[serde(flatten)]
-    pub now: Snapshot,
-    pub limits: Limits,
-}
-
-impl HostStatus {
-    pub(crate) fn of(throttle: &Throttle) -> HostStatus {
-        let now = throttle.snapshot();
-        HostStatus {
-            throttled: now.reason.is_some(),
-            now,
-            limits: throttle.limits().clone(),
-        }
+/// One host's throttle as it is now.
+pub(crate) fn host_status(throttle: &Throttle) -> HostStatus {
+    let now = throttle.snapshot();
+    HostStatus {
+        throttled: now.reason.is_some(),
+        now,
+        limits: throttle.limits().clone(),
     }
-}
-
-pub fn status_path(data_dir: &Path) -> PathBuf {
-    data_dir.join(STATUS_FILE)
 }
 
 /// Write atomically: a temporary file, then a rename over the old one.
@@ -65,28 +26,19 @@ pub(crate) async fn write(data_dir: &Path, status: &NodeStatus) -> std::io::Resu
     tokio::fs::rename(&tmp, status_path(data_dir)).await
 }
 
-/// The last report of the node on `data_dir`; `Ok(None)` if there is none
-/// (no node running, or one that stopped cleanly).
-pub fn read(data_dir: &Path) -> Result<Option<NodeStatus>, String> {
-    let path = status_path(data_dir);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| format!("{}: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{}: {e}", path.display())),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use sluice_ops::status::read_report;
+
     use super::*;
-    use crate::throttle::Reason;
+    use crate::throttle::{Limits, Reason};
 
     #[tokio::test]
     async fn written_status_reads_back() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(read(dir.path()).unwrap().is_none());
+        assert!(read_report(dir.path()).unwrap().is_none());
         let t = Throttle::new(
             "default",
             Limits {
@@ -104,10 +56,10 @@ mod tests {
             written_at_ms: 1,
             rss: 2,
             metrics_address: None,
-            hosts: BTreeMap::from([("default".to_string(), HostStatus::of(&t))]),
+            hosts: BTreeMap::from([("default".to_string(), host_status(&t))]),
         };
         write(dir.path(), &status).await.unwrap();
-        let back = read(dir.path()).unwrap().expect("written");
+        let back = read_report(dir.path()).unwrap().expect("written");
         let h = &back.hosts["default"];
         assert!(h.throttled);
         assert_eq!(
@@ -115,6 +67,6 @@ mod tests {
             (Some(Reason::Messages), 1, 10)
         );
         std::fs::write(status_path(dir.path()), "{").unwrap();
-        assert!(read(dir.path()).unwrap_err().contains(STATUS_FILE));
+        assert!(read_report(dir.path()).unwrap_err().to_string().contains(STATUS_FILE));
     }
 }

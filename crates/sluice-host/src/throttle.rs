@@ -47,42 +47,22 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, oneshot};
 
 use crate::metrics::HostMetrics;
 
-/// A host's limits (from `[hosts.<name>]`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Limits {
-    /// High mark: at this many messages in flight the host closes.
-    pub max_in_flight: u64,
-    /// Low mark: it opens again at this many or fewer.
-    pub resume_in_flight: u64,
-    /// Most bytes in flight (a larger single message goes alone).
-    pub max_in_flight_bytes: u64,
-    /// RSS high and low marks, if memory throttling is on.
-    pub memory: Option<MemoryMarks>,
-    /// Percent (1–100) of the messages and bytes in flight that one
-    /// receive location (one [`Lane`]) may hold.
-    pub location_share: u8,
-}
+// The throttle's limits and its snapshot are what the node reports in
+// `status.json`: their types live with the report, in `sluice_ops::status`.
+pub use sluice_ops::status::{Limits, MemoryMarks, Reason, Snapshot};
 
-impl Limits {
-    /// One lane's share: (messages, bytes), each at least 1 message and 1 MiB.
-    fn share(&self) -> (u64, u64) {
-        let pct = u64::from(self.location_share.clamp(1, 100));
-        let messages = (self.max_in_flight.saturating_mul(pct) / 100).max(1);
-        let bytes = (u128::from(self.max_in_flight_bytes) * u128::from(pct) / 100) as u64;
-        let bytes = bytes.max(1 << 20);
-        (messages, bytes)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemoryMarks {
-    pub high: u64,
-    pub low: u64,
+/// One lane's share of `limits`: (messages, bytes), each at least 1
+/// message and 1 MiB.
+fn share(limits: &Limits) -> (u64, u64) {
+    let pct = u64::from(limits.location_share.clamp(1, 100));
+    let messages = (limits.max_in_flight.saturating_mul(pct) / 100).max(1);
+    let bytes = (u128::from(limits.max_in_flight_bytes) * u128::from(pct) / 100) as u64;
+    let bytes = bytes.max(1 << 20);
+    (messages, bytes)
 }
 
 /// What a permit is for.
@@ -92,43 +72,6 @@ pub enum Work {
     Receive,
     /// A send port delivering a leased message.
     Deliver,
-}
-
-/// Why a host is throttled, as a metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reason {
-    Memory,
-    Messages,
-    Bytes,
-}
-
-impl Reason {
-    pub const ALL: [Reason; 3] = [Reason::Memory, Reason::Messages, Reason::Bytes];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Memory => "memory",
-            Reason::Messages => "messages",
-            Reason::Bytes => "bytes",
-        }
-    }
-}
-
-/// What a host's throttle looks like now (for `sluice status` and logs).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Snapshot {
-    /// `None` when open.
-    pub reason: Option<Reason>,
-    /// Says why in words, with the figures: "in-flight messages 1000 ≥ high mark 1000 ...".
-    pub detail: Option<String>,
-    pub in_flight: u64,
-    pub in_flight_bytes: u64,
-    /// Submissions and deliveries waiting for admission.
-    pub waiting: u64,
-    pub rss: u64,
-    /// How many times the throttle closed since the node started.
-    pub engagements: u64,
 }
 
 struct Waiter {
@@ -331,7 +274,7 @@ impl Throttle {
         let Some(use_) = lane.and_then(|l| inner.lanes.get(l)) else {
             return true;
         };
-        let (messages, share_bytes) = self.limits.share();
+        let (messages, share_bytes) = share(&self.limits);
         use_.in_flight < messages && (use_.in_flight == 0 || use_.bytes.saturating_add(bytes) <= share_bytes)
     }
 
@@ -857,9 +800,9 @@ mod tests {
     #[test]
     fn shares_are_at_least_one_message_and_one_mib() {
         let t = throttle_with_share(1, MIB, 1);
-        assert_eq!(t.limits().share(), (1, MIB));
+        assert_eq!(share(t.limits()), (1, MIB));
         let t = throttle_with_share(1000, 256 * MIB, 50);
-        assert_eq!(t.limits().share(), (500, 128 * MIB));
+        assert_eq!(share(t.limits()), (500, 128 * MIB));
     }
 
     #[test]

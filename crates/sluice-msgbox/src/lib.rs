@@ -132,11 +132,18 @@ pub mod stage {
 pub struct Failure {
     /// The error, as an operator should read it.
     pub error: String,
-    /// Where in the processing it failed: `transmit`, `route`, or a pipeline
-    /// stage (`decode`, `disassemble`, `assemble`...). See [`stage`].
+    /// Where in the processing it failed, lowercase: `transmit`, `route`,
+    /// `unsubscribe`, `lease`, `receive`, or the receive pipeline's stage
+    /// (`decode`, `disassemble`, `validate`). See [`stage`].
     pub stage: String,
-    /// What failed: the adapter (`FILE`, `HTTP`), the pipeline component
-    /// (`gzip`, `xml`), or `message box`.
+    /// What failed, lowercase, as stored and as filters compare it
+    /// (`fault.component == "file"`): for `transmit` the send adapter's
+    /// `type` (`file`, `http`) or `reply` (a request-response location's
+    /// responses); for a pipeline stage its component (`gzip`, `zstd`;
+    /// `xml`, `json`, `csv`, `lines`; `rule`); `message box` for `route`,
+    /// `unsubscribe` and `lease`; `receive location` for `receive`. The
+    /// README lists them per stage ("Suspended messages and fault
+    /// messages").
     pub component: String,
     /// The receive location, for a failure on the receive side.
     pub location: Option<String>,

@@ -497,6 +497,64 @@ fn resume_resubmit_terminate_and_bad_input_that_changes_nothing() {
     });
 }
 
+/// Every error is printed as `error[<code>]: <message>` with its stable
+/// code, and the exit statuses stay: 1 for a failed operation, 2 for bad
+/// flags.
+#[test]
+fn errors_carry_their_code_and_keep_their_exit_status() {
+    let (_root, config) = setup();
+    let (out, err) = expect(&config, &["suspended", "resume", "999999"], 1);
+    assert_eq!(
+        out,
+        "resumed 0 of 1; 1 failed, 0 skipped, 0 taken by another operation\n"
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "#999999: does not exist (it was resumed, resubmitted or terminated, or never existed)",
+            "error[not_found]: 1 of 1 suspended message(s) could not be resumed",
+        ],
+        "{err}"
+    );
+    let (_, err) = expect(&config, &["suspended", "show", "999999"], 1);
+    assert!(
+        err.starts_with("error[not_found]: suspended entry 999999 does not exist"),
+        "{err}"
+    );
+    let (_, err) = expect(&config, &["suspended", "resume", "--port", "nope"], 1);
+    assert_eq!(
+        err,
+        "error[nothing_matches]: no suspended message matches port `nope`\n"
+    );
+    let (_, err) = expect(&config, &["messages", "show", "01J9Z3XK5V8Q2M4N6P7R8S9T0A"], 1);
+    assert!(
+        err.starts_with("error[not_found]: message 01J9Z3XK5V8Q2M4N6P7R8S9T0A is not in the box"),
+        "{err}"
+    );
+    let (_, err) = expect(&config, &["messages", "show", "nope"], 1);
+    assert!(
+        err.starts_with("error[invalid_argument]: `nope` is not a message id"),
+        "{err}"
+    );
+    let (_, err) = expect(&config, &["publish", "--prop", "n=int:x"], 1);
+    assert!(err.starts_with("error[invalid_argument]: --prop `n=int:x`: "), "{err}");
+    let (_, err) = expect(&config, &["suspended", "resume", "1", "--all"], 2);
+    assert!(err.starts_with("error[invalid_argument]: "), "{err}");
+    let (_, err) = expect(&config, &["suspended", "resume"], 2);
+    assert!(
+        err.starts_with("error[invalid_argument]: name the suspended entries"),
+        "{err}"
+    );
+    let out = run(sluice().args(["status", "--config", "/nonexistent/sluice.toml"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).starts_with("error[config]: cannot read configuration file /nonexistent/sluice.toml"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 fn tracking(config: &Path, args: &[&str]) -> Vec<Value> {
     let mut all = vec!["messages", "tracking", "--json"];
     all.extend_from_slice(args);

@@ -1,7 +1,7 @@
-//! Operations on suspended messages: select, resume, resubmit (with an
-//! edited context or a new body), terminate, one entry at a time or in bulk.
-//! The CLI (`sluice suspended`) calls this, and so will the REST API and the
-//! portal, so that every front end behaves the same way.
+//! Operations on suspended messages: list, show, select, resume, resubmit
+//! (with an edited context or a new body), terminate, one entry at a time or
+//! in bulk. The CLI (`sluice suspended`) calls this, and so will the REST API
+//! and the portal, so that every front end behaves the same way.
 //!
 //! Bulk work goes entry by entry, each entry one transaction of the box, and
 //! never holds more than one page ([`PAGE`]) of entries in memory (and, over
@@ -20,14 +20,14 @@
 use std::fmt;
 use std::ops::ControlFlow;
 
-use base64::Engine as _;
 use serde::Serialize;
-use sluice_content::{ContentError, WriteOptions, write_part};
-use sluice_model::{Context, Key, Value, ValueType};
-use sluice_msgbox::{BoxError, MessageBox, Millis, Resubmission, Resubmitted, Routed, SuspendedInfo, SuspendedQuery};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
+use sluice_content::{WriteOptions, write_part};
+use sluice_model::{Context, Key, Value};
+use sluice_msgbox::{BoxError, MessageBox, Part, Resubmission, Resubmitted, Routed, SuspendedInfo, SuspendedQuery};
 use tokio::io::AsyncRead;
+
+use crate::error::read_error;
+use crate::{ErrorCode, OpsError, ms_to_text};
 
 /// Entries read from the box at a time.
 pub const PAGE: usize = 1000;
@@ -36,7 +36,7 @@ pub const PAGE: usize = 1000;
 pub const KEPT: usize = 100;
 
 /// Why an entry is gone.
-const GONE: &str = "does not exist (it was resumed, resubmitted or terminated, or never existed)";
+pub(crate) const GONE: &str = "does not exist (it was resumed, resubmitted or terminated, or never existed)";
 
 /// What became of an entry another operation resumed, resubmitted or
 /// terminated before this one could.
@@ -86,68 +86,10 @@ impl Op {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum OpsError {
-    #[error("{} suspended entry {id}: it {GONE}", .op.doing())]
-    Gone { op: Op, id: i64 },
-    #[error("{} suspended entry {id}: {error}", .op.doing())]
-    Entry { op: Op, id: i64, error: BoxError },
-    #[error("resubmitting suspended entry {id}: {reason}; nothing was changed")]
-    Edit { id: i64, reason: String },
-    #[error("resubmitting suspended entry {id}: storing the new body: {error}; nothing was changed")]
-    Body { id: i64, error: ContentError },
-    #[error("{doing}: {error}")]
-    Read { doing: String, error: BoxError },
-    #[error("invalid edit: {0}")]
-    BadEdit(String),
-    #[error("no suspended message matches {conditions}")]
-    NothingMatches { conditions: String },
-}
-
-impl OpsError {
-    /// Why, without what was being done to which entry (for a line that
-    /// already names the entry).
-    pub fn reason(&self) -> String {
-        match self {
-            OpsError::Gone { .. } => GONE.to_string(),
-            OpsError::Entry { error, .. } | OpsError::Read { error, .. } => error.to_string(),
-            OpsError::Edit { reason, .. } => format!("{reason}; nothing was changed"),
-            OpsError::Body { error, .. } => format!("storing the new body: {error}; nothing was changed"),
-            other => other.to_string(),
-        }
-    }
-
-    /// What an operator can do about it, when there is something to say.
-    pub fn hint(&self) -> Option<&'static str> {
-        match self {
-            OpsError::Entry { error, .. } => match error {
-                BoxError::StillNoSubscriber { .. } => Some("add or fix a send port whose filter matches it"),
-                BoxError::NoSuchSubscriber(_) => Some("its send port is gone; configure it again, or terminate"),
-                BoxError::NotResumable { .. } | BoxError::NeedsNewBody { .. } => Some(
-                    "a receive pipeline rejected it: resubmit it with a new body, or fix the source, send it again and terminate this",
-                ),
-                _ => None,
-            },
-            _ => None,
-        }
-    }
-
-    fn is_gone(&self) -> bool {
-        matches!(self, OpsError::Gone { .. })
-    }
-}
-
 fn entry_error(op: Op, id: i64) -> impl FnOnce(BoxError) -> OpsError {
     move |error| match error {
         BoxError::NoSuchSuspended(_) => OpsError::Gone { op, id },
         error => OpsError::Entry { op, id, error },
-    }
-}
-
-fn read_error(doing: impl Into<String>) -> impl FnOnce(BoxError) -> OpsError {
-    move |error| OpsError::Read {
-        doing: doing.into(),
-        error,
     }
 }
 
@@ -165,14 +107,6 @@ pub fn has_conditions(q: &SuspendedQuery) -> bool {
         || q.until.is_some()
         || q.context.is_some()
         || q.resumable.is_some()
-}
-
-/// A time (ms since the epoch) as RFC 3339, or the number if out of range.
-pub fn ms_to_text(ms: Millis) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| ms.to_string())
 }
 
 /// The query's conditions in words: `port `out` and error containing "disk"`.
@@ -208,69 +142,6 @@ pub fn describe(q: &SuspendedQuery) -> String {
         "(no conditions: every entry)".to_string()
     } else {
         parts.join(" and ")
-    }
-}
-
-/// A point in time as an operator writes it: RFC 3339
-/// (`2026-11-22T10:00:00Z`), or a duration ago (`90m`, `2h`, `7d`), counted
-/// back from `now`.
-pub fn parse_time(text: &str, now: Millis) -> Result<Millis, String> {
-    if let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) {
-        return Ok((t.unix_timestamp_nanos() / 1_000_000) as Millis);
-    }
-    match humantime::parse_duration(text.trim()) {
-        Ok(d) => {
-            let ms = i64::try_from(d.as_millis()).map_err(|_| format!("`{text}` is too long ago"))?;
-            Ok(now.saturating_sub(ms))
-        }
-        Err(_) => Err(format!(
-            "`{text}` is neither an RFC 3339 time (2026-11-22T10:00:00Z) nor a duration ago (90m, 2h, 7d)"
-        )),
-    }
-}
-
-/// What a typed property is written as, for error messages.
-pub const PROPERTY_SYNTAX: &str = "KEY=TYPE:VALUE, TYPE one of string, int, float, bool, timestamp, bytes";
-
-/// A property key: `namespace.name` or `name`.
-pub fn parse_key(text: &str) -> Result<Key, String> {
-    Key::parse(text).ok_or_else(|| {
-        format!("`{text}` is not a property key (`namespace.name` or `name`; a name starts with a letter or `_`)")
-    })
-}
-
-/// A typed property, `KEY=TYPE:VALUE`: `order.id=string:A1`, `n=int:-5`,
-/// `x=float:1.5`, `ok=bool:true`, `t=timestamp:2026-11-22T10:00:00Z`,
-/// `b=bytes:hex:00ff` or `b=bytes:base64:AP8=`.
-pub fn parse_property(arg: &str) -> Result<(Key, Value), String> {
-    let (key, typed) = arg
-        .split_once('=')
-        .ok_or_else(|| format!("no `=` (expected {PROPERTY_SYNTAX})"))?;
-    let key = parse_key(key)?;
-    let (ty, text) = typed
-        .split_once(':')
-        .ok_or_else(|| format!("no `TYPE:` before the value (expected {PROPERTY_SYNTAX})"))?;
-    let ty = ValueType::parse(ty).ok_or_else(|| format!("unknown type `{ty}` (expected {PROPERTY_SYNTAX})"))?;
-    let value = match ty {
-        // Strictly RFC 3339 (`Value::from_text` also takes stored nanoseconds).
-        ValueType::Timestamp => OffsetDateTime::parse(text, &Rfc3339)
-            .map(Value::timestamp)
-            .map_err(|e| format!("`{text}` is not an RFC 3339 timestamp ({e})"))?,
-        ValueType::Bytes => parse_bytes(text)?,
-        other => Value::from_text(other, text)?,
-    };
-    Ok((key, value))
-}
-
-/// `hex:00ff` or `base64:AP8=`.
-fn parse_bytes(text: &str) -> Result<Value, String> {
-    match text.split_once(':') {
-        Some(("hex", hex)) => Value::from_text(ValueType::Bytes, hex),
-        Some(("base64", b64)) => base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .map(Value::Bytes)
-            .map_err(|e| format!("`{b64}` is not base64 ({e})")),
-        _ => Err(format!("`{text}`: write bytes as `hex:00ff` or `base64:AP8=`")),
     }
 }
 
@@ -407,6 +278,45 @@ pub async fn select(
         }
     }
     Ok(n)
+}
+
+/// One suspended entry in full: where and why it failed, every attempt,
+/// and its message's context and parts.
+#[derive(Debug, Clone, Serialize)]
+pub struct SuspendedDetail {
+    #[serde(flatten)]
+    pub entry: SuspendedInfo,
+    #[serde(serialize_with = "crate::context_json")]
+    pub context: Context,
+    #[serde(serialize_with = "crate::parts_json")]
+    pub parts: Vec<Part>,
+}
+
+/// One entry and its message; `not_found` if either is gone.
+pub async fn show(b: &dyn MessageBox, id: i64) -> Result<SuspendedDetail, OpsError> {
+    let entry = b
+        .suspended(id)
+        .await
+        .map_err(read_error(format!("reading suspended entry {id}")))?
+        .ok_or_else(|| OpsError::NotFound(format!("suspended entry {id} {GONE}")))?;
+    let message = b
+        .message(entry.message_id)
+        .await
+        .map_err(read_error(format!(
+            "reading message {} of suspended entry {id}",
+            entry.message_id
+        )))?
+        .ok_or_else(|| {
+            OpsError::NotFound(format!(
+                "message {} of suspended entry {id} is gone (the entry went meanwhile)",
+                entry.message_id
+            ))
+        })?;
+    Ok(SuspendedDetail {
+        entry,
+        context: message.context,
+        parts: message.parts,
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -548,6 +458,46 @@ fn routed_text(routed: &Routed) -> String {
     }
 }
 
+impl Serialize for Outcome {
+    /// `{"outcome": "resumed", "routed": ...}`, `{"outcome": "resubmitted",
+    /// "message_id": ..., "routed": ...}`, `{"outcome": "terminated"}`,
+    /// `{"outcome": "skipped", "reason": ...}`, `{"outcome": "taken"}`, or
+    /// `{"outcome": "failed", "code": ..., "reason": ...}` (a named entry
+    /// that did not exist: `not_found`).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        match self {
+            Outcome::Resumed(routed) => {
+                map.serialize_entry("outcome", "resumed")?;
+                map.serialize_entry("routed", routed)?;
+            }
+            Outcome::Resubmitted(r) => {
+                map.serialize_entry("outcome", "resubmitted")?;
+                map.serialize_entry("message_id", &r.message_id)?;
+                map.serialize_entry("routed", &r.routed)?;
+            }
+            Outcome::Terminated => map.serialize_entry("outcome", "terminated")?,
+            Outcome::Skipped(why) => {
+                map.serialize_entry("outcome", "skipped")?;
+                map.serialize_entry("reason", why)?;
+            }
+            Outcome::Taken => map.serialize_entry("outcome", "taken")?,
+            Outcome::Missing => {
+                map.serialize_entry("outcome", "failed")?;
+                map.serialize_entry("code", &ErrorCode::NotFound)?;
+                map.serialize_entry("reason", GONE)?;
+            }
+            Outcome::Failed(e) => {
+                map.serialize_entry("outcome", "failed")?;
+                map.serialize_entry("code", &e.error_code())?;
+                map.serialize_entry("reason", &outcome_reason(e))?;
+            }
+        }
+        map.end()
+    }
+}
+
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -594,8 +544,10 @@ impl fmt::Display for Taken {
     }
 }
 
-/// What a bulk run tells its caller as it goes.
-#[derive(Debug)]
+/// What a bulk run tells its caller as it goes. In JSON, tagged by
+/// `event`: `matched`, `entry`, `taken`.
+#[derive(Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event<'a> {
     /// The selection was counted; nothing was done yet. `Break` here stops
     /// before anything changes.
@@ -630,12 +582,24 @@ pub struct Summary {
     /// Entries that matched at the start but that another operation
     /// resumed, resubmitted or terminated first: not a failure.
     pub taken: u64,
-    /// The first [`KEPT`] failures: entry id and why.
-    pub failures: Vec<(i64, String)>,
+    /// The first [`KEPT`] failures: entry id, code and why.
+    pub failures: Vec<EntryFailure>,
     /// The first [`KEPT`] skipped entries and why.
     pub skips: Vec<(i64, String)>,
     /// Stopped before the end (the rest is as it was).
     pub interrupted: bool,
+    /// The code of every failure so far, if they all have the same one.
+    #[serde(skip)]
+    failed_code: Option<ErrorCode>,
+}
+
+/// An entry of a bulk run that failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EntryFailure {
+    pub id: i64,
+    pub code: ErrorCode,
+    /// Why, and what to do about it when there is something to say.
+    pub reason: String,
 }
 
 impl Summary {
@@ -650,6 +614,7 @@ impl Summary {
             failures: Vec::new(),
             skips: Vec::new(),
             interrupted: false,
+            failed_code: None,
         }
     }
 
@@ -666,15 +631,34 @@ impl Summary {
                 keep(&mut self.skips, (id, why.clone()));
             }
             Outcome::Taken => self.taken += 1,
-            Outcome::Missing => {
-                self.failed += 1;
-                keep(&mut self.failures, (id, GONE.to_string()));
-            }
-            Outcome::Failed(e) => {
-                self.failed += 1;
-                keep(&mut self.failures, (id, outcome_reason(e)));
-            }
+            Outcome::Missing => self.fail(id, ErrorCode::NotFound, GONE.to_string()),
+            Outcome::Failed(e) => self.fail(id, e.error_code(), outcome_reason(e)),
         }
+    }
+
+    fn fail(&mut self, id: i64, code: ErrorCode, reason: String) {
+        self.failed_code = match (self.failed, self.failed_code) {
+            (0, _) => Some(code),
+            (_, Some(same)) if same == code => Some(same),
+            _ => Some(ErrorCode::EntriesFailed),
+        };
+        self.failed += 1;
+        if self.failures.len() < KEPT {
+            self.failures.push(EntryFailure { id, code, reason });
+        }
+    }
+
+    /// The error of a run in which entries failed ([`OpsError::EntriesFailed`]:
+    /// with their code when they all failed alike, else `entries_failed`),
+    /// or `None`. Entries skipped or taken by another operation are not
+    /// failures.
+    pub fn error(&self) -> Option<OpsError> {
+        (self.failed > 0).then(|| OpsError::EntriesFailed {
+            op: self.op,
+            failed: self.failed,
+            matched: self.matched,
+            code: self.failed_code.unwrap_or(ErrorCode::EntriesFailed),
+        })
     }
 
     /// Entries accounted for (whatever the outcome).
@@ -1001,6 +985,7 @@ mod tests {
     use sluice_msgbox_sqlite::{Options, SqliteBox};
 
     use super::*;
+    use crate::parse::{parse_key, parse_property};
 
     async fn open() -> (tempfile::TempDir, SqliteBox) {
         let dir = tempfile::tempdir().unwrap();
@@ -1040,7 +1025,7 @@ mod tests {
         .unwrap();
         b.publish(message(&[("dest", Value::from(port))])).await.unwrap();
         let leased = b.lease(port, 1, 60_000).await.unwrap();
-        let failure = Failure::new(stage::TRANSMIT, "FILE", error);
+        let failure = Failure::new(stage::TRANSMIT, "file", error);
         b.suspend(leased[0].token, &failure).await.unwrap()
     }
 
@@ -1236,7 +1221,7 @@ mod tests {
             .unwrap();
         assert_eq!(summary.failed, 1);
         assert!(
-            summary.failures[0].1.contains("is not resumable"),
+            summary.failures[0].reason.contains("is not resumable"),
             "{:?}",
             summary.failures
         );
@@ -1339,7 +1324,28 @@ mod tests {
             (summary.matched, summary.done, summary.failed, summary.taken),
             (2, 1, 1, 0)
         );
-        assert_eq!(summary.failures, vec![(999, GONE.to_string())]);
+        assert_eq!(
+            summary.failures,
+            vec![EntryFailure {
+                id: 999,
+                code: ErrorCode::NotFound,
+                reason: GONE.to_string()
+            }]
+        );
+        let e = summary.error().unwrap();
+        assert_eq!((e.code(), e.http_status()), ("not_found", 404));
+        let event = Event::Entry {
+            done: 2,
+            total: 2,
+            id: 999,
+            outcome: &Outcome::Missing,
+        };
+        assert_eq!(
+            serde_json::to_value(&event).unwrap(),
+            serde_json::json!({"event": "entry", "done": 2, "total": 2, "id": 999,
+                "outcome": {"outcome": "failed", "code": "not_found", "reason": GONE}})
+        );
+        assert_eq!(e.to_string(), "1 of 2 suspended message(s) could not be terminated");
 
         // Resubmitting what matches nothing suspends new entries: they are
         // not taken again by the same run (it ends), and a rerun finds them.
@@ -1574,59 +1580,5 @@ mod tests {
 
     async fn ids_of(b: &SqliteBox) -> Vec<i64> {
         ids(b, SuspendedQuery::default()).await
-    }
-
-    #[test]
-    fn times_are_rfc3339_or_a_duration_ago() {
-        let now = 10 * 86_400_000;
-        assert_eq!(parse_time("90m", now), Ok(now - 90 * 60_000));
-        assert_eq!(parse_time("2h", now), Ok(now - 2 * 3_600_000));
-        assert_eq!(parse_time("7d", now), Ok(now - 7 * 86_400_000));
-        assert_eq!(parse_time("1970-01-02T00:00:00.5Z", now), Ok(86_400_500));
-        assert_eq!(parse_time("1970-01-02T01:00:00+01:00", now), Ok(86_400_000));
-        let e = parse_time("yesterday", now).unwrap_err();
-        assert!(e.contains("neither an RFC 3339 time"), "{e}");
-    }
-
-    fn prop(arg: &str) -> (String, Value) {
-        let (k, v) = parse_property(arg).unwrap();
-        (k.to_string(), v)
-    }
-
-    #[test]
-    fn every_type_parses() {
-        assert_eq!(
-            prop("order.id=string:A1"),
-            ("order.id".into(), Value::String("A1".into()))
-        );
-        assert_eq!(prop("n=int:-5"), ("n".into(), Value::Int(-5)));
-        assert_eq!(prop("a.b.c=float:1.5"), ("a.b.c".into(), Value::Float(1.5)));
-        assert_eq!(prop("x.ok=bool:true"), ("x.ok".into(), Value::Bool(true)));
-        assert_eq!(prop("s=string:a=b:c"), ("s".into(), Value::String("a=b:c".into())));
-        assert_eq!(prop("b=bytes:hex:00ff"), ("b".into(), Value::Bytes(vec![0, 255])));
-        assert_eq!(prop("b=bytes:base64:AP8="), ("b".into(), Value::Bytes(vec![0, 255])));
-        let (_, t) = prop("t=timestamp:2026-11-22T11:00:00.123456+01:00");
-        assert_eq!(t.to_text(), "2026-11-22T10:00:00.123456Z");
-    }
-
-    #[test]
-    fn bad_props_say_what_is_wrong() {
-        for (arg, says) in [
-            ("n", "no `=`"),
-            ("n=5", "no `TYPE:`"),
-            ("n=integer:5", "unknown type `integer`"),
-            ("n=int:five", "not an int"),
-            ("n=bool:yes", "not a bool"),
-            ("t=timestamp:123", "not an RFC 3339 timestamp"),
-            ("b=bytes:00ff", "hex:00ff"),
-            ("b=bytes:hex:0", "not hex"),
-            ("b=bytes:base64:!!", "not base64"),
-            (".n=int:1", "not a property key"),
-            ("a.=int:1", "not a property key"),
-            ("a.1=int:1", "not a property key"),
-        ] {
-            let e = parse_property(arg).unwrap_err();
-            assert!(e.contains(says), "{arg}: {e}");
-        }
     }
 }

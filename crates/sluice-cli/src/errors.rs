@@ -1,0 +1,47 @@
+//! The code printed with every error, `error[<code>]: <message>`: the
+//! operations library's stable codes ([`sluice_ops::ErrorCode`]), and a few
+//! of the CLI's own for what is not an operation (README, "Error codes").
+
+use sluice_content::ContentError;
+use sluice_host::HostError;
+use sluice_host::config::ConfigError;
+use sluice_msgbox::BoxError;
+use sluice_ops::{ErrorCode, OpsError};
+
+/// The configuration file cannot be read or is invalid.
+pub const CONFIG: &str = "config";
+/// `sluice serve` could not start or stopped with an error (data directory
+/// taken, an address in use).
+pub const NODE: &str = "node";
+/// Flags that do not parse or do not go together (exit status 2).
+pub const USAGE: &str = ErrorCode::InvalidArgument.as_str();
+/// Anything else.
+pub const INTERNAL: &str = "internal";
+
+/// The code of the first error in the chain that has one.
+pub fn code(e: &anyhow::Error) -> &'static str {
+    for cause in e.chain() {
+        if let Some(e) = cause.downcast_ref::<OpsError>() {
+            return e.code();
+        }
+        if let Some(e) = cause.downcast_ref::<BoxError>() {
+            return ErrorCode::of_box(e).as_str();
+        }
+        if let Some(e) = cause.downcast_ref::<ContentError>() {
+            return ErrorCode::of_content(e).as_str();
+        }
+        if cause.is::<ConfigError>() {
+            return CONFIG;
+        }
+        if let Some(e) = cause.downcast_ref::<HostError>() {
+            return match e {
+                HostError::Box(e) => ErrorCode::of_box(e).as_str(),
+                _ => NODE,
+            };
+        }
+        if cause.is::<std::io::Error>() {
+            return ErrorCode::Io.as_str();
+        }
+    }
+    INTERNAL
+}

@@ -1,0 +1,84 @@
+//! Sluice operations: what an operator can ask of a node and its message
+//! box, for every front end (the `sluice` CLI now, the REST API and the
+//! portal next), so that they all behave the same way.
+//!
+//! - [`status`]: the box's counts and the running node's report
+//!   (`status.json`: throttle state per host).
+//! - [`messages`]: list, show, tracking events.
+//! - [`suspended`]: list, show, and resume / resubmit / terminate one entry
+//!   or in bulk (a selection by ids or by a query), with progress events
+//!   and a [`Summary`](suspended::Summary) in which every matched entry is
+//!   done, failed, skipped or *taken by another operation*.
+//! - [`parse`]: what operators write (typed properties, times, ids,
+//!   filters), parsed the same way everywhere.
+//!
+//! This crate is a **stable interface**. Inputs are typed (queries,
+//! selections, edits), outputs are typed and `serde::Serialize` (the CLI's
+//! `--json` and the API share them); rendering text and parsing command
+//! lines or requests is the front end's job. It works on any backend
+//! through `dyn MessageBox` and never names one; it knows nothing of the
+//! host's configuration (a data directory is a `Path`).
+//!
+//! # Error codes
+//!
+//! Every error is an [`OpsError`] with a stable [`code`](OpsError::code)
+//! (snake_case; never renamed, never reused for another meaning once
+//! published; new codes may be added), the HTTP status a REST API answers
+//! with, and whether it is transient (the same request may succeed later).
+//! Front ends print them as `error[<code>]: <message>`.
+//!
+//! | code | HTTP | transient | meaning |
+//! |---|---|---|---|
+//! | `not_found` | 404 | no | the suspended entry or message does not exist (any more: resumed, resubmitted, terminated, delivered) |
+//! | `nothing_matches` | 404 | no | a bulk selection with conditions matches no suspended entry; nothing changed |
+//! | `invalid_argument` | 400 | no | an input does not parse or is out of range (property, key, time, id) |
+//! | `invalid_filter` | 400 | no | a context filter does not parse |
+//! | `invalid_edit` | 400 | no | a resubmission's edit is malformed or does not apply to the message; nothing changed |
+//! | `too_large` | 400 | no | a new body is over the content store's limit |
+//! | `not_resumable` | 409 | no | a receive pipeline rejected the entry: it cannot be resumed, only resubmitted with a new body, or terminated |
+//! | `no_subscriber` | 409 | no | the resumed message still matches no subscription; it stays suspended |
+//! | `no_such_subscriber` | 409 | no | the entry's send port is no longer configured |
+//! | `conflict` | 409 | no | the box refused the change in the state it is in (a lease lost, a duplicate id) |
+//! | `entries_failed` | 409 | no | a bulk run in which entries failed for different reasons (when they all failed alike, the run's error has their code, e.g. `not_found`) |
+//! | `storage_unavailable` | 503 | yes | the box's storage failed (disk full, I/O error, locked, no box yet) or the box is closed |
+//! | `corrupt_content` | 500 | no | stored content fails its size or CRC-32 check |
+//! | `io` | 500 | no | reading a new body or the node's report failed |
+//! | `internal` | 500 | no | a bug: please report it |
+//!
+//! An entry of a bulk run that another operation took first is not an
+//! error: it is an outcome ([`Outcome::Taken`](suspended::Outcome::Taken),
+//! counted in [`Summary::taken`](suspended::Summary::taken)).
+
+mod error;
+pub mod messages;
+pub mod parse;
+pub mod status;
+pub mod suspended;
+
+pub use error::{ErrorCode, OpsError};
+use sluice_msgbox::Millis;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// A time (ms since the epoch) as RFC 3339, or the number if out of range.
+pub fn ms_to_text(ms: Millis) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// Serialize a context as `Context::to_display_json` writes it: an array of
+/// `{namespace, name, type, value, promoted}`.
+pub(crate) fn context_json<S: serde::Serializer>(context: &sluice_model::Context, s: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&context.to_display_json(), s)
+}
+
+/// Serialize parts as name, size and CRC-32 (hex).
+pub(crate) fn parts_json<S: serde::Serializer>(parts: &[sluice_msgbox::Part], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(
+        parts
+            .iter()
+            .map(|p| serde_json::json!({"name": p.name, "size": p.size, "crc32": format!("{:08x}", p.crc32)})),
+    )
+}

@@ -1,0 +1,129 @@
+//! `sluice messages`: the messages in the box, one message in full, and
+//! what happened to messages (tracking events).
+
+use std::ops::ControlFlow;
+
+use serde::Serialize;
+use sluice_model::{Context, MessageId};
+use sluice_msgbox::{MessageBox, MessageSummary, Millis, Part, QueueEntryInfo, SuspendedInfo, TrackingEvent};
+
+use crate::OpsError;
+use crate::error::read_error;
+
+/// Tracking events read from the box at a time.
+pub const TRACKING_PAGE: usize = 1000;
+
+/// Which messages to list: in id (time) order, after `after`, at most `limit`.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageQuery {
+    pub after: Option<MessageId>,
+    pub limit: usize,
+}
+
+/// Messages in the box, oldest first.
+pub async fn list(b: &dyn MessageBox, query: MessageQuery) -> Result<Vec<MessageSummary>, OpsError> {
+    b.list_messages(query.after, query.limit)
+        .await
+        .map_err(read_error("listing messages"))
+}
+
+/// One message in full: its context, parts, queue entries, suspensions and
+/// holders.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageDetail {
+    pub id: MessageId,
+    /// When it was published (RFC 3339 in JSON).
+    #[serde(serialize_with = "created_at_text")]
+    pub created_at: Millis,
+    pub refs: u32,
+    #[serde(serialize_with = "crate::context_json")]
+    pub context: Context,
+    #[serde(serialize_with = "crate::parts_json")]
+    pub parts: Vec<Part>,
+    pub queue: Vec<QueueEntryInfo>,
+    pub suspended: Vec<SuspendedInfo>,
+    pub holders: Vec<String>,
+}
+
+fn created_at_text<S: serde::Serializer>(ms: &Millis, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::ms_to_text(*ms))
+}
+
+/// One message; `not_found` if it is not in the box.
+pub async fn show(b: &dyn MessageBox, id: MessageId) -> Result<MessageDetail, OpsError> {
+    let m = b
+        .message(id)
+        .await
+        .map_err(read_error(format!("reading message {id}")))?
+        .ok_or_else(|| {
+            OpsError::NotFound(format!(
+                "message {id} is not in the box (it was delivered and released, or never existed)"
+            ))
+        })?;
+    Ok(MessageDetail {
+        id: m.id,
+        created_at: m.created_at,
+        refs: m.refs,
+        context: m.context,
+        parts: m.parts,
+        queue: m.queue,
+        suspended: m.suspended,
+        holders: m.holders,
+    })
+}
+
+/// A tracking event as front ends show it: `completed` events carry the
+/// message's context.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tracked<'a> {
+    #[serde(flatten)]
+    pub event: &'a TrackingEvent,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "some_context_json")]
+    pub context: Option<&'a Context>,
+}
+
+impl<'a> Tracked<'a> {
+    pub fn new(event: &'a TrackingEvent) -> Tracked<'a> {
+        Tracked {
+            event,
+            context: event.context.as_ref(),
+        }
+    }
+}
+
+fn some_context_json<S: serde::Serializer>(context: &Option<&Context>, s: S) -> Result<S::Ok, S::Error> {
+    match context {
+        Some(c) => crate::context_json(c, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// Call `each` with every tracking event (of `message`, or all), oldest
+/// first, a page ([`TRACKING_PAGE`]) at a time, until it returns `Break`.
+/// Returns how many it was called with.
+pub async fn tracking(
+    b: &dyn MessageBox,
+    message: Option<MessageId>,
+    mut each: impl FnMut(&TrackingEvent) -> ControlFlow<()>,
+) -> Result<u64, OpsError> {
+    let mut after = None;
+    let mut n = 0;
+    loop {
+        let page = b
+            .tracking(message, after, TRACKING_PAGE)
+            .await
+            .map_err(read_error("reading tracking events"))?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        for e in &page {
+            n += 1;
+            if each(e).is_break() {
+                return Ok(n);
+            }
+        }
+        if page.len() < TRACKING_PAGE {
+            break;
+        }
+    }
+    Ok(n)
+}
