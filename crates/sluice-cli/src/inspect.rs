@@ -5,12 +5,9 @@ use sluice_host::Config;
 use sluice_host::status::{STATUS_EVERY, STATUS_FILE};
 use sluice_host::throttle::Bytes;
 use sluice_model::{Context, MessageId};
-use sluice_msgbox::{MessageBox, Part};
-use sluice_msgbox_sqlite::SqliteBox;
+use sluice_msgbox::Part;
 
-fn open(config: &Config) -> anyhow::Result<SqliteBox> {
-    Ok(SqliteBox::open_read_only(&config.data_dir)?)
-}
+use crate::store::open_read as open;
 
 fn now_ms() -> i64 {
     use sluice_msgbox::Clock;

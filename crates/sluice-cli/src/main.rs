@@ -4,6 +4,7 @@ mod bench;
 mod dev;
 mod inspect;
 mod publish;
+mod store;
 mod suspended;
 
 use std::path::PathBuf;

@@ -1,13 +1,11 @@
 //! Restart after a crash between "published" and "source deleted".
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::*;
 use sluice_content::Part;
 use sluice_model::{Context, Filter, MessageId};
-use sluice_msgbox::{MessageBox, NewMessage, Subscription, SystemClock};
-use sluice_msgbox_sqlite::{Options, SqliteBox};
+use sluice_msgbox::{NewMessage, Subscription};
 
 /// The node died after publishing a file and before deleting it; meanwhile
 /// the message was delivered and acknowledged. The source still holds the
@@ -21,7 +19,10 @@ fn published_claim_is_not_received_twice() {
     let id = MessageId::new();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let b = SqliteBox::open(&root.path().join("data"), Arc::new(SystemClock), Options::default()).unwrap();
+        // The node's last run: its box, as that node (its holds are its own).
+        let c = sluice_host::Config::load(&config).unwrap();
+        let node = c.node_id().unwrap();
+        let b = sluice_store::open(&c.store_url(), sluice_store::Role::Node, &c.box_options(&node)).unwrap();
         b.subscribe(Subscription {
             subscriber: "out".into(),
             filter: Filter::All,
