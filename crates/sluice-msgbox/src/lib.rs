@@ -3,7 +3,9 @@
 //! The box holds messages (context + parts), subscriptions, one queue entry per
 //! (message, matching subscriber), suspended messages, and reference counts.
 //! Backends: `sluice-msgbox-sqlite` (embedded, the default). Every backend runs
-//! the same [`conformance`] suite (feature `conformance`).
+//! the same [`conformance`] suite (feature `conformance`). Callers open a
+//! box through the factory (`sluice-store`, by URL) and use it only through
+//! [`MessageBox`], never a backend type.
 //!
 //! Architecture Invariant: only the message box commits. A caller may tell its
 //! source "done" (delete a file, answer 202, ack a broker) only after
