@@ -45,6 +45,8 @@ enum Op {
         which: usize,
     },
     Restart,
+    /// [`MessageBox::recover`]: the node's leases, and its open interchange.
+    Recover,
     /// Stage a message into the open interchange (`bad`: as a bad record).
     Stage {
         kind: u8,
@@ -68,6 +70,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<prop::sample::Index>().prop_map(|i| Op::Resume { which: i.index(1 << 16) }),
         1 => any::<prop::sample::Index>().prop_map(|i| Op::Terminate { which: i.index(1 << 16) }),
         1 => Just(Op::Restart),
+        1 => Just(Op::Recover),
         2 => (0u8..3, 0i64..10, proptest::bool::weighted(0.2)).prop_map(|(kind, n, bad)| Op::Stage { kind, n, bad }),
         1 => Just(Op::Commit),
         1 => Just(Op::Abort),
@@ -122,6 +125,8 @@ struct Model {
     /// The open interchange and what is staged in it.
     interchange: Option<MessageId>,
     staged: Vec<MStaged>,
+    /// Staged messages the last restart discarded, for the next `recover` to report.
+    discarded_at_open: u64,
 }
 
 impl Model {
@@ -364,7 +369,20 @@ async fn run_model(h: &impl Harness, ops: Vec<Op>) {
                 b = h.open(clock.clone()).await;
                 // An uncommitted interchange does not survive a restart.
                 m.interchange = None;
+                m.discarded_at_open = std::mem::take(&mut m.staged).len() as u64;
+            }
+            Op::Recover => {
+                let r = b.recover().await.unwrap();
+                let leased = m.entries.iter().filter(|e| e.leased).count() as u64;
+                let staged = m.discarded_at_open + m.staged.len() as u64;
+                assert_eq!((r.leases, r.staged), (leased, staged), "{ctx}: {r:?}");
+                for e in m.entries.iter_mut().filter(|e| e.leased) {
+                    e.leased = false;
+                    e.visible_at = m.now;
+                }
+                m.interchange = None;
                 m.staged.clear();
+                m.discarded_at_open = 0;
             }
             Op::Stage { kind, n, bad } => {
                 let nm = msg(KINDS[kind as usize], n);
