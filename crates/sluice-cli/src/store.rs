@@ -5,16 +5,12 @@ use std::sync::Arc;
 
 use sluice_host::Config;
 use sluice_msgbox::MessageBox;
-use sluice_store::Role;
+use sluice_store::{Role, StoreError};
 
 /// Open the box to read only (`status`, `messages`, `suspended list|show`).
 pub fn open_read(config: &Config) -> anyhow::Result<Arc<dyn MessageBox>> {
     // A reader owns no work: no node id is needed (nor made).
-    Ok(sluice_store::open(
-        &config.store_url(),
-        Role::ReadOnly,
-        &config.box_options(""),
-    )?)
+    sluice_store::open(&config.store_url(), Role::ReadOnly, &config.box_options("")).map_err(unwrap_box)
 }
 
 /// Open the box to change it beside a running node (`suspended resume` and
@@ -26,9 +22,14 @@ pub fn open_write(config: &Config) -> anyhow::Result<Arc<dyn MessageBox>> {
             config.data_dir.display()
         )
     })?;
-    Ok(sluice_store::open(
-        &config.store_url(),
-        Role::BesideNode,
-        &config.box_options(&node_id),
-    )?)
+    sluice_store::open(&config.store_url(), Role::BesideNode, &config.box_options(&node_id)).map_err(unwrap_box)
+}
+
+/// A storage failure as the box's own error (`BoxError`), as every other
+/// box operation reports it, so error printing treats them alike.
+fn unwrap_box(e: StoreError) -> anyhow::Error {
+    match e {
+        StoreError::Box(b) => b.into(),
+        other => other.into(),
+    }
 }
