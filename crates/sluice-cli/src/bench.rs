@@ -17,8 +17,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use sluice_content::{Part, WriteOptions, write_part};
 use sluice_model::{Context, Filter, MessageId};
-use sluice_msgbox::{MessageBox, NewMessage, Subscription, SystemClock};
-use sluice_msgbox_sqlite::{Options, SqliteBox};
+use sluice_msgbox::{NewMessage, Subscription};
 use tokio::sync::Mutex;
 
 #[derive(clap::Args, Debug)]
@@ -85,13 +84,14 @@ pub async fn messaging(args: MessagingArgs) -> anyhow::Result<()> {
         None => tempfile::Builder::new().prefix("sluice-bench-").tempdir(),
     }
     .context("creating a temporary data directory")?;
-    let opts = Options {
+    // The default store (the SQLite box) in the temporary data directory.
+    let opts = sluice_store::StoreOptions {
         sync: !args.no_sync,
         tracking: !args.no_tracking,
-        ..Options::default()
+        ..sluice_store::StoreOptions::new("bench")
     };
-    let mbox = SqliteBox::open(tmp.path(), Arc::new(SystemClock), opts)?;
-    let b: Arc<dyn MessageBox> = Arc::new(mbox.clone());
+    let url = sluice_store::StoreUrl::default_in(tmp.path());
+    let b = sluice_store::open(&url, sluice_store::Role::Node, &opts)?;
     for i in 0..args.subscribers {
         b.subscribe(Subscription {
             subscriber: format!("s{i}"),
@@ -119,7 +119,7 @@ pub async fn messaging(args: MessagingArgs) -> anyhow::Result<()> {
     );
     let body = Bytes::from((0..args.size).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
     let start = Instant::now();
-    let stats_before = mbox.writer_stats();
+    let stats_before = b.commit_stats().unwrap_or_default();
     let publish_hist = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
     let next = Arc::new(AtomicU64::new(0));
     let published = Arc::new(AtomicU64::new(0));
@@ -228,7 +228,7 @@ pub async fn messaging(args: MessagingArgs) -> anyhow::Result<()> {
     }
     let secs = start.elapsed().as_secs_f64();
     let counts = b.counts().await?;
-    let stats = mbox.writer_stats();
+    let stats = b.commit_stats().unwrap_or_default();
     let commits = stats.synced_commits - stats_before.synced_commits;
     let hist = if args.publish_only {
         publish_hist.lock().await.clone()

@@ -6,14 +6,11 @@ use sluice_host::Config;
 use sluice_host::throttle::Bytes;
 use sluice_model::Context;
 use sluice_msgbox::Part;
-use sluice_msgbox_sqlite::SqliteBox;
 use sluice_ops::messages::{self, MessageQuery, Tracked};
 use sluice_ops::parse::parse_message_id;
 use sluice_ops::status::STATUS_FILE;
 
-fn open(config: &Config) -> anyhow::Result<SqliteBox> {
-    Ok(SqliteBox::open_read_only(&config.data_dir)?)
-}
+use crate::store::open_read as open;
 
 fn now_ms() -> i64 {
     use sluice_msgbox::Clock;
@@ -57,7 +54,7 @@ pub fn print_parts(parts: &[Part]) {
 
 pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     let b = open(config)?;
-    let status = sluice_ops::status::status(&b, &config.data_dir, now_ms()).await?;
+    let status = sluice_ops::status::status(&*b, &config.data_dir, now_ms()).await?;
     if json {
         println!("{}", serde_json::to_string(&status)?);
         return Ok(());
@@ -113,7 +110,7 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
 pub async fn list(config: &Config, limit: usize, after: Option<&str>, json: bool) -> anyhow::Result<()> {
     let after = after.map(parse_message_id).transpose()?;
     let b = open(config)?;
-    let list = messages::list(&b, MessageQuery { after, limit }).await?;
+    let list = messages::list(&*b, MessageQuery { after, limit }).await?;
     if json {
         println!("{}", serde_json::to_string(&list)?);
         return Ok(());
@@ -141,7 +138,7 @@ pub async fn list(config: &Config, limit: usize, after: Option<&str>, json: bool
 pub async fn show(config: &Config, id: &str, json: bool) -> anyhow::Result<()> {
     let id = parse_message_id(id)?;
     let b = open(config)?;
-    let m = messages::show(&b, id).await?;
+    let m = messages::show(&*b, id).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&m)?);
         return Ok(());
@@ -201,7 +198,7 @@ pub async fn tracking(config: &Config, message: Option<&str>, json: bool) -> any
     let mut failed: Option<anyhow::Error> = None;
     let mut n = 0u64;
     // A page at a time, printed as it comes: memory does not grow with the list.
-    messages::tracking(&b, message, |e| {
+    messages::tracking(&*b, message, |e| {
         let written = if json {
             serde_json::to_string(&Tracked::new(e))
                 .map_err(anyhow::Error::from)

@@ -5,6 +5,7 @@ mod dev;
 mod errors;
 mod inspect;
 mod publish;
+mod store;
 mod suspended;
 
 use std::path::PathBuf;

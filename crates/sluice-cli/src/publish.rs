@@ -5,14 +5,12 @@
 //! pick it up without being told.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use sluice_content::{WriteOptions, write_part};
 use sluice_host::Config;
 use sluice_model::{Context, MessageId};
-use sluice_msgbox::{MessageBox, NewMessage, Routed, SystemClock};
-use sluice_msgbox_sqlite::SqliteBox;
+use sluice_msgbox::{MessageBox, NewMessage, Routed};
 use sluice_ops::OpsError;
 use sluice_ops::parse::parse_property;
 use time::OffsetDateTime;
@@ -50,7 +48,7 @@ pub(crate) async fn body_reader(body: Option<&Path>) -> anyhow::Result<Box<dyn t
 
 /// Stream the body into the content store and publish the message.
 async fn store_and_publish(
-    b: &SqliteBox,
+    b: &dyn MessageBox,
     id: MessageId,
     context: Context,
     body: Option<&Path>,
@@ -84,9 +82,9 @@ async fn store_and_publish(
 pub async fn publish(config: &Config, body: Option<PathBuf>, props: &[String], json: bool) -> anyhow::Result<()> {
     // Everything the user wrote is checked before the box is touched.
     let context = context_of(props)?;
-    let b = SqliteBox::open_beside_node(&config.data_dir, Arc::new(SystemClock), config.box_options())?;
+    let b = crate::store::open_write(config)?;
     let id = MessageId::new();
-    let result = store_and_publish(&b, id, context, body.as_deref()).await;
+    let result = store_and_publish(&*b, id, context, body.as_deref()).await;
     let closed = b.close().await;
     let routed = result?;
     closed.context("closing the message box")?;

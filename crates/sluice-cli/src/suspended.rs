@@ -9,13 +9,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::store::{open_read, open_write};
 use anyhow::Context as _;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sluice_host::Config;
 use sluice_model::{Filter, Key, Value};
 use sluice_msgbox::{Clock, MessageBox, SuspendedInfo, SuspendedQuery, SystemClock};
-use sluice_msgbox_sqlite::SqliteBox;
 use sluice_ops::parse;
 use sluice_ops::suspended::{self as ops, Action, Edit, Event, Outcome, Selection, Summary};
 
@@ -147,18 +147,6 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-fn open_read(config: &Config) -> anyhow::Result<SqliteBox> {
-    Ok(SqliteBox::open_read_only(&config.data_dir)?)
-}
-
-fn open_write(config: &Config) -> anyhow::Result<SqliteBox> {
-    Ok(SqliteBox::open_beside_node(
-        &config.data_dir,
-        Arc::new(SystemClock),
-        config.box_options(),
-    )?)
-}
-
 /// Where it failed, for a table: `port out`, `location in-folder` or `-`.
 fn place(s: &SuspendedInfo) -> String {
     match (&s.subscriber, &s.location) {
@@ -178,7 +166,7 @@ pub async fn list(config: &Config, filters: &Filters, json: bool) -> anyhow::Res
         write!(out, "[")?;
     }
     // A page at a time, printed as it comes: memory does not grow with the list.
-    ops::select(&b, &Selection::Query(query.clone()), |s| {
+    ops::select(&*b, &Selection::Query(query.clone()), |s| {
         let line = if json {
             serde_json::to_string(&s).map(|j| if n == 0 { j } else { format!(",{j}") })
         } else {
@@ -224,7 +212,7 @@ pub async fn list(config: &Config, filters: &Filters, json: bool) -> anyhow::Res
 
 pub async fn show(config: &Config, id: i64, json: bool) -> anyhow::Result<()> {
     let b = open_read(config)?;
-    let shown = ops::show(&b, id).await?;
+    let shown = ops::show(&*b, id).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&shown)?);
         return Ok(());
@@ -351,9 +339,9 @@ pub async fn act(config: &Config, target: &Target, action: Action, body: Option<
     let b = open_write(config)?;
     let result = match (&mut reader, &action, &selection) {
         (Some(reader), Action::Resubmit(edit), Selection::Ids(ids)) if ids.len() == 1 => {
-            one_with_body(&b, ids[0], edit, reader.as_mut()).await
+            one_with_body(&*b, ids[0], edit, reader.as_mut()).await
         }
-        _ => bulk(&b, &selection, &action).await,
+        _ => bulk(&*b, &selection, &action).await,
     };
     let closed = b.close().await;
     result?;
@@ -362,7 +350,7 @@ pub async fn act(config: &Config, target: &Target, action: Action, body: Option<
 }
 
 async fn one_with_body(
-    b: &SqliteBox,
+    b: &dyn MessageBox,
     id: i64,
     edit: &Edit,
     body: &mut (dyn tokio::io::AsyncRead + Send + Unpin),
@@ -372,7 +360,7 @@ async fn one_with_body(
     Ok(())
 }
 
-async fn bulk(b: &SqliteBox, selection: &Selection, action: &Action) -> anyhow::Result<()> {
+async fn bulk(b: &dyn MessageBox, selection: &Selection, action: &Action) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     // Installed before the run starts: from now on Ctrl-C stops the run
     // after the current entry instead of killing the process.

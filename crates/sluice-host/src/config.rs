@@ -2,6 +2,8 @@
 //!
 //! ```toml
 //! data_dir = "data"                      # relative to this file
+//! # store = "sqlite:data/msgbox.sqlite"  # the message box (this default); env SLUICE_STORE wins
+//! # node_id = "node-a"                   # default: generated once, kept in <data_dir>/node-id
 //!
 //! [receive_ports.in.locations.in-folder]
 //! adapter = { type = "file", path = "in", mask = "*" }
@@ -67,10 +69,32 @@ pub struct Config {
     /// Tracking of what happened to messages (on, kept 7 days, by default).
     #[serde(default)]
     pub tracking: TrackingConfig,
+    /// The message box, as a store URL (`sqlite:PATH`, a relative path
+    /// against the folder of this file). The environment variable
+    /// [`STORE_ENV`] wins over it; without either, the SQLite box
+    /// `msgbox.sqlite` in `data_dir`. See [`Config::store_url`].
+    #[serde(default)]
+    pub store: Option<String>,
+    /// This node's id: the leases, holds and staged interchanges it owns in
+    /// the box carry it. Default: one generated at the first start and kept
+    /// in `<data_dir>/node-id`. See [`Config::node_id`].
+    #[serde(default)]
+    pub node_id: Option<String>,
     /// The folder of the configuration file (set by [`Config::load`]).
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// The store, resolved (set by [`Config::load`]).
+    #[serde(skip)]
+    store_url: Option<sluice_store::StoreUrl>,
 }
+
+/// The environment variable that names the message box's store URL; it wins
+/// over the `store` key (a deployment chooses its database, the file its
+/// routes).
+pub const STORE_ENV: &str = "SLUICE_STORE";
+
+/// The file in the data directory that keeps a generated node id.
+pub const NODE_ID_FILE: &str = "node-id";
 
 /// `[tracking]`: the box records each delivery, termination and
 /// resubmission, and the context of each message as it leaves; the node
@@ -386,12 +410,49 @@ impl RetryConfig {
 }
 
 impl Config {
-    /// How to open this node's message box (the CLI opens it the same way).
-    pub fn box_options(&self) -> sluice_msgbox_sqlite::Options {
-        sluice_msgbox_sqlite::Options {
+    /// The message box's store URL, resolved: [`STORE_ENV`], else `store`,
+    /// else the SQLite box `msgbox.sqlite` in the data directory.
+    pub fn store_url(&self) -> sluice_store::StoreUrl {
+        self.store_url
+            .clone()
+            .unwrap_or_else(|| sluice_store::StoreUrl::default_in(&self.data_dir))
+    }
+
+    /// How to open this node's message box for `node_id` (the CLI opens it
+    /// the same way).
+    pub fn box_options(&self, node_id: &str) -> sluice_store::StoreOptions {
+        sluice_store::StoreOptions {
             tracking: self.tracking.enabled,
-            ..Default::default()
+            ..sluice_store::StoreOptions::new(node_id)
         }
+    }
+
+    /// This node's id: `node_id`, else the one kept in
+    /// `<data_dir>/node-id`, made there the first time (the host name and
+    /// a random suffix, so two nodes on one machine differ).
+    pub fn node_id(&self) -> std::io::Result<String> {
+        if let Some(id) = &self.node_id {
+            return Ok(id.clone());
+        }
+        let file = self.data_dir.join(NODE_ID_FILE);
+        match std::fs::read_to_string(&file) {
+            Ok(text) if check_name(text.trim()).is_ok() => return Ok(text.trim().to_string()),
+            Ok(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{} does not hold a valid node id", file.display()),
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let id = generated_node_id();
+        std::fs::create_dir_all(&self.data_dir)?;
+        // Written aside and renamed into place: a reader never sees half an id.
+        let tmp = self.data_dir.join(format!(".{NODE_ID_FILE}.tmp"));
+        std::fs::write(&tmp, format!("{id}\n"))?;
+        std::fs::rename(&tmp, &file)?;
+        Ok(id)
     }
 
     /// Read, parse and validate a configuration file.
@@ -425,6 +486,22 @@ impl Config {
             key,
             message,
         };
+        let from_env = std::env::var(STORE_ENV).ok().filter(|v| !v.trim().is_empty());
+        let (store_key, store) = match (&from_env, &config.store) {
+            (Some(url), _) => (format!("{STORE_ENV} (environment)"), Some(url.trim())),
+            (None, Some(url)) => ("store".to_string(), Some(url.as_str())),
+            (None, None) => (String::new(), None),
+        };
+        if let Some(url) = store {
+            let url = sluice_store::StoreUrl::parse(url)
+                .map(|u| u.resolve(base))
+                .and_then(|u| u.check().map(|()| u))
+                .map_err(|e| invalid(store_key, e.to_string()))?;
+            config.store_url = Some(url);
+        }
+        if let Some(id) = &config.node_id {
+            check_name(id).map_err(|m| invalid("node_id".into(), m))?;
+        }
         if config.tracking.keep < Duration::from_secs(1) || config.tracking.keep > Duration::from_secs(10 * 365 * 86400)
         {
             return Err(invalid(
@@ -563,6 +640,30 @@ impl Config {
 
 const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// A node id for a node that names none: `<host name>-<random>`.
+fn generated_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(48)
+        .collect();
+    let random = sluice_model::MessageId::new().to_string().to_lowercase();
+    let suffix = &random[random.len() - 8..];
+    if host.is_empty() {
+        format!("node-{suffix}")
+    } else {
+        format!("{host}-{suffix}")
+    }
+}
+
 fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty()
         || !name
@@ -615,12 +716,57 @@ retry = { count = 5, interval = "30s" }
     }
 
     #[test]
+    fn the_store_defaults_to_the_sqlite_box_in_the_data_directory() {
+        let c = load(GOOD).unwrap();
+        let default = "sqlite:/etc/sluice/data/msgbox.sqlite";
+        assert_eq!(c.store_url().to_string(), default);
+        // A relative path is taken from the configuration file's folder.
+        let c = load(&format!("store = \"sqlite:data/msgbox.sqlite\"\n{GOOD}")).unwrap();
+        assert_eq!(c.store_url().to_string(), default);
+        let c = load(&format!("store = \"sqlite:///srv/box.sqlite\"\n{GOOD}")).unwrap();
+        assert_eq!(c.store_url().to_string(), "sqlite:/srv/box.sqlite");
+        let e = load(&format!("store = \"mysql://db\"\n{GOOD}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`store`") && e.contains("unknown scheme `mysql`") && e.contains("sqlite:"),
+            "{e}"
+        );
+        let e = load(&format!(
+            "store = \"postgres://postgres@127.0.0.1:5432/sluice\"\n{GOOD}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`store`") && e.contains("not built yet"), "{e}");
+    }
+
+    #[test]
+    fn the_node_id_is_configured_or_made_once() {
+        let c = load(&format!("node_id = \"node-a\"\n{GOOD}")).unwrap();
+        assert_eq!(c.node_id().unwrap(), "node-a");
+        let e = load(&format!("node_id = \"a b\"\n{GOOD}")).unwrap_err().to_string();
+        assert!(e.contains("`node_id`"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = load(GOOD).unwrap();
+        c.data_dir = dir.path().join("data");
+        let id = c.node_id().unwrap();
+        assert!(check_name(&id).is_ok(), "{id}");
+        assert_eq!(c.node_id().unwrap(), id, "kept in the data directory");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("data").join(NODE_ID_FILE))
+                .unwrap()
+                .trim(),
+            id
+        );
+    }
+
+    #[test]
     fn tracking_is_on_by_default_and_checked() {
         let c = load(GOOD).unwrap();
-        assert!(c.tracking.enabled && c.box_options().tracking);
+        assert!(c.tracking.enabled && c.box_options("n").tracking);
         assert_eq!(c.tracking.keep, Duration::from_secs(7 * 86400));
         let c = load(&format!("{GOOD}\n[tracking]\nenabled = false\n")).unwrap();
-        assert!(!c.box_options().tracking);
+        assert!(!c.box_options("n").tracking);
         let c = load(&format!("{GOOD}\n[tracking]\nkeep = \"36h\"\n")).unwrap();
         assert_eq!(c.tracking.keep, Duration::from_secs(36 * 3600));
         let e = load(&format!("{GOOD}\n[tracking]\nkeep = \"0s\"\n")).unwrap_err();

@@ -35,7 +35,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sluice_msgbox::{MessageBox, Subscription, SystemClock};
-use sluice_msgbox_sqlite::SqliteBox;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 pub use tokio_util::sync::CancellationToken;
@@ -56,6 +55,8 @@ pub enum HostError {
     DataDir { path: PathBuf, message: String },
     #[error("message box: {0}")]
     Box(#[from] sluice_msgbox::BoxError),
+    #[error("message box: {0}")]
+    Store(#[from] sluice_store::StoreError),
     #[error("{what}: {message}")]
     Start { what: String, message: String },
 }
@@ -157,13 +158,33 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Ho
             message: format!("no host `{host}` is configured"),
         })
     };
-    let mbox = SqliteBox::open(&config.data_dir, Arc::new(SystemClock), config.box_options())?;
-    let mbox: Arc<dyn MessageBox> = Arc::new(mbox);
-    // This node is the only user of the embedded box: leases left by an
-    // earlier run (killed, crashed) are ours to take back now.
-    let released = mbox.release_leases().await?;
-    if released > 0 {
-        tracing::info!(entries = released, "took back leases held when the node last stopped");
+    let node_id = config.node_id().map_err(|e| HostError::DataDir {
+        path: config.data_dir.clone(),
+        message: format!("cannot read or keep the node id: {e}"),
+    })?;
+    let store = config.store_url();
+    let mbox = sluice_store::open(&store, sluice_store::Role::Node, &config.box_options(&node_id))?;
+    // What this node's earlier run (killed, crashed) left is ours to take
+    // back now: its leases, its unfinished interchanges and content. Other
+    // nodes sharing the box keep theirs.
+    let recovered = mbox.recover().await?;
+    if recovered.leases > 0 {
+        tracing::info!(
+            entries = recovered.leases,
+            "took back leases held when the node last stopped"
+        );
+    }
+    if recovered.staged > 0 {
+        tracing::info!(
+            messages = recovered.staged,
+            "discarded interchanges that were not committed before the last stop"
+        );
+    }
+    if recovered.contents > 0 {
+        tracing::info!(
+            contents = recovered.contents,
+            "discarded content that was never published before the last stop"
+        );
     }
     sync_subscriptions(&config, &*mbox).await?;
 
@@ -312,7 +333,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Ho
         });
         task_names.insert(handle.id(), what);
     }
-    tracing::info!(data_dir = %config.data_dir.display(), metrics = metrics_address.as_deref().unwrap_or("off"),
+    tracing::info!(data_dir = %config.data_dir.display(), store = %store, node = %node_id, metrics = metrics_address.as_deref().unwrap_or("off"),
         "node running");
 
     // Until asked to stop, watch the tasks: one that ends now has failed

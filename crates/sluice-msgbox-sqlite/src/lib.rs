@@ -62,6 +62,10 @@ pub struct Options {
     /// and the context of each message as it leaves the box. Purge them
     /// with [`MessageBox::purge_tracking`] (the node does, by default).
     pub tracking: bool,
+    /// The node this handle works for: the leases, holds, staged messages
+    /// and content it makes carry this id, and recovery takes back only
+    /// this node's (several nodes may share one box).
+    pub node_id: String,
 }
 
 impl Default for Options {
@@ -74,6 +78,7 @@ impl Default for Options {
             cache_kib: 4096,
             readers: 4,
             tracking: true,
+            node_id: schema::DEFAULT_NODE.to_string(),
         }
     }
 }
@@ -87,6 +92,8 @@ struct Inner {
     closed: std::sync::atomic::AtomicBool,
     chunk_budget: Arc<Semaphore>,
     stats: Arc<writer::Stats>,
+    /// What the node's open discarded, reported by the first `recover`.
+    recovered: Mutex<Recovered>,
 }
 
 /// The SQLite message box. Cheap to clone; clones share one writer.
@@ -115,13 +122,24 @@ fn storage(doing: &str) -> impl Fn(rusqlite::Error) -> BoxError + '_ {
 }
 
 impl SqliteBox {
-    /// Open (creating if needed) the box in `data_dir`.
+    /// Open (creating if needed) the box in `data_dir` ([`DB_FILE`]) for a node.
     pub fn open(data_dir: &Path, clock: Arc<dyn Clock>, opts: Options) -> Result<SqliteBox> {
-        std::fs::create_dir_all(data_dir).map_err(|e| BoxError::Storage {
-            doing: format!("creating the data directory {}", data_dir.display()),
-            detail: e.to_string(),
-        })?;
-        SqliteBox::open_mode(data_dir, clock, opts, true)
+        SqliteBox::open_file(&data_dir.join(DB_FILE), clock, opts)
+    }
+
+    /// Open (creating it and its folder if needed) the box in the database
+    /// file `path` for the node `opts.node_id`. What that node left
+    /// unpublished when it last stopped (uncommitted interchanges, content
+    /// not yet published) is discarded now, before the writer starts;
+    /// [`MessageBox::recover`] reports it and releases the node's leases.
+    pub fn open_file(path: &Path, clock: Arc<dyn Clock>, opts: Options) -> Result<SqliteBox> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| BoxError::Storage {
+                doing: format!("creating the folder of the message box {}", dir.display()),
+                detail: e.to_string(),
+            })?;
+        }
+        SqliteBox::open_mode(path, clock, opts, true)
     }
 
     /// Open an existing box for changes beside a running node (for
@@ -129,12 +147,18 @@ impl SqliteBox {
     /// creates nothing and does no start-up recovery, which would discard
     /// content the node is writing. SQLite serialises the two writers.
     pub fn open_beside_node(data_dir: &Path, clock: Arc<dyn Clock>, opts: Options) -> Result<SqliteBox> {
-        existing_db(data_dir)?;
-        SqliteBox::open_mode(data_dir, clock, opts, false)
+        SqliteBox::open_file_beside_node(&data_dir.join(DB_FILE), clock, opts)
     }
 
-    fn open_mode(data_dir: &Path, clock: Arc<dyn Clock>, opts: Options, node: bool) -> Result<SqliteBox> {
-        let path = data_dir.join(DB_FILE);
+    /// [`open_beside_node`](Self::open_beside_node) for the database file `path`.
+    pub fn open_file_beside_node(path: &Path, clock: Arc<dyn Clock>, opts: Options) -> Result<SqliteBox> {
+        existing_db(path)?;
+        SqliteBox::open_mode(path, clock, opts, false)
+    }
+
+    fn open_mode(path: &Path, clock: Arc<dyn Clock>, opts: Options, node: bool) -> Result<SqliteBox> {
+        let path = path.to_path_buf();
+        let mut recovered = Recovered::default();
         if node {
             // On a full disk, start-up (recovery, conversion) may need the
             // room kept for it; the writer takes it again.
@@ -142,18 +166,18 @@ impl SqliteBox {
         }
         let conn = schema::open_connection(&path, &opts, false)
             .map_err(storage(&format!("opening the message box {}", path.display())))?;
-        schema::migrate(&conn).map_err(storage(&format!("creating tables in {}", path.display())))?;
+        schema::migrate_for(&conn, &opts.node_id)
+            .map_err(storage(&format!("creating tables in {}", path.display())))?;
         if node {
-            let removed = schema::recover(&conn).map_err(storage("discarding unpublished content after a restart"))?;
-            if removed > 0 {
-                tracing::info!(
-                    contents = removed,
-                    "discarded content that was never published before the last stop"
-                );
-            }
+            let (staged, contents) = schema::recover(&conn, &opts.node_id).map_err(storage(
+                "discarding what the node left unpublished when it last stopped",
+            ))?;
+            recovered.staged = staged;
+            recovered.contents = contents;
             convert_box(&conn, &path);
         }
-        let mut writer = Writer::new(conn, clock, opts.tracking).map_err(storage("loading subscriptions"))?;
+        let mut writer =
+            Writer::new(conn, clock, opts.tracking, &opts.node_id).map_err(storage("loading subscriptions"))?;
         if node {
             // Only the node gives free space back (the CLI beside it would
             // hold the node's writer up).
@@ -183,6 +207,7 @@ impl SqliteBox {
                 readers: Mutex::new(Vec::new()),
                 closed: Default::default(),
                 stats,
+                recovered: Mutex::new(recovered),
             }),
         })
     }
@@ -191,7 +216,12 @@ impl SqliteBox {
     /// `sluice status` and `sluice messages`): no writer, no recovery. Every
     /// write fails with [`BoxError::Closed`].
     pub fn open_read_only(data_dir: &Path) -> Result<SqliteBox> {
-        let path = existing_db(data_dir)?;
+        SqliteBox::open_file_read_only(&data_dir.join(DB_FILE))
+    }
+
+    /// [`open_read_only`](Self::open_read_only) for the database file `path`.
+    pub fn open_file_read_only(path: &Path) -> Result<SqliteBox> {
+        let path = existing_db(path)?;
         let opts = Options::default();
         let conn = schema::open_connection(&path, &opts, true)
             .map_err(storage(&format!("opening the message box {}", path.display())))?;
@@ -205,6 +235,7 @@ impl SqliteBox {
                 readers: Mutex::new(vec![conn]),
                 closed: Default::default(),
                 stats: Default::default(),
+                recovered: Default::default(),
             }),
         })
     }
@@ -299,8 +330,8 @@ fn chunk_budget_permits(opts: &Options) -> usize {
 }
 
 /// The database file of a box that must already exist (opened beside a node).
-fn existing_db(data_dir: &Path) -> Result<PathBuf> {
-    let path = data_dir.join(DB_FILE);
+fn existing_db(path: &Path) -> Result<PathBuf> {
+    let path = path.to_path_buf();
     if !path.exists() {
         return Err(BoxError::Storage {
             doing: format!("opening the message box {}", path.display()),
@@ -616,6 +647,11 @@ impl MessageBox for SqliteBox {
         self.write(true, |w| w.release_leases()).await
     }
 
+    async fn recover(&self) -> Result<Recovered> {
+        let found = std::mem::take(&mut *self.inner.recovered.lock().map_err(|_| BoxError::Closed)?);
+        self.write(true, move |w| w.recover(found)).await
+    }
+
     async fn hold(&self, message: MessageId, holder: &str) -> Result<()> {
         let h = holder.to_string();
         self.write(true, move |w| w.hold(message, &h)).await
@@ -707,19 +743,29 @@ impl MessageBox for SqliteBox {
         self.write(false, move |w| w.purge_tracking(before, limit)).await
     }
 
+    fn commit_stats(&self) -> Option<CommitStats> {
+        let s = self.writer_stats();
+        Some(CommitStats {
+            jobs: s.jobs,
+            commits: s.commits,
+            synced_commits: s.synced_commits,
+        })
+    }
+
     async fn held_by(&self, holder: &str, after: Option<MessageId>, limit: usize) -> Result<Vec<MessageId>> {
         let holder = holder.to_string();
+        let node = self.inner.opts.node_id.clone();
         self.read(move |conn| {
             let doing = format!("listing messages held by `{holder}`");
             let after = after.map(|a| a.to_bytes().to_vec()).unwrap_or_default();
             let ids = conn
                 .prepare_cached(
-                    "SELECT message_id FROM holds WHERE holder = ?1 AND message_id > ?2
+                    "SELECT message_id FROM holds WHERE holder = ?1 AND message_id > ?2 AND node = ?4
                      AND NOT EXISTS (SELECT 1 FROM staged WHERE staged.message_id = holds.message_id)
                      ORDER BY message_id LIMIT ?3",
                 )
                 .map_err(storage(&doing))?
-                .query_map(params![holder, after, limit as i64], |r| r.get::<_, Vec<u8>>(0))
+                .query_map(params![holder, after, limit as i64, node], |r| r.get::<_, Vec<u8>>(0))
                 .map_err(storage(&doing))?
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(storage(&doing))?;

@@ -1,7 +1,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, params};
 
 use crate::Options;
 
@@ -9,7 +9,13 @@ use crate::Options;
 /// failed attempts are kept (`attempts`); tracking events (`tracking`);
 /// content can be shared by parts of several messages (fault messages,
 /// resubmissions), found by `parts_content`.
-pub const SCHEMA_VERSION: i64 = 2;
+/// 3: work in progress belongs to a node: leased queue entries, holds,
+/// staged messages and content being written carry the node's id (`node`);
+/// a box of an older version gives all of it to the node that migrates it.
+pub const SCHEMA_VERSION: i64 = 3;
+
+/// The node id of handles opened without one (tests, `sluice bench`).
+pub const DEFAULT_NODE: &str = "local";
 
 /// Content states. Only `PUBLISHED` content survives a restart.
 pub const CONTENT_WRITING: i64 = 0;
@@ -62,7 +68,16 @@ pub fn open_connection(path: &Path, opts: &Options, reader: bool) -> rusqlite::R
     Ok(conn)
 }
 
+/// [`migrate_for`] the [`DEFAULT_NODE`].
+#[cfg(test)]
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    migrate_for(conn, DEFAULT_NODE)
+}
+
+/// Create the tables, or bring an older box up to [`SCHEMA_VERSION`] in
+/// place; `node` is the opener, which takes over an older box's leases,
+/// holds, staged messages and content in progress.
+pub fn migrate_for(conn: &Connection, node: &str) -> rusqlite::Result<()> {
     conn.execute_batch(
         "BEGIN IMMEDIATE;
          CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -92,7 +107,8 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
              size INTEGER,
              crc32 INTEGER,
              chunks INTEGER,
-             created_at INTEGER NOT NULL
+             created_at INTEGER NOT NULL,
+             node TEXT NOT NULL DEFAULT ''
          );
          CREATE TABLE IF NOT EXISTS chunks (
              content_id INTEGER NOT NULL,
@@ -109,13 +125,15 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
              generation INTEGER NOT NULL DEFAULT 0,
              leased INTEGER NOT NULL DEFAULT 0,
              last_error TEXT,
-             skipped INTEGER NOT NULL DEFAULT 0
+             skipped INTEGER NOT NULL DEFAULT 0,
+             node TEXT NOT NULL DEFAULT ''
          );
          CREATE INDEX IF NOT EXISTS queue_ready ON queue (subscriber, visible_at, id);
          CREATE INDEX IF NOT EXISTS queue_message ON queue (message_id);
          CREATE TABLE IF NOT EXISTS holds (
              message_id BLOB NOT NULL,
              holder TEXT NOT NULL,
+             node TEXT NOT NULL DEFAULT '',
              PRIMARY KEY (message_id, holder)
          );
          CREATE TABLE IF NOT EXISTS suspended (
@@ -134,7 +152,8 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
              interchange BLOB NOT NULL,
              message_id BLOB NOT NULL,
              targets TEXT NOT NULL,
-             reason TEXT
+             reason TEXT,
+             node TEXT NOT NULL DEFAULT ''
          );
          CREATE INDEX IF NOT EXISTS staged_interchange ON staged (interchange, id);
          CREATE INDEX IF NOT EXISTS staged_message ON staged (message_id);
@@ -170,6 +189,12 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         ("suspended", "location", "TEXT"),
         ("suspended", "transport", "TEXT"),
         ("queue", "skipped", "INTEGER NOT NULL DEFAULT 0"),
+        // Version 2 boxes: the node that owns the work in progress (new
+        // boxes have the column from the start).
+        ("queue", "node", "TEXT NOT NULL DEFAULT ''"),
+        ("holds", "node", "TEXT NOT NULL DEFAULT ''"),
+        ("staged", "node", "TEXT NOT NULL DEFAULT ''"),
+        ("content", "node", "TEXT NOT NULL DEFAULT ''"),
     ] {
         let exists: bool = conn.query_row(
             "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
@@ -199,10 +224,26 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             )));
         }
         Some(v) if v < SCHEMA_VERSION => {
-            conn.execute(
-                "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
-                [SCHEMA_VERSION.to_string()],
-            )?;
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            let r = (|| {
+                if v < 3 {
+                    // Everything in progress was the one node's: now the opener's.
+                    for table in ["queue", "holds", "staged", "content"] {
+                        conn.execute(&format!("UPDATE {table} SET node = ?1 WHERE node = ''"), [node])?;
+                    }
+                }
+                conn.execute(
+                    "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+                    [SCHEMA_VERSION.to_string()],
+                )
+            })();
+            match r {
+                Ok(_) => conn.execute_batch("COMMIT")?,
+                Err(e) => {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    return Err(e);
+                }
+            }
         }
         Some(_) => {}
     }
@@ -282,26 +323,14 @@ pub fn files_size(path: &Path) -> u64 {
     len(path) + len(Path::new(&wal))
 }
 
-/// Drop content that was never published: what a crash left half-written, or
-/// finished but not yet referenced by a message. Run once at open, before the
-/// writer starts, so no one can be writing content at the time.
-pub fn recover(conn: &Connection) -> rusqlite::Result<usize> {
+/// Drop what node `node` left unpublished: its uncommitted interchanges,
+/// and content it wrote (half-written after a crash, or finished but not
+/// yet referenced by a message). Run at the node's open, before its writer
+/// starts, so that it is not writing content at the time; other nodes'
+/// work is left alone. Returns (staged messages, contents) discarded.
+pub fn recover(conn: &Connection, node: &str) -> rusqlite::Result<(u64, u64)> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
-    let r = (|| {
-        let staged = discard_staged(conn, None)?;
-        if staged > 0 {
-            tracing::info!(
-                messages = staged,
-                "discarded interchanges that were not committed before the last stop"
-            );
-        }
-        conn.execute(
-            "DELETE FROM chunks WHERE content_id IN (SELECT id FROM content WHERE state < ?1)",
-            [CONTENT_PUBLISHED],
-        )?;
-        conn.execute("DELETE FROM content WHERE state < ?1", [CONTENT_PUBLISHED])
-    })();
-    match r {
+    match discard_unpublished(conn, node) {
         Ok(n) => {
             conn.execute_batch("COMMIT")?;
             Ok(n)
@@ -313,17 +342,41 @@ pub fn recover(conn: &Connection) -> rusqlite::Result<usize> {
     }
 }
 
-/// Delete staged messages (of one interchange, or all), their parts, content,
-/// holds and staging rows, set-wise. Returns how many messages.
-pub fn discard_staged(conn: &Connection, interchange: Option<sluice_model::MessageId>) -> rusqlite::Result<u64> {
-    let key = interchange.map(|i| i.to_bytes().to_vec());
-    let which = "(SELECT message_id FROM staged WHERE ?1 IS NULL OR interchange = ?1)";
+/// [`recover`]'s statements, inside the caller's transaction.
+pub fn discard_unpublished(conn: &Connection, node: &str) -> rusqlite::Result<(u64, u64)> {
+    let staged = discard_staged(conn, Scope::Node(node))?;
+    conn.execute(
+        "DELETE FROM chunks WHERE content_id IN (SELECT id FROM content WHERE state < ?1 AND node = ?2)",
+        params![CONTENT_PUBLISHED, node],
+    )?;
+    let contents = conn.execute(
+        "DELETE FROM content WHERE state < ?1 AND node = ?2",
+        params![CONTENT_PUBLISHED, node],
+    )?;
+    Ok((staged, contents as u64))
+}
+
+/// Which staged messages [`discard_staged`] drops.
+pub enum Scope<'a> {
+    Interchange(sluice_model::MessageId),
+    /// Every interchange this node staged.
+    Node(&'a str),
+}
+
+/// Delete staged messages (of one interchange, or of a node), their parts,
+/// content, holds and staging rows, set-wise. Returns how many messages.
+pub fn discard_staged(conn: &Connection, scope: Scope<'_>) -> rusqlite::Result<u64> {
+    let (column, key) = match scope {
+        Scope::Interchange(i) => ("interchange", rusqlite::types::Value::Blob(i.to_bytes().to_vec())),
+        Scope::Node(n) => ("node", rusqlite::types::Value::Text(n.to_string())),
+    };
+    let which = format!("(SELECT message_id FROM staged WHERE {column} = ?1)");
     let content = format!("(SELECT content_id FROM parts WHERE message_id IN {which} AND content_id IS NOT NULL)");
     conn.execute(&format!("DELETE FROM chunks WHERE content_id IN {content}"), [&key])?;
     conn.execute(&format!("DELETE FROM content WHERE id IN {content}"), [&key])?;
     conn.execute(&format!("DELETE FROM parts WHERE message_id IN {which}"), [&key])?;
     conn.execute(&format!("DELETE FROM holds WHERE message_id IN {which}"), [&key])?;
     let n = conn.execute(&format!("DELETE FROM messages WHERE id IN {which}"), [&key])?;
-    conn.execute("DELETE FROM staged WHERE ?1 IS NULL OR interchange = ?1", [&key])?;
+    conn.execute(&format!("DELETE FROM staged WHERE {column} = ?1"), [&key])?;
     Ok(n as u64)
 }

@@ -18,10 +18,31 @@ impl SqliteHarness {
     }
 }
 
+impl SqliteHarness {
+    /// The box's URL, as a configuration names it.
+    fn url(&self) -> String {
+        format!("sqlite:{}", self.dir.path().join(DB_FILE).display())
+    }
+
+    fn open_as(&self, clock: Arc<dyn Clock>, node: &str) -> Arc<dyn MessageBox> {
+        let opts = sluice_store::StoreOptions {
+            clock,
+            ..sluice_store::StoreOptions::new(node)
+        };
+        sluice_store::open_url(&self.url(), sluice_store::Role::Node, &opts).expect("open sqlite box by URL")
+    }
+}
+
 #[async_trait]
 impl Harness for SqliteHarness {
     async fn open(&self, clock: Arc<dyn Clock>) -> Arc<dyn MessageBox> {
-        Arc::new(SqliteBox::open(self.dir.path(), clock, Options::default()).expect("open sqlite box"))
+        self.open_as(clock, crate::schema::DEFAULT_NODE)
+    }
+
+    /// Two nodes on one SQLite file: each has its own writer; SQLite
+    /// serialises them.
+    async fn open_node(&self, clock: Arc<dyn Clock>, node: &str) -> Option<Arc<dyn MessageBox>> {
+        Some(self.open_as(clock, node))
     }
 }
 
@@ -176,7 +197,7 @@ fn disk_full_mid_batch_commits_nothing() {
     };
     let conn = crate::schema::open_connection(&path, &opts, false).unwrap();
     crate::schema::migrate(&conn).unwrap();
-    let mut writer = Writer::new(conn, Arc::new(SystemClock), true).unwrap();
+    let mut writer = Writer::new(conn, Arc::new(SystemClock), true, crate::schema::DEFAULT_NODE).unwrap();
     let sub = |name: &str| Subscription {
         subscriber: name.into(),
         filter: Filter::All,
@@ -663,5 +684,62 @@ async fn a_truncation_held_up_by_a_reader_is_retried_while_idle() {
     assert!(box_size(&b) > before + 16 * MIB, "held up by the reader");
     reader.execute_batch("COMMIT").unwrap();
     wait_for_size_at_most(&b, before + 16 * MIB, "after the reader finished").await;
+    b.close().await.unwrap();
+}
+
+/// A box of schema version 2 (one node, no owners) migrates in place: its
+/// leases, holds and staged messages become the opening node's, and only
+/// that node takes them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_2_box_gives_its_work_to_the_node_that_opens_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(crate::DB_FILE);
+    let clock = ManualClock::new(1_700_000_000_000);
+    let (held, entry) = {
+        let b = SqliteBox::open(dir.path(), clock.clone(), Options::default()).unwrap();
+        b.subscribe(Subscription {
+            subscriber: "s".into(),
+            filter: Filter::All,
+        })
+        .await
+        .unwrap();
+        let m = NewMessage {
+            id: MessageId::new(),
+            context: Context::new(),
+            parts: vec![Part::inline("body", "x")],
+        };
+        let id = m.id;
+        b.publish_holding(m, "receive:in").await.unwrap();
+        let leased = b.lease("s", 1, 60_000).await.unwrap();
+        b.close().await.unwrap();
+        (id, leased[0].token)
+    };
+    {
+        // Back to version 2: no `node` columns.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for table in ["queue", "holds", "staged", "content"] {
+            conn.execute_batch(&format!("ALTER TABLE {table} DROP COLUMN node"))
+                .unwrap();
+        }
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'", [])
+            .unwrap();
+    }
+    let as_node = |node: &str| Options {
+        node_id: node.into(),
+        ..Options::default()
+    };
+    let b = SqliteBox::open(dir.path(), clock.clone(), as_node("n1")).unwrap();
+    let other = SqliteBox::open(dir.path(), clock.clone(), as_node("n2")).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let v: String = conn
+        .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, crate::schema::SCHEMA_VERSION.to_string());
+    assert!(other.held_by("receive:in", None, 10).await.unwrap().is_empty());
+    assert_eq!(other.recover().await.unwrap().leases, 0, "not n2's lease");
+    assert_eq!(b.held_by("receive:in", None, 10).await.unwrap(), vec![held]);
+    assert_eq!(b.recover().await.unwrap().leases, 1, "n1 took the old box's work over");
+    assert!(matches!(b.ack(entry).await, Err(BoxError::LeaseLost { .. })));
+    other.close().await.unwrap();
     b.close().await.unwrap();
 }

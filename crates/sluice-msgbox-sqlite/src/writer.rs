@@ -111,10 +111,13 @@ pub struct Writer {
     tracking: bool,
     space: space::Space,
     stats: Arc<Stats>,
+    /// The node this writer works for: its leases, holds, staged messages
+    /// and content in progress carry this id.
+    node: String,
 }
 
 impl Writer {
-    pub fn new(conn: Connection, clock: Arc<dyn Clock>, tracking: bool) -> rusqlite::Result<Writer> {
+    pub fn new(conn: Connection, clock: Arc<dyn Clock>, tracking: bool, node: &str) -> rusqlite::Result<Writer> {
         let mut w = Writer {
             conn,
             clock,
@@ -122,6 +125,7 @@ impl Writer {
             tracking,
             space: space::Space::default(),
             stats: Arc::default(),
+            node: node.to_string(),
         };
         w.load_subscriptions()?;
         Ok(w)
@@ -290,8 +294,8 @@ impl Writer {
 
     pub fn begin_content(&mut self) -> Result<ContentId> {
         self.conn
-            .prepare_cached("INSERT INTO content (state, created_at) VALUES (?1, ?2)")
-            .and_then(|mut s| s.execute(params![CONTENT_WRITING, self.clock.now_ms()]))
+            .prepare_cached("INSERT INTO content (state, created_at, node) VALUES (?1, ?2, ?3)")
+            .and_then(|mut s| s.execute(params![CONTENT_WRITING, self.clock.now_ms(), self.node]))
             .map_err(storage("starting new content"))?;
         Ok(self.conn.last_insert_rowid())
     }
@@ -543,8 +547,8 @@ impl Writer {
         }
         if let Some(holder) = holder {
             self.conn
-                .prepare_cached("INSERT INTO holds (message_id, holder) VALUES (?1, ?2)")
-                .and_then(|mut s| s.execute(params![id.to_bytes(), holder]))
+                .prepare_cached("INSERT INTO holds (message_id, holder, node) VALUES (?1, ?2, ?3)")
+                .and_then(|mut s| s.execute(params![id.to_bytes(), holder, self.node]))
                 .map_err(storage(&doing))?;
         }
         Ok(())
@@ -574,13 +578,16 @@ impl Writer {
             let refs = targets.len().max(1) as i64 + staged.holder.is_some() as i64;
             self.insert_message(&staged.message, json, refs, staged.holder.as_deref(), &doing)?;
             self.conn
-                .prepare_cached("INSERT INTO staged (interchange, message_id, targets, reason) VALUES (?1, ?2, ?3, ?4)")
+                .prepare_cached(
+                    "INSERT INTO staged (interchange, message_id, targets, reason, node) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
                 .and_then(|mut s| {
                     s.execute(params![
                         interchange.to_bytes(),
                         staged.message.id.to_bytes(),
                         targets.join("\n"),
-                        staged.suspend.as_ref().map(failure_to_json)
+                        staged.suspend.as_ref().map(failure_to_json),
+                        self.node
                     ])
                 })
                 .map_err(storage(&doing))?;
@@ -653,7 +660,8 @@ impl Writer {
     pub fn abort_interchange(&mut self, interchange: MessageId) -> Result<u64> {
         let doing = format!("discarding interchange {interchange}");
         self.freed();
-        crate::schema::discard_staged(&self.conn, Some(interchange)).map_err(storage(&doing))
+        crate::schema::discard_staged(&self.conn, crate::schema::Scope::Interchange(interchange))
+            .map_err(storage(&doing))
     }
 
     fn enqueue(&mut self, id: MessageId, subscriber: &str, now: Millis, doing: &str) -> Result<()> {
@@ -678,12 +686,7 @@ impl Writer {
         doing: &str,
     ) -> Result<i64> {
         let now = self.now();
-        // The location: the one that failed, else the one it came in by.
-        let location = failure.location.clone().or_else(|| {
-            context
-                .and_then(|c| c.get("receive", "location"))
-                .and_then(|p| p.value.as_str().map(str::to_string))
-        });
+        let location = fault::location_of(failure, context);
         self.conn
             .prepare_cached(
                 "INSERT INTO suspended (message_id, subscriber, reason, attempts, suspended_at, resumable,
@@ -707,7 +710,7 @@ impl Writer {
             .map_err(storage(doing))?;
         let suspended_id = self.conn.last_insert_rowid();
         if let Some(ctx) = context {
-            let fault = Fault {
+            let fault = fault::FaultOf {
                 original: id,
                 suspended_id,
                 subscriber,
@@ -746,13 +749,12 @@ impl Writer {
     /// Publish the fault message of a suspension: the failed message's
     /// context demoted, `fault.*` promoted, its parts shared. Not stored when
     /// nothing subscribes to it, nor for the failure of a fault message.
-    fn publish_fault(&mut self, original: &Context, fault: &Fault<'_>, doing: &str) -> Result<()> {
-        if original.iter().any(|p| p.namespace == FAULT_NS) {
+    fn publish_fault(&mut self, original: &Context, fault: &fault::FaultOf<'_>, doing: &str) -> Result<()> {
+        let Some(ctx) = fault::fault_context(original, fault) else {
             tracing::warn!(message_id = %fault.original, suspended_id = fault.suspended_id,
                 "a fault message was suspended; no fault message is made for it");
             return Ok(());
-        }
-        let ctx = fault_context(original, fault);
+        };
         let subs = self.matching(&ctx);
         if subs.is_empty() {
             return Ok(());
@@ -955,8 +957,10 @@ impl Writer {
                 }
             };
             self.conn
-                .prepare_cached("UPDATE queue SET visible_at = ?2, generation = ?3, leased = 1 WHERE id = ?1")
-                .and_then(|mut s| s.execute(params![entry, until, generation + 1]))
+                .prepare_cached(
+                    "UPDATE queue SET visible_at = ?2, generation = ?3, leased = 1, node = ?4 WHERE id = ?1",
+                )
+                .and_then(|mut s| s.execute(params![entry, until, generation + 1, self.node]))
                 .map_err(storage(&doing))?;
             out.push(Leased {
                 token: LeaseToken {
@@ -1084,13 +1088,29 @@ impl Writer {
         self.insert_suspended(mid, Some(&sub), failure, made, true, ctx.as_ref(), &doing)
     }
 
+    /// Make this node's leased entries ready now.
     pub fn release_leases(&mut self) -> Result<u64> {
         let now = self.now();
         let n = self
             .conn
-            .execute("UPDATE queue SET visible_at = ?1, leased = 0 WHERE leased = 1", [now])
+            .execute(
+                "UPDATE queue SET visible_at = ?1, leased = 0 WHERE leased = 1 AND node = ?2",
+                params![now, self.node],
+            )
             .map_err(storage("releasing leases"))?;
         Ok(n as u64)
+    }
+
+    /// Take back what this node's last run left: its leases, its
+    /// uncommitted interchanges, its unpublished content. Run by the node
+    /// before it starts work (no content of its own is being written).
+    pub fn recover(&mut self, mut found: Recovered) -> Result<Recovered> {
+        let doing = "taking back the work of the node's last run";
+        found.leases += self.release_leases()?;
+        let (staged, contents) = crate::schema::discard_unpublished(&self.conn, &self.node).map_err(storage(doing))?;
+        found.staged += staged;
+        found.contents += contents;
+        Ok(found)
     }
 
     // ---- references ------------------------------------------------------
@@ -1111,8 +1131,8 @@ impl Writer {
         }
         let added = self
             .conn
-            .prepare_cached("INSERT INTO holds (message_id, holder) VALUES (?1, ?2) ON CONFLICT DO NOTHING")
-            .and_then(|mut s| s.execute(params![message.to_bytes(), holder]))
+            .prepare_cached("INSERT INTO holds (message_id, holder, node) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")
+            .and_then(|mut s| s.execute(params![message.to_bytes(), holder, self.node]))
             .map_err(storage(&doing))?;
         if added == 1 {
             self.conn
@@ -1376,55 +1396,8 @@ struct SuspendedEntry {
     resumable: bool,
 }
 
-/// What a fault message is made of.
-struct Fault<'a> {
-    original: MessageId,
-    suspended_id: i64,
-    subscriber: Option<&'a str>,
-    location: Option<&'a str>,
-    failure: &'a Failure,
-    attempts: u32,
-    resumable: bool,
-    now: Millis,
-}
-
 fn no_subscriber() -> Failure {
     Failure::new(stage::ROUTE, "message box", NO_SUBSCRIBER)
-}
-
-/// The context of a fault message: `fault.*` promoted (routable), then
-/// every property of the failed message with its type and value, demoted,
-/// and `fault.promoted` listing the keys that were promoted.
-fn fault_context(original: &Context, f: &Fault<'_>) -> Context {
-    let mut ctx = Context::new();
-    if let Some(port) = f.subscriber {
-        ctx.promote(FAULT_NS, "port", port);
-    }
-    if let Some(location) = f.location {
-        ctx.promote(FAULT_NS, "location", location);
-    }
-    ctx.promote(FAULT_NS, "stage", f.failure.stage.as_str());
-    ctx.promote(FAULT_NS, "component", f.failure.component.as_str());
-    ctx.promote(FAULT_NS, "error", f.failure.error.as_str());
-    if let Some(t) = &f.failure.transport {
-        ctx.promote(FAULT_NS, "transport", t.as_str());
-    }
-    let time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(f.now) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    ctx.promote(FAULT_NS, "time", time);
-    ctx.promote(FAULT_NS, "attempts", i64::from(f.attempts));
-    ctx.promote(FAULT_NS, "message_id", f.original.to_string());
-    ctx.promote(FAULT_NS, "suspended_id", f.suspended_id);
-    ctx.promote(FAULT_NS, "resumable", f.resumable);
-    let mut promoted = Vec::new();
-    for p in original.iter() {
-        if p.promoted {
-            promoted.push(p.key());
-        }
-        ctx.write(&p.namespace, &p.name, p.value.clone());
-    }
-    ctx.write(FAULT_NS, "promoted", promoted.join("\n"));
-    ctx
 }
 
 /// A bad record's failure as stored in `staged.reason`.

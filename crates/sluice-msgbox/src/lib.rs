@@ -3,7 +3,9 @@
 //! The box holds messages (context + parts), subscriptions, one queue entry per
 //! (message, matching subscriber), suspended messages, and reference counts.
 //! Backends: `sluice-msgbox-sqlite` (embedded, the default). Every backend runs
-//! the same [`conformance`] suite (feature `conformance`).
+//! the same [`conformance`] suite (feature `conformance`). Callers open a
+//! box through the factory (`sluice-store`, by URL) and use it only through
+//! [`MessageBox`], never a backend type.
 //!
 //! Architecture Invariant: only the message box commits. A caller may tell its
 //! source "done" (delete a file, answer 202, ack a broker) only after
@@ -36,7 +38,15 @@
 //! Content lives while any part refers to it. A fault message that matches
 //! no subscription is not stored (the suspended original is the record),
 //! and the failure of a fault message makes no further fault message (no
-//! loop while a fault handler is down).
+//! loop while a fault handler is down). The rules of its context live in
+//! [`fault`], for every backend.
+//!
+//! Architecture Invariant: work in progress belongs to a node. A handle is
+//! opened for one node (its id); the leases it takes, the holds it takes and
+//! the interchanges it stages carry that id, and [`MessageBox::recover`],
+//! [`MessageBox::release_leases`] and [`MessageBox::held_by`] see only that
+//! node's, so a node recovering from a crash never takes back the work of
+//! another node sharing the box.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -49,6 +59,7 @@ pub use sluice_model::{Context, Filter, MessageId};
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod fault;
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
@@ -415,6 +426,29 @@ pub enum BoxError {
 
 pub type Result<T, E = BoxError> = std::result::Result<T, E>;
 
+/// What [`MessageBox::recover`] took back of the node's previous run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Recovered {
+    /// Queue entries the node had leased, ready again now.
+    pub leases: u64,
+    /// Staged messages of interchanges the node never committed, discarded.
+    pub staged: u64,
+    /// Content the node wrote but never published, discarded.
+    pub contents: u64,
+}
+
+/// How many commits the box made for how many changes (group commit), for
+/// benchmarks; backends that do not count say `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CommitStats {
+    /// Changes (jobs) committed.
+    pub jobs: u64,
+    /// Transactions committed.
+    pub commits: u64,
+    /// Of those, synced to disk.
+    pub synced_commits: u64,
+}
+
 /// The message box. See the crate docs for the invariants every backend keeps.
 #[async_trait]
 pub trait MessageBox: Send + Sync {
@@ -442,7 +476,8 @@ pub trait MessageBox: Send + Sync {
     /// `counts().spool`, which is storage). The whole batch is checked first
     /// (duplicate ids, unfinished content): a refused batch writes nothing. Routing is
     /// decided here, against the subscriptions of the moment. Not durable on
-    /// its own: a node that restarts discards every uncommitted interchange.
+    /// its own: a node that restarts discards every interchange it left
+    /// uncommitted (see [`recover`](Self::recover)).
     /// Call it with batches, in record order.
     async fn stage(&self, interchange: MessageId, messages: Vec<StagedMessage>) -> Result<()>;
     /// Make every staged message of `interchange` visible in one durable
@@ -487,10 +522,18 @@ pub trait MessageBox: Send + Sync {
     /// Move a leased entry to the suspended list (the reference moves with
     /// it), recording the failed attempt, and publish its fault message.
     async fn suspend(&self, token: LeaseToken, failure: &Failure) -> Result<i64>;
-    /// Make every leased entry ready now (its tokens stop working). A node
-    /// that is the only user of the box calls this at start, to take back the
-    /// leases of its previous run without waiting for them to expire.
+    /// Make every entry leased by this handle's node ready now (its tokens
+    /// stop working). Entries leased by other nodes sharing the box keep
+    /// their leases.
     async fn release_leases(&self) -> Result<u64>;
+    /// Take back what this node's previous run left, before the node starts
+    /// work: its leases made ready now ([`release_leases`](Self::release_leases)),
+    /// its uncommitted interchanges and the content it wrote but never
+    /// published discarded (a backend may already have discarded those when
+    /// it opened for the node; they are then counted here). Other nodes'
+    /// work is left alone. Holds are released by their holders, which find
+    /// this node's with [`held_by`](Self::held_by).
+    async fn recover(&self) -> Result<Recovered>;
 
     /// Take a named reference on a message (e.g. an orchestration instance).
     /// Holding twice under one name is one reference. A staged message (of
@@ -498,7 +541,9 @@ pub trait MessageBox: Send + Sync {
     async fn hold(&self, message: MessageId, holder: &str) -> Result<()>;
     /// Drop a named reference; the last reference deletes the message.
     async fn release(&self, message: MessageId, holder: &str) -> Result<()>;
-    /// Messages held by `holder`, in id order, after `after`.
+    /// Messages held by `holder` through this node (holds its handles took),
+    /// in id order, after `after`.
+    /// Another node's holds under the same name are not listed.
     async fn held_by(&self, holder: &str, after: Option<MessageId>, limit: usize) -> Result<Vec<MessageId>>;
 
     /// Queue a suspended entry again: to its subscriber, or, for "no
@@ -537,6 +582,11 @@ pub trait MessageBox: Send + Sync {
     ) -> Result<Vec<TrackingEvent>>;
     /// Delete up to `limit` tracking events older than `before`; how many.
     async fn purge_tracking(&self, before: Millis, limit: usize) -> Result<u64>;
+
+    /// Commits made so far by this handle, where the backend counts them.
+    fn commit_stats(&self) -> Option<CommitStats> {
+        None
+    }
 
     /// Finish pending work and release the storage. Further calls fail with `Closed`.
     async fn close(&self) -> Result<()>;

@@ -270,3 +270,54 @@ fn published_without_a_node_waits_in_the_box_until_one_runs() {
     delivered_to_acme_and_recent(root.path(), &config, &id, &body);
     node.stop();
 }
+
+/// The box a configuration names: `store` (a relative path from the file's
+/// folder), or `SLUICE_STORE`, which wins over it; the node and the CLI open
+/// the same one. An unknown or unbuilt scheme is refused before anything runs.
+#[test]
+fn the_store_url_names_the_box_and_the_environment_wins() {
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(root.path(), "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("store = \"sqlite:boxes/main.sqlite\"\n{text}")).unwrap();
+    let log = root.path().join("node.log");
+    let mut node = Node::start(&config, &log);
+    node.stop();
+    assert!(root.path().join("boxes/main.sqlite").exists());
+    assert!(!root.path().join("data/msgbox.sqlite").exists());
+    assert!(
+        root.path().join("data/node-id").exists(),
+        "the node id is kept with the data"
+    );
+
+    let elsewhere = root.path().join("env.sqlite");
+    let url = format!("sqlite:{}", elsewhere.display());
+    let with_env = |url: &str| {
+        let mut c = sluice();
+        c.env("SLUICE_STORE", url);
+        c
+    };
+    let mut node = Node::start_with(with_env(&url), &config, &log);
+    node.stop();
+    assert!(elsewhere.exists(), "SLUICE_STORE wins over `store`");
+    let out = run(with_env(&url).args(["publish", "--config"]).arg(&config));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(with_env(&url).args(["status", "--json", "--config"]).arg(&config));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["spool"], 1, "published into the box SLUICE_STORE names");
+    assert_eq!(status_json(&config)["spool"], 0, "not into the one `store` names");
+
+    let out = run(with_env("mysql://db/sluice").args(["status", "--config"]).arg(&config));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("SLUICE_STORE") && err.contains("unknown scheme `mysql`") && err.contains("sqlite:"),
+        "{err}"
+    );
+    let out = run(with_env("postgres://postgres@127.0.0.1:5432/sluice")
+        .args(["serve", "--config"])
+        .arg(&config));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not built yet"), "{}", stderr(&out));
+}

@@ -1,0 +1,189 @@
+//! Leases: ack, nack, expiry, renewal, stale tokens, attempts.
+
+use super::*;
+
+pub async fn lease_ack_nack_and_expiry(h: &impl Harness) {
+    let clock = ManualClock::new(T0);
+    let b = h.open(clock.clone()).await;
+    b.subscribe(sub("s", "all")).await.unwrap();
+    let ids: Vec<MessageId> = {
+        let mut v = Vec::new();
+        for n in 0..5 {
+            let m = msg("x", n);
+            v.push(m.id);
+            b.publish(m).await.unwrap();
+        }
+        v
+    };
+    let first = b.lease("s", 2, 1000).await.unwrap();
+    assert_eq!(first.iter().map(|l| l.message_id).collect::<Vec<_>>(), ids[..2]);
+    assert_eq!(first[0].lease_until, T0 + 1000);
+    let rest = b.lease("s", 10, 1000).await.unwrap();
+    assert_eq!(rest.iter().map(|l| l.message_id).collect::<Vec<_>>(), ids[2..]);
+    assert!(
+        b.lease("s", 10, 1000).await.unwrap().is_empty(),
+        "leased entries are not handed out twice"
+    );
+    b.ack(first[0].token).await.unwrap();
+    b.nack(first[1].token, T0 + 500, &fail("try later")).await.unwrap();
+    assert!(
+        b.lease("s", 10, 1000).await.unwrap().is_empty(),
+        "a nacked entry waits for its retry time"
+    );
+    clock.advance(500);
+    let again = b.lease("s", 10, 1000).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].message_id, again[0].attempt), (ids[1], 2));
+    let info = b.message(ids[1]).await.unwrap().unwrap();
+    assert_eq!(info.queue[0].last_error.as_deref(), Some("try later"));
+    clock.advance(500); // T0+1000: the leases from `rest` expire
+    let expired = b.lease("s", 10, 1000).await.unwrap();
+    assert_eq!(expired.iter().map(|l| l.message_id).collect::<Vec<_>>(), ids[2..]);
+    assert!(expired.iter().all(|l| l.attempt == 2));
+    for l in again.iter().chain(&expired) {
+        b.ack(l.token).await.unwrap();
+    }
+    let c = b.counts().await.unwrap();
+    assert_eq!(
+        (c.spool, c.queued.get("s").copied().unwrap_or(0), c.content_bytes),
+        (0, 0, 0)
+    );
+    b.close().await.unwrap();
+}
+
+pub async fn stale_tokens_are_refused(h: &impl Harness) {
+    let clock = ManualClock::new(T0);
+    let b = h.open(clock.clone()).await;
+    b.subscribe(sub("s", "all")).await.unwrap();
+    b.publish(msg("x", 1)).await.unwrap();
+    let old = b.lease("s", 1, 100).await.unwrap().remove(0);
+    clock.advance(100);
+    let new = b.lease("s", 1, 100).await.unwrap().remove(0);
+    assert_eq!(old.token.entry, new.token.entry);
+    assert!(matches!(b.ack(old.token).await, Err(BoxError::LeaseLost { .. })));
+    assert!(matches!(
+        b.nack(old.token, T0, &fail("x")).await,
+        Err(BoxError::LeaseLost { .. })
+    ));
+    b.nack(new.token, T0, &fail("x")).await.unwrap();
+    assert!(
+        matches!(b.ack(new.token).await, Err(BoxError::LeaseLost { .. })),
+        "nack gives the lease up"
+    );
+    let third = b.lease("s", 1, 100).await.unwrap().remove(0);
+    // An expired lease nobody took over can still be acknowledged.
+    clock.advance(1000);
+    b.ack(third.token).await.unwrap();
+    assert!(matches!(b.ack(third.token).await, Err(BoxError::LeaseLost { .. })));
+    assert_eq!(b.counts().await.unwrap().spool, 0);
+    b.close().await.unwrap();
+}
+
+pub async fn release_leases_makes_entries_ready(h: &impl Harness) {
+    let b = h.open(ManualClock::new(T0)).await;
+    b.subscribe(sub("s", "all")).await.unwrap();
+    b.publish(msg("x", 1)).await.unwrap();
+    b.publish(msg("x", 2)).await.unwrap();
+    let first = b.lease("s", 1, 60_000).await.unwrap().remove(0);
+    assert_eq!(b.release_leases().await.unwrap(), 1);
+    assert!(matches!(b.ack(first.token).await, Err(BoxError::LeaseLost { .. })));
+    let again = b.lease("s", 10, 60_000).await.unwrap();
+    assert_eq!(again.len(), 2);
+    assert_eq!((again[0].message_id, again[0].attempt), (first.message_id, 2));
+    b.close().await.unwrap();
+}
+
+pub async fn renew_keeps_a_lease(h: &impl Harness) {
+    let clock = ManualClock::new(T0);
+    let b = h.open(clock.clone()).await;
+    b.subscribe(sub("s", "all")).await.unwrap();
+    b.publish(msg("x", 1)).await.unwrap();
+    let l = b.lease("s", 1, 100).await.unwrap().remove(0);
+    clock.advance(90);
+    assert_eq!(b.renew(l.token, 100).await.unwrap(), T0 + 190);
+    clock.advance(90); // past the first expiry, before the renewed one
+    assert!(
+        b.lease("s", 1, 100).await.unwrap().is_empty(),
+        "a renewed lease is not handed out again"
+    );
+    clock.advance(20);
+    let again = b.lease("s", 1, 100).await.unwrap().remove(0);
+    assert!(
+        matches!(b.renew(l.token, 100).await, Err(BoxError::LeaseLost { .. })),
+        "a lost lease cannot be renewed"
+    );
+    b.nack(again.token, T0, &fail("x")).await.unwrap();
+    assert!(matches!(
+        b.renew(again.token, 100).await,
+        Err(BoxError::LeaseLost { .. })
+    ));
+    b.close().await.unwrap();
+}
+
+pub async fn attempts_are_recorded_and_can_skip_forward(h: &impl Harness) {
+    let clock = ManualClock::new(T0);
+    let b = h.open(clock.clone()).await;
+    b.subscribe(sub("deliver", r#"t.kind == "x""#)).await.unwrap();
+    let m = msg("x", 1);
+    b.publish(m.clone()).await.unwrap();
+    let l = lease_one(&*b, "deliver").await;
+    b.nack(l.token, T0, &fail("first").by_transport("primary"))
+        .await
+        .unwrap();
+    clock.advance(1000);
+    let l = lease_one(&*b, "deliver").await;
+    assert_eq!(l.attempt, 2);
+    // Give up on the primary: the next lease is attempt 5.
+    b.nack_to_attempt(l.token, T0 + 1000, &fail("second").by_transport("primary"), 5)
+        .await
+        .unwrap();
+    let l = lease_one(&*b, "deliver").await;
+    assert_eq!(l.attempt, 5, "the attempt count skipped forward");
+    // Backwards is ignored.
+    b.nack_to_attempt(l.token, T0 + 1000, &fail("third").by_transport("backup"), 2)
+        .await
+        .unwrap();
+    clock.advance(500);
+    let l = lease_one(&*b, "deliver").await;
+    assert_eq!(l.attempt, 6);
+    let sid = b
+        .suspend(l.token, &fail("fourth").by_transport("backup"))
+        .await
+        .unwrap();
+    let s = b.suspended(sid).await.unwrap().expect("suspended");
+    let history: Vec<(u32, Millis, Option<&str>, &str)> = s
+        .history
+        .iter()
+        .map(|a| (a.attempt, a.at, a.transport.as_deref(), a.error.as_str()))
+        .collect();
+    assert_eq!(
+        history,
+        vec![
+            (1, T0, Some("primary"), "first"),
+            (2, T0 + 1000, Some("primary"), "second"),
+            (3, T0 + 1000, Some("backup"), "third"),
+            (4, T0 + 1500, Some("backup"), "fourth"),
+        ],
+        "attempts made, numbered 1, 2, 3... (positions 3 and 4 were skipped)"
+    );
+    assert_eq!((s.attempts, s.transport.as_deref()), (4, Some("backup")));
+    // Resumed and delivered: the history goes with the entry.
+    b.resume(sid).await.unwrap();
+    let l = lease_one(&*b, "deliver").await;
+    assert_eq!(
+        (l.message_id, l.attempt),
+        (m.id, 1),
+        "a resumed entry starts its attempts again"
+    );
+    b.ack(l.token).await.unwrap();
+    assert_eq!(b.counts().await.unwrap().spool, 0);
+    // A stale token cannot record an attempt.
+    b.publish(msg("x", 2)).await.unwrap();
+    let l = lease_one(&*b, "deliver").await;
+    b.nack(l.token, T0, &fail("x")).await.unwrap();
+    assert!(matches!(
+        b.nack_to_attempt(l.token, T0, &fail("y"), 9).await,
+        Err(BoxError::LeaseLost { .. })
+    ));
+    b.close().await.unwrap();
+}
