@@ -552,6 +552,13 @@ impl Config {
                     ));
                 }
                 b.adapter.resolve_paths(base);
+                claims
+                    .take(
+                        &format!("send port `{name}` (backup)"),
+                        &format!("{key}.backup"),
+                        b.adapter.resources(),
+                    )
+                    .map_err(|(k, m)| invalid(k, m))?;
                 b.adapter
                     .build()
                     .map_err(|e| invalid(format!("{key}.backup.adapter"), e.to_string()))?;

@@ -19,7 +19,9 @@
 //! corrupt gzip...) or that the receive pipeline refuses; 401 missing or
 //! wrong credentials; 404 another path; 405 another method; 408 a client
 //! that stops sending for `idle_timeout`; 413 a body over `max_body` or
-//! decoding to more than `max_decoded`; 503 the box cannot store it now
+//! decoding to more than `max_decoded`, or a zstd frame asking for a window
+//! over 2^23 (decoding is the pipeline's decode stage, `support::codec`,
+//! which refuses such a frame before allocating its window); 503 the box cannot store it now
 //! (retry). Nothing is published unless the whole body arrived.
 //!
 //! `mode = "request-response"`: each request is published with `reply.to =
