@@ -187,7 +187,7 @@ macro_rules! adapters {
         impl $config {
             /// Its `type`.
             pub fn kind(&self) -> &'static str {
-                match self { $( $(#[$m])* Self::$name(_) => stringify!($name), )* }
+                match *self { $( $(#[$m])* Self::$name(_) => stringify!($name), )* }
             }
             /// Every `type` compiled in.
             #[allow(clippy::vec_init_then_push)]
@@ -198,14 +198,14 @@ macro_rules! adapters {
                 v
             }
             pub fn adapter(&self) -> &dyn $adapter {
-                match self { $( $(#[$m])* Self::$name(c) => &**c, )* }
+                match *self { $( $(#[$m])* Self::$name(ref c) => &**c, )* }
             }
             pub fn adapter_mut(&mut self) -> &mut dyn $adapter {
-                match self { $( $(#[$m])* Self::$name(c) => &mut **c, )* }
+                match *self { $( $(#[$m])* Self::$name(ref mut c) => &mut **c, )* }
             }
             /// The adapter's own config struct, if it is a `T`.
             pub fn downcast_ref<T: 'static>(&self) -> Option<&T> {
-                match self { $( $(#[$m])* Self::$name(c) => (&**c as &dyn std::any::Any).downcast_ref(), )* }
+                match *self { $( $(#[$m])* Self::$name(ref c) => (&**c as &dyn std::any::Any).downcast_ref(), )* }
             }
         }
 
