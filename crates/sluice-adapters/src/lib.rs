@@ -2,12 +2,18 @@
 //!
 //! Every adapter follows one pattern, like Vector's sources and sinks:
 //!
-//! 1. a **config struct** (serde, `deny_unknown_fields`), one variant of
+//! 1. a **config struct** (serde, `deny_unknown_fields`) implementing
+//!    [`ReceiveAdapter`] or [`SendAdapter`], registered by one line in the
+//!    `adapters!` invocation below, which makes it a variant of
 //!    [`ReceiveAdapterConfig`] or [`SendAdapterConfig`] chosen by `type`;
 //! 2. **`build()`**, which validates the config and returns a [`Source`] or a
 //!    [`Transmitter`];
 //! 3. a **running task**: the host calls [`Source::run`] with a
 //!    [`ReceiveContext`], or [`Transmitter::transmit`] once per message.
+//!
+//! Shared helpers (TLS, secrets, file names, decoding) are in [`support`];
+//! the compliance kit every adapter's tests run is `kit` (feature `kit`).
+//! The contract is `docs/adapters.md`.
 //!
 //! Adapters know nothing of the message box. A source hands each inbound body
 //! to its [`Publisher`], acknowledges its peer only when that returns `Ok`,
@@ -22,15 +28,20 @@
 //! `Ok` (the message is durable); on any error it leaves the source in place,
 //! or restores it, so it is retried.
 
+#[cfg(feature = "file")]
 pub mod file;
+#[cfg(feature = "http")]
 pub mod http;
+#[cfg(any(test, feature = "kit"))]
+pub mod kit;
 pub mod macros;
+mod registry;
+pub mod support;
 
-use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde::Deserialize;
+pub use registry::{Claim, Exchange, ReceiveAdapter, Resource, SendAdapter};
 use sluice_model::{Context, MessageId};
 pub use sluice_pipeline::Body;
 pub use tokio_util::sync::CancellationToken;
@@ -295,84 +306,15 @@ pub fn reply_subscriber(location: &str) -> String {
     format!("reply:{location}")
 }
 
-/// The receive adapters, chosen by `type`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum ReceiveAdapterConfig {
-    File(file::FileReceiveConfig),
-    Http(Box<http::HttpReceiveConfig>),
-}
-
-impl ReceiveAdapterConfig {
-    /// Resolve relative paths against the configuration file's folder.
-    pub fn resolve_paths(&mut self, base: &Path) {
-        match self {
-            ReceiveAdapterConfig::File(c) => c.resolve_paths(base),
-            ReceiveAdapterConfig::Http(c) => c.resolve_paths(base),
-        }
+// The adapters: one line each. A new adapter adds its module above (behind
+// its feature) and its line here; see docs/adapters.md.
+registry::adapters! {
+    receive {
+        #[cfg(feature = "file")] file => file::FileReceiveConfig,
+        #[cfg(feature = "http")] http => http::HttpReceiveConfig,
     }
-    pub fn build(&self) -> Result<Box<dyn Source>, AdapterError> {
-        match self {
-            ReceiveAdapterConfig::File(c) => Ok(Box::new(c.build()?)),
-            ReceiveAdapterConfig::Http(c) => Ok(Box::new(c.build()?)),
-        }
-    }
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ReceiveAdapterConfig::File(_) => "file",
-            ReceiveAdapterConfig::Http(_) => "http",
-        }
-    }
-    /// Request-response: how long a response abandoned by its client stays
-    /// suspended before the node terminates it.
-    pub fn abandoned_keep(&self) -> Option<std::time::Duration> {
-        match self {
-            ReceiveAdapterConfig::Http(c) if c.mode == http::ReceiveMode::RequestResponse => Some(c.abandoned_keep),
-            _ => None,
-        }
-    }
-    /// Whether the location waits for a response to each request
-    /// (request-response): the host then subscribes [`reply_subscriber`].
-    pub fn request_response(&self) -> bool {
-        match self {
-            ReceiveAdapterConfig::File(_) => false,
-            ReceiveAdapterConfig::Http(c) => c.mode == http::ReceiveMode::RequestResponse,
-        }
-    }
-}
-
-/// The send adapters, chosen by `type`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum SendAdapterConfig {
-    File(file::FileSendConfig),
-    Http(http::HttpSendConfig),
-}
-
-impl SendAdapterConfig {
-    pub fn resolve_paths(&mut self, base: &Path) {
-        match self {
-            SendAdapterConfig::File(c) => c.resolve_paths(base),
-            SendAdapterConfig::Http(c) => c.resolve_paths(base),
-        }
-    }
-    /// Whether the port publishes its peer's answer (solicit-response).
-    pub fn solicit_response(&self) -> bool {
-        match self {
-            SendAdapterConfig::File(_) => false,
-            SendAdapterConfig::Http(c) => c.mode == http::SendMode::SolicitResponse,
-        }
-    }
-    pub fn build(&self) -> Result<Arc<dyn Transmitter>, AdapterError> {
-        match self {
-            SendAdapterConfig::File(c) => Ok(Arc::new(c.build()?)),
-            SendAdapterConfig::Http(c) => Ok(Arc::new(c.build()?)),
-        }
-    }
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SendAdapterConfig::File(_) => "file",
-            SendAdapterConfig::Http(_) => "http",
-        }
+    send {
+        #[cfg(feature = "file")] file => file::FileSendConfig,
+        #[cfg(feature = "http")] http => http::HttpSendConfig,
     }
 }

@@ -135,17 +135,7 @@ impl Template {
     }
 
     fn check_file_name(source: &str, out: String) -> Result<String, String> {
-        if out.is_empty() || out == "." || out == ".." || out.contains(['/', '\\', '\0']) {
-            return Err(format!(
-                "`{source}` gives `{}`, which is not a plain file name",
-                out.escape_debug()
-            ));
-        }
-        if out.starts_with(".sluice-") {
-            return Err(format!(
-                "`{source}` gives `{out}`; names starting with .sluice- are Sluice's own"
-            ));
-        }
+        crate::support::plain_file_name(&out).map_err(|why| format!("`{source}` gives {why}"))?;
         Ok(out)
     }
 }

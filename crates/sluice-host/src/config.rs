@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use sluice_adapters::{ReceiveAdapterConfig, SendAdapterConfig};
+use sluice_adapters::{Claim, Exchange, ReceiveAdapterConfig, SendAdapterConfig};
 use sluice_model::Filter;
 use sluice_pipeline::{ByteSize, ReceivePipelineConfig, SendPipelineConfig};
 
@@ -527,20 +527,12 @@ impl Config {
             }
         };
         let mut locations: HashMap<String, String> = HashMap::new();
-        let mut listening: HashMap<std::net::SocketAddr, String> = HashMap::new();
+        let mut claims = Claims::default();
         for (port, pc) in &mut config.receive_ports {
             check_name(port).map_err(|m| invalid(format!("receive_ports.{port}"), m))?;
             for (name, lc) in &mut pc.locations {
                 let key = format!("receive_ports.{port}.locations.{name}");
                 check_name(name).map_err(|m| invalid(key.clone(), m))?;
-                if let sluice_adapters::ReceiveAdapterConfig::Http(h) = &lc.adapter
-                    && let Some(other) = listening.insert(h.address, name.clone())
-                {
-                    return Err(invalid(
-                        format!("{key}.adapter.address"),
-                        format!("{} is also the address of receive location `{other}`", h.address),
-                    ));
-                }
                 if let Some(other) = locations.insert(name.clone(), port.clone()) {
                     return Err(invalid(
                         key,
@@ -551,7 +543,7 @@ impl Config {
                 lc.pipeline
                     .validate()
                     .map_err(|m| invalid(format!("{key}.pipeline"), m))?;
-                if lc.adapter.request_response() && lc.pipeline.disassemble.is_some() {
+                if lc.adapter.exchange() == Exchange::RequestResponse && lc.pipeline.disassemble.is_some() {
                     return Err(invalid(
                         format!("{key}.pipeline.disassemble"),
                         "a request-response location answers each request with one response; it cannot split \
@@ -560,6 +552,9 @@ impl Config {
                     ));
                 }
                 lc.adapter.resolve_paths(base);
+                claims
+                    .take(&format!("receive location `{name}`"), &key, lc.adapter.resources())
+                    .map_err(|(k, m)| invalid(k, m))?;
                 lc.adapter
                     .build()
                     .map_err(|e| invalid(format!("{key}.adapter"), e.to_string()))?;
@@ -593,7 +588,7 @@ impl Config {
             sp.pipeline
                 .validate()
                 .map_err(|m| invalid(format!("{key}.pipeline"), m))?;
-            if sp.adapter.solicit_response() && sp.pipeline.assemble.is_some() {
+            if sp.adapter.exchange() == Exchange::SolicitResponse && sp.pipeline.assemble.is_some() {
                 return Err(invalid(
                     format!("{key}.pipeline.assemble"),
                     "a solicit-response port answers each request with one response; it cannot send batches".into(),
@@ -609,6 +604,9 @@ impl Config {
                 ));
             }
             sp.adapter.resolve_paths(base);
+            claims
+                .take(&format!("send port `{name}`"), &key, sp.adapter.resources())
+                .map_err(|(k, m)| invalid(k, m))?;
             sp.adapter
                 .build()
                 .map_err(|e| invalid(format!("{key}.adapter"), e.to_string()))?;
@@ -616,7 +614,9 @@ impl Config {
                 b.retry
                     .check()
                     .map_err(|(k, m)| invalid(format!("{key}.backup.retry.{k}"), m))?;
-                if b.adapter.solicit_response() != sp.adapter.solicit_response() {
+                if (b.adapter.exchange() == Exchange::SolicitResponse)
+                    != (sp.adapter.exchange() == Exchange::SolicitResponse)
+                {
                     return Err(invalid(
                         format!("{key}.backup.adapter"),
                         "must be solicit-response exactly when the primary adapter is".into(),
@@ -629,12 +629,49 @@ impl Config {
                     ));
                 }
                 b.adapter.resolve_paths(base);
+                claims
+                    .take(
+                        &format!("send port `{name}` (backup)"),
+                        &format!("{key}.backup"),
+                        b.adapter.resources(),
+                    )
+                    .map_err(|(k, m)| invalid(k, m))?;
                 b.adapter
                     .build()
                     .map_err(|e| invalid(format!("{key}.backup.adapter"), e.to_string()))?;
             }
         }
         Ok(config)
+    }
+}
+
+/// What the locations and ports claim (addresses, folders...), so two
+/// cannot take the same exclusive resource, whatever their adapter.
+#[derive(Default)]
+struct Claims {
+    /// (owner, key of the claim, claim).
+    taken: Vec<(String, String, Claim)>,
+}
+
+impl Claims {
+    /// Take `claims` for `owner` (whose table is `key`); the error is
+    /// (key, message), naming both.
+    fn take(&mut self, owner: &str, key: &str, claims: Vec<Claim>) -> Result<(), (String, String)> {
+        for claim in claims {
+            let claim_key = format!("{key}.adapter.{}", claim.key);
+            if let Some((other, other_key, _)) = self.taken.iter().find(|(_, _, c)| c.conflicts_with(&claim)) {
+                return Err((
+                    claim_key,
+                    format!(
+                        "{} is also the {} of {other} (`{other_key}`); two cannot share it",
+                        claim.resource,
+                        claim.resource.noun()
+                    ),
+                ));
+            }
+            self.taken.push((owner.to_string(), claim_key, claim));
+        }
+        Ok(())
     }
 }
 
@@ -702,12 +739,12 @@ retry = { count = 5, interval = "30s" }
         let c = load(GOOD).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/etc/sluice/data"));
         let loc = &c.receive_ports["in"].locations["in-folder"];
-        let ReceiveAdapterConfig::File(f) = &loc.adapter else {
+        let Some(f) = loc.adapter.downcast_ref::<sluice_adapters::file::FileReceiveConfig>() else {
             panic!("a file receive location")
         };
         assert_eq!(f.path, PathBuf::from("/etc/sluice/in"));
         let out = &c.send_ports["out"];
-        let SendAdapterConfig::File(f) = &out.adapter else {
+        let Some(f) = out.adapter.downcast_ref::<sluice_adapters::file::FileSendConfig>() else {
             panic!("a file send port")
         };
         assert_eq!(f.path, PathBuf::from("/srv/out"));
@@ -786,7 +823,7 @@ retry = { count = 5, interval = "30s" }
         ))
         .unwrap();
         let b = c.send_ports["out"].backup.as_ref().expect("backup");
-        let SendAdapterConfig::File(f) = &b.adapter else {
+        let Some(f) = b.adapter.downcast_ref::<sluice_adapters::file::FileSendConfig>() else {
             panic!("a file backup")
         };
         assert_eq!((f.path.as_path(), b.retry.count), (Path::new("/etc/sluice/spare"), 1));
@@ -856,7 +893,10 @@ adapter = { type = "http", url = "http://127.0.0.1:2/", mode = "solicit-response
         );
         let rr = rr.replace(", tls_ca = \"ca.pem\"", "");
         let c = load(&rr).unwrap();
-        assert!(c.receive_ports["web"].locations["relay"].adapter.request_response());
+        assert_eq!(
+            c.receive_ports["web"].locations["relay"].adapter.exchange(),
+            Exchange::RequestResponse
+        );
         let e = load(&rr.replace("response_timeout = \"2s\"", "response_timeout = \"0s\""))
             .unwrap_err()
             .to_string();
@@ -929,6 +969,46 @@ adapter = { type = "http", url = "http://127.0.0.1:2/", mode = "solicit-response
         .unwrap_err()
         .to_string();
         assert!(e.contains("must be unique"), "{e}");
+    }
+
+    #[test]
+    fn two_file_locations_cannot_watch_one_folder() {
+        let two =
+            format!("{GOOD}\n[receive_ports.in.locations.other]\nadapter = {{ type = \"file\", path = \"./in/\" }}\n");
+        let e = load(&two).unwrap_err().to_string();
+        assert!(
+            e.contains("`receive_ports.in.locations.other.adapter.path`")
+                && e.contains("/etc/sluice/./in/ is also the folder of receive location `in-folder`")
+                && e.contains("receive_ports.in.locations.in-folder.adapter.path"),
+            "{e}"
+        );
+        // Send ports may share a folder (or write where a location reads).
+        let shared = format!(
+            "{GOOD}\n[send_ports.copy]\nfilter = 'receive.port == \"in\"'\nadapter = {{ type = \"file\", path = \"/srv/out\" }}\n"
+        );
+        load(&shared).unwrap();
+        // Port 0 is any free port: never a collision.
+        let any = format!(
+            "{GOOD}\n[receive_ports.web.locations.a]\nadapter = {{ type = \"http\", address = \"127.0.0.1:0\" }}\n\
+             [receive_ports.web.locations.b]\nadapter = {{ type = \"http\", address = \"127.0.0.1:0\" }}\n"
+        );
+        load(&any).unwrap();
+        let wild = format!(
+            "{GOOD}\n[receive_ports.web.locations.a]\nadapter = {{ type = \"http\", address = \"0.0.0.0:8480\" }}\n\
+             [receive_ports.web.locations.b]\nadapter = {{ type = \"http\", address = \"127.0.0.1:8480\" }}\n"
+        );
+        let e = load(&wild).unwrap_err().to_string();
+        assert!(e.contains("is also the address of receive location `a`"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_adapter_type_lists_the_known_ones() {
+        let e = load(&GOOD.replace("type = \"file\", path = \"in\"", "type = \"ftp\", path = \"in\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown variant `ftp`, expected `file` or `http`"), "{e}");
+        assert_eq!(ReceiveAdapterConfig::kinds(), ["file", "http"]);
+        assert_eq!(SendAdapterConfig::kinds(), ["file", "http"]);
     }
 
     #[test]

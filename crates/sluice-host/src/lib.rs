@@ -128,7 +128,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Ho
     let _lock = lock_data_dir(&config.data_dir)?;
     // A server must not run out of file descriptors at 1024; HTTP locations
     // keep a reserve of them for the box and the other adapters.
-    if let Some(limit) = sluice_adapters::http::raise_fd_limit() {
+    if let Some(limit) = sluice_adapters::support::raise_fd_limit() {
         tracing::debug!(open_files_limit = limit, "file descriptor limit");
     }
     // Bind the metrics endpoint first: a taken address stops the start
@@ -545,7 +545,7 @@ fn reply_subscribers(config: &Config) -> Vec<String> {
         .receive_ports
         .values()
         .flat_map(|p| p.locations.iter())
-        .filter(|(_, lc)| lc.enabled && lc.adapter.request_response())
+        .filter(|(_, lc)| lc.enabled && lc.adapter.exchange() == sluice_adapters::Exchange::RequestResponse)
         .map(|(name, _)| sluice_adapters::reply_subscriber(name))
         .collect()
 }

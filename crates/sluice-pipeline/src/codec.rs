@@ -55,11 +55,18 @@ struct Decoded {
 
 impl Decoded {
     fn error(&self, message: String) -> io::Error {
-        io::Error::other(PipelineError {
-            stage: "decode",
-            component: self.component.to_string(),
-            message,
-        })
+        self.error_of(io::ErrorKind::Other, message)
+    }
+
+    fn error_of(&self, kind: io::ErrorKind, message: String) -> io::Error {
+        io::Error::new(
+            kind,
+            PipelineError {
+                stage: "decode",
+                component: self.component.to_string(),
+                message,
+            },
+        )
     }
 }
 
@@ -67,7 +74,7 @@ impl AsyncRead for Decoded {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if let Some((kind, stage, msg)) = &self.failed {
             return Poll::Ready(Err(match stage {
-                Some(p) => io::Error::other(p.clone()),
+                Some(p) => io::Error::new(*kind, p.clone()),
                 None => io::Error::new(*kind, msg.clone()),
             }));
         }
@@ -104,27 +111,48 @@ impl Decoded {
             }
             Poll::Ready(Err(e)) if self.input_failed.load(Ordering::Relaxed) => Poll::Ready(Err(e)),
             Poll::Ready(Err(e)) => {
-                let what = if e.kind() == io::ErrorKind::UnexpectedEof {
-                    "the compressed stream is truncated".to_string()
+                let (kind, what) = if e.kind() == io::ErrorKind::UnexpectedEof {
+                    (io::ErrorKind::Other, "the compressed stream is truncated".to_string())
                 } else if e.to_string().contains("too much memory") {
-                    "the stream needs a larger window than allowed (raise window_log_max if it is expected)".to_string()
+                    (
+                        WINDOW_REFUSED,
+                        "the stream needs a larger window than allowed (raise window_log_max if it is expected)"
+                            .to_string(),
+                    )
                 } else {
-                    format!("the compressed stream is corrupt: {e}")
+                    (io::ErrorKind::Other, format!("the compressed stream is corrupt: {e}"))
                 };
                 let msg = format!(
                     "{what} (at input byte {}, after {} decoded bytes)",
                     self.input.load(Ordering::Relaxed),
                     self.output
                 );
-                Poll::Ready(Err(self.error(msg)))
+                Poll::Ready(Err(self.error_of(kind, msg)))
             }
             Poll::Pending => Poll::Pending,
         }
     }
 }
 
-/// Wrap `body` in a decoder.
-pub(crate) fn decoder(cfg: &DecodeConfig, body: Body) -> Body {
+/// The kind of the error a decoder returns when a frame asks for more
+/// window (memory) than `window_log_max` allows.
+const WINDOW_REFUSED: io::ErrorKind = io::ErrorKind::OutOfMemory;
+
+/// Whether a [`decoder`]'s error is a frame refused because it asks for a
+/// window above `window_log_max` (before the decoder allocated it), rather
+/// than corrupt or truncated input.
+pub fn is_window_refusal(e: &io::Error) -> bool {
+    e.kind() == WINDOW_REFUSED && e.get_ref().is_some_and(|inner| inner.is::<PipelineError>())
+}
+
+/// Wrap `body` in a decoder: the decode stage's own construction (gzip
+/// members and zstd frames concatenated are one stream; zstd frames may not
+/// ask for a window above `window_log_max`), output capped at `max_size`,
+/// errors naming stage `decode`, the component and the input position, an
+/// error of `body` itself passed on as it is. Used by the receive pipeline
+/// and by adapters that decode a transport's own encoding (HTTP
+/// `Content-Encoding`).
+pub fn decoder(cfg: &DecodeConfig, body: Body) -> Body {
     let read = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicBool::new(false));
     let input = BufReader::with_capacity(
@@ -233,6 +261,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.to_string().contains("larger window than allowed"), "{e}");
+        assert!(is_window_refusal(&e), "{e:?}");
         let normal = DecodeConfig::Zstd(ZstdDecodeConfig {
             max_size: ByteSize(u64::MAX),
             window_log_max: 23,

@@ -91,8 +91,13 @@ impl<'de> Deserialize<'de> for ByteSize {
 fn default_max_decoded() -> ByteSize {
     ByteSize(1 << 30)
 }
+/// The largest zstd window a frame may ask for by default, as a power of
+/// two: 2^23 = 8 MiB (enough for every standard level; `zstd --long` needs
+/// 27). The library's own default would be 2^27.
+pub const DEFAULT_WINDOW_LOG_MAX: u32 = 23;
+
 fn default_window_log_max() -> u32 {
-    23
+    DEFAULT_WINDOW_LOG_MAX
 }
 
 /// `type = "gzip"` decoder. Concatenated gzip members are read as one stream.

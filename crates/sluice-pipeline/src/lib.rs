@@ -35,10 +35,11 @@ use sluice_model::Context;
 use tokio::io::AsyncRead;
 
 pub use crate::assemble::{AssembleConfig, JsonAssembleConfig, XmlAssembleConfig};
+pub use crate::codec::{decoder, is_window_refusal};
 pub use crate::config::{
-    ByteSize, CsvDisassembleConfig, DecodeConfig, DisassembleConfig, EncodeConfig, GzipDecodeConfig, GzipEncodeConfig,
-    JsonDisassembleConfig, LinesDisassembleConfig, ReceivePipelineConfig, SendPipelineConfig, ValidateConfig,
-    XmlDisassembleConfig, ZstdDecodeConfig, ZstdEncodeConfig,
+    ByteSize, CsvDisassembleConfig, DEFAULT_WINDOW_LOG_MAX, DecodeConfig, DisassembleConfig, EncodeConfig,
+    GzipDecodeConfig, GzipEncodeConfig, JsonDisassembleConfig, LinesDisassembleConfig, ReceivePipelineConfig,
+    SendPipelineConfig, ValidateConfig, XmlDisassembleConfig, ZstdDecodeConfig, ZstdEncodeConfig,
 };
 use crate::disassemble::{BadRecord, Record, RecordSink, SplitError, Stopped};
 

@@ -9,18 +9,49 @@ mod receive;
 mod send;
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub use crate::macros::Template as FileNameTemplate;
 pub use receive::{FileReceiveConfig, FileReceiver};
 pub use send::{FileSendConfig, FileTransmitter};
 
+/// The properties a FILE receive location promotes (namespace, name),
+/// besides those of every location ([`crate::ReceiveContext::base_context`]);
+/// `file.modified` is written, not promoted.
+pub const PROMOTES: &[(&str, &str)] = &[("file", "name"), ("file", "path"), ("file", "size")];
+
+impl crate::ReceiveAdapter for FileReceiveConfig {
+    fn resolve_paths(&mut self, base: &Path) {
+        FileReceiveConfig::resolve_paths(self, base);
+    }
+    fn build(&self) -> Result<Box<dyn crate::Source>, crate::AdapterError> {
+        Ok(Box::new(FileReceiveConfig::build(self)?))
+    }
+    /// The folder: two locations must not take files from the same one.
+    fn resources(&self) -> Vec<crate::Claim> {
+        vec![crate::Claim::exclusive(
+            "path",
+            crate::Resource::Folder(self.path.clone()),
+        )]
+    }
+}
+
+impl crate::SendAdapter for FileSendConfig {
+    fn resolve_paths(&mut self, base: &Path) {
+        FileSendConfig::resolve_paths(self, base);
+    }
+    fn build(&self) -> Result<std::sync::Arc<dyn crate::Transmitter>, crate::AdapterError> {
+        Ok(std::sync::Arc::new(FileSendConfig::build(self)?))
+    }
+    fn resources(&self) -> Vec<crate::Claim> {
+        vec![crate::Claim::shared("path", crate::Resource::Folder(self.path.clone()))]
+    }
+}
+
 pub(crate) const CLAIM_PREFIX: &str = ".sluice-claim.";
 pub(crate) const TMP_PREFIX: &str = ".sluice-tmp.";
 
-pub(crate) fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
-}
+pub(crate) use crate::support::resolve;
 
 /// Rename `from` to `to`, failing with `AlreadyExists` rather than replacing
 /// a file that is there. Uses `renameat2(RENAME_NOREPLACE)` (atomic); on a
@@ -102,5 +133,63 @@ mod tests {
         rename_no_replace(&a, &b).unwrap();
         assert!(!a.exists());
         assert_eq!(std::fs::read(&b).unwrap(), b"a");
+    }
+}
+
+/// The compliance kit, run over a FILE receive location.
+#[cfg(test)]
+mod compliance {
+    use async_trait::async_trait;
+
+    use crate::kit::{self, SourceHarness};
+    use crate::{ReceiveAdapter, Source};
+
+    struct Folder(tempfile::TempDir);
+
+    #[async_trait]
+    impl SourceHarness for Folder {
+        fn source(&self) -> Box<dyn Source> {
+            let text = format!(
+                "path = '{}'\nsettle = '0s'\npoll_interval = '20ms'\nretry_after = '50ms'",
+                self.0.path().display()
+            );
+            let config: super::FileReceiveConfig = toml::from_str(&text).expect("config");
+            ReceiveAdapter::build(&config).expect("build")
+        }
+        async fn offer(&self, body: &[u8]) {
+            // Written aside, then moved in whole, as producers should.
+            let aside = self.0.path().join(".kit.part");
+            std::fs::write(&aside, body).expect("write");
+            std::fs::rename(&aside, self.0.path().join("kit.txt")).expect("rename");
+        }
+        async fn acknowledged(&self) -> bool {
+            std::fs::read_dir(self.0.path())
+                .map(|d| d.count() == 0)
+                .unwrap_or(false)
+        }
+        async fn kept(&self) -> bool {
+            self.0.path().join("kit.txt").exists()
+        }
+        fn peer_retries(&self) -> bool {
+            false
+        }
+        fn promotes(&self) -> &'static [(&'static str, &'static str)] {
+            super::PROMOTES
+        }
+    }
+
+    #[tokio::test]
+    async fn the_file_receive_location_passes_the_kit() {
+        kit::check_source(&Folder(tempfile::tempdir().expect("tempdir"))).await;
+    }
+
+    #[test]
+    fn its_folder_is_an_exclusive_claim() {
+        let mut config: super::FileReceiveConfig = toml::from_str("path = 'in'").expect("config");
+        ReceiveAdapter::resolve_paths(&mut config, std::path::Path::new("/etc/sluice"));
+        let claims = config.resources();
+        assert_eq!(claims.len(), 1);
+        assert!(claims[0].exclusive && claims[0].conflicts_with(&claims[0]));
+        assert_eq!(claims[0].resource.to_string(), "/etc/sluice/in");
     }
 }

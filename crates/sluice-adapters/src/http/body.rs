@@ -325,7 +325,14 @@ impl<R: AsyncRead + Unpin> AsyncRead for Capped<R> {
         if let Poll::Ready(Err(e)) = &r {
             // An error below the decoder is the body breaking off; one from
             // the decoder itself is the encoding being wrong.
-            let fault = if self.decoded {
+            let fault = if self.decoded && sluice_pipeline::is_window_refusal(e) {
+                Fault::TooLarge(format!(
+                    "the body cannot be decoded within the memory allowed: a zstd frame asks for a window \
+                     over {} MiB (2^{}); compress without --long, or send it with decode = false",
+                    (1u64 << sluice_pipeline::DEFAULT_WINDOW_LOG_MAX) >> 20,
+                    sluice_pipeline::DEFAULT_WINDOW_LOG_MAX
+                ))
+            } else if self.decoded {
                 Fault::Undecodable(e.to_string())
             } else {
                 Fault::Broken(e.to_string())

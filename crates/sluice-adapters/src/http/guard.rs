@@ -28,10 +28,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
-/// File descriptors kept out of reach of HTTP connections, for the message
-/// box, the content store, logs and other adapters (at least this many, or
-/// an eighth of the limit if that is more).
-pub const FD_RESERVE: u64 = 512;
+use crate::support::fd::{FD_RESERVE, fd_limit};
 
 /// Connections every HTTP receive location of this process may still
 /// open: the file-descriptor limit less the reserve (read once, at the
@@ -43,42 +40,6 @@ fn process_budget() -> &'static AtomicI64 {
         let reserve = FD_RESERVE.max(limit / 8);
         AtomicI64::new(limit.saturating_sub(reserve).max(16) as i64)
     })
-}
-
-/// The soft limit on open files (`RLIMIT_NOFILE`).
-pub fn fd_limit() -> Option<u64> {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own.
-    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0;
-    ok.then_some(r.rlim_cur)
-}
-
-/// Raise the soft limit on open files to the hard limit (a server should
-/// not run out at 1024). Returns the limit in force.
-pub fn raise_fd_limit() -> Option<u64> {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write a struct we own.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
-            return None;
-        }
-        if r.rlim_cur < r.rlim_max {
-            let wanted = libc::rlimit {
-                rlim_cur: r.rlim_max,
-                rlim_max: r.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
-                r.rlim_cur = r.rlim_max;
-            }
-        }
-    }
-    Some(r.rlim_cur)
 }
 
 /// A log line at most once per interval, saying how many were left out.

@@ -11,6 +11,157 @@ mod receive;
 mod reply;
 mod send;
 
-pub use guard::{FD_RESERVE, fd_limit, raise_fd_limit};
+pub use crate::support::fd::{FD_RESERVE, fd_limit, raise_fd_limit};
 pub use receive::{HttpAuth, HttpReceiveConfig, HttpReceiver, MinRateConfig, ReceiveMode, ServerTls};
 pub use send::{Compress, HttpSendConfig, HttpTransmitter, SendMode};
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::{AdapterError, Claim, Exchange, Resource, Source, Transmitter};
+
+/// The properties an HTTP receive location promotes (namespace, name),
+/// besides those of every location: `http.query` and `http.content_type`
+/// when the request has them, `http.content_encoding` when the body is kept
+/// encoded (`decode = false`), and `http.header.<name>` for each of
+/// `promote_headers`; request-response adds [`crate::REPLY_TO`].
+pub const PROMOTES: &[(&str, &str)] = &[
+    ("http", "method"),
+    ("http", "path"),
+    ("http", "query"),
+    ("http", "content_type"),
+    ("http", "content_encoding"),
+];
+
+/// The properties of a solicit-response answer (besides `correlation.id`,
+/// `reply.to`, `send.port` and `received_at`, which the host adds).
+pub const ANSWER_PROMOTES: &[(&str, &str)] = &[
+    ("http", "status"),
+    ("http", "content_type"),
+    ("http", "content_encoding"),
+];
+
+impl crate::ReceiveAdapter for HttpReceiveConfig {
+    fn resolve_paths(&mut self, base: &Path) {
+        HttpReceiveConfig::resolve_paths(self, base);
+    }
+    fn build(&self) -> Result<Box<dyn Source>, AdapterError> {
+        Ok(Box::new(HttpReceiveConfig::build(self)?))
+    }
+    fn resources(&self) -> Vec<Claim> {
+        vec![Claim::exclusive("address", Resource::Listen(self.address))]
+    }
+    fn exchange(&self) -> Exchange {
+        match self.mode {
+            ReceiveMode::OneWay => Exchange::OneWay,
+            ReceiveMode::RequestResponse => Exchange::RequestResponse,
+        }
+    }
+    fn abandoned_keep(&self) -> Option<std::time::Duration> {
+        (self.mode == ReceiveMode::RequestResponse).then_some(self.abandoned_keep)
+    }
+}
+
+impl crate::SendAdapter for HttpSendConfig {
+    fn resolve_paths(&mut self, base: &Path) {
+        HttpSendConfig::resolve_paths(self, base);
+    }
+    fn build(&self) -> Result<Arc<dyn Transmitter>, AdapterError> {
+        Ok(Arc::new(HttpSendConfig::build(self)?))
+    }
+    fn resources(&self) -> Vec<Claim> {
+        vec![Claim::shared("url", Resource::Endpoint(self.url.clone()))]
+    }
+    fn exchange(&self) -> Exchange {
+        match self.mode {
+            SendMode::OneWay => Exchange::OneWay,
+            SendMode::SolicitResponse => Exchange::SolicitResponse,
+        }
+    }
+}
+
+/// The compliance kit, run over an HTTP receive location.
+#[cfg(test)]
+mod compliance {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use crate::kit::{self, SourceHarness};
+    use crate::{ReceiveAdapter, Source};
+
+    struct Location {
+        port: u16,
+        /// The last offer's answer, once it came.
+        answer: std::sync::Arc<Mutex<Option<u16>>>,
+    }
+
+    impl Location {
+        fn new() -> Self {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            Location {
+                port,
+                answer: Default::default(),
+            }
+        }
+        fn answer(&self) -> Option<u16> {
+            *self.answer.lock().expect("lock")
+        }
+    }
+
+    #[async_trait]
+    impl SourceHarness for Location {
+        fn source(&self) -> Box<dyn Source> {
+            let text = format!("address = '127.0.0.1:{}'\npath = '/in'", self.port);
+            let config: super::HttpReceiveConfig = toml::from_str(&text).expect("config");
+            ReceiveAdapter::build(&config).expect("build")
+        }
+        async fn offer(&self, body: &[u8]) {
+            *self.answer.lock().expect("lock") = None;
+            let (answer, url, body) = (
+                self.answer.clone(),
+                format!("http://127.0.0.1:{}/in", self.port),
+                body.to_vec(),
+            );
+            tokio::spawn(async move {
+                let status = match reqwest::Client::new().post(url).body(body).send().await {
+                    Ok(r) => r.status().as_u16(),
+                    Err(_) => 0,
+                };
+                *answer.lock().expect("lock") = Some(status);
+            });
+        }
+        async fn acknowledged(&self) -> bool {
+            self.answer().is_some_and(|s| (200..300).contains(&s))
+        }
+        async fn kept(&self) -> bool {
+            self.answer().is_some_and(|s| !(200..300).contains(&s))
+        }
+        fn peer_retries(&self) -> bool {
+            true
+        }
+        fn promotes(&self) -> &'static [(&'static str, &'static str)] {
+            super::PROMOTES
+        }
+    }
+
+    #[tokio::test]
+    async fn the_http_receive_location_passes_the_kit() {
+        kit::check_source(&Location::new()).await;
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        for auth in [
+            "{ type = 'basic', user = 'u', password = 'kit-secret-1' }",
+            "{ type = 'bearer', token = 'kit-secret-1' }",
+        ] {
+            let text = format!("type = 'http'\naddress = '127.0.0.1:0'\nauth = {auth}");
+            let config: crate::ReceiveAdapterConfig = toml::from_str(&text).expect("config");
+            kit::check_secrets_not_in_debug(&format!("{config:?}"), &["kit-secret-1"]);
+        }
+    }
+}

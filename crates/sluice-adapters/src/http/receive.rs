@@ -19,7 +19,9 @@
 //! corrupt gzip...) or that the receive pipeline refuses; 401 missing or
 //! wrong credentials; 404 another path; 405 another method; 408 a client
 //! that stops sending for `idle_timeout`; 413 a body over `max_body` or
-//! decoding to more than `max_decoded`; 503 the box cannot store it now
+//! decoding to more than `max_decoded`, or a zstd frame asking for a window
+//! over 2^23 (decoding is the pipeline's decode stage, `support::codec`,
+//! which refuses such a frame before allocating its window); 503 the box cannot store it now
 //! (retry). Nothing is published unless the whole body arrived.
 //!
 //! `mode = "request-response"`: each request is published with `reply.to =
@@ -64,12 +66,13 @@ use futures::Stream;
 use serde::Deserialize;
 use sluice_model::MessageId;
 use sluice_pipeline::ByteSize;
-use tokio::io::AsyncRead;
 use tokio_util::io::StreamReader;
 
 use super::body::{Capped, CompleteBody, Fault, FaultSlot, MinRate, Paced};
 use super::guard::{Evict, RateLimited, Refusal, Slots, WriteTimeout};
 use super::reply::{Reply, ReplyStream, ReplyTransmitter, Waiting};
+pub use crate::support::tls::ServerTls;
+use crate::support::{Secret, names};
 use crate::{AdapterError, Body, REPLY_TO, ReceiveContext, Source, Transmitter, reply_subscriber};
 
 /// A request at a location full of uploads waits at most this long for
@@ -157,17 +160,10 @@ pub enum ReceiveMode {
     RequestResponse,
 }
 
-/// HTTPS: the server's certificate chain and private key, PEM files.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServerTls {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
 /// Who may post: `{ type = "none" }` (default), `{ type = "basic", user =
 /// "u", password_env = "VAR" }` or `{ type = "bearer", token_env = "VAR" }`
-/// (`password` / `token` in the file work too; `_env` keeps them out of it).
+/// (`password` / `token` in the file, or `password_file` / `token_file`,
+/// work too; see [`Secret`](crate::support::Secret): never printed).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum HttpAuth {
@@ -176,15 +172,19 @@ pub enum HttpAuth {
     Basic {
         user: String,
         #[serde(default)]
-        password: Option<String>,
+        password: Option<Secret>,
         #[serde(default)]
         password_env: Option<String>,
+        #[serde(default)]
+        password_file: Option<PathBuf>,
     },
     Bearer {
         #[serde(default)]
-        token: Option<String>,
+        token: Option<Secret>,
         #[serde(default)]
         token_env: Option<String>,
+        #[serde(default)]
+        token_file: Option<PathBuf>,
     },
 }
 
@@ -265,59 +265,28 @@ fn evict_below(rate: &MinRateConfig) -> u64 {
 
 /// The expected `Authorization` header value (never logged).
 #[derive(Clone)]
-struct Secret(Option<Vec<u8>>);
+struct Expected(Option<Vec<u8>>);
 
-impl std::fmt::Debug for Secret {
+impl std::fmt::Debug for Expected {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(..)")
+        f.write_str("Expected(..)")
     }
-}
-
-fn secret(value: &Option<String>, env: &Option<String>, what: &str) -> Result<String, AdapterError> {
-    match (value, env) {
-        (Some(v), None) => Ok(v.clone()),
-        (None, Some(var)) => std::env::var(var)
-            .map_err(|_| AdapterError::Config(format!("auth: the environment variable {var} ({what}) is not set"))),
-        _ => Err(AdapterError::Config(format!(
-            "auth: give exactly one of `{what}` and `{what}_env`"
-        ))),
-    }
-}
-
-/// Load a rustls server configuration (HTTP/2 and HTTP/1.1 by ALPN).
-fn server_tls(tls: &ServerTls) -> Result<tokio_rustls::TlsAcceptor, AdapterError> {
-    use tokio_rustls::rustls;
-    use tokio_rustls::rustls::pki_types::pem::PemObject;
-    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let bad = |m: String| AdapterError::Config(m);
-    let certs = CertificateDer::pem_file_iter(&tls.cert)
-        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| bad(format!("tls.cert {}: {e}", tls.cert.display())))?;
-    if certs.is_empty() {
-        return Err(bad(format!("tls.cert {}: no certificate in it", tls.cert.display())));
-    }
-    let key = PrivateKeyDer::from_pem_file(&tls.key)
-        .map_err(|e| bad(format!("tls.key {}: no private key read: {e}", tls.key.display())))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| bad(format!("tls: {e}")))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| bad(format!("tls: the certificate and key do not go together: {e}")))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 impl HttpReceiveConfig {
     /// Resolve relative TLS file paths against the configuration's folder.
     pub fn resolve_paths(&mut self, base: &Path) {
         if let Some(tls) = &mut self.tls {
-            for p in [&mut tls.cert, &mut tls.key] {
-                if p.is_relative() {
-                    *p = base.join(&*p);
-                }
+            tls.resolve_paths(base);
+        }
+        match &mut self.auth {
+            HttpAuth::Basic {
+                password_file: Some(p), ..
             }
+            | HttpAuth::Bearer {
+                token_file: Some(p), ..
+            } => names::resolve_in_place(base, p),
+            _ => {}
         }
     }
 
@@ -361,7 +330,11 @@ impl HttpReceiveConfig {
                 return Err(bad(format!("{key} must be at least 1")));
             }
         }
-        let tls = self.tls.as_ref().map(server_tls).transpose()?;
+        let tls = self
+            .tls
+            .as_ref()
+            .map(|t| t.acceptor(&[b"h2", b"http/1.1"]))
+            .transpose()?;
         let mut promote = Vec::new();
         for h in &self.promote_headers {
             let name =
@@ -374,18 +347,23 @@ impl HttpReceiveConfig {
                 user,
                 password,
                 password_env,
+                password_file,
             } => {
                 use base64::Engine;
-                let p = secret(password, password_env, "password")?;
-                let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{p}"));
+                let p = Secret::from_config("auth.password", password, password_env, password_file)?;
+                let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", p.expose()));
                 Some(format!("Basic {token}").into_bytes())
             }
-            HttpAuth::Bearer { token, token_env } => {
-                let t = secret(token, token_env, "token")?;
+            HttpAuth::Bearer {
+                token,
+                token_env,
+                token_file,
+            } => {
+                let t = Secret::from_config("auth.token", token, token_env, token_file)?;
                 if t.is_empty() {
                     return Err(bad("auth: the bearer token is empty".into()));
                 }
-                Some(format!("Bearer {t}").into_bytes())
+                Some(format!("Bearer {}", t.expose()).into_bytes())
             }
         };
         Ok(HttpReceiver {
@@ -397,7 +375,7 @@ impl HttpReceiveConfig {
                 decode: self.decode,
                 max_decoded: self.max_decoded.0,
                 promote,
-                auth: Secret(expected),
+                auth: Expected(expected),
                 header_timeout: self.header_timeout,
                 idle_timeout: self.idle_timeout,
                 request_response: self.mode == ReceiveMode::RequestResponse,
@@ -446,7 +424,7 @@ struct Settings {
     decode: bool,
     max_decoded: u64,
     promote: Vec<header::HeaderName>,
-    auth: Secret,
+    auth: Expected,
     header_timeout: Duration,
     idle_timeout: Duration,
     request_response: bool,
@@ -480,7 +458,7 @@ fn answer(status: StatusCode, text: impl Into<String>) -> Response {
 }
 
 /// Constant-time comparison of the `Authorization` header.
-fn authorized(expected: &Secret, headers: &HeaderMap) -> bool {
+fn authorized(expected: &Expected, headers: &HeaderMap) -> bool {
     let Some(expected) = &expected.0 else { return true };
     let Some(got) = headers.get(header::AUTHORIZATION) else {
         return false;
@@ -775,14 +753,14 @@ async fn handle(shared: Arc<Shared>, peer: std::net::IpAddr, request: Request) -
     let incoming =
         Paced::new(raw, settings.idle_timeout, settings.min_rate, fault.clone()).with_holder(upload.holder().clone());
     let body: Body = match decode_with.as_deref() {
-        Some(e) => {
-            let reader = tokio::io::BufReader::with_capacity(64 * 1024, incoming);
-            let decoded: Box<dyn AsyncRead + Send + Unpin> = if e == "gzip" {
-                let mut d = async_compression::tokio::bufread::GzipDecoder::new(reader);
-                d.multiple_members(true);
-                Box::new(d)
-            } else {
-                Box::new(async_compression::tokio::bufread::ZstdDecoder::new(reader))
+        Some(coding) => {
+            // The pipeline's decode stage, window limit included; the cap
+            // on the decoded size is `Capped`'s (413, charged as it goes).
+            let decoded = crate::support::codec::decoder(coding, Box::new(incoming), u64::MAX)
+                .ok_or_else(|| format!("Content-Encoding `{coding}`"));
+            let decoded = match decoded {
+                Ok(d) => d,
+                Err(what) => return answer(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("{what} is not supported")),
             };
             Box::new(Capped {
                 inner: decoded,

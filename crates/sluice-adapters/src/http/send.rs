@@ -106,10 +106,8 @@ pub struct HttpSendConfig {
 
 impl HttpSendConfig {
     pub fn resolve_paths(&mut self, base: &Path) {
-        if let Some(p) = &mut self.tls_ca
-            && p.is_relative()
-        {
-            *p = base.join(&*p);
+        if let Some(p) = &mut self.tls_ca {
+            crate::support::names::resolve_in_place(base, p);
         }
     }
 
@@ -161,13 +159,9 @@ impl HttpSendConfig {
             .timeout(self.timeout)
             .redirect(reqwest::redirect::Policy::none());
         if let Some(ca) = &self.tls_ca {
-            let pem = std::fs::read(ca).map_err(|e| bad(format!("tls_ca {}: {e}", ca.display())))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| bad(format!("tls_ca {}: not PEM certificates: {e}", ca.display())))?;
-            if certs.is_empty() {
-                return Err(bad(format!("tls_ca {}: no certificate in it", ca.display())));
-            }
-            for c in certs {
+            for c in crate::support::tls::ca_certificates("tls_ca", ca)? {
+                let c = reqwest::Certificate::from_der(c.as_ref())
+                    .map_err(|e| bad(format!("tls_ca {}: {e}", ca.display())))?;
                 client = client.add_root_certificate(c);
             }
         }

@@ -614,6 +614,21 @@ async fn idle_connections_are_capped_and_closed() {
 
 // --- 5. decoded bytes --------------------------------------------------------
 
+/// Six POSTs of `body` at once: each answered 413 within 10 s.
+async fn six_refused_at_once(port: u16, headers: &'static str, body: &[u8], what: &str) {
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let body = body.to_vec();
+            tokio::spawn(async move { post_with(port, headers, &body).await })
+        })
+        .collect();
+    for t in tasks {
+        let (code, took) = t.await.unwrap();
+        assert_eq!(code, 413, "{what}");
+        assert!(took < Duration::from_secs(10), "{what}: {took:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bombs_are_cut_at_their_decoded_cap() {
     let s = start();
@@ -641,17 +656,7 @@ async fn bombs_are_cut_at_their_decoded_cap() {
             peak
         }
     });
-    let tasks: Vec<_> = (0..6)
-        .map(|_| {
-            let (port, bomb) = (s.port, bomb.clone());
-            tokio::spawn(async move { post_with(port, "Content-Encoding: gzip\r\n", &bomb).await })
-        })
-        .collect();
-    for t in tasks {
-        let (code, took) = t.await.unwrap();
-        assert_eq!(code, 413);
-        assert!(took < Duration::from_secs(10), "{took:?}");
-    }
+    six_refused_at_once(s.port, "Content-Encoding: gzip\r\n", &bomb, "a gzip bomb").await;
     let st = status_json(&s.config);
     assert_eq!(st["spool"], 0);
     // What the refused bodies wrote (up to 6 x 20 MiB, pages reused as
@@ -677,6 +682,55 @@ async fn bombs_are_cut_at_their_decoded_cap() {
     let (code, _) = post(s.port, b"after the bombs").await;
     assert_eq!(code, 202);
     s.check_memory("decompression bombs");
+}
+
+/// A zstd frame that declares a window of `2^window_log` bytes and decodes
+/// to `blocks` RLE blocks of 128 KiB of zeros: 4 bytes of input per block,
+/// so a few KB ask the decoder for a window of hundreds of MiB and fill it.
+/// Hand-made (RFC 8878): magic, a frame header with only a
+/// Window_Descriptor, then the blocks.
+fn zstd_window_bomb(window_log: u8, blocks: u32) -> Vec<u8> {
+    assert!((10..=41).contains(&window_log));
+    let mut frame = vec![0x28, 0xB5, 0x2F, 0xFD];
+    // Frame_Header_Descriptor: no content size, not single-segment, no
+    // checksum, no dictionary; Window_Descriptor: exponent = log - 10.
+    frame.extend([0x00, (window_log - 10) << 3]);
+    for i in 0..blocks {
+        let last = u32::from(i + 1 == blocks);
+        // Block_Header: Last_Block, Block_Type 1 (RLE), Block_Size 128 KiB.
+        let header = last | (1 << 1) | ((128 << 10) << 3);
+        frame.extend(&header.to_le_bytes()[..3]);
+        frame.push(0);
+    }
+    frame
+}
+
+/// Issue 12: the HTTP location decodes through the pipeline's codec, whose
+/// zstd decoder refuses a frame asking for a window over 8 MiB (2^23)
+/// before allocating it. With the library's own limit (2^27), six such
+/// frames at once made the node fill 6 x 20 MiB of window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zstd_frames_asking_for_huge_windows_are_refused_before_allocating() {
+    let s = start();
+    let huge = zstd_window_bomb(31, 64);
+    assert!(huge.len() < 1024, "a small frame: {} bytes", huge.len());
+    let (code, took) = post_with(s.port, "Content-Encoding: zstd\r\n", &huge).await;
+    assert_eq!(code, 413, "a 2 GiB window");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // 128 MiB windows, within the library's default limit, filled with
+    // 512 MiB of zeros each (cut at max_decoded = 20 MiB).
+    let big = zstd_window_bomb(27, 4096);
+    six_refused_at_once(s.port, "Content-Encoding: zstd\r\n", &big, "a 128 MiB window").await;
+    assert_eq!(status_json(&s.config)["spool"], 0, "nothing published");
+    assert!(s.out().is_empty(), "nothing delivered");
+    assert!(s.log().contains("window"), "the refusal says why: {}", s.log());
+    // A frame within the limit is still taken.
+    let (code, _) = post_with(s.port, "Content-Encoding: zstd\r\n", &zstd_window_bomb(20, 8)).await;
+    assert_eq!(code, 202);
+    wait_until(Duration::from_secs(20), "delivered", || s.out().len() == 1);
+    let stored = std::fs::read(s.root.path().join("out").join(&s.out()[0])).unwrap();
+    assert!(stored.len() == 8 << 17 && stored.iter().all(|b| *b == 0));
+    s.check_memory("zstd window bombs");
 }
 
 // --- 6. Content-Encoding repeated -------------------------------------------

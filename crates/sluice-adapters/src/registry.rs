@@ -1,0 +1,226 @@
+//! The adapter traits and the registration macro.
+//!
+//! An adapter is a config struct (serde, `deny_unknown_fields`) that
+//! implements [`ReceiveAdapter`] or [`SendAdapter`]; it is registered by one
+//! line in the `adapters!` invocation of `lib.rs`, which generates the
+//! `type`-tagged [`ReceiveAdapterConfig`](crate::ReceiveAdapterConfig) and
+//! [`SendAdapterConfig`](crate::SendAdapterConfig) the host deserializes
+//! and talks to only through the traits. See `docs/adapters.md`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{AdapterError, Source, Transmitter};
+
+/// How a location or port exchanges messages with its peer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Exchange {
+    /// Receive: take the message, acknowledge once published. Send: deliver.
+    #[default]
+    OneWay,
+    /// Receive: the peer waits for the message routed back to the
+    /// location (`reply.to` = [`reply_subscriber`](crate::reply_subscriber)).
+    RequestResponse,
+    /// Send: the peer's answer becomes a new message
+    /// ([`Transmitter::solicit`]).
+    SolicitResponse,
+}
+
+/// Something an adapter takes for itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resource {
+    /// An address it listens on. Port 0 (any free port) never collides; an
+    /// unspecified IP (`0.0.0.0`, `[::]`) collides with every IP of its family.
+    Listen(SocketAddr),
+    /// A folder it takes files from (claims, deletes).
+    Folder(PathBuf),
+    /// A remote endpoint it talks to (URL, `host:port`).
+    Endpoint(String),
+}
+
+impl Resource {
+    /// What it is, for an error message: `address`, `folder`, `endpoint`.
+    pub fn noun(&self) -> &'static str {
+        match self {
+            Resource::Listen(_) => "address",
+            Resource::Folder(_) => "folder",
+            Resource::Endpoint(_) => "endpoint",
+        }
+    }
+
+    fn same_as(&self, other: &Resource) -> bool {
+        match (self, other) {
+            (Resource::Listen(a), Resource::Listen(b)) => {
+                a.port() != 0
+                    && a.port() == b.port()
+                    && a.is_ipv4() == b.is_ipv4()
+                    && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+            }
+            (Resource::Folder(a), Resource::Folder(b)) => {
+                crate::support::names::normalized(a) == crate::support::names::normalized(b)
+            }
+            (Resource::Endpoint(a), Resource::Endpoint(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Resource::Listen(a) => write!(f, "{a}"),
+            Resource::Folder(p) => write!(f, "{}", p.display()),
+            Resource::Endpoint(e) => f.write_str(e),
+        }
+    }
+}
+
+/// A resource an adapter claims, and the config key that names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub resource: Resource,
+    /// The key of the adapter's table that configures it (`address`, `path`).
+    pub key: &'static str,
+    /// No other location or port may claim the same resource exclusively
+    /// (two listeners on one port, two readers of one folder).
+    pub exclusive: bool,
+}
+
+impl Claim {
+    pub fn exclusive(key: &'static str, resource: Resource) -> Self {
+        Claim {
+            resource,
+            key,
+            exclusive: true,
+        }
+    }
+
+    pub fn shared(key: &'static str, resource: Resource) -> Self {
+        Claim {
+            resource,
+            key,
+            exclusive: false,
+        }
+    }
+
+    /// Whether the two cannot both be held: both exclusive, same resource.
+    pub fn conflicts_with(&self, other: &Claim) -> bool {
+        self.exclusive && other.exclusive && self.resource.same_as(&other.resource)
+    }
+}
+
+/// A receive adapter's configuration (`adapter = { type = "...", ... }` of
+/// a receive location). See `docs/adapters.md` for the contract.
+pub trait ReceiveAdapter: std::fmt::Debug + Send + Sync + 'static {
+    /// Resolve relative paths against the configuration file's folder `base`.
+    fn resolve_paths(&mut self, base: &Path);
+    /// Check the configuration and build the source. Called when the
+    /// configuration is loaded (errors are configuration errors) and again
+    /// when the node starts; it must not take resources (that is
+    /// [`Source::bind`]).
+    fn build(&self) -> Result<Box<dyn Source>, AdapterError>;
+    /// What it takes for itself: the host refuses two locations or ports
+    /// whose exclusive claims collide.
+    fn resources(&self) -> Vec<Claim> {
+        Vec::new()
+    }
+    /// [`Exchange::OneWay`] or [`Exchange::RequestResponse`].
+    fn exchange(&self) -> Exchange {
+        Exchange::OneWay
+    }
+    /// Request-response: how long a response abandoned by its client stays
+    /// suspended before the node terminates it.
+    fn abandoned_keep(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// A send adapter's configuration (`adapter = { type = "...", ... }` of a
+/// send port or its backup).
+pub trait SendAdapter: std::fmt::Debug + Send + Sync + 'static {
+    /// Resolve relative paths against the configuration file's folder `base`.
+    fn resolve_paths(&mut self, base: &Path);
+    /// Check the configuration and build the transmitter.
+    fn build(&self) -> Result<Arc<dyn Transmitter>, AdapterError>;
+    /// What it takes or talks to (usually shared: many ports may send to
+    /// one folder or URL).
+    fn resources(&self) -> Vec<Claim> {
+        Vec::new()
+    }
+    /// [`Exchange::OneWay`] or [`Exchange::SolicitResponse`].
+    fn exchange(&self) -> Exchange {
+        Exchange::OneWay
+    }
+}
+
+/// Generates `ReceiveAdapterConfig` and `SendAdapterConfig`: one variant
+/// per registered adapter, chosen by `type` (the name before `=>`), each
+/// boxed, with the trait object, the `type` name and a downcast.
+macro_rules! adapters {
+    (
+        receive { $( $(#[$rm:meta])* $rname:ident => $rty:ty ),* $(,)? }
+        send { $( $(#[$sm:meta])* $sname:ident => $sty:ty ),* $(,)? }
+    ) => {
+        $crate::registry::adapters!(@config
+            /// A receive location's adapter, chosen by `type` (see
+            /// [`ReceiveAdapter`]; registered in `lib.rs`). Dereferences to
+            /// the trait: the host calls `config.build()`, `config.resources()`...
+            ReceiveAdapterConfig: ReceiveAdapter { $( $(#[$rm])* $rname => $rty ),* }
+        );
+        $crate::registry::adapters!(@config
+            /// A send port's adapter, chosen by `type` (see [`SendAdapter`];
+            /// registered in `lib.rs`). Dereferences to the trait.
+            SendAdapterConfig: SendAdapter { $( $(#[$sm])* $sname => $sty ),* }
+        );
+    };
+    (@config $(#[$doc:meta])* $config:ident: $adapter:ident { $( $(#[$m:meta])* $name:ident => $ty:ty ),* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, serde::Deserialize)]
+        #[serde(tag = "type")]
+        #[allow(non_camel_case_types)]
+        pub enum $config {
+            $( $(#[$m])* $name(Box<$ty>), )*
+        }
+
+        impl $config {
+            /// Its `type`.
+            pub fn kind(&self) -> &'static str {
+                match *self { $( $(#[$m])* Self::$name(_) => stringify!($name), )* }
+            }
+            /// Every `type` compiled in.
+            #[allow(clippy::vec_init_then_push)]
+            pub fn kinds() -> Vec<&'static str> {
+                #[allow(unused_mut)]
+                let mut v = Vec::new();
+                $( $(#[$m])* v.push(stringify!($name)); )*
+                v
+            }
+            pub fn adapter(&self) -> &dyn $adapter {
+                match *self { $( $(#[$m])* Self::$name(ref c) => &**c, )* }
+            }
+            pub fn adapter_mut(&mut self) -> &mut dyn $adapter {
+                match *self { $( $(#[$m])* Self::$name(ref mut c) => &mut **c, )* }
+            }
+            /// The adapter's own config struct, if it is a `T`.
+            pub fn downcast_ref<T: 'static>(&self) -> Option<&T> {
+                match *self { $( $(#[$m])* Self::$name(ref c) => (&**c as &dyn std::any::Any).downcast_ref(), )* }
+            }
+        }
+
+        impl std::ops::Deref for $config {
+            type Target = dyn $adapter;
+            fn deref(&self) -> &Self::Target {
+                self.adapter()
+            }
+        }
+
+        impl std::ops::DerefMut for $config {
+            fn deref_mut(&mut self) -> &mut Self::Target {
+                self.adapter_mut()
+            }
+        }
+    };
+}
+pub(crate) use adapters;

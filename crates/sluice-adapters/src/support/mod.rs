@@ -1,0 +1,24 @@
+//! What every adapter needs, network adapters above all, in one place, so a
+//! new adapter does not grow its own copy:
+//!
+//! - [`secret`]: passwords and tokens from the configuration, the
+//!   environment or a file, in a type that never prints its value;
+//! - [`tls`]: rustls server settings (certificate and key) and client
+//!   trust (extra certificate authorities);
+//! - [`names`]: safe file names and path resolution against the
+//!   configuration file's folder;
+//! - [`codec`]: decoding a transport's own encoding (HTTP
+//!   `Content-Encoding`, a `.gz` attachment) through the pipeline's decode
+//!   stage, so every adapter has the same limits (zstd window, size cap);
+//! - [`fd`]: the process's open-files limit and the reserve kept for the
+//!   box and the other adapters.
+
+pub mod codec;
+pub mod fd;
+pub mod names;
+pub mod secret;
+pub mod tls;
+
+pub use fd::{FD_RESERVE, fd_limit, raise_fd_limit};
+pub use names::{plain_file_name, resolve};
+pub use secret::Secret;
