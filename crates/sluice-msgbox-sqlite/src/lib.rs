@@ -166,6 +166,10 @@ impl SqliteBox {
         }
         let conn = schema::open_connection(&path, &opts, false)
             .map_err(storage(&format!("opening the message box {}", path.display())))?;
+        if !node {
+            schema::refuse_older_beside_node(&conn)
+                .map_err(storage(&format!("opening the message box {}", path.display())))?;
+        }
         schema::migrate_for(&conn, &opts.node_id)
             .map_err(storage(&format!("creating tables in {}", path.display())))?;
         if node {

@@ -74,6 +74,28 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     migrate_for(conn, DEFAULT_NODE)
 }
 
+/// The schema version of an existing box (`None`: a new, empty one).
+pub fn schema_version(conn: &Connection) -> Option<i64> {
+    conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| {
+        r.get::<_, String>(0)
+    })
+    .ok()
+    .and_then(|v| v.parse().ok())
+}
+
+/// A writer beside the node (the CLI) does not upgrade a box: a node of the
+/// earlier version may be running on it, and would go on writing rows the
+/// new schema does not expect (work owned by no node). The node upgrades it
+/// when it starts.
+pub fn refuse_older_beside_node(conn: &Connection) -> rusqlite::Result<()> {
+    match schema_version(conn) {
+        Some(v) if v < SCHEMA_VERSION => Err(rusqlite::Error::InvalidParameterName(format!(
+            "the message box has schema version {v}, from an earlier version of Sluice; start the node              (`sluice serve`) once with this version to upgrade it (version {SCHEMA_VERSION}; an upgraded box              cannot be opened by the earlier version), then run this command again"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Create the tables, or bring an older box up to [`SCHEMA_VERSION`] in
 /// place; `node` is the opener, which takes over an older box's leases,
 /// holds, staged messages and content in progress.
@@ -205,13 +227,7 @@ pub fn migrate_for(conn: &Connection, node: &str) -> rusqlite::Result<()> {
             conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
         }
     }
-    let version: Option<i64> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| {
-            r.get::<_, String>(0)
-        })
-        .ok()
-        .and_then(|v| v.parse().ok());
-    match version {
+    match schema_version(conn) {
         None => {
             conn.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
@@ -228,9 +244,7 @@ pub fn migrate_for(conn: &Connection, node: &str) -> rusqlite::Result<()> {
             let r = (|| {
                 if v < 3 {
                     // Everything in progress was the one node's: now the opener's.
-                    for table in ["queue", "holds", "staged", "content"] {
-                        conn.execute(&format!("UPDATE {table} SET node = ?1 WHERE node = ''"), [node])?;
-                    }
+                    adopt_ownerless(conn, node)?;
                 }
                 conn.execute(
                     "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
@@ -330,7 +344,7 @@ pub fn files_size(path: &Path) -> u64 {
 /// work is left alone. Returns (staged messages, contents) discarded.
 pub fn recover(conn: &Connection, node: &str) -> rusqlite::Result<(u64, u64)> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
-    match discard_unpublished(conn, node) {
+    match adopt_ownerless(conn, node).and_then(|()| discard_unpublished(conn, node)) {
         Ok(n) => {
             conn.execute_batch("COMMIT")?;
             Ok(n)
@@ -340,6 +354,16 @@ pub fn recover(conn: &Connection, node: &str) -> rusqlite::Result<(u64, u64)> {
             Err(e)
         }
     }
+}
+
+/// Work that no node owns (written by an earlier version into a box a
+/// newer one had upgraded) becomes the starting node's, so that its
+/// recovery releases it.
+fn adopt_ownerless(conn: &Connection, node: &str) -> rusqlite::Result<()> {
+    for table in ["queue", "holds", "staged", "content"] {
+        conn.execute(&format!("UPDATE {table} SET node = ?1 WHERE node = ''"), [node])?;
+    }
+    Ok(())
 }
 
 /// [`recover`]'s statements, inside the caller's transaction.

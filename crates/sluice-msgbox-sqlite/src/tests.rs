@@ -728,6 +728,12 @@ async fn a_version_2_box_gives_its_work_to_the_node_that_opens_it() {
         node_id: node.into(),
         ..Options::default()
     };
+    // A command beside the node does not upgrade it (an earlier node may be
+    // running on it): it says to start the node first.
+    let refused = SqliteBox::open_beside_node(dir.path(), clock.clone(), as_node("n1"))
+        .err()
+        .expect("refused");
+    assert!(refused.to_string().contains("start the node"), "{refused}");
     let b = SqliteBox::open(dir.path(), clock.clone(), as_node("n1")).unwrap();
     let other = SqliteBox::open(dir.path(), clock.clone(), as_node("n2")).unwrap();
     let conn = rusqlite::Connection::open(&path).unwrap();
@@ -741,5 +747,31 @@ async fn a_version_2_box_gives_its_work_to_the_node_that_opens_it() {
     assert_eq!(b.recover().await.unwrap().leases, 1, "n1 took the old box's work over");
     assert!(matches!(b.ack(entry).await, Err(BoxError::LeaseLost { .. })));
     other.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
+/// Work no node owns (an earlier version writing into a box a newer one
+/// upgraded) becomes the next starting node's, so its recovery releases it.
+#[tokio::test]
+async fn work_no_node_owns_is_taken_by_the_next_node_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let held = {
+        let b = SqliteBox::open(dir.path(), clock.clone(), Options::default()).unwrap();
+        let m = NewMessage {
+            id: MessageId::new(),
+            context: Context::new(),
+            parts: vec![Part::inline("body", "x")],
+        };
+        let id = m.id;
+        b.publish_holding(m, "receive:in").await.unwrap();
+        b.close().await.unwrap();
+        id
+    };
+    let conn = rusqlite::Connection::open(dir.path().join(crate::DB_FILE)).unwrap();
+    conn.execute("UPDATE holds SET node = ''", []).unwrap();
+    drop(conn);
+    let b = SqliteBox::open(dir.path(), clock.clone(), Options::default()).unwrap();
+    assert_eq!(b.held_by("receive:in", None, 10).await.unwrap(), vec![held]);
     b.close().await.unwrap();
 }
