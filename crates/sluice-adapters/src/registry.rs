@@ -34,8 +34,14 @@ pub enum Resource {
     /// An address it listens on. Port 0 (any free port) never collides; an
     /// unspecified IP (`0.0.0.0`, `[::]`) collides with every IP of its family.
     Listen(SocketAddr),
-    /// A folder it takes files from (claims, deletes).
+    /// A folder it takes files from (claims, deletes), or writes to.
     Folder(PathBuf),
+    /// The files of a folder whose names match a mask (a glob): two claims
+    /// collide when they name the same folder and their masks may select
+    /// the same files (equal masks, or one mask matching the other as a
+    /// name: `*` and `*.xml`; not `*.xml` and `*.csv`). A claim of the
+    /// whole folder collides with any.
+    FolderFiles(PathBuf, String),
     /// A remote endpoint it talks to (URL, `host:port`).
     Endpoint(String),
 }
@@ -45,7 +51,7 @@ impl Resource {
     pub fn noun(&self) -> &'static str {
         match self {
             Resource::Listen(_) => "address",
-            Resource::Folder(_) => "folder",
+            Resource::Folder(_) | Resource::FolderFiles(..) => "folder",
             Resource::Endpoint(_) => "endpoint",
         }
     }
@@ -58,20 +64,38 @@ impl Resource {
                     && a.is_ipv4() == b.is_ipv4()
                     && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
             }
-            (Resource::Folder(a), Resource::Folder(b)) => {
-                crate::support::names::normalized(a) == crate::support::names::normalized(b)
-            }
+            (Resource::Folder(a), Resource::Folder(b))
+            | (Resource::Folder(a), Resource::FolderFiles(b, _))
+            | (Resource::FolderFiles(a, _), Resource::Folder(b)) => same_folder(a, b),
+            (Resource::FolderFiles(a, ma), Resource::FolderFiles(b, mb)) => same_folder(a, b) && masks_overlap(ma, mb),
             (Resource::Endpoint(a), Resource::Endpoint(b)) => a == b,
             _ => false,
         }
     }
 }
 
+fn same_folder(a: &std::path::Path, b: &std::path::Path) -> bool {
+    crate::support::names::normalized(a) == crate::support::names::normalized(b)
+}
+
+/// Whether two file masks may select the same files: equal, or one matches
+/// the other taken as a name (a mask that does not parse: assumed to).
+fn masks_overlap(a: &str, b: &str) -> bool {
+    let matches = |glob: &str, name: &str| {
+        globset::GlobBuilder::new(glob)
+            .literal_separator(true)
+            .build()
+            .map(|g| g.compile_matcher().is_match(name))
+            .unwrap_or(true)
+    };
+    a == b || matches(a, b) || matches(b, a)
+}
+
 impl std::fmt::Display for Resource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Resource::Listen(a) => write!(f, "{a}"),
-            Resource::Folder(p) => write!(f, "{}", p.display()),
+            Resource::Folder(p) | Resource::FolderFiles(p, _) => write!(f, "{}", p.display()),
             Resource::Endpoint(e) => f.write_str(e),
         }
     }

@@ -982,6 +982,20 @@ adapter = { type = "http", url = "http://127.0.0.1:2/", mode = "solicit-response
                 && e.contains("receive_ports.in.locations.in-folder.adapter.path"),
             "{e}"
         );
+        // One folder, masks that select different files: fine (as before the
+        // claims were checked); masks that may select the same: refused.
+        let masks = |a: &str, b: &str| {
+            format!(
+                "{GOOD}\n[receive_ports.in.locations.xml]\nadapter = {{ type = \"file\", path = \"/srv/drop\", mask = \"{a}\" }}\n\
+                 [receive_ports.in.locations.csv]\nadapter = {{ type = \"file\", path = \"/srv/drop/\", mask = \"{b}\" }}\n"
+            )
+        };
+        load(&masks("*.xml", "*.csv")).unwrap();
+        load(&masks("orders-*.xml", "invoices-*.xml")).unwrap();
+        for (a, b) in [("*.xml", "*.xml"), ("*", "*.csv"), ("*.xml", "a.xml")] {
+            let e = load(&masks(a, b)).unwrap_err().to_string();
+            assert!(e.contains("is also the folder of receive location"), "{a} {b}: {e}");
+        }
         // Send ports may share a folder (or write where a location reads).
         let shared = format!(
             "{GOOD}\n[send_ports.copy]\nfilter = 'receive.port == \"in\"'\nadapter = {{ type = \"file\", path = \"/srv/out\" }}\n"

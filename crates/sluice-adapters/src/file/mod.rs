@@ -27,11 +27,12 @@ impl crate::ReceiveAdapter for FileReceiveConfig {
     fn build(&self) -> Result<Box<dyn crate::Source>, crate::AdapterError> {
         Ok(Box::new(FileReceiveConfig::build(self)?))
     }
-    /// The folder: two locations must not take files from the same one.
+    /// The folder's files its mask selects: two locations must not take
+    /// the same files (one folder with `*.xml` and `*.csv` is fine).
     fn resources(&self) -> Vec<crate::Claim> {
         vec![crate::Claim::exclusive(
             "path",
-            crate::Resource::Folder(self.path.clone()),
+            crate::Resource::FolderFiles(self.path.clone(), self.mask.clone()),
         )]
     }
 }
