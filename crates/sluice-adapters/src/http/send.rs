@@ -36,6 +36,7 @@ use sluice_model::{Context, Key};
 use tokio_util::io::{ReaderStream, StreamReader};
 
 use crate::macros::Template;
+use crate::support::secret::{Secret, redact_url};
 use crate::{AdapterError, Body, Delivered, Outbound, Response, TransmitError, Transmitter};
 
 fn default_method() -> String {
@@ -84,9 +85,10 @@ pub struct HttpSendConfig {
     pub content_type: Option<String>,
     #[serde(default)]
     pub compress: Compress,
-    /// Fixed request headers.
+    /// Fixed request headers. Their values may be credentials (an
+    /// `Authorization` token): never printed, and sent marked sensitive.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, Secret>,
     /// Request headers taken from the message's context: header → property
     /// (`ns.name`). A message without the property is sent without the header.
     #[serde(default)]
@@ -115,7 +117,10 @@ impl HttpSendConfig {
         let bad = |m: String| AdapterError::Config(m);
         let url = Template::parse(&self.url).map_err(bad)?;
         if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
-            return Err(bad(format!("url `{}` must start with http:// or https://", self.url)));
+            return Err(bad(format!(
+                "url `{}` must start with http:// or https://",
+                redact_url(&self.url)
+            )));
         }
         let method = match self.method.to_ascii_uppercase().as_str() {
             "POST" => reqwest::Method::POST,
@@ -130,7 +135,8 @@ impl HttpSendConfig {
         let mut headers = HeaderMap::new();
         let header_name = |h: &str| HeaderName::from_bytes(h.as_bytes()).map_err(|e| bad(format!("header `{h}`: {e}")));
         for (h, v) in &self.headers {
-            let value = HeaderValue::from_str(v).map_err(|e| bad(format!("header `{h}`: {e}")))?;
+            let mut value = HeaderValue::from_str(v.expose()).map_err(|e| bad(format!("header `{h}`: {e}")))?;
+            value.set_sensitive(true);
             headers.insert(header_name(h)?, value);
         }
         if let Some(ct) = &self.content_type {
@@ -244,13 +250,15 @@ impl HttpTransmitter {
                 stream,
                 64 * 1024,
             )));
+        // As it may be shown: without credentials.
+        let shown = redact_url(&url);
         let response = request.send().await.map_err(|e| {
             // Refused, reset, timed out, or the body failed to read: all may pass.
-            TransmitError::retry(format!("{} {url}: {}", self.method, error_chain(&e)))
+            TransmitError::retry(format!("{} {shown}: {}", self.method, error_chain(&e.without_url())))
         })?;
         let status = response.status();
         if status.is_success() {
-            return Ok((url, response));
+            return Ok((shown, response));
         }
         let retryable = status.is_server_error()
             || status == reqwest::StatusCode::REQUEST_TIMEOUT
@@ -262,7 +270,7 @@ impl HttpTransmitter {
             .map(|l| format!(" to {l} (redirects are not followed)"))
             .unwrap_or_default();
         let text = error_body(response).await;
-        let message = format!("{} {url}: HTTP {status}{location}{text}", self.method);
+        let message = format!("{} {shown}: HTTP {status}{location}{text}", self.method);
         Err(if retryable {
             TransmitError::retry(message)
         } else {
@@ -428,6 +436,39 @@ mod tests {
         }
     }
 
+    /// Credentials in the URL or a fixed header are never shown: not in the
+    /// configuration's `Debug`, not where a message was delivered, not in
+    /// an error (which is stored with the message's attempts and faults).
+    #[tokio::test]
+    async fn credentials_are_never_shown() {
+        let (base, _) = server().await;
+        let with_creds = |b: &str| b.replacen("http://", "http://bob:s3cret@", 1);
+        let mut c = config(&with_creds(&base));
+        c.headers.insert("Authorization".into(), Secret::new("Bearer t0ken"));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("t0ken"), "{shown}");
+        let t = c.build().unwrap();
+        let r = t
+            .transmit(&outbound(Context::new()), Box::new(std::io::Cursor::new(b"x".to_vec())))
+            .await
+            .unwrap();
+        let Delivered::To(to) = r else { panic!("{r:?}") };
+        assert!(to.contains("***@") && !to.contains("s3cret"), "{to}");
+        // Nobody listening: the error names the URL without its password.
+        let c = config(&with_creds("http://127.0.0.1:1/in"));
+        let e = c
+            .build()
+            .unwrap()
+            .transmit(&outbound(Context::new()), Box::new(std::io::Cursor::new(b"x".to_vec())))
+            .await
+            .unwrap_err();
+        assert!(
+            e.message.contains("***@127.0.0.1:1") && !e.message.contains("s3cret"),
+            "{}",
+            e.message
+        );
+    }
+
     #[tokio::test]
     async fn streams_the_body_with_headers_and_url_macros() {
         let (base, seen) = server().await;
@@ -435,7 +476,7 @@ mod tests {
             "{base}/orders/%property:order.id%?c=%property:order.customer%"
         ));
         c.method = "put".into();
-        c.headers.insert("X-Source".into(), "sluice".into());
+        c.headers.insert("X-Source".into(), Secret::new("sluice"));
         c.headers_from_context
             .insert("X-Customer".into(), "order.customer".into());
         c.headers_from_context
@@ -581,7 +622,7 @@ mod tests {
         c.method = "GET".into();
         assert!(c.build().err().unwrap().to_string().contains("POST, PUT or PATCH"));
         let mut c = config("http://x/");
-        c.headers.insert("Bad Header".into(), "v".into());
+        c.headers.insert("Bad Header".into(), Secret::new("v"));
         assert!(c.build().err().unwrap().to_string().contains("header `Bad Header`"));
         let e = toml::from_str::<HttpSendConfig>("url = \"http://x/\"\nretries = 3")
             .err()

@@ -108,3 +108,38 @@ mod tests {
         assert!(e.to_string().contains("auth.token_file: cannot read"), "{e}");
     }
 }
+
+/// `url` as it may be shown (logs, errors, where a message was delivered):
+/// a `user:password@` in it becomes `***@`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..scheme_end], &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::redact_url;
+
+    #[test]
+    fn credentials_in_a_url_are_never_shown() {
+        assert_eq!(
+            redact_url("https://bob:s3cret@example.com/in?a=b"),
+            "https://***@example.com/in?a=b"
+        );
+        assert_eq!(redact_url("http://token@h:8080"), "http://***@h:8080");
+        assert_eq!(
+            redact_url("http://h/p@q"),
+            "http://h/p@q",
+            "an @ in the path is not userinfo"
+        );
+        assert_eq!(redact_url("https://example.com/x"), "https://example.com/x");
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+}
