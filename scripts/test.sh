@@ -65,7 +65,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings || status=1
 say "cargo test --workspace --release"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --release --locked 2>&1 | tee "$log" || status=1
+# --no-fail-fast: every test binary runs, whatever failed before it.
+cargo test --workspace --release --locked --no-fail-fast 2>&1 | tee "$log" || status=1
 # One closing line for the whole run (cargo ends on its last doc-test
 # binary, which has no tests): the totals over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
