@@ -254,17 +254,17 @@ pub async fn messaging(args: MessagingArgs) -> anyhow::Result<()> {
     b.close().await?;
     let rss_mib = peak_rss_kib() as f64 / 1024.0;
     let what = if args.publish_only { "publish" } else { "publish-to-ack" };
-    println!("messages        {}", args.messages);
-    println!("elapsed         {secs:.2} s (publishing done at {publish_secs:.2} s)");
-    println!("throughput      {rate:.0} messages/s");
-    println!("{what} p50  {p50:.2} ms");
-    println!("{what} p99  {p99:.2} ms");
-    println!(
+    outln!("messages        {}", args.messages);
+    outln!("elapsed         {secs:.2} s (publishing done at {publish_secs:.2} s)");
+    outln!("throughput      {rate:.0} messages/s");
+    outln!("{what} p50  {p50:.2} ms");
+    outln!("{what} p99  {p99:.2} ms");
+    outln!(
         "synced commits  {commits} ({:.1} messages per commit)",
         args.messages as f64 / commits.max(1) as f64
     );
-    println!("box on disk     {:.1} MiB", db_bytes as f64 / 1048576.0);
-    println!("peak RSS        {rss_mib:.1} MiB");
+    outln!("box on disk     {:.1} MiB", db_bytes as f64 / 1048576.0);
+    outln!("peak RSS        {rss_mib:.1} MiB");
     let json = serde_json::json!({
         "bench": "messaging",
         "messages": args.messages,
@@ -282,7 +282,7 @@ pub async fn messaging(args: MessagingArgs) -> anyhow::Result<()> {
         "box_bytes_on_disk": db_bytes,
         "peak_rss_mib": rss_mib,
     });
-    println!("{json}");
+    outln!("{json}");
     Ok(())
 }
 
@@ -991,9 +991,9 @@ pub async fn hostile(args: HostileArgs) -> anyhow::Result<()> {
     }
     if args.json {
         eprint!("{text}");
-        println!("{json}");
+        outln!("{json}");
     } else {
-        print!("{text}");
+        out!("{text}");
     }
     Ok(())
 }

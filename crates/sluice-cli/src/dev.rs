@@ -44,7 +44,7 @@ pub async fn echo_server(args: EchoServerArgs, shutdown: CancellationToken) -> a
         .with_context(|| format!("listening on {addr}"))?;
     let local = listener.local_addr().context("reading the address listened on")?;
     // On stdout, for scripts and tests that asked for port 0.
-    println!("echo server listening on http://{local}");
+    outln!("echo server listening on http://{local}");
     tracing::info!(address = %local, "echo server listening; every request is answered with its own body");
     let app = axum::Router::new().fallback(echo);
     axum::serve(listener, app)

@@ -33,9 +33,9 @@ pub fn stop_on_error<E>(written: Result<(), E>, failed: &mut Option<E>) -> Contr
 
 /// Every property: key, type, value, and whether it is promoted.
 pub fn print_context(context: &Context) {
-    println!("context");
+    outln!("context");
     for p in context.iter() {
-        println!(
+        outln!(
             "  {:<32} {:<9} {}{}",
             p.key(),
             p.value.value_type().as_str(),
@@ -46,9 +46,9 @@ pub fn print_context(context: &Context) {
 }
 
 pub fn print_parts(parts: &[Part]) {
-    println!("parts");
+    outln!("parts");
     for (i, p) in parts.iter().enumerate() {
-        println!("  {i}: {:<20} {:>12} bytes  crc32 {:08x}", p.name, p.size, p.crc32);
+        outln!("  {i}: {:<20} {:>12} bytes  crc32 {:08x}", p.name, p.size, p.crc32);
     }
 }
 
@@ -56,11 +56,11 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     let b = open(config)?;
     let status = sluice_ops::status::status(&*b, &config.data_dir, now_ms()).await?;
     if json {
-        println!("{}", serde_json::to_string(&status)?);
+        outln!("{}", serde_json::to_string(&status)?);
         return Ok(());
     }
     let (c, node, age_ms) = (&status.counts, &status.node, status.node_report_age_ms);
-    println!("data dir        {}", config.data_dir.display());
+    outln!("data dir        {}", config.data_dir.display());
     match (node, age_ms) {
         (Some(n), Some(age)) => {
             let stale = if status.stale() {
@@ -68,22 +68,22 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
             } else {
                 ""
             };
-            println!(
+            outln!(
                 "node            pid {}, RSS {}, reported {:.1} s ago{stale}",
                 n.pid,
                 Bytes(n.rss),
                 age as f64 / 1000.0
             );
             if let Some(a) = &n.metrics_address {
-                println!("metrics         http://{a}/metrics");
+                outln!("metrics         http://{a}/metrics");
             }
-            println!("hosts");
+            outln!("hosts");
             for (name, h) in &n.hosts {
                 let state = match &h.now.detail {
                     Some(d) if h.throttled => format!("THROTTLED: {d}"),
                     _ => "open".to_string(),
                 };
-                println!(
+                outln!(
                     "  {name:<14}{state}; in flight {} ({}), waiting {}, throttled {} time(s) since start",
                     h.now.in_flight,
                     Bytes(h.now.in_flight_bytes),
@@ -92,17 +92,17 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
                 );
             }
         }
-        _ => println!("node            not running (no {STATUS_FILE} in the data dir)"),
+        _ => outln!("node            not running (no {STATUS_FILE} in the data dir)"),
     }
-    println!("spool           {}", c.spool);
-    println!("suspended       {}", c.suspended);
-    println!("content bytes   {}", c.content_bytes);
-    println!("queued");
+    outln!("spool           {}", c.spool);
+    outln!("suspended       {}", c.suspended);
+    outln!("content bytes   {}", c.content_bytes);
+    outln!("queued");
     if c.queued.is_empty() {
-        println!("  (no subscriptions)");
+        outln!("  (no subscriptions)");
     }
     for (s, n) in &c.queued {
-        println!("  {s:<14}{n}");
+        outln!("  {s:<14}{n}");
     }
     Ok(())
 }
@@ -112,15 +112,19 @@ pub async fn list(config: &Config, limit: usize, after: Option<&str>, json: bool
     let b = open(config)?;
     let list = messages::list(&*b, MessageQuery { after, limit }).await?;
     if json {
-        println!("{}", serde_json::to_string(&list)?);
+        outln!("{}", serde_json::to_string(&list)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<26}  {:<30}  {:>4}  {:>5}  {:>12}",
-        "ID", "CREATED", "REFS", "PARTS", "BYTES"
+        "ID",
+        "CREATED",
+        "REFS",
+        "PARTS",
+        "BYTES"
     );
     for m in &list {
-        println!(
+        outln!(
             "{:<26}  {:<30}  {:>4}  {:>5}  {:>12}",
             m.id,
             ms_to_text(m.created_at),
@@ -130,7 +134,7 @@ pub async fn list(config: &Config, limit: usize, after: Option<&str>, json: bool
         );
     }
     if list.is_empty() {
-        println!("(no messages)");
+        outln!("(no messages)");
     }
     Ok(())
 }
@@ -140,18 +144,18 @@ pub async fn show(config: &Config, id: &str, json: bool) -> anyhow::Result<()> {
     let b = open(config)?;
     let m = messages::show(&*b, id).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&m)?);
+        outln!("{}", serde_json::to_string_pretty(&m)?);
         return Ok(());
     }
-    println!("message   {}", m.id);
-    println!("created   {}", ms_to_text(m.created_at));
-    println!("refs      {}", m.refs);
+    outln!("message   {}", m.id);
+    outln!("created   {}", ms_to_text(m.created_at));
+    outln!("refs      {}", m.refs);
     print_context(&m.context);
     print_parts(&m.parts);
     if !m.queue.is_empty() {
-        println!("queued");
+        outln!("queued");
         for q in &m.queue {
-            println!(
+            outln!(
                 "  {:<16} entry {:<8} attempts {:<3} {}{}",
                 q.subscriber,
                 q.entry,
@@ -160,12 +164,12 @@ pub async fn show(config: &Config, id: &str, json: bool) -> anyhow::Result<()> {
                 ms_to_text(q.visible_at)
             );
             if let Some(e) = &q.last_error {
-                println!("    last error: {e}");
+                outln!("    last error: {e}");
             }
         }
     }
     for s in &m.suspended {
-        println!(
+        outln!(
             "suspended #{} ({}) at {}: {}",
             s.id,
             s.subscriber.as_deref().unwrap_or("no subscriber"),
@@ -174,7 +178,7 @@ pub async fn show(config: &Config, id: &str, json: bool) -> anyhow::Result<()> {
         );
     }
     for h in &m.holders {
-        println!("held by   {h}");
+        outln!("held by   {h}");
     }
     Ok(())
 }

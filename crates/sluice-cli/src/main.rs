@@ -1,5 +1,8 @@
 //! `sluice`: run a node, look into its message box, measure it.
 
+#[macro_use]
+mod out;
+
 mod bench;
 mod dev;
 mod errors;
@@ -200,6 +203,8 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The reader of standard output went away (`| head -1`): quietly.
+        Err(e) if out::is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) if e.is::<suspended::Interrupted>() => {
             eprintln!("{e}");
             std::process::ExitCode::from(130)

@@ -89,16 +89,16 @@ pub async fn publish(config: &Config, body: Option<PathBuf>, props: &[String], j
     let routed = result?;
     closed.context("closing the message box")?;
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string(&serde_json::json!({"message_id": id, "routed": routed}))?
         );
         return Ok(());
     }
     match routed {
-        Routed::Queued(subs) => println!("published {id}: queued for {}", subs.join(", ")),
+        Routed::Queued(subs) => outln!("published {id}: queued for {}", subs.join(", ")),
         Routed::Suspended { suspended_id } => {
-            println!("published {id}: no subscriber; suspended (#{suspended_id}, resumable)")
+            outln!("published {id}: no subscriber; suspended (#{suspended_id}, resumable)")
         }
     }
     Ok(())

@@ -214,25 +214,25 @@ pub async fn show(config: &Config, id: i64, json: bool) -> anyhow::Result<()> {
     let b = open_read(config)?;
     let shown = ops::show(&*b, id).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&shown)?);
+        outln!("{}", serde_json::to_string_pretty(&shown)?);
         return Ok(());
     }
     let s = &shown.entry;
-    println!("suspended   #{}", s.id);
-    println!("message     {}", s.message_id);
-    println!("at          {}", ms_to_text(s.suspended_at));
-    println!("stage       {}", s.stage);
-    println!("component   {}", s.component);
+    outln!("suspended   #{}", s.id);
+    outln!("message     {}", s.message_id);
+    outln!("at          {}", ms_to_text(s.suspended_at));
+    outln!("stage       {}", s.stage);
+    outln!("component   {}", s.component);
     if let Some(port) = &s.subscriber {
-        println!("send port   {port}");
+        outln!("send port   {port}");
     }
     if let Some(location) = &s.location {
-        println!("location    {location}");
+        outln!("location    {location}");
     }
     if let Some(transport) = &s.transport {
-        println!("transport   {transport}");
+        outln!("transport   {transport}");
     }
-    println!(
+    outln!(
         "resumable   {}",
         if s.resumable {
             "yes"
@@ -240,11 +240,11 @@ pub async fn show(config: &Config, id: i64, json: bool) -> anyhow::Result<()> {
             "no (rejected on receipt: resubmit with --body, or terminate)"
         }
     );
-    println!("reason      {}", s.reason);
-    println!("attempts    {}", s.attempts);
+    outln!("reason      {}", s.reason);
+    outln!("attempts    {}", s.attempts);
     for a in &s.history {
         let transport = a.transport.as_deref().map(|t| format!(" [{t}]")).unwrap_or_default();
-        println!("  {:>3}  {}{transport}  {}", a.attempt, ms_to_text(a.at), a.error);
+        outln!("  {:>3}  {}{transport}  {}", a.attempt, ms_to_text(a.at), a.error);
     }
     print_context(&shown.context);
     print_parts(&shown.parts);
@@ -275,7 +275,7 @@ impl Report {
     fn say(&self, line: &str) {
         match &self.bar {
             Some(bar) => bar.println(line),
-            None => println!("{line}"),
+            None => outln!("{line}"),
         }
     }
 
@@ -298,7 +298,7 @@ impl Report {
                 match outcome {
                     Outcome::Failed(_) | Outcome::Missing => self.complain(&line),
                     Outcome::Skipped(_) | Outcome::Taken => self.say(&line),
-                    _ if self.bar.is_none() => println!("{line}"),
+                    _ if self.bar.is_none() => outln!("{line}"),
                     _ => {}
                 }
                 if let Some(bar) = &self.bar {
@@ -356,7 +356,7 @@ async fn one_with_body(
     body: &mut (dyn tokio::io::AsyncRead + Send + Unpin),
 ) -> anyhow::Result<()> {
     let done = ops::resubmit(b, id, edit, Some(body)).await?;
-    println!("#{id}: {}", Outcome::Resubmitted(done));
+    outln!("#{id}: {}", Outcome::Resubmitted(done));
     Ok(())
 }
 
@@ -384,10 +384,10 @@ async fn bulk(b: &dyn MessageBox, selection: &Selection, action: &Action) -> any
 /// another operation are not failures.
 fn finish(summary: &Summary) -> anyhow::Result<()> {
     if summary.matched == 0 {
-        println!("(no suspended messages)");
+        outln!("(no suspended messages)");
         return Ok(());
     }
-    println!("{summary}");
+    outln!("{summary}");
     if summary.interrupted {
         return Err(Interrupted.into());
     }

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod cli;
 mod debatch;
 mod dev;
 mod faults;
