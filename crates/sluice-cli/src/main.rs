@@ -272,12 +272,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// A token cancelled on SIGTERM or SIGINT.
+/// A token cancelled on SIGTERM or SIGINT. SIGHUP (a service manager's
+/// reload) is logged and otherwise ignored: reloading the configuration is
+/// not supported yet, and the signal's default would kill the node.
 fn on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
+    // Registered now, before anything runs: from here on SIGHUP cannot kill us.
+    let signals = Signals::register();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.wait().await;
         tracing::info!("signal received");
         t.cancel();
     });
@@ -342,17 +346,48 @@ async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         .with_context(|| format!("running the node of {}", config_path.display()))
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+/// The signals a running command answers.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn register() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+            hup: signal(SignalKind::hangup()).ok(),
+        }
+    }
+
+    /// Until SIGTERM or SIGINT.
+    async fn wait(mut self) {
+        async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    if s.recv().await.is_none() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending::<()>().await,
             }
         }
-        _ => {
+        if self.term.is_none() || self.int.is_none() {
             let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = next(&mut self.term) => return,
+                _ = next(&mut self.int) => return,
+                _ = next(&mut self.hup) => tracing::warn!(
+                    "SIGHUP received: reloading the configuration is not supported yet; the node keeps running with \
+                     the configuration it started with (stop and start it to apply a new one)"
+                ),
+            }
         }
     }
 }
