@@ -45,15 +45,25 @@ fn process_budget() -> &'static AtomicI64 {
 /// A log line at most once per interval, saying how many were left out.
 pub(crate) struct RateLimited {
     every: Duration,
-    last: Mutex<Option<Instant>>,
+    /// Lines allowed in each period of `every`.
+    burst: u32,
+    /// The current period's start and the lines written in it.
+    window: Mutex<Option<(Instant, u32)>>,
     suppressed: AtomicU64,
 }
 
 impl RateLimited {
+    /// At most one line per `every`.
     pub(crate) fn new(every: Duration) -> Self {
+        RateLimited::with_burst(every, 1)
+    }
+
+    /// At most `burst` lines per period of `every`.
+    pub(crate) fn with_burst(every: Duration, burst: u32) -> Self {
         RateLimited {
             every,
-            last: Mutex::new(None),
+            burst: burst.max(1),
+            window: Mutex::new(None),
             suppressed: AtomicU64::new(0),
         }
     }
@@ -62,14 +72,19 @@ impl RateLimited {
     /// may be written now; `None` when it must be left out.
     pub(crate) fn allow(&self) -> Option<u64> {
         let now = Instant::now();
-        let Ok(mut last) = self.last.lock() else {
+        let Ok(mut window) = self.window.lock() else {
             return None;
         };
-        if last.is_some_and(|t| now.duration_since(t) < self.every) {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-            return None;
+        match &mut *window {
+            Some((start, lines)) if now.duration_since(*start) < self.every => {
+                if *lines >= self.burst {
+                    self.suppressed.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+                *lines += 1;
+            }
+            _ => *window = Some((now, 1)),
         }
-        *last = Some(now);
         Some(self.suppressed.swap(0, Ordering::Relaxed))
     }
 }
@@ -715,6 +730,14 @@ mod tests {
         assert!(h.idle_for().is_none());
         drop(g);
         assert!(h.idle_for().unwrap() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn rate_limited_allows_a_burst_per_period() {
+        let r = RateLimited::with_burst(Duration::from_secs(3600), 3);
+        assert_eq!((r.allow(), r.allow(), r.allow()), (Some(0), Some(0), Some(0)));
+        assert_eq!((r.allow(), r.allow()), (None, None));
+        assert_eq!(r.suppressed.load(Ordering::Relaxed), 2);
     }
 
     #[test]

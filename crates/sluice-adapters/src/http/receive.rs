@@ -448,13 +448,45 @@ pub struct HttpReceiver {
     uploads: Arc<Slots>,
 }
 
+/// Why a request was answered as it was (the answer's text), for the log.
+#[derive(Clone)]
+struct Reason(String);
+
+/// A refusal already logged where it was decided (its own rate limit).
+#[derive(Clone, Copy)]
+struct Logged;
+
 fn answer(status: StatusCode, text: impl Into<String>) -> Response {
-    let mut r = (status, format!("{}\n", text.into())).into_response();
+    let text = text.into();
+    let mut r = (status, format!("{text}\n")).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    r.extensions_mut().insert(Reason(text));
     r
+}
+
+fn logged(mut r: Response) -> Response {
+    r.extensions_mut().insert(Logged);
+    r
+}
+
+/// Log a refused request (4xx, 5xx) once: status, reason, client address,
+/// method and path (never a header: no credentials), rate-limited.
+fn log_refusal(shared: &Shared, peer: std::net::IpAddr, method: &str, path: &str, response: &Response) {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || response.extensions().get::<Logged>().is_some() {
+        return;
+    }
+    let Some(left_out) = shared.refusal_log.allow() else {
+        return;
+    };
+    let reason = response.extensions().get::<Reason>().map_or("", |r| r.0.as_str());
+    // A hostile path is cut short.
+    let path: String = path.chars().take(200).collect();
+    tracing::warn!(receive_location = %shared.cx.location, client = %peer, status = status.as_u16(), method,
+        path = %path, reason, left_out, "request refused");
 }
 
 /// Constant-time comparison of the `Authorization` header.
@@ -569,6 +601,8 @@ struct Shared {
     uploads: Arc<Slots>,
     /// "waited too long for the throttle", at most once per 10 s.
     admit_log: RateLimited,
+    /// "request refused" (401, 404...), at most 20 lines every 10 s.
+    refusal_log: RateLimited,
     /// Connections and intakes (publish and release) in progress: the node
     /// waits for them when it stops.
     tasks: tokio_util::task::TaskTracker,
@@ -710,7 +744,7 @@ async fn handle(shared: Arc<Shared>, peer: std::net::IpAddr, request: Request) -
                     format!("too many requests at once ({refusal}); try again"),
                 ),
             };
-            return retry_after(answer(status, text), 1);
+            return logged(retry_after(answer(status, text), 1));
         }
     };
     // The host's throttle, before taking the body: one message, its bytes
@@ -723,10 +757,10 @@ async fn handle(shared: Arc<Shared>, peer: std::net::IpAddr, request: Request) -
                     tracing::warn!(receive_location = %cx.location, waited_s = settings.admit_timeout.as_secs_f64(),
                         left_out, "request refused: the host's throttle did not admit it in time (503)");
                 }
-                return retry_after(
+                return logged(retry_after(
                     answer(StatusCode::SERVICE_UNAVAILABLE, "the node is busy; try again"),
                     5,
-                );
+                ));
             }
         },
         _ = cx.shutdown.cancelled() => return answer(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping"),
@@ -833,10 +867,14 @@ async fn handle(shared: Arc<Shared>, peer: std::net::IpAddr, request: Request) -
     });
     let receipt = match intake.await {
         Ok(Ok(receipt)) => receipt,
-        Ok(Err((status, text))) => return answer(status, text),
+        // Logged by the intake.
+        Ok(Err((status, text))) => return logged(answer(status, text)),
         Err(e) => {
             tracing::error!(receive_location = %cx.location, error = %e, "the request's intake task failed");
-            return answer(StatusCode::INTERNAL_SERVER_ERROR, "the request could not be taken");
+            return logged(answer(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the request could not be taken",
+            ));
         }
     };
     let Some((rx, _forget)) = waiter else {
@@ -886,7 +924,9 @@ async fn serve_connection<I>(
         let shared = shared.clone();
         let holder = act.clone();
         async move {
-            let response = handle(shared, peer.ip(), req.map(axum::body::Body::new)).await;
+            let (method, path) = (req.method().clone(), req.uri().path().to_string());
+            let response = handle(shared.clone(), peer.ip(), req.map(axum::body::Body::new)).await;
+            log_refusal(&shared, peer.ip(), method.as_str(), &path, &response);
             // Watched from here: an answer that makes no progress for
             // write_timeout (an HTTP/2 client that grants no window never
             // makes a socket write wait) ends the connection.
@@ -1010,6 +1050,7 @@ impl Source for HttpReceiver {
             waiting: self.waiting.clone(),
             uploads: self.uploads.clone(),
             admit_log: RateLimited::new(Duration::from_secs(10)),
+            refusal_log: RateLimited::with_burst(Duration::from_secs(10), 20),
             tasks: tokio_util::task::TaskTracker::new(),
         });
         let connections = self.connections.clone();

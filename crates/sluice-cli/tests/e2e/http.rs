@@ -82,6 +82,26 @@ fn posts_are_published_once_durable_and_bad_ones_are_refused() {
     assert_eq!(code, 404);
     let (code, _) = post(port, "/in", &dir.join("body.bin"), &["-X", "PATCH", auth[0], auth[1]]);
     assert_eq!(code, 405);
+    // Each refusal is logged (status, reason, client, path), never the
+    // credentials. (Rate-limited: at most 20 lines every 10 s.)
+    wait_until(Duration::from_secs(10), "the refusals in the log", || {
+        let log = node.log_text();
+        ["status=401", "status=404", "status=405"]
+            .iter()
+            .all(|s| log.lines().any(|l| l.contains("request refused") && l.contains(s)))
+    });
+    let log = node.log_text();
+    let refused: Vec<&str> = log.lines().filter(|l| l.contains("request refused")).collect();
+    assert!(
+        refused.iter().any(|l| l.contains("status=401")
+            && l.contains("client=127.0.0.1")
+            && l.contains("missing or wrong credentials")),
+        "{refused:?}"
+    );
+    assert!(
+        !log.contains("s3cret") && !log.contains("Bearer wrong"),
+        "no credentials in the log"
+    );
 
     // A plain 20 MiB PUT, promoted header: to out/ and acme/.
     let (code, answer) = post(
