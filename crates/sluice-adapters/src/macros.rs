@@ -72,13 +72,14 @@ impl Template {
         })
     }
 
-    /// A URL for a message: each macro's value is percent-encoded (a
-    /// context value can fill a path segment or a query value, never add
-    /// one); the template's own text is kept as written.
+    /// A URL for a message: each macro's value is percent-encoded as RFC
+    /// 3986 asks (the unreserved `A-Z a-z 0-9 - . _ ~` stay as they are,
+    /// everything else, `/ ? # %` included, is encoded), so a context value
+    /// can fill a path segment or a query value, never add one; a value
+    /// that is all `.` or `..` is encoded too (it would climb a level). The
+    /// template's own text is kept as written.
     pub fn render_url(&self, id: MessageId, ctx: &Context) -> Result<String, String> {
-        self.expand(id, ctx, &|v: &str| {
-            percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
-        })
+        self.expand(id, ctx, &encode_url_value)
     }
 
     /// The file name for a message. Fails if a macro has no value, or if the
@@ -140,9 +141,40 @@ impl Template {
     }
 }
 
+/// What RFC 3986 leaves unencoded: `A-Z a-z 0-9 - . _ ~`.
+const NOT_UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A macro's value inside a URL (see [`Template::render_url`]).
+fn encode_url_value(v: &str) -> String {
+    if v == "." || v == ".." {
+        return v.replace('.', "%2E");
+    }
+    percent_encoding::utf8_percent_encode(v, NOT_UNRESERVED).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_values_keep_unreserved_characters_and_cannot_add_a_part() {
+        let mut ctx = Context::new();
+        ctx.promote("file", "name", "a.txt");
+        ctx.promote("x", "v", "A-z_0.9~ /?#%&=é");
+        ctx.promote("x", "up", "..");
+        let id = MessageId::new();
+        let url = |t: &str| Template::parse(t).unwrap().render_url(id, &ctx).unwrap();
+        assert_eq!(url("http://h/in/%SourceFileName%"), "http://h/in/a.txt");
+        assert_eq!(
+            url("http://h/in?v=%property:x.v%"),
+            "http://h/in?v=A-z_0.9~%20%2F%3F%23%25%26%3D%C3%A9"
+        );
+        assert_eq!(url("http://h/in/%property:x.up%/x"), "http://h/in/%2E%2E/x");
+    }
 
     #[test]
     fn renders_macros() {
