@@ -452,7 +452,8 @@ pub struct HttpReceiver {
 #[derive(Clone)]
 struct Reason(String);
 
-/// A refusal already logged where it was decided (its own rate limit).
+/// Not to be logged as a refusal: already logged where it was decided (its
+/// own rate limit), or not Sluice's refusal (a response routed back).
 #[derive(Clone, Copy)]
 struct Logged;
 
@@ -540,7 +541,8 @@ fn relay(request: MessageId, reply: Reply) -> Response {
     }
     let body = axum::body::Body::from_stream(ReplyStream::new(reply.body, reply.done));
     match builder.body(body) {
-        Ok(r) => with_message_id(r, request),
+        // The response routed back, whatever its status: not a refusal.
+        Ok(r) => logged(with_message_id(r, request)),
         Err(e) => answer(StatusCode::INTERNAL_SERVER_ERROR, format!("building the answer: {e}")),
     }
 }
@@ -583,7 +585,8 @@ async fn await_response(
                 "trace": trace,
             })
             .to_string();
-            let mut r = answer(StatusCode::GATEWAY_TIMEOUT, body);
+            // Logged above, with where the message is.
+            let mut r = logged(answer(StatusCode::GATEWAY_TIMEOUT, body));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static("application/json"),
