@@ -84,9 +84,9 @@ pub(super) struct Space {
     steps: u64,
     /// Once done: checkpoint and truncate the WAL, which the steps grew.
     truncate_wal: bool,
-    /// The last truncation found readers in the way: wait for a commit, or
-    /// try again after [`TRUNCATE_RETRY`].
-    truncate_waits: bool,
+    /// Truncations held up by readers since the last commit or the last
+    /// run's end (0: try at once; then after a commit, or every
+    /// [`TRUNCATE_RETRY`] up to [`TRUNCATE_TRIES`]).
     truncate_tries: u32,
     truncate_last: Option<Instant>,
     /// A commit failed: give every free page back and take the reserve again.
@@ -105,7 +105,7 @@ impl Space {
     pub(super) fn idle_work(&self) -> Option<Duration> {
         if !self.vacuum {
             None
-        } else if self.active || (self.truncate_wal && !self.truncate_waits) {
+        } else if self.active || (self.truncate_wal && self.truncate_tries == 0) {
             Some(Duration::ZERO)
         } else if self.truncate_wal && self.truncate_tries < TRUNCATE_TRIES {
             Some(TRUNCATE_RETRY.saturating_sub(self.truncate_last.map_or(TRUNCATE_RETRY, |t| t.elapsed())))
@@ -254,7 +254,6 @@ impl Writer {
             return;
         }
         // A commit since: readers in the WAL's way may have moved on.
-        self.space.truncate_waits = false;
         self.space.truncate_tries = 0;
         let freed = self.space.freed;
         if self.space.vacuum {
@@ -418,7 +417,7 @@ impl Writer {
         }
         s.active = false;
         s.truncate_wal = true;
-        s.truncate_waits = false;
+        s.truncate_tries = 0;
     }
 
     fn incremental_vacuum(&mut self, pages: i64) -> rusqlite::Result<()> {
@@ -457,12 +456,10 @@ impl Writer {
                 }
             }
             Ok(false) => {
-                self.space.truncate_waits = true;
                 self.space.truncate_tries += 1;
             }
             Err(e) => {
                 tracing::debug!(error = %e, "could not truncate the write-ahead log");
-                self.space.truncate_waits = true;
                 self.space.truncate_tries += 1;
             }
         }
