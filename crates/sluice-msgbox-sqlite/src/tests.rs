@@ -703,13 +703,7 @@ async fn a_version_2_box_gives_its_work_to_the_node_that_opens_it() {
         })
         .await
         .unwrap();
-        let m = NewMessage {
-            id: MessageId::new(),
-            context: Context::new(),
-            parts: vec![Part::inline("body", "x")],
-        };
-        let id = m.id;
-        b.publish_holding(m, "receive:in").await.unwrap();
+        let id = publish_held(&b).await;
         let leased = b.lease("s", 1, 60_000).await.unwrap();
         b.close().await.unwrap();
         (id, leased[0].token)
@@ -758,13 +752,7 @@ async fn work_no_node_owns_is_taken_by_the_next_node_to_start() {
     let clock = ManualClock::new(1_700_000_000_000);
     let held = {
         let b = SqliteBox::open(dir.path(), clock.clone(), Options::default()).unwrap();
-        let m = NewMessage {
-            id: MessageId::new(),
-            context: Context::new(),
-            parts: vec![Part::inline("body", "x")],
-        };
-        let id = m.id;
-        b.publish_holding(m, "receive:in").await.unwrap();
+        let id = publish_held(&b).await;
         b.close().await.unwrap();
         id
     };
@@ -774,4 +762,16 @@ async fn work_no_node_owns_is_taken_by_the_next_node_to_start() {
     let b = SqliteBox::open(dir.path(), clock.clone(), Options::default()).unwrap();
     assert_eq!(b.held_by("receive:in", None, 10).await.unwrap(), vec![held]);
     b.close().await.unwrap();
+}
+
+/// A small message published held by `receive:in`, as a location does.
+async fn publish_held(b: &SqliteBox) -> MessageId {
+    let m = NewMessage {
+        id: MessageId::new(),
+        context: Context::new(),
+        parts: vec![Part::inline("body", "x")],
+    };
+    let id = m.id;
+    b.publish_holding(m, "receive:in").await.unwrap();
+    id
 }
