@@ -30,8 +30,11 @@ pub fn code(e: &anyhow::Error) -> &'static str {
         if let Some(e) = cause.downcast_ref::<ContentError>() {
             return ErrorCode::of_content(e).as_str();
         }
-        if cause.is::<ConfigError>() {
+        if cause.is::<ConfigError>() || cause.is::<crate::reload::ReloadRefused>() {
             return CONFIG;
+        }
+        if cause.is::<sluice_host::control::ControlError>() || cause.is::<crate::reload::ReloadIncomplete>() {
+            return NODE;
         }
         if let Some(e) = cause.downcast_ref::<HostError>() {
             return match e {

@@ -8,15 +8,18 @@ mod dev;
 mod errors;
 mod inspect;
 mod publish;
+mod reload;
 mod store;
 mod suspended;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{CommandFactory, Parser, Subcommand};
 use sluice_host::{CancellationToken, Config};
 use sluice_ops::suspended::Action;
+use tokio::sync::Notify;
 
 #[derive(Parser)]
 #[command(name = "sluice", version, about = "Sluice integration server")]
@@ -31,6 +34,17 @@ enum Command {
     Serve {
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Ask the running node to load a configuration file again: locations
+    /// and ports added, removed or changed, the others untouched. An invalid
+    /// file is refused whole and the running configuration kept. SIGHUP to
+    /// the node does the same with the file it runs.
+    Reload {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// One JSON object: `{"applied", "changes", "errors"}`.
+        #[arg(long)]
+        json: bool,
     },
     /// Counts: messages in the box, queued per subscriber, suspended, content bytes.
     Status {
@@ -219,6 +233,7 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => serve(config).await,
+        Command::Reload { config, json } => reload::reload(&load(&config)?, &config, json).await,
         Command::Status { config, json } => inspect::status(&load(&config)?, json).await,
         Command::Messages {
             command:
@@ -268,20 +283,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => bench::hostile(args).await,
         Command::Dev {
             command: DevCommand::EchoServer(args),
-        } => dev::echo_server(args, on_signal()).await,
+        } => dev::echo_server(args, on_signal(None)).await,
     }
 }
 
 /// A token cancelled on SIGTERM or SIGINT. SIGHUP (a service manager's
-/// reload) is logged and otherwise ignored: reloading the configuration is
-/// not supported yet, and the signal's default would kill the node.
-fn on_signal() -> CancellationToken {
+/// reload) notifies `reload`, or without one is logged and ignored: the
+/// signal's default would kill the process.
+fn on_signal(reload: Option<Arc<Notify>>) -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     // Registered now, before anything runs: from here on SIGHUP cannot kill us.
     let signals = Signals::register();
     tokio::spawn(async move {
-        signals.wait().await;
+        signals.wait(reload).await;
         tracing::info!("signal received");
         t.cancel();
     });
@@ -341,7 +356,12 @@ fn load(path: &std::path::Path) -> anyhow::Result<Config> {
 
 async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     let config = load(&config_path)?;
-    sluice_host::serve(config, on_signal())
+    let reload = Arc::new(Notify::new());
+    let control = sluice_host::Control {
+        shutdown: on_signal(Some(reload.clone())),
+        reload,
+    };
+    sluice_host::serve(config, config_path.clone(), control)
         .await
         .with_context(|| format!("running the node of {}", config_path.display()))
 }
@@ -363,8 +383,9 @@ impl Signals {
         }
     }
 
-    /// Until SIGTERM or SIGINT.
-    async fn wait(mut self) {
+    /// Until SIGTERM or SIGINT; each SIGHUP notifies `reload` (or is
+    /// logged and ignored without one).
+    async fn wait(mut self, reload: Option<Arc<Notify>>) {
         async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
             match s {
                 Some(s) => {
@@ -383,10 +404,13 @@ impl Signals {
             tokio::select! {
                 _ = next(&mut self.term) => return,
                 _ = next(&mut self.int) => return,
-                _ = next(&mut self.hup) => tracing::warn!(
-                    "SIGHUP received: reloading the configuration is not supported yet; the node keeps running with \
-                     the configuration it started with (stop and start it to apply a new one)"
-                ),
+                _ = next(&mut self.hup) => match &reload {
+                    Some(reload) => {
+                        tracing::info!("SIGHUP received: reloading the configuration");
+                        reload.notify_one();
+                    }
+                    None => tracing::info!("SIGHUP received and ignored"),
+                },
             }
         }
     }

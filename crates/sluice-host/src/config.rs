@@ -86,6 +86,10 @@ pub struct Config {
     /// The store, resolved (set by [`Config::load`]).
     #[serde(skip)]
     store_url: Option<sluice_store::StoreUrl>,
+    /// The file's tables as written (set by [`Config::from_toml`]): a
+    /// reload compares them to tell which locations and ports changed.
+    #[serde(skip)]
+    pub(crate) raw: toml::Table,
 }
 
 /// The environment variable that names the message box's store URL; it wins
@@ -641,6 +645,7 @@ impl Config {
                     .map_err(|e| invalid(format!("{key}.backup.adapter"), e.to_string()))?;
             }
         }
+        config.raw = toml::from_str(text).unwrap_or_default();
         Ok(config)
     }
 }

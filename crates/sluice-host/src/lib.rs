@@ -22,7 +22,9 @@
 //! throttled host takes and leases nothing new.
 
 pub mod config;
+pub mod control;
 pub mod metrics;
+mod node;
 mod publisher;
 mod send_port;
 pub mod status;
@@ -41,8 +43,6 @@ pub use tokio_util::sync::CancellationToken;
 
 pub use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::publisher::LocationPublisher;
-use crate::send_port::SendPortRunner;
 use crate::status::{NodeStatus, host_status};
 use crate::throttle::Throttle;
 
@@ -62,20 +62,24 @@ pub enum HostError {
 }
 
 /// Wakes a send port when a message is queued for it (it also polls).
+/// A runner takes its notifier when it starts; a reload adds runners.
 #[derive(Default)]
 pub(crate) struct Wakers {
-    by_subscriber: HashMap<String, Arc<Notify>>,
+    by_subscriber: std::sync::RwLock<HashMap<String, Arc<Notify>>>,
 }
 
 impl Wakers {
     pub(crate) fn wake(&self, subscriber: &str) {
-        if let Some(n) = self.by_subscriber.get(subscriber) {
+        let map = self.by_subscriber.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get(subscriber) {
             n.notify_one();
         }
     }
-    /// The notifier of `subscriber` (a fresh one, never woken, if unknown).
+    /// The notifier of `subscriber`, made on first use. One per subscriber
+    /// name ever run (bounded by the configuration's names).
     pub(crate) fn of(&self, subscriber: &str) -> Arc<Notify> {
-        self.by_subscriber.get(subscriber).cloned().unwrap_or_default()
+        let mut map = self.by_subscriber.write().unwrap_or_else(|p| p.into_inner());
+        map.entry(subscriber.to_string()).or_default().clone()
     }
 }
 
@@ -107,7 +111,7 @@ fn lock_data_dir(dir: &Path) -> Result<DataDirLock, HostError> {
 }
 
 /// A receive location's way into its host's throttle, within its share.
-struct HostAdmission(throttle::Lane);
+pub(crate) struct HostAdmission(pub(crate) throttle::Lane);
 
 impl sluice_adapters::Held for throttle::Permit {
     fn charge(&self, bytes: u64) {
@@ -122,9 +126,31 @@ impl sluice_adapters::Admission for HostAdmission {
     }
 }
 
-/// Run a node until `shutdown` is cancelled; then stop intake, finish the
-/// work in flight, close the box and return.
-pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), HostError> {
+/// What a running node answers besides its configuration.
+pub struct Control {
+    /// Cancelled to stop the node (SIGTERM, SIGINT): stop intake, finish
+    /// the work in flight, close the box.
+    pub shutdown: CancellationToken,
+    /// Notified to load the configuration file again (SIGHUP).
+    pub reload: Arc<Notify>,
+}
+
+impl Control {
+    /// Stopped by `shutdown`; never asked to reload but by the control socket.
+    pub fn new(shutdown: CancellationToken) -> Control {
+        Control {
+            shutdown,
+            reload: Arc::new(Notify::new()),
+        }
+    }
+}
+
+/// Run a node until `control.shutdown` is cancelled; then stop intake,
+/// finish the work in flight, close the box and return. `config` was
+/// loaded from `config_path`; a reload (SIGHUP, `sluice reload`) loads a
+/// file again and applies what changed.
+pub async fn serve(config: Config, config_path: PathBuf, control: Control) -> Result<(), HostError> {
+    let shutdown = control.shutdown.clone();
     let _lock = lock_data_dir(&config.data_dir)?;
     // A server must not run out of file descriptors at 1024; HTTP locations
     // keep a reserve of them for the box and the other adapters.
@@ -152,12 +178,6 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Ho
             Ok((name.clone(), Throttle::new(name, limits, Some(metrics.host(name)))))
         })
         .collect::<Result<_, HostError>>()?;
-    let throttle_of = |what: &str, host: &str| {
-        throttles.get(host).cloned().ok_or_else(|| HostError::Start {
-            what: what.to_string(),
-            message: format!("no host `{host}` is configured"),
-        })
-    };
     let node_id = config.node_id().map_err(|e| HostError::DataDir {
         path: config.data_dir.clone(),
         message: format!("cannot read or keep the node id: {e}"),
@@ -186,83 +206,41 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Ho
             "discarded content that was never published before the last stop"
         );
     }
-    sync_subscriptions(&config, &*mbox).await?;
+    subscribe_all(&config, &*mbox).await?;
+    unsubscribe_missing(&config, &*mbox).await?;
 
-    let mut wakers = Wakers::default();
-    for name in config.send_ports.keys().cloned().chain(reply_subscribers(&config)) {
-        wakers.by_subscriber.insert(name, Arc::new(Notify::new()));
-    }
-    let wakers = Arc::new(wakers);
+    let send_stop = CancellationToken::new();
+    let shared = node::Shared {
+        mbox: mbox.clone(),
+        wakers: Arc::new(Wakers::default()),
+        metrics: metrics.clone(),
+        throttles: throttles.clone(),
+        intake_stop: shutdown.clone(),
+        send_stop: send_stop.clone(),
+    };
 
     // Receive locations are built and recover what the last run left
     // half-done before anything starts: no send port may deliver (and
     // delete) a message whose source is still being sorted out.
-    let mut sources = Vec::new();
-    let mut reply_runners = Vec::new();
-    let mut abandoned = Vec::new();
-    for (port, pc) in &config.receive_ports {
-        for (name, lc) in &pc.locations {
-            if !lc.enabled {
-                tracing::info!(receive_location = %name, "receive location is disabled");
-                continue;
-            }
-            let mut source = lc.adapter.build().map_err(|e| HostError::Start {
-                what: format!("receive location `{name}`"),
-                message: e.to_string(),
-            })?;
-            // Listen (or whatever the adapter must take) now: a taken
-            // address stops the start, naming the location.
-            source.bind().await.map_err(|e| HostError::Start {
-                what: format!("receive location `{name}`"),
-                message: e.to_string(),
-            })?;
-            let pipeline = lc.pipeline.build().map_err(|message| HostError::Start {
-                what: format!("receive location `{name}` pipeline"),
-                message,
-            })?;
-            let publisher = Arc::new(LocationPublisher::new(
-                name,
-                pipeline,
-                mbox.clone(),
-                wakers.clone(),
-                metrics.clone(),
-            ));
-            let throttle = throttle_of(&format!("receive location `{name}`"), &lc.host)?;
-            let cx = sluice_adapters::ReceiveContext {
-                port: port.clone(),
-                location: name.clone(),
-                publisher: publisher.clone(),
-                admission: Arc::new(HostAdmission(throttle.lane())),
-                shutdown: shutdown.clone(),
-            };
-            if let Some(keep) = lc.adapter.abandoned_keep() {
-                abandoned.push((sluice_adapters::reply_subscriber(name), keep));
-            }
-            if let Some(replies) = source.replies(name) {
-                let subscriber = sluice_adapters::reply_subscriber(name);
-                reply_runners.push((
-                    subscriber.clone(),
-                    SendPortRunner::replies(
-                        &subscriber,
-                        replies,
-                        mbox.clone(),
-                        wakers.clone(),
-                        throttle,
-                        metrics.clone(),
-                    ),
-                ));
-            }
-            source.recover(&cx).await;
-            let released = publisher.release_leftovers().await?;
-            if released > 0 {
-                tracing::info!(receive_location = %name, messages = released,
-                    "released messages whose source was already settled when the node last stopped");
-            }
-            sources.push((source, cx, lc.adapter.kind()));
+    for pc in config.receive_ports.values() {
+        for (name, _) in pc.locations.iter().filter(|(_, lc)| !lc.enabled) {
+            tracing::info!(receive_location = %name, "receive location is disabled");
         }
     }
+    let mut prepared = Vec::new();
+    for (name, (port, lc)) in node::enabled_locations(&config) {
+        let mut location = node::PreparedLocation::build(&shared, &config, port, name, lc)?;
+        // Listen (or whatever the adapter must take) now: a taken
+        // address stops the start, naming the location.
+        location.bind().await?;
+        prepared.push(location);
+    }
+    for location in &prepared {
+        location.recover().await?;
+    }
 
-    // Node services: RSS sampling (memory marks, metrics), status.json, metrics endpoint.
+    // Node services: RSS sampling (memory marks, metrics), status.json,
+    // metrics endpoint, control socket.
     let services_stop = CancellationToken::new();
     let mut services = JoinSet::new();
     services.spawn(sample_rss(
@@ -284,85 +262,111 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Ho
             services_stop.clone(),
         ));
     }
-    for (subscriber, keep) in abandoned {
-        services.spawn(purge_abandoned(mbox.clone(), subscriber, keep, services_stop.clone()));
-    }
     if let Some(endpoint) = endpoint {
         services.spawn(endpoint.serve(metrics.clone(), mbox.clone(), services_stop.clone()));
     }
-
-    let mut task_names: HashMap<tokio::task::Id, String> = HashMap::new();
-    // Send ports next, so that they are ready when messages arrive.
-    let send_stop = CancellationToken::new();
-    let mut senders = JoinSet::new();
-    for (name, sp) in &config.send_ports {
-        if !sp.enabled {
-            tracing::info!(send_port = %name, "send port is stopped; its messages wait in the box");
-            continue;
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel(4);
+    match control::bind(&config.data_dir) {
+        Ok(listener) => {
+            services.spawn(control::serve(listener, reload_tx, services_stop.clone()));
         }
-        let what = format!("send port `{name}`");
-        let runner = SendPortRunner::new(
-            name,
-            sp,
-            mbox.clone(),
-            wakers.clone(),
-            throttle_of(&what, &sp.host)?,
-            metrics.clone(),
-        )
-        .map_err(|message| HostError::Start {
-            what: what.clone(),
-            message,
-        })?;
-        let handle = senders.spawn(runner.run(send_stop.clone()));
-        task_names.insert(handle.id(), format!("send port `{name}`"));
-    }
-    for (subscriber, runner) in reply_runners {
-        let handle = senders.spawn(runner.run(send_stop.clone()));
-        task_names.insert(handle.id(), format!("responses to `{subscriber}`"));
+        Err(e) => tracing::warn!(socket = %control::socket_path(&config.data_dir).display(), error = %e,
+            "cannot listen on the control socket; `sluice reload` cannot reach this node (SIGHUP still reloads)"),
     }
 
-    let mut receivers = JoinSet::new();
-    for (source, cx, kind) in sources {
-        let location = cx.location.clone();
-        tracing::info!(receive_port = %cx.port, receive_location = %location, adapter = kind, "receive location started");
-        let what = format!("receive location `{location}`");
-        let handle = receivers.spawn(async move {
-            if let Err(e) = source.run(cx).await {
-                tracing::error!(receive_location = %location, error = %e, "receive location stopped with an error");
-            }
-        });
-        task_names.insert(handle.id(), what);
+    // Send ports next, so that they are ready when messages arrive.
+    let mut units = node::Units::default();
+    units.start_ports(&shared, &config)?;
+    for location in prepared {
+        units.add_location(&shared, location);
     }
     tracing::info!(data_dir = %config.data_dir.display(), store = %store, node = %node_id, metrics = metrics_address.as_deref().unwrap_or("off"),
         "node running");
 
-    // Until asked to stop, watch the tasks: one that ends now has failed
-    // (a panic); say so loudly rather than let a port go quiet.
+    // Until asked to stop, answer reloads. A unit's task that ends while it
+    // should run reports itself (see `node::supervised`).
+    let mut config = config;
+    let mut config_path = config_path;
     loop {
         tokio::select! {
-            // Checked first: a task that ends because the node stops has not failed.
+            // Checked first: a stop wins over a reload asked at the same time.
             biased;
             _ = shutdown.cancelled() => break,
-            Some(ended) = senders.join_next_with_id() => report_early_end(&task_names, ended),
-            Some(ended) = receivers.join_next_with_id() => report_early_end(&task_names, ended),
+            _ = control.reload.notified() => {
+                reload(&config_path, &mut config, &mut units, &shared).await;
+            }
+            Some(asked) = reload_rx.recv() => {
+                let outcome = reload(&asked.path, &mut config, &mut units, &shared).await;
+                if outcome.applied {
+                    // SIGHUP reloads the file applied last.
+                    config_path = asked.path;
+                }
+                let _ = asked.answer.send(outcome);
+            }
         }
     }
     tracing::info!("stopping: no new intake; finishing work in flight");
-    while receivers.join_next().await.is_some() {}
+    units.stop_intake().await;
     send_stop.cancel();
-    while senders.join_next().await.is_some() {}
+    units.stop_ports().await;
     services_stop.cancel();
     while services.join_next().await.is_some() {}
     // A node that stopped cleanly leaves no report behind (an old one would
-    // look like a node that is stuck).
-    if let Err(e) = std::fs::remove_file(status::status_path(&config.data_dir))
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::warn!(error = %e, "cannot remove status.json");
+    // look like a node that is stuck), nor a control socket.
+    for path in [
+        status::status_path(&config.data_dir),
+        control::socket_path(&config.data_dir),
+    ] {
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(error = %e, file = %path.display(), "cannot remove a file the node wrote");
+        }
     }
     mbox.close().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Load `path` and move the node to it; the running configuration stays
+/// whole if it is refused.
+async fn reload(
+    path: &Path,
+    config: &mut Config,
+    units: &mut node::Units,
+    shared: &node::Shared,
+) -> control::ReloadOutcome {
+    tracing::info!(config = %path.display(), "reloading the configuration");
+    let outcome = match Config::load(path) {
+        Ok(new) => {
+            let outcome = units.reload(shared, config, &new).await;
+            if outcome.applied {
+                *config = new;
+            }
+            outcome
+        }
+        Err(e) => control::ReloadOutcome {
+            errors: vec![e.to_string()],
+            ..Default::default()
+        },
+    };
+    if outcome.applied {
+        if outcome.changes.is_empty() {
+            tracing::info!(config = %path.display(), "configuration reloaded: nothing changed");
+        }
+        for change in &outcome.changes {
+            tracing::info!(config = %path.display(), change = %change, "configuration reloaded");
+        }
+        for error in &outcome.errors {
+            tracing::error!(config = %path.display(), error = %error, "configuration reloaded, but not all of it");
+        }
+    } else {
+        for error in &outcome.errors {
+            tracing::error!(config = %path.display(), error = %error,
+                "configuration reload refused; the running configuration is kept");
+        }
+    }
+    outcome
 }
 
 /// A periodic tick that ends when `stop` is cancelled.
@@ -442,7 +446,12 @@ async fn purge_tracking(mbox: Arc<dyn MessageBox>, keep: Duration, stop: Cancell
 /// Terminate the responses that waited suspended at a request-response
 /// location's reply subscriber (`reply:<location>`: their client timed out
 /// or went away) for longer than `keep`, so they do not pile up.
-async fn purge_abandoned(mbox: Arc<dyn MessageBox>, subscriber: String, keep: Duration, stop: CancellationToken) {
+pub(crate) async fn purge_abandoned(
+    mbox: Arc<dyn MessageBox>,
+    subscriber: String,
+    keep: Duration,
+    stop: CancellationToken,
+) {
     const PAGE: usize = 1000;
     let every = (keep / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
     let mut ticks = Ticker::new(every, stop.clone());
@@ -526,37 +535,21 @@ fn now_ms() -> i64 {
     SystemClock.now_ms()
 }
 
-fn report_early_end(
-    names: &HashMap<tokio::task::Id, String>,
-    ended: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
-) {
-    let (id, detail) = match ended {
-        Ok((id, ())) => (id, "it returned".to_string()),
-        Err(e) => (e.id(), e.to_string()),
-    };
-    let what = names.get(&id).map(String::as_str).unwrap_or("a task");
-    tracing::error!(task = what, detail = %detail, "stopped while the node is running; restart the node to restart it");
-}
-
 /// The subscribers of the request-response locations' responses
 /// (`reply:<location>`).
 fn reply_subscribers(config: &Config) -> Vec<String> {
-    config
-        .receive_ports
-        .values()
-        .flat_map(|p| p.locations.iter())
-        .filter(|(_, lc)| lc.enabled && lc.adapter.exchange() == sluice_adapters::Exchange::RequestResponse)
+    node::enabled_locations(config)
+        .filter(|(_, (_, lc))| node::is_request_response(lc))
         .map(|(name, _)| sluice_adapters::reply_subscriber(name))
         .collect()
 }
 
-/// Make the box's subscriptions match the configured send ports. A
-/// subscription with no send port left is removed; its queued messages become
-/// suspended (resumable), never dropped.
-async fn sync_subscriptions(config: &Config, mbox: &dyn MessageBox) -> Result<(), HostError> {
+/// Subscribe every configured send port (a stopped one too: its messages
+/// queue) and every request-response location's responses, with the
+/// filters of `config`.
+pub(crate) async fn subscribe_all(config: &Config, mbox: &dyn MessageBox) -> Result<(), HostError> {
     // A request-response location takes the responses addressed to it.
-    let replies = reply_subscribers(config);
-    for subscriber in &replies {
+    for subscriber in reply_subscribers(config) {
         let (rns, rname) = sluice_adapters::REPLY_TO;
         let (cns, cname) = sluice_adapters::CORRELATION_ID;
         let text = format!("{rns}.{rname} == \"{subscriber}\" and {cns}.{cname} exists");
@@ -564,11 +557,7 @@ async fn sync_subscriptions(config: &Config, mbox: &dyn MessageBox) -> Result<()
             what: format!("subscription of {subscriber}"),
             message: e.to_string(),
         })?;
-        mbox.subscribe(Subscription {
-            subscriber: subscriber.clone(),
-            filter,
-        })
-        .await?;
+        mbox.subscribe(Subscription { subscriber, filter }).await?;
     }
     for (name, sp) in &config.send_ports {
         let filter = sp.parsed_filter.clone().ok_or_else(|| HostError::Start {
@@ -581,12 +570,26 @@ async fn sync_subscriptions(config: &Config, mbox: &dyn MessageBox) -> Result<()
         })
         .await?;
     }
+    Ok(())
+}
+
+/// Remove the subscriptions `config` no longer has (a send port removed, a
+/// request-response location removed or disabled); their queued messages
+/// become suspended (resumable), never dropped. Returns (subscriber,
+/// messages suspended) for each.
+pub(crate) async fn unsubscribe_missing(
+    config: &Config,
+    mbox: &dyn MessageBox,
+) -> Result<Vec<(String, u64)>, HostError> {
+    let replies = reply_subscribers(config);
+    let mut gone = Vec::new();
     for sub in mbox.subscriptions().await? {
         if !config.send_ports.contains_key(&sub.subscriber) && !replies.contains(&sub.subscriber) {
             let n = mbox.unsubscribe(&sub.subscriber).await?;
             tracing::warn!(subscriber = %sub.subscriber, suspended = n,
                 "send port is no longer configured; its subscription is removed and its queued messages are suspended");
+            gone.push((sub.subscriber, n));
         }
     }
-    Ok(())
+    Ok(gone)
 }

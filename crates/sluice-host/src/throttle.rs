@@ -87,6 +87,9 @@ struct Waiter {
 struct LaneUse {
     in_flight: u64,
     bytes: u64,
+    /// A [`Lane`] uses this slot. A slot given up (its location stopped by a
+    /// reload) is taken again once nothing it admitted is in flight.
+    held: bool,
 }
 
 struct Inner {
@@ -159,12 +162,25 @@ impl Throttle {
     }
 
     /// A new lane (for one receive location) with the host's share limits.
+    /// A slot a dropped lane gave up is reused once its permits are all
+    /// back, so locations restarted by reloads do not pile up slots.
     pub fn lane(self: &Arc<Self>) -> Lane {
         let mut inner = self.lock();
-        inner.lanes.push(LaneUse::default());
+        let free = inner
+            .lanes
+            .iter()
+            .position(|l| !l.held && l.in_flight == 0 && l.bytes == 0);
+        let index = match free {
+            Some(i) => i,
+            None => {
+                inner.lanes.push(LaneUse::default());
+                inner.lanes.len() - 1
+            }
+        };
+        inner.lanes[index].held = true;
         Lane {
             throttle: self.clone(),
-            index: inner.lanes.len() - 1,
+            index,
         }
     }
 
@@ -472,6 +488,14 @@ impl Lane {
             .get(self.index)
             .map(|l| (l.in_flight, l.bytes))
             .unwrap_or((0, 0))
+    }
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        if let Some(l) = self.throttle.lock().lanes.get_mut(self.index) {
+            l.held = false;
+        }
     }
 }
 
@@ -816,5 +840,24 @@ mod tests {
         assert_eq!(Bytes(512).to_string(), "512 B");
         assert_eq!(Bytes(20 * MIB).to_string(), "20.0 MiB");
         assert_eq!(Bytes(3 << 30).to_string(), "3.0 GiB");
+    }
+
+    #[test]
+    fn a_dropped_lane_slot_is_reused_only_once_its_permits_are_back() {
+        let t = throttle(1000, 800, 10 * MIB, None);
+        let a = t.lane();
+        let held = poll_once(pin!(a.admit(5))).expect("admitted");
+        drop(a);
+        // Its permit is still out: a new lane must not take its counts.
+        let b = t.lane();
+        assert_eq!(b.in_flight(), (0, 0));
+        assert_eq!(t.lock().lanes.len(), 2);
+        drop(held);
+        drop(b);
+        // Both slots are free now: new lanes reuse them, no new slot.
+        let c = t.lane();
+        let d = t.lane();
+        assert_eq!(t.lock().lanes.len(), 2, "restarted locations reuse slots");
+        assert_eq!((c.in_flight(), d.in_flight()), ((0, 0), (0, 0)));
     }
 }

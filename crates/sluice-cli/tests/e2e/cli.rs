@@ -51,9 +51,11 @@ fn a_closed_stdout_ends_the_command_quietly() {
     }
 }
 
-/// SIGHUP (a service manager's reload) during a load of 5,000 files: it is
-/// logged, the node keeps running, and every file is delivered exactly
-/// once (one `completed` tracking event each); the node then stops cleanly.
+/// SIGHUP (a service manager's reload) during a load of 5,000 files: the
+/// node reloads its unchanged file (nothing restarts), keeps running, and
+/// every file is delivered exactly once (one `completed` tracking event
+/// each); the node then stops cleanly. (Reloads that change things:
+/// `reload::`.)
 #[test]
 fn sighup_during_a_load_loses_nothing_and_delivers_nothing_twice() {
     const FILES: usize = 5000;
@@ -110,5 +112,10 @@ fn sighup_during_a_load_loses_nothing_and_delivers_nothing_twice() {
         .count();
     assert_eq!(completed, FILES, "each message completed exactly once");
     assert!(node.log_text().contains("SIGHUP received"), "logged");
+    assert!(
+        node.log_text().contains("configuration reloaded: nothing changed"),
+        "log:\n{}",
+        node.log_text()
+    );
     node.stop();
 }

@@ -17,5 +17,6 @@ mod pipeline;
 mod publish;
 mod recovery;
 mod relay;
+mod reload;
 mod suspended;
 mod throttle;

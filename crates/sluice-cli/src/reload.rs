@@ -1,0 +1,65 @@
+//! `sluice reload`: ask a running node to load its configuration again.
+
+use std::path::Path;
+
+use sluice_host::Config;
+
+/// `sluice reload`: check the file here (its errors are printed without
+/// bothering the node), then ask the node of its data directory to load it.
+pub async fn reload(config: &Config, config_path: &Path, json: bool) -> anyhow::Result<()> {
+    let outcome = sluice_host::control::request_reload(&config.data_dir, config_path).await?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&outcome)?);
+    } else {
+        if outcome.applied && outcome.changes.is_empty() {
+            outln!("reloaded {}: nothing changed", config_path.display());
+        } else if outcome.applied {
+            outln!("reloaded {}:", config_path.display());
+        }
+        for change in &outcome.changes {
+            outln!("  {change}");
+        }
+    }
+    if !outcome.applied {
+        anyhow::bail!(ReloadRefused(outcome.errors));
+    }
+    if !outcome.errors.is_empty() {
+        anyhow::bail!(ReloadIncomplete(outcome.errors));
+    }
+    Ok(())
+}
+
+/// The node refused a reload and runs the configuration it had.
+#[derive(Debug)]
+pub struct ReloadRefused(Vec<String>);
+
+impl std::fmt::Display for ReloadRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the node refused the configuration and keeps running the one it had:"
+        )?;
+        for e in &self.0 {
+            write!(f, "\n  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ReloadRefused {}
+
+/// The node took the configuration, but not all of it started.
+#[derive(Debug)]
+pub struct ReloadIncomplete(Vec<String>);
+
+impl std::fmt::Display for ReloadIncomplete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the node took the configuration, but not all of it runs:")?;
+        for e in &self.0 {
+            write!(f, "\n  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ReloadIncomplete {}
