@@ -265,7 +265,8 @@ impl TransmitError {
 pub enum Delivered {
     /// Delivered to this place (a path, a URL...).
     To(String),
-    /// An identical copy was already there (a redelivery after a crash).
+    /// An identical copy was already there (most often written by an
+    /// earlier attempt whose outcome was lost: a crash, an expired lease).
     AlreadyThere(String),
 }
 

@@ -414,8 +414,20 @@ impl SendPortRunner {
         }
         match &result {
             Ok(Delivered::To(to)) => tracing::debug!(send_port = %self.name, what, to = %to, "delivered"),
-            Ok(Delivered::AlreadyThere(to)) => tracing::info!(send_port = %self.name, what, to = %to,
-                "an identical copy was already delivered (redelivery after a restart)"),
+            Ok(Delivered::AlreadyThere(to)) => {
+                // Say what is known: whether an earlier attempt of this
+                // delivery may have written it (the attempt count), not why
+                // that attempt's outcome was lost (a restart, an expired
+                // lease or a failure after the write look the same here).
+                let attempt = entries.iter().map(|l| l.attempt).max().unwrap_or(1);
+                if attempt > 1 {
+                    tracing::info!(send_port = %self.name, what, to = %to, attempt,
+                        "an identical copy was already there, written by an earlier attempt; counted as delivered");
+                } else {
+                    tracing::info!(send_port = %self.name, what, to = %to, attempt,
+                        "an identical copy was already there before the first attempt; counted as delivered");
+                }
+            }
             Err(e) => {
                 let attempt = entries.iter().map(|l| l.attempt).max().unwrap_or(1);
                 let (ti, on) = self.transport_of(attempt);
