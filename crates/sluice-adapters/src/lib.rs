@@ -296,10 +296,10 @@ pub trait Transmitter: Send + Sync {
 }
 
 /// The property a request-response location stamps on each request
-/// (`reply.to`), copied by a solicit-response send port onto the response.
-pub const REPLY_TO: (&str, &str) = ("reply", "to");
-/// The property that ties a response to its request (the request's id).
-pub const CORRELATION_ID: (&str, &str) = ("correlation", "id");
+/// (`reply.to`), copied by a solicit-response send port onto the response;
+/// and the property that ties a response to its request (`correlation.id`,
+/// the request's id). See [`sluice_model::reply`].
+pub use sluice_model::reply::{CORRELATION_ID, REPLY_TO};
 
 /// The subscriber that takes the responses routed back to a request-response
 /// receive location: `reply:<location>`.

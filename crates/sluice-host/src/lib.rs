@@ -548,11 +548,15 @@ fn reply_subscribers(config: &Config) -> Vec<String> {
 /// queue) and every request-response location's responses, with the
 /// filters of `config`.
 pub(crate) async fn subscribe_all(config: &Config, mbox: &dyn MessageBox) -> Result<(), HostError> {
-    // A request-response location takes the responses addressed to it.
+    // A request-response location takes the responses addressed to it,
+    // and the faults of what its clients wait for (answered 502 at once).
     for subscriber in reply_subscribers(config) {
         let (rns, rname) = sluice_adapters::REPLY_TO;
         let (cns, cname) = sluice_adapters::CORRELATION_ID;
-        let text = format!("{rns}.{rname} == \"{subscriber}\" and {cns}.{cname} exists");
+        let (fns, fname) = sluice_model::reply::FAULT_REPLY_TO;
+        let text = format!(
+            "({rns}.{rname} == \"{subscriber}\" and {cns}.{cname} exists) or {fns}.{fname} == \"{subscriber}\""
+        );
         let filter = sluice_model::Filter::parse(&text).map_err(|e| HostError::Start {
             what: format!("subscription of {subscriber}"),
             message: e.to_string(),

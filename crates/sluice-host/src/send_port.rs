@@ -515,6 +515,13 @@ impl SendPortRunner {
                         let suspended = self.mbox.suspend(l.token, &failure).await;
                         if suspended.is_ok() {
                             self.metrics.suspended(&self.name, Suspension::DeliveryFailed);
+                            // Its fault goes to the reply subscriber of a
+                            // waiting client (`fault.reply_to`): tell it now
+                            // rather than at its next poll.
+                            let (ns, name) = REPLY_TO;
+                            if let Some(to) = l.context.promoted(ns, name).and_then(|v| v.as_str()) {
+                                self.wakers.wake(to);
+                            }
                         }
                         suspended.map(|_| ())
                     }
