@@ -25,6 +25,7 @@ pub mod config;
 pub mod control;
 pub mod metrics;
 mod node;
+mod promises;
 mod publisher;
 mod send_port;
 pub mod status;
@@ -43,6 +44,7 @@ pub use tokio_util::sync::CancellationToken;
 
 pub use crate::config::Config;
 use crate::metrics::Metrics;
+pub use crate::promises::ConfigWarning;
 use crate::status::{NodeStatus, host_status};
 use crate::throttle::Throttle;
 
@@ -339,6 +341,7 @@ async fn reload(
     tracing::info!(config = %path.display(), "reloading the configuration");
     let outcome = match Config::load(path) {
         Ok(new) => {
+            new.log_warnings();
             let outcome = units.reload(shared, config, &new).await;
             if outcome.applied {
                 *config = new;

@@ -456,7 +456,11 @@ impl SendPortRunner {
                     tracing::warn!(send_port = %self.name, what, attempt, transport = t.name, messages = failed_over,
                         error = %e.message, "delivery failed on the primary transport; going on to the backup");
                 }
-                if suspended > 0 {
+                if suspended > 0 && e.needs_edit {
+                    tracing::error!(send_port = %self.name, what, attempt, transport, messages = suspended,
+                        error = %e.message,
+                        "the message cannot be sent as it is; suspended, not resumable (resubmit it edited)");
+                } else if suspended > 0 {
                     tracing::error!(send_port = %self.name, what, attempt, transport, messages = suspended,
                         error = %e.message, "delivery failed for good; suspended (resumable)");
                 }
@@ -491,6 +495,9 @@ impl SendPortRunner {
                 let mut failure = Failure::new(sluice_msgbox::stage::TRANSMIT, t.kind, e.message.clone());
                 if self.transports.len() > 1 {
                     failure = failure.by_transport(t.name);
+                }
+                if e.needs_edit {
+                    failure = failure.needing_edit();
                 }
                 let next = self.next(l.attempt, e);
                 taken = Some(next);
