@@ -234,9 +234,7 @@ pub trait SourceHarness: Send + Sync {
     fn promotes(&self) -> &'static [(&'static str, &'static str)];
 }
 
-/// The properties every receive location promotes
-/// ([`ReceiveContext::base_context`]).
-pub const BASE_PROMOTES: &[(&str, &str)] = &[("receive", "port"), ("receive", "location"), ("", "received_at")];
+pub use crate::BASE_PROMOTES;
 
 /// MUST: a published message promotes only properties its adapter lists
 /// (`promotes`) or every location has ([`BASE_PROMOTES`]).

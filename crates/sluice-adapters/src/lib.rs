@@ -41,7 +41,7 @@ pub mod support;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-pub use registry::{Claim, Exchange, ReceiveAdapter, Resource, SendAdapter};
+pub use registry::{Claim, Exchange, Need, ReceiveAdapter, Resource, SendAdapter};
 use sluice_model::{Context, MessageId};
 pub use sluice_pipeline::Body;
 pub use tokio_util::sync::CancellationToken;
@@ -190,6 +190,7 @@ pub struct ReceiveContext {
 impl ReceiveContext {
     /// The properties every receive location promotes: `receive.port`,
     /// `receive.location` and `received_at` (UTC timestamp).
+    /// Every location's own properties, promoted: [`BASE_PROMOTES`].
     pub fn base_context(&self) -> Context {
         let mut ctx = Context::new();
         ctx.promote("receive", "port", self.port.as_str());
@@ -198,6 +199,10 @@ impl ReceiveContext {
         ctx
     }
 }
+
+/// The properties every receive location promotes on every message
+/// ([`ReceiveContext::base_context`]).
+pub const BASE_PROMOTES: &[(&str, &str)] = &[("receive", "port"), ("receive", "location"), ("", "received_at")];
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdapterError {
@@ -242,6 +247,10 @@ pub struct Outbound {
 #[error("{message}")]
 pub struct TransmitError {
     pub retryable: bool,
+    /// The message as it is can never be sent this way (it lacks a
+    /// property the port needs): not retried, and its suspended entry is
+    /// not resumable; resubmitting it with its context edited is the way.
+    pub needs_edit: bool,
     pub message: String,
 }
 
@@ -249,12 +258,22 @@ impl TransmitError {
     pub fn retry(message: impl Into<String>) -> Self {
         TransmitError {
             retryable: true,
+            needs_edit: false,
             message: message.into(),
         }
     }
     pub fn fatal(message: impl Into<String>) -> Self {
         TransmitError {
             retryable: false,
+            needs_edit: false,
+            message: message.into(),
+        }
+    }
+    /// Fatal, and caused by the message itself (see [`needs_edit`](Self::needs_edit)).
+    pub fn needs_edit(message: impl Into<String>) -> Self {
+        TransmitError {
+            retryable: false,
+            needs_edit: true,
             message: message.into(),
         }
     }
@@ -265,7 +284,8 @@ impl TransmitError {
 pub enum Delivered {
     /// Delivered to this place (a path, a URL...).
     To(String),
-    /// An identical copy was already there (a redelivery after a crash).
+    /// An identical copy was already there (most often written by an
+    /// earlier attempt whose outcome was lost: a crash, an expired lease).
     AlreadyThere(String),
 }
 
@@ -295,10 +315,10 @@ pub trait Transmitter: Send + Sync {
 }
 
 /// The property a request-response location stamps on each request
-/// (`reply.to`), copied by a solicit-response send port onto the response.
-pub const REPLY_TO: (&str, &str) = ("reply", "to");
-/// The property that ties a response to its request (the request's id).
-pub const CORRELATION_ID: (&str, &str) = ("correlation", "id");
+/// (`reply.to`), copied by a solicit-response send port onto the response;
+/// and the property that ties a response to its request (`correlation.id`,
+/// the request's id). See [`sluice_model::reply`].
+pub use sluice_model::reply::{CORRELATION_ID, REPLY_TO};
 
 /// The subscriber that takes the responses routed back to a request-response
 /// receive location: `reply:<location>`.

@@ -11,6 +11,40 @@
 
 use sluice_model::{Context, Key, MessageId};
 
+use crate::{Need, TransmitError};
+
+/// Why a template did not render for a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RenderError {
+    /// The message lacks a property a macro needs: it fails the same way
+    /// until its context changes.
+    Missing { property: Key, message: String },
+    /// The result is not usable (not a plain file name).
+    Invalid(String),
+}
+
+impl std::fmt::Display for RenderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RenderError::Missing { message, .. } | RenderError::Invalid(message) => f.write_str(message),
+        }
+    }
+}
+
+/// A message without a property the port needs is not sent again as it
+/// is: it needs an edit (its suspended entry is not resumable).
+impl From<RenderError> for TransmitError {
+    fn from(e: RenderError) -> Self {
+        match e {
+            RenderError::Missing { property, message } => TransmitError::needs_edit(format!(
+                "{message}: resuming it would fail the same way; resubmit it with {property} set \
+                 (or add `and {property} exists` to the port's filter)"
+            )),
+            RenderError::Invalid(message) => TransmitError::fatal(message),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum Piece {
     Text(String),
@@ -72,32 +106,54 @@ impl Template {
         })
     }
 
+    /// The properties the template cannot render without, each with the
+    /// macro as written; `key` is the configuration key that holds it.
+    pub fn needs(&self, key: &'static str) -> Vec<Need> {
+        self.pieces
+            .iter()
+            .filter_map(|p| match p {
+                Piece::Property(k) => Some((format!("%property:{k}%"), k.clone())),
+                Piece::SourceFileName => Some(("%SourceFileName%".to_string(), file_name_key())),
+                Piece::SourceFileStem => Some(("%SourceFileStem%".to_string(), file_name_key())),
+                _ => None,
+            })
+            .map(|(macro_text, property)| Need {
+                key,
+                macro_text,
+                property,
+            })
+            .collect()
+    }
+
     /// A URL for a message: each macro's value is percent-encoded as RFC
     /// 3986 asks (the unreserved `A-Z a-z 0-9 - . _ ~` stay as they are,
     /// everything else, `/ ? # %` included, is encoded), so a context value
     /// can fill a path segment or a query value, never add one; a value
     /// that is all `.` or `..` is encoded too (it would climb a level). The
     /// template's own text is kept as written.
-    pub fn render_url(&self, id: MessageId, ctx: &Context) -> Result<String, String> {
+    pub fn render_url(&self, id: MessageId, ctx: &Context) -> Result<String, RenderError> {
         self.expand(id, ctx, &encode_url_value)
     }
 
     /// The file name for a message. Fails if a macro has no value, or if the
     /// result is not a plain file name (no `/`, not `.` or `..`): a context
     /// value must never steer a write outside the folder.
-    pub fn render(&self, id: MessageId, ctx: &Context) -> Result<String, String> {
+    pub fn render(&self, id: MessageId, ctx: &Context) -> Result<String, RenderError> {
         let out = self.expand(id, ctx, &|v: &str| v.to_string())?;
-        Self::check_file_name(&self.source, out)
+        Self::check_file_name(&self.source, out).map_err(RenderError::Invalid)
     }
 
-    fn expand(&self, id: MessageId, ctx: &Context, value: &dyn Fn(&str) -> String) -> Result<String, String> {
+    fn expand(&self, id: MessageId, ctx: &Context, value: &dyn Fn(&str) -> String) -> Result<String, RenderError> {
         let source_name = || {
-            ctx.get("file", "name").map(|p| p.value.to_text()).ok_or_else(|| {
-                format!(
-                    "`{}` uses the source file name, but the message has no file.name property",
-                    self.source
-                )
-            })
+            ctx.get("file", "name")
+                .map(|p| p.value.to_text())
+                .ok_or_else(|| RenderError::Missing {
+                    property: file_name_key(),
+                    message: format!(
+                        "`{}` uses the source file name, but the message has no file.name property",
+                        self.source
+                    ),
+                })
         };
         let mut out = String::new();
         for p in &self.pieces {
@@ -126,7 +182,10 @@ impl Template {
                 }
                 Piece::Property(k) => out.push_str(&value(
                     &ctx.get(&k.namespace, &k.name)
-                        .ok_or_else(|| format!("`{}` uses property {k}, which the message does not have", self.source))?
+                        .ok_or_else(|| RenderError::Missing {
+                            property: k.clone(),
+                            message: format!("`{}` uses property {k}, which the message does not have", self.source),
+                        })?
                         .value
                         .to_text(),
                 )),
@@ -138,6 +197,14 @@ impl Template {
     fn check_file_name(source: &str, out: String) -> Result<String, String> {
         crate::support::plain_file_name(&out).map_err(|why| format!("`{source}` gives {why}"))?;
         Ok(out)
+    }
+}
+
+/// `file.name`, what `%SourceFileName%` and `%SourceFileStem%` render from.
+fn file_name_key() -> Key {
+    Key {
+        namespace: "file".into(),
+        name: "name".into(),
     }
 }
 
@@ -198,6 +265,47 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_property_is_named_and_needs_an_edit() {
+        let t = Template::parse("http://h/%property:order.id%/%SourceFileStem%").unwrap();
+        let needs: Vec<(String, String)> = t
+            .needs("url")
+            .into_iter()
+            .map(|n| (n.macro_text, n.property.to_string()))
+            .collect();
+        assert_eq!(
+            needs,
+            [
+                ("%property:order.id%".to_string(), "order.id".to_string()),
+                ("%SourceFileStem%".to_string(), "file.name".to_string())
+            ]
+        );
+        assert!(
+            Template::parse("%MessageId%-%datetime%")
+                .unwrap()
+                .needs("file_name")
+                .is_empty()
+        );
+        let e = t.render_url(MessageId::new(), &Context::new()).unwrap_err();
+        let RenderError::Missing { property, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(property.to_string(), "order.id");
+        let e = TransmitError::from(e);
+        assert!(!e.retryable && e.needs_edit, "{e}");
+        assert!(e.message.contains("resubmit it with order.id set"), "{e}");
+        // A name that is not plain is not about a missing property.
+        let mut ctx = Context::new();
+        ctx.promote("file", "name", "a/b");
+        let e = TransmitError::from(
+            Template::parse("%SourceFileName%")
+                .unwrap()
+                .render(MessageId::new(), &ctx)
+                .unwrap_err(),
+        );
+        assert!(!e.retryable && !e.needs_edit, "{e}");
+    }
+
+    #[test]
     fn refuses_bad_templates_and_names() {
         assert!(Template::parse("%Nope%").unwrap_err().contains("unknown macro %Nope%"));
         assert!(Template::parse("a%b").unwrap_err().contains("not closed"));
@@ -207,11 +315,13 @@ mod tests {
         assert!(
             t.render(MessageId::new(), &ctx)
                 .unwrap_err()
+                .to_string()
                 .contains("not a plain file name")
         );
         assert!(
             t.render(MessageId::new(), &Context::new())
                 .unwrap_err()
+                .to_string()
                 .contains("no file.name")
         );
     }

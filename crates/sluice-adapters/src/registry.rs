@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use sluice_model::Key;
+
 use crate::{AdapterError, Source, Transmitter};
 
 /// How a location or port exchanges messages with its peer.
@@ -159,6 +161,25 @@ pub trait ReceiveAdapter: std::fmt::Debug + Send + Sync + 'static {
     fn abandoned_keep(&self) -> Option<Duration> {
         None
     }
+    /// The properties every message of this location carries, promoted,
+    /// whatever its peer sends (besides `receive.port`, `receive.location`
+    /// and `received_at`, which every location sets): a send port whose
+    /// filter confines it to the location may rely on them (see
+    /// [`SendAdapter::needs`]). Only what is always there.
+    fn always_promotes(&self) -> Vec<Key> {
+        Vec::new()
+    }
+}
+
+/// A property a send port cannot send a message without: a macro of its
+/// configuration (`file_name`, `url`) that renders it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Need {
+    /// The configuration key that uses it (`file_name`, `url`).
+    pub key: &'static str,
+    /// The macro as written: `%property:order.id%`, `%SourceFileName%`.
+    pub macro_text: String,
+    pub property: Key,
 }
 
 /// A send adapter's configuration (`adapter = { type = "...", ... }` of a
@@ -176,6 +197,13 @@ pub trait SendAdapter: std::fmt::Debug + Send + Sync + 'static {
     /// [`Exchange::OneWay`] or [`Exchange::SolicitResponse`].
     fn exchange(&self) -> Exchange {
         Exchange::OneWay
+    }
+    /// The properties it cannot send a message without (its macros): the
+    /// host warns at load when the port's filter does not guarantee one,
+    /// and a message without one fails with
+    /// [`TransmitError::needs_edit`](crate::TransmitError::needs_edit).
+    fn needs(&self) -> Vec<Need> {
+        Vec::new()
     }
 }
 

@@ -356,6 +356,7 @@ fn load(path: &std::path::Path) -> anyhow::Result<Config> {
 
 async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     let config = load(&config_path)?;
+    config.log_warnings();
     let reload = Arc::new(Notify::new());
     let control = sluice_host::Control {
         shutdown: on_signal(Some(reload.clone())),

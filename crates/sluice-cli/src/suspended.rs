@@ -234,10 +234,10 @@ pub async fn show(config: &Config, id: i64, json: bool) -> anyhow::Result<()> {
     }
     outln!(
         "resumable   {}",
-        if s.resumable {
-            "yes"
-        } else {
-            "no (rejected on receipt: resubmit with --body, or terminate)"
+        match (s.resumable, &s.subscriber) {
+            (true, _) => "yes",
+            (false, Some(_)) => "no (its send port cannot send it as it is: resubmit with --set, or terminate)",
+            (false, None) => "no (rejected on receipt: resubmit with --body, or terminate)",
         }
     );
     outln!("reason      {}", s.reason);

@@ -25,6 +25,7 @@ pub mod config;
 pub mod control;
 pub mod metrics;
 mod node;
+mod promises;
 mod publisher;
 mod send_port;
 pub mod status;
@@ -43,6 +44,7 @@ pub use tokio_util::sync::CancellationToken;
 
 pub use crate::config::Config;
 use crate::metrics::Metrics;
+pub use crate::promises::ConfigWarning;
 use crate::status::{NodeStatus, host_status};
 use crate::throttle::Throttle;
 
@@ -339,6 +341,7 @@ async fn reload(
     tracing::info!(config = %path.display(), "reloading the configuration");
     let outcome = match Config::load(path) {
         Ok(new) => {
+            new.log_warnings();
             let outcome = units.reload(shared, config, &new).await;
             if outcome.applied {
                 *config = new;
@@ -548,11 +551,15 @@ fn reply_subscribers(config: &Config) -> Vec<String> {
 /// queue) and every request-response location's responses, with the
 /// filters of `config`.
 pub(crate) async fn subscribe_all(config: &Config, mbox: &dyn MessageBox) -> Result<(), HostError> {
-    // A request-response location takes the responses addressed to it.
+    // A request-response location takes the responses addressed to it,
+    // and the faults of what its clients wait for (answered 502 at once).
     for subscriber in reply_subscribers(config) {
         let (rns, rname) = sluice_adapters::REPLY_TO;
         let (cns, cname) = sluice_adapters::CORRELATION_ID;
-        let text = format!("{rns}.{rname} == \"{subscriber}\" and {cns}.{cname} exists");
+        let (fns, fname) = sluice_model::reply::FAULT_REPLY_TO;
+        let text = format!(
+            "({rns}.{rname} == \"{subscriber}\" and {cns}.{cname} exists) or {fns}.{fname} == \"{subscriber}\""
+        );
         let filter = sluice_model::Filter::parse(&text).map_err(|e| HostError::Start {
             what: format!("subscription of {subscriber}"),
             message: e.to_string(),

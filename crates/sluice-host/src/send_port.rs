@@ -414,8 +414,20 @@ impl SendPortRunner {
         }
         match &result {
             Ok(Delivered::To(to)) => tracing::debug!(send_port = %self.name, what, to = %to, "delivered"),
-            Ok(Delivered::AlreadyThere(to)) => tracing::info!(send_port = %self.name, what, to = %to,
-                "an identical copy was already delivered (redelivery after a restart)"),
+            Ok(Delivered::AlreadyThere(to)) => {
+                // Say what is known: whether an earlier attempt of this
+                // delivery may have written it (the attempt count), not why
+                // that attempt's outcome was lost (a restart, an expired
+                // lease or a failure after the write look the same here).
+                let attempt = entries.iter().map(|l| l.attempt).max().unwrap_or(1);
+                if attempt > 1 {
+                    tracing::info!(send_port = %self.name, what, to = %to, attempt,
+                        "an identical copy was already there, written by an earlier attempt; counted as delivered");
+                } else {
+                    tracing::info!(send_port = %self.name, what, to = %to, attempt,
+                        "an identical copy was already there before the first attempt; counted as delivered");
+                }
+            }
             Err(e) => {
                 let attempt = entries.iter().map(|l| l.attempt).max().unwrap_or(1);
                 let (ti, on) = self.transport_of(attempt);
@@ -444,7 +456,11 @@ impl SendPortRunner {
                     tracing::warn!(send_port = %self.name, what, attempt, transport = t.name, messages = failed_over,
                         error = %e.message, "delivery failed on the primary transport; going on to the backup");
                 }
-                if suspended > 0 {
+                if suspended > 0 && e.needs_edit {
+                    tracing::error!(send_port = %self.name, what, attempt, transport, messages = suspended,
+                        error = %e.message,
+                        "the message cannot be sent as it is; suspended, not resumable (resubmit it edited)");
+                } else if suspended > 0 {
                     tracing::error!(send_port = %self.name, what, attempt, transport, messages = suspended,
                         error = %e.message, "delivery failed for good; suspended (resumable)");
                 }
@@ -480,6 +496,9 @@ impl SendPortRunner {
                 if self.transports.len() > 1 {
                     failure = failure.by_transport(t.name);
                 }
+                if e.needs_edit {
+                    failure = failure.needing_edit();
+                }
                 let next = self.next(l.attempt, e);
                 taken = Some(next);
                 match next {
@@ -503,6 +522,13 @@ impl SendPortRunner {
                         let suspended = self.mbox.suspend(l.token, &failure).await;
                         if suspended.is_ok() {
                             self.metrics.suspended(&self.name, Suspension::DeliveryFailed);
+                            // Its fault goes to the reply subscriber of a
+                            // waiting client (`fault.reply_to`): tell it now
+                            // rather than at its next poll.
+                            let (ns, name) = REPLY_TO;
+                            if let Some(to) = l.context.promoted(ns, name).and_then(|v| v.as_str()) {
+                                self.wakers.wake(to);
+                            }
                         }
                         suspended.map(|_| ())
                     }

@@ -95,6 +95,15 @@ pub enum Predicate {
     Compare(Key, CompareOp, Value),
 }
 
+impl Predicate {
+    /// The property it tests.
+    pub fn key(&self) -> &Key {
+        match self {
+            Predicate::Exists(k) | Predicate::Compare(k, _, _) => k,
+        }
+    }
+}
+
 /// A parsed subscription filter.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
@@ -127,6 +136,28 @@ impl Filter {
             return Err(p.error(t.pos, &format!("unexpected {}", t.kind.describe())));
         }
         Ok(f)
+    }
+
+    /// Whether every context this filter matches has `key` promoted: a
+    /// predicate on `key` (`exists`, or any comparison, since a comparison
+    /// with a missing property is false) in a conjunction, or on each side
+    /// of an `or`; never through `not` or `all`.
+    pub fn requires(&self, key: &Key) -> bool {
+        self.ensures(&|p| p.key() == key)
+    }
+
+    /// Whether every context this filter matches satisfies some predicate
+    /// of it for which `holds` is true: one in a conjunction, or one on
+    /// each side of an `or`; never through `not` or `all`. (A sound
+    /// approximation: `false` does not prove that a context without one
+    /// can match.)
+    pub fn ensures(&self, holds: &dyn Fn(&Predicate) -> bool) -> bool {
+        match self {
+            Filter::All | Filter::Not(_) => false,
+            Filter::Pred(p) => holds(p),
+            Filter::And(fs) => fs.iter().any(|f| f.ensures(holds)),
+            Filter::Or(fs) => !fs.is_empty() && fs.iter().all(|f| f.ensures(holds)),
+        }
     }
 
     /// Does the message context match? Only promoted properties count.
@@ -518,6 +549,34 @@ impl Parser<'_> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn requires_a_property_only_when_every_match_has_it() {
+        let key = Key::parse("order.id").unwrap();
+        let requires = |f: &str| Filter::parse(f).unwrap().requires(&key);
+        for yes in [
+            "order.id exists",
+            "order.id == \"A1\"",
+            "order.id != \"A1\"",
+            "receive.port == \"in\" and order.id starts-with \"A\"",
+            "(order.id exists and a == 1) or order.id > 5",
+            "x == 1 and (order.id == 1 or order.id == 2)",
+        ] {
+            assert!(requires(yes), "{yes}");
+        }
+        for no in [
+            "all",
+            "receive.port == \"in\"",
+            "order.id exists or x == 1",
+            "not order.id exists",
+            "not (order.id != 5)",
+            "order.idx exists",
+            "order.id.x exists",
+        ] {
+            assert!(!requires(no), "{no}");
+        }
+    }
+
     use super::*;
 
     fn ctx() -> Context {

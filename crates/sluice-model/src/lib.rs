@@ -20,3 +20,22 @@ pub use context::{Context, ContextError, Property};
 pub use filter::{CompareOp, Filter, FilterError, Key, Predicate};
 pub use id::{MessageId, MessageIdError};
 pub use value::{Value, ValueType};
+
+/// Request-response: the properties that tie a request, its response and
+/// their failures together. The receive location, the send ports and the
+/// message box's fault rules all read them, so they live here.
+pub mod reply {
+    /// Whom to answer, set by a request-response location on each request
+    /// (`reply:<location>`) and copied by a solicit-response send port onto
+    /// the response.
+    pub const REPLY_TO: (&str, &str) = ("reply", "to");
+    /// The request a response answers: its message id.
+    pub const CORRELATION_ID: (&str, &str) = ("correlation", "id");
+    /// On a fault message: the `reply.to` of the request (or response) that
+    /// failed, so that the failure goes where the answer would have gone.
+    pub const FAULT_REPLY_TO: (&str, &str) = ("fault", "reply_to");
+    /// On a fault message with `fault.reply_to`: the request whose client
+    /// waits (the failed request's own id, or the failed response's
+    /// `correlation.id`).
+    pub const FAULT_CORRELATION_ID: (&str, &str) = ("fault", "correlation_id");
+}

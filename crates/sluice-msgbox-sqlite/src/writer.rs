@@ -1085,7 +1085,15 @@ impl Writer {
         // not fail the batch this job commits with.)
         let ctx = self.readable_context(mid, &doing)?;
         // The reference moves from the queue entry to the suspended entry.
-        self.insert_suspended(mid, Some(&sub), failure, made, true, ctx.as_ref(), &doing)
+        self.insert_suspended(
+            mid,
+            Some(&sub),
+            failure,
+            made,
+            !failure.needs_edit,
+            ctx.as_ref(),
+            &doing,
+        )
     }
 
     /// Make this node's leased entries ready now.
@@ -1314,7 +1322,8 @@ impl Writer {
         let doing = format!("resubmitting suspended entry {suspended}");
         let entry = self.suspended_entry(suspended, &doing)?;
         let (mid, sub) = (entry.message, entry.subscriber.as_deref());
-        if !entry.resumable && with.parts.is_none() {
+        // Rejected on receipt (no subscriber): its bytes are the problem.
+        if !entry.resumable && entry.subscriber.is_none() && with.parts.is_none() {
             return Err(BoxError::NeedsNewBody {
                 id: suspended,
                 reason: entry.reason,
@@ -1419,6 +1428,7 @@ fn failure_from_json(text: &str) -> Failure {
             component: s("component").unwrap_or_default(),
             location: s("location"),
             transport: s("transport"),
+            needs_edit: false,
         },
         // Staged by an older build: the reason as it was.
         None => Failure::new("", "", text),

@@ -7,7 +7,16 @@
 //! but demoted, so the fault does not go where the original went; the keys
 //! that were promoted are listed in `fault.promoted`. The failure of a fault
 //! message makes no further fault message ([`is_fault`]).
+//!
+//! A fault goes where the answer would have gone when a client waits for
+//! one (request-response): the fault of a request, and of a response that
+//! failed on its way back to its requester, carries `fault.reply_to` (the
+//! `reply.to` it had) and `fault.correlation_id` (the request waited on),
+//! both promoted, so the location's reply subscription can take it and
+//! answer the waiting client at once, on whichever node the failure
+//! happened.
 
+use sluice_model::reply::{CORRELATION_ID, FAULT_CORRELATION_ID, FAULT_REPLY_TO, REPLY_TO};
 use sluice_model::{Context, MessageId};
 
 use crate::{FAULT_NS, Failure, Millis};
@@ -57,7 +66,9 @@ pub fn is_fault(context: &Context) -> bool {
 /// Promoted: `fault.port` (when going to a subscriber), `fault.location`
 /// (when known), `fault.stage`, `fault.component`, `fault.error`,
 /// `fault.transport` (when known), `fault.time`, `fault.attempts`,
-/// `fault.message_id`, `fault.suspended_id`, `fault.resumable`.
+/// `fault.message_id`, `fault.suspended_id`, `fault.resumable`; and, when
+/// a client waits for an answer ([`waiting_client`]), `fault.reply_to` and
+/// `fault.correlation_id`.
 pub fn fault_context(original: &Context, f: &FaultOf<'_>) -> Option<Context> {
     if is_fault(original) {
         return None;
@@ -82,6 +93,10 @@ pub fn fault_context(original: &Context, f: &FaultOf<'_>) -> Option<Context> {
     ctx.promote(FAULT_NS, "message_id", f.original.to_string());
     ctx.promote(FAULT_NS, "suspended_id", f.suspended_id);
     ctx.promote(FAULT_NS, "resumable", f.resumable);
+    if let Some((reply_to, request)) = waiting_client(original, f) {
+        ctx.promote(FAULT_REPLY_TO.0, FAULT_REPLY_TO.1, reply_to);
+        ctx.promote(FAULT_CORRELATION_ID.0, FAULT_CORRELATION_ID.1, request);
+    }
     let mut promoted = Vec::new();
     for p in original.iter() {
         if p.promoted {
@@ -91,6 +106,21 @@ pub fn fault_context(original: &Context, f: &FaultOf<'_>) -> Option<Context> {
     }
     ctx.write(FAULT_NS, "promoted", promoted.join("\n"));
     Some(ctx)
+}
+
+/// Whom a failure is to be told to, when a client waits for the answer:
+/// (`reply.to`, the request's id). A request (promoted `reply.to`, no
+/// `correlation.id`) wherever it fails; a response (both) only where it
+/// failed on its way to its requester (at the subscriber its `reply.to`
+/// names): a response that fails at another subscriber (an archive) still
+/// reaches its client.
+pub fn waiting_client(original: &Context, f: &FaultOf<'_>) -> Option<(String, String)> {
+    let reply_to = original.promoted(REPLY_TO.0, REPLY_TO.1)?.as_str()?;
+    match original.promoted(CORRELATION_ID.0, CORRELATION_ID.1) {
+        None => Some((reply_to.to_string(), f.original.to_string())),
+        Some(request) if f.subscriber == Some(reply_to) => Some((reply_to.to_string(), request.to_text())),
+        Some(_) => None,
+    }
 }
 
 #[cfg(test)]
@@ -137,6 +167,41 @@ mod tests {
         let promoted = ctx.get(FAULT_NS, "promoted").unwrap();
         assert!(!promoted.promoted);
         assert_eq!(promoted.value.as_str(), Some("t.kind"));
+    }
+
+    #[test]
+    fn a_fault_goes_where_the_answer_would_have_gone() {
+        let failure = Failure::new("transmit", "http", "connection refused");
+        let promoted = |ctx: &Context, (ns, name): (&str, &str)| ctx.promoted(ns, name).map(|v| v.to_text());
+        // A request: wherever it fails, its client is told.
+        let mut request = Context::new();
+        request.promote("reply", "to", "reply:web");
+        let f = fault_of(&failure);
+        let ctx = fault_context(&request, &f).unwrap();
+        assert_eq!(promoted(&ctx, FAULT_REPLY_TO).as_deref(), Some("reply:web"));
+        assert_eq!(
+            promoted(&ctx, FAULT_CORRELATION_ID),
+            Some(f.original.to_string()),
+            "the request's own id"
+        );
+        // A response: only where it failed on its way back.
+        let mut response = request.clone();
+        response.promote("correlation", "id", "01REQUEST");
+        let elsewhere = fault_context(&response, &f).unwrap();
+        assert!(
+            promoted(&elsewhere, FAULT_REPLY_TO).is_none(),
+            "failed at `out`, not on its way back"
+        );
+        let on_its_way = FaultOf {
+            subscriber: Some("reply:web"),
+            ..f
+        };
+        let ctx = fault_context(&response, &on_its_way).unwrap();
+        assert_eq!(promoted(&ctx, FAULT_REPLY_TO).as_deref(), Some("reply:web"));
+        assert_eq!(promoted(&ctx, FAULT_CORRELATION_ID).as_deref(), Some("01REQUEST"));
+        // One-way: nobody waits.
+        let ctx = fault_context(&Context::new(), &f).unwrap();
+        assert!(promoted(&ctx, FAULT_REPLY_TO).is_none() && promoted(&ctx, FAULT_CORRELATION_ID).is_none());
     }
 
     #[test]

@@ -161,6 +161,11 @@ pub struct Failure {
     /// The transport that made the attempt, for a send port with a backup
     /// (`primary` or `backup`).
     pub transport: Option<String>,
+    /// The message as it is cannot get past the component (a send port's
+    /// macro needs a property it lacks): its suspended entry is not
+    /// resumable, and a resubmission with an edited context is the way.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub needs_edit: bool,
 }
 
 impl Failure {
@@ -171,6 +176,7 @@ impl Failure {
             component: component.to_string(),
             location: None,
             transport: None,
+            needs_edit: false,
         }
     }
     pub fn at_location(mut self, location: &str) -> Self {
@@ -179,6 +185,11 @@ impl Failure {
     }
     pub fn by_transport(mut self, transport: &str) -> Self {
         self.transport = Some(transport.to_string());
+        self
+    }
+    /// See [`needs_edit`](Self::needs_edit).
+    pub fn needing_edit(mut self) -> Self {
+        self.needs_edit = true;
         self
     }
 }
@@ -360,8 +371,10 @@ pub struct SuspendedInfo {
     pub transport: Option<String>,
     pub attempts: u32,
     pub suspended_at: Millis,
-    /// False for messages a receive pipeline rejected: they can be inspected,
-    /// resubmitted with a new body, and terminated, not resumed.
+    /// False for messages a receive pipeline rejected (they can be
+    /// inspected, resubmitted with a new body, and terminated, not resumed)
+    /// and for those a send port cannot send as they are
+    /// ([`Failure::needs_edit`]: resubmitted with an edited context).
     pub resumable: bool,
     /// Each failed attempt, oldest first (send ports).
     pub history: Vec<AttemptInfo>,
@@ -521,6 +534,8 @@ pub trait MessageBox: Send + Sync {
     ) -> Result<()>;
     /// Move a leased entry to the suspended list (the reference moves with
     /// it), recording the failed attempt, and publish its fault message.
+    /// Resumable unless the failure [needs an edit](Failure::needs_edit);
+    /// either way it can be [resubmitted](Self::resubmit) with its parts.
     async fn suspend(&self, token: LeaseToken, failure: &Failure) -> Result<i64>;
     /// Make every entry leased by this handle's node ready now (its tokens
     /// stop working). Entries leased by other nodes sharing the box keep
@@ -554,8 +569,10 @@ pub trait MessageBox: Send + Sync {
     /// Publish the suspended entry's message again as a new message, with
     /// its original context (or an edited one) and its parts (shared, or new
     /// ones), routed against the subscriptions of now as any publish is; in
-    /// the same transaction drop the suspended entry. A rejected
-    /// (not resumable) entry needs new parts.
+    /// the same transaction drop the suspended entry. An entry rejected on
+    /// receipt (not resumable, no subscriber) needs new parts; a send
+    /// port's entry that is not resumable (its failure needed an edit) does
+    /// not.
     async fn resubmit(&self, suspended: i64, with: Resubmission) -> Result<Resubmitted>;
     /// One suspended entry, with its attempt history.
     async fn suspended(&self, id: i64) -> Result<Option<SuspendedInfo>>;

@@ -211,8 +211,12 @@ impl OpsError {
             OpsError::Entry { error, .. } => match error {
                 BoxError::StillNoSubscriber { .. } => Some("add or fix a send port whose filter matches it"),
                 BoxError::NoSuchSubscriber(_) => Some("its send port is gone; configure it again, or terminate"),
-                BoxError::NotResumable { .. } | BoxError::NeedsNewBody { .. } => Some(
+                BoxError::NeedsNewBody { .. } => Some(
                     "a receive pipeline rejected it: resubmit it with a new body, or fix the source, send it again and terminate this",
+                ),
+                BoxError::NotResumable { .. } => Some(
+                    "resubmit it instead: with a new body (--body) if a receive pipeline rejected it, with the \
+                     property its send port needs set (--set) if the port could not send it as it is; or terminate it",
                 ),
                 _ => None,
             },

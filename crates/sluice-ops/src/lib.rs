@@ -35,7 +35,7 @@
 //! | `invalid_filter` | 400 | no | a context filter does not parse |
 //! | `invalid_edit` | 400 | no | a resubmission's edit is malformed or does not apply to the message; nothing changed |
 //! | `too_large` | 400 | no | a new body is over the content store's limit |
-//! | `not_resumable` | 409 | no | a receive pipeline rejected the entry: it cannot be resumed, only resubmitted with a new body, or terminated |
+//! | `not_resumable` | 409 | no | a receive pipeline rejected the entry (it cannot be resumed, only resubmitted with a new body, or terminated), or its send port cannot send it as it is (resubmit it with the property it needs set) |
 //! | `no_subscriber` | 409 | no | the resumed message still matches no subscription; it stays suspended |
 //! | `no_such_subscriber` | 409 | no | the entry's send port is no longer configured |
 //! | `conflict` | 409 | no | the box refused the change in the state it is in (a lease lost, a duplicate id) |

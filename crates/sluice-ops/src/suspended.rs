@@ -695,13 +695,16 @@ impl fmt::Display for Summary {
     }
 }
 
-/// Do `action` to one entry. `rejected` (only in a run over a query) is the
-/// reason of an entry a receive pipeline rejected: it is skipped where it
-/// cannot be resumed or resubmitted as it is (a named one fails, saying why).
-async fn act(b: &dyn MessageBox, id: i64, rejected: Option<&str>, action: &Action) -> Outcome {
-    match (action, rejected) {
+/// Do `action` to one entry. `not_resumable` (only in a run over a query)
+/// is the reason of an entry that is not resumable, and `needs_body` says
+/// whether a receive pipeline rejected it (else a send port could not send
+/// it as it is, and an edited resubmission is the way): it is skipped where
+/// it cannot be resumed or resubmitted as it is (a named one fails, saying
+/// why).
+async fn act(b: &dyn MessageBox, id: i64, not_resumable: Option<&str>, needs_body: bool, action: &Action) -> Outcome {
+    match (action, not_resumable) {
         (Action::Resume, Some(reason)) => return Outcome::Skipped(format!("not resumable ({reason})")),
-        (Action::Resubmit(_), Some(reason)) => {
+        (Action::Resubmit(_), Some(reason)) if needs_body => {
             return Outcome::Skipped(format!("rejected on receipt, needs a new body ({reason})"));
         }
         _ => {}
@@ -862,7 +865,7 @@ pub async fn run(
             }
             for (id, exists) in unique.into_iter().zip(exists) {
                 let outcome = if exists {
-                    act(b, id, None, action).await
+                    act(b, id, None, false, action).await
                 } else {
                     Outcome::Missing
                 };
@@ -922,8 +925,10 @@ pub async fn run(
                         stopped = true;
                         break 'pages;
                     }
-                    let rejected = (!info.resumable).then_some(info.reason.as_str());
-                    let outcome = act(b, info.id, rejected, action).await;
+                    let not_resumable = (!info.resumable).then_some(info.reason.as_str());
+                    // Rejected on receipt: it never reached a subscriber.
+                    let needs_body = info.subscriber.is_none();
+                    let outcome = act(b, info.id, not_resumable, needs_body, action).await;
                     summary.record(info.id, &outcome);
                     let event = Event::Entry {
                         done: summary.processed(),
@@ -1234,6 +1239,33 @@ mod tests {
             matches!(r.routed, Routed::Suspended { .. }),
             "no subscriber: suspended, resumable"
         );
+    }
+
+    #[tokio::test]
+    async fn an_entry_a_port_cannot_send_as_it_is_is_skipped_by_resume_and_resubmitted_edited() {
+        let (_dir, b) = open().await;
+        b.subscribe(Subscription {
+            subscriber: "by-order".into(),
+            filter: Filter::parse("dest == \"by-order\"").unwrap(),
+        })
+        .await
+        .unwrap();
+        b.publish(message(&[("dest", Value::from("by-order"))])).await.unwrap();
+        let leased = b.lease("by-order", 1, 60_000).await.unwrap();
+        let failure = Failure::new(stage::TRANSMIT, "file", "uses property order.id").needing_edit();
+        let id = b.suspend(leased[0].token, &failure).await.unwrap();
+        let summary = resume_all(&b, &Selection::all(), keep_going).await.unwrap();
+        assert_eq!((summary.done, summary.skipped), (0, 1));
+        let set = vec![(parse_key("order.id").unwrap(), Value::from("A1"))];
+        let summary = resubmit_all(&b, &Selection::all(), &Edit::new(set, vec![]).unwrap(), keep_going)
+            .await
+            .unwrap();
+        assert_eq!(
+            (summary.done, summary.skipped, summary.failed),
+            (1, 0, 0),
+            "{summary:?}"
+        );
+        assert!(b.suspended(id).await.unwrap().is_none());
     }
 
     /// A bulk run stopped after N entries leaves the rest suspended; running

@@ -35,6 +35,10 @@ impl crate::ReceiveAdapter for FileReceiveConfig {
             crate::Resource::FolderFiles(self.path.clone(), self.mask.clone()),
         )]
     }
+    /// Every file's name, path and size.
+    fn always_promotes(&self) -> Vec<sluice_model::Key> {
+        crate::support::keys(PROMOTES)
+    }
 }
 
 impl crate::SendAdapter for FileSendConfig {
@@ -46,6 +50,11 @@ impl crate::SendAdapter for FileSendConfig {
     }
     fn resources(&self) -> Vec<crate::Claim> {
         vec![crate::Claim::shared("path", crate::Resource::Folder(self.path.clone()))]
+    }
+    fn needs(&self) -> Vec<crate::Need> {
+        FileNameTemplate::parse(&self.file_name)
+            .map(|t| t.needs("file_name"))
+            .unwrap_or_default()
     }
 }
 

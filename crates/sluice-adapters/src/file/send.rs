@@ -87,7 +87,7 @@ impl Transmitter for FileTransmitter {
         let name = self
             .template
             .render(msg.id, &msg.context)
-            .map_err(TransmitError::fatal)?;
+            .map_err(TransmitError::from)?;
         let dir = &self.config.path;
         let prefix = format!("{TMP_PREFIX}{}.", msg.port);
         self.cleaned.get_or_init(|| remove_stale_temp_files(dir, &prefix)).await;

@@ -57,6 +57,14 @@ impl crate::ReceiveAdapter for HttpReceiveConfig {
             ReceiveMode::RequestResponse => Exchange::RequestResponse,
         }
     }
+    /// Method and path, and `reply.to` in request-response mode.
+    fn always_promotes(&self) -> Vec<sluice_model::Key> {
+        let mut keys = crate::support::keys(&[("http", "method"), ("http", "path")]);
+        if self.mode == ReceiveMode::RequestResponse {
+            keys.extend(crate::support::keys(&[crate::REPLY_TO]));
+        }
+        keys
+    }
     fn abandoned_keep(&self) -> Option<std::time::Duration> {
         (self.mode == ReceiveMode::RequestResponse).then_some(self.abandoned_keep)
     }
@@ -77,6 +85,11 @@ impl crate::SendAdapter for HttpSendConfig {
             SendMode::OneWay => Exchange::OneWay,
             SendMode::SolicitResponse => Exchange::SolicitResponse,
         }
+    }
+    fn needs(&self) -> Vec<crate::Need> {
+        crate::macros::Template::parse(&self.url)
+            .map(|t| t.needs("url"))
+            .unwrap_or_default()
     }
 }
 

@@ -31,7 +31,13 @@
 //! `http.content_type` and `http.content_encoding`. No response within
 //! `response_timeout`: `504` with a trace of where the request is (queued
 //! for whom, last error, suspended why), also logged. A request no
-//! subscriber takes: `502` at once (it is suspended, "no subscriber").
+//! subscriber takes: `502` at once (it is suspended, "no subscriber"). A
+//! request suspended downstream (a send port gave up after its retries),
+//! or whose response is suspended on its way back: `502` as soon as the
+//! suspension's fault message reaches the location, saying where it
+//! stopped and its suspended entry (not the error itself, which may name
+//! internal addresses: that is logged); the first of a response and a
+//! suspension wins.
 //!
 //! `tls = { cert = "cert.pem", key = "key.pem" }` serves HTTPS (HTTP/2 by
 //! ALPN); the handshake must finish within `header_timeout`.
@@ -70,7 +76,7 @@ use tokio_util::io::StreamReader;
 
 use super::body::{Capped, CompleteBody, Fault, FaultSlot, MinRate, Paced};
 use super::guard::{Evict, RateLimited, Refusal, Slots, WriteTimeout};
-use super::reply::{Reply, ReplyStream, ReplyTransmitter, Waiting};
+use super::reply::{Answer, Failed, Reply, ReplyStream, ReplyTransmitter, Waiting};
 pub use crate::support::tls::ServerTls;
 use crate::support::{Secret, names};
 use crate::{AdapterError, Body, REPLY_TO, ReceiveContext, Source, Transmitter, reply_subscriber};
@@ -547,21 +553,67 @@ fn relay(request: MessageId, reply: Reply) -> Response {
     }
 }
 
+/// A JSON answer, already logged where it was decided.
+fn json_answer(status: StatusCode, body: serde_json::Value, id: MessageId) -> Response {
+    let mut r = logged(answer(status, body.to_string()));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    with_message_id(r, id)
+}
+
+/// The 502 for request `id` suspended downstream (or its response): where
+/// it stopped and its suspended entry, never the error text (it may name
+/// internal addresses, paths or URLs with their query: that goes to the log).
+fn suspended_answer(cx: &ReceiveContext, id: MessageId, f: &Failed) -> Response {
+    let response = f.message != id.to_string();
+    let what = if response { "its response" } else { "the request" };
+    let place = match f.port.as_deref() {
+        Some(p) if p.starts_with("reply:") => " on its way back".to_string(),
+        Some(p) => format!(" at send port `{p}`"),
+        None => String::new(),
+    };
+    let attempts = f.attempts.map(|n| format!(" after {n} attempt(s)")).unwrap_or_default();
+    let entry = f
+        .suspended_id
+        .map(|n| format!(" (suspended entry {n})"))
+        .unwrap_or_default();
+    let error = format!(
+        "{what} was suspended{place}{attempts}: {} failed ({}); no response will come{entry}",
+        f.stage, f.component
+    );
+    tracing::warn!(receive_location = %cx.location, message_id = %id, suspended_message = %f.message,
+        suspended_id = f.suspended_id, port = f.port.as_deref().unwrap_or(""), stage = %f.stage, error = %f.error,
+        "{what} was suspended downstream; answered 502 at once");
+    json_answer(
+        StatusCode::BAD_GATEWAY,
+        serde_json::json!({
+            "error": error,
+            "message_id": id.to_string(),
+            "suspended_id": f.suspended_id,
+            "suspended_message": f.message,
+        }),
+        id,
+    )
+}
+
 /// Request-response: wait for the response to `id` (published already).
 async fn await_response(
     settings: &Settings,
     cx: &ReceiveContext,
     waiting: &Waiting,
     id: MessageId,
-    mut rx: tokio::sync::oneshot::Receiver<Reply>,
+    mut rx: tokio::sync::oneshot::Receiver<Answer>,
 ) -> Response {
     let started = std::time::Instant::now();
     match tokio::time::timeout(settings.response_timeout, &mut rx).await {
-        Ok(Ok(reply)) => {
+        Ok(Ok(Answer::Response(reply))) => {
             tracing::debug!(receive_location = %cx.location, message_id = %id,
                 waited_ms = started.elapsed().as_millis() as u64, "response routed back; streaming it");
             relay(id, reply)
         }
+        Ok(Ok(Answer::Failed(f))) => suspended_answer(cx, id, &f),
         Ok(Err(_)) => with_message_id(
             answer(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -571,27 +623,26 @@ async fn await_response(
         ),
         Err(_) => {
             waiting.forget(id);
-            // A response handed over just as the wait ended still counts.
-            if let Ok(reply) = rx.try_recv() {
-                return relay(id, reply);
+            // An answer handed over just as the wait ended still counts.
+            match rx.try_recv() {
+                Ok(Answer::Response(reply)) => return relay(id, reply),
+                Ok(Answer::Failed(f)) => return suspended_answer(cx, id, &f),
+                Err(_) => {}
             }
             let trace = cx.publisher.whereabouts(id).await;
             let secs = settings.response_timeout.as_secs_f64();
             tracing::warn!(receive_location = %cx.location, message_id = %id, waited_s = secs, trace = %trace,
                 "no response in time; answered 504");
-            let body = serde_json::json!({
-                "error": format!("no response within {secs} s"),
-                "message_id": id.to_string(),
-                "trace": trace,
-            })
-            .to_string();
             // Logged above, with where the message is.
-            let mut r = logged(answer(StatusCode::GATEWAY_TIMEOUT, body));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/json"),
-            );
-            with_message_id(r, id)
+            json_answer(
+                StatusCode::GATEWAY_TIMEOUT,
+                serde_json::json!({
+                    "error": format!("no response within {secs} s"),
+                    "message_id": id.to_string(),
+                    "trace": trace,
+                }),
+                id,
+            )
         }
     }
 }

@@ -202,10 +202,7 @@ const ERROR_BODY_MAX: usize = 512;
 impl HttpTransmitter {
     /// Send the request; `Ok` is a 2xx answer, its body not read yet.
     async fn exchange(&self, msg: &Outbound, body: Body) -> Result<(String, reqwest::Response), TransmitError> {
-        let url = self
-            .url
-            .render_url(msg.id, &msg.context)
-            .map_err(TransmitError::fatal)?;
+        let url = self.url.render_url(msg.id, &msg.context).map_err(TransmitError::from)?;
         let mut headers = self.headers.clone();
         for (h, key) in &self.from_context {
             if let Some(p) = msg.context.get(&key.namespace, &key.name) {

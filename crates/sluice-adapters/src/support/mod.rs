@@ -22,3 +22,14 @@ pub mod tls;
 pub use fd::{FD_RESERVE, fd_limit, raise_fd_limit};
 pub use names::{plain_file_name, resolve};
 pub use secret::Secret;
+
+/// Property keys from (namespace, name) pairs, as the `PROMOTES` lists write them.
+pub fn keys(pairs: &[(&str, &str)]) -> Vec<sluice_model::Key> {
+    pairs
+        .iter()
+        .map(|(namespace, name)| sluice_model::Key {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        })
+        .collect()
+}

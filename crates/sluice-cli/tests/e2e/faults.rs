@@ -793,3 +793,76 @@ fn removing_a_send_port_suspends_its_queue_with_fault_messages() {
     });
     node.stop();
 }
+
+/// A send port whose file name needs a property its filter does not
+/// guarantee is a warning at start, naming the port's key, the macro and
+/// the fix; a port whose file name its locations vouch for is not. A
+/// message without the property is suspended at once, not resumable:
+/// `resume` refuses it, `resubmit --set` delivers it.
+#[test]
+fn a_macro_the_filter_does_not_guarantee_warns_and_its_failure_is_resubmitted_not_resumed() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    std::fs::create_dir_all(dir.join("in")).unwrap();
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        r#"data_dir = "data"
+
+[receive_ports.in.locations.in-folder]
+adapter = { type = "file", path = "in", mask = "*", settle = "200ms", poll_interval = "100ms" }
+
+[send_ports.by-order]
+filter = 'receive.port == "in"'
+adapter = { type = "file", path = "out", file_name = "%property:order.id%.txt", create_folder = true }
+retry = { count = 3, interval = "1s" }
+
+[send_ports.copy]
+filter = 'receive.port == "in"'
+adapter = { type = "file", path = "copy", file_name = "%SourceFileName%", create_folder = true }
+"#,
+    )
+    .unwrap();
+    let mut node = Node::start(&config, &dir.join("node.log"));
+    let log = node.log_text();
+    assert!(
+        log.contains("send_ports.by-order.adapter.file_name")
+            && log.contains("`%property:order.id%` needs property order.id")
+            && log.contains("add `and order.id exists` to the filter"),
+        "{log}"
+    );
+    assert!(!log.contains("send_ports.copy"), "{log}");
+
+    drop_file(&dir.join("in"), "a.txt", b"order without an id");
+    wait_until(Duration::from_secs(30), "the copy and the suspension", || {
+        dir.join("copy/a.txt").exists() && status_json(&config)["suspended"] == 1
+    });
+    let entry = suspended(&config).remove(0);
+    assert_eq!(
+        (&entry["subscriber"], &entry["resumable"]),
+        (&"by-order".into(), &false.into()),
+        "{entry}"
+    );
+    assert_eq!(entry["attempts"], 1, "not retried: {entry}");
+    assert!(
+        entry["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("resubmit it with order.id set"),
+        "{entry}"
+    );
+    assert!(node.log_text().contains("suspended, not resumable"));
+    let id = entry["id"].to_string();
+    let out = run(sluice().args(["suspended", "resume", &id, "--config"]).arg(&config));
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success() && stderr.contains("not resumable"), "{stderr}");
+    let out = run(sluice()
+        .args(["suspended", "resubmit", &id, "--set", "order.id=string:A1", "--config"])
+        .arg(&config));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_until(Duration::from_secs(30), "the resubmitted order", || {
+        std::fs::read(dir.join("out/A1.txt")).is_ok_and(|b| b == b"order without an id")
+    });
+    node.stop();
+    assert_eq!(status_json(&config)["suspended"], 0);
+}

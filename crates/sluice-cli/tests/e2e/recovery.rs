@@ -123,3 +123,24 @@ fn two_nodes_on_one_box_recover_only_their_own_work() {
     assert!(!log_b.contains("no longer held"), "node B lost a lease:\n{log_b}");
     assert!(names(&dir_a.join("in")).is_empty() && names(&dir_b.join("in")).is_empty());
 }
+
+/// A file already in the destination with the same bytes counts as
+/// delivered, and the log says what is known: the copy was there before the
+/// first attempt. No restart happened, so none is mentioned.
+#[test]
+fn an_identical_file_already_there_is_not_called_a_redelivery_after_a_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(root.path(), "");
+    std::fs::create_dir_all(root.path().join("out")).unwrap();
+    std::fs::write(root.path().join("out/same.txt"), "same bytes").unwrap();
+    let mut node = Node::start(&config, &root.path().join("node.log"));
+    drop_file(&root.path().join("in"), "same.txt", b"same bytes");
+    wait_until(Duration::from_secs(30), "the delivery to be counted", || {
+        node.log_text().contains("an identical copy was already")
+    });
+    node.stop();
+    let log = node.log_text();
+    assert!(log.contains("already there before the first attempt"), "{log}");
+    assert!(!log.contains("after a restart"), "{log}");
+    assert_eq!(status_json(&config)["spool"], 0);
+}

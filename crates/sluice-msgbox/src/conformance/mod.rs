@@ -75,6 +75,7 @@ macro_rules! conformance_tests {
             attempts_are_recorded_and_can_skip_forward,
             resubmit_publishes_again_with_shared_parts,
             resubmit_edits_and_refusals,
+            a_suspension_needing_an_edit_is_resubmitted_not_resumed,
             suspended_query_filters,
             tracking_records_and_purges,
             recover_takes_back_the_nodes_leases,

@@ -155,6 +155,40 @@ pub async fn resubmit_edits_and_refusals(h: &impl Harness) {
     b.close().await.unwrap();
 }
 
+pub async fn a_suspension_needing_an_edit_is_resubmitted_not_resumed(h: &impl Harness) {
+    let b = h.open(ManualClock::new(T0)).await;
+    b.subscribe(sub("a", r#"t.kind == "x""#)).await.unwrap();
+    b.subscribe(sub("faults", FAULTS)).await.unwrap();
+    b.publish(msg("x", 1)).await.unwrap();
+    let l = lease_one(&*b, "a").await;
+    let failure = fail("`%property:t.id%` uses property t.id, which the message does not have").needing_edit();
+    let sid = b.suspend(l.token, &failure).await.unwrap();
+    assert!(!b.suspended(sid).await.unwrap().unwrap().resumable);
+    let fault = lease_one(&*b, "faults").await;
+    assert_eq!(
+        fault.context.promoted("fault", "resumable"),
+        Some(&sluice_model::Value::from(false))
+    );
+    b.ack(fault.token).await.unwrap();
+    assert!(matches!(b.resume(sid).await, Err(BoxError::NotResumable { id, .. }) if id == sid));
+    // Resubmitted with its context edited, its parts shared: no new body needed.
+    let mut ctx = l.context.clone();
+    ctx.promote("t", "id", "A1");
+    let r = b
+        .resubmit(
+            sid,
+            Resubmission {
+                context: Some(ctx),
+                parts: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.routed, Routed::Queued(vec!["a".into()]));
+    assert_eq!(read_all(&*b, r.message_id).await, vec![b"body of x-1".to_vec()]);
+    b.close().await.unwrap();
+}
+
 pub async fn suspended_query_filters(h: &impl Harness) {
     let clock = ManualClock::new(T0);
     let b = h.open(clock.clone()).await;
