@@ -122,10 +122,12 @@ pub trait Publisher: Send + Sync {
     /// Whether message `id` is in the box (used to recover sources claimed
     /// before a crash: a published message is still held by its source).
     async fn is_published(&self, id: MessageId) -> Result<bool, SubmitError>;
-    /// Where message `id` is now, in words, for an operator: queued for
-    /// whom, with what last error, suspended why, or gone (delivered).
-    /// Said when a request-response location gives up waiting (504).
-    async fn whereabouts(&self, _id: MessageId) -> String {
+    /// Where message `id` is now, in words: queued for whom, attempts,
+    /// suspended where, or gone (delivered). Said when a request-response
+    /// location gives up waiting (504). `detailed` (for the log, not for a
+    /// client: a peer's error text can name internal hosts and paths) adds
+    /// each last error and suspension reason.
+    async fn whereabouts(&self, _id: MessageId, _detailed: bool) -> String {
         "not known".into()
     }
 }

@@ -370,12 +370,12 @@ impl Publisher for LocationPublisher {
             .map_err(|e| SubmitError::new(e.to_string()))
     }
 
-    async fn whereabouts(&self, id: MessageId) -> String {
+    async fn whereabouts(&self, id: MessageId, detailed: bool) -> String {
         match self.mbox.message(id).await {
             Ok(None) => "the message is no longer in the box: every subscriber took it (its response may have \
                          been suspended because it came too late)"
                 .into(),
-            Ok(Some(m)) => whereabouts(&m, sluice_msgbox::Clock::now_ms(&sluice_msgbox::SystemClock)),
+            Ok(Some(m)) => whereabouts(&m, sluice_msgbox::Clock::now_ms(&sluice_msgbox::SystemClock), detailed),
             Err(e) => format!("cannot look it up: {e}"),
         }
     }
@@ -432,7 +432,7 @@ impl Publisher for LocationPublisher {
 }
 
 /// Where a message is, in words (see [`Publisher::whereabouts`]).
-fn whereabouts(m: &sluice_msgbox::MessageInfo, now: i64) -> String {
+fn whereabouts(m: &sluice_msgbox::MessageInfo, now: i64, detailed: bool) -> String {
     let mut said = Vec::new();
     for q in &m.queue {
         let mut s = format!("queued for `{}`", q.subscriber);
@@ -444,20 +444,26 @@ fn whereabouts(m: &sluice_msgbox::MessageInfo, now: i64) -> String {
         } else {
             s.push_str(", not taken yet");
         }
-        if let Some(e) = &q.last_error {
-            s.push_str(&format!(", last error: {e}"));
+        match &q.last_error {
+            Some(e) if detailed => s.push_str(&format!(", last error: {e}")),
+            Some(_) => s.push_str(", the last attempt failed"),
+            None => {}
         }
         said.push(s);
     }
     for x in &m.suspended {
         said.push(format!(
-            "suspended{} after {} attempt(s): {} (suspended id {})",
+            "suspended{} after {} attempt(s){} (suspended id {})",
             x.subscriber
                 .as_deref()
                 .map(|s| format!(" at `{s}`"))
                 .unwrap_or_default(),
             x.attempts,
-            x.reason,
+            if detailed {
+                format!(": {}", x.reason)
+            } else {
+                String::new()
+            },
             x.id
         ));
     }
@@ -465,4 +471,62 @@ fn whereabouts(m: &sluice_msgbox::MessageInfo, now: i64) -> String {
         return "in the box, queued for no one (delivered everywhere, held by its receive location)".into();
     }
     said.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_model::{Context, MessageId};
+    use sluice_msgbox::{MessageInfo, QueueEntryInfo, SuspendedInfo};
+
+    use super::whereabouts;
+
+    /// A client is told where its request is, never a peer's error text
+    /// (it can name internal hosts); the log is told both.
+    #[test]
+    fn a_clients_trace_leaves_out_the_errors_the_log_keeps() {
+        let id = MessageId::new();
+        let secret = "connect to http://10.0.0.7:8443/internal refused";
+        let m = MessageInfo {
+            id,
+            created_at: 0,
+            context: Context::new(),
+            parts: Vec::new(),
+            refs: 2,
+            queue: vec![QueueEntryInfo {
+                entry: 1,
+                subscriber: "to-peer".into(),
+                visible_at: 1500,
+                leased: false,
+                attempts: 2,
+                last_error: Some(secret.into()),
+            }],
+            suspended: vec![SuspendedInfo {
+                id: 9,
+                message_id: id,
+                subscriber: Some("other".into()),
+                reason: secret.into(),
+                stage: "transmit".into(),
+                component: "http".into(),
+                location: None,
+                transport: None,
+                attempts: 3,
+                suspended_at: 0,
+                resumable: true,
+                history: Vec::new(),
+            }],
+            holders: Vec::new(),
+        };
+        let client = whereabouts(&m, 1000, false);
+        assert!(!client.contains("10.0.0.7"), "{client}");
+        assert!(
+            client.contains("queued for `to-peer`, 2 attempt(s) so far, next in 0.5 s, the last attempt failed"),
+            "{client}"
+        );
+        assert!(
+            client.contains("suspended at `other` after 3 attempt(s) (suspended id 9)"),
+            "{client}"
+        );
+        let log = whereabouts(&m, 1000, true);
+        assert_eq!(log.matches("10.0.0.7").count(), 2, "{log}");
+    }
 }

@@ -629,9 +629,10 @@ async fn await_response(
                 Ok(Answer::Failed(f)) => return suspended_answer(cx, id, &f),
                 Err(_) => {}
             }
-            let trace = cx.publisher.whereabouts(id).await;
+            let trace = cx.publisher.whereabouts(id, false).await;
+            let detail = cx.publisher.whereabouts(id, true).await;
             let secs = settings.response_timeout.as_secs_f64();
-            tracing::warn!(receive_location = %cx.location, message_id = %id, waited_s = secs, trace = %trace,
+            tracing::warn!(receive_location = %cx.location, message_id = %id, waited_s = secs, trace = %detail,
                 "no response in time; answered 504");
             // Logged above, with where the message is.
             json_answer(
