@@ -106,7 +106,8 @@ enum MessagesCommand {
         #[arg(long)]
         json: bool,
     },
-    /// What happened to messages: delivered, terminated, resubmitted, completed.
+    /// What happened to messages: received, suspended, resumed, delivered,
+    /// terminated, resubmitted, completed; where, and from which source.
     Tracking {
         #[arg(long, short)]
         config: PathBuf,

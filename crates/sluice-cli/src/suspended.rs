@@ -149,11 +149,7 @@ impl std::error::Error for Interrupted {}
 
 /// Where it failed, for a table: `port out`, `location in-folder` or `-`.
 fn place(s: &SuspendedInfo) -> String {
-    match (&s.subscriber, &s.location) {
-        (Some(port), _) => format!("port {port}"),
-        (None, Some(location)) => format!("location {location}"),
-        (None, None) => "-".to_string(),
-    }
+    crate::inspect::place(s.subscriber.as_deref(), s.location.as_deref())
 }
 
 pub async fn list(config: &Config, filters: &Filters, json: bool) -> anyhow::Result<()> {
