@@ -4,6 +4,7 @@
 mod out;
 
 mod bench;
+mod body;
 mod dev;
 mod errors;
 mod inspect;
@@ -16,6 +17,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{CommandFactory, Parser, Subcommand};
 use sluice_host::{CancellationToken, Config};
+use sluice_ops::body::BodyOf;
 use sluice_ops::suspended::Action;
 
 #[derive(Parser)]
@@ -106,6 +108,14 @@ enum MessagesCommand {
         #[arg(long)]
         json: bool,
     },
+    /// One part of a message (the body unless --part), streamed to standard output or a file.
+    Body {
+        id: String,
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        args: body::BodyArgs,
+    },
     /// What happened to messages: received, suspended, resumed, delivered,
     /// terminated, resubmitted, completed; where, and from which source.
     Tracking {
@@ -140,6 +150,15 @@ enum SuspendedCommand {
         config: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+    /// One part of the entry's message (the body unless --part), streamed to standard output or a file.
+    Body {
+        #[arg(value_parser = suspended::id_arg)]
+        id: i64,
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        args: body::BodyArgs,
     },
     /// Queue suspended entries again: to their send port, or, for "no
     /// subscriber", to every subscription that matches now. Entries selected
@@ -234,10 +253,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: MessagesCommand::Show { id, config, json },
         } => inspect::show(&load(&config)?, &id, json).await,
         Command::Messages {
+            command: MessagesCommand::Body { id, config, args },
+        } => {
+            let of = BodyOf::Message(sluice_ops::parse::parse_message_id(&id)?);
+            body::write(&load(&config)?, of, &args).await
+        }
+        Command::Messages {
             command: MessagesCommand::Tracking { config, message, json },
         } => inspect::tracking(&load(&config)?, message.as_deref(), json).await,
         Command::Suspended { command } => match *command {
             SuspendedCommand::List { config, filters, json } => suspended::list(&load(&config)?, &filters, json).await,
+            SuspendedCommand::Body { id, config, args } => {
+                body::write(&load(&config)?, BodyOf::Suspended(id), &args).await
+            }
             SuspendedCommand::Show { id, config, json } => suspended::show(&load(&config)?, id, json).await,
             SuspendedCommand::Resume { target, config } => {
                 suspended::act(&load(&config)?, &target, Action::Resume, None).await
