@@ -139,6 +139,9 @@ enum SuspendedCommand {
         config: PathBuf,
         #[command(flatten)]
         filters: suspended::Filters,
+        /// At most N entries (the oldest first); without it, every one.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
         #[arg(long)]
         json: bool,
     },
@@ -262,7 +265,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: MessagesCommand::Tracking { config, message, json },
         } => inspect::tracking(&load(&config)?, message.as_deref(), json).await,
         Command::Suspended { command } => match *command {
-            SuspendedCommand::List { config, filters, json } => suspended::list(&load(&config)?, &filters, json).await,
+            SuspendedCommand::List {
+                config,
+                filters,
+                limit,
+                json,
+            } => suspended::list(&load(&config)?, &filters, limit, json).await,
             SuspendedCommand::Body { id, config, args } => {
                 body::write(&load(&config)?, BodyOf::Suspended(id), &args).await
             }

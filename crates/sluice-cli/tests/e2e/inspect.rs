@@ -1,7 +1,7 @@
 //! What an operator reads out of the box (issue 13): `sluice messages
 //! body` and `sluice suspended body` stream a part to standard output or
 //! to a file, whole or not at all, in bounded memory; tracking says where
-//! each message came from and where it stopped.
+//! each message came from and where it stopped; `suspended list --limit`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -319,5 +319,49 @@ retry = { count = 0 }
             .lines()
             .any(|l| l.contains(" resumed ") && l.contains("port deliver")),
         "{table}"
+    );
+}
+
+/// `suspended list --limit N` shows the oldest N entries and says when more
+/// match; without it, every entry (as before); `--limit 0` is a usage error.
+#[test]
+fn suspended_list_shows_at_most_limit_entries_and_says_more_match() {
+    let (_root, config) = setup();
+    for i in 0..5 {
+        let out = run(&mut cli(&config, &["publish", "--prop", &format!("n=int:{i}")]));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let rows = |args: &[&str]| -> Vec<String> {
+        let out = run(&mut cli(&config, args));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout).lines().map(str::to_string).collect()
+    };
+    let all = rows(&["suspended", "list"]);
+    assert_eq!(all.len(), 6, "a header and every entry: {all:?}");
+    let two = rows(&["suspended", "list", "--limit", "2"]);
+    assert_eq!(two[..3], all[..3], "the oldest two");
+    assert_eq!(two[3], "(the first 2 shown; more match: raise --limit)");
+    assert_eq!(two.len(), 4);
+    assert_eq!(
+        rows(&["suspended", "list", "--limit", "5"]),
+        all,
+        "exactly all: nothing more to say"
+    );
+    let out = run(&mut cli(&config, &["suspended", "list", "--json", "--limit", "3"]));
+    let listed = json_of(&out, "suspended list --json --limit 3");
+    let ids: Vec<i64> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    let out = run(&mut cli(&config, &["suspended", "list", "--limit", "0"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).starts_with("error[invalid_argument]: "),
+        "{}",
+        text(&out.stderr)
     );
 }
