@@ -407,6 +407,15 @@ impl Writer {
             self.matching(&msg.context)
         };
         let refs = subs.len().max(1) as i64 + holder.is_some() as i64;
+        // The id is checked by the insert itself (a duplicate writes
+        // nothing); a duplicate's parts are in use, so say what it is.
+        if let Err(e) = self.check_parts(msg, &doing, &mut |_| true) {
+            return Err(if self.exists(id, &doing)? {
+                BoxError::Duplicate(id)
+            } else {
+                e
+            });
+        }
         self.insert_message(msg, context_json, refs, holder, &doing)?;
         self.track_received(id, origin, &doing)?;
         let unrouted = match suspend {
@@ -443,14 +452,25 @@ impl Writer {
     /// content is finished and not yet used (`unused` also sees each
     /// content id, to catch one used twice in a batch).
     fn check_new(&self, msg: &NewMessage, doing: &str, unused: &mut dyn FnMut(ContentId) -> bool) -> Result<()> {
-        let exists: Option<i64> = self
-            .conn
-            .prepare_cached("SELECT 1 FROM messages WHERE id = ?1")
-            .and_then(|mut s| s.query_row([msg.id.to_bytes()], |r| r.get(0)).optional())
-            .map_err(storage(doing))?;
-        if exists.is_some() {
+        if self.exists(msg.id, doing)? {
             return Err(BoxError::Duplicate(msg.id));
         }
+        self.check_parts(msg, doing, unused)
+    }
+
+    /// Whether message `id` is stored (staged or not).
+    fn exists(&self, id: MessageId, doing: &str) -> Result<bool> {
+        let found: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT 1 FROM messages WHERE id = ?1")
+            .and_then(|mut s| s.query_row([id.to_bytes()], |r| r.get(0)).optional())
+            .map_err(storage(doing))?;
+        Ok(found.is_some())
+    }
+
+    /// Check that each stored part of `msg` refers to content that is
+    /// finished and not yet used (see [`check_new`](Self::check_new)).
+    fn check_parts(&self, msg: &NewMessage, doing: &str, unused: &mut dyn FnMut(ContentId) -> bool) -> Result<()> {
         for part in &msg.parts {
             if let PartBody::Stored { content, .. } = &part.body {
                 let state: Option<i64> = self
@@ -471,7 +491,9 @@ impl Writer {
     }
 
     /// Store a message, its parts and (optionally) a hold, with `refs`
-    /// references; route nothing.
+    /// references; route nothing. The caller checked its parts
+    /// ([`check_parts`](Self::check_parts)); an id already in the box is
+    /// refused here, before anything is written.
     fn insert_message(
         &mut self,
         msg: &NewMessage,
@@ -484,7 +506,6 @@ impl Writer {
         let doing = doing.to_string();
         let now = self.now();
         let size: u64 = msg.parts.iter().map(|p| p.size).sum();
-        self.check_new(msg, &doing, &mut |_| true)?;
         let stored = msg
             .parts
             .iter()
@@ -494,7 +515,7 @@ impl Writer {
             .conn
             .prepare_cached(
                 "INSERT INTO messages (id, created_at, context, refs, nparts, size, stored_parts)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -508,7 +529,9 @@ impl Writer {
                 ])
             })
             .map_err(storage(&doing))?;
-        debug_assert_eq!(inserted, 1);
+        if inserted == 0 {
+            return Err(BoxError::Duplicate(id));
+        }
         for (idx, part) in msg.parts.iter().enumerate() {
             let (inline, content, chunks) = match &part.body {
                 PartBody::Inline(data) => (Some(&data[..]), None, None),
@@ -1208,29 +1231,41 @@ impl Writer {
     /// was, tracked as `delivered`, or, when it was the last reference, on
     /// the `completed` event (one tracking row, not two).
     fn drop_reference_by(&mut self, id: MessageId, delivered_by: Option<&str>, doing: &str) -> Result<()> {
-        let refs: Option<(i64, i64)> = self
+        // The last reference (the usual case: one subscriber) deletes the
+        // row at once, rather than first rewriting it (context and all)
+        // with one reference less.
+        let last: Option<(i64, Option<String>)> = self
             .conn
-            .prepare_cached("UPDATE messages SET refs = refs - 1 WHERE id = ?1 RETURNING refs, stored_parts")
+            .prepare_cached("DELETE FROM messages WHERE id = ?1 AND refs <= 1 RETURNING stored_parts, context")
             .and_then(|mut s| s.query_row([id.to_bytes()], |r| Ok((r.get(0)?, r.get(1)?))).optional())
             .map_err(storage(doing))?;
-        match refs {
-            None => Err(BoxError::Storage {
+        if let Some((stored, context)) = last {
+            return self.delete_message(id, stored > 0, delivered_by, context.as_deref(), doing);
+        }
+        let refs: Option<i64> = self
+            .conn
+            .prepare_cached("UPDATE messages SET refs = refs - 1 WHERE id = ?1 RETURNING refs")
+            .and_then(|mut s| s.query_row([id.to_bytes()], |r| r.get(0)).optional())
+            .map_err(storage(doing))?;
+        match (refs, delivered_by) {
+            (None, _) => Err(BoxError::Storage {
                 doing: doing.to_string(),
                 detail: format!("message {id} is missing"),
             }),
-            Some((n, _)) if n > 0 => match delivered_by {
-                Some(s) => self.track(id, Track::at_port(tracked::DELIVERED, Some(s)), doing),
-                None => Ok(()),
-            },
-            Some((_, stored)) => self.delete_message(id, stored > 0, delivered_by, doing),
+            (Some(_), Some(s)) => self.track(id, Track::at_port(tracked::DELIVERED, Some(s)), doing),
+            (Some(_), None) => Ok(()),
         }
     }
 
+    /// What goes with a message whose row was just deleted: its parts,
+    /// the content no other part uses, its attempts; tracked as
+    /// `completed`, with its `context`.
     fn delete_message(
         &mut self,
         id: MessageId,
         has_content: bool,
         delivered_by: Option<&str>,
+        context: Option<&str>,
         doing: &str,
     ) -> Result<()> {
         // Content goes with the last part that refers to it (a fault message
@@ -1256,13 +1291,8 @@ impl Writer {
                 .and_then(|mut s| s.execute([key]))
                 .map_err(storage(doing))?;
         }
-        let context: Option<String> = self
-            .conn
-            .prepare_cached("DELETE FROM messages WHERE id = ?1 RETURNING context")
-            .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
-            .map_err(storage(doing))?;
         let e = Track {
-            context: context.as_deref(),
+            context,
             ..Track::at_port(tracked::COMPLETED, delivered_by)
         };
         self.track(id, e, doing)
