@@ -31,6 +31,16 @@ pub fn stop_on_error<E>(written: Result<(), E>, failed: &mut Option<E>) -> Contr
     }
 }
 
+/// Where something happened, for a table: `port out`, `location in-folder`
+/// or `-` (a send port wins when both are known).
+pub fn place(port: Option<&str>, location: Option<&str>) -> String {
+    match (port, location) {
+        (Some(port), _) => format!("port {port}"),
+        (None, Some(location)) => format!("location {location}"),
+        (None, None) => "-".to_string(),
+    }
+}
+
 /// Every property: key, type, value, and whether it is promoted.
 pub fn print_context(context: &Context) {
     outln!("context");
@@ -183,8 +193,11 @@ pub async fn show(config: &Config, id: &str, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Tracking events (delivered, terminated, resubmitted, completed), oldest
-/// first, a page at a time; with `--json` completed events carry the context.
+/// Tracking events (received, suspended, resumed, delivered, terminated,
+/// resubmitted, completed), oldest first, a page at a time: where each
+/// happened (send port or receive location) and its detail (a received
+/// message's source, e.g. its file name); with `--json` completed events
+/// carry the context.
 pub async fn tracking(config: &Config, message: Option<&str>, json: bool) -> anyhow::Result<()> {
     use std::io::Write;
     let message = message.map(parse_message_id).transpose()?;
@@ -195,8 +208,8 @@ pub async fn tracking(config: &Config, message: Option<&str>, json: bool) -> any
     } else {
         writeln!(
             out,
-            "{:<24}  {:<26}  {:<11}  {:<16}  DETAIL",
-            "AT", "MESSAGE", "EVENT", "SUBSCRIBER"
+            "{:<24}  {:<26}  {:<11}  {:<24}  DETAIL",
+            "AT", "MESSAGE", "EVENT", "WHERE"
         )?;
     }
     let mut failed: Option<anyhow::Error> = None;
@@ -210,11 +223,11 @@ pub async fn tracking(config: &Config, message: Option<&str>, json: bool) -> any
         } else {
             writeln!(
                 out,
-                "{:<24}  {:<26}  {:<11}  {:<16}  {}",
+                "{:<24}  {:<26}  {:<11}  {:<24}  {}",
                 ms_to_text(e.at),
                 e.message_id,
                 e.event,
-                e.subscriber.as_deref().unwrap_or("-"),
+                place(e.subscriber.as_deref(), e.location.as_deref()),
                 e.detail.as_deref().unwrap_or("")
             )
             .map_err(anyhow::Error::from)

@@ -4,6 +4,7 @@
 mod out;
 
 mod bench;
+mod body;
 mod dev;
 mod errors;
 mod inspect;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{CommandFactory, Parser, Subcommand};
 use sluice_host::{CancellationToken, Config};
+use sluice_ops::body::BodyOf;
 use sluice_ops::suspended::Action;
 use tokio::sync::Notify;
 
@@ -120,7 +122,16 @@ enum MessagesCommand {
         #[arg(long)]
         json: bool,
     },
-    /// What happened to messages: delivered, terminated, resubmitted, completed.
+    /// One part of a message (the body unless --part), streamed to standard output or a file.
+    Body {
+        id: String,
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        args: body::BodyArgs,
+    },
+    /// What happened to messages: received, suspended, resumed, delivered,
+    /// terminated, resubmitted, completed; where, and from which source.
     Tracking {
         #[arg(long, short)]
         config: PathBuf,
@@ -142,6 +153,9 @@ enum SuspendedCommand {
         config: PathBuf,
         #[command(flatten)]
         filters: suspended::Filters,
+        /// At most N entries (the oldest first); without it, every one.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
         #[arg(long)]
         json: bool,
     },
@@ -153,6 +167,15 @@ enum SuspendedCommand {
         config: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+    /// One part of the entry's message (the body unless --part), streamed to standard output or a file.
+    Body {
+        #[arg(value_parser = suspended::id_arg)]
+        id: i64,
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        args: body::BodyArgs,
     },
     /// Queue suspended entries again: to their send port, or, for "no
     /// subscriber", to every subscription that matches now. Entries selected
@@ -248,10 +271,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: MessagesCommand::Show { id, config, json },
         } => inspect::show(&load(&config)?, &id, json).await,
         Command::Messages {
+            command: MessagesCommand::Body { id, config, args },
+        } => {
+            let of = BodyOf::Message(sluice_ops::parse::parse_message_id(&id)?);
+            body::write(&load(&config)?, of, &args).await
+        }
+        Command::Messages {
             command: MessagesCommand::Tracking { config, message, json },
         } => inspect::tracking(&load(&config)?, message.as_deref(), json).await,
         Command::Suspended { command } => match *command {
-            SuspendedCommand::List { config, filters, json } => suspended::list(&load(&config)?, &filters, json).await,
+            SuspendedCommand::List {
+                config,
+                filters,
+                limit,
+                json,
+            } => suspended::list(&load(&config)?, &filters, limit, json).await,
+            SuspendedCommand::Body { id, config, args } => {
+                body::write(&load(&config)?, BodyOf::Suspended(id), &args).await
+            }
             SuspendedCommand::Show { id, config, json } => suspended::show(&load(&config)?, id, json).await,
             SuspendedCommand::Resume { target, config } => {
                 suspended::act(&load(&config)?, &target, Action::Resume, None).await

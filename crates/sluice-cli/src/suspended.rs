@@ -149,24 +149,27 @@ impl std::error::Error for Interrupted {}
 
 /// Where it failed, for a table: `port out`, `location in-folder` or `-`.
 fn place(s: &SuspendedInfo) -> String {
-    match (&s.subscriber, &s.location) {
-        (Some(port), _) => format!("port {port}"),
-        (None, Some(location)) => format!("location {location}"),
-        (None, None) => "-".to_string(),
-    }
+    crate::inspect::place(s.subscriber.as_deref(), s.location.as_deref())
 }
 
-pub async fn list(config: &Config, filters: &Filters, json: bool) -> anyhow::Result<()> {
+/// The entries `filters` select, the oldest first; with `limit`, at most
+/// that many (and a last line saying when more match).
+pub async fn list(config: &Config, filters: &Filters, limit: Option<u64>, json: bool) -> anyhow::Result<()> {
     let b = open_read(config)?;
     let query = filters.query();
     let mut out = std::io::stdout().lock();
     let mut n = 0u64;
+    let mut more = false;
     let mut failed: Option<std::io::Error> = None;
     if json {
         write!(out, "[")?;
     }
     // A page at a time, printed as it comes: memory does not grow with the list.
     ops::select(&*b, &Selection::Query(query.clone()), |s| {
+        if limit.is_some_and(|limit| n == limit) {
+            more = true;
+            return ControlFlow::Break(());
+        }
         let line = if json {
             serde_json::to_string(&s).map(|j| if n == 0 { j } else { format!(",{j}") })
         } else {
@@ -202,6 +205,8 @@ pub async fn list(config: &Config, filters: &Filters, json: bool) -> anyhow::Res
     }
     if json {
         writeln!(out, "]")?;
+    } else if more {
+        writeln!(out, "(the first {n} shown; more match: raise --limit)")?;
     } else if n == 0 && ops::has_conditions(&query) {
         writeln!(out, "(no suspended message matches {})", ops::describe(&query))?;
     } else if n == 0 {

@@ -274,6 +274,12 @@ impl SqliteBox {
         rx.await.map_err(|_| BoxError::Closed)?
     }
 
+    /// Where a message to publish came from, for its `received` tracking
+    /// event; made here, off the writer thread, and only when tracking is on.
+    fn origin(&self, context: &Context) -> Option<Origin> {
+        self.inner.opts.tracking.then(|| Origin::of(context))
+    }
+
     /// Run `f` on a reader connection, off the async threads.
     async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
         if self.inner.closed.load(std::sync::atomic::Ordering::SeqCst) {
@@ -532,21 +538,29 @@ impl MessageBox for SqliteBox {
 
     async fn publish(&self, msg: NewMessage) -> Result<Routed> {
         let json = msg.context.to_json();
-        self.write(true, move |w| w.publish(&msg, &json, None, None)).await
+        let origin = self.origin(&msg.context);
+        self.write(true, move |w| w.publish(&msg, &json, None, None, origin.as_ref()))
+            .await
     }
 
     async fn publish_holding(&self, msg: NewMessage, holder: &str) -> Result<Routed> {
         let json = msg.context.to_json();
+        let origin = self.origin(&msg.context);
         let holder = holder.to_string();
-        self.write(true, move |w| w.publish(&msg, &json, Some(&holder), None))
-            .await
+        self.write(true, move |w| {
+            w.publish(&msg, &json, Some(&holder), None, origin.as_ref())
+        })
+        .await
     }
 
     async fn publish_suspended(&self, msg: NewMessage, holder: &str, failure: &Failure) -> Result<i64> {
         let json = msg.context.to_json();
+        let origin = self.origin(&msg.context);
         let (holder, failure) = (holder.to_string(), failure.clone());
         match self
-            .write(true, move |w| w.publish(&msg, &json, Some(&holder), Some(&failure)))
+            .write(true, move |w| {
+                w.publish(&msg, &json, Some(&holder), Some(&failure), origin.as_ref())
+            })
             .await?
         {
             Routed::Suspended { suspended_id } => Ok(suspended_id),
@@ -558,11 +572,12 @@ impl MessageBox for SqliteBox {
     }
 
     async fn stage(&self, interchange: MessageId, messages: Vec<StagedMessage>) -> Result<()> {
-        let items: Vec<(StagedMessage, String)> = messages
+        let items: Vec<(StagedMessage, String, Option<String>)> = messages
             .into_iter()
             .map(|m| {
                 let json = m.message.context.to_json();
-                (m, json)
+                let origin = self.origin(&m.message.context).map(|o| writer::origin_to_json(&o));
+                (m, json, origin)
             })
             .collect();
         // Not durable: a crash discards every uncommitted interchange anyway.
@@ -702,11 +717,18 @@ impl MessageBox for SqliteBox {
     ) -> Result<Vec<TrackingEvent>> {
         self.read(move |conn| {
             let doing = "reading tracking events";
+            // A box a node of this version has not opened yet (read beside an
+            // older node) has no `location` column.
+            let has_location: bool = conn
+                .prepare_cached("SELECT count(*) > 0 FROM pragma_table_info('tracking') WHERE name = 'location'")
+                .and_then(|mut s| s.query_row([], |r| r.get(0)))
+                .map_err(storage(doing))?;
+            let location = if has_location { "location" } else { "NULL" };
             let rows = conn
-                .prepare_cached(
-                    "SELECT id, message_id, at, event, subscriber, detail, context FROM tracking
+                .prepare_cached(&format!(
+                    "SELECT id, message_id, at, event, subscriber, detail, context, {location} FROM tracking
                      WHERE (?1 IS NULL OR message_id = ?1) AND id > ?2 ORDER BY id LIMIT ?3",
-                )
+                ))
                 .map_err(storage(doing))?
                 .query_map(
                     params![message.map(|m| m.to_bytes().to_vec()), after.unwrap_or(0), limit as i64],
@@ -719,6 +741,7 @@ impl MessageBox for SqliteBox {
                             r.get::<_, Option<String>>(4)?,
                             r.get::<_, Option<String>>(5)?,
                             r.get::<_, Option<String>>(6)?,
+                            r.get::<_, Option<String>>(7)?,
                         ))
                     },
                 )
@@ -726,7 +749,7 @@ impl MessageBox for SqliteBox {
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(storage(doing))?;
             rows.into_iter()
-                .map(|(id, mid, at, event, subscriber, detail, context)| {
+                .map(|(id, mid, at, event, subscriber, detail, context, location)| {
                     let message_id = id_of(mid)?;
                     Ok(TrackingEvent {
                         id,
@@ -734,6 +757,7 @@ impl MessageBox for SqliteBox {
                         at,
                         event,
                         subscriber,
+                        location,
                         detail,
                         context: context.map(|c| context_of(&c, message_id)).transpose()?,
                     })

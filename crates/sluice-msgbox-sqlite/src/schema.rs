@@ -175,7 +175,8 @@ pub fn migrate_for(conn: &Connection, node: &str) -> rusqlite::Result<()> {
              message_id BLOB NOT NULL,
              targets TEXT NOT NULL,
              reason TEXT,
-             node TEXT NOT NULL DEFAULT ''
+             node TEXT NOT NULL DEFAULT '',
+             origin TEXT
          );
          CREATE INDEX IF NOT EXISTS staged_interchange ON staged (interchange, id);
          CREATE INDEX IF NOT EXISTS staged_message ON staged (message_id);
@@ -196,7 +197,8 @@ pub fn migrate_for(conn: &Connection, node: &str) -> rusqlite::Result<()> {
              event TEXT NOT NULL,
              subscriber TEXT,
              detail TEXT,
-             context TEXT
+             context TEXT,
+             location TEXT
          );
          CREATE INDEX IF NOT EXISTS tracking_message ON tracking (message_id, id);
          DROP INDEX IF EXISTS tracking_at;
@@ -217,6 +219,11 @@ pub fn migrate_for(conn: &Connection, node: &str) -> rusqlite::Result<()> {
         ("holds", "node", "TEXT NOT NULL DEFAULT ''"),
         ("staged", "node", "TEXT NOT NULL DEFAULT ''"),
         ("content", "node", "TEXT NOT NULL DEFAULT ''"),
+        // Tracking events say where (the receive location), and staged
+        // records where they came from, for their `received` events. Older
+        // builds write neither (NULL) and read on: no new schema version.
+        ("tracking", "location", "TEXT"),
+        ("staged", "origin", "TEXT"),
     ] {
         let exists: bool = conn.query_row(
             "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",

@@ -775,3 +775,50 @@ async fn publish_held(b: &SqliteBox) -> MessageId {
     b.publish_holding(m, "receive:in").await.unwrap();
     id
 }
+
+/// A box whose tracking events have no `location` column yet (made before
+/// tracking said where; an older node may still run on it) can be read as
+/// it is; the next node to open it adds the column, and new events say
+/// where they happened.
+#[tokio::test]
+async fn tracking_events_of_a_box_made_before_locations_are_read_and_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let in_folder = || {
+        let mut context = Context::new();
+        context.promote("receive", "location", "in-folder");
+        NewMessage {
+            id: MessageId::new(),
+            context,
+            parts: vec![],
+        }
+    };
+    let b = SqliteBox::open(dir.path(), Arc::new(SystemClock), Options::default()).unwrap();
+    b.publish(in_folder()).await.unwrap();
+    b.close().await.unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join(crate::DB_FILE)).unwrap();
+    conn.execute_batch("ALTER TABLE tracking DROP COLUMN location; ALTER TABLE staged DROP COLUMN origin;")
+        .unwrap();
+    drop(conn);
+    let ro = SqliteBox::open_read_only(dir.path()).unwrap();
+    let old = ro.tracking(None, None, 10).await.unwrap();
+    assert_eq!(
+        old.iter()
+            .map(|e| (e.event.as_str(), e.location.as_deref()))
+            .collect::<Vec<_>>(),
+        [(tracked::RECEIVED, None), (tracked::SUSPENDED, None)]
+    );
+    let b = SqliteBox::open(dir.path(), Arc::new(SystemClock), Options::default()).unwrap();
+    b.publish(in_folder()).await.unwrap();
+    let events = ro.tracking(None, old.last().map(|e| e.id), 10).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.event.as_str(), e.location.as_deref()))
+            .collect::<Vec<_>>(),
+        [
+            (tracked::RECEIVED, Some("in-folder")),
+            (tracked::SUSPENDED, Some("in-folder"))
+        ]
+    );
+    b.close().await.unwrap();
+}

@@ -389,13 +389,15 @@ impl Writer {
     /// `context_json` is `msg.context.to_json()`, made by the caller so that
     /// the writer thread does not spend its time serialising.
     /// `suspend`: store the message suspended (not resumable) with this
-    /// failure, unrouted.
+    /// failure, unrouted. `origin`: its `received` event's (made by the
+    /// caller, off the writer thread, when tracking is on).
     pub fn publish(
         &mut self,
         msg: &NewMessage,
         context_json: &str,
         holder: Option<&str>,
         suspend: Option<&Failure>,
+        origin: Option<&Origin>,
     ) -> Result<Routed> {
         let id = msg.id;
         let doing = format!("publishing message {id}");
@@ -405,7 +407,17 @@ impl Writer {
             self.matching(&msg.context)
         };
         let refs = subs.len().max(1) as i64 + holder.is_some() as i64;
+        // The id is checked by the insert itself (a duplicate writes
+        // nothing); a duplicate's parts are in use, so say what it is.
+        if let Err(e) = self.check_parts(msg, &doing, &mut |_| true) {
+            return Err(if self.exists(id, &doing)? {
+                BoxError::Duplicate(id)
+            } else {
+                e
+            });
+        }
         self.insert_message(msg, context_json, refs, holder, &doing)?;
+        self.track_received(id, origin, &doing)?;
         let unrouted = match suspend {
             Some(f) => (f.clone(), false),
             None => (no_subscriber(), true),
@@ -440,14 +452,25 @@ impl Writer {
     /// content is finished and not yet used (`unused` also sees each
     /// content id, to catch one used twice in a batch).
     fn check_new(&self, msg: &NewMessage, doing: &str, unused: &mut dyn FnMut(ContentId) -> bool) -> Result<()> {
-        let exists: Option<i64> = self
-            .conn
-            .prepare_cached("SELECT 1 FROM messages WHERE id = ?1")
-            .and_then(|mut s| s.query_row([msg.id.to_bytes()], |r| r.get(0)).optional())
-            .map_err(storage(doing))?;
-        if exists.is_some() {
+        if self.exists(msg.id, doing)? {
             return Err(BoxError::Duplicate(msg.id));
         }
+        self.check_parts(msg, doing, unused)
+    }
+
+    /// Whether message `id` is stored (staged or not).
+    fn exists(&self, id: MessageId, doing: &str) -> Result<bool> {
+        let found: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT 1 FROM messages WHERE id = ?1")
+            .and_then(|mut s| s.query_row([id.to_bytes()], |r| r.get(0)).optional())
+            .map_err(storage(doing))?;
+        Ok(found.is_some())
+    }
+
+    /// Check that each stored part of `msg` refers to content that is
+    /// finished and not yet used (see [`check_new`](Self::check_new)).
+    fn check_parts(&self, msg: &NewMessage, doing: &str, unused: &mut dyn FnMut(ContentId) -> bool) -> Result<()> {
         for part in &msg.parts {
             if let PartBody::Stored { content, .. } = &part.body {
                 let state: Option<i64> = self
@@ -468,7 +491,9 @@ impl Writer {
     }
 
     /// Store a message, its parts and (optionally) a hold, with `refs`
-    /// references; route nothing.
+    /// references; route nothing. The caller checked its parts
+    /// ([`check_parts`](Self::check_parts)); an id already in the box is
+    /// refused here, before anything is written.
     fn insert_message(
         &mut self,
         msg: &NewMessage,
@@ -481,7 +506,6 @@ impl Writer {
         let doing = doing.to_string();
         let now = self.now();
         let size: u64 = msg.parts.iter().map(|p| p.size).sum();
-        self.check_new(msg, &doing, &mut |_| true)?;
         let stored = msg
             .parts
             .iter()
@@ -491,7 +515,7 @@ impl Writer {
             .conn
             .prepare_cached(
                 "INSERT INTO messages (id, created_at, context, refs, nparts, size, stored_parts)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -505,7 +529,9 @@ impl Writer {
                 ])
             })
             .map_err(storage(&doing))?;
-        debug_assert_eq!(inserted, 1);
+        if inserted == 0 {
+            return Err(BoxError::Duplicate(id));
+        }
         for (idx, part) in msg.parts.iter().enumerate() {
             let (inline, content, chunks) = match &part.body {
                 PartBody::Inline(data) => (Some(&data[..]), None, None),
@@ -557,19 +583,21 @@ impl Writer {
     // ---- interchanges ----------------------------------------------------
 
     /// Store staged messages: routed now (targets kept), visible at commit.
-    pub fn stage(&mut self, interchange: MessageId, items: &[(StagedMessage, String)]) -> Result<()> {
+    /// Each comes with its context's JSON and, when tracking is on, its
+    /// origin's ([`origin_to_json`]), for its `received` event at commit.
+    pub fn stage(&mut self, interchange: MessageId, items: &[(StagedMessage, String, Option<String>)]) -> Result<()> {
         let doing = format!("staging messages of interchange {interchange}");
         // Check every message before writing any: a refused batch leaves no trace.
         let mut ids = std::collections::HashSet::new();
         let mut contents = std::collections::HashSet::new();
-        for (staged, _) in items {
+        for (staged, _, _) in items {
             let m = &staged.message;
             if !ids.insert(m.id) {
                 return Err(BoxError::Duplicate(m.id));
             }
             self.check_new(m, &doing, &mut |content| contents.insert(content))?;
         }
-        for (staged, json) in items {
+        for (staged, json, origin) in items {
             let targets = if staged.suspend.is_some() {
                 Vec::new()
             } else {
@@ -579,7 +607,8 @@ impl Writer {
             self.insert_message(&staged.message, json, refs, staged.holder.as_deref(), &doing)?;
             self.conn
                 .prepare_cached(
-                    "INSERT INTO staged (interchange, message_id, targets, reason, node) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO staged (interchange, message_id, targets, reason, node, origin)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .and_then(|mut s| {
                     s.execute(params![
@@ -587,7 +616,8 @@ impl Writer {
                         staged.message.id.to_bytes(),
                         targets.join("\n"),
                         staged.suspend.as_ref().map(failure_to_json),
-                        self.node
+                        self.node,
+                        origin
                     ])
                 })
                 .map_err(storage(&doing))?;
@@ -604,24 +634,26 @@ impl Writer {
         let mut routed = InterchangeRouted::default();
         let mut after = 0i64;
         loop {
-            let page: Vec<(i64, Vec<u8>, String, Option<String>)> = self
+            let page: Vec<StagedRow> = self
                 .conn
                 .prepare_cached(
-                    "SELECT id, message_id, targets, reason FROM staged
+                    "SELECT id, message_id, targets, reason, origin FROM staged
                      WHERE interchange = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
                 )
                 .and_then(|mut s| {
                     s.query_map(params![interchange.to_bytes(), after, PAGE], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                     })?
                     .collect()
                 })
                 .map_err(storage(&doing))?;
             let Some(last) = page.last() else { break };
             after = last.0;
-            for (_, mid, targets, reason) in page {
+            for (_, mid, targets, reason, origin) in page {
                 let mid = id_of(mid)?;
                 routed.messages += 1;
+                let origin = origin.filter(|_| self.tracking).map(|o| origin_from_json(&o));
+                self.track_received(mid, origin.as_ref(), &doing)?;
                 if let Some(reason) = reason {
                     let failure = failure_from_json(&reason);
                     let ctx = self.readable_context(mid, &doing)?;
@@ -709,6 +741,12 @@ impl Writer {
             })
             .map_err(storage(doing))?;
         let suspended_id = self.conn.last_insert_rowid();
+        let e = Track {
+            location: location.as_deref(),
+            detail: Some(&failure.error),
+            ..Track::at_port(tracked::SUSPENDED, subscriber)
+        };
+        self.track(id, e, doing)?;
         if let Some(ctx) = context {
             let fault = fault::FaultOf {
                 original: id,
@@ -762,6 +800,8 @@ impl Writer {
         let id = MessageId::new();
         let json = ctx.to_json();
         self.insert_shared(id, fault.original, &json, subs.len() as i64, doing)?;
+        let origin = self.tracking.then(|| Origin::of(&ctx));
+        self.track_received(id, origin.as_ref(), doing)?;
         for s in &subs {
             self.enqueue(id, s, fault.now, doing)?;
         }
@@ -826,25 +866,43 @@ impl Writer {
         Ok(())
     }
 
-    fn track(
-        &mut self,
-        mid: MessageId,
-        event: &str,
-        subscriber: Option<&str>,
-        detail: Option<&str>,
-        context: Option<&str>,
-        doing: &str,
-    ) -> Result<()> {
+    /// Record a tracking event of message `mid`, in the transaction of
+    /// the change it records (nothing when tracking is off).
+    fn track(&mut self, mid: MessageId, e: Track<'_>, doing: &str) -> Result<()> {
         if !self.tracking {
             return Ok(());
         }
         self.conn
             .prepare_cached(
-                "INSERT INTO tracking (message_id, at, event, subscriber, detail, context) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO tracking (message_id, at, event, subscriber, location, detail, context)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
-            .and_then(|mut s| s.execute(params![mid.to_bytes(), self.now(), event, subscriber, detail, context]))
+            .and_then(|mut s| {
+                s.execute(params![
+                    mid.to_bytes(),
+                    self.now(),
+                    e.event,
+                    e.subscriber,
+                    e.location,
+                    e.detail,
+                    e.context
+                ])
+            })
             .map_err(storage(doing))?;
         Ok(())
+    }
+
+    /// Track message `id` as received from `origin` (when tracking is on,
+    /// the caller made one).
+    fn track_received(&mut self, id: MessageId, origin: Option<&Origin>, doing: &str) -> Result<()> {
+        let Some(o) = origin else { return Ok(()) };
+        let e = Track {
+            subscriber: o.port.as_deref(),
+            location: o.location.as_deref(),
+            detail: o.source.as_deref(),
+            ..Track::new(tracked::RECEIVED)
+        };
+        self.track(id, e, doing)
     }
 
     // ---- subscriptions -------------------------------------------------
@@ -1181,29 +1239,41 @@ impl Writer {
     /// was, tracked as `delivered`, or, when it was the last reference, on
     /// the `completed` event (one tracking row, not two).
     fn drop_reference_by(&mut self, id: MessageId, delivered_by: Option<&str>, doing: &str) -> Result<()> {
-        let refs: Option<(i64, i64)> = self
+        // The last reference (the usual case: one subscriber) deletes the
+        // row at once, rather than first rewriting it (context and all)
+        // with one reference less.
+        let last: Option<(i64, Option<String>)> = self
             .conn
-            .prepare_cached("UPDATE messages SET refs = refs - 1 WHERE id = ?1 RETURNING refs, stored_parts")
+            .prepare_cached("DELETE FROM messages WHERE id = ?1 AND refs <= 1 RETURNING stored_parts, context")
             .and_then(|mut s| s.query_row([id.to_bytes()], |r| Ok((r.get(0)?, r.get(1)?))).optional())
             .map_err(storage(doing))?;
-        match refs {
-            None => Err(BoxError::Storage {
+        if let Some((stored, context)) = last {
+            return self.delete_message(id, stored > 0, delivered_by, context.as_deref(), doing);
+        }
+        let refs: Option<i64> = self
+            .conn
+            .prepare_cached("UPDATE messages SET refs = refs - 1 WHERE id = ?1 RETURNING refs")
+            .and_then(|mut s| s.query_row([id.to_bytes()], |r| r.get(0)).optional())
+            .map_err(storage(doing))?;
+        match (refs, delivered_by) {
+            (None, _) => Err(BoxError::Storage {
                 doing: doing.to_string(),
                 detail: format!("message {id} is missing"),
             }),
-            Some((n, _)) if n > 0 => match delivered_by {
-                Some(s) => self.track(id, tracked::DELIVERED, Some(s), None, None, doing),
-                None => Ok(()),
-            },
-            Some((_, stored)) => self.delete_message(id, stored > 0, delivered_by, doing),
+            (Some(_), Some(s)) => self.track(id, Track::at_port(tracked::DELIVERED, Some(s)), doing),
+            (Some(_), None) => Ok(()),
         }
     }
 
+    /// What goes with a message whose row was just deleted: its parts,
+    /// the content no other part uses, its attempts; tracked as
+    /// `completed`, with its `context`.
     fn delete_message(
         &mut self,
         id: MessageId,
         has_content: bool,
         delivered_by: Option<&str>,
+        context: Option<&str>,
         doing: &str,
     ) -> Result<()> {
         // Content goes with the last part that refers to it (a fault message
@@ -1229,12 +1299,11 @@ impl Writer {
                 .and_then(|mut s| s.execute([key]))
                 .map_err(storage(doing))?;
         }
-        let context: Option<String> = self
-            .conn
-            .prepare_cached("DELETE FROM messages WHERE id = ?1 RETURNING context")
-            .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
-            .map_err(storage(doing))?;
-        self.track(id, tracked::COMPLETED, delivered_by, None, context.as_deref(), doing)
+        let e = Track {
+            context,
+            ..Track::at_port(tracked::COMPLETED, delivered_by)
+        };
+        self.track(id, e, doing)
     }
 
     // ---- suspended -------------------------------------------------------
@@ -1242,7 +1311,7 @@ impl Writer {
     fn suspended_entry(&mut self, id: i64, doing: &str) -> Result<SuspendedEntry> {
         let row = self
             .conn
-            .prepare_cached("SELECT message_id, subscriber, reason, resumable FROM suspended WHERE id = ?1")
+            .prepare_cached("SELECT message_id, subscriber, reason, resumable, location FROM suspended WHERE id = ?1")
             .and_then(|mut s| {
                 s.query_row([id], |r| {
                     Ok((
@@ -1250,17 +1319,19 @@ impl Writer {
                         r.get::<_, Option<String>>(1)?,
                         r.get::<_, String>(2)?,
                         r.get::<_, bool>(3)?,
+                        r.get::<_, Option<String>>(4)?,
                     ))
                 })
                 .optional()
             })
             .map_err(storage(doing))?;
-        let (mid, subscriber, reason, resumable) = row.ok_or(BoxError::NoSuchSuspended(id))?;
+        let (mid, subscriber, reason, resumable, location) = row.ok_or(BoxError::NoSuchSuspended(id))?;
         Ok(SuspendedEntry {
             message: id_of(mid)?,
             subscriber,
             reason,
             resumable,
+            location,
         })
     }
 
@@ -1270,16 +1341,16 @@ impl Writer {
         if !entry.resumable {
             return Err(BoxError::NotResumable {
                 id: suspended,
-                reason: entry.reason,
+                reason: entry.reason.clone(),
             });
         }
         let mid = entry.message;
-        let targets = match entry.subscriber {
+        let targets = match &entry.subscriber {
             Some(s) => {
-                if !self.subs.iter().any(|(name, _)| *name == s) {
-                    return Err(BoxError::NoSuchSubscriber(s));
+                if !self.subs.iter().any(|(name, _)| name == s) {
+                    return Err(BoxError::NoSuchSubscriber(s.clone()));
                 }
-                vec![s]
+                vec![s.clone()]
             }
             None => {
                 let ctx = self.context_json(mid, &doing)?;
@@ -1304,6 +1375,12 @@ impl Writer {
                 params![mid.to_bytes(), targets.len() as i64 - 1],
             )
             .map_err(storage(&doing))?;
+        let to = targets.join(", ");
+        let e = Track {
+            detail: Some(&to),
+            ..entry.track(tracked::RESUMED)
+        };
+        self.track(mid, e, &doing)?;
         Ok(Routed::Queued(targets))
     }
 
@@ -1313,15 +1390,18 @@ impl Writer {
         self.conn
             .execute("DELETE FROM suspended WHERE id = ?1", [suspended])
             .map_err(storage(&doing))?;
-        let (mid, sub) = (entry.message, entry.subscriber.as_deref());
-        self.track(mid, tracked::TERMINATED, sub, Some(&entry.reason), None, &doing)?;
-        self.drop_reference(mid, &doing)
+        let e = Track {
+            detail: Some(&entry.reason),
+            ..entry.track(tracked::TERMINATED)
+        };
+        self.track(entry.message, e, &doing)?;
+        self.drop_reference(entry.message, &doing)
     }
 
     pub fn resubmit(&mut self, suspended: i64, with: &Resubmission, context_json: Option<&str>) -> Result<Resubmitted> {
         let doing = format!("resubmitting suspended entry {suspended}");
         let entry = self.suspended_entry(suspended, &doing)?;
-        let (mid, sub) = (entry.message, entry.subscriber.as_deref());
+        let mid = entry.message;
         // Rejected on receipt (no subscriber): its bytes are the problem.
         if !entry.resumable && entry.subscriber.is_none() && with.parts.is_none() {
             return Err(BoxError::NeedsNewBody {
@@ -1344,6 +1424,7 @@ impl Writer {
             }
         };
         let id = MessageId::new();
+        let origin = self.tracking.then(|| Origin::resubmission(mid));
         let routed = match &with.parts {
             Some(parts) => {
                 let msg = NewMessage {
@@ -1351,11 +1432,12 @@ impl Writer {
                     context: context.clone(),
                     parts: parts.clone(),
                 };
-                self.publish(&msg, &json, None, None)?
+                self.publish(&msg, &json, None, None, origin.as_ref())?
             }
             None => {
                 let subs = self.matching(&context);
                 self.insert_shared(id, mid, &json, subs.len().max(1) as i64, &doing)?;
+                self.track_received(id, origin.as_ref(), &doing)?;
                 self.route_stored(id, &context, subs, &(no_subscriber(), true), &doing)?
             }
         };
@@ -1363,7 +1445,11 @@ impl Writer {
             .execute("DELETE FROM suspended WHERE id = ?1", [suspended])
             .map_err(storage(&doing))?;
         let new_id = id.to_string();
-        self.track(mid, tracked::RESUBMITTED, sub, Some(&new_id), None, &doing)?;
+        let e = Track {
+            detail: Some(&new_id),
+            ..entry.track(tracked::RESUBMITTED)
+        };
+        self.track(mid, e, &doing)?;
         self.drop_reference(mid, &doing)?;
         Ok(Resubmitted { message_id: id, routed })
     }
@@ -1403,10 +1489,70 @@ struct SuspendedEntry {
     subscriber: Option<String>,
     reason: String,
     resumable: bool,
+    location: Option<String>,
+}
+
+impl SuspendedEntry {
+    /// An event of the entry's message, where the entry is (its send port
+    /// or receive location).
+    fn track(&self, event: &'static str) -> Track<'_> {
+        Track {
+            location: self.location.as_deref(),
+            ..Track::at_port(event, self.subscriber.as_deref())
+        }
+    }
+}
+
+/// A tracking event, as [`Writer::track`] records it (see [`TrackingEvent`]).
+struct Track<'a> {
+    event: &'static str,
+    subscriber: Option<&'a str>,
+    location: Option<&'a str>,
+    detail: Option<&'a str>,
+    /// The message's context (JSON), on `completed` events.
+    context: Option<&'a str>,
+}
+
+impl<'a> Track<'a> {
+    fn new(event: &'static str) -> Track<'a> {
+        Track {
+            event,
+            subscriber: None,
+            location: None,
+            detail: None,
+            context: None,
+        }
+    }
+
+    fn at_port(event: &'static str, subscriber: Option<&'a str>) -> Track<'a> {
+        Track {
+            subscriber,
+            ..Track::new(event)
+        }
+    }
 }
 
 fn no_subscriber() -> Failure {
     Failure::new(stage::ROUTE, "message box", NO_SUBSCRIBER)
+}
+
+/// A row of `staged` as a commit reads it: id, message id, targets,
+/// reason (a bad record's failure), origin.
+type StagedRow = (i64, Vec<u8>, String, Option<String>, Option<String>);
+
+/// A staged record's origin as stored in `staged.origin`.
+pub(crate) fn origin_to_json(o: &Origin) -> String {
+    serde_json::json!({ "location": o.location, "port": o.port, "source": o.source }).to_string()
+}
+
+fn origin_from_json(text: &str) -> Origin {
+    let v: serde_json::Value = serde_json::from_str(text).unwrap_or(serde_json::Value::Null);
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    Origin {
+        location: s("location"),
+        port: s("port"),
+        source: s("source"),
+    }
 }
 
 /// A bad record's failure as stored in `staged.reason`.

@@ -60,6 +60,9 @@ pub use sluice_model::{Context, Filter, MessageId};
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod fault;
+mod origin;
+
+pub use origin::Origin;
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
@@ -246,18 +249,33 @@ pub struct Resubmitted {
 }
 
 /// A tracking event: what happened to a message that has been in the box.
+///
+/// Architecture Invariant: a tracking event is written in the transaction
+/// that makes the change it records (no event without the change, no
+/// change without its event, while tracking is on).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TrackingEvent {
     pub id: i64,
     pub message_id: MessageId,
     pub at: Millis,
-    /// `delivered` (a subscriber acknowledged it), `terminated` (an
-    /// operator removed a suspended entry), `resubmitted` (published again
-    /// as `detail`), `completed` (it left the box: its last reference went;
-    /// with a subscriber when that subscriber's delivery was the last
+    /// One of [`tracked`]: `received` (published: it became visible in the
+    /// box; `detail` says what it was at its source, see [`Origin`]),
+    /// `suspended` (`detail`: the error), `resumed` (queued again;
+    /// `detail`: the subscribers, comma-separated), `delivered` (a
+    /// subscriber acknowledged it), `terminated` (an operator removed a
+    /// suspended entry; `detail`: its reason), `resubmitted` (published
+    /// again as `detail`), `completed` (it left the box: its last reference
+    /// went; with a subscriber when that subscriber's delivery was the last
     /// reference, which then has no `delivered` event of its own).
     pub event: String,
+    /// The send port (subscriber) where it happened, if any: the one that
+    /// delivered it, or that it was suspended at, resumed to or
+    /// terminated at; for a solicit-response answer's `received`, the send
+    /// port that received it.
     pub subscriber: Option<String>,
+    /// The receive location where it happened, if any: the one it came in
+    /// by (`received`), or that refused it (`suspended`).
+    pub location: Option<String>,
     pub detail: Option<String>,
     /// The message's context, on `completed` events.
     #[serde(skip)]
@@ -266,6 +284,9 @@ pub struct TrackingEvent {
 
 /// Tracking kinds (see [`TrackingEvent::event`]).
 pub mod tracked {
+    pub const RECEIVED: &str = "received";
+    pub const SUSPENDED: &str = "suspended";
+    pub const RESUMED: &str = "resumed";
     pub const DELIVERED: &str = "delivered";
     pub const TERMINATED: &str = "terminated";
     pub const RESUBMITTED: &str = "resubmitted";

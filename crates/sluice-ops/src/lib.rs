@@ -5,6 +5,8 @@
 //! - [`status`]: the box's counts and the running node's report
 //!   (`status.json`: throttle state per host).
 //! - [`messages`]: list, show, tracking events.
+//! - [`body`]: one part of a message (or of a suspended entry's message),
+//!   streamed in bounded pieces.
 //! - [`suspended`]: list, show, and resume / resubmit / terminate one entry
 //!   or in bulk (a selection by ids or by a query), with progress events
 //!   and a [`Summary`](suspended::Summary) in which every matched entry is
@@ -29,7 +31,7 @@
 //!
 //! | code | HTTP | transient | meaning |
 //! |---|---|---|---|
-//! | `not_found` | 404 | no | the suspended entry or message does not exist (any more: resumed, resubmitted, terminated, delivered) |
+//! | `not_found` | 404 | no | the suspended entry, message or part does not exist (any more: resumed, resubmitted, terminated, delivered; a message delivered while its body was read) |
 //! | `nothing_matches` | 404 | no | a bulk selection with conditions matches no suspended entry; nothing changed |
 //! | `invalid_argument` | 400 | no | an input does not parse or is out of range (property, key, time, id) |
 //! | `invalid_filter` | 400 | no | a context filter does not parse |
@@ -49,6 +51,7 @@
 //! error: it is an outcome ([`Outcome::Taken`](suspended::Outcome::Taken),
 //! counted in [`Summary::taken`](suspended::Summary::taken)).
 
+pub mod body;
 mod error;
 pub mod messages;
 pub mod parse;

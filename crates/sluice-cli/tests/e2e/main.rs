@@ -13,6 +13,7 @@ mod fidelity;
 mod file;
 mod hostile;
 mod http;
+mod inspect;
 mod pipeline;
 mod publish;
 mod recovery;

@@ -465,9 +465,11 @@ fn resume_resubmit_terminate_and_bad_input_that_changes_nothing() {
     assert!(out.contains(new_id), "{out}");
     let mine = tracking(&config, &["--message", new_id]);
     let kinds: Vec<_> = mine.iter().map(|e| e["event"].as_str().unwrap()).collect();
-    // One subscriber: its delivery was the last reference, so one event.
-    assert_eq!(kinds, ["completed"]);
-    assert!(mine[0]["subscriber"].is_string(), "{:?}", mine[0]);
+    // Received as a resubmission; one subscriber: its delivery was the last
+    // reference, so one event for it.
+    assert_eq!(kinds, ["received", "completed"]);
+    assert_eq!(mine[0]["detail"], format!("resubmission of {old_id}"));
+    assert!(mine[1]["subscriber"].is_string(), "{:?}", mine[1]);
     let mut expected = original["context"].as_array().unwrap().clone();
     expected.retain(|p| !(p["namespace"] == "publish" && p["name"] == "by"));
     for p in expected.iter_mut() {
@@ -480,9 +482,9 @@ fn resume_resubmit_terminate_and_bad_input_that_changes_nothing() {
     expected.push(
         serde_json::json!({"namespace": "fix", "name": "by", "type": "string", "value": "ops", "promoted": true}),
     );
-    assert_eq!(mine[0]["context"], Value::Array(expected));
+    assert_eq!(mine[1]["context"], Value::Array(expected));
     let (table, _) = expect(&config, &["messages", "tracking", "--message", new_id], 0);
-    assert!(table.contains("completed    deliver"), "{table}");
+    assert!(table.contains("completed    port deliver"), "{table}");
 
     // Terminate in bulk: three messages nobody wants, by stage.
     for _ in 0..3 {

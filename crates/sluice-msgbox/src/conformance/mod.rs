@@ -78,6 +78,7 @@ macro_rules! conformance_tests {
             a_suspension_needing_an_edit_is_resubmitted_not_resumed,
             suspended_query_filters,
             tracking_records_and_purges,
+            tracking_says_where_messages_came_and_stopped,
             recover_takes_back_the_nodes_leases,
             nodes_recover_only_their_own_leases,
             held_by_lists_only_the_nodes_holds,
