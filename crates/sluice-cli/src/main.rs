@@ -4,6 +4,7 @@
 mod out;
 
 mod bench;
+mod check;
 mod dev;
 mod errors;
 mod inspect;
@@ -29,12 +30,18 @@ struct Cli {
 enum Command {
     /// Run a node: receive locations and send ports on the embedded message box.
     Serve {
-        #[arg(long, short)]
+        #[arg(long, short, env = "SLUICE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check a configuration without starting anything: every error it has,
+    /// or a summary of what it configures (exit status 0 when valid).
+    Check {
+        #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
     },
     /// Counts: messages in the box, queued per subscriber, suspended, content bytes.
     Status {
-        #[arg(long, short)]
+        #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
         /// One JSON object instead of a table.
         #[arg(long)]
@@ -52,7 +59,7 @@ enum Command {
     },
     /// Publish one message into the box, as a receive location would (durable on exit 0).
     Publish {
-        #[arg(long, short)]
+        #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
         /// The body: a file, or `-` for stdin. Without it the body is empty.
         #[arg(long, value_name = "FILE")]
@@ -88,7 +95,7 @@ enum DevCommand {
 enum MessagesCommand {
     /// Messages in the box, oldest first.
     List {
-        #[arg(long, short)]
+        #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
         #[arg(long, default_value_t = 100)]
         limit: usize,
@@ -101,14 +108,14 @@ enum MessagesCommand {
     /// One message: its full context, parts, queue entries and suspensions.
     Show {
         id: String,
-        #[arg(long, short)]
+        #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
         #[arg(long)]
         json: bool,
     },
     /// What happened to messages: delivered, terminated, resubmitted, completed.
     Tracking {
-        #[arg(long, short)]
+        #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
         /// Only this message's events.
         #[arg(long, value_name = "ID")]
@@ -124,7 +131,7 @@ enum SuspendedCommand {
     /// Suspended entries (all, or those the filter flags select): id, message,
     /// when, port or location, stage/component, attempts, resumable, reason.
     List {
-        #[arg(long, short)]
+        #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
         #[command(flatten)]
         filters: suspended::Filters,
@@ -135,7 +142,7 @@ enum SuspendedCommand {
     Show {
         #[arg(value_parser = suspended::id_arg)]
         id: i64,
-        #[arg(long, short)]
+        #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
         #[arg(long)]
         json: bool,
@@ -146,7 +153,7 @@ enum SuspendedCommand {
     Resume {
         #[command(flatten)]
         target: suspended::Target,
-        #[arg(long, short)]
+        #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
     },
     /// Publish suspended entries' messages again as new messages, routed as
@@ -156,14 +163,14 @@ enum SuspendedCommand {
         target: suspended::Target,
         #[command(flatten)]
         changes: suspended::Changes,
-        #[arg(long, short)]
+        #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
     },
     /// Drop suspended entries (a message goes when nothing else references it).
     Terminate {
         #[command(flatten)]
         target: suspended::Target,
-        #[arg(long, short)]
+        #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
     },
 }
@@ -219,7 +226,8 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => serve(config).await,
-        Command::Status { config, json } => inspect::status(&load(&config)?, json).await,
+        Command::Check { config } => check::check(&config),
+        Command::Status { config, json } => inspect::status(&load_for_reading(&config)?, json).await,
         Command::Messages {
             command:
                 MessagesCommand::List {
@@ -228,16 +236,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     after,
                     json,
                 },
-        } => inspect::list(&load(&config)?, limit, after.as_deref(), json).await,
+        } => inspect::list(&load_for_reading(&config)?, limit, after.as_deref(), json).await,
         Command::Messages {
             command: MessagesCommand::Show { id, config, json },
-        } => inspect::show(&load(&config)?, &id, json).await,
+        } => inspect::show(&load_for_reading(&config)?, &id, json).await,
         Command::Messages {
             command: MessagesCommand::Tracking { config, message, json },
-        } => inspect::tracking(&load(&config)?, message.as_deref(), json).await,
+        } => inspect::tracking(&load_for_reading(&config)?, message.as_deref(), json).await,
         Command::Suspended { command } => match *command {
-            SuspendedCommand::List { config, filters, json } => suspended::list(&load(&config)?, &filters, json).await,
-            SuspendedCommand::Show { id, config, json } => suspended::show(&load(&config)?, id, json).await,
+            SuspendedCommand::List { config, filters, json } => {
+                suspended::list(&load_for_reading(&config)?, &filters, json).await
+            }
+            SuspendedCommand::Show { id, config, json } => suspended::show(&load_for_reading(&config)?, id, json).await,
             SuspendedCommand::Resume { target, config } => {
                 suspended::act(&load(&config)?, &target, Action::Resume, None).await
             }
@@ -335,8 +345,21 @@ fn check(cli: &Cli) -> Result<(), clap::Error> {
     }
 }
 
+/// The configuration, valid, for a command that runs a node or changes the box.
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {
     Ok(Config::load(path)?)
+}
+
+/// The configuration for a command that only reads the box: one that is
+/// invalid elsewhere still serves, with a warning naming its first
+/// problems, as long as the data directory and the store can be found (a
+/// configuration broken during an incident must not block looking).
+fn load_for_reading(path: &std::path::Path) -> anyhow::Result<Config> {
+    let read = Config::load_for_reading(path)?;
+    if let Some(e) = &read.problems {
+        check::warn_invalid(path, e, &read.config);
+    }
+    Ok(read.config)
 }
 
 async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
