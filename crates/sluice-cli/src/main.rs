@@ -8,6 +8,7 @@ mod check;
 mod dev;
 mod errors;
 mod inspect;
+mod logging;
 mod publish;
 mod store;
 mod suspended;
@@ -184,23 +185,16 @@ enum BenchCommand {
     Hostile(bench::HostileArgs),
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 fn main() -> std::process::ExitCode {
     let cli = Cli::try_parse().unwrap_or_else(|e| usage_exit(e));
     if let Err(e) = check(&cli) {
         usage_exit(e);
     }
-    init_logging();
+    if let Err(e) = logging::init() {
+        // Like a bad flag: nothing has started (exit status 2).
+        eprintln!("error[{}]: {e}", errors::USAGE);
+        return std::process::ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

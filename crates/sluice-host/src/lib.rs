@@ -22,6 +22,7 @@
 //! throttled host takes and leases nothing new.
 
 pub mod config;
+mod message_log;
 pub mod metrics;
 mod publisher;
 mod send_port;
@@ -126,6 +127,7 @@ impl sluice_adapters::Admission for HostAdmission {
 /// work in flight, close the box and return.
 pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), HostError> {
     let _lock = lock_data_dir(&config.data_dir)?;
+    message_log::set(config.log_messages);
     // A server must not run out of file descriptors at 1024; HTTP locations
     // keep a reserve of them for the box and the other adapters.
     if let Some(limit) = sluice_adapters::support::raise_fd_limit() {

@@ -14,6 +14,7 @@ mod fidelity;
 mod file;
 mod hostile;
 mod http;
+mod logs;
 mod pipeline;
 mod publish;
 mod recovery;
