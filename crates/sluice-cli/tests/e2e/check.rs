@@ -5,10 +5,6 @@ use std::path::Path;
 
 use crate::common::*;
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 /// A configuration with three errors in three places: an unknown key, a
 /// filter that does not parse, a duration without a unit.
 fn three_errors(config: &Path) {

@@ -15,6 +15,7 @@ mod file;
 mod hostile;
 mod http;
 mod logs;
+mod operator;
 mod pipeline;
 mod publish;
 mod recovery;
