@@ -70,6 +70,12 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let (c, node, age_ms) = (&status.counts, &status.node, status.node_report_age_ms);
+    // The name columns are as wide as the longest name (hosts, subscribers).
+    let hosts = node.iter().flat_map(|n| n.hosts.keys());
+    let width = hosts
+        .chain(c.queued.keys())
+        .map(|name| name.chars().count() + 2)
+        .fold(14, usize::max);
     outln!("data dir        {}", config.data_dir.display());
     match (node, age_ms) {
         (Some(n), Some(age)) => {
@@ -94,7 +100,7 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
                     _ => "open".to_string(),
                 };
                 outln!(
-                    "  {name:<14}{state}; in flight {} ({}), waiting {}, throttled {} time(s) since start",
+                    "  {name:<width$}{state}; in flight {} ({}), waiting {}, throttled {} time(s) since start",
                     h.now.in_flight,
                     Bytes(h.now.in_flight_bytes),
                     h.now.waiting,
@@ -112,7 +118,7 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
         outln!("  (no subscriptions)");
     }
     for (s, n) in &c.queued {
-        outln!("  {s:<14}{n}");
+        outln!("  {s:<width$}{n}");
     }
     Ok(())
 }

@@ -5,9 +5,11 @@ mod out;
 
 mod bench;
 mod body;
+mod check;
 mod dev;
 mod errors;
 mod inspect;
+mod logging;
 mod publish;
 mod reload;
 mod store;
@@ -34,7 +36,13 @@ struct Cli {
 enum Command {
     /// Run a node: receive locations and send ports on the embedded message box.
     Serve {
-        #[arg(long, short)]
+        #[arg(long, short, env = "SLUICE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check a configuration without starting anything: every error it has,
+    /// or a summary of what it configures (exit status 0 when valid).
+    Check {
+        #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
     },
     /// Ask the running node to load a configuration file again: locations
@@ -42,7 +50,7 @@ enum Command {
     /// file is refused whole and the running configuration kept. SIGHUP to
     /// the node does the same with the file it runs.
     Reload {
-        #[arg(long, short)]
+        #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
         /// One JSON object: `{"applied", "changes", "errors"}`.
         #[arg(long)]
@@ -50,7 +58,7 @@ enum Command {
     },
     /// Counts: messages in the box, queued per subscriber, suspended, content bytes.
     Status {
-        #[arg(long, short)]
+        #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
         /// One JSON object instead of a table.
         #[arg(long)]
@@ -68,7 +76,7 @@ enum Command {
     },
     /// Publish one message into the box, as a receive location would (durable on exit 0).
     Publish {
-        #[arg(long, short)]
+        #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
         /// The body: a file, or `-` for stdin. Without it the body is empty.
         #[arg(long, value_name = "FILE")]
@@ -104,7 +112,7 @@ enum DevCommand {
 enum MessagesCommand {
     /// Messages in the box, oldest first.
     List {
-        #[arg(long, short)]
+        #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
         #[arg(long, default_value_t = 100)]
         limit: usize,
@@ -117,7 +125,7 @@ enum MessagesCommand {
     /// One message: its full context, parts, queue entries and suspensions.
     Show {
         id: String,
-        #[arg(long, short)]
+        #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
         #[arg(long)]
         json: bool,
@@ -125,7 +133,7 @@ enum MessagesCommand {
     /// One part of a message (the body unless --part), streamed to standard output or a file.
     Body {
         id: String,
-        #[arg(long, short)]
+        #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
         #[command(flatten)]
         args: body::BodyArgs,
@@ -133,7 +141,7 @@ enum MessagesCommand {
     /// What happened to messages: received, suspended, resumed, delivered,
     /// terminated, resubmitted, completed; where, and from which source.
     Tracking {
-        #[arg(long, short)]
+        #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
         /// Only this message's events.
         #[arg(long, value_name = "ID")]
@@ -149,7 +157,7 @@ enum SuspendedCommand {
     /// Suspended entries (all, or those the filter flags select): id, message,
     /// when, port or location, stage/component, attempts, resumable, reason.
     List {
-        #[arg(long, short)]
+        #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
         #[command(flatten)]
         filters: suspended::Filters,
@@ -163,7 +171,7 @@ enum SuspendedCommand {
     Show {
         #[arg(value_parser = suspended::id_arg)]
         id: i64,
-        #[arg(long, short)]
+        #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
         #[arg(long)]
         json: bool,
@@ -172,7 +180,7 @@ enum SuspendedCommand {
     Body {
         #[arg(value_parser = suspended::id_arg)]
         id: i64,
-        #[arg(long, short)]
+        #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
         #[command(flatten)]
         args: body::BodyArgs,
@@ -183,7 +191,7 @@ enum SuspendedCommand {
     Resume {
         #[command(flatten)]
         target: suspended::Target,
-        #[arg(long, short)]
+        #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
     },
     /// Publish suspended entries' messages again as new messages, routed as
@@ -193,14 +201,14 @@ enum SuspendedCommand {
         target: suspended::Target,
         #[command(flatten)]
         changes: suspended::Changes,
-        #[arg(long, short)]
+        #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
     },
     /// Drop suspended entries (a message goes when nothing else references it).
     Terminate {
         #[command(flatten)]
         target: suspended::Target,
-        #[arg(long, short)]
+        #[arg(long, short, env = "SLUICE_CONFIG")]
         config: PathBuf,
     },
 }
@@ -214,23 +222,16 @@ enum BenchCommand {
     Hostile(bench::HostileArgs),
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 fn main() -> std::process::ExitCode {
     let cli = Cli::try_parse().unwrap_or_else(|e| usage_exit(e));
     if let Err(e) = check(&cli) {
         usage_exit(e);
     }
-    init_logging();
+    if let Err(e) = logging::init() {
+        // Like a bad flag: nothing has started (exit status 2).
+        eprintln!("error[{}]: {e}", errors::USAGE);
+        return std::process::ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -256,8 +257,9 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => serve(config).await,
+        Command::Check { config } => check::check(&config),
         Command::Reload { config, json } => reload::reload(&load(&config)?, &config, json).await,
-        Command::Status { config, json } => inspect::status(&load(&config)?, json).await,
+        Command::Status { config, json } => inspect::status(&load_for_reading(&config)?, json).await,
         Command::Messages {
             command:
                 MessagesCommand::List {
@@ -266,30 +268,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     after,
                     json,
                 },
-        } => inspect::list(&load(&config)?, limit, after.as_deref(), json).await,
+        } => inspect::list(&load_for_reading(&config)?, limit, after.as_deref(), json).await,
         Command::Messages {
             command: MessagesCommand::Show { id, config, json },
-        } => inspect::show(&load(&config)?, &id, json).await,
+        } => inspect::show(&load_for_reading(&config)?, &id, json).await,
         Command::Messages {
             command: MessagesCommand::Body { id, config, args },
         } => {
             let of = BodyOf::Message(sluice_ops::parse::parse_message_id(&id)?);
-            body::write(&load(&config)?, of, &args).await
+            body::write(&load_for_reading(&config)?, of, &args).await
         }
         Command::Messages {
             command: MessagesCommand::Tracking { config, message, json },
-        } => inspect::tracking(&load(&config)?, message.as_deref(), json).await,
+        } => inspect::tracking(&load_for_reading(&config)?, message.as_deref(), json).await,
         Command::Suspended { command } => match *command {
             SuspendedCommand::List {
                 config,
                 filters,
                 limit,
                 json,
-            } => suspended::list(&load(&config)?, &filters, limit, json).await,
+            } => suspended::list(&load_for_reading(&config)?, &filters, limit, json).await,
             SuspendedCommand::Body { id, config, args } => {
-                body::write(&load(&config)?, BodyOf::Suspended(id), &args).await
+                body::write(&load_for_reading(&config)?, BodyOf::Suspended(id), &args).await
             }
-            SuspendedCommand::Show { id, config, json } => suspended::show(&load(&config)?, id, json).await,
+            SuspendedCommand::Show { id, config, json } => suspended::show(&load_for_reading(&config)?, id, json).await,
             SuspendedCommand::Resume { target, config } => {
                 suspended::act(&load(&config)?, &target, Action::Resume, None).await
             }
@@ -387,8 +389,21 @@ fn check(cli: &Cli) -> Result<(), clap::Error> {
     }
 }
 
+/// The configuration, valid, for a command that runs a node or changes the box.
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {
     Ok(Config::load(path)?)
+}
+
+/// The configuration for a command that only reads the box: one that is
+/// invalid elsewhere still serves, with a warning naming its first
+/// problems, as long as the data directory and the store can be found (a
+/// configuration broken during an incident must not block looking).
+fn load_for_reading(path: &std::path::Path) -> anyhow::Result<Config> {
+    let read = Config::load_for_reading(path)?;
+    if let Some(e) = &read.problems {
+        check::warn_invalid(path, e, &read.config);
+    }
+    Ok(read.config)
 }
 
 async fn serve(config_path: PathBuf) -> anyhow::Result<()> {

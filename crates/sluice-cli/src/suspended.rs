@@ -47,6 +47,11 @@ pub struct Filters {
     /// (`order.customer == "ACME"`); it sees every property, promoted or not.
     #[arg(long = "where", value_name = "FILTER", value_parser = filter_arg)]
     pub context: Option<Filter>,
+    /// With --where: select fault messages too. Without it, --where leaves
+    /// fault messages out: they carry their failed message's properties,
+    /// so a filter meant for the originals would match their faults too.
+    #[arg(long, requires = "context")]
+    pub include_faults: bool,
 }
 
 impl Filters {
@@ -58,7 +63,10 @@ impl Filters {
             error_contains: self.error.clone(),
             since: self.since,
             until: self.until,
-            context: self.context.clone(),
+            context: match &self.context {
+                Some(f) if !self.include_faults => Some(ops::without_faults(f.clone())),
+                f => f.clone(),
+            },
             resumable: None,
         }
     }
@@ -161,9 +169,6 @@ pub async fn list(config: &Config, filters: &Filters, limit: Option<u64>, json: 
     let mut n = 0u64;
     let mut more = false;
     let mut failed: Option<std::io::Error> = None;
-    if json {
-        write!(out, "[")?;
-    }
     // A page at a time, printed as it comes: memory does not grow with the list.
     ops::select(&*b, &Selection::Query(query.clone()), |s| {
         if limit.is_some_and(|limit| n == limit) {
@@ -171,7 +176,7 @@ pub async fn list(config: &Config, filters: &Filters, limit: Option<u64>, json: 
             return ControlFlow::Break(());
         }
         let line = if json {
-            serde_json::to_string(&s).map(|j| if n == 0 { j } else { format!(",{j}") })
+            serde_json::to_string(&s).map(|j| format!("{}{j}", if n == 0 { "[" } else { "," }))
         } else {
             let header = if n == 0 {
                 format!(
@@ -203,8 +208,13 @@ pub async fn list(config: &Config, filters: &Filters, limit: Option<u64>, json: 
     if let Some(e) = failed {
         return Err(e).context("writing the list");
     }
+    if n == 0
+        && let Some(unknown) = unknown_place(config, &*b, filters).await?
+    {
+        return Err(sluice_ops::OpsError::NotFound(unknown).into());
+    }
     if json {
-        writeln!(out, "]")?;
+        writeln!(out, "{}]", if n == 0 { "[" } else { "" })?;
     } else if more {
         writeln!(out, "(the first {n} shown; more match: raise --limit)")?;
     } else if n == 0 && ops::has_conditions(&query) {
@@ -213,6 +223,39 @@ pub async fn list(config: &Config, filters: &Filters, limit: Option<u64>, json: 
         writeln!(out, "(no suspended messages)")?;
     }
     Ok(())
+}
+
+/// Why the `--port` or `--location` of a listing that found nothing names
+/// nothing at all (a typo, not an empty list), if it does: no such send
+/// port is configured or subscribed in the box, no such receive location
+/// is configured.
+async fn unknown_place(config: &Config, b: &dyn MessageBox, filters: &Filters) -> anyhow::Result<Option<String>> {
+    if let Some(port) = &filters.port
+        && !config.send_ports.contains_key(port)
+    {
+        let subscriptions = b.subscriptions().await.context("reading the subscriptions")?;
+        if !subscriptions.iter().any(|s| &s.subscriber == port) {
+            let known: Vec<&str> = config.send_ports.keys().map(String::as_str).collect();
+            return Ok(Some(format!(
+                "no send port `{port}` is configured or known in the box (send ports: {})",
+                known.join(", ")
+            )));
+        }
+    }
+    if let Some(location) = &filters.location {
+        let known: Vec<&str> = config
+            .receive_ports
+            .values()
+            .flat_map(|p| p.locations.keys().map(String::as_str))
+            .collect();
+        if !known.contains(&location.as_str()) {
+            return Ok(Some(format!(
+                "no receive location `{location}` is configured (receive locations: {})",
+                known.join(", ")
+            )));
+        }
+    }
+    Ok(None)
 }
 
 pub async fn show(config: &Config, id: i64, json: bool) -> anyhow::Result<()> {

@@ -36,61 +36,136 @@ use sluice_pipeline::{ByteSize, ReceivePipelineConfig, SendPipelineConfig};
 
 use crate::throttle::{Limits, MemoryMarks};
 
+/// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read configuration file {path}: {error}")]
     Read { path: PathBuf, error: std::io::Error },
+    /// The file is not TOML: every syntax error found.
     #[error("configuration file {path}: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("configuration file {path}: `{key}`: {message}")]
-    Invalid {
-        path: PathBuf,
-        key: String,
-        message: String,
-    },
+    /// The file is TOML but not a valid configuration: every problem found
+    /// (in the order of the file), not only the first.
+    #[error("configuration file {path}: {}", Problems(problems))]
+    Invalid { path: PathBuf, problems: Vec<Problem> },
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+impl ConfigError {
+    /// The problems found (none for a file that cannot be read or parsed).
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Invalid { problems, .. } => problems,
+            _ => &[],
+        }
+    }
+}
+
+/// One thing wrong in a configuration: the key it is about (with the line
+/// of the file, when known) and what is wrong, with the valid choices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// `send_ports.out.filter`, `hosts.default.max_in_flight`, or
+    /// `SLUICE_STORE (environment)`.
+    pub key: String,
+    /// The line of the file (1-based) the key is on.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    /// `` `send_ports.out.filter` (line 12): ... ``; the lines of a message
+    /// of several are indented under the first.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}`", self.key)?;
+        if let Some(line) = self.line {
+            write!(f, " (line {line})")?;
+        }
+        write!(f, ": {}", self.message.trim_end().replace('\n', "\n    "))
+    }
+}
+
+/// A list of problems: one on the line, several one a line below a count.
+struct Problems<'a>(&'a [Problem]);
+
+impl std::fmt::Display for Problems<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            [one] => write!(f, "{one}"),
+            many => {
+                write!(f, "{} errors", many.len())?;
+                for p in many {
+                    write!(f, "\n  {p}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A configuration for commands that only read the box, read as far as it
+/// goes: see [`Config::load_for_reading`].
+#[derive(Debug)]
+pub struct ForReading {
+    /// The configuration: its data directory and store are valid; any
+    /// other part may be missing or unchecked when there are problems.
+    pub config: Config,
+    /// Why the configuration as a whole is not valid, if it is not.
+    pub problems: Option<ConfigError>,
+}
+
+#[derive(Debug, Clone)]
 pub struct Config {
     /// Where the message box lives (relative to the configuration file).
     pub data_dir: PathBuf,
-    #[serde(default)]
     pub receive_ports: BTreeMap<String, ReceivePortConfig>,
-    #[serde(default)]
     pub send_ports: BTreeMap<String, SendPortConfig>,
     /// Throttling budgets by host name; `default` always exists (with the
     /// defaults unless configured).
-    #[serde(default)]
     pub hosts: BTreeMap<String, HostConfig>,
     /// The Prometheus endpoint; off unless configured.
-    #[serde(default)]
     pub metrics: Option<MetricsConfig>,
     /// Tracking of what happened to messages (on, kept 7 days, by default).
-    #[serde(default)]
     pub tracking: TrackingConfig,
     /// The message box, as a store URL (`sqlite:PATH`, a relative path
     /// against the folder of this file). The environment variable
     /// [`STORE_ENV`] wins over it; without either, the SQLite box
     /// `msgbox.sqlite` in `data_dir`. See [`Config::store_url`].
-    #[serde(default)]
     pub store: Option<String>,
     /// This node's id: the leases, holds and staged interchanges it owns in
     /// the box carry it. Default: one generated at the first start and kept
     /// in `<data_dir>/node-id`. See [`Config::node_id`].
-    #[serde(default)]
     pub node_id: Option<String>,
+    /// `log_messages = true`: the node logs one line at `info` for each
+    /// message it receives (location, message id, source, size) and each
+    /// it delivers (send port, message id, destination). Default false:
+    /// those lines are at `debug`.
+    pub log_messages: bool,
     /// The folder of the configuration file (set by [`Config::load`]).
-    #[serde(skip)]
     pub base_dir: PathBuf,
     /// The store, resolved (set by [`Config::load`]).
-    #[serde(skip)]
     store_url: Option<sluice_store::StoreUrl>,
-    /// The file's tables as written (set by [`Config::from_toml`]): a
-    /// reload compares them to tell which locations and ports changed.
-    #[serde(skip)]
+    /// The file's tables as written (set when it is read): a reload
+    /// compares them to tell which locations and ports changed.
     pub(crate) raw: toml::Table,
 }
+
+/// The keys of the top level of a configuration file.
+const TOP_KEYS: [&str; 9] = [
+    "data_dir",
+    "store",
+    "node_id",
+    "log_messages",
+    "receive_ports",
+    "send_ports",
+    "hosts",
+    "metrics",
+    "tracking",
+];
+
+/// What a duration looks like, added to an error about one: an example
+/// and every unit accepted (`humantime`'s).
+pub const DURATION_HELP: &str = "a duration is a number and a unit, e.g. \"90s\", \"500ms\" or \"1h 30m\"; \
+    units: ns, us, ms, s (sec, seconds), m (min, minutes), h (hr, hours), d (days), w (weeks), M (months), y (years)";
 
 /// The environment variable that names the message box's store URL; it wins
 /// over the `store` key (a deployment chooses its database, the file its
@@ -126,7 +201,7 @@ impl Default for TrackingConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReceivePortConfig {
     #[serde(default)]
@@ -243,18 +318,10 @@ impl HostConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
-    /// Where to listen for `GET /metrics` (e.g. `127.0.0.1:9464`; port 0 picks a free one).
-    #[serde(deserialize_with = "socket_address")]
+    /// Where to listen for `GET /metrics` (e.g. `127.0.0.1:9464`, or
+    /// `localhost:9464` resolved at load; port 0 picks a free one).
+    #[serde(deserialize_with = "sluice_adapters::support::net::deserialize_listen_address")]
     pub address: SocketAddr,
-}
-
-fn socket_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
-    let text = String::deserialize(d)?;
-    text.parse().map_err(|_| {
-        serde::de::Error::custom(format!(
-            "`{text}` is not a listening address: use IP:port, e.g. 127.0.0.1:9464 or [::1]:9464"
-        ))
-    })
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -459,37 +526,328 @@ impl Config {
         Ok(id)
     }
 
-    /// Read, parse and validate a configuration file.
+    /// Read, parse and validate a configuration file. Every problem found
+    /// is reported ([`ConfigError::Invalid`]), not only the first.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-            path: path.to_path_buf(),
-            error,
-        })?;
-        let base = path
-            .canonicalize()
-            .ok()
-            .and_then(|p| p.parent().map(Path::to_path_buf))
-            .unwrap_or_else(|| PathBuf::from("."));
+        let (text, base) = read_file(path)?;
         Config::from_toml(&text, path, &base)
+    }
+
+    /// Read a configuration file for a command that only reads the box
+    /// (`status`, `messages`, `suspended list`): a configuration broken
+    /// elsewhere must not block looking into the box during an incident.
+    /// It fails only when the box cannot be found: the file cannot be read
+    /// or parsed, or `data_dir` or the store is invalid. Otherwise the
+    /// configuration is what could be read, with the problems of the rest.
+    pub fn load_for_reading(path: &Path) -> Result<ForReading, ConfigError> {
+        let (text, base) = read_file(path)?;
+        let mut read = Reader::read(&text, &base);
+        let blocking = read.syntax
+            || read
+                .problems
+                .iter()
+                .any(|p| p.key == "data_dir" || p.key == "store" || p.key.starts_with(STORE_ENV));
+        match read.config.take() {
+            Some(config) if !blocking => Ok(ForReading {
+                config,
+                problems: (!read.problems.is_empty()).then(|| read.error(path)),
+            }),
+            _ => Err(read.error(path)),
+        }
     }
 
     /// Parse and validate configuration text; `base` is the folder relative paths start from.
     pub fn from_toml(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
-        config.base_dir = base.to_path_buf();
-        config.data_dir = if config.data_dir.is_absolute() {
-            config.data_dir.clone()
-        } else {
-            base.join(&config.data_dir)
+        let mut read = Reader::read(text, base);
+        match read.config.take() {
+            Some(config) if read.problems.is_empty() => Ok(config),
+            _ => Err(read.error(path)),
+        }
+    }
+}
+
+/// The text of a configuration file and the folder relative paths start from.
+fn read_file(path: &Path) -> Result<(String, PathBuf), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let base = path
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."));
+    Ok((text, base))
+}
+
+type Raw<'t> = toml::Spanned<toml::de::DeValue<'t>>;
+
+/// What reading a configuration found: the configuration (unless its
+/// `data_dir` could not be read) and every problem, in the order of the file.
+struct Read {
+    config: Option<Config>,
+    problems: Vec<Problem>,
+    /// The problems are TOML syntax errors: nothing else was checked.
+    syntax: bool,
+}
+
+impl Read {
+    /// Why the configuration cannot be used.
+    fn error(self, path: &Path) -> ConfigError {
+        let path = path.to_path_buf();
+        if self.syntax {
+            let message = self.problems.into_iter().map(|p| p.message).collect::<Vec<_>>();
+            return ConfigError::Parse {
+                path,
+                message: message.join("\n"),
+            };
+        }
+        ConfigError::Invalid {
+            path,
+            problems: self.problems,
+        }
+    }
+}
+
+/// Reads a configuration a table at a time, so that a table that does not
+/// deserialize is reported and the others are still read and checked.
+struct Reader<'t> {
+    text: &'t str,
+    problems: Vec<Problem>,
+    /// The line of every key of the file (`send_ports.out.filter`), for
+    /// problems found after reading.
+    lines: HashMap<String, usize>,
+    /// Where the value of every key of the file is, to name the key of an
+    /// error found inside a table (the innermost value that holds it).
+    values: Vec<(String, std::ops::Range<usize>)>,
+}
+
+impl<'t> Reader<'t> {
+    fn read(text: &'t str, base: &Path) -> Read {
+        let (root, syntax) = toml::de::DeTable::parse_recoverable(text);
+        if !syntax.is_empty() {
+            let problems = syntax
+                .into_iter()
+                .map(|mut e| {
+                    e.set_input(Some(text));
+                    Problem {
+                        key: String::new(),
+                        line: None,
+                        message: e.to_string().trim_end().to_string(),
+                    }
+                })
+                .collect();
+            return Read {
+                config: None,
+                problems,
+                syntax: true,
+            };
+        }
+        let mut r = Reader {
+            text,
+            problems: Vec::new(),
+            lines: HashMap::new(),
+            values: Vec::new(),
         };
-        let invalid = |key: String, message: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
+        r.note_lines("", root.get_ref());
+        let mut config = Config {
+            data_dir: PathBuf::new(),
+            receive_ports: BTreeMap::new(),
+            send_ports: BTreeMap::new(),
+            hosts: BTreeMap::new(),
+            metrics: None,
+            tracking: TrackingConfig::default(),
+            store: None,
+            node_id: None,
+            log_messages: false,
+            base_dir: base.to_path_buf(),
+            store_url: None,
+            raw: toml::from_str(text).unwrap_or_default(),
+        };
+        let mut data_dir = None;
+        let mut data_dir_given = false;
+        for (key, value) in root.into_inner() {
+            let (key_at, key) = (key.span().start, key.into_inner());
+            match key.as_ref() {
+                "data_dir" => {
+                    data_dir_given = true;
+                    data_dir = r.value::<PathBuf>("data_dir", value);
+                }
+                "store" => config.store = r.value("store", value),
+                "node_id" => config.node_id = r.value("node_id", value),
+                "log_messages" => config.log_messages = r.value("log_messages", value).unwrap_or(false),
+                "tracking" => config.tracking = r.value("tracking", value).unwrap_or_default(),
+                "metrics" => config.metrics = r.value("metrics", value),
+                "hosts" => {
+                    for (name, value) in r.table("hosts", value) {
+                        if let Some(host) = r.value(&format!("hosts.{name}"), value) {
+                            config.hosts.insert(name, host);
+                        }
+                    }
+                }
+                "receive_ports" => {
+                    for (port, value) in r.table("receive_ports", value) {
+                        let key = format!("receive_ports.{port}");
+                        let mut pc = ReceivePortConfig::default();
+                        for (field, (field_at, value)) in r.table_at(&key, value) {
+                            if field != "locations" {
+                                r.unknown(&key, &field, field_at, &["locations"]);
+                                continue;
+                            }
+                            for (name, value) in r.table(&format!("{key}.locations"), value) {
+                                if let Some(lc) = r.value(&format!("{key}.locations.{name}"), value) {
+                                    pc.locations.insert(name, lc);
+                                }
+                            }
+                        }
+                        config.receive_ports.insert(port, pc);
+                    }
+                }
+                "send_ports" => {
+                    for (name, value) in r.table("send_ports", value) {
+                        if let Some(sp) = r.value(&format!("send_ports.{name}"), value) {
+                            config.send_ports.insert(name, sp);
+                        }
+                    }
+                }
+                other => r.unknown("", other, key_at, &TOP_KEYS),
+            }
+        }
+        match data_dir {
+            Some(dir) => config.data_dir = if dir.is_absolute() { dir } else { base.join(dir) },
+            None if !data_dir_given => r.problem(
+                "data_dir",
+                "missing field `data_dir`: the folder of the node's data, e.g. data_dir = \"data\"",
+            ),
+            None => {}
+        }
+        r.check(&mut config, base);
+        // In the order of the file; problems without a line last.
+        r.problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+        Read {
+            config: data_dir_given
+                .then_some(config)
+                .filter(|c| !c.data_dir.as_os_str().is_empty()),
+            problems: r.problems,
+            syntax: false,
+        }
+    }
+
+    fn line_at(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    }
+
+    /// Remember the line of every key under `prefix`.
+    fn note_lines(&mut self, prefix: &str, table: &toml::de::DeTable<'t>) {
+        for (key, value) in table.iter() {
+            let path = if prefix.is_empty() {
+                key.get_ref().to_string()
+            } else {
+                format!("{prefix}.{}", key.get_ref())
+            };
+            self.lines.insert(path.clone(), self.line_at(key.span().start));
+            self.values.push((path.clone(), value.span()));
+            if let toml::de::DeValue::Table(inner) = value.get_ref() {
+                self.note_lines(&path, inner);
+            }
+        }
+    }
+
+    /// A problem with `key`, on the line of the key (or of the nearest
+    /// table around it).
+    fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        let key = key.into();
+        let mut at = key.as_str();
+        let line = loop {
+            if let Some(line) = self.lines.get(at) {
+                break Some(*line);
+            }
+            match at.rsplit_once('.') {
+                Some((up, _)) => at = up,
+                None => break None,
+            }
+        };
+        self.problems.push(Problem {
             key,
-            message,
+            line,
+            message: message.into(),
+        });
+    }
+
+    fn unknown(&mut self, table: &str, field: &str, at: usize, expected: &[&str]) {
+        let key = if table.is_empty() {
+            field.to_string()
+        } else {
+            format!("{table}.{field}")
         };
+        let expected: Vec<String> = expected.iter().map(|k| format!("`{k}`")).collect();
+        self.problems.push(Problem {
+            key,
+            line: Some(self.line_at(at)),
+            message: format!("unknown field `{field}`, expected one of {}", expected.join(", ")),
+        });
+    }
+
+    /// `value` as a `T`; a problem (and `None`) if it is not one.
+    fn value<T: serde::de::DeserializeOwned>(&mut self, key: &str, value: Raw<'t>) -> Option<T> {
+        match T::deserialize(toml::de::ValueDeserializer::from(value)) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let mut message = e.message().trim_end().to_string();
+                if message.ends_with("expected a duration") {
+                    message = format!("{message}: {DURATION_HELP}");
+                }
+                // The innermost key around the error, within this table.
+                let at = e.span().map(|s| s.start);
+                let within = format!("{key}.");
+                let inner = at.and_then(|at| {
+                    self.values
+                        .iter()
+                        .filter(|(path, span)| path.starts_with(&within) && span.contains(&at))
+                        .max_by_key(|(path, _)| path.len())
+                });
+                self.problems.push(Problem {
+                    key: inner.map_or(key, |(path, _)| path).to_string(),
+                    line: at.map(|at| self.line_at(at)),
+                    message,
+                });
+                None
+            }
+        }
+    }
+
+    /// The entries of a table, by name; a problem if `value` is not a table.
+    fn table(&mut self, key: &str, value: Raw<'t>) -> Vec<(String, Raw<'t>)> {
+        self.table_at(key, value)
+            .into_iter()
+            .map(|(name, (_, value))| (name, value))
+            .collect()
+    }
+
+    /// [`Reader::table`], with where each name is in the text.
+    fn table_at(&mut self, key: &str, value: Raw<'t>) -> Vec<(String, (usize, Raw<'t>))> {
+        let at = value.span().start;
+        match value.into_inner() {
+            toml::de::DeValue::Table(t) => t
+                .into_iter()
+                .map(|(name, value)| (name.get_ref().to_string(), (name.span().start, value)))
+                .collect(),
+            other => {
+                self.problems.push(Problem {
+                    key: key.to_string(),
+                    line: Some(self.line_at(at)),
+                    message: format!("must be a table, not a {}", other.type_str()),
+                });
+                Vec::new()
+            }
+        }
+    }
+
+    /// Check what deserializing cannot: names, ranges, filters, hosts,
+    /// claims, adapters; resolve paths and the store. Every problem is
+    /// noted and the checks go on.
+    fn check(&mut self, config: &mut Config, base: &Path) {
         let from_env = std::env::var(STORE_ENV).ok().filter(|v| !v.trim().is_empty());
         let (store_key, store) = match (&from_env, &config.store) {
             (Some(url), _) => (format!("{STORE_ENV} (environment)"), Some(url.trim())),
@@ -497,156 +855,164 @@ impl Config {
             (None, None) => (String::new(), None),
         };
         if let Some(url) = store {
-            let url = sluice_store::StoreUrl::parse(url)
+            match sluice_store::StoreUrl::parse(url)
                 .map(|u| u.resolve(base))
                 .and_then(|u| u.check().map(|()| u))
-                .map_err(|e| invalid(store_key, e.to_string()))?;
-            config.store_url = Some(url);
+            {
+                Ok(url) => config.store_url = Some(url),
+                Err(e) => self.problem(store_key, e.to_string()),
+            }
         }
-        if let Some(id) = &config.node_id {
-            check_name(id).map_err(|m| invalid("node_id".into(), m))?;
+        if let Some(id) = &config.node_id
+            && let Err(m) = check_name(id)
+        {
+            self.problem("node_id", m);
         }
         if config.tracking.keep < Duration::from_secs(1) || config.tracking.keep > Duration::from_secs(10 * 365 * 86400)
         {
-            return Err(invalid(
-                "tracking.keep".into(),
-                "must be between 1s and 10 years (to keep no tracking, set tracking.enabled = false)".into(),
-            ));
+            self.problem(
+                "tracking.keep",
+                "must be between 1s and 10 years (to keep no tracking, set tracking.enabled = false)",
+            );
         }
         config.hosts.entry(DEFAULT_HOST.to_string()).or_default();
         for (name, hc) in &config.hosts {
             let key = format!("hosts.{name}");
-            check_name(name).map_err(|m| invalid(key.clone(), m))?;
-            hc.limits().map_err(|(k, m)| invalid(format!("{key}.{k}"), m))?;
+            if let Err(m) = check_name(name) {
+                self.problem(key.clone(), m);
+            }
+            if let Err((k, m)) = hc.limits() {
+                self.problem(format!("{key}.{k}"), m);
+            }
         }
-        let hosts = &config.hosts;
-        let check_host = |key: String, host: &str| {
-            if hosts.contains_key(host) {
-                Ok(())
-            } else {
-                Err(invalid(
+        let hosts: Vec<String> = config.hosts.keys().cloned().collect();
+        let check_host = |r: &mut Self, key: &str, host: &str| {
+            if !hosts.iter().any(|h| h == host) {
+                r.problem(
                     format!("{key}.host"),
                     format!("no host `{host}` is configured (add a [hosts.{host}] table)"),
-                ))
+                );
             }
         };
         let mut locations: HashMap<String, String> = HashMap::new();
         let mut claims = Claims::default();
         for (port, pc) in &mut config.receive_ports {
-            check_name(port).map_err(|m| invalid(format!("receive_ports.{port}"), m))?;
+            if let Err(m) = check_name(port) {
+                self.problem(format!("receive_ports.{port}"), m);
+            }
             for (name, lc) in &mut pc.locations {
                 let key = format!("receive_ports.{port}.locations.{name}");
-                check_name(name).map_err(|m| invalid(key.clone(), m))?;
-                if let Some(other) = locations.insert(name.clone(), port.clone()) {
-                    return Err(invalid(
-                        key,
-                        format!("receive location names must be unique; `{name}` is also in receive port `{other}`"),
-                    ));
+                if let Err(m) = check_name(name) {
+                    self.problem(key.clone(), m);
                 }
-                check_host(key.clone(), &lc.host)?;
-                lc.pipeline
-                    .validate()
-                    .map_err(|m| invalid(format!("{key}.pipeline"), m))?;
+                if let Some(other) = locations.insert(name.clone(), port.clone()) {
+                    self.problem(
+                        key.clone(),
+                        format!("receive location names must be unique; `{name}` is also in receive port `{other}`"),
+                    );
+                }
+                check_host(self, &key, &lc.host);
+                if let Err(m) = lc.pipeline.validate() {
+                    self.problem(format!("{key}.pipeline"), m);
+                }
                 if lc.adapter.exchange() == Exchange::RequestResponse && lc.pipeline.disassemble.is_some() {
-                    return Err(invalid(
+                    self.problem(
                         format!("{key}.pipeline.disassemble"),
                         "a request-response location answers each request with one response; it cannot split \
-                         the request into many messages (use one-way)"
-                            .into(),
-                    ));
+                         the request into many messages (use one-way)",
+                    );
                 }
                 lc.adapter.resolve_paths(base);
-                claims
-                    .take(&format!("receive location `{name}`"), &key, lc.adapter.resources())
-                    .map_err(|(k, m)| invalid(k, m))?;
-                lc.adapter
-                    .build()
-                    .map_err(|e| invalid(format!("{key}.adapter"), e.to_string()))?;
+                if let Err((k, m)) = claims.take(&format!("receive location `{name}`"), &key, lc.adapter.resources()) {
+                    self.problem(k, m);
+                }
+                if let Err(e) = lc.adapter.build() {
+                    self.problem(format!("{key}.adapter"), e.to_string());
+                }
             }
         }
         for (name, sp) in &mut config.send_ports {
             let key = format!("send_ports.{name}");
-            check_name(name).map_err(|m| invalid(key.clone(), m))?;
-            let filter = Filter::parse(&sp.filter).map_err(|e| invalid(format!("{key}.filter"), e.to_string()))?;
-            // The box stores the filter as text: it must read back the same.
-            if Filter::parse(&filter.to_string()).ok().as_ref() != Some(&filter) {
-                return Err(invalid(
-                    format!("{key}.filter"),
-                    format!("cannot be stored faithfully (as `{filter}`)"),
-                ));
+            if let Err(m) = check_name(name) {
+                self.problem(key.clone(), m);
             }
-            sp.parsed_filter = Some(filter);
+            match Filter::parse(&sp.filter) {
+                // The box stores the filter as text: it must read back the same.
+                Ok(filter) if Filter::parse(&filter.to_string()).ok().as_ref() != Some(&filter) => {
+                    self.problem(
+                        format!("{key}.filter"),
+                        format!("cannot be stored faithfully (as `{filter}`)"),
+                    );
+                }
+                Ok(filter) => sp.parsed_filter = Some(filter),
+                Err(e) => self.problem(format!("{key}.filter"), e.to_string()),
+            }
             if !(1..=10_000).contains(&sp.concurrency) {
-                return Err(invalid(
-                    format!("{key}.concurrency"),
-                    "must be between 1 and 10000".into(),
-                ));
+                self.problem(format!("{key}.concurrency"), "must be between 1 and 10000");
             }
             if sp.lease < Duration::from_secs(1) || sp.lease > WEEK {
-                return Err(invalid(format!("{key}.lease"), "must be between 1s and 7 days".into()));
+                self.problem(format!("{key}.lease"), "must be between 1s and 7 days");
             }
-            sp.retry
-                .check()
-                .map_err(|(k, m)| invalid(format!("{key}.retry.{k}"), m))?;
-            check_host(key.clone(), &sp.host)?;
-            sp.pipeline
-                .validate()
-                .map_err(|m| invalid(format!("{key}.pipeline"), m))?;
+            if let Err((k, m)) = sp.retry.check() {
+                self.problem(format!("{key}.retry.{k}"), m);
+            }
+            check_host(self, &key, &sp.host);
+            if let Err(m) = sp.pipeline.validate() {
+                self.problem(format!("{key}.pipeline"), m);
+            }
             if sp.adapter.exchange() == Exchange::SolicitResponse && sp.pipeline.assemble.is_some() {
-                return Err(invalid(
+                self.problem(
                     format!("{key}.pipeline.assemble"),
-                    "a solicit-response port answers each request with one response; it cannot send batches".into(),
-                ));
+                    "a solicit-response port answers each request with one response; it cannot send batches",
+                );
             }
             if let Some(a) = &sp.pipeline.assemble
                 && a.wait() * 2 >= sp.lease
             {
                 // A batch's first messages are leased while it fills.
-                return Err(invalid(
+                self.problem(
                     format!("{key}.pipeline.assemble.wait"),
                     format!("must be under half the port's lease ({:?})", sp.lease),
-                ));
+                );
             }
             sp.adapter.resolve_paths(base);
-            claims
-                .take(&format!("send port `{name}`"), &key, sp.adapter.resources())
-                .map_err(|(k, m)| invalid(k, m))?;
-            sp.adapter
-                .build()
-                .map_err(|e| invalid(format!("{key}.adapter"), e.to_string()))?;
+            if let Err((k, m)) = claims.take(&format!("send port `{name}`"), &key, sp.adapter.resources()) {
+                self.problem(k, m);
+            }
+            if let Err(e) = sp.adapter.build() {
+                self.problem(format!("{key}.adapter"), e.to_string());
+            }
             if let Some(b) = &mut sp.backup {
-                b.retry
-                    .check()
-                    .map_err(|(k, m)| invalid(format!("{key}.backup.retry.{k}"), m))?;
+                if let Err((k, m)) = b.retry.check() {
+                    self.problem(format!("{key}.backup.retry.{k}"), m);
+                }
                 if (b.adapter.exchange() == Exchange::SolicitResponse)
                     != (sp.adapter.exchange() == Exchange::SolicitResponse)
                 {
-                    return Err(invalid(
+                    self.problem(
                         format!("{key}.backup.adapter"),
-                        "must be solicit-response exactly when the primary adapter is".into(),
-                    ));
+                        "must be solicit-response exactly when the primary adapter is",
+                    );
                 }
                 if sp.pipeline.assemble.is_some() {
-                    return Err(invalid(
+                    self.problem(
                         format!("{key}.backup"),
-                        "a batching port (pipeline.assemble) cannot have a backup transport yet".into(),
-                    ));
+                        "a batching port (pipeline.assemble) cannot have a backup transport yet",
+                    );
                 }
                 b.adapter.resolve_paths(base);
-                claims
-                    .take(
-                        &format!("send port `{name}` (backup)"),
-                        &format!("{key}.backup"),
-                        b.adapter.resources(),
-                    )
-                    .map_err(|(k, m)| invalid(k, m))?;
-                b.adapter
-                    .build()
-                    .map_err(|e| invalid(format!("{key}.backup.adapter"), e.to_string()))?;
+                if let Err((k, m)) = claims.take(
+                    &format!("send port `{name}` (backup)"),
+                    &format!("{key}.backup"),
+                    b.adapter.resources(),
+                ) {
+                    self.problem(k, m);
+                }
+                if let Err(e) = b.adapter.build() {
+                    self.problem(format!("{key}.backup.adapter"), e.to_string());
+                }
             }
         }
-        config.raw = toml::from_str(text).unwrap_or_default();
-        Ok(config)
     }
 }
 
@@ -976,6 +1342,130 @@ adapter = { type = "http", url = "http://127.0.0.1:2/", mode = "solicit-response
         assert!(e.contains("must be unique"), "{e}");
     }
 
+    /// `sluice check` and the node's start report every problem of a file,
+    /// each with its key and line, in the order of the file.
+    #[test]
+    fn every_problem_is_reported_not_only_the_first() {
+        let text = format!(
+            "node_idd = \"x\"\n{}\n[send_ports.b]\nfilter = 'all'\nadapter = {{ type = \"file\", path = \"b\" }}\n\
+             lease = \"90\"\n[send_ports.c]\nfilter = 'all'\nadapter = {{ type = \"file\", path = \"c\" }}\nhost = \"nope\"\n",
+            GOOD.replace("mask =", "maks =")
+                .replace(r#"'receive.port == "in"'"#, r#"'receive.port = "in"'"#)
+        );
+        let e = load(&text).unwrap_err();
+        let found: Vec<(&str, Option<usize>)> = e.problems().iter().map(|p| (p.key.as_str(), p.line)).collect();
+        assert_eq!(
+            found,
+            [
+                ("node_idd", Some(1)),
+                ("receive_ports.in.locations.in-folder.adapter", Some(6)),
+                ("send_ports.out.filter", Some(9)),
+                ("send_ports.b.lease", Some(16)),
+                ("send_ports.c.host", Some(20)),
+            ],
+            "{e}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.starts_with("configuration file /etc/sluice/sluice.toml: 5 errors\n  `node_idd` (line 1): "),
+            "{text}"
+        );
+        for wanted in [
+            "unknown field `maks`",
+            "`send_ports.out.filter` (line 9): invalid filter",
+            "unknown field `node_idd`, expected one of `data_dir`",
+            "no host `nope` is configured",
+        ] {
+            assert!(text.contains(wanted), "{wanted}: {text}");
+        }
+    }
+
+    #[test]
+    fn a_duration_error_gives_an_example_and_every_unit() {
+        for bad in ["90", "5 parsecs", "soon"] {
+            let e = load(&GOOD.replace("interval = \"30s\"", &format!("interval = \"{bad}\""))).unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.contains("`send_ports.out.retry.interval` (line 10)")
+                    && text.contains("e.g. \"90s\"")
+                    && [
+                        "ns",
+                        "us",
+                        "ms",
+                        "s (sec",
+                        "m (min",
+                        "h (hr",
+                        "d (days)",
+                        "w (weeks)",
+                        "M (months)",
+                        "y (years)"
+                    ]
+                    .iter()
+                    .all(|unit| text.contains(unit)),
+                "{bad}: {text}"
+            );
+        }
+        let e = load(&GOOD.replace("interval = \"30s\"", "interval = 30")).unwrap_err();
+        assert!(e.to_string().contains("e.g. \"90s\""), "{e}");
+    }
+
+    #[test]
+    fn a_listening_address_may_name_a_host() {
+        let c = load(&format!("{GOOD}\n[metrics]\naddress = \"localhost:9464\"\n")).unwrap();
+        assert_eq!(c.metrics.unwrap().address.to_string(), "127.0.0.1:9464");
+        let c = load(&format!(
+            "{GOOD}\n[receive_ports.web.locations.h]\nadapter = {{ type = \"http\", address = \"localhost:8490\" }}\n"
+        ))
+        .unwrap();
+        let Some(h) = c.receive_ports["web"].locations["h"]
+            .adapter
+            .downcast_ref::<sluice_adapters::http::HttpReceiveConfig>()
+        else {
+            panic!("an http receive location")
+        };
+        assert_eq!(h.address.to_string(), "127.0.0.1:8490");
+    }
+
+    #[test]
+    fn syntax_errors_stop_the_reading() {
+        let e = load("data_dir = \"data\"\n[send_ports.out\nfilter = 'all'\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
+        assert!(e.to_string().contains("line 2"), "{e}");
+    }
+
+    /// Commands that only read the box need its place: a configuration
+    /// broken elsewhere still gives it, with its problems.
+    #[test]
+    fn reading_the_box_needs_only_the_data_directory_and_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        let broken = GOOD.replace(r#"'receive.port == "in"'"#, r#"'receive.port = "in"'"#);
+        std::fs::write(&path, format!("store = \"sqlite:box.sqlite\"\n{broken}")).unwrap();
+        assert!(Config::load(&path).is_err());
+        let r = Config::load_for_reading(&path).unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        assert_eq!(r.config.data_dir, base.join("data"));
+        assert_eq!(
+            r.config.store_url().to_string(),
+            format!("sqlite:{}", base.join("box.sqlite").display())
+        );
+        let problems = r.problems.expect("the problems");
+        assert_eq!(problems.problems()[0].key, "send_ports.out.filter");
+        // A valid configuration has no problems.
+        std::fs::write(&path, GOOD).unwrap();
+        assert!(Config::load_for_reading(&path).unwrap().problems.is_none());
+        // Without a valid data_dir or store the box cannot be found.
+        for bad in [
+            broken.replace("data_dir = \"data\"", ""),
+            broken.replace("data_dir = \"data\"", "data_dir = 5"),
+            format!("store = \"mysql://db\"\n{broken}"),
+            "data_dir = \"data\"\n[broken".to_string(),
+        ] {
+            std::fs::write(&path, &bad).unwrap();
+            assert!(Config::load_for_reading(&path).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn two_file_locations_cannot_watch_one_folder() {
         let two =
@@ -1094,7 +1584,7 @@ adapter = { type = "http", url = "http://127.0.0.1:2/", mode = "solicit-response
             ),
             ("[hosts.default]\nmax_in_flite = 3", &["unknown field `max_in_flite`"]),
             ("[hosts.\"a b\"]", &["`hosts.a b`"]),
-            ("[metrics]\naddress = \"localhost\"", &["address = ", "IP:port"]),
+            ("[metrics]\naddress = \"localhost\"", &["`metrics", "IP:port"]),
         ] {
             let e = load(&format!("{GOOD}\n{extra}\n")).unwrap_err().to_string();
             assert!(wanted.iter().all(|w| e.contains(w)), "{extra}: {e}");

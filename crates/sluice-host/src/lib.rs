@@ -23,6 +23,7 @@
 
 pub mod config;
 pub mod control;
+mod message_log;
 pub mod metrics;
 mod node;
 mod promises;
@@ -154,6 +155,7 @@ impl Control {
 pub async fn serve(config: Config, config_path: PathBuf, control: Control) -> Result<(), HostError> {
     let shutdown = control.shutdown.clone();
     let _lock = lock_data_dir(&config.data_dir)?;
+    message_log::set(config.log_messages);
     // A server must not run out of file descriptors at 1024; HTTP locations
     // keep a reserve of them for the box and the other adapters.
     if let Some(limit) = sluice_adapters::support::raise_fd_limit() {
@@ -342,8 +344,12 @@ async fn reload(
     let outcome = match Config::load(path) {
         Ok(new) => {
             new.log_warnings();
-            let outcome = units.reload(shared, config, &new).await;
+            let mut outcome = units.reload(shared, config, &new).await;
             if outcome.applied {
+                if new.log_messages != config.log_messages {
+                    message_log::set(new.log_messages);
+                    outcome.changes.push(format!("log_messages = {}", new.log_messages));
+                }
                 *config = new;
             }
             outcome

@@ -10,6 +10,7 @@ use sluice_msgbox::{Failure, MessageBox, NewMessage, Routed, StagedMessage};
 use sluice_pipeline::{Emit, EmitError, PipelineError, ReceivePipeline};
 
 use crate::Wakers;
+use crate::message_log::{self, message_event};
 use crate::metrics::{Metrics, Suspension};
 
 pub(crate) struct LocationPublisher {
@@ -73,6 +74,8 @@ struct Collector<'a> {
     publisher: &'a LocationPublisher,
     /// The submission's id: the id of its first message, and of its interchange.
     source_id: MessageId,
+    /// Where it came from, for the log (a file name...).
+    source: String,
     first_used: bool,
     messages: Vec<NewMessage>,
     batch: Vec<StagedMessage>,
@@ -241,8 +244,8 @@ impl Emit for Collector<'_> {
             format!("receive location `{location}`: {error}"),
         )
         .at_location(location);
-        tracing::warn!(receive_location = %location, interchange = %self.source_id, error = %error,
-            "a record of a recoverable interchange failed; it is suspended alone");
+        tracing::warn!(receive_location = %location, interchange = %self.source_id, source = %self.source,
+            error = %error, "a record of a recoverable interchange failed; it is suspended alone");
         self.add_record(context, body, Some(failure)).await
     }
 }
@@ -256,6 +259,9 @@ impl LocationPublisher {
             match self.mbox.publish_holding(m.clone(), &self.holder).await {
                 Ok(Routed::Queued(subs)) => {
                     self.metrics.published(&self.location);
+                    message_event!(receive_location = %self.location, message_id = %m.id,
+                        source = %message_log::source(&m.context), bytes = m.parts.iter().map(|p| p.size).sum::<u64>(),
+                        to = %subs.join(", "), "message received");
                     for s in &subs {
                         self.wakers.wake(s);
                     }
@@ -265,6 +271,7 @@ impl LocationPublisher {
                     self.metrics.suspended(&self.location, Suspension::NoSubscriber);
                     unrouted = true;
                     tracing::warn!(receive_location = %self.location, message_id = %m.id, suspended_id,
+                        source = %message_log::source(&m.context),
                         "no subscription matches the message; it is suspended (resumable)");
                 }
                 Err(e) => {
@@ -308,7 +315,7 @@ impl LocationPublisher {
                     routed.suspended.saturating_sub(routed.no_subscriber),
                 );
                 tracing::info!(receive_location = %self.location, interchange = %out.source_id,
-                    records = routed.messages, suspended = routed.suspended, no_subscriber = routed.no_subscriber,
+                    source = %out.source, records = routed.messages, suspended = routed.suspended, no_subscriber = routed.no_subscriber,
                     "interchange published");
                 Ok(Receipt {
                     messages: vec![out.source_id],
@@ -332,6 +339,7 @@ impl Publisher for LocationPublisher {
         let mut out = Collector {
             publisher: self,
             source_id: id,
+            source: message_log::source(&context),
             first_used: false,
             messages: Vec::new(),
             batch: Vec::new(),
@@ -391,6 +399,7 @@ impl Publisher for LocationPublisher {
             .await
             .map_err(|e| SubmitError::new(format!("storing the rejected message: {e}")))?;
         let stored = part.stored_content();
+        let source = message_log::source(&context);
         let reason = format!("receive location `{}`: {}", self.location, error.message);
         let failure = Failure::new(
             error.stage.as_deref().unwrap_or(sluice_msgbox::stage::RECEIVE),
@@ -414,8 +423,8 @@ impl Publisher for LocationPublisher {
             Ok(suspended_id) => {
                 self.metrics.published(&self.location);
                 self.metrics.suspended(&self.location, Suspension::Rejected);
-                tracing::warn!(receive_location = %self.location, message_id = %id, suspended_id, reason = %reason,
-                    "the receive pipeline rejected the message; it is suspended as received");
+                tracing::warn!(receive_location = %self.location, message_id = %id, suspended_id, source = %source,
+                    reason = %reason, "the receive pipeline rejected the message; it is suspended as received");
                 Ok(Receipt {
                     messages: vec![id],
                     unrouted: true,

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Wakers;
 use crate::config::{RetryConfig, SendPortConfig};
+use crate::message_log::message_event;
 use crate::metrics::{Metrics, Suspension};
 use crate::throttle::{Permit, Throttle, Work};
 
@@ -413,7 +414,11 @@ impl SendPortRunner {
             );
         }
         match &result {
-            Ok(Delivered::To(to)) => tracing::debug!(send_port = %self.name, what, to = %to, "delivered"),
+            Ok(Delivered::To(to)) => {
+                for l in entries {
+                    message_event!(send_port = %self.name, message_id = %l.message_id, what, to = %to, "delivered");
+                }
+            }
             Ok(Delivered::AlreadyThere(to)) => {
                 // Say what is known: whether an earlier attempt of this
                 // delivery may have written it (the attempt count), not why

@@ -4,7 +4,7 @@ use serde::Serialize;
 use sluice_content::ContentError;
 use sluice_msgbox::BoxError;
 
-use crate::suspended::{GONE, Op};
+use crate::suspended::{GONE, Op, TAKEN};
 
 /// What kind of error it is, for a program: stable once published (a code
 /// is never renamed, never reused for another meaning; new ones may be
@@ -151,11 +151,20 @@ pub enum OpsError {
     InvalidFilter(String),
     /// A bulk run in which entries failed ([`Summary::failed`](crate::suspended::Summary)):
     /// `code` is theirs when they all failed alike, else `entries_failed`.
-    #[error("{failed} of {matched} suspended message(s) could not be {}", .op.done())]
+    /// It accounts for every entry as the run's summary does (those
+    /// skipped or taken by another operation were not done either, but did
+    /// not fail).
+    #[error(
+        "{failed} of {matched} suspended message(s) failed ({done} {}, {skipped} skipped, {taken} {TAKEN})",
+        .op.done()
+    )]
     EntriesFailed {
         op: Op,
         failed: u64,
         matched: u64,
+        done: u64,
+        skipped: u64,
+        taken: u64,
         code: ErrorCode,
     },
     /// The node's report (`status.json`) cannot be read.

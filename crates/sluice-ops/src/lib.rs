@@ -61,13 +61,17 @@ pub mod suspended;
 pub use error::{ErrorCode, OpsError};
 use sluice_msgbox::Millis;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
-/// A time (ms since the epoch) as RFC 3339, or the number if out of range.
+/// A time (ms since the epoch) as RFC 3339 in UTC, always with three
+/// digits of milliseconds (`2026-11-26T09:30:00.120Z`, never trimmed), so
+/// that times line up in a table and sort as text; the number if out of
+/// range.
 pub fn ms_to_text(ms: Millis) -> String {
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
         .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
+        .and_then(|t| t.format(FORMAT).ok())
         .unwrap_or_else(|| ms.to_string())
 }
 
@@ -84,4 +88,15 @@ pub(crate) fn parts_json<S: serde::Serializer>(parts: &[sluice_msgbox::Part], s:
             .iter()
             .map(|p| serde_json::json!({"name": p.name, "size": p.size, "crc32": format!("{:08x}", p.crc32)})),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_have_three_digits_of_milliseconds() {
+        assert_eq!(super::ms_to_text(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::ms_to_text(1_795_685_400_120), "2026-11-26T09:30:00.120Z");
+        assert_eq!(super::ms_to_text(1_795_685_400_007), "2026-11-26T09:30:00.007Z");
+        assert_eq!(super::ms_to_text(i64::MAX), i64::MAX.to_string());
+    }
 }

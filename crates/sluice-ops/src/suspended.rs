@@ -22,8 +22,10 @@ use std::ops::ControlFlow;
 
 use serde::Serialize;
 use sluice_content::{WriteOptions, write_part};
-use sluice_model::{Context, Key, Value};
-use sluice_msgbox::{BoxError, MessageBox, Part, Resubmission, Resubmitted, Routed, SuspendedInfo, SuspendedQuery};
+use sluice_model::{Context, Filter, Key, Predicate, Value};
+use sluice_msgbox::{
+    BoxError, FAULT_NS, MessageBox, Part, Resubmission, Resubmitted, Routed, SuspendedInfo, SuspendedQuery,
+};
 use tokio::io::AsyncRead;
 
 use crate::error::read_error;
@@ -107,6 +109,19 @@ pub fn has_conditions(q: &SuspendedQuery) -> bool {
         || q.until.is_some()
         || q.context.is_some()
         || q.resumable.is_some()
+}
+
+/// `filter` with fault messages left out (every fault message has
+/// `fault.message_id`). A context filter sees every property, and a fault
+/// message carries its failed message's properties (demoted): a filter
+/// meant for the originals (`order.customer == "TEST"`) matches their
+/// fault messages too, unless they are left out this way.
+pub fn without_faults(filter: Filter) -> Filter {
+    let fault = Filter::Pred(Predicate::Exists(Key {
+        namespace: FAULT_NS.to_string(),
+        name: "message_id".to_string(),
+    }));
+    Filter::And(vec![filter, Filter::Not(Box::new(fault))])
 }
 
 /// The query's conditions in words: `port `out` and error containing "disk"`.
@@ -657,6 +672,9 @@ impl Summary {
             op: self.op,
             failed: self.failed,
             matched: self.matched,
+            done: self.done,
+            skipped: self.skipped,
+            taken: self.taken,
             code: self.failed_code.unwrap_or(ErrorCode::EntriesFailed),
         })
     }
@@ -1091,7 +1109,7 @@ mod tests {
         words.since = Some(0);
         assert_eq!(
             describe(&words),
-            "port `out` and error containing \"disk\" and suspended at or after 1970-01-01T00:00:00Z and context `order.id == \"B2\" and note.kept exists`"
+            "port `out` and error containing \"disk\" and suspended at or after 1970-01-01T00:00:00.000Z and context `order.id == \"B2\" and note.kept exists`"
         );
         assert_eq!(describe(&SuspendedQuery::default()), "(no conditions: every entry)");
     }
@@ -1377,7 +1395,10 @@ mod tests {
             serde_json::json!({"event": "entry", "done": 2, "total": 2, "id": 999,
                 "outcome": {"outcome": "failed", "code": "not_found", "reason": GONE}})
         );
-        assert_eq!(e.to_string(), "1 of 2 suspended message(s) could not be terminated");
+        assert_eq!(
+            e.to_string(),
+            "1 of 2 suspended message(s) failed (1 terminated, 0 skipped, 0 taken by another operation)"
+        );
 
         // Resubmitting what matches nothing suspends new entries: they are
         // not taken again by the same run (it ends), and a rerun finds them.

@@ -197,7 +197,8 @@ pub enum HttpAuth {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpReceiveConfig {
-    /// Address and port to listen on.
+    /// Address and port to listen on (`ip:port`, or `host:port` resolved at load).
+    #[serde(deserialize_with = "crate::support::net::deserialize_listen_address")]
     pub address: SocketAddr,
     /// The one path this location answers (`/` by default).
     #[serde(default = "default_path")]

@@ -11,11 +11,13 @@
 //!   `Content-Encoding`, a `.gz` attachment) through the pipeline's decode
 //!   stage, so every adapter has the same limits (zstd window, size cap);
 //! - [`fd`]: the process's open-files limit and the reserve kept for the
-//!   box and the other adapters.
+//!   box and the other adapters;
+//! - [`net`]: listening addresses, `ip:port` or `host:port` resolved at load.
 
 pub mod codec;
 pub mod fd;
 pub mod names;
+pub mod net;
 pub mod secret;
 pub mod tls;
 

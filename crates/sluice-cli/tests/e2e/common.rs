@@ -275,3 +275,22 @@ pub fn json_of(out: &std::process::Output, what: &str) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{what}: not JSON ({e})"))
 }
+
+/// `sluice ARGS --config CONFIG`.
+pub fn sl(config: &Path, args: &[&str]) -> Output {
+    run(sluice().args(args).arg("--config").arg(config))
+}
+
+/// Bytes of output as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Run `sluice ARGS --config CONFIG`, expect exit status `code`, return
+/// stdout and stderr.
+pub fn expect(config: &Path, args: &[&str], code: i32) -> (String, String) {
+    let out = sl(config, args);
+    let (o, e) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(code), "{args:?}\nstdout: {o}\nstderr: {e}");
+    (o, e)
+}

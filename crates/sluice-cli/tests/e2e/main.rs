@@ -5,6 +5,7 @@
 
 mod common;
 
+mod check;
 mod cli;
 mod debatch;
 mod dev;
@@ -14,6 +15,8 @@ mod file;
 mod hostile;
 mod http;
 mod inspect;
+mod logs;
+mod operator;
 mod pipeline;
 mod publish;
 mod recovery;

@@ -141,22 +141,6 @@ adapter = { type = "file", path = "missing", file_name = "%property:order.id%.tx
 retry = { count = 0, interval = "1s" }
 "#;
 
-fn sl(config: &Path, args: &[&str]) -> Output {
-    run(sluice().args(args).arg("--config").arg(config))
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Run, expect exit status `code`, return stdout and stderr.
-fn expect(config: &Path, args: &[&str], code: i32) -> (String, String) {
-    let out = sl(config, args);
-    let (o, e) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(code), "{args:?}\nstdout: {o}\nstderr: {e}");
-    (o, e)
-}
-
 /// `suspended list --json` with these filter flags.
 fn list(config: &Path, filters: &[&str]) -> Vec<Value> {
     let mut args = vec!["suspended", "list", "--json"];
@@ -515,7 +499,7 @@ fn errors_carry_their_code_and_keep_their_exit_status() {
         lines,
         [
             "#999999: does not exist (it was resumed, resubmitted or terminated, or never existed)",
-            "error[not_found]: 1 of 1 suspended message(s) could not be resumed",
+            "error[not_found]: 1 of 1 suspended message(s) failed (0 resumed, 0 skipped, 0 taken by another operation)",
         ],
         "{err}"
     );
