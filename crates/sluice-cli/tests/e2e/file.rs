@@ -482,3 +482,93 @@ fn long_delivery_renews_its_lease() {
     );
     assert!(std::fs::read(root.path().join("out/long.bin")).unwrap() == big);
 }
+
+/// `sluice serve` with `config`, which it must refuse: its stderr. A node
+/// that starts instead is stopped (not waited on for ever) and fails the test.
+fn serve_refused(config: &std::path::Path) -> String {
+    let mut child = sluice()
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sluice serve");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("reap");
+            panic!(
+                "the configuration was accepted and the node ran:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("reap");
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A FILE send port's `file_name` with a `/` of its own can never write a
+/// file into the folder: refused at load, naming the port and the key.
+#[test]
+fn a_file_name_with_a_slash_is_refused_at_load() {
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(
+        root.path(),
+        r#"
+[send_ports.nested]
+filter = 'receive.port == "in"'
+adapter = { type = "file", path = "out", file_name = "out/%MessageID%.xml" }
+"#,
+    );
+    let err = serve_refused(&config);
+    assert!(
+        err.contains("send_ports.nested.adapter") && err.contains("file_name `out/%MessageID%.xml` has a `/`"),
+        "{err}"
+    );
+}
+
+/// A property value that would lead out of the send folder (`..`,
+/// `../x`) is refused for that message: it is suspended at once (retrying
+/// cannot help) with a reason that says why and what to do, and nothing is
+/// written outside the folder.
+#[test]
+fn a_property_value_cannot_lead_a_file_out_of_its_folder() {
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(
+        root.path(),
+        r#"
+[send_ports.named]
+filter = 'app.name exists'
+adapter = { type = "file", path = "named", file_name = "%property:app.name%", create_folder = true }
+retry = { count = 3, interval = "1s" }
+"#,
+    );
+    let mut node = Node::start(&config, &root.path().join("node.log"));
+    for value in ["../escaped", ".."] {
+        let out = run(sluice()
+            .args(["publish", "--prop", &format!("app.name=string:{value}"), "--config"])
+            .arg(&config));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    wait_until(Duration::from_secs(30), "both suspended", || {
+        status_json(&config)["suspended"] == 2
+    });
+    node.stop();
+    let list = json_of(
+        &run(sluice().args(["suspended", "list", "--json", "--config"]).arg(&config)),
+        "suspended list",
+    );
+    for s in list.as_array().unwrap() {
+        let reason = s["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("may not name a file outside the folder") && reason.contains("resubmit"),
+            "{reason}"
+        );
+        assert_eq!(s["attempts"], 1, "not retried: {s}");
+    }
+    assert!(!root.path().join("escaped").exists());
+    assert!(names(&root.path().join("named")).is_empty());
+}
