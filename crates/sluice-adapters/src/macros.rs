@@ -195,8 +195,52 @@ impl Template {
     }
 
     fn check_file_name(source: &str, out: String) -> Result<String, String> {
-        crate::support::plain_file_name(&out).map_err(|why| format!("`{source}` gives {why}"))?;
+        crate::support::plain_file_name(&out).map_err(|why| {
+            format!(
+                "the file name `{source}` is refused for this message: {why}; a value from the message may not \
+                 name a file outside the folder (resubmit the message with another value, or terminate it)"
+            )
+        })?;
         Ok(out)
+    }
+
+    /// For a FILE send port's `file_name`, at load: refuse a template whose
+    /// own text makes every name it renders fail [`Template::render`]: a
+    /// `/`, `\` or NUL written in it, a name without macros that is not a
+    /// plain file name, or a start that is Sluice's own (`.sluice-`). Only
+    /// what a message's values bring is left to be checked per message.
+    pub fn check_file_name_template(&self) -> Result<(), String> {
+        let source = &self.source;
+        for p in &self.pieces {
+            if let Piece::Text(t) = p
+                && let Some(c) = t.chars().find(|c| matches!(c, '/' | '\\' | '\0'))
+            {
+                return Err(format!(
+                    "`{source}` has a `{}`: a FILE send port writes only into its own folder \
+                     (to write into a subfolder, put it in `path`)",
+                    c.escape_debug()
+                ));
+            }
+        }
+        let all_text = self
+            .pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Text(t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect::<Option<String>>();
+        if let Some(all) = all_text {
+            crate::support::plain_file_name(&all).map_err(|why| format!("`{source}`: {why}"))?;
+        } else if let Some(Piece::Text(first)) = self.pieces.first()
+            && first.starts_with(crate::support::names::RESERVED_PREFIX)
+        {
+            return Err(format!(
+                "`{source}` starts with {}: such names are Sluice's own",
+                crate::support::names::RESERVED_PREFIX
+            ));
+        }
+        Ok(())
     }
 }
 

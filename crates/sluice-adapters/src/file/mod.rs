@@ -7,6 +7,7 @@
 
 mod receive;
 mod send;
+mod skipped;
 
 use std::io;
 use std::path::Path;

@@ -16,7 +16,9 @@ use sluice_model::MessageId;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
+use super::skipped::{Noticed, Skip};
 use super::{CLAIM_PREFIX, TMP_PREFIX, move_no_replace, resolve};
 use crate::{AdapterError, ReceiveContext, Source};
 
@@ -67,6 +69,11 @@ pub struct FileReceiveConfig {
     /// Also take files whose names start with `.`.
     #[serde(default)]
     pub include_hidden: bool,
+    /// Receive the files that symbolic links in the folder point to (the
+    /// link is what is claimed and deleted; the file it points to stays).
+    /// Off: links are skipped, and logged once each.
+    #[serde(default)]
+    pub follow_symlinks: bool,
 }
 
 impl FileReceiveConfig {
@@ -109,6 +116,7 @@ impl FileReceiveConfig {
             mask: glob.compile_matcher(),
             stuck: Default::default(),
             unreleased: Default::default(),
+            noticed: Default::default(),
         })
     }
 }
@@ -122,7 +130,9 @@ pub struct FileReceiver {
     /// Receipts of deleted files whose messages the box could not release
     /// yet (a full disk): retried on every look at the folder, so the
     /// messages do not stay held until the next start.
-    unreleased: std::sync::Mutex<Vec<crate::Receipt>>,
+    unreleased: std::sync::Mutex<Vec<(crate::Receipt, PathBuf)>>,
+    /// Entries of the folder that are skipped and were logged already.
+    noticed: Arc<std::sync::Mutex<Noticed>>,
 }
 
 /// A file to take.
@@ -155,7 +165,7 @@ impl Source for FileReceiver {
             while let Some(done) = tasks.try_join_next() {
                 me.settle_task(done, &mut in_flight, &mut backoff);
             }
-            me.retry_stuck_claims().await;
+            me.retry_stuck_claims(&cx.location).await;
             me.retry_releases(&cx).await;
             let now = Instant::now();
             // Forget failures that are long past; keep the others, so the
@@ -167,7 +177,7 @@ impl Source for FileReceiver {
                 .cloned()
                 .chain(backoff.iter().filter(|(_, b)| b.until > now).map(|(n, _)| n.clone()))
                 .collect();
-            let scan = me.scan(skip).await;
+            let scan = me.scan(&cx.location, skip).await;
             let candidates = match scan {
                 Ok(c) => {
                     if !folder_ok {
@@ -263,36 +273,83 @@ impl FileReceiver {
 
     /// Files in the folder that match the mask and have settled, leaving out
     /// `skip` (in flight, or waiting to be retried) before counting to `batch`,
-    /// so files that keep failing cannot crowd out the others.
-    async fn scan(&self, skip: HashSet<String>) -> io::Result<Vec<Candidate>> {
+    /// so files that keep failing cannot crowd out the others. What matches
+    /// the mask but cannot be received (a subfolder, a link, a name that is
+    /// not UTF-8) is logged the first time it is met, not on every look.
+    async fn scan(&self, location: &str, skip: HashSet<String>) -> io::Result<Vec<Candidate>> {
         let path = self.config.path.clone();
         let mask = self.mask.clone();
         let settle = self.config.settle;
         let hidden = self.config.include_hidden;
+        let follow = self.config.follow_symlinks;
         let limit = self.config.batch;
+        let noticed = self.noticed.clone();
+        let location = location.to_string();
         tokio::task::spawn_blocking(move || {
+            use std::os::unix::ffi::OsStrExt;
             let mut out = Vec::new();
             let now = SystemTime::now();
+            // Only this look uses it; a poisoned lock holds nothing half-done.
+            let mut noticed = noticed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut whole = true;
             for entry in std::fs::read_dir(&path)? {
                 let Ok(entry) = entry else { continue };
-                let name = match entry.file_name().into_string() {
-                    Ok(n) => n,
-                    Err(raw) => {
-                        tracing::warn!(path = %path.display(), name = ?raw, "skipping a file whose name is not UTF-8");
-                        continue;
-                    }
-                };
-                if name.starts_with(CLAIM_PREFIX) || name.starts_with(TMP_PREFIX) || (!hidden && name.starts_with('.'))
+                let raw = entry.file_name();
+                let bytes = raw.as_bytes();
+                if bytes.starts_with(CLAIM_PREFIX.as_bytes())
+                    || bytes.starts_with(TMP_PREFIX.as_bytes())
+                    || (!hidden && bytes.starts_with(b"."))
+                    || !mask.is_match(Path::new(&raw))
                 {
                     continue;
                 }
-                if !mask.is_match(&name) || skip.contains(&name) {
+                let Ok(kind) = entry.file_type() else { continue };
+                let mut skipped = |why| noticed.skip(&location, &path, &raw, why);
+                let followed = if kind.is_symlink() {
+                    if !follow {
+                        skipped(Skip::Symlink);
+                        continue;
+                    }
+                    match std::fs::metadata(entry.path()) {
+                        Ok(m) if m.is_file() => Some(m),
+                        Ok(m) if m.is_dir() => {
+                            skipped(Skip::LinkToFolder);
+                            continue;
+                        }
+                        Ok(_) => {
+                            skipped(Skip::NotAFile);
+                            continue;
+                        }
+                        Err(_) => {
+                            skipped(Skip::DanglingLink);
+                            continue;
+                        }
+                    }
+                } else if kind.is_dir() {
+                    skipped(Skip::Subfolder);
+                    continue;
+                } else if !kind.is_file() {
+                    skipped(Skip::NotAFile);
+                    continue;
+                } else {
+                    None
+                };
+                let Some(name) = raw.to_str().map(str::to_string) else {
+                    skipped(Skip::NotUtf8);
+                    continue;
+                };
+                if skip.contains(&name) {
                     continue;
                 }
-                let Ok(meta) = entry.metadata() else { continue };
-                if !meta.is_file() {
-                    continue;
-                }
+                let meta = match followed {
+                    Some(m) => m,
+                    // Not a link: lstat, as it was listed (a file that was
+                    // replaced meanwhile is for the next look).
+                    None => match entry.metadata() {
+                        Ok(m) if m.is_file() => m,
+                        _ => continue,
+                    },
+                };
                 let age = meta
                     .modified()
                     .ok()
@@ -303,9 +360,11 @@ impl FileReceiver {
                 }
                 out.push(Candidate { name, size: meta.len() });
                 if out.len() >= limit {
+                    whole = false;
                     break;
                 }
             }
+            noticed.end(&location, &path, whole);
             Ok(out)
         })
         .await
@@ -335,17 +394,17 @@ impl FileReceiver {
                 {
                     // Tried again on the next look at the folder (and the
                     // next start releases what is still held).
-                    tracing::warn!(location = %cx.location, message_id = %id, error = %e,
+                    tracing::warn!(location = %cx.location, file = %original.display(), message_id = %id, error = %e,
                         "received, but could not release the message yet; will try again");
                     if let Ok(mut u) = self.unreleased.lock() {
-                        u.push(receipt);
+                        u.push((receipt, original.clone()));
                     }
                 }
                 if let Err(e) = removed {
                     // Published, but the claim is still there: the message
                     // stays held, so the next start finds it and deletes the claim.
-                    tracing::error!(location = %cx.location, file = %claim.display(), error = %e,
-                        message_id = %id, "published, but could not delete the received file");
+                    tracing::error!(location = %cx.location, file = %original.display(), claim = %claim.display(),
+                        error = %e, message_id = %id, "published, but could not delete the received file");
                 }
                 tracing::debug!(location = %cx.location, file = %original.display(), message_id = %id, "received");
                 Ok(Outcome::Published)
@@ -353,7 +412,7 @@ impl FileReceiver {
             Err(e) => {
                 tracing::error!(location = %cx.location, file = %original.display(), error = %e,
                     "receiving failed; the file is left in place and will be tried again");
-                if !restore(&claim, &original).await {
+                if !restore(&cx.location, &claim, &original).await {
                     self.remember_stuck(claim, original.clone());
                 }
                 Err(e)
@@ -369,9 +428,7 @@ impl FileReceiver {
         original: &Path,
         claim: &Path,
     ) -> Result<crate::Receipt, String> {
-        let file = tokio::fs::File::open(claim)
-            .await
-            .map_err(|e| format!("cannot open: {e}"))?;
+        let file = self.open_claim(claim).await?;
         let meta = file
             .metadata()
             .await
@@ -394,26 +451,43 @@ impl FileReceiver {
             expected: size,
             read: 0,
         };
-        match cx.publisher.submit(id, ctx.clone(), Box::new(body)).await {
+        // What the host and the pipeline log while this file is published
+        // (refused, suspended, no subscriber) names the file too.
+        let span = tracing::error_span!("receive_file", file = %original.display());
+        let submitted = cx
+            .publisher
+            .submit(id, ctx.clone(), Box::new(body))
+            .instrument(span.clone())
+            .await;
+        match submitted {
             Err(e) if e.rejected => {
                 // The content is bad (corrupt, truncated, over a limit):
                 // trying again cannot help. Keep the file's bytes as they
                 // were received, suspended with the error, instead.
-                let file = tokio::fs::File::open(claim)
-                    .await
-                    .map_err(|e| format!("cannot open: {e}"))?;
                 let body = CheckedFile {
-                    file,
+                    file: self.open_claim(claim).await?,
                     expected: size,
                     read: 0,
                 };
                 cx.publisher
                     .suspend(id, ctx, Box::new(body), &e)
+                    .instrument(span)
                     .await
                     .map_err(|s| format!("{} (and suspending it as received failed: {})", e.message, s.message))
             }
             other => other.map_err(|e| e.message),
         }
+    }
+
+    /// Open a claimed file to read it. Unless links are followed, a link
+    /// put in the file's place after it was listed is not opened.
+    async fn open_claim(&self, claim: &Path) -> Result<tokio::fs::File, String> {
+        let mut options = tokio::fs::OpenOptions::new();
+        options.read(true);
+        if !self.config.follow_symlinks {
+            options.custom_flags(libc::O_NOFOLLOW);
+        }
+        options.open(claim).await.map_err(|e| format!("cannot open: {e}"))
     }
 
     fn remember_stuck(&self, claim: PathBuf, original: PathBuf) {
@@ -427,27 +501,27 @@ impl FileReceiver {
             Ok(mut u) if !u.is_empty() => std::mem::take(&mut *u),
             _ => return,
         };
-        for receipt in pending {
+        for (receipt, file) in pending {
             match cx.publisher.settled(&receipt).await {
-                Ok(()) => tracing::info!(location = %cx.location, messages = ?receipt.messages,
+                Ok(()) => tracing::info!(location = %cx.location, file = %file.display(), messages = ?receipt.messages,
                     "released the messages of a received file"),
                 Err(_) => {
                     if let Ok(mut u) = self.unreleased.lock() {
-                        u.push(receipt);
+                        u.push((receipt, file));
                     }
                 }
             }
         }
     }
 
-    async fn retry_stuck_claims(&self) {
+    async fn retry_stuck_claims(&self, location: &str) {
         let stuck = match self.stuck.lock() {
             Ok(mut s) if !s.is_empty() => std::mem::take(&mut *s),
             _ => return,
         };
         for (claim, original) in stuck {
-            if restore(&claim, &original).await {
-                tracing::info!(file = %original.display(), "put a claimed file back under its name");
+            if restore(location, &claim, &original).await {
+                tracing::info!(location = %location, file = %original.display(), "put a claimed file back under its name");
             } else {
                 self.remember_stuck(claim, original);
             }
@@ -475,21 +549,24 @@ impl FileReceiver {
             };
             let Ok(id) = id.parse::<MessageId>() else { continue };
             let claim = entry.path();
+            let original = self.config.path.join(original);
+            let location = cx.location.as_str();
             match cx.publisher.is_published(id).await {
                 Ok(true) => {
                     if let Err(e) = tokio::fs::remove_file(&claim).await {
-                        tracing::error!(file = %claim.display(), error = %e, "cannot delete an already published file");
+                        tracing::error!(location = %location, file = %original.display(), claim = %claim.display(), error = %e,
+                            "cannot delete an already published file");
                     }
                 }
                 Ok(false) => {
-                    let original = self.config.path.join(original);
-                    if !restore(&claim, &original).await {
+                    if !restore(location, &claim, &original).await {
                         self.remember_stuck(claim, original);
                     }
                     recovered += 1;
                 }
                 Err(e) => {
-                    tracing::error!(file = %claim.display(), error = %e, "cannot check a claimed file; leaving it")
+                    tracing::error!(location = %location, file = %original.display(), claim = %claim.display(), error = %e,
+                    "cannot check a claimed file; leaving it")
                 }
             }
         }
@@ -501,15 +578,15 @@ impl FileReceiver {
 
 /// Put a claimed file back under its own name, never over another file.
 /// `false` if it had to stay under the claim name (to be tried again).
-async fn restore(claim: &Path, original: &Path) -> bool {
+async fn restore(location: &str, claim: &Path, original: &Path) -> bool {
     match move_no_replace(claim, original).await {
         Ok(()) => true,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            tracing::error!(file = %original.display(), "the file vanished while it was being received");
+            tracing::error!(location = %location, file = %original.display(), "the file vanished while it was being received");
             true
         }
         Err(e) => {
-            tracing::error!(claim = %claim.display(), file = %original.display(), error = %e,
+            tracing::error!(location = %location, file = %original.display(), claim = %claim.display(), error = %e,
                 "cannot put the file back under its name yet; it stays under the claim name and is tried again");
             false
         }
@@ -612,11 +689,61 @@ mod scan_tests {
     use super::*;
 
     fn receiver(dir: &Path) -> FileReceiver {
-        let text = format!(
-            "path = '{}'\nsettle = '0s'\nbatch = 2\nretry_after = '1s'",
-            dir.display()
-        );
+        receiver_with(dir, "batch = 2")
+    }
+
+    fn receiver_with(dir: &Path, extra: &str) -> FileReceiver {
+        let text = format!("path = '{}'\nsettle = '0s'\nretry_after = '1s'\n{extra}", dir.display());
         toml::from_str::<FileReceiveConfig>(&text).unwrap().build().unwrap()
+    }
+
+    /// A link put in a file's place between the look and the claim is not
+    /// read through unless links are followed.
+    #[tokio::test]
+    async fn a_claimed_link_is_opened_only_when_links_are_followed() {
+        let (dir, elsewhere) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        std::fs::write(elsewhere.path().join("secret"), "not for the box").unwrap();
+        let link = dir.path().join("f");
+        std::os::unix::fs::symlink(elsewhere.path().join("secret"), &link).unwrap();
+        let e = receiver_with(dir.path(), "").open_claim(&link).await.unwrap_err();
+        assert!(e.starts_with("cannot open"), "{e}");
+        receiver_with(dir.path(), "follow_symlinks = true")
+            .open_claim(&link)
+            .await
+            .unwrap();
+    }
+
+    /// Only regular files are candidates; a link counts as one only when
+    /// links are followed and it leads to a file (its target's size).
+    #[tokio::test]
+    async fn links_are_taken_only_when_followed_and_only_to_files() {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::symlink;
+        let (dir, elsewhere) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let d = dir.path();
+        std::fs::write(elsewhere.path().join("t.txt"), "target").unwrap();
+        std::fs::write(d.join("plain"), "p").unwrap();
+        std::fs::write(d.join(std::ffi::OsStr::from_bytes(b"caf\xe9")), "latin-1").unwrap();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        symlink(elsewhere.path().join("t.txt"), d.join("link.txt")).unwrap();
+        symlink(elsewhere.path(), d.join("folder-link")).unwrap();
+        symlink(elsewhere.path().join("none"), d.join("dangling")).unwrap();
+        let scan = |r: FileReceiver| async move {
+            let mut got: Vec<(String, u64)> = r
+                .scan("loc", HashSet::new())
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| (c.name, c.size))
+                .collect();
+            got.sort();
+            got
+        };
+        assert_eq!(scan(receiver_with(d, "")).await, [("plain".to_string(), 1)]);
+        assert_eq!(
+            scan(receiver_with(d, "follow_symlinks = true")).await,
+            [("link.txt".to_string(), 6), ("plain".to_string(), 1)]
+        );
     }
 
     /// Files that keep failing must not crowd the others out of a batch.
@@ -628,9 +755,13 @@ mod scan_tests {
         }
         let r = receiver(dir.path());
         let skip: HashSet<String> = ["a", "b"].into_iter().map(String::from).collect();
-        let got: Vec<String> = r.scan(skip).await.unwrap().into_iter().map(|c| c.name).collect();
+        let got: Vec<String> = r.scan("loc", skip).await.unwrap().into_iter().map(|c| c.name).collect();
         assert_eq!(got, vec!["c".to_string()]);
-        assert_eq!(r.scan(HashSet::new()).await.unwrap().len(), 2, "batch limits the rest");
+        assert_eq!(
+            r.scan("loc", HashSet::new()).await.unwrap().len(),
+            2,
+            "batch limits the rest"
+        );
     }
 
     #[test]

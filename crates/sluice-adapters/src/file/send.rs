@@ -49,6 +49,9 @@ impl FileSendConfig {
 
     pub fn build(&self) -> Result<FileTransmitter, AdapterError> {
         let template = FileNameTemplate::parse(&self.file_name).map_err(AdapterError::Config)?;
+        template
+            .check_file_name_template()
+            .map_err(|e| AdapterError::Config(format!("file_name {e}")))?;
         Ok(FileTransmitter {
             config: self.clone(),
             template,
@@ -265,6 +268,90 @@ mod tests {
             vec![std::ffi::OsString::from("a.txt")],
             "no temporary files left"
         );
+    }
+
+    #[test]
+    fn a_file_name_whose_own_text_can_never_work_is_refused_at_load() {
+        let build = |file_name: &str| {
+            FileSendConfig {
+                path: "/out".into(),
+                file_name: file_name.into(),
+                overwrite: false,
+                fsync: true,
+                create_folder: false,
+            }
+            .build()
+            .err()
+            .map(|e| e.to_string())
+        };
+        for bad in [
+            "out/%MessageID%.xml",
+            "%MessageId%/x",
+            "a\\%MessageId%",
+            "..",
+            ".sluice-%MessageId%",
+        ] {
+            let e = build(bad).unwrap_or_else(|| panic!("{bad} was accepted"));
+            assert!(e.contains(&format!("file_name `{bad}`")), "{e}");
+        }
+        let e = build("out/%MessageID%.xml").unwrap();
+        assert!(e.contains("has a `/`") && e.contains("put it in `path`"), "{e}");
+        for good in [
+            "%MessageId%",
+            "%SourceFileStem%.out",
+            "a%%b.txt",
+            "..%property:a.b%",
+            "fixed.txt",
+        ] {
+            assert_eq!(build(good), None, "{good}");
+        }
+    }
+
+    /// A value that would climb out of the folder, or name a subfolder, is
+    /// refused for that message (not retried), and nothing is written.
+    #[tokio::test]
+    async fn a_macro_value_cannot_write_outside_the_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("out");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::create_dir(dir.join("sub")).unwrap();
+        let t = FileSendConfig {
+            path: dir.clone(),
+            file_name: "%property:app.name%".into(),
+            overwrite: true,
+            fsync: false,
+            create_folder: false,
+        }
+        .build()
+        .unwrap();
+        for value in ["..", ".", "../escaped", "sub/x", "/tmp/abs", "", ".sluice-claim.x"] {
+            let mut m = outbound("a");
+            m.context.promote("app", "name", value);
+            let e = t.transmit(&m, Box::new(&b"x"[..])).await.unwrap_err();
+            assert!(!e.retryable, "{value}: {e}");
+            assert!(
+                e.message
+                    .contains("a value from the message may not name a file outside"),
+                "{e}"
+            );
+        }
+        assert_eq!(names_in(root.path()), ["out"]);
+        assert_eq!(names_in(&dir), ["sub"]);
+        assert!(names_in(&dir.join("sub")).is_empty());
+        // Dots inside a name are only a name.
+        let mut m = outbound("a");
+        m.context.promote("app", "name", "..x");
+        t.transmit(&m, Box::new(&b"x"[..])).await.unwrap();
+        assert_eq!(names_in(&dir), ["..x", "sub"]);
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
     }
 
     #[tokio::test]

@@ -482,3 +482,266 @@ fn long_delivery_renews_its_lease() {
     );
     assert!(std::fs::read(root.path().join("out/long.bin")).unwrap() == big);
 }
+
+/// Deliver `ok<i>.txt` files one after another: each one needs the
+/// location to look at its folder a few times (it must settle first), so
+/// several polls have passed when this returns.
+fn let_several_polls_pass(root: &std::path::Path) {
+    for i in 0..3 {
+        drop_file(&root.join("in"), &format!("ok{i}.txt"), b"fine");
+        wait_until(Duration::from_secs(30), "a later file delivered", || {
+            root.join(format!("out/ok{i}.txt")).exists()
+        });
+    }
+}
+
+/// `sluice serve` with `config`, which it must refuse: its stderr. A node
+/// that starts instead is stopped (not waited on for ever) and fails the test.
+fn serve_refused(config: &std::path::Path) -> String {
+    let mut child = sluice()
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sluice serve");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("reap");
+            panic!(
+                "the configuration was accepted and the node ran:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("reap");
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// For each `(what, file)`: exactly one line of `log` contains `what` (not
+/// one per poll), and it names `file`.
+fn assert_logged_once_naming(log: &str, expected: &[(&str, &str)]) {
+    for (what, file) in expected {
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(what)).collect();
+        assert_eq!(lines.len(), 1, "{what}: one line: {lines:#?}");
+        assert!(lines[0].contains(file), "{what}: the line names {file}: {}", lines[0]);
+    }
+}
+
+/// A file whose name is not UTF-8 cannot be a `file.name`: it stays where it
+/// is, with one warning that names it (its odd bytes escaped) and says to
+/// rename it, not one per poll; the other files keep flowing, and once
+/// renamed it is received.
+#[test]
+fn a_name_that_is_not_utf8_is_warned_about_once() {
+    use std::os::unix::ffi::OsStrExt;
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(root.path(), "");
+    let inp = root.path().join("in");
+    let odd = inp.join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt"));
+    std::fs::write(&odd, b"a Latin-1 name").unwrap();
+    let mut node = Node::start(&config, &root.path().join("node.log"));
+    wait_until(Duration::from_secs(30), "the warning", || {
+        node.log_text().contains("not UTF-8")
+    });
+    let_several_polls_pass(root.path());
+    // One line: it names the file (the byte that is not UTF-8 escaped), its
+    // location, and what to do.
+    assert_logged_once_naming(
+        &node.log_text(),
+        &[
+            ("not UTF-8", r"caf\xE9.txt"),
+            ("not UTF-8", "in-folder"),
+            ("not UTF-8", "rename it"),
+        ],
+    );
+    assert!(odd.exists(), "the file is left in place");
+    std::fs::rename(&odd, inp.join("cafe.txt")).unwrap();
+    wait_until(Duration::from_secs(30), "the renamed file delivered", || {
+        root.path().join("out/cafe.txt").exists()
+    });
+    assert_eq!(
+        std::fs::read(root.path().join("out/cafe.txt")).unwrap(),
+        b"a Latin-1 name"
+    );
+    node.stop();
+}
+
+/// Subfolders and symbolic links in a receive folder are left alone and
+/// logged once each. A location with `follow_symlinks = true` receives the
+/// file a link points to and deletes the link, never the file; a link to a
+/// folder or to nothing is skipped, logged once.
+#[test]
+fn links_and_subfolders_are_logged_once_and_a_followed_link_loses_only_the_link() {
+    use std::os::unix::fs::symlink;
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(
+        root.path(),
+        r#"
+[receive_ports.in.locations.linked]
+adapter = { type = "file", path = "linked", settle = "200ms", poll_interval = "100ms", follow_symlinks = true }
+"#,
+    );
+    let (inp, linked, targets) = (
+        root.path().join("in"),
+        root.path().join("linked"),
+        root.path().join("targets"),
+    );
+    for d in [&linked, &targets.join("folder"), &inp.join("sub")] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(targets.join("t.xml"), b"<linked/>").unwrap();
+    symlink(targets.join("t.xml"), inp.join("link.txt")).unwrap();
+    symlink(targets.join("t.xml"), linked.join("a.xml")).unwrap();
+    symlink(targets.join("folder"), linked.join("folder")).unwrap();
+    symlink(targets.join("none"), linked.join("dangling")).unwrap();
+    let mut node = Node::start(&config, &root.path().join("node.log"));
+    wait_until(Duration::from_secs(30), "the linked file delivered", || {
+        root.path().join("xml/a.xml").exists()
+    });
+    let_several_polls_pass(root.path());
+    node.stop();
+    assert_eq!(std::fs::read(root.path().join("out/a.xml")).unwrap(), b"<linked/>");
+    assert!(linked.join("a.xml").symlink_metadata().is_err(), "the link is deleted");
+    assert_eq!(
+        std::fs::read(targets.join("t.xml")).unwrap(),
+        b"<linked/>",
+        "the file it pointed to stays"
+    );
+    assert!(inp.join("link.txt").symlink_metadata().unwrap().is_symlink() && inp.join("sub").is_dir());
+    assert_logged_once_naming(
+        &node.log_text(),
+        &[
+            ("skipping a subfolder", "in/sub"),
+            ("skipping a symbolic link (logged once)", "in/link.txt"),
+            ("skipping a symbolic link to a folder", "linked/folder"),
+            ("points to nothing", "linked/dangling"),
+        ],
+    );
+}
+
+/// Content the receive pipeline refuses is suspended as received, and a
+/// file no send port wants is suspended too; the log line that says so
+/// names the file.
+#[test]
+fn a_rejected_or_unrouted_file_is_logged_with_its_name() {
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(
+        root.path(),
+        r#"
+[receive_ports.packed.locations.packed-folder]
+adapter = { type = "file", path = "packed", settle = "100ms", poll_interval = "100ms" }
+pipeline = { decode = [{ type = "gzip" }] }
+
+[receive_ports.orphans.locations.orphan-folder]
+adapter = { type = "file", path = "orphans", settle = "100ms", poll_interval = "100ms" }
+"#,
+    );
+    for d in ["packed", "orphans"] {
+        std::fs::create_dir_all(root.path().join(d)).unwrap();
+    }
+    let mut node = Node::start(&config, &root.path().join("node.log"));
+    drop_file(&root.path().join("packed"), "not-really.gz", b"plain text, not gzip");
+    drop_file(&root.path().join("orphans"), "lost.txt", b"nobody wants me");
+    wait_until(Duration::from_secs(30), "both files suspended", || {
+        status_json(&config)["suspended"] == 2
+    });
+    node.stop();
+    assert_logged_once_naming(
+        &node.log_text(),
+        &[
+            ("rejected", "packed/not-really.gz"),
+            ("no subscription matches", "orphans/lost.txt"),
+        ],
+    );
+}
+
+/// However the folder is written (`./in`, `in/`, its absolute path, a
+/// symbolic link to it), a second location on it is refused at load.
+#[test]
+fn a_second_location_on_one_folder_is_refused_however_the_path_is_written() {
+    let root = tempfile::tempdir().unwrap();
+    write_config(root.path(), "");
+    std::os::unix::fs::symlink(root.path().join("in"), root.path().join("alias")).unwrap();
+    let absolute = root.path().join("in").display().to_string();
+    for path in ["./in", "in/", "alias", absolute.as_str()] {
+        let config = write_config(
+            root.path(),
+            &format!("[receive_ports.in.locations.again]\nadapter = {{ type = \"file\", path = \"{path}\" }}\n"),
+        );
+        let err = serve_refused(&config);
+        assert!(
+            err.contains("receive_ports.in.locations.again.adapter.path")
+                && err.contains("receive_ports.in.locations.in-folder.adapter.path")
+                && err.contains("is also the folder of receive location"),
+            "{path}: {err}"
+        );
+    }
+}
+
+/// A FILE send port's `file_name` with a `/` of its own can never write a
+/// file into the folder: refused at load, naming the port and the key.
+#[test]
+fn a_file_name_with_a_slash_is_refused_at_load() {
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(
+        root.path(),
+        r#"
+[send_ports.nested]
+filter = 'receive.port == "in"'
+adapter = { type = "file", path = "out", file_name = "out/%MessageID%.xml" }
+"#,
+    );
+    let err = serve_refused(&config);
+    assert!(
+        err.contains("send_ports.nested.adapter") && err.contains("file_name `out/%MessageID%.xml` has a `/`"),
+        "{err}"
+    );
+}
+
+/// A property value that would lead out of the send folder (`..`,
+/// `../x`) is refused for that message: it is suspended at once (retrying
+/// cannot help) with a reason that says why and what to do, and nothing is
+/// written outside the folder.
+#[test]
+fn a_property_value_cannot_lead_a_file_out_of_its_folder() {
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(
+        root.path(),
+        r#"
+[send_ports.named]
+filter = 'app.name exists'
+adapter = { type = "file", path = "named", file_name = "%property:app.name%", create_folder = true }
+retry = { count = 3, interval = "1s" }
+"#,
+    );
+    let mut node = Node::start(&config, &root.path().join("node.log"));
+    for value in ["../escaped", ".."] {
+        let out = run(sluice()
+            .args(["publish", "--prop", &format!("app.name=string:{value}"), "--config"])
+            .arg(&config));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    wait_until(Duration::from_secs(30), "both suspended", || {
+        status_json(&config)["suspended"] == 2
+    });
+    node.stop();
+    let list = json_of(
+        &run(sluice().args(["suspended", "list", "--json", "--config"]).arg(&config)),
+        "suspended list",
+    );
+    for s in list.as_array().unwrap() {
+        let reason = s["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("may not name a file outside the folder") && reason.contains("resubmit"),
+            "{reason}"
+        );
+        assert_eq!(s["attempts"], 1, "not retried: {s}");
+    }
+    assert!(!root.path().join("escaped").exists());
+    assert!(names(&root.path().join("named")).is_empty());
+}
