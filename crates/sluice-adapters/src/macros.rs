@@ -31,8 +31,9 @@ impl std::fmt::Display for RenderError {
     }
 }
 
-/// A message without a property the port needs is not sent again as it
-/// is: it needs an edit (its suspended entry is not resumable).
+/// A message without a property the port needs, or whose values render a
+/// name that is not plain, is not sent again as it is: it needs an edit
+/// (its suspended entry is not resumable; it is resubmitted edited).
 impl From<RenderError> for TransmitError {
     fn from(e: RenderError) -> Self {
         match e {
@@ -40,7 +41,9 @@ impl From<RenderError> for TransmitError {
                 "{message}: resuming it would fail the same way; resubmit it with {property} set \
                  (or add `and {property} exists` to the port's filter)"
             )),
-            RenderError::Invalid(message) => TransmitError::fatal(message),
+            // The template itself was checked at load: what is not a plain
+            // name came from the message's values.
+            RenderError::Invalid(message) => TransmitError::needs_edit(message),
         }
     }
 }
@@ -337,7 +340,8 @@ mod tests {
         let e = TransmitError::from(e);
         assert!(!e.retryable && e.needs_edit, "{e}");
         assert!(e.message.contains("resubmit it with order.id set"), "{e}");
-        // A name that is not plain is not about a missing property.
+        // A name that is not plain came from the message: it needs an
+        // edit too (the template's own text is checked at load).
         let mut ctx = Context::new();
         ctx.promote("file", "name", "a/b");
         let e = TransmitError::from(
@@ -346,7 +350,7 @@ mod tests {
                 .render(MessageId::new(), &ctx)
                 .unwrap_err(),
         );
-        assert!(!e.retryable && !e.needs_edit, "{e}");
+        assert!(!e.retryable && e.needs_edit, "{e}");
     }
 
     #[test]

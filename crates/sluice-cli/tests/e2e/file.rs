@@ -741,6 +741,7 @@ retry = { count = 3, interval = "1s" }
             "{reason}"
         );
         assert_eq!(s["attempts"], 1, "not retried: {s}");
+        assert_eq!(s["resumable"], false, "resuming would fail the same way: {s}");
     }
     assert!(!root.path().join("escaped").exists());
     assert!(names(&root.path().join("named")).is_empty());
