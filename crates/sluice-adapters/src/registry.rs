@@ -80,17 +80,193 @@ fn same_folder(a: &std::path::Path, b: &std::path::Path) -> bool {
     crate::support::names::normalized(a) == crate::support::names::normalized(b)
 }
 
-/// Whether two file masks may select the same files: equal, or one matches
-/// the other taken as a name (a mask that does not parse: assumed to).
+/// Whether two file masks may select the same name: the intersection of the
+/// two globs is not empty (`*.xml` and `a*` both select `a.xml`; `*.xml` and
+/// `*.csv` select nothing in common). A mask that cannot be read this way
+/// is assumed to overlap.
 fn masks_overlap(a: &str, b: &str) -> bool {
-    let matches = |glob: &str, name: &str| {
-        globset::GlobBuilder::new(glob)
-            .literal_separator(true)
-            .build()
-            .map(|g| g.compile_matcher().is_match(name))
-            .unwrap_or(true)
-    };
-    a == b || matches(a, b) || matches(b, a)
+    match (glob_alternatives(a), glob_alternatives(b)) {
+        (Some(xs), Some(ys)) => xs.iter().any(|x| ys.iter().any(|y| globs_meet(x, y))),
+        _ => true,
+    }
+}
+
+/// One position of a glob on a name (no `/` in a mask).
+#[derive(Debug, Clone, PartialEq)]
+enum GlobTok {
+    Lit(char),
+    /// `?`
+    One,
+    /// `*` (or `**`): any run of characters.
+    Star,
+    /// `[...]`: one character of the ranges (`negated`: one not in them).
+    Class {
+        ranges: Vec<(char, char)>,
+        negated: bool,
+    },
+}
+
+/// A glob as the token sequences of its `{a,b}` alternatives (at most 64),
+/// or `None` if it cannot be read.
+fn glob_alternatives(glob: &str) -> Option<Vec<Vec<GlobTok>>> {
+    const MAX: usize = 64;
+    let chars: Vec<char> = glob.chars().collect();
+    let mut alts: Vec<Vec<GlobTok>> = vec![Vec::new()];
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '*' => {
+                while i < chars.len() && chars[i] == '*' {
+                    i += 1;
+                }
+                alts.iter_mut().for_each(|a| a.push(GlobTok::Star));
+                continue;
+            }
+            '?' => alts.iter_mut().for_each(|a| a.push(GlobTok::One)),
+            '\\' => {
+                i += 1;
+                let c = *chars.get(i)?;
+                alts.iter_mut().for_each(|a| a.push(GlobTok::Lit(c)));
+            }
+            '[' => {
+                let mut j = i + 1;
+                let negated = matches!(chars.get(j), Some('!') | Some('^'));
+                if negated {
+                    j += 1;
+                }
+                let mut ranges = Vec::new();
+                let mut first = true;
+                loop {
+                    let c = *chars.get(j)?;
+                    if c == ']' && !first {
+                        break;
+                    }
+                    first = false;
+                    if chars.get(j + 1) == Some(&'-') && chars.get(j + 2).is_some_and(|&e| e != ']') {
+                        ranges.push((c, chars[j + 2]));
+                        j += 3;
+                    } else {
+                        ranges.push((c, c));
+                        j += 1;
+                    }
+                }
+                i = j;
+                let tok = GlobTok::Class { ranges, negated };
+                alts.iter_mut().for_each(|a| a.push(tok.clone()));
+            }
+            '{' => {
+                let close = i + chars[i..].iter().position(|&c| c == '}')?;
+                let inner: String = chars[i + 1..close].iter().collect();
+                if inner.contains(['{', '[', '\\']) {
+                    return None;
+                }
+                let mut next = Vec::new();
+                for a in &alts {
+                    for option in inner.split(',') {
+                        let mut b = a.clone();
+                        for c in option.chars() {
+                            b.push(match c {
+                                '*' => GlobTok::Star,
+                                '?' => GlobTok::One,
+                                c => GlobTok::Lit(c),
+                            });
+                        }
+                        next.push(b);
+                        if next.len() > MAX {
+                            return None;
+                        }
+                    }
+                }
+                alts = next;
+                i = close;
+            }
+            c => alts.iter_mut().for_each(|a| a.push(GlobTok::Lit(c))),
+        }
+        i += 1;
+    }
+    Some(alts)
+}
+
+/// Whether one name matches both token sequences.
+fn globs_meet(p: &[GlobTok], q: &[GlobTok]) -> bool {
+    fn one_char_meets(a: &GlobTok, b: &GlobTok) -> bool {
+        let in_class = |c: char, ranges: &[(char, char)], negated: bool| {
+            ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != negated
+        };
+        match (a, b) {
+            (GlobTok::Lit(x), GlobTok::Lit(y)) => x == y,
+            (GlobTok::Lit(c), GlobTok::Class { ranges, negated })
+            | (GlobTok::Class { ranges, negated }, GlobTok::Lit(c)) => in_class(*c, ranges, *negated),
+            (
+                GlobTok::Class {
+                    ranges: ra,
+                    negated: false,
+                },
+                GlobTok::Class {
+                    ranges: rb,
+                    negated: false,
+                },
+            ) => ra
+                .iter()
+                .any(|&(alo, ahi)| rb.iter().any(|&(blo, bhi)| alo <= bhi && blo <= ahi)),
+            // `?`, or two classes one of which is negated: assume they meet.
+            _ => true,
+        }
+    }
+    // Memo over (rest of p, rest of q): O(len(p) * len(q)).
+    let mut memo = vec![vec![None; q.len() + 1]; p.len() + 1];
+    fn go(p: &[GlobTok], q: &[GlobTok], i: usize, j: usize, memo: &mut Vec<Vec<Option<bool>>>) -> bool {
+        if let Some(known) = memo[i][j] {
+            return known;
+        }
+        let meet = match (p.get(i), q.get(j)) {
+            (None, None) => true,
+            // A star matches nothing, or eats one character of the other.
+            (Some(GlobTok::Star), _) => go(p, q, i + 1, j, memo) || (j < q.len() && go(p, q, i, j + 1, memo)),
+            (_, Some(GlobTok::Star)) => go(p, q, i, j + 1, memo) || (i < p.len() && go(p, q, i + 1, j, memo)),
+            (Some(a), Some(b)) => one_char_meets(a, b) && go(p, q, i + 1, j + 1, memo),
+            _ => false,
+        };
+        memo[i][j] = Some(meet);
+        meet
+    }
+    go(p, q, 0, 0, &mut memo)
+}
+
+#[cfg(test)]
+mod mask_tests {
+    use super::masks_overlap;
+
+    #[test]
+    fn masks_overlap_when_one_name_matches_both() {
+        for (a, b) in [
+            ("*", "*.xml"),
+            ("*.xml", "*.xml"),
+            ("*.xml", "a*"),
+            ("orders-*.csv", "*-2026*"),
+            ("{a,b}*.txt", "b1.txt"),
+            ("[ab]*", "b?"),
+            ("?.xml", "*.x?l"),
+            ("*a*", "*b*"),
+            ("[x", "*.csv"),
+        ] {
+            assert!(masks_overlap(a, b), "{a} and {b} may select the same file");
+            assert!(masks_overlap(b, a), "{b} and {a} (either order)");
+        }
+        for (a, b) in [
+            ("*.xml", "*.csv"),
+            ("a*", "b*"),
+            ("orders-??.csv", "orders-*.xml"),
+            ("[ab]*", "c*"),
+            ("[!a]*", "a*"),
+            ("{a,b}.txt", "c.txt"),
+            ("?", "??"),
+            ("in-*.xml", "out-*"),
+        ] {
+            assert!(!masks_overlap(a, b), "{a} and {b} select different files");
+            assert!(!masks_overlap(b, a), "{b} and {a} (either order)");
+        }
+    }
 }
 
 impl std::fmt::Display for Resource {

@@ -42,6 +42,16 @@ pub fn check(path: &Path) -> anyhow::Result<()> {
         None => outln!("metrics            off"),
     }
     outln!("log messages       {}", if config.log_messages { "on" } else { "off" });
+    let warnings = config.warnings();
+    if !warnings.is_empty() {
+        outln!(
+            "warnings           {} (it runs, but these will fail on some messages):",
+            warnings.len()
+        );
+        for w in &warnings {
+            outln!("  `{}`: {}", w.key, w.message);
+        }
+    }
     Ok(())
 }
 

@@ -234,7 +234,7 @@ pub async fn tracking(config: &Config, message: Option<&str>, json: bool) -> any
                 e.message_id,
                 e.event,
                 place(e.subscriber.as_deref(), e.location.as_deref()),
-                e.detail.as_deref().unwrap_or("")
+                printable(e.detail.as_deref().unwrap_or(""))
             )
             .map_err(anyhow::Error::from)
         };
@@ -251,4 +251,33 @@ pub async fn tracking(config: &Config, message: Option<&str>, json: bool) -> any
         writeln!(out, "(no tracking events)")?;
     }
     Ok(())
+}
+
+/// `text` for a terminal: control characters (a file name or request path
+/// can hold any) escaped, so a table cannot move the cursor or change
+/// colours.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod printable_tests {
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(super::printable("a.txt"), "a.txt");
+        assert_eq!(super::printable("a\u{1b}[31mred\n.txt"), "a\\u{1b}[31mred\\n.txt");
+    }
 }

@@ -7,6 +7,13 @@ use sluice_host::Config;
 /// `sluice reload`: check the file here (its errors are printed without
 /// bothering the node), then ask the node of its data directory to load it.
 pub async fn reload(config: &Config, config_path: &Path, json: bool) -> anyhow::Result<()> {
+    if !json {
+        outln!(
+            "asking the node of {} to load {} (a location or port that changed first finishes what it holds)",
+            config.data_dir.display(),
+            config_path.display()
+        );
+    }
     let outcome = sluice_host::control::request_reload(&config.data_dir, config_path).await?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&outcome)?);
@@ -18,6 +25,9 @@ pub async fn reload(config: &Config, config_path: &Path, json: bool) -> anyhow::
         }
         for change in &outcome.changes {
             outln!("  {change}");
+        }
+        for warning in &outcome.warnings {
+            eprintln!("warning: {warning}");
         }
     }
     if !outcome.applied {

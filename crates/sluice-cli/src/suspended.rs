@@ -195,7 +195,7 @@ pub async fn list(config: &Config, filters: &Filters, limit: Option<u64>, json: 
                 format!("{}/{}", s.stage, s.component),
                 s.attempts,
                 if s.resumable { "yes" } else { "no" },
-                s.reason
+                crate::inspect::printable(&s.reason)
             ))
         };
         n += 1;

@@ -146,7 +146,18 @@ pub struct Config {
     store_url: Option<sluice_store::StoreUrl>,
     /// The file's tables as written (set when it is read): a reload
     /// compares them to tell which locations and ports changed.
-    pub(crate) raw: toml::Table,
+    pub(crate) raw: RawTables,
+}
+
+/// A configuration file's tables as written: inline secrets included, so
+/// never printed (`Debug` shows `RawTables(..)`).
+#[derive(Clone, Default)]
+pub(crate) struct RawTables(pub(crate) toml::Table);
+
+impl std::fmt::Debug for RawTables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RawTables(..)")
+    }
 }
 
 /// The keys of the top level of a configuration file.
@@ -566,6 +577,22 @@ impl Config {
     }
 }
 
+/// A TOML syntax error without the quoted line of the file (`3 | password
+/// = "abc`) and its caret: the line can hold an inline secret, and the
+/// error is logged (a refused reload) as well as printed. The position and
+/// the explanation stay.
+fn without_source_lines(error: &str) -> String {
+    error
+        .lines()
+        .filter(|l| {
+            let t = l.trim_start();
+            let quoted = t.starts_with('|') || t.split_once('|').is_some_and(|(n, _)| n.trim().parse::<u64>().is_ok());
+            !quoted && !t.is_empty()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The text of a configuration file and the folder relative paths start from.
 fn read_file(path: &Path) -> Result<(String, PathBuf), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
@@ -633,7 +660,7 @@ impl<'t> Reader<'t> {
                     Problem {
                         key: String::new(),
                         line: None,
-                        message: e.to_string().trim_end().to_string(),
+                        message: without_source_lines(&e.to_string()),
                     }
                 })
                 .collect();
@@ -662,7 +689,7 @@ impl<'t> Reader<'t> {
             log_messages: false,
             base_dir: base.to_path_buf(),
             store_url: None,
-            raw: toml::from_str(text).unwrap_or_default(),
+            raw: RawTables(toml::from_str(text).unwrap_or_default()),
         };
         let mut data_dir = None;
         let mut data_dir_given = false;
@@ -1431,6 +1458,13 @@ adapter = { type = "http", url = "http://127.0.0.1:2/", mode = "solicit-response
         let e = load("data_dir = \"data\"\n[send_ports.out\nfilter = 'all'\n").unwrap_err();
         assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
         assert!(e.to_string().contains("line 2"), "{e}");
+        // The quoted line could hold an inline secret: only where and why.
+        let e = load("data_dir = \"data\"\npassword = \"s3cr3t-value\n").unwrap_err();
+        assert!(!e.to_string().contains("s3cr3t-value"), "{e}");
+        assert!(e.to_string().contains("line 2"), "{e}");
+        // Nor does a configuration's Debug show its tables as written.
+        let c = load("data_dir = \"data\"\n[receive_ports.r.locations.l]\nadapter = { type = \"http\", address = \"127.0.0.1:0\", path = \"/in\", auth = { type = \"bearer\", token = \"s3cr3t-token\" } }\n").unwrap();
+        assert!(!format!("{c:?}").contains("s3cr3t-token"), "{c:?}");
     }
 
     /// Commands that only read the box need its place: a configuration

@@ -152,9 +152,8 @@ async fn answer(stream: UnixStream, requests: mpsc::Sender<ReloadRequest>) {
 
 fn refused(why: &str) -> ReloadOutcome {
     ReloadOutcome {
-        applied: false,
-        changes: Vec::new(),
         errors: vec![why.to_string()],
+        ..ReloadOutcome::default()
     }
 }
 

@@ -341,10 +341,25 @@ async fn reload(
     shared: &node::Shared,
 ) -> control::ReloadOutcome {
     tracing::info!(config = %path.display(), "reloading the configuration");
-    let outcome = match Config::load(path) {
+    // Loading resolves host names (blocking): off the runtime's threads.
+    let loading = path.to_path_buf();
+    let loaded = tokio::task::spawn_blocking(move || Config::load(&loading))
+        .await
+        .unwrap_or_else(|e| {
+            Err(config::ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: format!("reading the file failed: {e}"),
+            })
+        });
+    let outcome = match loaded {
         Ok(new) => {
             new.log_warnings();
             let mut outcome = units.reload(shared, config, &new).await;
+            outcome.warnings = new
+                .warnings()
+                .into_iter()
+                .map(|w| format!("`{}`: {}", w.key, w.message))
+                .collect();
             if outcome.applied {
                 if new.log_messages != config.log_messages {
                     message_log::set(new.log_messages);

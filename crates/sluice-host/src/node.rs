@@ -260,7 +260,8 @@ where
         };
         if !stop.is_cancelled() {
             tracing::error!(task = %what, detail = %detail,
-                "stopped while the node is running; restart the node to restart it");
+                "stopped while the node is running; reload the configuration (`sluice reload`, SIGHUP) or restart \
+                 the node to start it again");
         }
     })
 }
@@ -281,6 +282,10 @@ pub struct ReloadOutcome {
     pub changes: Vec<String>,
     /// Why it was refused, or what could not be applied.
     pub errors: Vec<String>,
+    /// What the new configuration will fail on (`Config::warnings`), as
+    /// `key: message`; said whether or not it was applied.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 impl Units {
@@ -359,23 +364,30 @@ impl Units {
         let mut locations = Vec::new();
         for (name, (port, lc)) in &new_locations {
             let fingerprint = location_fingerprint(new, port, name, lc);
-            let existing = self.locations.get(*name).map(|u| u.fingerprint.as_str());
-            if existing == Some(fingerprint.as_str()) {
-                continue;
-            }
-            let waits = existing.is_some()
-                || lc
-                    .adapter
-                    .resources()
-                    .iter()
-                    .any(|c| leaving.iter().any(|l| c.conflicts_with(l)));
+            let what = match self.locations.get(*name) {
+                None => "added",
+                Some(u) if u.fingerprint != fingerprint => "changed (restarted)",
+                // Its task ended while it should run (reported then): a
+                // reload starts it again.
+                Some(u) if u.receive.is_finished() => "restarted (it had stopped)",
+                Some(_) => continue,
+            };
+            // A location binds now, before anything stops (a taken address
+            // refuses the reload), unless what it takes is held by a
+            // leaving location (its old self, a removed one): then it binds
+            // once that one has let go.
+            let waits = lc
+                .adapter
+                .resources()
+                .iter()
+                .any(|c| leaving.iter().any(|l| c.conflicts_with(l)));
             match PreparedLocation::build(shared, new, port, name, lc) {
                 Ok(mut p) => {
                     if !waits && let Err(e) = p.bind().await {
                         out.errors.push(e.to_string());
                         continue;
                     }
-                    locations.push((existing.is_some(), waits, p));
+                    locations.push((what, waits, p));
                 }
                 Err(e) => out.errors.push(e.to_string()),
             }
@@ -383,12 +395,14 @@ impl Units {
         let mut ports = Vec::new();
         for (name, sp) in &new_ports {
             let fingerprint = port_fingerprint(new, name, sp);
-            let existing = self.ports.get(*name).map(|u| u.fingerprint.as_str());
-            if existing == Some(fingerprint.as_str()) {
-                continue;
-            }
+            let what = match self.ports.get(*name) {
+                None => "added",
+                Some(u) if u.fingerprint != fingerprint => "changed (restarted)",
+                Some(u) if u.task.is_finished() => "restarted (it had stopped)",
+                Some(_) => continue,
+            };
             match PortUnit::build(shared, name, sp) {
-                Ok(runner) => ports.push((name.to_string(), existing.is_some(), runner, fingerprint)),
+                Ok(runner) => ports.push((name.to_string(), what, runner, fingerprint)),
                 Err(e) => out.errors.push(e.to_string()),
             }
         }
@@ -402,16 +416,13 @@ impl Units {
             out.errors.push(e.to_string());
             return out;
         }
-        for (name, changed, runner, fingerprint) in ports {
+        for (name, what, runner, fingerprint) in ports {
             if let Some(old) = self.ports.remove(&name) {
                 old.stop().await;
             }
             self.ports
                 .insert(name.clone(), PortUnit::start(shared, &name, runner, fingerprint));
-            out.changes.push(format!(
-                "send port `{name}` {}",
-                if changed { "changed (restarted)" } else { "added" }
-            ));
+            out.changes.push(format!("send port `{name}` {what}"));
         }
         // Every leaving location lets go before a new one binds in its place.
         for name in removed_locations {
@@ -426,7 +437,7 @@ impl Units {
                 old.stop().await;
             }
         }
-        for (changed, waits, mut p) in locations {
+        for (what, waits, mut p) in locations {
             let name = p.name.clone();
             if waits && let Err(e) = p.bind().await {
                 // Its old self is stopped and let go; what held the
@@ -442,10 +453,7 @@ impl Units {
                 out.errors.push(e.to_string());
             }
             self.add_location(shared, p);
-            out.changes.push(format!(
-                "receive location `{name}` {}",
-                if changed { "changed (restarted)" } else { "added" }
-            ));
+            out.changes.push(format!("receive location `{name}` {what}"));
         }
         for name in removed_ports {
             if let Some(unit) = self.ports.remove(&name) {
@@ -510,7 +518,7 @@ fn raw_at(config: &Config, path: &[&str]) -> String {
     let mut at: Option<&toml::Value> = None;
     for (i, key) in path.iter().enumerate() {
         at = if i == 0 {
-            config.raw.get(*key)
+            config.raw.0.get(*key)
         } else {
             at.and_then(|v| v.get(*key))
         };

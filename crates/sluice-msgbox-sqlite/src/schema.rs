@@ -225,13 +225,27 @@ pub fn migrate_for(conn: &Connection, node: &str) -> rusqlite::Result<()> {
         ("tracking", "location", "TEXT"),
         ("staged", "origin", "TEXT"),
     ] {
-        let exists: bool = conn.query_row(
-            "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
-            [table, column],
-            |r| r.get(0),
-        )?;
-        if !exists {
-            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+        // Looked at and added in one write transaction: a node and a CLI
+        // opening an old box at once must not both add the column (the
+        // second would fail on "duplicate column name").
+        let add = |conn: &Connection| -> rusqlite::Result<()> {
+            let exists: bool = conn.query_row(
+                "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+                [table, column],
+                |r| r.get(0),
+            )?;
+            if !exists {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+            }
+            Ok(())
+        };
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        match add(conn) {
+            Ok(()) => conn.execute_batch("COMMIT")?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
         }
     }
     match schema_version(conn) {

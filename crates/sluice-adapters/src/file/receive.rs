@@ -484,10 +484,20 @@ impl FileReceiver {
     async fn open_claim(&self, claim: &Path) -> Result<tokio::fs::File, String> {
         let mut options = tokio::fs::OpenOptions::new();
         options.read(true);
+        // O_NONBLOCK: a FIFO (or a link to one) put in a file's place after
+        // the scan must not block the open forever (and with it the
+        // location's stop); on a regular file it changes nothing.
+        let mut flags = libc::O_NONBLOCK;
         if !self.config.follow_symlinks {
-            options.custom_flags(libc::O_NOFOLLOW);
+            flags |= libc::O_NOFOLLOW;
         }
-        options.open(claim).await.map_err(|e| format!("cannot open: {e}"))
+        options.custom_flags(flags);
+        let file = options.open(claim).await.map_err(|e| format!("cannot open: {e}"))?;
+        let meta = file.metadata().await.map_err(|e| format!("cannot look at it: {e}"))?;
+        if !meta.file_type().is_file() {
+            return Err("cannot open: not a regular file any more (replaced after it was listed)".into());
+        }
+        Ok(file)
     }
 
     fn remember_stuck(&self, claim: PathBuf, original: PathBuf) {
@@ -528,10 +538,12 @@ impl FileReceiver {
         }
     }
 
-    /// After a crash: claims whose message is in the box are done (delete
+    /// After a crash (or when a reload starts this location): claims of
+    /// files its mask selects whose message is in the box are done (delete
     /// them: the message is still held by this location, so it cannot have
     /// been delivered and deleted meanwhile); the others go back under their
-    /// own names to be received again.
+    /// own names to be received again. Claims of files the mask does not
+    /// select belong to another location on the same folder.
     async fn recover_claims(&self, cx: &ReceiveContext) {
         let Ok(mut dir) = tokio::fs::read_dir(&self.config.path).await else {
             return;
@@ -547,6 +559,12 @@ impl FileReceiver {
             let Some((id, original)) = rest.split_once('.') else {
                 continue;
             };
+            // Another location may take other files of this folder (its
+            // mask cannot overlap this one's) and be running now: its
+            // claims are its own.
+            if !self.mask.is_match(Path::new(original)) {
+                continue;
+            }
             let Ok(id) = id.parse::<MessageId>() else { continue };
             let claim = entry.path();
             let original = self.config.path.join(original);
@@ -695,6 +713,46 @@ mod scan_tests {
     fn receiver_with(dir: &Path, extra: &str) -> FileReceiver {
         let text = format!("path = '{}'\nsettle = '0s'\nretry_after = '1s'\n{extra}", dir.display());
         toml::from_str::<FileReceiveConfig>(&text).unwrap().build().unwrap()
+    }
+
+    /// A FIFO put in a file's place after the scan is refused at once, not
+    /// waited on (an open without O_NONBLOCK blocks until a writer comes).
+    #[tokio::test]
+    async fn a_fifo_in_a_files_place_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("f");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        for extra in ["", "follow_symlinks = true"] {
+            let receiver = receiver_with(dir.path(), extra);
+            let e = tokio::time::timeout(Duration::from_secs(5), receiver.open_claim(&fifo))
+                .await
+                .expect("the open did not block")
+                .unwrap_err();
+            assert!(e.contains("not a regular file"), "{e}");
+        }
+    }
+
+    /// A location started beside another on the same folder (a reload)
+    /// settles only the claims of files its own mask selects: the other's
+    /// claims, in flight now, are left alone.
+    #[tokio::test]
+    async fn recovery_leaves_the_claims_of_another_mask_alone() {
+        use crate::kit::{FakeAdmission, FakePublisher, context};
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = dir.path().join(format!("{CLAIM_PREFIX}{}.a.xml", MessageId::new()));
+        let mine = dir.path().join(format!("{CLAIM_PREFIX}{}.b.csv", MessageId::new()));
+        std::fs::write(&theirs, "<a/>").unwrap();
+        std::fs::write(&mine, "b").unwrap();
+        let csv = receiver_with(dir.path(), "mask = '*.csv'");
+        csv.recover(&context(FakePublisher::new(), FakeAdmission::new())).await;
+        assert!(theirs.exists(), "the other location's claim is still its own");
+        assert!(!dir.path().join("a.xml").exists());
+        assert!(
+            dir.path().join("b.csv").exists(),
+            "its own unpublished claim is put back"
+        );
+        assert!(!mine.exists());
     }
 
     /// A link put in a file's place between the look and the claim is not

@@ -169,3 +169,22 @@ fn reading_the_box_works_with_a_configuration_broken_elsewhere() {
         text(&out.stderr)
     );
 }
+
+/// A configuration that loads but will fail on some messages (a macro its
+/// filter does not guarantee) passes `sluice check` with a warning that
+/// names the key and the fix.
+#[test]
+fn check_warns_of_what_will_fail_on_some_messages() {
+    let root = tempfile::tempdir().unwrap();
+    let config = write_config(
+        root.path(),
+        "\n[send_ports.by-order]\nfilter = 'receive.port == \"in\"'\n\
+         adapter = { type = \"file\", path = \"orders\", file_name = \"%property:order.id%.xml\", create_folder = true }\n",
+    );
+    let out = run(sluice().args(["check", "--config"]).arg(&config));
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("warnings           1"), "{stdout}");
+    assert!(stdout.contains("`send_ports.by-order.adapter.file_name`"), "{stdout}");
+    assert!(stdout.contains("and order.id exists"), "{stdout}");
+}

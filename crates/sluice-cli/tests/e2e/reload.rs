@@ -255,9 +255,11 @@ adapter = { type = "file", path = "copy", file_name = "%SourceFileName%", create
     node.stop();
 }
 
-/// A request-response location renamed keeps its address: the old one lets
-/// go before the new one binds, and clients are answered before and after.
-/// Without a node, `sluice reload` says so.
+/// An HTTP location renamed keeps its address: the old one lets go before
+/// the new one binds, and clients are answered before and after. A change
+/// to an address that is taken is refused before anything stops: the
+/// location keeps answering where it was. Without a node, `sluice reload`
+/// says so.
 #[test]
 fn a_renamed_http_location_takes_over_its_address() {
     let root = tempfile::tempdir().unwrap();
@@ -307,5 +309,16 @@ adapter = {{ type = "file", path = "out", file_name = "%MessageID%", create_fold
     wait_until(Duration::from_secs(30), "both messages delivered", || {
         names(&root.path().join("out")).len() == 2
     });
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let elsewhere = taken.local_addr().unwrap().port();
+    std::fs::write(
+        &config,
+        text_of("web-b").replace(&format!("127.0.0.1:{port}"), &format!("127.0.0.1:{elsewhere}")),
+    )
+    .unwrap();
+    let out = reload(&config);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("keeps running the one it had"), "{}", text(&out));
+    assert_eq!(post(), "202", "still answering at its address");
     node.stop();
 }
