@@ -47,6 +47,13 @@ pub async fn echo_server(args: EchoServerArgs, shutdown: CancellationToken) -> a
     outln!("echo server listening on http://{local}");
     tracing::info!(address = %local, "echo server listening; every request is answered with its own body");
     let app = axum::Router::new().fallback(echo);
+    // Small answers go out at once: without TCP_NODELAY a response written
+    // in pieces waits for the client's delayed ACK (about 40 ms each).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

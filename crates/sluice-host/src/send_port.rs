@@ -1,6 +1,7 @@
 //! A send port: lease what its subscription queued, transmit, then ack,
 //! nack with a retry time, or suspend.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,10 @@ enum Leasing {
 
 /// Responses a request-response location streams to its clients at once.
 const REPLIES_AT_ONCE: usize = 256;
+
+/// Entries a send port leases beyond its free slots (at most its
+/// concurrency), so that leasing is not one commit per delivery.
+const LEASE_AHEAD: usize = 256;
 
 /// How often a send port looks at its queue when nothing woke it.
 const POLL: Duration = Duration::from_millis(500);
@@ -147,43 +152,52 @@ impl SendPortRunner {
             return me.run_batches(a, stop).await;
         }
         let slots = Arc::new(Semaphore::new(me.concurrency));
+        // Leased ahead of the free slots: one lease (one commit) serves many
+        // deliveries, instead of one lease per slot freed. Bounded (contexts
+        // only, no bodies); what is leased ahead is in flight: delivered
+        // even when the port stops.
+        let ahead = me.concurrency.min(LEASE_AHEAD);
+        let mut ready: VecDeque<Leased> = VecDeque::with_capacity(me.concurrency + ahead);
         tracing::info!(send_port = %me.name, "send port started");
         loop {
             if stop.is_cancelled() {
                 break;
             }
-            // Wait for at least one free slot, then lease as many as are free.
-            let first = tokio::select! {
+            let permit = tokio::select! {
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = stop.cancelled() => break,
             };
-            // A host over its memory mark leases nothing new (but one
-            // delivery at a time while nothing is in flight).
-            tokio::select! {
-                _ = me.throttle.wait_open() => {}
-                _ = stop.cancelled() => break,
+            if ready.is_empty() {
+                // A host over its memory mark leases nothing new (but one
+                // delivery at a time while nothing is in flight).
+                tokio::select! {
+                    _ = me.throttle.wait_open() => {}
+                    _ = stop.cancelled() => break,
+                }
+                let want = slots.available_permits() + 1 + ahead;
+                match me.lease_or_wait(want, &stop).await {
+                    Leasing::Got(l) => ready.extend(l),
+                    Leasing::Again => continue,
+                    Leasing::Stop => break,
+                }
             }
-            let free = slots.available_permits() + 1;
-            let leased = match me.lease_or_wait(free, &stop).await {
-                Leasing::Got(l) => l,
-                Leasing::Again => continue,
-                Leasing::Stop => break,
+            let Some(l) = ready.pop_front() else { continue };
+            let me2 = me.clone();
+            tokio::spawn(async move {
+                me2.deliver(l).await;
+                drop(permit);
+            });
+        }
+        // What was leased ahead is this port's: deliver it before stopping.
+        while let Some(l) = ready.pop_front() {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
             };
-            let mut first = Some(first);
-            for l in leased {
-                let permit = match first.take() {
-                    Some(p) => p,
-                    None => match slots.clone().acquire_owned().await {
-                        Ok(p) => p,
-                        Err(_) => break,
-                    },
-                };
-                let me2 = me.clone();
-                tokio::spawn(async move {
-                    me2.deliver(l).await;
-                    drop(permit);
-                });
-            }
+            let me2 = me.clone();
+            tokio::spawn(async move {
+                me2.deliver(l).await;
+                drop(permit);
+            });
         }
         // Finish what is in flight.
         let _ = slots.acquire_many(me.concurrency as u32).await;
@@ -308,7 +322,22 @@ impl SendPortRunner {
         drop(permit);
     }
 
-    async fn deliver(&self, l: Leased) {
+    async fn deliver(&self, mut l: Leased) {
+        // Leased ahead, it may have waited for a slot: a lease past half its
+        // time is renewed first; one already lost (expired and leased
+        // again) is not ours to deliver.
+        if l.lease_until - now_ms() < self.lease_ms / 2 {
+            match self.mbox.renew(l.token, self.lease_ms).await {
+                Ok(until) => l.lease_until = until,
+                Err(BoxError::LeaseLost { .. }) => {
+                    tracing::debug!(send_port = %self.name, message_id = %l.message_id,
+                        "a lease taken ahead expired before its delivery started; it is delivered by its new lease");
+                    return;
+                }
+                Err(e) => tracing::warn!(send_port = %self.name, message_id = %l.message_id, error = %e,
+                    "could not renew a lease taken ahead; delivering it anyway"),
+            }
+        }
         let outbound = Outbound {
             id: l.message_id,
             port: self.name.clone(),
