@@ -10,7 +10,7 @@ use sluice_content::{WriteOptions, read_part, write_part};
 use sluice_model::MessageId;
 use sluice_msgbox::{BoxError, Failure, Leased, MessageBox, NewMessage, Routed, SystemClock};
 use sluice_pipeline::{AssembleConfig, SendPipeline};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::Wakers;
@@ -35,6 +35,10 @@ const REPLIES_AT_ONCE: usize = 256;
 /// Entries a send port leases beyond its free slots (at most its
 /// concurrency), so that leasing is not one commit per delivery.
 const LEASE_AHEAD: usize = 256;
+
+/// Deliveries of one port whose outcome is being recorded at once, at most
+/// (they no longer hold a delivery slot).
+const MAX_SETTLING: usize = 1024;
 
 /// How often a send port looks at its queue when nothing woke it.
 const POLL: Duration = Duration::from_millis(500);
@@ -157,6 +161,11 @@ impl SendPortRunner {
         // only, no bodies); what is leased ahead is in flight: delivered
         // even when the port stops.
         let ahead = me.concurrency.min(LEASE_AHEAD);
+        // A delivery gives its slot up once the transport is done, before
+        // its ack commits: the next one starts while the box syncs. The
+        // deliveries waiting for their ack are bounded too.
+        let settle_bound = me.concurrency.saturating_mul(4).clamp(1, MAX_SETTLING);
+        let settling = Arc::new(Semaphore::new(settle_bound));
         let mut ready: VecDeque<Leased> = VecDeque::with_capacity(me.concurrency + ahead);
         tracing::info!(send_port = %me.name, "send port started");
         loop {
@@ -183,9 +192,9 @@ impl SendPortRunner {
             }
             let Some(l) = ready.pop_front() else { continue };
             let me2 = me.clone();
+            let settling = settling.clone();
             tokio::spawn(async move {
-                me2.deliver(l).await;
-                drop(permit);
+                me2.deliver(l, permit, settling).await;
             });
         }
         // What was leased ahead is this port's: deliver it before stopping.
@@ -194,13 +203,14 @@ impl SendPortRunner {
                 break;
             };
             let me2 = me.clone();
+            let settling = settling.clone();
             tokio::spawn(async move {
-                me2.deliver(l).await;
-                drop(permit);
+                me2.deliver(l, permit, settling).await;
             });
         }
-        // Finish what is in flight.
+        // Finish what is in flight: deliveries, then their settling.
         let _ = slots.acquire_many(me.concurrency as u32).await;
+        let _ = settling.acquire_many(settle_bound as u32).await;
         tracing::info!(send_port = %me.name, "send port stopped");
     }
 
@@ -322,7 +332,7 @@ impl SendPortRunner {
         drop(permit);
     }
 
-    async fn deliver(&self, mut l: Leased) {
+    async fn deliver(&self, mut l: Leased, slot: OwnedSemaphorePermit, settling: Arc<Semaphore>) {
         // Leased ahead, it may have waited for a slot: a lease past half its
         // time is renewed first; one already lost (expired and leased
         // again) is not ours to deliver.
@@ -377,8 +387,13 @@ impl SendPortRunner {
             (Some(permit), result)
         };
         let (permit, result): (Option<Permit>, _) = self.renewing(std::slice::from_ref(&l), work).await;
+        // The transport is done with it: its slot goes to the next delivery
+        // while this outcome commits (its throttle permit stays until then).
+        let settle_slot = settling.acquire_owned().await;
+        drop(slot);
         self.settle(std::slice::from_ref(&l), result, &format!("message {}", l.message_id))
             .await;
+        drop(settle_slot);
         drop(permit);
     }
 
