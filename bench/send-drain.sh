@@ -52,4 +52,4 @@ end=$(date +%s.%N)
 python3 -c "print(f'drained $N in {$end-$start:.2f} s: {$N/($end-$start):.0f} msg/s (concurrency $CONC)')" | tee $ROOT/result
 cat $ROOT/result >&2
 pkill -INT -P $TIMEPID || true; wait $TIMEPID || true
-grep "Maximum resident" $ROOT/node.err || true
+grep -E "Maximum resident|User time|System time|Elapsed|Percent of CPU" $ROOT/node.err || true
