@@ -4,6 +4,7 @@
 //! any path) with `200 OK` and the request's own body, streamed back as it
 //! arrives (never buffered whole), with the request's `Content-Type` and
 //! `Content-Encoding`. HTTP/1.1 and HTTP/2 (h2c prior knowledge), no TLS.
+//! Its connections are TCP_NODELAY, as a benchmark's peer should be.
 
 use std::net::SocketAddr;
 
@@ -12,6 +13,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
+use axum::serve::ListenerExt as _;
 use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args)]
@@ -47,6 +49,14 @@ pub async fn echo_server(args: EchoServerArgs, shutdown: CancellationToken) -> a
     outln!("echo server listening on http://{local}");
     tracing::info!(address = %local, "echo server listening; every request is answered with its own body");
     let app = axum::Router::new().fallback(echo);
+    // The answer goes out in several writes (headers, then the body as it
+    // arrives): without TCP_NODELAY, Nagle holds each later write until the
+    // peer acknowledges the earlier one, and a client on a kept-alive
+    // connection delays that acknowledgement (40 ms on Linux) — a stall on
+    // every exchange that a benchmark would measure instead of the client.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
