@@ -8,7 +8,8 @@
 #                            [--modes "max paced"] [--drain-timeout S]
 #
 # (or the environment: DURATION, CONNECTIONS, THREADS, RATE, PACED_DURATION,
-# SIZE, MODES, DRAIN_TIMEOUT; a flag wins.)
+# SIZE, MODES, DRAIN_TIMEOUT (default 1800: how long either mode waits for
+# the box to empty after its load); a flag wins.)
 #
 # max    wrk (Debian's package, installed with apt-get when missing) POSTs
 #        SIZE-byte bodies over CONNECTIONS connections (THREADS threads) as
@@ -160,6 +161,7 @@ LUA
   t0=$(now)
   wrk -t"$threads" -c"$connections" -d"${duration}s" --latency -s "$work/post.lua" "$in_url" > "$work/wrk.out"
   t_wrk=$(now)
+  delivered_at_wrk=$(metric sluice_messages_delivered_total)
   wrk_json=$(sed -n 's/^WRK //p' "$work/wrk.out")
   [ -n "$wrk_json" ] || { cat "$work/wrk.out" >&2; echo "wrk printed no summary" >&2; exit 1; }
   say "max: wrk done ($(jq -r .requests <<<"$wrk_json") requests); waiting for the box to empty"
@@ -190,7 +192,7 @@ LUA
   stop_bg "$echo_pid"
   echo_pid=
   max_json=$(jq -c --argjson wrk "$wrk_json" --argjson published "$published" --argjson delivered "$delivered" \
-    --argjson suspended "$suspended" --argjson rss "$rss_kib" --arg t0 "$t0" --arg tw "$t_wrk" --arg te "$t_empty" \
+    --argjson suspended "$suspended" --argjson rss "$rss_kib" --argjson at_wrk "$delivered_at_wrk" --arg t0 "$t0" --arg tw "$t_wrk" --arg te "$t_empty" \
     --argjson connections "$connections" --argjson threads "$threads" --argjson size "$size" -n '
     ($wrk.requests - $wrk.errors.status) as $ok |
     ($wrk.duration_us / 1e6) as $secs |
@@ -201,12 +203,14 @@ LUA
      accepted_p99_ms: ($wrk.p99_us / 1000), accepted_max_ms: ($wrk.max_us / 1000),
      wrk_errors: $wrk.errors,
      published: $published, delivered: $delivered, suspended: $suspended,
-     drain_s: (($te | tonumber) - ($tw | tonumber)), end_to_end_s: $e2e,
+     drain_s: (($te | tonumber) - ($tw | tonumber)), end_to_end_s: $e2e, delivered_during_wrk: $at_wrk,
+     drain_delivered_per_s: (($delivered - $at_wrk) / (($te | tonumber) - ($tw | tonumber))),
      delivered_per_s: ($delivered / $e2e), node_peak_rss_kib: $rss}')
   results=$(jq -c --argjson m "$max_json" '. + {max: $m}' <<<"$results")
   lines+=("$(jq -r '"max: accepted \(.accepted_per_s | floor) requests/s (wrk: \(.accepted) answered 202 in \(.seconds | . * 10 | round / 10) s, \(.connections) connections; errors \(.wrk_errors | tostring))"' <<<"$max_json")")
   lines+=("$(jq -r '"max: 202 latency p50 \(.accepted_p50_ms) ms, p99 \(.accepted_p99_ms) ms (wrk latency distribution)"' <<<"$max_json")")
   lines+=("$(jq -r '"max: delivered \(.delivered_per_s | floor) messages/s end to end (\(.delivered) of \(.published) published, first request -> box empty \(.end_to_end_s | . * 10 | round / 10) s, drain after wrk \(.drain_s | . * 10 | round / 10) s, suspended \(.suspended))"' <<<"$max_json")")
+  lines+=("$(jq -r '"max: of which \(.delivered_during_wrk) delivered while wrk ran, the rest at \(.drain_delivered_per_s | floor) messages/s after it"' <<<"$max_json")")
   lines+=("$(jq -r '"max: node peak RSS \(.node_peak_rss_kib) KiB (\(.node_peak_rss_kib / 1024 | . * 10 | round / 10) MiB, /usr/bin/time -v)"' <<<"$max_json")")
 fi
 
@@ -216,7 +220,8 @@ if [[ " $modes " == *" paced "* ]]; then
   start "$work/paced"
   say "paced: sluice bench http --rate $rate --duration ${paced_duration}s to $in_url; deliveries to 127.0.0.1:$receiver_port"
   "$bin" bench http --url "$in_url" --receiver "127.0.0.1:$receiver_port" --rate "$rate" \
-    --duration "${paced_duration}s" --size "$size" --connections "$connections" > "$work/bench-http.out" &
+    --duration "${paced_duration}s" --size "$size" --connections "$connections" \
+    --drain-timeout "${drain_timeout}s" > "$work/bench-http.out" &
   bench_pid=$!
   bench_rc=0
   wait "$bench_pid" || bench_rc=$?
