@@ -10,17 +10,22 @@ trap 'kill -TERM $(node_pid) 2>/dev/null || true; [ -n "$work" ] && rm -rf "$wor
 # folder $work (removed on exit).
 bench_setup() {
   cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
-  bin="$repo/target/release/sluice"
+  bin="${CARGO_TARGET_DIR:-$repo/target}/release/sluice"
   work=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
 }
 
-# start_node CONFIG: run `sluice serve --config CONFIG` under /usr/bin/time -v
-# (report in $work/sluice.time, log in $work/serve.err); return once it runs.
+# start_node CONFIG [DIR]: run `sluice serve --config CONFIG` under
+# /usr/bin/time -v (report in DIR/sluice.time, log in DIR/serve.err; DIR is
+# $work unless given); return once it runs, fail if it ends first.
 start_node() {
-  : > "$work/serve.err"
-  /usr/bin/time -v -o "$work/sluice.time" "$bin" serve --config "$1" 2> "$work/serve.err" &
+  node_dir=${2:-$work}
+  : > "$node_dir/serve.err"
+  /usr/bin/time -v -o "$node_dir/sluice.time" "$bin" serve --config "$1" 2> "$node_dir/serve.err" &
   pid=$!
-  until grep -q "node running" "$work/serve.err" 2>/dev/null; do sleep 0.1; done
+  until grep -q "node running" "$node_dir/serve.err" 2>/dev/null; do
+    kill -0 "$pid" 2>/dev/null || { tail -n 20 "$node_dir/serve.err" >&2; echo "the node did not start" >&2; return 1; }
+    sleep 0.1
+  done
 }
 
 # stop_node: SIGTERM the node, wait for it; sets run_rss_kib (peak RSS from the OS).
@@ -28,7 +33,25 @@ stop_node() {
   kill -TERM "$(node_pid)"
   wait "$pid" || true
   pid=
-  run_rss_kib=$(grep "Maximum resident set size" "$work/sluice.time" | awk '{print $NF}')
+  run_rss_kib=$(grep "Maximum resident set size" "$node_dir/sluice.time" | awk '{print $NF}')
+}
+
+# need_tools "COMMAND PACKAGE"...: install each Debian PACKAGE whose COMMAND is missing.
+need_tools() {
+  local t cmd pkg
+  for t in "$@"; do
+    read -r cmd pkg <<<"$t"
+    command -v "$cmd" >/dev/null 2>&1 && continue
+    echo "installing $pkg" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >&2
+  done
+}
+
+# stop_bg PID: SIGTERM a background job of this shell (if PID is set) and wait for it.
+stop_bg() {
+  [ -n "$1" ] || return 0
+  kill -TERM "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
 }
 
 # metrics_address DATA_DIR: where the running node serves /metrics (from its status.json).

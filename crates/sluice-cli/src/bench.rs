@@ -370,13 +370,13 @@ pub struct HostileArgs {
     json: bool,
 }
 
-struct Target {
-    addr: SocketAddr,
+pub(crate) struct Target {
+    pub(crate) addr: SocketAddr,
     host: String,
     path: String,
 }
 
-async fn target(url: &str) -> anyhow::Result<Target> {
+pub(crate) async fn target(url: &str) -> anyhow::Result<Target> {
     let uri: hyper::Uri = url.parse().with_context(|| format!("--url {url}"))?;
     anyhow::ensure!(uri.scheme_str() == Some("http"), "--url: only http:// is supported");
     let authority = uri.authority().context("--url has no host")?.clone();
@@ -420,7 +420,7 @@ fn sources(spec: &str) -> anyhow::Result<Vec<Ipv4Addr>> {
 
 /// Raise this process's open-file limit to what it needs, if it is lower
 /// (the soft limit is often 1,024).
-fn raise_nofile(need: libc::rlim_t) {
+pub(crate) fn raise_nofile(need: libc::rlim_t) {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -474,7 +474,7 @@ fn io_kind(e: &std::io::Error) -> String {
 type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>;
 
 /// The normal load's keep-alive connections: at most `slots` in use or idle.
-struct Pool {
+pub(crate) struct Pool {
     target: SocketAddr,
     source: SocketAddr,
     slots: Arc<tokio::sync::Semaphore>,
@@ -483,6 +483,22 @@ struct Pool {
 }
 
 impl Pool {
+    /// At most `connections` to `target`, each from `source` (port 0: any).
+    pub(crate) fn new(target: SocketAddr, source: SocketAddr, connections: usize) -> Pool {
+        Pool {
+            target,
+            source,
+            slots: Arc::new(tokio::sync::Semaphore::new(connections)),
+            idle: std::sync::Mutex::new(Vec::new()),
+            opened: AtomicU64::new(0),
+        }
+    }
+
+    /// Connections opened so far.
+    pub(crate) fn opened(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
+    }
+
     /// A ready connection (an idle one, or a new one) and the slot it holds.
     async fn get(&self) -> Result<(tokio::sync::OwnedSemaphorePermit, Sender), String> {
         let permit = self
@@ -517,6 +533,59 @@ impl Pool {
     }
 }
 
+/// One POST of `body` to `target` over one of the pool's keep-alive
+/// connections: the answer's status and headers (its body is read and
+/// dropped). An error is a short outcome name: "send", "connect_refused" ...
+pub(crate) async fn post(
+    pool: &Pool,
+    target: &Target,
+    body: Bytes,
+) -> Result<(hyper::StatusCode, hyper::HeaderMap), String> {
+    let (permit, mut sender) = pool.get().await?;
+    let request = hyper::Request::post(&target.path)
+        .header(hyper::header::HOST, &target.host)
+        .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
+        .body(http_body_util::Full::new(body))
+        .map_err(|e| e.to_string())?;
+    let response = sender.send_request(request).await.map_err(|_| "send".to_string())?;
+    let (parts, body) = response.into_parts();
+    use http_body_util::BodyExt;
+    body.collect().await.map_err(|_| "response_body".to_string())?;
+    pool.put(sender);
+    drop(permit);
+    Ok((parts.status, parts.headers))
+}
+
+/// An open-loop load: `total` requests at `rate` per second from `start`,
+/// each spawned at its scheduled time (given to `request`) whether or not
+/// earlier ones were answered; `report(sent, scheduled time)` every 5 s.
+/// Returns once the last is spawned, with the requests still running.
+pub(crate) async fn open_loop<F, R>(
+    start: Instant,
+    rate: f64,
+    total: u64,
+    mut request: impl FnMut(Instant) -> F,
+    mut report: R,
+) -> tokio::task::JoinSet<()>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+    R: FnMut(u64, Instant),
+{
+    let mut requests = tokio::task::JoinSet::new();
+    let mut last_report = Instant::now();
+    for n in 0..total {
+        let at = start + Duration::from_secs_f64(n as f64 / rate);
+        tokio::time::sleep_until(at.into()).await;
+        requests.spawn(request(at));
+        while requests.try_join_next().is_some() {}
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            last_report = Instant::now();
+            report(n + 1, at);
+        }
+    }
+    requests
+}
+
 #[derive(Default)]
 struct NormalStats {
     /// Latency (µs, from the scheduled send time) of the requests answered 2xx.
@@ -535,25 +604,7 @@ async fn normal_request(
     stats: Arc<std::sync::Mutex<NormalStats>>,
 ) {
     stats.lock().unwrap().in_flight += 1;
-    let exchange = async {
-        let (permit, mut sender) = pool.get().await?;
-        let request = hyper::Request::post(&target.path)
-            .header(hyper::header::HOST, &target.host)
-            .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
-            .body(http_body_util::Full::new(body))
-            .map_err(|e| e.to_string())?;
-        let response = sender.send_request(request).await.map_err(|_| "send".to_string())?;
-        let status = response.status();
-        use http_body_util::BodyExt;
-        response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|_| "response_body".to_string())?;
-        pool.put(sender);
-        drop(permit);
-        Ok::<_, String>(status)
-    };
+    let exchange = async { post(&pool, &target, body).await.map(|(status, _)| status) };
     let outcome = tokio::time::timeout_at((at + timeout).into(), exchange).await;
     let latency = at.elapsed();
     let mut s = stats.lock().unwrap();
@@ -721,7 +772,7 @@ fn sample_process(pid: u32) -> Option<(u64, u64, u64)> {
     Some((field("VmRSS:"), field("VmHWM:"), fds))
 }
 
-fn ms(us: u64) -> f64 {
+pub(crate) fn ms(us: u64) -> f64 {
     (us as f64 / 1000.0 * 100.0).round() / 100.0
 }
 
@@ -800,42 +851,39 @@ pub async fn hostile(args: HostileArgs) -> anyhow::Result<()> {
     });
 
     // Normal load, open loop.
-    let pool = Arc::new(Pool {
-        target: target.addr,
-        source: SocketAddr::new(args.source, 0),
-        slots: Arc::new(tokio::sync::Semaphore::new(args.connections)),
-        idle: std::sync::Mutex::new(Vec::new()),
-        opened: AtomicU64::new(0),
-    });
+    let pool = Arc::new(Pool::new(
+        target.addr,
+        SocketAddr::new(args.source, 0),
+        args.connections,
+    ));
     let body = Bytes::from((0..args.size).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
     let total = (args.rate * args.duration.as_secs_f64()).round() as u64;
-    let mut requests = tokio::task::JoinSet::new();
-    let mut last_report = Instant::now();
-    for n in 0..total {
-        let at = load_start + Duration::from_secs_f64(n as f64 / args.rate);
-        tokio::time::sleep_until(at.into()).await;
-        requests.spawn(normal_request(
-            pool.clone(),
-            target.clone(),
-            body.clone(),
-            at,
-            args.timeout,
-            normal.clone(),
-        ));
-        while requests.try_join_next().is_some() {}
-        if last_report.elapsed() >= Duration::from_secs(5) {
-            last_report = Instant::now();
+    let mut requests = open_loop(
+        load_start,
+        args.rate,
+        total,
+        |at| {
+            normal_request(
+                pool.clone(),
+                target.clone(),
+                body.clone(),
+                at,
+                args.timeout,
+                normal.clone(),
+            )
+        },
+        |sent, at| {
             let s = normal.lock().unwrap();
             eprintln!(
-                "  {:.0}s: {} sent, {} answered 202, {} in flight; slow connections open {}",
+                "  {:.0}s: {sent} sent, {} answered 202, {} in flight; slow connections open {}",
                 at.duration_since(load_start).as_secs_f64(),
-                n + 1,
                 s.outcomes.get("202").copied().unwrap_or(0),
                 s.in_flight,
                 slow_stats.open.load(Ordering::Relaxed)
             );
-        }
-    }
+        },
+    )
+    .await;
     let sent_secs = load_start.elapsed().as_secs_f64();
     // Just before the slow connections stop themselves at the deadline.
     tokio::time::sleep_until((deadline - Duration::from_millis(100).min(args.duration)).into()).await;

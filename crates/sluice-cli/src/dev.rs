@@ -4,6 +4,7 @@
 //! any path) with `200 OK` and the request's own body, streamed back as it
 //! arrives (never buffered whole), with the request's `Content-Type` and
 //! `Content-Encoding`. HTTP/1.1 and HTTP/2 (h2c prior knowledge), no TLS.
+//! Its connections are TCP_NODELAY, as a benchmark's peer should be.
 
 use std::net::SocketAddr;
 
@@ -12,6 +13,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
+use axum::serve::ListenerExt as _;
 use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args)]
@@ -49,7 +51,7 @@ pub async fn echo_server(args: EchoServerArgs, shutdown: CancellationToken) -> a
     let app = axum::Router::new().fallback(echo);
     // Small answers go out at once: without TCP_NODELAY a response written
     // in pieces waits for the client's delayed ACK (about 40 ms each).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+    let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }

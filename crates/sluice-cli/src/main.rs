@@ -4,6 +4,7 @@
 mod out;
 
 mod bench;
+mod bench_http;
 mod body;
 mod check;
 mod dev;
@@ -220,6 +221,10 @@ enum BenchCommand {
     /// A normal open-loop load of POSTs to an HTTP receive location beside
     /// slow clients (slowloris), with the node's RSS and open files sampled.
     Hostile(bench::HostileArgs),
+    /// POSTs at a fixed rate to a one-way HTTP receive location, and a server
+    /// in the same process for the HTTP send port: the time from each 202 to
+    /// the delivery of the same message.
+    Http(bench_http::HttpArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -320,6 +325,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             command: BenchCommand::Hostile(args),
         } => bench::hostile(args).await,
+        Command::Bench {
+            command: BenchCommand::Http(args),
+        } => bench_http::http(args).await,
         Command::Dev {
             command: DevCommand::EchoServer(args),
         } => dev::echo_server(args, on_signal(None)).await,
