@@ -30,10 +30,16 @@ pub fn code(e: &anyhow::Error) -> &'static str {
         if let Some(e) = cause.downcast_ref::<ContentError>() {
             return ErrorCode::of_content(e).as_str();
         }
-        if cause.is::<ConfigError>() || cause.is::<crate::reload::ReloadRefused>() {
+        if cause.is::<ConfigError>() {
             return CONFIG;
         }
-        if cause.is::<sluice_host::control::ControlError>() || cause.is::<crate::reload::ReloadIncomplete>() {
+        if let Some(e) = cause.downcast_ref::<crate::reload::ReloadFailed>() {
+            return match e {
+                crate::reload::ReloadFailed::Refused(_) => CONFIG,
+                crate::reload::ReloadFailed::Incomplete(_) => NODE,
+            };
+        }
+        if cause.is::<sluice_host::control::ControlError>() {
             return NODE;
         }
         if let Some(e) = cause.downcast_ref::<HostError>() {

@@ -31,45 +31,38 @@ pub async fn reload(config: &Config, config_path: &Path, json: bool) -> anyhow::
         }
     }
     if !outcome.applied {
-        anyhow::bail!(ReloadRefused(outcome.errors));
+        anyhow::bail!(ReloadFailed::Refused(outcome.errors));
     }
     if !outcome.errors.is_empty() {
-        anyhow::bail!(ReloadIncomplete(outcome.errors));
+        anyhow::bail!(ReloadFailed::Incomplete(outcome.errors));
     }
     Ok(())
 }
 
-/// The node refused a reload and runs the configuration it had.
+/// How a reload the node answered did not go whole.
 #[derive(Debug)]
-pub struct ReloadRefused(Vec<String>);
+pub enum ReloadFailed {
+    /// The node refused it and runs the configuration it had.
+    Refused(Vec<String>),
+    /// The node took the configuration, but not all of it started.
+    Incomplete(Vec<String>),
+}
 
-impl std::fmt::Display for ReloadRefused {
+impl std::fmt::Display for ReloadFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "the node refused the configuration and keeps running the one it had:"
-        )?;
-        for e in &self.0 {
+        let (said, errors) = match self {
+            ReloadFailed::Refused(e) => (
+                "the node refused the configuration and keeps running the one it had:",
+                e,
+            ),
+            ReloadFailed::Incomplete(e) => ("the node took the configuration, but not all of it runs:", e),
+        };
+        f.write_str(said)?;
+        for e in errors {
             write!(f, "\n  {e}")?;
         }
         Ok(())
     }
 }
 
-impl std::error::Error for ReloadRefused {}
-
-/// The node took the configuration, but not all of it started.
-#[derive(Debug)]
-pub struct ReloadIncomplete(Vec<String>);
-
-impl std::fmt::Display for ReloadIncomplete {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the node took the configuration, but not all of it runs:")?;
-        for e in &self.0 {
-            write!(f, "\n  {e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ReloadIncomplete {}
+impl std::error::Error for ReloadFailed {}

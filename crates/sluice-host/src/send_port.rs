@@ -167,6 +167,10 @@ impl SendPortRunner {
         let settle_bound = me.concurrency.saturating_mul(4).clamp(1, MAX_SETTLING);
         let settling = Arc::new(Semaphore::new(settle_bound));
         let mut ready: VecDeque<Leased> = VecDeque::with_capacity(me.concurrency + ahead);
+        let start = |l: Leased, slot: OwnedSemaphorePermit| {
+            let (me, settling) = (me.clone(), settling.clone());
+            tokio::spawn(async move { me.deliver(l, slot, settling).await });
+        };
         tracing::info!(send_port = %me.name, "send port started");
         loop {
             if stop.is_cancelled() {
@@ -191,22 +195,14 @@ impl SendPortRunner {
                 }
             }
             let Some(l) = ready.pop_front() else { continue };
-            let me2 = me.clone();
-            let settling = settling.clone();
-            tokio::spawn(async move {
-                me2.deliver(l, permit, settling).await;
-            });
+            start(l, permit);
         }
         // What was leased ahead is this port's: deliver it before stopping.
         while let Some(l) = ready.pop_front() {
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 break;
             };
-            let me2 = me.clone();
-            let settling = settling.clone();
-            tokio::spawn(async move {
-                me2.deliver(l, permit, settling).await;
-            });
+            start(l, permit);
         }
         // Finish what is in flight: deliveries, then their settling.
         let _ = slots.acquire_many(me.concurrency as u32).await;
