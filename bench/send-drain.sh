@@ -4,7 +4,8 @@
 # time until its queue is empty; the port posts each to
 # `sluice dev echo-server`. Prints msg/s and the node's peak RSS (GNU time).
 # usage: bench/send-drain.sh PATH/TO/sluice [N=20000] [CONCURRENCY=8]
-# (ECHO_BIN: another sluice binary for the echo server.)
+# (ECHO_BIN: another sluice binary for the echo server; PERF_OUT=FILE
+# records the node with `perf record -g` while it drains.)
 set -euo pipefail
 SLUICE=$(realpath "$1"); N=${2:-20000}; CONC=${3:-8}
 ROOT=$(mktemp -d); mkdir -p $ROOT/in
@@ -42,14 +43,24 @@ while true; do
   [ "$s" -ge "$N" ] && break; sleep 0.5
 done
 write_cfg true
+NODE=$(pgrep -P $TIMEPID)
+cpu() { awk '{print $14+$15}' /proc/$NODE/stat; }
+cpu0=$(cpu)
 start=$(date +%s.%N)
 $SLUICE reload --config $ROOT/sluice.toml > /dev/null
+if [ -n "${PERF_OUT:-}" ]; then
+  perf record -F 999 ${PERF_ARGS:---call-graph dwarf,16384} -o "$PERF_OUT" -p "$NODE" > /dev/null 2>&1 &
+  PERFPID=$!
+fi
 while true; do
   s=$($SLUICE status --json --config $ROOT/sluice.toml 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["queued"].get("out",0))')
   [ "$s" -eq 0 ] && break; sleep 0.2
 done
 end=$(date +%s.%N)
-python3 -c "print(f'drained $N in {$end-$start:.2f} s: {$N/($end-$start):.0f} msg/s (concurrency $CONC)')" | tee $ROOT/result
+cpu1=$(cpu)
+[ -n "${PERFPID:-}" ] && { kill -INT $PERFPID; wait $PERFPID || true; }
+TICKS=$(getconf CLK_TCK)
+python3 -c "print(f'drained $N in {$end-$start:.2f} s: {$N/($end-$start):.0f} msg/s (concurrency $CONC); node CPU {($cpu1-$cpu0)/$TICKS:.2f} s, {($cpu1-$cpu0)/$TICKS/$N*1e6:.0f} us per message')" | tee $ROOT/result
 cat $ROOT/result >&2
 pkill -INT -P $TIMEPID || true; wait $TIMEPID || true
 grep -E "Maximum resident|User time|System time|Elapsed|Percent of CPU" $ROOT/node.err || true

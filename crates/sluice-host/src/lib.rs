@@ -21,6 +21,7 @@
 //! takes a file, a send port before it delivers a leased message); a
 //! throttled host takes and leases nothing new.
 
+mod acks;
 pub mod config;
 pub mod control;
 mod message_log;

@@ -14,6 +14,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::Wakers;
+use crate::acks::Acks;
 use crate::config::{RetryConfig, SendPortConfig};
 use crate::message_log::message_event;
 use crate::metrics::{Metrics, Suspension};
@@ -35,6 +36,13 @@ const REPLIES_AT_ONCE: usize = 256;
 /// Entries a send port leases beyond its free slots (at most its
 /// concurrency), so that leasing is not one commit per delivery.
 const LEASE_AHEAD: usize = 256;
+
+/// Inline bodies one lease hands out with its entries, at most: small
+/// messages are delivered without reading the box again, and a port holds
+/// at most this much of them ahead of its deliveries (bigger ones, and
+/// stored content, are read when their delivery starts, within the host's
+/// budget).
+const LEASE_BODIES: u64 = 256 * 1024;
 
 /// Deliveries of one port whose outcome is being recorded at once, at most
 /// (they no longer hold a delivery slot).
@@ -81,6 +89,8 @@ pub(crate) struct SendPortRunner {
     wakers: Arc<Wakers>,
     throttle: Arc<Throttle>,
     metrics: Arc<Metrics>,
+    /// Acks of deliveries that end together go to the box in one call.
+    acks: Acks,
 }
 
 impl SendPortRunner {
@@ -108,6 +118,7 @@ impl SendPortRunner {
         }
         Ok(SendPortRunner {
             name: name.to_string(),
+            acks: Acks::new(mbox.clone()),
             mbox,
             transports,
             pipeline: Arc::from(cfg.pipeline.build()),
@@ -133,6 +144,7 @@ impl SendPortRunner {
     ) -> Self {
         SendPortRunner {
             name: subscriber.to_string(),
+            acks: Acks::new(mbox.clone()),
             mbox,
             transports: vec![Transport {
                 name: "primary",
@@ -157,9 +169,9 @@ impl SendPortRunner {
         }
         let slots = Arc::new(Semaphore::new(me.concurrency));
         // Leased ahead of the free slots: one lease (one commit) serves many
-        // deliveries, instead of one lease per slot freed. Bounded (contexts
-        // only, no bodies); what is leased ahead is in flight: delivered
-        // even when the port stops.
+        // deliveries, instead of one lease per slot freed. Bounded (contexts,
+        // and small bodies up to `LEASE_BODIES` a lease); what is leased
+        // ahead is in flight: delivered even when the port stops.
         let ahead = me.concurrency.min(LEASE_AHEAD);
         // A delivery gives its slot up once the transport is done, before
         // its ack commits: the next one starts while the box syncs. The
@@ -213,7 +225,11 @@ impl SendPortRunner {
     /// Lease up to `max` entries. With none to be had (or the box failing),
     /// wait until woken, polled or stopped, and say so.
     async fn lease_or_wait(&self, max: usize, stop: &CancellationToken) -> Leasing {
-        let idle = match self.mbox.lease(&self.name, max, self.lease_ms).await {
+        let idle = match self
+            .mbox
+            .lease_with_bodies(&self.name, max, self.lease_ms, LEASE_BODIES)
+            .await
+        {
             Ok(l) if !l.is_empty() => return Leasing::Got(l),
             Ok(_) => true,
             Err(BoxError::Closed) => return Leasing::Stop,
@@ -302,7 +318,11 @@ impl SendPortRunner {
             let mut bodies: Vec<Body> = Vec::with_capacity(batch.len());
             let mut bytes = 0;
             for l in &batch {
-                match self.mbox.parts(l.message_id).await {
+                let read = match &l.parts {
+                    Some(parts) => Ok(parts.clone()),
+                    None => self.mbox.parts(l.message_id).await,
+                };
+                match read {
                     Ok(parts) => {
                         bytes += parts.iter().map(|p| p.size).sum::<u64>();
                         bodies.push(self.first_part(&parts));
@@ -352,8 +372,13 @@ impl SendPortRunner {
         };
         // Admission to the host's budget is part of the work: the lease is
         // renewed while it waits.
+        let leased_parts = l.parts.take();
         let work = async {
-            let parts = match self.mbox.parts(l.message_id).await {
+            let read = match leased_parts {
+                Some(parts) => Ok(parts),
+                None => self.mbox.parts(l.message_id).await,
+            };
+            let parts = match read {
                 Ok(p) => p,
                 Err(e) => {
                     return (
@@ -528,7 +553,7 @@ impl SendPortRunner {
                 // Delivered: the ack must not be lost to a passing storage
                 // failure (a full disk), or the message stays leased and is
                 // sent again when the lease runs out.
-                let acked = storage_retried(|| self.mbox.ack(l.token)).await;
+                let acked = storage_retried(|| self.acks.ack(l.token)).await;
                 if acked.is_ok() {
                     self.metrics.delivered(&self.name);
                 }

@@ -112,6 +112,8 @@ pub struct WriterStats {
     pub reclaim_steps: u64,
     /// Bytes of free pages given back to the file system.
     pub reclaimed_bytes: u64,
+    /// Checkpoints run beside the writer (not at the end of its commits).
+    pub checkpoints_beside: u64,
 }
 
 fn storage(doing: &str) -> impl Fn(rusqlite::Error) -> BoxError + '_ {
@@ -180,6 +182,7 @@ impl SqliteBox {
             recovered.contents = contents;
             convert_box(&conn, &path);
         }
+        let stats = Arc::new(writer::Stats::default());
         let mut writer =
             Writer::new(conn, clock, opts.tracking, &opts.node_id).map_err(storage("loading subscriptions"))?;
         if node {
@@ -188,9 +191,9 @@ impl SqliteBox {
             writer
                 .give_back_space(&path)
                 .map_err(storage("reading the free space of the message box"))?;
+            writer.checkpoint_off_thread(&path, &opts, stats.clone())?;
         }
         let (tx, rx) = mpsc::channel(opts.queue_depth.max(1));
-        let stats = Arc::new(writer::Stats::default());
         let thread_stats = stats.clone();
         let max_batch = opts.max_batch.max(1);
         let sync = opts.sync;
@@ -628,7 +631,19 @@ impl MessageBox for SqliteBox {
     async fn lease(&self, subscriber: &str, max: usize, lease_for_ms: Millis) -> Result<Vec<Leased>> {
         let s = subscriber.to_string();
         // A lease needs no fsync: after a crash the entry is simply leasable again.
-        self.write(false, move |w| w.lease(&s, max, lease_for_ms)).await
+        self.write(false, move |w| w.lease(&s, max, lease_for_ms, 0)).await
+    }
+
+    async fn lease_with_bodies(
+        &self,
+        subscriber: &str,
+        max: usize,
+        lease_for_ms: Millis,
+        bodies_up_to: u64,
+    ) -> Result<Vec<Leased>> {
+        let s = subscriber.to_string();
+        self.write(false, move |w| w.lease(&s, max, lease_for_ms, bodies_up_to))
+            .await
     }
 
     async fn renew(&self, token: LeaseToken, lease_for_ms: Millis) -> Result<Millis> {
@@ -638,6 +653,22 @@ impl MessageBox for SqliteBox {
 
     async fn ack(&self, token: LeaseToken) -> Result<()> {
         self.write(true, move |w| w.ack(token)).await
+    }
+
+    async fn ack_many(&self, tokens: &[LeaseToken]) -> Result<Vec<Result<()>>> {
+        let tokens = tokens.to_vec();
+        self.write(true, move |w| {
+            let mut out = Vec::with_capacity(tokens.len());
+            for t in tokens {
+                match w.ack(t) {
+                    // The transaction is gone: nothing of it commits.
+                    Err(e @ BoxError::Storage { .. }) => return Err(e),
+                    other => out.push(other),
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn nack(&self, token: LeaseToken, retry_at: Millis, failure: &Failure) -> Result<()> {

@@ -51,14 +51,20 @@ sluice_msgbox::conformance_tests!(SqliteHarness::new());
 /// A box in a fresh directory with subscriber `s` taking every message.
 async fn box_with_subscriber_s() -> (tempfile::TempDir, SqliteBox) {
     let dir = tempfile::tempdir().unwrap();
-    let b = SqliteBox::open(dir.path(), Arc::new(SystemClock), Options::default()).unwrap();
+    let b = box_with_subscriber_s_in(dir.path()).await;
+    (dir, b)
+}
+
+/// A node's box in `dir` with subscriber `s` taking everything.
+async fn box_with_subscriber_s_in(dir: &std::path::Path) -> SqliteBox {
+    let b = SqliteBox::open(dir, Arc::new(SystemClock), Options::default()).unwrap();
     b.subscribe(Subscription {
         subscriber: "s".into(),
         filter: Filter::All,
     })
     .await
     .unwrap();
-    (dir, b)
+    b
 }
 
 /// Group commit: many concurrent publishes share few commits, and each
@@ -820,5 +826,68 @@ async fn tracking_events_of_a_box_made_before_locations_are_read_and_migrated() 
             (tracked::SUSPENDED, Some("in-folder"))
         ]
     );
+    b.close().await.unwrap();
+}
+
+/// Publish `n` messages of `size` inline bytes, 100 at a time.
+async fn publish_many(b: &SqliteBox, n: usize, size: usize) {
+    for _ in 0..n.div_ceil(100) {
+        let mut batch = tokio::task::JoinSet::new();
+        for i in 0..100i64 {
+            let b = b.clone();
+            batch.spawn(async move {
+                let mut context = Context::new();
+                context.promote("t", "n", i);
+                b.publish(NewMessage {
+                    id: MessageId::new(),
+                    context,
+                    parts: vec![Part::inline("body", pattern(size, 7))],
+                })
+                .await
+            });
+        }
+        while let Some(r) = batch.join_next().await {
+            r.unwrap().unwrap();
+        }
+    }
+}
+
+fn wal_size(b: &SqliteBox) -> u64 {
+    let mut wal = b.path().as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
+}
+
+/// With room on the disk the node checkpoints beside its writer, and the
+/// WAL stays within the writer's backstop; on a small disk the writer
+/// checkpoints by itself, as SQLite would (the full-disk cases above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_run_beside_the_writer_only_while_the_disk_has_room() {
+    use crate::writer::checkpoint::{BACKSTOP_PAGES, ROOMY};
+    let (dir, b) = box_with_subscriber_s().await;
+    let free = crate::writer::checkpoint::free_bytes(dir.path()).unwrap();
+    assert!(
+        free >= 2 * ROOMY,
+        "this case needs {} MiB free in {}",
+        2 * ROOMY / MIB,
+        dir.path().display()
+    );
+    // ~12 MiB through the WAL: many checkpoints due.
+    publish_many(&b, 3000, 4000).await;
+    let stats = b.writer_stats();
+    assert!(stats.checkpoints_beside > 0, "{stats:?}");
+    assert!(
+        wal_size(&b) <= (BACKSTOP_PAGES as u64 + 512) * 4096,
+        "the WAL is {} bytes ({stats:?})",
+        wal_size(&b)
+    );
+    b.close().await.unwrap();
+
+    let (small, _u) = tmpfs(64 * 1024);
+    let b = box_with_subscriber_s_in(small.path()).await;
+    publish_many(&b, 1500, 4000).await;
+    let stats = b.writer_stats();
+    assert_eq!(stats.checkpoints_beside, 0, "{stats:?}");
+    assert!(wal_size(&b) <= 2 * MIB, "the WAL is {} bytes", wal_size(&b));
     b.close().await.unwrap();
 }

@@ -1,5 +1,6 @@
 //! The writer thread: every change to the box runs here, in group commits.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -12,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::schema::{CONTENT_FINISHED, CONTENT_PUBLISHED, CONTENT_WRITING};
 use crate::{WriterStats, context_of, id_of, storage};
 
+pub(crate) mod checkpoint;
 mod space;
 
 pub(crate) use space::Reserve;
@@ -88,6 +90,7 @@ pub struct Stats {
     synced: AtomicU64,
     reclaim_steps: AtomicU64,
     reclaimed_bytes: AtomicU64,
+    checkpoints_beside: AtomicU64,
 }
 
 impl Stats {
@@ -98,6 +101,7 @@ impl Stats {
             synced_commits: self.synced.load(Ordering::Relaxed),
             reclaim_steps: self.reclaim_steps.load(Ordering::Relaxed),
             reclaimed_bytes: self.reclaimed_bytes.load(Ordering::Relaxed),
+            checkpoints_beside: self.checkpoints_beside.load(Ordering::Relaxed),
         }
     }
 }
@@ -114,6 +118,9 @@ pub struct Writer {
     /// The node this writer works for: its leases, holds, staged messages
     /// and content in progress carry this id.
     node: String,
+    /// The node's writer checkpoints on another thread (`None`: SQLite's
+    /// automatic checkpoints, at the end of a commit).
+    checkpoints: Option<checkpoint::Checkpointer>,
 }
 
 impl Writer {
@@ -126,9 +133,22 @@ impl Writer {
             space: space::Space::default(),
             stats: Arc::default(),
             node: node.to_string(),
+            checkpoints: None,
         };
         w.load_subscriptions()?;
         Ok(w)
+    }
+
+    /// Checkpoint the box at `db` on a thread of its own, off the path of
+    /// the commits (see `writer::checkpoint`).
+    pub fn checkpoint_off_thread(&mut self, db: &Path, opts: &crate::Options, stats: Arc<Stats>) -> Result<()> {
+        let c =
+            checkpoint::Checkpointer::start(&mut self.conn, db, opts, stats).map_err(|detail| BoxError::Storage {
+                doing: "starting the checkpointer of the message box".into(),
+                detail,
+            })?;
+        self.checkpoints = Some(c);
+        Ok(())
     }
 
     fn load_subscriptions(&mut self) -> rusqlite::Result<()> {
@@ -228,7 +248,9 @@ impl Writer {
                 }
             }
         }
-        // Channel closed: every sender is gone. Make the WAL small for the next start.
+        // Channel closed: every sender is gone. Make the WAL small for the
+        // next start (the checkpointer stopped first, out of its way).
+        self.checkpoints = None;
         if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
             tracing::warn!(error = %e, "checkpoint at close failed");
         }
@@ -971,14 +993,16 @@ impl Writer {
 
     // ---- queues ----------------------------------------------------------
 
-    pub fn lease(&mut self, subscriber: &str, max: usize, lease_for: Millis) -> Result<Vec<Leased>> {
+    /// `bodies_up_to`: see [`MessageBox::lease_with_bodies`] (0: contexts only).
+    pub fn lease(&mut self, subscriber: &str, max: usize, lease_for: Millis, bodies_up_to: u64) -> Result<Vec<Leased>> {
         let doing = format!("leasing entries for `{subscriber}`");
         let now = self.now();
         let until = now.saturating_add(lease_for.max(0));
         let rows = self
             .conn
             .prepare_cached(
-                "SELECT q.id, q.message_id, q.generation, m.context, q.skipped FROM queue q JOIN messages m ON m.id = q.message_id
+                "SELECT q.id, q.message_id, q.generation, m.context, q.skipped, m.stored_parts, m.size
+                 FROM queue q JOIN messages m ON m.id = q.message_id
                  WHERE q.subscriber = ?1 AND q.visible_at <= ?2 ORDER BY q.visible_at, q.id LIMIT ?3",
             )
             .and_then(|mut s| {
@@ -989,13 +1013,17 @@ impl Writer {
                         r.get::<_, u32>(2)?,
                         r.get::<_, String>(3)?,
                         r.get::<_, u32>(4)?,
+                        (r.get::<_, i64>(5)? == 0).then_some(r.get::<_, i64>(6)?.max(0) as u64),
                     ))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()
             })
             .map_err(storage(&doing))?;
         let mut out = Vec::with_capacity(rows.len());
-        for (entry, mid, generation, ctx, skipped) in rows {
+        // Inline bodies handed out with the leases so far (read from the
+        // pages this transaction has at hand, not by a reader afterwards).
+        let mut bodies_left = bodies_up_to;
+        for (entry, mid, generation, ctx, skipped, inline_size) in rows {
             let message_id = id_of(mid)?;
             let context = match context_of(&ctx, message_id) {
                 Ok(c) => c,
@@ -1020,6 +1048,19 @@ impl Writer {
                 )
                 .and_then(|mut s| s.execute(params![entry, until, generation + 1, self.node]))
                 .map_err(storage(&doing))?;
+            let parts = match inline_size {
+                Some(size) if size <= bodies_left => {
+                    bodies_left -= size;
+                    Some(crate::load_parts(&self.conn, message_id)?)
+                }
+                // Once one does not fit, none after it: the budget is spent.
+                Some(_) => {
+                    bodies_left = 0;
+                    None
+                }
+                // Stored content is streamed by whoever delivers it.
+                None => None,
+            };
             out.push(Leased {
                 token: LeaseToken {
                     entry,
@@ -1030,6 +1071,7 @@ impl Writer {
                 context,
                 attempt: generation + 1,
                 lease_until: until,
+                parts,
             });
         }
         Ok(out)

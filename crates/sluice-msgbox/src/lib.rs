@@ -349,6 +349,11 @@ pub struct Leased {
     /// made are what the history and the suspended entry count.
     pub attempt: u32,
     pub lease_until: Millis,
+    /// The message's parts, read with the lease
+    /// ([`MessageBox::lease_with_bodies`]): only when every body is inline
+    /// (small) and within the call's byte budget. `None`: read them with
+    /// [`MessageBox::parts`].
+    pub parts: Option<Vec<Part>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -533,12 +538,40 @@ pub trait MessageBox: Send + Sync {
     /// Lease up to `max` ready entries (visible at or before now) of a
     /// subscriber, oldest-visible first, until now + `lease_for_ms`.
     async fn lease(&self, subscriber: &str, max: usize, lease_for_ms: Millis) -> Result<Vec<Leased>>;
+    /// [`lease`](Self::lease), and with the entries, in order, the parts of
+    /// their messages ([`Leased::parts`]): of each message whose bodies are
+    /// all inline, until the first whose inline bytes would take the total
+    /// handed out past `bodies_up_to` (none after it). A sender of small
+    /// messages reads nothing more (no round trip per message), and what it
+    /// holds ahead of its deliveries stays bounded. A backend that cannot
+    /// (the default) leases only.
+    async fn lease_with_bodies(
+        &self,
+        subscriber: &str,
+        max: usize,
+        lease_for_ms: Millis,
+        bodies_up_to: u64,
+    ) -> Result<Vec<Leased>> {
+        let _ = bodies_up_to;
+        self.lease(subscriber, max, lease_for_ms).await
+    }
     /// Keep a lease: the entry stays invisible until now + `lease_for_ms`.
     /// A worker renews while it is still working on a long delivery, so the
     /// entry is not handed out a second time meanwhile.
     async fn renew(&self, token: LeaseToken, lease_for_ms: Millis) -> Result<Millis>;
     /// Done with the entry: delete it and release its reference.
     async fn ack(&self, token: LeaseToken) -> Result<()>;
+    /// [`ack`](Self::ack) each token, together (one commit, one round trip
+    /// to the backend): the outcome of each, in order. `Err`: none was
+    /// acknowledged (the backend failed); a token whose lease is lost gets
+    /// [`BoxError::LeaseLost`] and the others are acknowledged all the same.
+    async fn ack_many(&self, tokens: &[LeaseToken]) -> Result<Vec<Result<()>>> {
+        let mut out = Vec::with_capacity(tokens.len());
+        for t in tokens {
+            out.push(self.ack(*t).await);
+        }
+        Ok(out)
+    }
     /// Give the entry back, ready again at `retry_at`; the failed attempt
     /// is recorded (its number, time, transport and error).
     async fn nack(&self, token: LeaseToken, retry_at: Millis, failure: &Failure) -> Result<()>;

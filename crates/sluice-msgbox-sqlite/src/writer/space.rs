@@ -296,6 +296,10 @@ impl Writer {
     /// Automatic checkpoints as before the failed commit.
     fn resume_checkpoints(&mut self) {
         let Some(pages) = self.space.paused.take() else { return };
+        if let Some(c) = &self.checkpoints {
+            c.resume();
+            return;
+        }
         if let Err(e) = self.conn.execute_batch(&format!("PRAGMA wal_autocheckpoint = {pages}")) {
             tracing::warn!(error = %e, "could not turn automatic checkpoints back on");
         }
@@ -307,6 +311,9 @@ impl Writer {
             return;
         }
         self.resume_checkpoints();
+        if let Some(c) = &self.checkpoints {
+            c.inline(false);
+        }
         tracing::info!(
             mb = RESERVE_BYTES >> 20,
             "took the disk reserve beside the message box again"
@@ -321,11 +328,21 @@ impl Writer {
         let Some(reserve) = &mut s.reserve else { return };
         let released = reserve.release();
         s.recovering = true;
+        if let Some(c) = &self.checkpoints {
+            c.inline(true);
+        }
         let again = std::mem::replace(&mut s.failing, true);
         if s.paused.is_some() {
             // Failed again with checkpoints paused: the pause does not help
             // (and would let the WAL grow); checkpoint as usual.
             self.resume_checkpoints();
+        } else if s.vacuum
+            && !again
+            && let Some(c) = &self.checkpoints
+        {
+            // As below, for the node's checkpointer and the writer's backstop.
+            c.pause();
+            self.space.paused = Some(0);
         } else if s.vacuum && !again {
             // Until the box has cleaned up, the room is for the clean-up
             // (and the vacuum after it), not for a checkpoint growing the

@@ -187,3 +187,76 @@ pub async fn attempts_are_recorded_and_can_skip_forward(h: &impl Harness) {
     ));
     b.close().await.unwrap();
 }
+
+/// `lease_with_bodies` hands out the parts of inline messages within its
+/// byte budget (in order, none after the first that does not fit), never
+/// those of stored content, and they are the parts `parts` reads.
+pub async fn lease_with_bodies_hands_out_small_bodies_within_the_budget(h: &impl Harness) {
+    let clock = ManualClock::new(T0);
+    let b = h.open(clock.clone()).await;
+    b.subscribe(sub("s", "all")).await.unwrap();
+    let (big, _) = stored_part(&*b, "big", 3000, 4).await;
+    let mut stored = msg("x", 0);
+    stored.parts = vec![big];
+    let mut ids = vec![stored.id];
+    b.publish(stored).await.unwrap();
+    for n in 1..5 {
+        let m = msg("x", n); // "body of x-N": 11 bytes each
+        ids.push(m.id);
+        b.publish(m).await.unwrap();
+    }
+    // Room for two inline bodies (22 bytes) but not a third.
+    let got = b.lease_with_bodies("s", 4, 1000, 30).await.unwrap();
+    assert_eq!(got.iter().map(|l| l.message_id).collect::<Vec<_>>(), ids[..4]);
+    assert_eq!(got[0].parts, None, "stored content is not handed out with the lease");
+    for l in &got[1..3] {
+        let parts = l
+            .parts
+            .as_ref()
+            .expect("an inline message within the budget comes with its parts");
+        assert_eq!(parts, &b.parts(l.message_id).await.unwrap());
+    }
+    assert_eq!(got[3].parts, None, "past the budget: no parts");
+    // A lease with no budget, and a plain lease, hand out contexts only.
+    clock.advance(1000);
+    let again = b.lease_with_bodies("s", 10, 1000, 0).await.unwrap();
+    assert_eq!(again.len(), 5);
+    assert!(again.iter().all(|l| l.parts.is_none()));
+    clock.advance(1000);
+    assert!(b.lease("s", 10, 1000).await.unwrap().iter().all(|l| l.parts.is_none()));
+    // The lease is a lease like any other: acked, the message is gone.
+    clock.advance(1000);
+    for l in b.lease_with_bodies("s", 10, 1000, 1 << 20).await.unwrap() {
+        assert!(l.parts.is_some() || l.message_id == ids[0]);
+        b.ack(l.token).await.unwrap();
+    }
+    assert_eq!(b.counts().await.unwrap().spool, 0);
+}
+
+/// `ack_many` acknowledges every token it can, in one go, and says which
+/// lease was lost; what it acknowledged is gone, the lost one untouched.
+pub async fn ack_many_acks_each_and_names_lost_leases(h: &impl Harness) {
+    let clock = ManualClock::new(T0);
+    let b = h.open(clock.clone()).await;
+    b.subscribe(sub("s", "all")).await.unwrap();
+    for n in 0..3 {
+        b.publish(msg("x", n)).await.unwrap();
+    }
+    let first = b.lease("s", 3, 1000).await.unwrap();
+    assert_eq!(first.len(), 3);
+    // The middle one expires and is leased again: its first token is stale.
+    b.ack(first[0].token).await.unwrap();
+    clock.advance(1000);
+    let again = b.lease("s", 3, 1000).await.unwrap();
+    assert_eq!(again.len(), 2);
+    let tokens = [first[0].token, again[0].token, first[1].token, again[1].token];
+    let got = b.ack_many(&tokens).await.unwrap();
+    assert_eq!(got.len(), 4);
+    assert!(matches!(got[0], Err(BoxError::LeaseLost { .. })), "{:?}", got[0]);
+    assert!(got[1].is_ok(), "{:?}", got[1]);
+    assert!(matches!(got[2], Err(BoxError::LeaseLost { .. })), "{:?}", got[2]);
+    assert!(got[3].is_ok(), "{:?}", got[3]);
+    let counts = b.counts().await.unwrap();
+    assert_eq!((counts.spool, counts.queued.get("s").copied().unwrap_or(0)), (0, 0));
+    assert!(b.ack_many(&[]).await.unwrap().is_empty());
+}

@@ -54,6 +54,8 @@ macro_rules! conformance_tests {
             publish_routes_and_round_trips,
             no_subscriber_suspends_and_resume_routes,
             lease_ack_nack_and_expiry,
+            lease_with_bodies_hands_out_small_bodies_within_the_budget,
+            ack_many_acks_each_and_names_lost_leases,
             stale_tokens_are_refused,
             release_leases_makes_entries_ready,
             renew_keeps_a_lease,
