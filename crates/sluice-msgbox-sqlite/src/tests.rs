@@ -872,8 +872,8 @@ async fn checkpoints_run_beside_the_writer_only_while_the_disk_has_room() {
         2 * ROOMY / MIB,
         dir.path().display()
     );
-    // ~12 MiB through the WAL: many checkpoints due.
-    publish_many(&b, 3000, 4000).await;
+    // ~50 MiB through the WAL, three times the writer's backstop.
+    publish_many(&b, 12_500, 4000).await;
     let stats = b.writer_stats();
     assert!(stats.checkpoints_beside > 0, "{stats:?}");
     assert!(

@@ -1020,9 +1020,10 @@ impl Writer {
             })
             .map_err(storage(&doing))?;
         let mut out = Vec::with_capacity(rows.len());
-        // Inline bodies handed out with the leases so far (read from the
-        // pages this transaction has at hand, not by a reader afterwards).
-        let mut bodies_left = bodies_up_to;
+        // Room left for inline bodies handed out with the leases (read from
+        // the pages this transaction has at hand, not by a reader
+        // afterwards); `None`: none (no budget, or it is spent).
+        let mut bodies_left = Some(bodies_up_to).filter(|b| *b > 0);
         for (entry, mid, generation, ctx, skipped, inline_size) in rows {
             let message_id = id_of(mid)?;
             let context = match context_of(&ctx, message_id) {
@@ -1048,18 +1049,18 @@ impl Writer {
                 )
                 .and_then(|mut s| s.execute(params![entry, until, generation + 1, self.node]))
                 .map_err(storage(&doing))?;
-            let parts = match inline_size {
-                Some(size) if size <= bodies_left => {
-                    bodies_left -= size;
+            let parts = match (inline_size, bodies_left) {
+                (Some(size), Some(left)) if size <= left => {
+                    bodies_left = Some(left - size);
                     Some(crate::load_parts(&self.conn, message_id)?)
                 }
                 // Once one does not fit, none after it: the budget is spent.
-                Some(_) => {
-                    bodies_left = 0;
+                (Some(_), Some(_)) => {
+                    bodies_left = None;
                     None
                 }
                 // Stored content is streamed by whoever delivers it.
-                None => None,
+                _ => None,
             };
             out.push(Leased {
                 token: LeaseToken {

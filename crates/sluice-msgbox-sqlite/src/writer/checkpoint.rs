@@ -63,6 +63,8 @@ struct Shared {
 struct State {
     asked: bool,
     stop: bool,
+    /// A checkpoint is running on the thread.
+    running: bool,
 }
 
 impl Shared {
@@ -72,7 +74,7 @@ impl Shared {
         }
         if let Ok(mut s) = self.state.lock() {
             s.asked = true;
-            self.wake.notify_one();
+            self.wake.notify_all();
         }
     }
 }
@@ -142,13 +144,27 @@ impl Checkpointer {
     pub(crate) fn inline(&self, inline: bool) {
         self.shared.inline.store(inline, Ordering::Release);
     }
+
+    /// The writer checkpoints by itself from now on, and no checkpoint runs
+    /// beside it once this returns: called before the disk reserve is given
+    /// up, so that the room is not taken by a checkpoint already running.
+    pub(crate) fn take_over(&self) {
+        self.inline(true);
+        let Ok(mut s) = self.shared.state.lock() else { return };
+        while s.running {
+            s = match self.shared.wake.wait(s) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+        }
+    }
 }
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
         if let Ok(mut s) = self.shared.state.lock() {
             s.stop = true;
-            self.shared.wake.notify_one();
+            self.shared.wake.notify_all();
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -172,24 +188,34 @@ fn run(conn: Connection, shared: &Shared, stats: &super::Stats) {
             s.asked = false;
             // Under the lock: an ask from now on is seen at the next turn.
             shared.asked.store(false, Ordering::Release);
-        }
-        // The writer checkpoints by itself now: one beside it would hold up
-        // the restart of the WAL from its start, and the WAL would grow.
-        if shared.paused.load(Ordering::Acquire)
-            || shared.inline.load(Ordering::Acquire)
-            || !shared.roomy.load(Ordering::Acquire)
-        {
-            continue;
+            // The writer checkpoints by itself now: one beside it would
+            // hold up the restart of the WAL from its start, and the WAL
+            // would grow. Looked at under the lock, which `take_over`
+            // takes after setting `inline`.
+            if shared.paused.load(Ordering::Acquire)
+                || shared.inline.load(Ordering::Acquire)
+                || !shared.roomy.load(Ordering::Acquire)
+            {
+                continue;
+            }
+            s.running = true;
         }
         // PASSIVE: copies what no reader still needs, waits for no one.
-        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            Ok(()) => {
-                stats.checkpoints_beside.fetch_add(1, Ordering::Relaxed);
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(2)?))
+        }) {
+            Ok((busy, copied)) => {
+                if busy == 0 && copied > 0 {
+                    stats.checkpoints_beside.fetch_add(1, Ordering::Relaxed);
+                }
             }
             Err(e) => {
                 tracing::debug!(error = %e, "checkpoint failed; the writer checkpoints by itself if the WAL keeps growing")
             }
         }
+        let Ok(mut s) = shared.state.lock() else { return };
+        s.running = false;
+        shared.wake.notify_all();
     }
 }
 

@@ -325,12 +325,18 @@ impl Writer {
         s.freed = false;
         s.active = false;
         s.truncate_wal = false;
+        if s.reserve.is_none() {
+            return;
+        }
+        // Before the room is given up: no checkpoint beside the writer may
+        // take it (one running is waited for).
+        if let Some(c) = &self.checkpoints {
+            c.take_over();
+        }
+        let s = &mut self.space;
         let Some(reserve) = &mut s.reserve else { return };
         let released = reserve.release();
         s.recovering = true;
-        if let Some(c) = &self.checkpoints {
-            c.inline(true);
-        }
         let again = std::mem::replace(&mut s.failing, true);
         if s.paused.is_some() {
             // Failed again with checkpoints paused: the pause does not help

@@ -205,9 +205,17 @@ pub async fn lease_with_bodies_hands_out_small_bodies_within_the_budget(h: &impl
         ids.push(m.id);
         b.publish(m).await.unwrap();
     }
-    // Room for two inline bodies (22 bytes) but not a third.
-    let got = b.lease_with_bodies("s", 4, 1000, 30).await.unwrap();
-    assert_eq!(got.iter().map(|l| l.message_id).collect::<Vec<_>>(), ids[..4]);
+    // Then one small enough for what is left, and one with no body.
+    for body in ["tiny", ""] {
+        let mut m = msg("x", 9);
+        m.parts = vec![Part::inline("body", body)];
+        ids.push(m.id);
+        b.publish(m).await.unwrap();
+    }
+    // Room for two inline bodies (22 bytes) but not a third (33); the
+    // budget is then spent, though "tiny" (4) would fit in what is left.
+    let got = b.lease_with_bodies("s", 10, 1000, 30).await.unwrap();
+    assert_eq!(got.iter().map(|l| l.message_id).collect::<Vec<_>>(), ids);
     assert_eq!(got[0].parts, None, "stored content is not handed out with the lease");
     for l in &got[1..3] {
         let parts = l
@@ -216,11 +224,17 @@ pub async fn lease_with_bodies_hands_out_small_bodies_within_the_budget(h: &impl
             .expect("an inline message within the budget comes with its parts");
         assert_eq!(parts, &b.parts(l.message_id).await.unwrap());
     }
-    assert_eq!(got[3].parts, None, "past the budget: no parts");
-    // A lease with no budget, and a plain lease, hand out contexts only.
+    for l in &got[3..] {
+        assert_eq!(
+            l.parts, None,
+            "past the budget: none, after the first that does not fit"
+        );
+    }
+    // A lease with no budget, and a plain lease, hand out contexts only
+    // (the message with no body too).
     clock.advance(1000);
     let again = b.lease_with_bodies("s", 10, 1000, 0).await.unwrap();
-    assert_eq!(again.len(), 5);
+    assert_eq!(again.len(), 7);
     assert!(again.iter().all(|l| l.parts.is_none()));
     clock.advance(1000);
     assert!(b.lease("s", 10, 1000).await.unwrap().iter().all(|l| l.parts.is_none()));
