@@ -356,8 +356,10 @@ impl SendPortRunner {
             match self.mbox.renew(l.token, self.lease_ms).await {
                 Ok(until) => l.lease_until = until,
                 Err(BoxError::LeaseLost { .. }) => {
-                    tracing::debug!(send_port = %self.name, message_id = %l.message_id,
-                        "a lease taken ahead expired before its delivery started; it is delivered by its new lease");
+                    // Worth a line: its slots were busy for longer than the
+                    // lease (a slow peer, or a lease too short for it).
+                    tracing::info!(send_port = %self.name, message_id = %l.message_id,
+                        "a lease taken ahead expired before its delivery started and was taken again; its new holder delivers it");
                     return;
                 }
                 Err(e) => tracing::warn!(send_port = %self.name, message_id = %l.message_id, error = %e,

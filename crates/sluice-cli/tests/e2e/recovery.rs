@@ -144,3 +144,152 @@ fn an_identical_file_already_there_is_not_called_a_redelivery_after_a_restart() 
     assert!(!log.contains("after a restart"), "{log}");
     assert_eq!(status_json(&config)["spool"], 0);
 }
+
+/// An HTTP peer for the send ports of the test below: it counts the
+/// requests per `X-Sluice-Message-Id` and holds its first request for
+/// `hold` before answering 200 (every other one at once).
+struct Peer {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Peer {
+    fn start(hold: Duration) -> Peer {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/in", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let first = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (s, f) = (seen.clone(), first.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let (seen, first) = (s.clone(), f.clone());
+                std::thread::spawn(move || {
+                    let mut out = conn.try_clone().unwrap();
+                    let mut r = BufReader::new(conn);
+                    loop {
+                        let (mut id, mut length, mut chunked) = (String::new(), 0usize, false);
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return; // the client closed the connection
+                        }
+                        loop {
+                            line.clear();
+                            r.read_line(&mut line).unwrap();
+                            let l = line.trim_end().to_ascii_lowercase();
+                            if l.is_empty() {
+                                break;
+                            }
+                            if let Some(v) = l.strip_prefix("x-sluice-message-id:") {
+                                id = v.trim().to_string();
+                            } else if let Some(v) = l.strip_prefix("content-length:") {
+                                length = v.trim().parse().unwrap();
+                            } else if l.starts_with("transfer-encoding:") && l.contains("chunked") {
+                                chunked = true;
+                            }
+                        }
+                        if chunked {
+                            loop {
+                                line.clear();
+                                r.read_line(&mut line).unwrap();
+                                let n = usize::from_str_radix(line.trim(), 16).unwrap();
+                                let mut chunk = vec![0; n + 2];
+                                r.read_exact(&mut chunk).unwrap();
+                                if n == 0 {
+                                    break;
+                                }
+                            }
+                        } else {
+                            let mut body = vec![0; length];
+                            r.read_exact(&mut body).unwrap();
+                        }
+                        seen.lock().unwrap().push(id);
+                        if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                            std::thread::sleep(hold);
+                        }
+                        out.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").unwrap();
+                    }
+                });
+            }
+        });
+        Peer { url, seen }
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// A send port leases ahead of its free slots. An entry leased ahead whose
+/// lease runs out while the port's slots are busy may be leased and
+/// delivered by another node meanwhile: when its turn comes, the port that
+/// took it first finds its lease gone and does not deliver it a second
+/// time. Node A (concurrency 1, lease 1 s) leases both messages, and the
+/// peer holds the first for 4 s; node B, on the same box, takes the
+/// second once its lease has run out.
+#[test]
+fn a_lease_taken_ahead_and_lost_meanwhile_is_not_delivered_twice() {
+    let root = tempfile::tempdir().unwrap();
+    let peer = Peer::start(Duration::from_secs(4));
+    let node_config = |name: &str, enabled: bool| {
+        let dir = root.path().join(name);
+        std::fs::create_dir_all(dir.join("in")).unwrap();
+        let config = dir.join("sluice.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"store = "sqlite:../shared/msgbox.sqlite"
+node_id = "node-{name}"
+data_dir = "data"
+
+[receive_ports.in.locations.in-folder]
+adapter = {{ type = "file", path = "in", mask = "*", settle = "200ms", poll_interval = "100ms" }}
+
+[send_ports.slow]
+filter = 'receive.port == "in"'
+adapter = {{ type = "http", url = "{url}" }}
+concurrency = 1
+lease = "1s"
+enabled = {enabled}
+"#,
+                url = peer.url
+            ),
+        )
+        .unwrap();
+        (dir, config)
+    };
+    std::fs::create_dir_all(root.path().join("shared")).unwrap();
+    let (dir_a, config_a) = node_config("a", false);
+    let mut a = Node::start(&config_a, &dir_a.join("node.log"));
+    drop_file(&dir_a.join("in"), "x.bin", b"first");
+    drop_file(&dir_a.join("in"), "y.bin", b"second");
+    wait_until(Duration::from_secs(30), "both queued for the stopped port", || {
+        status_json(&config_a)["queued"]["slow"] == 2
+    });
+    // Started, port A leases both at once: one in flight (held by the
+    // peer), one ahead.
+    node_config("a", true);
+    let reload = run(sluice().args(["reload", "--config"]).arg(&config_a));
+    assert!(reload.status.success(), "{}", text(&reload.stderr));
+    wait_until(Duration::from_secs(10), "the first request", || peer.seen().len() == 1);
+    let (dir_b, config_b) = node_config("b", true);
+    let mut b = Node::start(&config_b, &dir_b.join("node.log"));
+    wait_until(Duration::from_secs(30), "both delivered and the box empty", || {
+        peer.seen().len() >= 2 && status_json(&config_a)["spool"] == 0
+    });
+    // Time for a second delivery, if one were coming.
+    std::thread::sleep(Duration::from_secs(2));
+    a.stop();
+    b.stop();
+    let mut seen = peer.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}\nnode A:\n{}", a.log_text());
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 2, "delivered twice: {seen:?}");
+    assert!(
+        a.log_text().contains("expired before its delivery started"),
+        "node A did not find its lease taken ahead gone (the case did not happen):\n{}",
+        a.log_text()
+    );
+}
