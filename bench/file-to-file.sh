@@ -8,6 +8,7 @@
 # the node's CPU per file and its peak RSS (/usr/bin/time -v) for each.
 #
 #   bench/file-to-file.sh [COUNT] [SIZE_BYTES]      (default 20000 1024)
+# (SLUICE_BIN=PATH: run that binary, to compare builds.)
 set -euo pipefail
 count=${1:-20000}
 size=${2:-1024}
@@ -49,6 +50,6 @@ CFG
   rm -rf "$dir"
 }
 
-echo "--- file-to-file ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), Linux $(uname -r); sluice $(git -C "$repo" rev-parse --short HEAD))"
+echo "--- file-to-file ($(nproc) cores, $(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | sed "s/^ *//"), Linux $(uname -r); $bin, $("$bin" --version))"
 run true
 run false

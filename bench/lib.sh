@@ -3,14 +3,19 @@
 pid=
 work=
 # The `sluice serve` under /usr/bin/time (signals go to it, not to time).
-node_pid() { [ -n "$pid" ] && pgrep -P "$pid" -f "sluice serve" || true; }
+node_pid() { [ -n "$pid" ] && pgrep -P "$pid" || true; }
 trap 'kill -TERM $(node_pid) 2>/dev/null || true; [ -n "$work" ] && rm -rf "$work"' EXIT
 
 # bench_setup NAME: build the release binary, set $bin, and make the scratch
-# folder $work (removed on exit).
+# folder $work (removed on exit). SLUICE_BIN=PATH: that binary instead (to
+# compare builds), nothing built.
 bench_setup() {
-  cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
-  bin="${CARGO_TARGET_DIR:-$repo/target}/release/sluice"
+  if [ -n "${SLUICE_BIN:-}" ]; then
+    bin=$(realpath "$SLUICE_BIN")
+  else
+    cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
+    bin="${CARGO_TARGET_DIR:-$repo/target}/release/sluice"
+  fi
   work=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
 }
 

@@ -270,6 +270,53 @@ mod tests {
         );
     }
 
+    /// Bodies of many sizes, read in pieces (none, one byte, around the
+    /// 64 KiB of the copy's buffer, several times it): each written whole,
+    /// the same bytes twice counted as there, other bytes refused, nothing
+    /// temporary left.
+    #[tokio::test]
+    async fn bodies_of_many_sizes_are_written_whole() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("made");
+        let t = FileSendConfig {
+            path: dir.clone(),
+            file_name: "%SourceFileName%".into(),
+            overwrite: false,
+            fsync: true,
+            create_folder: true,
+        }
+        .build()
+        .unwrap();
+        for size in [0usize, 1, 65_535, 65_536, 65_537, 327_687] {
+            let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            let name = format!("f{size}");
+            let m = outbound(&name);
+            // A reader that hands out at most 1000 bytes a read.
+            let piecewise = |d: Vec<u8>| -> Body {
+                let (client, mut server) = tokio::io::duplex(1000);
+                tokio::spawn(async move {
+                    let _ = server.write_all(&d).await;
+                });
+                Box::new(client)
+            };
+            let got = t.transmit(&m, piecewise(data.clone())).await.unwrap();
+            assert!(matches!(got, Delivered::To(_)), "{size}: {got:?}");
+            assert!(std::fs::read(dir.join(&name)).unwrap() == data, "{size}: other bytes");
+            let again = t.transmit(&m, piecewise(data.clone())).await.unwrap();
+            assert!(matches!(again, Delivered::AlreadyThere(_)), "{size}: {again:?}");
+            let mut other = data.clone();
+            other.push(1);
+            let e = t.transmit(&m, piecewise(other)).await.unwrap_err();
+            assert!(e.message.contains("already exists"), "{size}: {e}");
+        }
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "temporary files left: {left:?}");
+    }
+
     #[test]
     fn a_file_name_whose_own_text_can_never_work_is_refused_at_load() {
         let build = |file_name: &str| {
