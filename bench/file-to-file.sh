@@ -18,7 +18,6 @@ need_tools "jq jq"
 bench_setup sluice-file-to-file
 
 visible_files() { find "$1" -maxdepth 1 -type f ! -name '.*' | wc -l; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 run() { # FSYNC
   local dir="$work/fsync-$1"

@@ -52,6 +52,10 @@ need_tools() {
   done
 }
 
+# cpu_ticks PID: user + system CPU the process has used, in clock ticks
+# (`getconf CLK_TCK` a second).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
 # stop_bg PID: SIGTERM a background job of this shell (if PID is set) and wait for it.
 stop_bg() {
   [ -n "$1" ] || return 0

@@ -8,6 +8,8 @@
 # records the node with `perf record -g` while it drains.)
 set -euo pipefail
 SLUICE=$(realpath "$1"); N=${2:-20000}; CONC=${3:-8}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+. "$repo/bench/lib.sh"   # cpu_ticks (its exit trap is replaced below)
 ROOT=$(mktemp -d); mkdir -p $ROOT/in
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf $ROOT' EXIT
 ${ECHO_BIN:-$SLUICE} dev echo-server --port 0 > $ROOT/echo.out 2>&1 &
@@ -44,8 +46,7 @@ while true; do
 done
 write_cfg true
 NODE=$(pgrep -P $TIMEPID)
-cpu() { awk '{print $14+$15}' /proc/$NODE/stat; }
-cpu0=$(cpu)
+cpu0=$(cpu_ticks $NODE)
 start=$(date +%s.%N)
 $SLUICE reload --config $ROOT/sluice.toml > /dev/null
 if [ -n "${PERF_OUT:-}" ]; then
@@ -57,7 +58,7 @@ while true; do
   [ "$s" -eq 0 ] && break; sleep 0.2
 done
 end=$(date +%s.%N)
-cpu1=$(cpu)
+cpu1=$(cpu_ticks $NODE)
 [ -n "${PERFPID:-}" ] && { kill -INT $PERFPID; wait $PERFPID || true; }
 TICKS=$(getconf CLK_TCK)
 python3 -c "print(f'drained $N in {$end-$start:.2f} s: {$N/($end-$start):.0f} msg/s (concurrency $CONC); node CPU {($cpu1-$cpu0)/$TICKS:.2f} s, {($cpu1-$cpu0)/$TICKS/$N*1e6:.0f} us per message')" | tee $ROOT/result

@@ -54,7 +54,6 @@ async fn run(mbox: Arc<dyn MessageBox>, mut rx: mpsc::Receiver<(LeaseToken, Repl
                 for ((_, reply), outcome) in group.drain(..).zip(outcomes) {
                     let _ = reply.send(outcome);
                 }
-                group.clear();
             }
             Err(e) => {
                 for (_, reply) in group.drain(..) {

@@ -222,14 +222,18 @@ impl SendPortRunner {
         tracing::info!(send_port = %me.name, "send port stopped");
     }
 
+    /// Lease up to `max` entries, with their small bodies (up to
+    /// [`LEASE_BODIES`]).
+    async fn lease(&self, max: usize) -> Result<Vec<Leased>, BoxError> {
+        self.mbox
+            .lease_with_bodies(&self.name, max, self.lease_ms, LEASE_BODIES)
+            .await
+    }
+
     /// Lease up to `max` entries. With none to be had (or the box failing),
     /// wait until woken, polled or stopped, and say so.
     async fn lease_or_wait(&self, max: usize, stop: &CancellationToken) -> Leasing {
-        let idle = match self
-            .mbox
-            .lease_with_bodies(&self.name, max, self.lease_ms, LEASE_BODIES)
-            .await
-        {
+        let idle = match self.lease(max).await {
             Ok(l) if !l.is_empty() => return Leasing::Got(l),
             Ok(_) => true,
             Err(BoxError::Closed) => return Leasing::Stop,
@@ -282,7 +286,7 @@ impl SendPortRunner {
                     _ = tokio::time::sleep((deadline - now).min(POLL)) => {}
                     _ = stop.cancelled() => {}
                 }
-                match self.mbox.lease(&self.name, size - batch.len(), self.lease_ms).await {
+                match self.lease(size - batch.len()).await {
                     Ok(more) => batch.extend(more),
                     Err(e) => {
                         tracing::warn!(send_port = %self.name, error = %e, "cannot lease more for a batch; sending what it has");
