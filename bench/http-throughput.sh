@@ -6,10 +6,12 @@
 #   bench/http-throughput.sh [--duration S] [--connections N] [--threads N]
 #                            [--rate R] [--paced-duration S] [--size BYTES]
 #                            [--modes "max paced"] [--drain-timeout S]
+#                            [--send-concurrency N]
 #
 # (or the environment: DURATION, CONNECTIONS, THREADS, RATE, PACED_DURATION,
 # SIZE, MODES, DRAIN_TIMEOUT (default 1800: how long either mode waits for
-# the box to empty after its load); a flag wins.)
+# the box to empty after its load), SEND_CONCURRENCY (the send port's
+# `concurrency`; unset: the default); a flag wins.)
 #
 # max    wrk (Debian's package, installed with apt-get when missing) POSTs
 #        SIZE-byte bodies over CONNECTIONS connections (THREADS threads) as
@@ -41,6 +43,7 @@ paced_duration=${PACED_DURATION:-}
 size=${SIZE:-1024}
 modes=${MODES:-max paced}
 drain_timeout=${DRAIN_TIMEOUT:-1800}
+send_concurrency=${SEND_CONCURRENCY:-}
 while [ $# -gt 0 ]; do
   case $1 in -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
   [ $# -ge 2 ] || { echo "$1 needs a value (see --help)" >&2; exit 2; }
@@ -53,6 +56,7 @@ while [ $# -gt 0 ]; do
     --size) size=$2 ;;
     --modes) modes=$2 ;;
     --drain-timeout) drain_timeout=$2 ;;
+    --send-concurrency) send_concurrency=$2 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift 2
@@ -105,6 +109,7 @@ adapter = { type = "http", address = "127.0.0.1:$port", path = "/in" }
 [send_ports.out]
 filter = 'receive.port == "web"'
 adapter = { type = "http", url = "$2" }
+${send_concurrency:+concurrency = $send_concurrency}
 
 [metrics]
 address = "127.0.0.1:0"

@@ -115,6 +115,20 @@ pub trait Publisher: Send + Sync {
         body: Body,
         error: &SubmitError,
     ) -> Result<Receipt, SubmitError>;
+    /// [`submit`](Self::submit) for a source that keeps no copy of its own
+    /// to settle (an HTTP request: answered once the publish is durable,
+    /// never looked up again): its messages are published without a hold,
+    /// so there is nothing to [`settle`](Self::settled) afterwards (one
+    /// commit for the box instead of two). The default submits, then
+    /// settles.
+    async fn submit_unheld(&self, id: MessageId, context: Context, body: Body) -> Result<Receipt, SubmitError> {
+        let receipt = self.submit(id, context, body).await?;
+        if let Err(e) = self.settled(&receipt).await {
+            // Published and durable all the same: the hold outlives it.
+            tracing::warn!(message_id = %id, error = %e, "releasing the source's hold on a published message");
+        }
+        Ok(receipt)
+    }
     /// The source's own copy of a submission is gone (file deleted, peer
     /// acknowledged): stop holding its messages. Until then the box keeps
     /// them, so [`is_published`](Self::is_published) stays reliable.

@@ -26,6 +26,12 @@ use sluice_ops::body::BodyOf;
 use sluice_ops::suspended::Action;
 use tokio::sync::Notify;
 
+/// jemalloc instead of glibc's malloc: glibc's was ~10% of the node's CPU
+/// under HTTP load (BENCHMARKS.md, issue 14); jemalloc measured faster there
+/// at about the same peak RSS (mimalloc was as fast, but ~50% more RSS).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "sluice", version, about = "Sluice integration server")]
 struct Cli {

@@ -349,8 +349,15 @@ pub struct ReceiveLocationConfig {
     pub host: String,
 }
 
+/// A send port's deliveries at once, by default. Each one in flight is a
+/// round trip to the peer; under load on a small machine one takes a
+/// millisecond or more, so 8 (the earlier default) could not deliver 5,000
+/// messages/s over HTTP on two cores, and 32 does with room to spare
+/// (BENCHMARKS.md, issue 14). Microsoft's tuning guidance for BizTalk's
+/// HTTP and SOAP send adapters is of the same order (`maxconnection` of
+/// 12 per CPU). A peer that takes less is configured so.
 fn default_concurrency() -> usize {
-    8
+    32
 }
 fn default_lease() -> Duration {
     Duration::from_secs(300)

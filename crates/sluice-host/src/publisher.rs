@@ -77,6 +77,8 @@ struct Collector<'a> {
     /// Where it came from, for the log (a file name...).
     source: String,
     first_used: bool,
+    /// The location holds what it publishes until the source settles.
+    hold: bool,
     messages: Vec<NewMessage>,
     batch: Vec<StagedMessage>,
     batch_bytes: usize,
@@ -121,8 +123,9 @@ impl Collector<'_> {
             .map_err(store_error)?;
         let id = self.next_id();
         // The first record carries the submission's id and the location's
-        // hold: it is what crash recovery asks the box about.
-        let holder = (id == self.source_id).then(|| self.publisher.holder.clone());
+        // hold (unless the source has nothing to settle): it is what crash
+        // recovery asks the box about.
+        let holder = (self.hold && id == self.source_id).then(|| self.publisher.holder.clone());
         context.promote("interchange", "id", self.source_id.to_string());
         // What the batch holds in memory: inline bodies and the contexts
         // (promoted values can be as long as a record).
@@ -251,12 +254,19 @@ impl Emit for Collector<'_> {
 }
 
 impl LocationPublisher {
-    /// Publish the one message a pipeline without a disassembler made.
+    /// Publish the one message a pipeline without a disassembler made,
+    /// held by this location until its source settles (`out.hold`), or not.
     async fn publish_messages(&self, out: &mut Collector<'_>) -> Result<Receipt, SubmitError> {
+        let hold = out.hold;
         let mut ids = Vec::with_capacity(out.messages.len());
         let mut unrouted = false;
         for (i, m) in out.messages.iter().enumerate() {
-            match self.mbox.publish_holding(m.clone(), &self.holder).await {
+            let published = if hold {
+                self.mbox.publish_holding(m.clone(), &self.holder).await
+            } else {
+                self.mbox.publish(m.clone()).await
+            };
+            match published {
                 Ok(Routed::Queued(subs)) => {
                     self.metrics.published(&self.location);
                     message_event!(receive_location = %self.location, message_id = %m.id,
@@ -333,14 +343,23 @@ impl LocationPublisher {
     }
 }
 
-#[async_trait]
-impl Publisher for LocationPublisher {
-    async fn submit(&self, id: MessageId, context: Context, body: Body) -> Result<Receipt, SubmitError> {
+impl LocationPublisher {
+    /// Run the pipeline and publish what it made, held by this location
+    /// until the source settles (`hold`: a single message, or an
+    /// interchange's first record), or not.
+    async fn run_and_publish(
+        &self,
+        id: MessageId,
+        context: Context,
+        body: Body,
+        hold: bool,
+    ) -> Result<Receipt, SubmitError> {
         let mut out = Collector {
             publisher: self,
             source_id: id,
             source: message_log::source(&context),
             first_used: false,
+            hold,
             messages: Vec::new(),
             batch: Vec::new(),
             batch_bytes: 0,
@@ -358,6 +377,17 @@ impl Publisher for LocationPublisher {
         } else {
             self.publish_messages(&mut out).await
         }
+    }
+}
+
+#[async_trait]
+impl Publisher for LocationPublisher {
+    async fn submit(&self, id: MessageId, context: Context, body: Body) -> Result<Receipt, SubmitError> {
+        self.run_and_publish(id, context, body, true).await
+    }
+
+    async fn submit_unheld(&self, id: MessageId, context: Context, body: Body) -> Result<Receipt, SubmitError> {
+        self.run_and_publish(id, context, body, false).await
     }
 
     async fn settled(&self, receipt: &Receipt) -> Result<(), SubmitError> {
@@ -484,10 +514,93 @@ fn whereabouts(m: &sluice_msgbox::MessageInfo, now: i64, detailed: bool) -> Stri
 
 #[cfg(test)]
 mod tests {
-    use sluice_model::{Context, MessageId};
-    use sluice_msgbox::{MessageInfo, QueueEntryInfo, SuspendedInfo};
+    use std::sync::Arc;
 
-    use super::whereabouts;
+    use sluice_adapters::Publisher;
+    use sluice_model::{Context, Filter, MessageId};
+    use sluice_msgbox::{MessageInfo, QueueEntryInfo, Subscription, SuspendedInfo};
+
+    use super::{LocationPublisher, whereabouts};
+    use crate::Wakers;
+    use crate::metrics::Metrics;
+
+    /// A source with a copy of its own (a file) has its messages held until
+    /// it settles; one without (an HTTP request) holds nothing, so nothing
+    /// is left to release (one commit per message, not two).
+    #[tokio::test]
+    async fn an_unheld_submission_leaves_no_hold_and_a_held_one_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("box.db").display());
+        let opts = sluice_store::StoreOptions::new("test-node");
+        let mbox = sluice_store::open_url(&url, sluice_store::Role::Node, &opts).unwrap();
+        mbox.subscribe(Subscription {
+            subscriber: "out".into(),
+            filter: Filter::parse("receive.location == \"in\"").unwrap(),
+        })
+        .await
+        .unwrap();
+        let publisher = |pipeline: sluice_pipeline::ReceivePipelineConfig| {
+            LocationPublisher::new(
+                "in",
+                pipeline.build().unwrap(),
+                mbox.clone(),
+                Arc::new(Wakers::default()),
+                Metrics::new(),
+            )
+        };
+        let p = publisher(Default::default());
+        // An interchange: its first record carries the hold.
+        let lines = publisher(sluice_pipeline::ReceivePipelineConfig {
+            disassemble: Some(sluice_pipeline::DisassembleConfig::Lines(
+                toml::from_str("batch = 1").unwrap(),
+            )),
+            ..Default::default()
+        });
+        let submit_to = |p: &'static LocationPublisher, held: bool| async move {
+            let id = MessageId::new();
+            let mut ctx = Context::new();
+            ctx.promote("receive", "location", "in");
+            let body: sluice_adapters::Body = Box::new(&b"a body\nin two records\n"[..]);
+            let receipt = if held {
+                p.submit(id, ctx, body).await
+            } else {
+                p.submit_unheld(id, ctx, body).await
+            }
+            .unwrap();
+            assert_eq!(receipt.messages, vec![id]);
+            id
+        };
+        let p: &'static LocationPublisher = Box::leak(Box::new(p));
+        let lines: &'static LocationPublisher = Box::leak(Box::new(lines));
+        let unheld = submit_to(p, false).await;
+        let held = submit_to(p, true).await;
+        assert_eq!(mbox.held_by("receive:in", None, 10).await.unwrap(), vec![held]);
+        let unheld_interchange = submit_to(lines, false).await;
+        let held_interchange = submit_to(lines, true).await;
+        assert_eq!(
+            mbox.held_by("receive:in", None, 10).await.unwrap(),
+            vec![held, held_interchange]
+        );
+        assert_eq!(mbox.message(unheld_interchange).await.unwrap().unwrap().refs, 1);
+        lines
+            .settled(&sluice_adapters::Receipt {
+                messages: vec![held_interchange],
+                unrouted: false,
+            })
+            .await
+            .unwrap();
+        // One reference each for the queue entry, one more for the hold.
+        assert_eq!(mbox.message(unheld).await.unwrap().unwrap().refs, 1);
+        assert_eq!(mbox.message(held).await.unwrap().unwrap().refs, 2);
+        p.settled(&sluice_adapters::Receipt {
+            messages: vec![held],
+            unrouted: false,
+        })
+        .await
+        .unwrap();
+        assert!(mbox.held_by("receive:in", None, 10).await.unwrap().is_empty());
+        assert_eq!(mbox.message(held).await.unwrap().unwrap().refs, 1);
+    }
 
     /// A client is told where its request is, never a peer's error text
     /// (it can name internal hosts); the log is told both.

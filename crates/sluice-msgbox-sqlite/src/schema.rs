@@ -64,6 +64,13 @@ pub fn open_connection(path: &Path, opts: &Options, reader: bool) -> rusqlite::R
         cache = opts.cache_kib.max(256),
         query_only = if reader { 1 } else { 0 },
     ))?;
+    // The query planner stability guarantee: a cached statement keeps the
+    // plan it was prepared with. Without it SQLite marks a statement to be
+    // prepared again whenever a new value is bound to a parameter that could
+    // change its plan (a `LIMIT ?`, a column compared with a partial index's
+    // condition), which made most leases and part reads compile their
+    // statements anew: a tenth of the writer's time.
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -424,4 +431,47 @@ pub fn discard_staged(conn: &Connection, scope: Scope<'_>) -> rusqlite::Result<u
     let n = conn.execute(&format!("DELETE FROM messages WHERE id IN {which}"), [&key])?;
     conn.execute(&format!("DELETE FROM staged WHERE {column} = ?1"), [&key])?;
     Ok(n as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::StatementStatus;
+
+    use super::*;
+
+    /// A cached statement runs with new values bound without being
+    /// compiled again (the query planner stability guarantee is on).
+    #[test]
+    fn cached_statements_are_not_prepared_again_for_new_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_connection(&dir.path().join("box.db"), &Options::default(), false).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, k BLOB, c INTEGER);
+             CREATE INDEX t_k ON t (k);
+             CREATE INDEX t_c ON t (c) WHERE c IS NOT NULL;
+             INSERT INTO t (k, c) VALUES (x'01', 1), (x'02', NULL), (x'03', 3);",
+        )
+        .unwrap();
+        // A `LIMIT ?` as a lease has, a lookup in a table with a partial
+        // index as a part read has.
+        for sql in [
+            "SELECT id FROM t ORDER BY id LIMIT ?1",
+            "SELECT id FROM t WHERE k = ?1 ORDER BY id",
+        ] {
+            for v in [1i64, 5, 1, 2, 1] {
+                let mut stmt = conn.prepare_cached(sql).unwrap();
+                let value: rusqlite::types::Value = if sql.contains("LIMIT") {
+                    v.into()
+                } else {
+                    vec![v as u8].into()
+                };
+                let _rows: Vec<i64> = stmt
+                    .query_map([value], |r| r.get(0))
+                    .unwrap()
+                    .collect::<rusqlite::Result<_>>()
+                    .unwrap();
+                assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0, "{sql} with {v}");
+            }
+        }
+    }
 }

@@ -876,6 +876,35 @@ async fn checkpoints_run_beside_the_writer_only_while_the_disk_has_room() {
     publish_many(&b, 12_500, 4000).await;
     let stats = b.writer_stats();
     assert!(stats.checkpoints_beside > 0, "{stats:?}");
+    // The checkpointer yields the CPU to the writer (Linux: a thread's own
+    // niceness; every box open in this test process has one).
+    #[cfg(target_os = "linux")]
+    {
+        let mut seen = 0;
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let task = task.unwrap().path();
+            let Ok(comm) = std::fs::read_to_string(task.join("comm")) else {
+                continue;
+            };
+            if comm.trim() != "msgbox-checkpoi" {
+                continue;
+            }
+            let stat = std::fs::read_to_string(task.join("stat")).unwrap();
+            // Fields after the parenthesised name: state is field 3, nice 19.
+            let nice: i32 = stat
+                .rsplit_once(')')
+                .unwrap()
+                .1
+                .split_whitespace()
+                .nth(16)
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(nice, 10, "{}: {stat}", task.display());
+            seen += 1;
+        }
+        assert!(seen > 0, "no checkpointer thread found");
+    }
     assert!(
         wal_size(&b) <= (BACKSTOP_PAGES as u64 + 512) * 4096,
         "the WAL is {} bytes ({stats:?})",

@@ -893,21 +893,15 @@ async fn handle(shared: Arc<Shared>, peer: std::net::IpAddr, request: Request) -
         ctx.promote(ns, name, reply_subscriber(&cx.location));
         (waiting.register(id), Forget { waiting, id })
     });
-    // Publish and release in a task of their own: if the client goes away
-    // (this handler is dropped), a message already published is still
-    // released, never left held by the location.
+    // Publish in a task of its own: if the client goes away (this handler
+    // is dropped), the publish still ends (and is logged) as it would have.
+    // A request has no copy of its own to settle: nothing is held.
     let publisher = cx.publisher.clone();
     let location = cx.location.clone();
     let intake = shared.tasks.spawn(async move {
-        let published = publisher.submit(id, ctx, body).await;
+        let published = publisher.submit_unheld(id, ctx, body).await;
         let outcome = match published {
-            Ok(receipt) => {
-                if let Err(e) = publisher.settled(&receipt).await {
-                    tracing::warn!(receive_location = %location, message_id = %id, error = %e,
-                        "releasing the location's hold");
-                }
-                Ok(receipt)
-            }
+            Ok(receipt) => Ok(receipt),
             Err(e) => {
                 // Logged here: the handler may be gone (client went away,
                 // HTTP/2 stream reset).
