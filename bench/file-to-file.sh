@@ -32,6 +32,7 @@ adapter = { type = "file", path = "in", mask = "*" }
 [send_ports.out]
 filter = 'receive.port == "in"'
 adapter = { type = "file", path = "out", file_name = "%SourceFileName%", create_folder = true, fsync = $1 }
+${SEND_CONCURRENCY:+concurrency = $SEND_CONCURRENCY}
 CFG
   start_node "$dir/sluice.toml" "$dir"
   local node t0 c0 t1 c1

@@ -374,6 +374,15 @@ pub trait SendAdapter: std::fmt::Debug + Send + Sync + 'static {
     fn exchange(&self) -> Exchange {
         Exchange::OneWay
     }
+    /// How many messages a port of this adapter sends at once when its
+    /// `concurrency` is not set: what suits the transport. Each delivery
+    /// in flight is a round trip to the peer (a network peer: more of them
+    /// keep a link busy) or work on the local machine (a folder: more of
+    /// them contend for the same disk and directory, and cost more than
+    /// they bring).
+    fn default_concurrency(&self) -> usize {
+        8
+    }
     /// The properties it cannot send a message without (its macros): the
     /// host warns at load when the port's filter does not guarantee one,
     /// and a message without one fails with

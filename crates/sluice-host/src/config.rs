@@ -349,16 +349,6 @@ pub struct ReceiveLocationConfig {
     pub host: String,
 }
 
-/// A send port's deliveries at once, by default. Each one in flight is a
-/// round trip to the peer; under load on a small machine one takes a
-/// millisecond or more, so 8 (the earlier default) could not deliver 5,000
-/// messages/s over HTTP on two cores, and 32 does with room to spare
-/// (BENCHMARKS.md, issue 14). Microsoft's tuning guidance for BizTalk's
-/// HTTP and SOAP send adapters is of the same order (`maxconnection` of
-/// 12 per CPU). A peer that takes less is configured so.
-fn default_concurrency() -> usize {
-    32
-}
 fn default_lease() -> Duration {
     Duration::from_secs(300)
 }
@@ -378,9 +368,11 @@ pub struct SendPortConfig {
     /// retry policy; only after it too has given up is the message suspended.
     #[serde(default)]
     pub backup: Option<BackupConfig>,
-    /// Messages sent at the same time.
-    #[serde(default = "default_concurrency")]
-    pub concurrency: usize,
+    /// Messages sent at the same time; unset: the adapter's default
+    /// ([`SendAdapter::default_concurrency`](sluice_adapters::SendAdapter::default_concurrency)),
+    /// see [`concurrency`](Self::concurrency).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
     /// How long a message is reserved for one delivery attempt; after that
     /// (a crash of a node in a group) it can be delivered again.
     #[serde(default = "default_lease", with = "humantime_serde")]
@@ -394,6 +386,14 @@ pub struct SendPortConfig {
     pub host: String,
     #[serde(skip)]
     pub parsed_filter: Option<Filter>,
+}
+
+impl SendPortConfig {
+    /// Messages sent at the same time: as configured, or its adapter's
+    /// default (HTTP 32, FILE 8: BENCHMARKS.md, issue 14).
+    pub fn concurrency(&self) -> usize {
+        self.concurrency.unwrap_or_else(|| self.adapter.default_concurrency())
+    }
 }
 
 /// A send port's backup transport.
@@ -981,7 +981,7 @@ impl<'t> Reader<'t> {
                 Ok(filter) => sp.parsed_filter = Some(filter),
                 Err(e) => self.problem(format!("{key}.filter"), e.to_string()),
             }
-            if !(1..=10_000).contains(&sp.concurrency) {
+            if !(1..=10_000).contains(&sp.concurrency()) {
                 self.problem(format!("{key}.concurrency"), "must be between 1 and 10000");
             }
             if sp.lease < Duration::from_secs(1) || sp.lease > WEEK {
@@ -1155,6 +1155,23 @@ retry = { count = 5, interval = "30s" }
         assert_eq!(f.path, PathBuf::from("/srv/out"));
         assert_eq!((out.retry.count, out.retry.interval), (5, Duration::from_secs(30)));
         assert!(out.enabled);
+    }
+
+    /// A port's concurrency is what it says, or what suits its adapter;
+    /// out of range is a configuration error naming the key.
+    #[test]
+    fn a_send_ports_concurrency_defaults_to_its_adapters() {
+        let c = load(GOOD).unwrap();
+        assert_eq!(c.send_ports["out"].concurrency(), 8, "FILE");
+        let http = format!(
+            "{GOOD}\n[send_ports.web]\nfilter = 'receive.port == \"in\"'\nadapter = {{ type = \"http\", url = \"http://127.0.0.1:9/\" }}\n"
+        );
+        let c = load(&http).unwrap();
+        assert_eq!(c.send_ports["web"].concurrency(), 32, "HTTP");
+        let c = load(&format!("{http}concurrency = 3\n")).unwrap();
+        assert_eq!(c.send_ports["web"].concurrency(), 3, "as configured");
+        let e = load(&format!("{http}concurrency = 0\n")).unwrap_err().to_string();
+        assert!(e.contains("send_ports.web.concurrency"), "{e}");
     }
 
     #[test]

@@ -122,7 +122,7 @@ impl SendPortRunner {
             mbox,
             transports,
             pipeline: Arc::from(cfg.pipeline.build()),
-            concurrency: cfg.concurrency,
+            concurrency: cfg.concurrency(),
             lease_ms: cfg.lease.as_millis() as i64,
             wake: wakers.of(name),
             wakers,

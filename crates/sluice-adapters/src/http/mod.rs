@@ -86,6 +86,15 @@ impl crate::SendAdapter for HttpSendConfig {
             SendMode::SolicitResponse => Exchange::SolicitResponse,
         }
     }
+    /// Under load on a small machine a request takes a millisecond or
+    /// more: 8 at once could not deliver 5,000 messages/s on two cores, 32
+    /// do with room to spare (BENCHMARKS.md, issue 14). Microsoft's tuning
+    /// guidance for BizTalk's HTTP send adapter is of the same order
+    /// (`maxconnection` of 12 per CPU). A peer that takes less is
+    /// configured so.
+    fn default_concurrency(&self) -> usize {
+        32
+    }
     fn needs(&self) -> Vec<crate::Need> {
         crate::macros::Template::parse(&self.url)
             .map(|t| t.needs("url"))
