@@ -8,7 +8,8 @@
 # the node's CPU per file and its peak RSS (/usr/bin/time -v) for each.
 #
 #   bench/file-to-file.sh [COUNT] [SIZE_BYTES]      (default 20000 1024)
-# (SLUICE_BIN=PATH: run that binary, to compare builds.)
+# (SLUICE_BIN=PATH: run that binary, to compare builds; SEND_CONCURRENCY=N:
+# the send port's `concurrency`, unset: the default.)
 set -euo pipefail
 count=${1:-20000}
 size=${2:-1024}

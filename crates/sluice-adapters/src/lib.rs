@@ -134,7 +134,9 @@ pub trait Publisher: Send + Sync {
     /// them, so [`is_published`](Self::is_published) stays reliable.
     async fn settled(&self, receipt: &Receipt) -> Result<(), SubmitError>;
     /// Whether message `id` is in the box (used to recover sources claimed
-    /// before a crash: a published message is still held by its source).
+    /// before a crash: a published message is still held by its source;
+    /// one submitted [unheld](Self::submit_unheld) may be delivered and
+    /// gone, so this says nothing about it).
     async fn is_published(&self, id: MessageId) -> Result<bool, SubmitError>;
     /// Where message `id` is now, in words: queued for whom, attempts,
     /// suspended where, or gone (delivered). Said when a request-response

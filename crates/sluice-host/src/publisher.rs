@@ -572,7 +572,12 @@ mod tests {
         };
         let p: &'static LocationPublisher = Box::leak(Box::new(p));
         let lines: &'static LocationPublisher = Box::leak(Box::new(lines));
+        let jobs = || mbox.commit_stats().unwrap().jobs;
+        // A small body is inline: the publish is the submission's only
+        // change to the box (no hold taken, none to release).
+        let before = jobs();
         let unheld = submit_to(p, false).await;
+        assert_eq!(jobs() - before, 1, "one change for an unheld submission");
         let held = submit_to(p, true).await;
         assert_eq!(mbox.held_by("receive:in", None, 10).await.unwrap(), vec![held]);
         let unheld_interchange = submit_to(lines, false).await;

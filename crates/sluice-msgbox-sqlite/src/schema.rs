@@ -448,23 +448,19 @@ mod tests {
         conn.execute_batch(
             "CREATE TABLE t (id INTEGER PRIMARY KEY, k BLOB, c INTEGER);
              CREATE INDEX t_k ON t (k);
-             CREATE INDEX t_c ON t (c) WHERE c IS NOT NULL;
+             CREATE INDEX t_c ON t (c) WHERE c = 1;
              INSERT INTO t (k, c) VALUES (x'01', 1), (x'02', NULL), (x'03', 3);",
         )
         .unwrap();
-        // A `LIMIT ?` as a lease has, a lookup in a table with a partial
-        // index as a part read has.
+        // A `LIMIT ?` as a lease has; a column compared with a partial
+        // index's condition.
         for sql in [
             "SELECT id FROM t ORDER BY id LIMIT ?1",
-            "SELECT id FROM t WHERE k = ?1 ORDER BY id",
+            "SELECT id FROM t WHERE c = ?1 ORDER BY id",
         ] {
             for v in [1i64, 5, 1, 2, 1] {
                 let mut stmt = conn.prepare_cached(sql).unwrap();
-                let value: rusqlite::types::Value = if sql.contains("LIMIT") {
-                    v.into()
-                } else {
-                    vec![v as u8].into()
-                };
+                let value: rusqlite::types::Value = v.into();
                 let _rows: Vec<i64> = stmt
                     .query_map([value], |r| r.get(0))
                     .unwrap()

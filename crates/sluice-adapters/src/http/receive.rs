@@ -54,9 +54,9 @@
 //! and per address (refused at once), a connection with no request in
 //! progress for `connection_idle_timeout` is closed, a client that reads
 //! none of its answer for `write_timeout` is cut off, and a reserve of file
-//! descriptors is kept for the rest of the node. Publishing and releasing
-//! a request's message run in their own task: a client that goes away
-//! cannot leave a message held.
+//! descriptors is kept for the rest of the node. A request's message is
+//! published (without a hold: a request has no copy to settle) in a task
+//! of its own: a client that goes away cannot cut a publish short.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -659,7 +659,7 @@ struct Shared {
     admit_log: RateLimited,
     /// "request refused" (401, 404...), at most 20 lines every 10 s.
     refusal_log: RateLimited,
-    /// Connections and intakes (publish and release) in progress: the node
+    /// Connections and intakes (publishes) in progress: the node
     /// waits for them when it stops.
     tasks: tokio_util::task::TaskTracker,
 }

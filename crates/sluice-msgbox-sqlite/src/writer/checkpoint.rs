@@ -43,23 +43,30 @@ pub(crate) const BACKSTOP_PAGES: c_int = 4096;
 pub(crate) const ROOMY: u64 = 256 << 20;
 /// How often the writer looks at the free space (while checkpoints are due).
 const LOOK_EVERY: Duration = Duration::from_secs(1);
-/// The checkpointer thread's niceness: below the writer's, whose commits
-/// every publish and ack wait for. A checkpoint that falls behind costs only
+/// At the backstop, how long the writer waits for the checkpoint running
+/// beside it to end before checkpointing anyway.
+const BACKSTOP_WAIT: Duration = Duration::from_millis(200);
+/// How much nicer than the node the checkpointer thread is: below the
+/// writer's priority, whose commits every publish and ack wait for. A checkpoint that falls behind costs only
 /// WAL size (up to [`BACKSTOP_PAGES`]); a writer kept off the CPU costs
 /// every client. Under load on two cores this was worth ~10% of HTTP
 /// throughput.
 const NICENESS: c_int = 10;
 
 /// Give the calling thread (only it: Linux sets a thread's niceness by its
-/// id) a lower scheduling priority. Raising one's niceness needs no
-/// privilege; should it fail anyway, the thread runs as it would have.
+/// id) a lower scheduling priority: [`NICENESS`] more than it has (at most
+/// 19). Raising one's niceness needs no privilege; should it fail anyway,
+/// the thread runs as it would have.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: gettid takes no arguments; setpriority reads only its
-        // integer arguments.
+        // SAFETY: gettid takes no arguments; getpriority and setpriority
+        // read only their integer arguments.
         let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
-        if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, NICENESS) } != 0 {
+        // Inherited from the thread that started it: the node's.
+        let now = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) };
+        let nicer = now.saturating_add(NICENESS).min(19);
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nicer) } != 0 {
             tracing::debug!(error = %std::io::Error::last_os_error(), "could not lower the checkpointer's priority");
         }
     }
@@ -98,6 +105,12 @@ impl Shared {
                 Err(_) => return,
             };
         }
+    }
+
+    /// Until no checkpoint runs on the thread, or `limit` has passed.
+    fn wait_idle_for(&self, limit: Duration) {
+        let Ok(s) = self.state.lock() else { return };
+        let _ = self.wake.wait_timeout_while(s, limit, |s| s.running);
     }
 
     fn ask(&self) {
@@ -146,8 +159,9 @@ impl Checkpointer {
                 // The checkpointer is behind (it runs at a lower priority):
                 // let the one it is running end, or ours would find the
                 // checkpoint taken and copy nothing, and the WAL would grow
-                // past the backstop.
-                hook.wait_idle();
+                // past the backstop. Not for long: every client waits for
+                // this commit, and the disk has room for a longer WAL.
+                hook.wait_idle_for(BACKSTOP_WAIT);
             }
             if let Err(e) = wal.checkpoint_v2(CheckpointMode::PASSIVE) {
                 tracing::debug!(error = %e, pages, "the writer's own checkpoint failed");
