@@ -45,6 +45,7 @@ pub struct FakePublisher {
     changed: tokio::sync::Notify,
     published: Mutex<Vec<Submission>>,
     settled: Mutex<Vec<MessageId>>,
+    unheld: Mutex<Vec<MessageId>>,
     attempts: AtomicUsize,
 }
 
@@ -55,6 +56,7 @@ impl FakePublisher {
             changed: tokio::sync::Notify::new(),
             published: Mutex::new(Vec::new()),
             settled: Mutex::new(Vec::new()),
+            unheld: Mutex::new(Vec::new()),
             attempts: AtomicUsize::new(0),
         })
     }
@@ -78,6 +80,11 @@ impl FakePublisher {
     /// Messages whose source said it had settled (its own copy gone).
     pub fn settled(&self) -> Vec<MessageId> {
         self.settled.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// Messages submitted [unheld](Publisher::submit_unheld): nothing to settle.
+    pub fn unheld(&self) -> Vec<MessageId> {
+        self.unheld.lock().map(|p| p.clone()).unwrap_or_default()
     }
 
     /// Calls of `submit`, whatever they returned.
@@ -123,6 +130,14 @@ impl Publisher for FakePublisher {
         _error: &SubmitError,
     ) -> Result<Receipt, SubmitError> {
         self.submit(id, context, body).await
+    }
+
+    async fn submit_unheld(&self, id: MessageId, context: Context, body: Body) -> Result<Receipt, SubmitError> {
+        let receipt = self.submit(id, context, body).await?;
+        if let Ok(mut u) = self.unheld.lock() {
+            u.push(id);
+        }
+        Ok(receipt)
     }
 
     async fn settled(&self, receipt: &Receipt) -> Result<(), SubmitError> {
@@ -229,6 +244,13 @@ pub trait SourceHarness: Send + Sync {
     /// Whether the peer, not the source, tries again (a client resends
     /// after an error answer; a folder's file is retried by the source).
     fn peer_retries(&self) -> bool;
+    /// Whether the source keeps no copy of its own that could outlive a
+    /// crash (an HTTP request), and so may submit
+    /// [unheld](Publisher::submit_unheld). A source that claims work in a
+    /// way that survives a crash (a renamed file) must not: `false`.
+    fn may_submit_unheld(&self) -> bool {
+        false
+    }
     /// The adapter's `PROMOTES` constant: every property it promotes
     /// besides those of every location.
     fn promotes(&self) -> &'static [(&'static str, &'static str)];
@@ -309,10 +331,18 @@ pub async fn check_acknowledges_only_after_publish(h: &dyn SourceHarness) {
     assert_eq!(published.len(), 1);
     assert_eq!(published[0].body, b"held until published");
     check_promotes_only_what_it_lists(&published[0].context, h.promotes());
+    // Settled once its copy is gone, or submitted with nothing to settle
+    // (only a source that may).
     eventually(WAIT, "the source to settle", || async {
-        publisher.settled() == vec![published[0].id]
+        publisher.settled() == vec![published[0].id] || publisher.unheld() == vec![published[0].id]
     })
     .await;
+    if !h.may_submit_unheld() {
+        assert!(
+            publisher.unheld().is_empty(),
+            "a source with a copy that outlives a crash submitted unheld: is_published cannot recover it"
+        );
+    }
     stop(r).await;
     assert_eq!(admission.in_flight(), 0, "every admission given back");
     assert!(admission.admitted() >= 1, "the source waits for admission");
@@ -329,6 +359,7 @@ pub async fn check_failed_publish_keeps_the_source(h: &dyn SourceHarness) {
     eventually(WAIT, "the source to be kept", || h.kept()).await;
     assert!(!h.acknowledged().await, "acknowledged though the publish failed");
     assert!(publisher.settled().is_empty());
+    assert!(h.may_submit_unheld() || publisher.unheld().is_empty());
     publisher.set_mode(Mode::Publish);
     if h.peer_retries() {
         h.offer(b"kept on failure").await;

@@ -165,6 +165,9 @@ mod compliance {
         fn peer_retries(&self) -> bool {
             true
         }
+        fn may_submit_unheld(&self) -> bool {
+            true
+        }
         fn promotes(&self) -> &'static [(&'static str, &'static str)] {
             super::PROMOTES
         }
