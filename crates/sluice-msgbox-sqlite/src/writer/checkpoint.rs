@@ -47,10 +47,10 @@ const LOOK_EVERY: Duration = Duration::from_secs(1);
 /// beside it to end before checkpointing anyway.
 const BACKSTOP_WAIT: Duration = Duration::from_millis(200);
 /// How much nicer than the node the checkpointer thread is: below the
-/// writer's priority, whose commits every publish and ack wait for. A checkpoint that falls behind costs only
-/// WAL size (up to [`BACKSTOP_PAGES`]); a writer kept off the CPU costs
-/// every client. Under load on two cores this was worth ~10% of HTTP
-/// throughput.
+/// writer's priority, whose commits every publish and ack wait for. A
+/// checkpoint that falls behind costs only WAL size (up to
+/// [`BACKSTOP_PAGES`]); a writer kept off the CPU costs every client. Under
+/// load on two cores this was worth ~10% of HTTP throughput.
 const NICENESS: c_int = 10;
 
 /// Give the calling thread (only it: Linux sets a thread's niceness by its
