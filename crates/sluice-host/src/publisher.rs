@@ -341,9 +341,7 @@ impl LocationPublisher {
             }
         }
     }
-}
 
-impl LocationPublisher {
     /// Run the pipeline and publish what it made, held by this location
     /// until the source settles (`hold`: a single message, or an
     /// interchange's first record), or not.

@@ -899,18 +899,14 @@ async fn handle(shared: Arc<Shared>, peer: std::net::IpAddr, request: Request) -
     let publisher = cx.publisher.clone();
     let location = cx.location.clone();
     let intake = shared.tasks.spawn(async move {
-        let published = publisher.submit_unheld(id, ctx, body).await;
-        let outcome = match published {
-            Ok(receipt) => Ok(receipt),
-            Err(e) => {
-                // Logged here: the handler may be gone (client went away,
-                // HTTP/2 stream reset).
-                let (status, text) = not_published(&fault, &e);
-                tracing::warn!(receive_location = %location, client = %peer, status = status.as_u16(), error = %e,
-                    answer = %text, "request not published");
-                Err((status, text))
-            }
-        };
+        let outcome = publisher.submit_unheld(id, ctx, body).await.map_err(|e| {
+            // Logged here: the handler may be gone (client went away,
+            // HTTP/2 stream reset).
+            let (status, text) = not_published(&fault, &e);
+            tracing::warn!(receive_location = %location, client = %peer, status = status.as_u16(), error = %e,
+                answer = %text, "request not published");
+            (status, text)
+        });
         drop(admitted);
         drop(upload);
         outcome

@@ -98,13 +98,8 @@ struct State {
 impl Shared {
     /// Until no checkpoint runs on the thread.
     fn wait_idle(&self) {
-        let Ok(mut s) = self.state.lock() else { return };
-        while s.running {
-            s = match self.wake.wait(s) {
-                Ok(s) => s,
-                Err(_) => return,
-            };
-        }
+        let Ok(s) = self.state.lock() else { return };
+        drop(self.wake.wait_while(s, |s| s.running));
     }
 
     /// Until no checkpoint runs on the thread, or `limit` has passed.
