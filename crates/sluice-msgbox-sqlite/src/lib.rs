@@ -94,6 +94,25 @@ struct Inner {
     stats: Arc<writer::Stats>,
     /// What the node's open discarded, reported by the first `recover`.
     recovered: Mutex<Recovered>,
+    /// The box keeps a message's one inline part in its row (schema 4
+    /// on): always once opened for writing (migrated); a read-only handle
+    /// beside an older node looks until the node upgrades the box.
+    parts_in_rows: std::sync::atomic::AtomicBool,
+}
+
+impl Inner {
+    fn parts_in_rows(&self, conn: &Connection) -> Result<bool> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.parts_in_rows.load(Relaxed) {
+            return Ok(true);
+        }
+        let found: bool = conn
+            .prepare_cached("SELECT count(*) > 0 FROM pragma_table_info('messages') WHERE name = 'part_name'")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(storage("reading the layout of the message box"))?;
+        self.parts_in_rows.store(found, Relaxed);
+        Ok(found)
+    }
 }
 
 /// The SQLite message box. Cheap to clone; clones share one writer.
@@ -215,6 +234,8 @@ impl SqliteBox {
                 closed: Default::default(),
                 stats,
                 recovered: Mutex::new(recovered),
+                // Migrated above.
+                parts_in_rows: true.into(),
             }),
         })
     }
@@ -243,6 +264,7 @@ impl SqliteBox {
                 closed: Default::default(),
                 stats: Default::default(),
                 recovered: Default::default(),
+                parts_in_rows: Default::default(),
             }),
         })
     }
@@ -369,8 +391,13 @@ fn context_of(json: &str, id: MessageId) -> Result<Context> {
     })
 }
 
-pub(crate) fn load_parts(conn: &Connection, id: MessageId) -> Result<Vec<Part>> {
+/// The parts of message `id`; `in_rows`: the box may keep a message's one
+/// inline part in its row (schema 4 on; see [`Inner::parts_in_rows`]).
+pub(crate) fn load_parts(conn: &Connection, id: MessageId, in_rows: bool) -> Result<Vec<Part>> {
     let doing = format!("reading the parts of message {id}");
+    if in_rows && let Some(part) = part_in_row(conn, id, &doing)? {
+        return Ok(vec![part]);
+    }
     let mut stmt = conn
         .prepare_cached(
             "SELECT name, size, crc32, inline_data, content_id, chunks FROM parts WHERE message_id = ?1 ORDER BY idx",
@@ -397,6 +424,25 @@ pub(crate) fn load_parts(conn: &Connection, id: MessageId) -> Result<Vec<Part>> 
         })
         .map_err(storage(&doing))?;
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(storage(&doing))
+}
+
+/// The one inline part message `id` keeps in its row, if it does.
+fn part_in_row(conn: &Connection, id: MessageId, doing: &str) -> Result<Option<Part>> {
+    conn.prepare_cached(
+        "SELECT part_name, size, part_crc32, part_data FROM messages WHERE id = ?1 AND part_name IS NOT NULL",
+    )
+    .and_then(|mut s| {
+        s.query_row([id.to_bytes()], |r| {
+            Ok(Part {
+                name: r.get(0)?,
+                size: r.get::<_, i64>(1)? as u64,
+                crc32: r.get(2)?,
+                body: PartBody::Inline(Bytes::from(r.get::<_, Option<Vec<u8>>>(3)?.unwrap_or_default())),
+            })
+        })
+        .optional()
+    })
+    .map_err(storage(doing))
 }
 
 const SUSPENDED_COLUMNS: &str =
@@ -834,11 +880,15 @@ impl MessageBox for SqliteBox {
     }
 
     async fn parts(&self, message: MessageId) -> Result<Vec<Part>> {
-        self.read(move |conn| load_parts(conn, message)).await
+        let inner = self.inner.clone();
+        self.read(move |conn| load_parts(conn, message, inner.parts_in_rows(conn)?))
+            .await
     }
 
     async fn message(&self, id: MessageId) -> Result<Option<MessageInfo>> {
+        let inner = self.inner.clone();
         self.read(move |conn| {
+            let in_rows = inner.parts_in_rows(conn)?;
             let doing = format!("reading message {id}");
             let Some((created_at, ctx, refs)) = conn
                 .prepare_cached(
@@ -893,7 +943,7 @@ impl MessageBox for SqliteBox {
                 id,
                 created_at,
                 context: context_of(&ctx, id)?,
-                parts: load_parts(conn, id)?,
+                parts: load_parts(conn, id, in_rows)?,
                 refs,
                 queue,
                 suspended,
@@ -1018,8 +1068,10 @@ impl MessageBox for SqliteBox {
     }
 
     async fn counts(&self) -> Result<Counts> {
-        self.read(|conn| {
+        let inner = self.inner.clone();
+        self.read(move |conn| {
             let doing = "counting messages";
+            let in_rows = inner.parts_in_rows(conn)?;
             let one = |sql: &str| -> Result<u64> {
                 conn.prepare_cached(sql)
                     .map_err(storage(doing))?
@@ -1052,7 +1104,12 @@ impl MessageBox for SqliteBox {
                 suspended: one("SELECT count(*) FROM suspended")?,
                 // Shared content (fault messages, resubmissions) once.
                 content_bytes: one("SELECT (SELECT coalesce(sum(size), 0) FROM content WHERE state = 2)
-                          + (SELECT coalesce(sum(size), 0) FROM parts WHERE content_id IS NULL)")?,
+                          + (SELECT coalesce(sum(size), 0) FROM parts WHERE content_id IS NULL)")?
+                    + if in_rows {
+                        one("SELECT coalesce(sum(size), 0) FROM messages WHERE part_name IS NOT NULL")?
+                    } else {
+                        0
+                    },
                 content_chunks: one("SELECT count(*) FROM chunks")?,
             })
         })

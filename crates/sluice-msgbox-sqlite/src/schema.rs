@@ -12,7 +12,10 @@ use crate::Options;
 /// 3: work in progress belongs to a node: leased queue entries, holds,
 /// staged messages and content being written carry the node's id (`node`);
 /// a box of an older version gives all of it to the node that migrates it.
-pub const SCHEMA_VERSION: i64 = 3;
+/// 4: a message of one inline part keeps it in its own row (`part_name`,
+/// `part_crc32`, `part_data`), not in `parts`; an earlier build would not
+/// see it. Rows written before keep their parts in `parts`.
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The node id of handles opened without one (tests, `sluice bench`).
 pub const DEFAULT_NODE: &str = "local";
@@ -117,7 +120,10 @@ pub fn migrate_for(conn: &Connection, node: &str) -> rusqlite::Result<()> {
              refs INTEGER NOT NULL,
              nparts INTEGER NOT NULL,
              size INTEGER NOT NULL,
-             stored_parts INTEGER NOT NULL
+             stored_parts INTEGER NOT NULL,
+             part_name TEXT,
+             part_crc32 INTEGER,
+             part_data BLOB
          );
          CREATE TABLE IF NOT EXISTS parts (
              message_id BLOB NOT NULL,
@@ -231,6 +237,10 @@ pub fn migrate_for(conn: &Connection, node: &str) -> rusqlite::Result<()> {
         // builds write neither (NULL) and read on: no new schema version.
         ("tracking", "location", "TEXT"),
         ("staged", "origin", "TEXT"),
+        // Version 3 boxes: a message's one inline part in its row.
+        ("messages", "part_name", "TEXT"),
+        ("messages", "part_crc32", "INTEGER"),
+        ("messages", "part_data", "BLOB"),
     ] {
         // Looked at and added in one write transaction: a node and a CLI
         // opening an old box at once must not both add the column (the

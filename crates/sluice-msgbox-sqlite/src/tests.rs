@@ -918,3 +918,84 @@ async fn checkpoints_run_beside_the_writer_only_while_the_disk_has_room() {
     assert!(wal_size(&b) <= 2 * MIB, "the WAL is {} bytes", wal_size(&b));
     b.close().await.unwrap();
 }
+
+/// A message of one inline part keeps it in its own row (no `parts` row);
+/// messages stored before (schema 3: every part in `parts`) are read,
+/// leased with their bodies, counted and deleted as before, by a read-only
+/// handle beside the older node too.
+#[tokio::test]
+async fn one_inline_part_lives_in_its_message_row_and_a_version_3_box_reads_on() {
+    use sluice_content::Part;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(crate::DB_FILE);
+    let message = |parts: Vec<Part>| NewMessage {
+        id: MessageId::new(),
+        context: Context::new(),
+        parts,
+    };
+    let (old_one, two) = (
+        message(vec![Part::inline("old", "old body")]),
+        message(vec![Part::inline("a", "first"), Part::inline("b", "")]),
+    );
+    let parts_rows = |conn: &rusqlite::Connection| -> i64 {
+        conn.query_row("SELECT count(*) FROM parts", [], |r| r.get(0)).unwrap()
+    };
+    {
+        let b = SqliteBox::open(dir.path(), Arc::new(SystemClock), Options::default()).unwrap();
+        b.subscribe(Subscription {
+            subscriber: "s".into(),
+            filter: Filter::All,
+        })
+        .await
+        .unwrap();
+        b.publish(old_one.clone()).await.unwrap();
+        b.publish(two.clone()).await.unwrap();
+        b.close().await.unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        assert_eq!(parts_rows(&conn), 2, "only the two-part message has rows in `parts`");
+        // Back to version 3: the one part in `parts`, no columns for it.
+        conn.execute_batch(
+            "INSERT INTO parts (message_id, idx, name, size, crc32, inline_data)
+               SELECT id, 0, part_name, size, part_crc32, part_data FROM messages WHERE part_name IS NOT NULL;
+             ALTER TABLE messages DROP COLUMN part_name;
+             ALTER TABLE messages DROP COLUMN part_crc32;
+             ALTER TABLE messages DROP COLUMN part_data;
+             UPDATE meta SET value = '3' WHERE key = 'schema_version';",
+        )
+        .unwrap();
+    }
+    let bytes = (b"old body".len() + b"first".len()) as u64;
+    let ro = SqliteBox::open_read_only(dir.path()).unwrap();
+    assert_eq!(ro.parts(old_one.id).await.unwrap(), old_one.parts);
+    assert_eq!(ro.counts().await.unwrap().content_bytes, bytes);
+    let b = SqliteBox::open(dir.path(), Arc::new(SystemClock), Options::default()).unwrap();
+    let new_one = message(vec![Part::inline("body", "new body")]);
+    b.publish(new_one.clone()).await.unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    assert_eq!(parts_rows(&conn), 3, "the new message's part is in its row");
+    // The read-only handle opened before the upgrade sees it too.
+    assert_eq!(ro.parts(new_one.id).await.unwrap(), new_one.parts);
+    assert_eq!(
+        ro.counts().await.unwrap().content_bytes,
+        bytes + b"new body".len() as u64
+    );
+    let info = b.message(new_one.id).await.unwrap().expect("stored");
+    assert_eq!(info.parts, new_one.parts);
+    let leased = b.lease_with_bodies("s", 10, 60_000, 1 << 20).await.unwrap();
+    let bodies: Vec<_> = leased.iter().map(|l| (l.message_id, l.parts.clone())).collect();
+    assert_eq!(
+        bodies,
+        [
+            (old_one.id, Some(old_one.parts)),
+            (two.id, Some(two.parts)),
+            (new_one.id, Some(new_one.parts))
+        ]
+    );
+    for l in leased {
+        b.ack(l.token).await.unwrap();
+    }
+    assert_eq!(parts_rows(&conn), 0, "deleted with their messages");
+    let counts = b.counts().await.unwrap();
+    assert_eq!((counts.spool, counts.content_bytes), (0, 0));
+    b.close().await.unwrap();
+}
