@@ -110,6 +110,11 @@ pub fn refuse_older_beside_node(conn: &Connection) -> rusqlite::Result<()> {
 /// place; `node` is the opener, which takes over an older box's leases,
 /// holds, staged messages and content in progress.
 pub fn migrate_for(conn: &Connection, node: &str) -> rusqlite::Result<()> {
+    // Tracking event ids only grow without `AUTOINCREMENT`, whose
+    // bookkeeping row cost every event a second write (boxes made before
+    // keep it): a new event takes the highest id + 1, and the purge never
+    // deletes the newest. Queue entries keep it: a lease token names its
+    // entry by id, which must never come back for another entry.
     conn.execute_batch(
         "BEGIN IMMEDIATE;
          CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -204,7 +209,7 @@ pub fn migrate_for(conn: &Connection, node: &str) -> rusqlite::Result<()> {
          );
          CREATE INDEX IF NOT EXISTS attempts_entry ON attempts (message_id, subscriber, id);
          CREATE TABLE IF NOT EXISTS tracking (
-             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             id INTEGER PRIMARY KEY,
              message_id BLOB NOT NULL,
              at INTEGER NOT NULL,
              event TEXT NOT NULL,

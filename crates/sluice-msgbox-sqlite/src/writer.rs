@@ -1543,7 +1543,9 @@ impl Writer {
     /// Events are purged from the oldest (lowest id) on, while they are
     /// older than `before`: ids follow time, so no index on the time has to
     /// be kept up to date on every insert. (After the clock went back, a few
-    /// events may wait for a later purge.)
+    /// events may wait for a later purge.) The newest event stays, however
+    /// old: a new event's id is the highest + 1, which must not go back (a
+    /// reader following the events goes on after the last id it saw).
     pub fn purge_tracking(&mut self, before: Millis, limit: usize) -> Result<u64> {
         let doing = "purging old tracking events";
         // Of the oldest `limit` events, the first one not old enough ends the range.
@@ -1558,7 +1560,8 @@ impl Writer {
             .conn
             .prepare_cached(
                 "DELETE FROM tracking WHERE id IN
-                 (SELECT id FROM tracking WHERE (?2 IS NULL OR id < ?2) ORDER BY id LIMIT ?1)",
+                 (SELECT id FROM tracking WHERE (?2 IS NULL OR id < ?2) AND id < (SELECT max(id) FROM tracking)
+                  ORDER BY id LIMIT ?1)",
             )
             .and_then(|mut s| s.execute(params![limit as i64, end]))
             .map_err(storage(doing))?;
