@@ -249,6 +249,71 @@ fn disk_full_mid_batch_commits_nothing() {
     assert_eq!(n, 0, "no job of the failed batch may be committed");
 }
 
+/// Tracking events are written together, a statement to many: all of them
+/// in the order recorded, and none of a batch rolled back (some of them
+/// written mid-batch, the rest waiting) with the next batch.
+#[test]
+fn tracking_events_are_written_in_order_and_never_outlive_their_batch() {
+    use crate::writer::{Job, Writer};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(crate::DB_FILE);
+    let opts = Options::default();
+    let conn = crate::schema::open_connection(&path, &opts, false).unwrap();
+    crate::schema::migrate(&conn).unwrap();
+    let mut writer = Writer::new(conn, Arc::new(SystemClock), true, crate::schema::DEFAULT_NODE).unwrap();
+    let publish = |w: &mut Writer, n: usize| -> Result<Vec<MessageId>, BoxError> {
+        (0..n)
+            .map(|_| {
+                let mut context = Context::new();
+                context.promote("receive", "location", "in");
+                let m = NewMessage {
+                    id: MessageId::new(),
+                    context,
+                    parts: vec![],
+                };
+                let origin = Origin::of(&m.context);
+                w.publish(&m, &m.context.to_json(), None, None, Some(&origin))?;
+                Ok(m.id)
+            })
+            .collect()
+    };
+    let (tx, _rx) = tokio::sync::oneshot::channel();
+    // 2 events each (received, suspended: no subscriber): 22 events, more
+    // than one statement's worth.
+    let failing = Job::new(
+        true,
+        move |w: &mut Writer| -> Result<(), BoxError> {
+            publish(w, 11)?;
+            Err(BoxError::Storage {
+                doing: "testing".into(),
+                detail: "failed after its changes".into(),
+            })
+        },
+        tx,
+    );
+    assert!(writer.run_batch(&mut vec![failing]).is_err());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job = Job::new(true, move |w: &mut Writer| publish(w, 9), tx);
+    let Ok(done) = writer.run_batch(&mut vec![job]) else {
+        panic!("the second batch commits")
+    };
+    done.into_iter().for_each(|c| c(None));
+    let ids = rx.blocking_recv().unwrap().unwrap();
+    let check = crate::schema::open_connection(&path, &opts, true).unwrap();
+    let events: Vec<(Vec<u8>, String)> = check
+        .prepare("SELECT message_id, event FROM tracking ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let expected: Vec<(Vec<u8>, String)> = ids
+        .iter()
+        .flat_map(|id| [tracked::RECEIVED, tracked::SUSPENDED].map(|e| (id.to_bytes().to_vec(), e.to_string())))
+        .collect();
+    assert_eq!(events, expected);
+}
+
 /// A queued message whose stored context cannot be read (damaged, or written
 /// by a newer version) is suspended with the reason instead of blocking the
 /// queue behind it.

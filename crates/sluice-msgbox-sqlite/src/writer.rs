@@ -121,6 +121,11 @@ pub struct Writer {
     /// The node's writer checkpoints on another thread (`None`: SQLite's
     /// automatic checkpoints, at the end of a commit).
     checkpoints: Option<checkpoint::Checkpointer>,
+    /// Tracking events of the transaction in progress not yet written:
+    /// written [`TRACK_ROWS`] to a statement, before the commit (or
+    /// whenever that many wait). A statement per event cost more than the
+    /// rows it wrote.
+    events: Vec<PendingEvent>,
 }
 
 impl Writer {
@@ -134,6 +139,7 @@ impl Writer {
             stats: Arc::default(),
             node: node.to_string(),
             checkpoints: None,
+            events: Vec::with_capacity(TRACK_ROWS),
         };
         w.load_subscriptions()?;
         Ok(w)
@@ -284,8 +290,17 @@ impl Writer {
             }
             done.push(c);
         }
+        if failed.is_none()
+            && let Err(e) = self.write_events()
+        {
+            let err = storage("recording the batch's tracking events")(e);
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err((err, done));
+        }
         if let Some(i) = failed {
-            // Keep the batch atomic: nothing of it is committed.
+            // Keep the batch atomic: nothing of it is committed, nor kept
+            // for the next one.
+            self.events.clear();
             if !self.conn.is_autocommit() {
                 let _ = self.conn.execute_batch("ROLLBACK");
             }
@@ -905,29 +920,53 @@ impl Writer {
     }
 
     /// Record a tracking event of message `mid`, in the transaction of
-    /// the change it records (nothing when tracking is off).
+    /// the change it records (nothing when tracking is off): written with
+    /// others before the commit ([`write_events`](Self::write_events)).
     fn track(&mut self, mid: MessageId, e: Track<'_>, doing: &str) -> Result<()> {
         if !self.tracking {
             return Ok(());
         }
-        self.conn
-            .prepare_cached(
-                "INSERT INTO tracking (message_id, at, event, subscriber, location, detail, context)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    mid.to_bytes(),
-                    self.now(),
-                    e.event,
-                    e.subscriber,
-                    e.location,
-                    e.detail,
-                    e.context
-                ])
-            })
-            .map_err(storage(doing))?;
+        self.events.push(PendingEvent {
+            message: mid.to_bytes(),
+            at: self.now(),
+            event: e.event,
+            subscriber: e.subscriber.map(str::to_string),
+            location: e.location.map(str::to_string),
+            detail: e.detail.map(str::to_string),
+            context: e.context.map(str::to_string),
+        });
+        if self.events.len() >= TRACK_ROWS {
+            self.write_events().map_err(storage(doing))?;
+        }
         Ok(())
+    }
+
+    /// Write the tracking events waiting in [`events`](Self::events), in
+    /// the order they were recorded (their ids follow it).
+    fn write_events(&mut self) -> rusqlite::Result<()> {
+        use std::sync::LazyLock;
+        const ROW: &str = "(?, ?, ?, ?, ?, ?, ?)";
+        static MANY: LazyLock<String> =
+            LazyLock::new(|| format!("{TRACK_INSERT} {}", vec![ROW; TRACK_ROWS].join(", ")));
+        static ONE: LazyLock<String> = LazyLock::new(|| format!("{TRACK_INSERT} {ROW}"));
+        let events = std::mem::take(&mut self.events);
+        // Whole groups in one statement each, the rest one by one.
+        let result = events.chunks(TRACK_ROWS).try_for_each(|group| {
+            let (sql, per) = if group.len() == TRACK_ROWS {
+                (&*MANY, TRACK_ROWS)
+            } else {
+                (&*ONE, 1)
+            };
+            let mut stmt = self.conn.prepare_cached(sql)?;
+            group.chunks(per).try_for_each(|rows| {
+                bind_events(&mut stmt, rows)?;
+                stmt.raw_execute().map(drop)
+            })
+        });
+        // Its room is kept for the next ones.
+        self.events = events;
+        self.events.clear();
+        result
     }
 
     /// Track message `id` as received from `origin` (when tracking is on,
@@ -1599,6 +1638,36 @@ impl SuspendedEntry {
             ..Track::at_port(event, self.subscriber.as_deref())
         }
     }
+}
+
+/// How many tracking events one statement writes.
+const TRACK_ROWS: usize = 16;
+const TRACK_INSERT: &str = "INSERT INTO tracking (message_id, at, event, subscriber, location, detail, context) VALUES";
+
+/// A tracking event waiting to be written ([`Writer::write_events`]).
+struct PendingEvent {
+    message: [u8; 16],
+    at: Millis,
+    event: &'static str,
+    subscriber: Option<String>,
+    location: Option<String>,
+    detail: Option<String>,
+    context: Option<String>,
+}
+
+/// Bind `events` to the first `7 * events.len()` parameters of `stmt`.
+fn bind_events(stmt: &mut rusqlite::Statement<'_>, events: &[PendingEvent]) -> rusqlite::Result<()> {
+    for (i, e) in events.iter().enumerate() {
+        let at = i * 7;
+        stmt.raw_bind_parameter(at + 1, &e.message[..])?;
+        stmt.raw_bind_parameter(at + 2, e.at)?;
+        stmt.raw_bind_parameter(at + 3, e.event)?;
+        stmt.raw_bind_parameter(at + 4, &e.subscriber)?;
+        stmt.raw_bind_parameter(at + 5, &e.location)?;
+        stmt.raw_bind_parameter(at + 6, &e.detail)?;
+        stmt.raw_bind_parameter(at + 7, &e.context)?;
+    }
+    Ok(())
 }
 
 /// A tracking event, as [`Writer::track`] records it (see [`TrackingEvent`]).
