@@ -1,3 +1,5 @@
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::value::{Value, ValueType};
@@ -51,13 +53,18 @@ pub enum ContextError {
 
 /// The stored form of a property. Every value is kept as text in a form that
 /// parses back to exactly the same value (see [`Value::to_text`]).
+/// Borrowed from the context or the JSON where it can be (a string with
+/// no escapes), to save the copies.
 #[derive(Serialize, Deserialize)]
-struct StoredProperty {
-    ns: String,
-    name: String,
-    #[serde(rename = "type")]
-    ty: String,
-    value: String,
+struct StoredProperty<'a> {
+    #[serde(borrow)]
+    ns: Cow<'a, str>,
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    ty: Cow<'a, str>,
+    #[serde(borrow)]
+    value: Cow<'a, str>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     promoted: bool,
 }
@@ -133,10 +140,10 @@ impl Context {
             .props
             .iter()
             .map(|p| StoredProperty {
-                ns: p.namespace.clone(),
-                name: p.name.clone(),
-                ty: p.value.value_type().as_str().to_string(),
-                value: p.value.to_text(),
+                ns: Cow::Borrowed(&p.namespace),
+                name: Cow::Borrowed(&p.name),
+                ty: Cow::Borrowed(p.value.value_type().as_str()),
+                value: Cow::Owned(p.value.to_text()),
                 promoted: p.promoted,
             })
             .collect();
@@ -145,20 +152,34 @@ impl Context {
     }
 
     pub fn from_json(json: &str) -> Result<Self, ContextError> {
-        let stored: Vec<StoredProperty> = serde_json::from_str(json)?;
-        let mut ctx = Context::new();
+        let stored: Vec<StoredProperty<'_>> = serde_json::from_str(json)?;
+        let mut ctx = Context {
+            props: Vec::with_capacity(stored.len()),
+        };
         for p in stored {
             let ty = ValueType::parse(&p.ty).ok_or_else(|| ContextError::UnknownType {
-                namespace: p.ns.clone(),
-                name: p.name.clone(),
-                ty: p.ty.clone(),
+                namespace: p.ns.to_string(),
+                name: p.name.to_string(),
+                ty: p.ty.to_string(),
             })?;
             let value = Value::from_text(ty, &p.value).map_err(|reason| ContextError::BadValue {
-                namespace: p.ns.clone(),
-                name: p.name.clone(),
+                namespace: p.ns.to_string(),
+                name: p.name.to_string(),
                 reason,
             })?;
-            ctx.set(&p.ns, &p.name, value, p.promoted);
+            // As `set` does, without copying the names again.
+            match ctx.props.iter_mut().find(|q| q.namespace == p.ns && q.name == p.name) {
+                Some(q) => {
+                    q.value = value;
+                    q.promoted = p.promoted;
+                }
+                None => ctx.props.push(Property {
+                    namespace: p.ns.into_owned(),
+                    name: p.name.into_owned(),
+                    value,
+                    promoted: p.promoted,
+                }),
+            }
         }
         Ok(ctx)
     }
@@ -224,7 +245,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn context_round_trips_exactly(props in proptest::collection::vec(("[a-z.]{1,12}", "[A-Za-z_]{1,12}", value(), any::<bool>()), 0..12)) {
+        fn context_round_trips_exactly(props in proptest::collection::vec(("[a-z.\"\\\\\né]{1,12}", "[A-Za-z_\"\\\\\t]{1,12}", value(), any::<bool>()), 0..12)) {
             let mut ctx = Context::new();
             for (ns, name, v, promoted) in props {
                 ctx.set(&ns, &name, v, promoted);
