@@ -431,18 +431,19 @@ fn part_in_row(conn: &Connection, id: MessageId, doing: &str) -> Result<Option<P
     conn.prepare_cached(
         "SELECT part_name, size, part_crc32, part_data FROM messages WHERE id = ?1 AND part_name IS NOT NULL",
     )
-    .and_then(|mut s| {
-        s.query_row([id.to_bytes()], |r| {
-            Ok(Part {
-                name: r.get(0)?,
-                size: r.get::<_, i64>(1)? as u64,
-                crc32: r.get(2)?,
-                body: PartBody::Inline(Bytes::from(r.get::<_, Option<Vec<u8>>>(3)?.unwrap_or_default())),
-            })
-        })
-        .optional()
-    })
+    .and_then(|mut s| s.query_row([id.to_bytes()], |r| row_part(r, 0)).optional())
     .map_err(storage(doing))
+}
+
+/// The part a message keeps in its row, from the columns `at`..: its
+/// `part_name, size, part_crc32, part_data` (the name not NULL).
+pub(crate) fn row_part(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Part> {
+    Ok(Part {
+        name: r.get(at)?,
+        size: r.get::<_, i64>(at + 1)? as u64,
+        crc32: r.get(at + 2)?,
+        body: PartBody::Inline(Bytes::from(r.get::<_, Option<Vec<u8>>>(at + 3)?.unwrap_or_default())),
+    })
 }
 
 const SUSPENDED_COLUMNS: &str =

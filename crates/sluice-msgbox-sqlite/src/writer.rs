@@ -1053,22 +1053,35 @@ impl Writer {
         let doing = format!("leasing entries for `{subscriber}`");
         let now = self.now();
         let until = now.saturating_add(lease_for.max(0));
+        // A part kept in the message's row comes with it, while the bytes
+        // so taken fit in `bodies_up_to` (the loop below hands them out).
+        let mut taking = bodies_up_to;
         let rows = self
             .conn
             .prepare_cached(
-                "SELECT q.id, q.message_id, q.generation, m.context, q.skipped, m.stored_parts, m.size
+                "SELECT q.id, q.message_id, q.generation, m.context, q.skipped, m.stored_parts, m.size,
+                        m.part_name, m.size, m.part_crc32, m.part_data
                  FROM queue q JOIN messages m ON m.id = q.message_id
                  WHERE q.subscriber = ?1 AND q.visible_at <= ?2 ORDER BY q.visible_at, q.id LIMIT ?3",
             )
             .and_then(|mut s| {
                 s.query_map(params![subscriber, now, max as i64], |r| {
+                    let inline_size = (r.get::<_, i64>(5)? == 0).then_some(r.get::<_, i64>(6)?.max(0) as u64);
+                    let in_row = match inline_size {
+                        Some(size) if size <= taking && r.get_ref(7)? != rusqlite::types::ValueRef::Null => {
+                            taking -= size;
+                            Some(crate::row_part(r, 7)?)
+                        }
+                        _ => None,
+                    };
                     Ok((
                         r.get::<_, i64>(0)?,
                         r.get::<_, Vec<u8>>(1)?,
                         r.get::<_, u32>(2)?,
                         r.get::<_, String>(3)?,
                         r.get::<_, u32>(4)?,
-                        (r.get::<_, i64>(5)? == 0).then_some(r.get::<_, i64>(6)?.max(0) as u64),
+                        inline_size,
+                        in_row,
                     ))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()
@@ -1079,7 +1092,7 @@ impl Writer {
         // the pages this transaction has at hand, not by a reader
         // afterwards); `None`: none (no budget, or it is spent).
         let mut bodies_left = Some(bodies_up_to).filter(|b| *b > 0);
-        for (entry, mid, generation, ctx, skipped, inline_size) in rows {
+        for (entry, mid, generation, ctx, skipped, inline_size, in_row) in rows {
             let message_id = id_of(mid)?;
             let context = match context_of(&ctx, message_id) {
                 Ok(c) => c,
@@ -1107,7 +1120,10 @@ impl Writer {
             let parts = match (inline_size, bodies_left) {
                 (Some(size), Some(left)) if size <= left => {
                     bodies_left = Some(left - size);
-                    Some(crate::load_parts(&self.conn, message_id, true)?)
+                    Some(match in_row {
+                        Some(part) => vec![part],
+                        None => crate::load_parts(&self.conn, message_id, true)?,
+                    })
                 }
                 // Once one does not fit, none after it: the budget is spent.
                 (Some(_), Some(_)) => {
