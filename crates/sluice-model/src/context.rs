@@ -97,7 +97,11 @@ impl Context {
 
     /// Set a property, keeping its position if it already exists.
     pub fn set(&mut self, namespace: &str, name: &str, value: impl Into<Value>, promoted: bool) {
-        let value = value.into();
+        self.put(Cow::Borrowed(namespace), Cow::Borrowed(name), value.into(), promoted);
+    }
+
+    /// [`set`](Self::set), the names owned when they are to be kept.
+    fn put(&mut self, namespace: Cow<'_, str>, name: Cow<'_, str>, value: Value, promoted: bool) {
         match self
             .props
             .iter_mut()
@@ -108,8 +112,8 @@ impl Context {
                 p.promoted = promoted;
             }
             None => self.props.push(Property {
-                namespace: namespace.to_string(),
-                name: name.to_string(),
+                namespace: namespace.into_owned(),
+                name: name.into_owned(),
                 value,
                 promoted,
             }),
@@ -167,19 +171,7 @@ impl Context {
                 name: p.name.to_string(),
                 reason,
             })?;
-            // As `set` does, without copying the names again.
-            match ctx.props.iter_mut().find(|q| q.namespace == p.ns && q.name == p.name) {
-                Some(q) => {
-                    q.value = value;
-                    q.promoted = p.promoted;
-                }
-                None => ctx.props.push(Property {
-                    namespace: p.ns.into_owned(),
-                    name: p.name.into_owned(),
-                    value,
-                    promoted: p.promoted,
-                }),
-            }
+            ctx.put(p.ns, p.name, value, p.promoted);
         }
         Ok(ctx)
     }

@@ -101,6 +101,18 @@ struct Inner {
 }
 
 impl Inner {
+    /// The parts of message `id`, read by a reader connection.
+    fn parts(&self, conn: &Connection, id: MessageId) -> Result<Vec<Part>> {
+        let in_rows = self.parts_in_rows(conn)?;
+        let parts = load_parts(conn, id, in_rows)?;
+        // The node may have upgraded the box since the look above, and
+        // stored the message after it, its part in its row.
+        if parts.is_empty() && !in_rows && self.parts_in_rows(conn)? {
+            return load_parts(conn, id, true);
+        }
+        Ok(parts)
+    }
+
     fn parts_in_rows(&self, conn: &Connection) -> Result<bool> {
         use std::sync::atomic::Ordering::Relaxed;
         if self.parts_in_rows.load(Relaxed) {
@@ -882,14 +894,12 @@ impl MessageBox for SqliteBox {
 
     async fn parts(&self, message: MessageId) -> Result<Vec<Part>> {
         let inner = self.inner.clone();
-        self.read(move |conn| load_parts(conn, message, inner.parts_in_rows(conn)?))
-            .await
+        self.read(move |conn| inner.parts(conn, message)).await
     }
 
     async fn message(&self, id: MessageId) -> Result<Option<MessageInfo>> {
         let inner = self.inner.clone();
         self.read(move |conn| {
-            let in_rows = inner.parts_in_rows(conn)?;
             let doing = format!("reading message {id}");
             let Some((created_at, ctx, refs)) = conn
                 .prepare_cached(
@@ -944,7 +954,7 @@ impl MessageBox for SqliteBox {
                 id,
                 created_at,
                 context: context_of(&ctx, id)?,
-                parts: load_parts(conn, id, in_rows)?,
+                parts: inner.parts(conn, id)?,
                 refs,
                 queue,
                 suspended,

@@ -13,8 +13,11 @@ use crate::Options;
 /// staged messages and content being written carry the node's id (`node`);
 /// a box of an older version gives all of it to the node that migrates it.
 /// 4: a message of one inline part keeps it in its own row (`part_name`,
-/// `part_crc32`, `part_data`), not in `parts`; an earlier build would not
-/// see it. Rows written before keep their parts in `parts`.
+/// `part_crc32`, `part_data`), not in `parts`. Rows written before keep
+/// their parts in `parts`. An earlier build refuses to open such a box, but
+/// one already running on it when a node of this version upgraded it would
+/// read such a message with no parts (an empty body): every node on a box
+/// is stopped before a newer one starts (README).
 pub const SCHEMA_VERSION: i64 = 4;
 
 /// The node id of handles opened without one (tests, `sluice bench`).

@@ -945,20 +945,23 @@ impl Writer {
     /// the order they were recorded (their ids follow it).
     fn write_events(&mut self) -> rusqlite::Result<()> {
         use std::sync::LazyLock;
+        if self.events.is_empty() {
+            return Ok(());
+        }
         const ROW: &str = "(?, ?, ?, ?, ?, ?, ?)";
         static MANY: LazyLock<String> =
             LazyLock::new(|| format!("{TRACK_INSERT} {}", vec![ROW; TRACK_ROWS].join(", ")));
         static ONE: LazyLock<String> = LazyLock::new(|| format!("{TRACK_INSERT} {ROW}"));
         let events = std::mem::take(&mut self.events);
-        // Whole groups in one statement each, the rest one by one.
-        let result = events.chunks(TRACK_ROWS).try_for_each(|group| {
-            let (sql, per) = if group.len() == TRACK_ROWS {
-                (&*MANY, TRACK_ROWS)
-            } else {
-                (&*ONE, 1)
-            };
-            let mut stmt = self.conn.prepare_cached(sql)?;
-            group.chunks(per).try_for_each(|rows| {
+        // At most `TRACK_ROWS` wait: all of them in one statement, or
+        // fewer (before a commit) one by one.
+        let (sql, per) = if events.len() == TRACK_ROWS {
+            (&*MANY, TRACK_ROWS)
+        } else {
+            (&*ONE, 1)
+        };
+        let result = self.conn.prepare_cached(sql).and_then(|mut stmt| {
+            events.chunks(per).try_for_each(|rows| {
                 bind_events(&mut stmt, rows)?;
                 stmt.raw_execute().map(drop)
             })
@@ -1053,8 +1056,9 @@ impl Writer {
         let doing = format!("leasing entries for `{subscriber}`");
         let now = self.now();
         let until = now.saturating_add(lease_for.max(0));
-        // A part kept in the message's row comes with it, while the bytes
-        // so taken fit in `bodies_up_to` (the loop below hands them out).
+        // A part kept in the message's row comes with it, by the rule of
+        // the loop below (which hands them out): while the inline bodies so
+        // far fit in `bodies_up_to`, none after the first that does not.
         let mut taking = bodies_up_to;
         let rows = self
             .conn
@@ -1068,11 +1072,18 @@ impl Writer {
                 s.query_map(params![subscriber, now, max as i64], |r| {
                     let inline_size = (r.get::<_, i64>(5)? == 0).then_some(r.get::<_, i64>(6)?.max(0) as u64);
                     let in_row = match inline_size {
-                        Some(size) if size <= taking && r.get_ref(7)? != rusqlite::types::ValueRef::Null => {
+                        Some(size) if size <= taking => {
                             taking -= size;
-                            Some(crate::row_part(r, 7)?)
+                            match r.get_ref(7)? {
+                                rusqlite::types::ValueRef::Null => None,
+                                _ => Some(crate::row_part(r, 7)?),
+                            }
                         }
-                        _ => None,
+                        Some(_) => {
+                            taking = 0;
+                            None
+                        }
+                        None => None,
                     };
                     Ok((
                         r.get::<_, i64>(0)?,
@@ -1187,7 +1198,8 @@ impl Writer {
         // Read, then delete by rowid: a `DELETE .. RETURNING` gathers its
         // rows in a temporary b-tree that SQLite opens, begins and closes
         // for every statement, which cost more than the delete itself. The
-        // writer is the only writer, so nothing changes in between.
+        // batch's transaction holds the write lock (`BEGIN IMMEDIATE`), so
+        // nothing changes in between.
         let row: Option<(Vec<u8>, String, bool)> = self
             .conn
             .prepare_cached(
