@@ -14,10 +14,12 @@ use crate::Options;
 /// a box of an older version gives all of it to the node that migrates it.
 /// 4: a message of one inline part keeps it in its own row (`part_name`,
 /// `part_crc32`, `part_data`), not in `parts`. Rows written before keep
-/// their parts in `parts`. An earlier build refuses to open such a box, but
+/// their parts in `parts`. An earlier build refuses to open such a box;
 /// one already running on it when a node of this version upgraded it would
-/// read such a message with no parts (an empty body): every node on a box
-/// is stopped before a newer one starts (README).
+/// read such a message with no parts (an empty body), so the upgrade also
+/// renames `stored_parts` (now `content_parts`), which its statements name:
+/// they fail instead. Every node on a box is stopped before a newer one
+/// starts (README).
 pub const SCHEMA_VERSION: i64 = 4;
 
 /// The node id of handles opened without one (tests, `sluice bench`).
@@ -87,6 +89,26 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     migrate_for(conn, DEFAULT_NODE)
 }
 
+/// Run `f` in a write transaction of its own (`BEGIN IMMEDIATE`).
+fn immediate(conn: &Connection, f: impl FnOnce(&Connection) -> rusqlite::Result<()>) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    match f(conn) {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+        [table, column],
+        |r| r.get(0),
+    )
+}
+
 /// The schema version of an existing box (`None`: a new, empty one).
 pub fn schema_version(conn: &Connection) -> Option<i64> {
     conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| {
@@ -128,7 +150,7 @@ pub fn migrate_for(conn: &Connection, node: &str) -> rusqlite::Result<()> {
              refs INTEGER NOT NULL,
              nparts INTEGER NOT NULL,
              size INTEGER NOT NULL,
-             stored_parts INTEGER NOT NULL,
+             content_parts INTEGER NOT NULL,
              part_name TEXT,
              part_crc32 INTEGER,
              part_data BLOB
@@ -253,26 +275,25 @@ pub fn migrate_for(conn: &Connection, node: &str) -> rusqlite::Result<()> {
         // Looked at and added in one write transaction: a node and a CLI
         // opening an old box at once must not both add the column (the
         // second would fail on "duplicate column name").
-        let add = |conn: &Connection| -> rusqlite::Result<()> {
-            let exists: bool = conn.query_row(
-                "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
-                [table, column],
-                |r| r.get(0),
-            )?;
-            if !exists {
+        immediate(conn, |conn| {
+            if !has_column(conn, table, column)? {
                 conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
             }
             Ok(())
-        };
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-        match add(conn) {
-            Ok(()) => conn.execute_batch("COMMIT")?,
-            Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
-                return Err(e);
-            }
-        }
+        })?;
     }
+    // Version 3 boxes: `stored_parts` is renamed, nothing else changes. A
+    // node of an earlier version still running on the box names the old
+    // column in its publish, lease and ack, so those fail from now on
+    // (loudly: sources stay where they are, leases expire and go to a
+    // node of this version) rather than deliver a message whose one part
+    // it cannot see (in the row since version 4) with an empty body.
+    immediate(conn, |conn| {
+        if has_column(conn, "messages", "stored_parts")? {
+            conn.execute_batch("ALTER TABLE messages RENAME COLUMN stored_parts TO content_parts")?;
+        }
+        Ok(())
+    })?;
     match schema_version(conn) {
         None => {
             conn.execute(

@@ -1025,6 +1025,7 @@ async fn one_inline_part_lives_in_its_message_row_and_a_version_3_box_reads_on()
              ALTER TABLE messages DROP COLUMN part_name;
              ALTER TABLE messages DROP COLUMN part_crc32;
              ALTER TABLE messages DROP COLUMN part_data;
+             ALTER TABLE messages RENAME COLUMN content_parts TO stored_parts;
              UPDATE meta SET value = '3' WHERE key = 'schema_version';",
         )
         .unwrap();
@@ -1033,7 +1034,21 @@ async fn one_inline_part_lives_in_its_message_row_and_a_version_3_box_reads_on()
     let ro = SqliteBox::open_read_only(dir.path()).unwrap();
     assert_eq!(ro.parts(old_one.id).await.unwrap(), old_one.parts);
     assert_eq!(ro.counts().await.unwrap().content_bytes, bytes);
+    // A node of the earlier version, running on the box: its lease names
+    // `stored_parts`.
+    let earlier = rusqlite::Connection::open(&path).unwrap();
+    let mut earlier_lease = earlier
+        .prepare("SELECT m.context, m.stored_parts, m.size FROM messages m")
+        .unwrap();
+    assert!(earlier_lease.query([]).unwrap().next().is_ok());
     let b = SqliteBox::open(dir.path(), Arc::new(SystemClock), Options::default()).unwrap();
+    // Upgraded: the earlier node's lease fails rather than hand out a
+    // message whose one part it would not see.
+    let failed = earlier_lease.query([]).and_then(|mut rows| rows.next().map(drop));
+    assert!(
+        failed.as_ref().is_err_and(|e| e.to_string().contains("stored_parts")),
+        "{failed:?}"
+    );
     let new_one = message(vec![Part::inline("body", "new body")]);
     b.publish(new_one.clone()).await.unwrap();
     let conn = rusqlite::Connection::open(&path).unwrap();

@@ -560,7 +560,7 @@ impl Writer {
         let inserted = self
             .conn
             .prepare_cached(
-                "INSERT INTO messages (id, created_at, context, refs, nparts, size, stored_parts,
+                "INSERT INTO messages (id, created_at, context, refs, nparts, size, content_parts,
                                        part_name, part_crc32, part_data)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (id) DO NOTHING",
             )
@@ -873,9 +873,9 @@ impl Writer {
         let n = self
             .conn
             .prepare_cached(
-                "INSERT INTO messages (id, created_at, context, refs, nparts, size, stored_parts,
+                "INSERT INTO messages (id, created_at, context, refs, nparts, size, content_parts,
                                        part_name, part_crc32, part_data)
-                 SELECT ?1, ?3, ?4, ?5, nparts, size, stored_parts, part_name, part_crc32, part_data
+                 SELECT ?1, ?3, ?4, ?5, nparts, size, content_parts, part_name, part_crc32, part_data
                  FROM messages WHERE id = ?2",
             )
             .and_then(|mut s| s.execute(params![id.to_bytes(), from.to_bytes(), self.now(), context_json, refs]))
@@ -1063,7 +1063,7 @@ impl Writer {
         let rows = self
             .conn
             .prepare_cached(
-                "SELECT q.id, q.message_id, q.generation, m.context, q.skipped, m.stored_parts, m.size,
+                "SELECT q.id, q.message_id, q.generation, m.context, q.skipped, m.content_parts, m.size,
                         m.part_name, m.size, m.part_crc32, m.part_data
                  FROM queue q JOIN messages m ON m.id = q.message_id
                  WHERE q.subscriber = ?1 AND q.visible_at <= ?2 ORDER BY q.visible_at, q.id LIMIT ?3",
@@ -1382,7 +1382,7 @@ impl Writer {
         let row: Option<(i64, PartRows, Option<String>)> = self
             .conn
             .prepare_cached(
-                "SELECT refs, stored_parts > 0, part_name IS NULL AND nparts > 0, iif(?2, context, NULL)
+                "SELECT refs, content_parts > 0, part_name IS NULL AND nparts > 0, iif(?2, context, NULL)
                  FROM messages WHERE id = ?1",
             )
             .and_then(|mut s| {
