@@ -137,9 +137,10 @@ pub fn refuse_older_beside_node(conn: &Connection) -> rusqlite::Result<()> {
 pub fn migrate_for(conn: &Connection, node: &str) -> rusqlite::Result<()> {
     // Tracking event ids only grow without `AUTOINCREMENT`, whose
     // bookkeeping row cost every event a second write (boxes made before
-    // keep it): a new event takes the highest id + 1, and the purge never
-    // deletes the newest. Queue entries keep it: a lease token names its
-    // entry by id, which must never come back for another entry.
+    // keep it): the writer gives them itself, after the highest in the
+    // table or ever purged (`meta.tracking_purged_to`). Queue entries keep
+    // it: a lease token names its entry by id, which must never come back
+    // for another entry.
     conn.execute_batch(
         "BEGIN IMMEDIATE;
          CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -1080,11 +1080,11 @@ async fn one_inline_part_lives_in_its_message_row_and_a_version_3_box_reads_on()
     b.close().await.unwrap();
 }
 
-/// Tracking ids go on growing when every event is old enough to purge:
-/// the newest stays, so a reader following the events after the last id
-/// it saw misses none of the next ones.
+/// Tracking ids go on growing when every event was purged, so a reader
+/// following the events after the last id it saw misses none of the next
+/// ones.
 #[tokio::test]
-async fn a_purge_keeps_the_newest_tracking_event_so_ids_never_go_back() {
+async fn tracking_ids_never_go_back_even_after_every_event_was_purged() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_700_000_000_000);
     let b = SqliteBox::open(dir.path(), clock.clone(), Options::default()).unwrap();
@@ -1102,7 +1102,8 @@ async fn a_purge_keeps_the_newest_tracking_event_so_ids_never_go_back() {
     let last = before.last().expect("events").id;
     clock.advance(60_000);
     let purged = b.purge_tracking(clock.now_ms(), 100).await.unwrap();
-    assert_eq!(purged as usize, before.len() - 1, "all but the newest");
+    assert_eq!(purged as usize, before.len(), "every event");
+    assert!(b.tracking(None, None, 100).await.unwrap().is_empty());
     publish().await;
     let after = b.tracking(None, Some(last), 100).await.unwrap();
     assert!(!after.is_empty(), "the new events follow the last one seen");

@@ -942,13 +942,23 @@ impl Writer {
     }
 
     /// Write the tracking events waiting in [`events`](Self::events), in
-    /// the order they were recorded (their ids follow it).
+    /// the order they were recorded, with ids that follow it: after the
+    /// highest in the table or ever purged (what `AUTOINCREMENT` would
+    /// keep, without its bookkeeping row rewritten on every insert; the
+    /// batch holds the write lock, so no one else takes these ids).
     fn write_events(&mut self) -> rusqlite::Result<()> {
         use std::sync::LazyLock;
         if self.events.is_empty() {
             return Ok(());
         }
-        const ROW: &str = "(?, ?, ?, ?, ?, ?, ?)";
+        let after: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT max(coalesce((SELECT max(id) FROM tracking), 0),
+                            coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'tracking_purged_to'), 0))",
+            )?
+            .query_row([], |r| r.get(0))?;
+        const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?)";
         static MANY: LazyLock<String> =
             LazyLock::new(|| format!("{TRACK_INSERT} {}", vec![ROW; TRACK_ROWS].join(", ")));
         static ONE: LazyLock<String> = LazyLock::new(|| format!("{TRACK_INSERT} {ROW}"));
@@ -961,8 +971,8 @@ impl Writer {
             (&*ONE, 1)
         };
         let result = self.conn.prepare_cached(sql).and_then(|mut stmt| {
-            events.chunks(per).try_for_each(|rows| {
-                bind_events(&mut stmt, rows)?;
+            events.chunks(per).enumerate().try_for_each(|(i, rows)| {
+                bind_events(&mut stmt, after + 1 + (i * per) as i64, rows)?;
                 stmt.raw_execute().map(drop)
             })
         });
@@ -1610,9 +1620,10 @@ impl Writer {
     /// Events are purged from the oldest (lowest id) on, while they are
     /// older than `before`: ids follow time, so no index on the time has to
     /// be kept up to date on every insert. (After the clock went back, a few
-    /// events may wait for a later purge.) The newest event stays, however
-    /// old: a new event's id is the highest + 1, which must not go back (a
-    /// reader following the events goes on after the last id it saw).
+    /// events may wait for a later purge.) The highest id purged is kept
+    /// (`meta.tracking_purged_to`): new ids go on after it even when every
+    /// event is gone (a reader following the events goes on after the last
+    /// id it saw; see [`write_events`](Self::write_events)).
     pub fn purge_tracking(&mut self, before: Millis, limit: usize) -> Result<u64> {
         let doing = "purging old tracking events";
         // Of the oldest `limit` events, the first one not old enough ends the range.
@@ -1623,12 +1634,19 @@ impl Writer {
             )
             .and_then(|mut s| s.query_row(params![before, limit as i64], |r| r.get(0)).optional())
             .map_err(storage(doing))?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO meta (key, value)
+                 SELECT 'tracking_purged_to', high FROM (SELECT max(id) AS high FROM tracking) WHERE high IS NOT NULL
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .and_then(|mut s| s.execute([]))
+            .map_err(storage(doing))?;
         let n = self
             .conn
             .prepare_cached(
                 "DELETE FROM tracking WHERE id IN
-                 (SELECT id FROM tracking WHERE (?2 IS NULL OR id < ?2) AND id < (SELECT max(id) FROM tracking)
-                  ORDER BY id LIMIT ?1)",
+                 (SELECT id FROM tracking WHERE (?2 IS NULL OR id < ?2) ORDER BY id LIMIT ?1)",
             )
             .and_then(|mut s| s.execute(params![limit as i64, end]))
             .map_err(storage(doing))?;
@@ -1670,7 +1688,8 @@ impl SuspendedEntry {
 
 /// How many tracking events one statement writes.
 const TRACK_ROWS: usize = 16;
-const TRACK_INSERT: &str = "INSERT INTO tracking (message_id, at, event, subscriber, location, detail, context) VALUES";
+const TRACK_INSERT: &str =
+    "INSERT INTO tracking (id, message_id, at, event, subscriber, location, detail, context) VALUES";
 
 /// A tracking event waiting to be written ([`Writer::write_events`]).
 struct PendingEvent {
@@ -1683,17 +1702,19 @@ struct PendingEvent {
     context: Option<String>,
 }
 
-/// Bind `events` to the first `7 * events.len()` parameters of `stmt`.
-fn bind_events(stmt: &mut rusqlite::Statement<'_>, events: &[PendingEvent]) -> rusqlite::Result<()> {
+/// Bind `events`, with ids from `first` on, to the first `8 * events.len()`
+/// parameters of `stmt`.
+fn bind_events(stmt: &mut rusqlite::Statement<'_>, first: i64, events: &[PendingEvent]) -> rusqlite::Result<()> {
     for (i, e) in events.iter().enumerate() {
-        let at = i * 7;
-        stmt.raw_bind_parameter(at + 1, &e.message[..])?;
-        stmt.raw_bind_parameter(at + 2, e.at)?;
-        stmt.raw_bind_parameter(at + 3, e.event)?;
-        stmt.raw_bind_parameter(at + 4, &e.subscriber)?;
-        stmt.raw_bind_parameter(at + 5, &e.location)?;
-        stmt.raw_bind_parameter(at + 6, &e.detail)?;
-        stmt.raw_bind_parameter(at + 7, &e.context)?;
+        let at = i * 8;
+        stmt.raw_bind_parameter(at + 1, first + i as i64)?;
+        stmt.raw_bind_parameter(at + 2, &e.message[..])?;
+        stmt.raw_bind_parameter(at + 3, e.at)?;
+        stmt.raw_bind_parameter(at + 4, e.event)?;
+        stmt.raw_bind_parameter(at + 5, &e.subscriber)?;
+        stmt.raw_bind_parameter(at + 6, &e.location)?;
+        stmt.raw_bind_parameter(at + 7, &e.detail)?;
+        stmt.raw_bind_parameter(at + 8, &e.context)?;
     }
     Ok(())
 }

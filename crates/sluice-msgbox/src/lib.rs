@@ -652,8 +652,6 @@ pub trait MessageBox: Send + Sync {
         limit: usize,
     ) -> Result<Vec<TrackingEvent>>;
     /// Delete up to `limit` tracking events older than `before`; how many.
-    /// A backend may keep the newest event, however old, where that keeps
-    /// event ids from going back.
     async fn purge_tracking(&self, before: Millis, limit: usize) -> Result<u64>;
 
     /// Commits made so far by this handle, where the backend counts them.
