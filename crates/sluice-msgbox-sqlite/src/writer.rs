@@ -126,6 +126,9 @@ pub struct Writer {
     /// whenever that many wait). A statement per event cost more than the
     /// rows it wrote.
     events: Vec<PendingEvent>,
+    /// The id of the last tracking event written in this batch (read once
+    /// a batch: it holds the write lock).
+    last_event_id: Option<i64>,
 }
 
 impl Writer {
@@ -140,6 +143,7 @@ impl Writer {
             node: node.to_string(),
             checkpoints: None,
             events: Vec::with_capacity(TRACK_ROWS),
+            last_event_id: None,
         };
         w.load_subscriptions()?;
         Ok(w)
@@ -265,6 +269,7 @@ impl Writer {
     #[allow(clippy::type_complexity)]
     pub(crate) fn run_batch(&mut self, batch: &mut Vec<Job>) -> Result<Vec<Completion>, (BoxError, Vec<Completion>)> {
         let mut done = Vec::with_capacity(batch.len());
+        self.last_event_id = None;
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             let err = storage("starting a transaction")(e);
             for job in batch.drain(..) {
@@ -951,13 +956,16 @@ impl Writer {
         if self.events.is_empty() {
             return Ok(());
         }
-        let after: i64 = self
-            .conn
-            .prepare_cached(
-                "SELECT max(coalesce((SELECT max(id) FROM tracking), 0),
-                            coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'tracking_purged_to'), 0))",
-            )?
-            .query_row([], |r| r.get(0))?;
+        let after: i64 = match self.last_event_id {
+            Some(id) => id,
+            None => self
+                .conn
+                .prepare_cached(
+                    "SELECT max(coalesce((SELECT max(id) FROM tracking), 0),
+                                coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'tracking_purged_to'), 0))",
+                )?
+                .query_row([], |r| r.get(0))?,
+        };
         const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?)";
         static MANY: LazyLock<String> =
             LazyLock::new(|| format!("{TRACK_INSERT} {}", vec![ROW; TRACK_ROWS].join(", ")));
@@ -976,6 +984,9 @@ impl Writer {
                 stmt.raw_execute().map(drop)
             })
         });
+        if result.is_ok() {
+            self.last_event_id = Some(after + events.len() as i64);
+        }
         // Its room is kept for the next ones.
         self.events = events;
         self.events.clear();
