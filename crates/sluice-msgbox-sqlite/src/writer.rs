@@ -956,41 +956,42 @@ impl Writer {
         if self.events.is_empty() {
             return Ok(());
         }
-        let after: i64 = match self.last_event_id {
-            Some(id) => id,
-            None => self
-                .conn
-                .prepare_cached(
-                    "SELECT max(coalesce((SELECT max(id) FROM tracking), 0),
-                                coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'tracking_purged_to'), 0))",
-                )?
-                .query_row([], |r| r.get(0))?,
-        };
         const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?)";
         static MANY: LazyLock<String> =
             LazyLock::new(|| format!("{TRACK_INSERT} {}", vec![ROW; TRACK_ROWS].join(", ")));
         static ONE: LazyLock<String> = LazyLock::new(|| format!("{TRACK_INSERT} {ROW}"));
         let events = std::mem::take(&mut self.events);
-        // At most `TRACK_ROWS` wait: all of them in one statement, or
-        // fewer (before a commit) one by one.
-        let (sql, per) = if events.len() == TRACK_ROWS {
-            (&*MANY, TRACK_ROWS)
-        } else {
-            (&*ONE, 1)
-        };
-        let result = self.conn.prepare_cached(sql).and_then(|mut stmt| {
+        let result = (|| {
+            let after: i64 = match self.last_event_id {
+                Some(id) => id,
+                None => self
+                    .conn
+                    .prepare_cached(
+                        "SELECT max(coalesce((SELECT max(id) FROM tracking), 0),
+                                    coalesce((SELECT CAST(value AS INTEGER) FROM meta
+                                              WHERE key = 'tracking_purged_to'), 0))",
+                    )?
+                    .query_row([], |r| r.get(0))?,
+            };
+            // At most `TRACK_ROWS` wait: all of them in one statement, or
+            // fewer (before a commit) one by one.
+            let (sql, per) = if events.len() == TRACK_ROWS {
+                (&*MANY, TRACK_ROWS)
+            } else {
+                (&*ONE, 1)
+            };
+            let mut stmt = self.conn.prepare_cached(sql)?;
             events.chunks(per).enumerate().try_for_each(|(i, rows)| {
                 bind_events(&mut stmt, after + 1 + (i * per) as i64, rows)?;
                 stmt.raw_execute().map(drop)
-            })
-        });
-        if result.is_ok() {
-            self.last_event_id = Some(after + events.len() as i64);
-        }
-        // Its room is kept for the next ones.
+            })?;
+            Ok(after + events.len() as i64)
+        })();
+        // Written or failed (the batch then fails), none waits any more;
+        // the buffer's room is kept for the next ones.
         self.events = events;
         self.events.clear();
-        result
+        result.map(|last| self.last_event_id = Some(last))
     }
 
     /// Track message `id` as received from `origin` (when tracking is on,
