@@ -201,9 +201,7 @@ fn disk_full_mid_batch_commits_nothing() {
         cache_kib: 256,
         ..Options::default()
     };
-    let conn = crate::schema::open_connection(&path, &opts, false).unwrap();
-    crate::schema::migrate(&conn).unwrap();
-    let mut writer = Writer::new(conn, Arc::new(SystemClock), true, crate::schema::DEFAULT_NODE).unwrap();
+    let mut writer = bare_writer(&path, &opts);
     let sub = |name: &str| Subscription {
         subscriber: name.into(),
         filter: Filter::All,
@@ -249,6 +247,14 @@ fn disk_full_mid_batch_commits_nothing() {
     assert_eq!(n, 0, "no job of the failed batch may be committed");
 }
 
+/// A writer on a new box at `path`, with tracking, driven by the test
+/// (`run_batch`), without the box's thread and checkpointer.
+fn bare_writer(path: &std::path::Path, opts: &Options) -> crate::writer::Writer {
+    let conn = crate::schema::open_connection(path, opts, false).unwrap();
+    crate::schema::migrate(&conn).unwrap();
+    crate::writer::Writer::new(conn, Arc::new(SystemClock), true, crate::schema::DEFAULT_NODE).unwrap()
+}
+
 /// Tracking events are written together, a statement to many: all of them
 /// in the order recorded, and none of a batch rolled back (some of them
 /// written mid-batch, the rest waiting) with the next batch.
@@ -258,9 +264,7 @@ fn tracking_events_are_written_in_order_and_never_outlive_their_batch() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(crate::DB_FILE);
     let opts = Options::default();
-    let conn = crate::schema::open_connection(&path, &opts, false).unwrap();
-    crate::schema::migrate(&conn).unwrap();
-    let mut writer = Writer::new(conn, Arc::new(SystemClock), true, crate::schema::DEFAULT_NODE).unwrap();
+    let mut writer = bare_writer(&path, &opts);
     let publish = |w: &mut Writer, n: usize| -> Result<Vec<MessageId>, BoxError> {
         (0..n)
             .map(|_| {
