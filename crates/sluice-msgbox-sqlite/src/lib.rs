@@ -147,6 +147,31 @@ pub struct WriterStats {
     pub checkpoints_beside: u64,
 }
 
+/// A role as stored; a row with another is read as an error, never as a role.
+fn role_of(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Role> {
+    let text: String = r.get(at)?;
+    text.parse()
+        .map_err(|e: String| rusqlite::Error::FromSqlConversionFailure(at, rusqlite::types::Type::Text, e.into()))
+}
+
+fn user_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
+    Ok(UserRecord {
+        name: r.get(0)?,
+        role: role_of(r, 1)?,
+        password_hash: r.get(2)?,
+        created_at: r.get(3)?,
+    })
+}
+
+fn token_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
+    Ok(TokenRecord {
+        id: r.get(0)?,
+        user: r.get(1)?,
+        role: role_of(r, 2)?,
+        created_at: r.get(3)?,
+    })
+}
+
 fn storage(doing: &str) -> impl Fn(rusqlite::Error) -> BoxError + '_ {
     move |e| BoxError::Storage {
         doing: doing.to_string(),
@@ -859,6 +884,112 @@ impl MessageBox for SqliteBox {
 
     async fn purge_tracking(&self, before: Millis, limit: usize) -> Result<u64> {
         self.write(false, move |w| w.purge_tracking(before, limit)).await
+    }
+
+    async fn add_user(&self, user: UserRecord) -> Result<()> {
+        self.write(true, move |w| w.add_user(user)).await
+    }
+
+    async fn remove_user(&self, name: &str) -> Result<u64> {
+        let name = name.to_string();
+        self.write(true, move |w| w.remove_user(&name)).await
+    }
+
+    async fn user(&self, name: &str) -> Result<Option<UserRecord>> {
+        let name = name.to_string();
+        self.read(move |conn| {
+            let doing = format!("reading user `{name}`");
+            conn.prepare_cached("SELECT name, role, password_hash, created_at FROM users WHERE name = ?1")
+                .and_then(|mut s| s.query_row([&name], user_of).optional())
+                .map_err(storage(&doing))
+        })
+        .await
+    }
+
+    async fn users(&self, after: Option<&str>, limit: usize) -> Result<Vec<UserRecord>> {
+        let after = after.map(str::to_string);
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT name, role, password_hash, created_at FROM users WHERE ?1 IS NULL OR name > ?1
+                 ORDER BY name LIMIT ?2",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![after, limit as i64], user_of)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(storage("listing users"))
+        })
+        .await
+    }
+
+    async fn add_token(&self, token: NewToken) -> Result<()> {
+        self.write(true, move |w| w.add_token(token)).await
+    }
+
+    async fn token(&self, hash: [u8; 32]) -> Result<Option<TokenRecord>> {
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT t.id, t.user, u.role, t.created_at FROM tokens t JOIN users u ON u.name = t.user
+                 WHERE t.hash = ?1",
+            )
+            .and_then(|mut s| s.query_row([hash], token_of).optional())
+            .map_err(storage("looking up an API token"))
+        })
+        .await
+    }
+
+    async fn tokens(&self, user: Option<&str>) -> Result<Vec<TokenRecord>> {
+        let user = user.map(str::to_string);
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT t.id, t.user, u.role, t.created_at FROM tokens t JOIN users u ON u.name = t.user
+                 WHERE ?1 IS NULL OR t.user = ?1 ORDER BY t.id",
+            )
+            .and_then(|mut s| s.query_map([user], token_of)?.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(storage("listing API tokens"))
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<bool> {
+        let id = id.to_string();
+        self.write(true, move |w| w.revoke_token(&id)).await
+    }
+
+    async fn record_audit(&self, entry: NewAuditEntry) -> Result<i64> {
+        self.write(true, move |w| w.record_audit(entry)).await
+    }
+
+    async fn audit(&self, before: Option<i64>, limit: usize) -> Result<Vec<AuditEntry>> {
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT id, at, actor, source, action, target, result, detail FROM audit
+                 WHERE ?1 IS NULL OR id < ?1 ORDER BY id DESC LIMIT ?2",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![before, limit as i64], |r| {
+                    Ok(AuditEntry {
+                        id: r.get(0)?,
+                        entry: NewAuditEntry {
+                            at: r.get(1)?,
+                            actor: r.get(2)?,
+                            source: r.get(3)?,
+                            action: r.get(4)?,
+                            target: r.get(5)?,
+                            result: r.get(6)?,
+                            detail: r.get(7)?,
+                        },
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(storage("reading the audit log"))
+        })
+        .await
+    }
+
+    async fn purge_audit(&self, before: Millis, limit: usize) -> Result<u64> {
+        self.write(false, move |w| w.purge_audit(before, limit)).await
     }
 
     fn commit_stats(&self) -> Option<CommitStats> {

@@ -20,7 +20,8 @@ use crate::Options;
 /// renames `stored_parts` (now `content_parts`), which its statements name:
 /// they fail instead. Every node on a box is stopped before a newer one
 /// starts (README).
-pub const SCHEMA_VERSION: i64 = 4;
+/// 5: the operators' tables: `users`, `tokens` (hashes only) and `audit`.
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The node id of handles opened without one (tests, `sluice bench`).
 pub const DEFAULT_NODE: &str = "local";
@@ -247,6 +248,29 @@ pub fn migrate_for(conn: &Connection, node: &str) -> rusqlite::Result<()> {
          CREATE INDEX IF NOT EXISTS tracking_message ON tracking (message_id, id);
          DROP INDEX IF EXISTS tracking_at;
          CREATE INDEX IF NOT EXISTS parts_content ON parts (content_id) WHERE content_id IS NOT NULL;
+         CREATE TABLE IF NOT EXISTS users (
+             name TEXT PRIMARY KEY,
+             role TEXT NOT NULL,
+             password_hash TEXT NOT NULL,
+             created_at INTEGER NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS tokens (
+             id TEXT PRIMARY KEY,
+             user TEXT NOT NULL,
+             hash BLOB NOT NULL UNIQUE,
+             created_at INTEGER NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS tokens_user ON tokens (user);
+         CREATE TABLE IF NOT EXISTS audit (
+             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             at INTEGER NOT NULL,
+             actor TEXT NOT NULL,
+             source TEXT NOT NULL,
+             action TEXT NOT NULL,
+             target TEXT NOT NULL,
+             result TEXT NOT NULL,
+             detail TEXT
+         );
          COMMIT;",
     )?;
     // Version 1 boxes: suspended entries gain where-it-failed columns, and

@@ -14,6 +14,7 @@ use crate::schema::{CONTENT_FINISHED, CONTENT_PUBLISHED, CONTENT_WRITING};
 use crate::{WriterStats, context_of, id_of, storage};
 
 pub(crate) mod checkpoint;
+mod operators;
 mod space;
 
 pub(crate) use space::Reserve;

@@ -60,8 +60,10 @@ pub use sluice_model::{Context, Filter, MessageId};
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod fault;
+mod operators;
 mod origin;
 
+pub use operators::{AuditEntry, NewAuditEntry, NewToken, Role, TokenRecord, UserRecord};
 pub use origin::Origin;
 
 /// Milliseconds since the Unix epoch.
@@ -455,6 +457,12 @@ pub enum BoxError {
         part: String,
         content: i64,
     },
+    #[error("user `{0}` already exists")]
+    UserExists(String),
+    #[error("no user named `{0}`")]
+    NoSuchUser(String),
+    #[error("token `{0}` already exists")]
+    TokenExists(String),
     #[error(transparent)]
     Content(#[from] ContentError),
     #[error("message box storage failed while {doing}: {detail}")]
@@ -653,6 +661,33 @@ pub trait MessageBox: Send + Sync {
     ) -> Result<Vec<TrackingEvent>>;
     /// Delete up to `limit` tracking events older than `before`; how many.
     async fn purge_tracking(&self, before: Millis, limit: usize) -> Result<u64>;
+
+    // ---- operators: users, API tokens, the audit log ----------------------
+
+    /// Add a user (`UserExists` if the name is taken). Durable.
+    async fn add_user(&self, user: UserRecord) -> Result<()>;
+    /// Remove a user and every token of theirs, in one transaction
+    /// (`NoSuchUser` if absent); how many tokens went with them. Durable.
+    async fn remove_user(&self, name: &str) -> Result<u64>;
+    async fn user(&self, name: &str) -> Result<Option<UserRecord>>;
+    /// Users in name order after `after`.
+    async fn users(&self, after: Option<&str>, limit: usize) -> Result<Vec<UserRecord>>;
+    /// Store a token's hash for a user (`NoSuchUser`, `TokenExists`). Durable.
+    async fn add_token(&self, token: NewToken) -> Result<()>;
+    /// The token with this SHA-256, with its user's role now; `None` if
+    /// there is none (never made, revoked, or its user removed).
+    async fn token(&self, hash: [u8; 32]) -> Result<Option<TokenRecord>>;
+    /// Tokens (of one user or all) in id order.
+    async fn tokens(&self, user: Option<&str>) -> Result<Vec<TokenRecord>>;
+    /// Revoke a token by its id; whether there was one. Durable.
+    async fn revoke_token(&self, id: &str) -> Result<bool>;
+    /// Record an operator action; its id. Durable: an action is answered
+    /// only once its record is on disk.
+    async fn record_audit(&self, entry: NewAuditEntry) -> Result<i64>;
+    /// Recorded actions, newest first, older than `before` (an id).
+    async fn audit(&self, before: Option<i64>, limit: usize) -> Result<Vec<AuditEntry>>;
+    /// Delete up to `limit` audit entries older than `before`; how many.
+    async fn purge_audit(&self, before: Millis, limit: usize) -> Result<u64>;
 
     /// Commits made so far by this handle, where the backend counts them.
     fn commit_stats(&self) -> Option<CommitStats> {

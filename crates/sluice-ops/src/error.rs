@@ -23,6 +23,9 @@ pub enum ErrorCode {
     NoSuchSubscriber,
     Conflict,
     EntriesFailed,
+    Unauthenticated,
+    Forbidden,
+    RateLimited,
     StorageUnavailable,
     CorruptContent,
     Io,
@@ -31,7 +34,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of the table in the crate docs.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::NotFound,
         ErrorCode::NothingMatches,
         ErrorCode::InvalidArgument,
@@ -43,6 +46,9 @@ impl ErrorCode {
         ErrorCode::NoSuchSubscriber,
         ErrorCode::Conflict,
         ErrorCode::EntriesFailed,
+        ErrorCode::Unauthenticated,
+        ErrorCode::Forbidden,
+        ErrorCode::RateLimited,
         ErrorCode::StorageUnavailable,
         ErrorCode::CorruptContent,
         ErrorCode::Io,
@@ -63,6 +69,9 @@ impl ErrorCode {
             ErrorCode::NoSuchSubscriber => "no_such_subscriber",
             ErrorCode::Conflict => "conflict",
             ErrorCode::EntriesFailed => "entries_failed",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::StorageUnavailable => "storage_unavailable",
             ErrorCode::CorruptContent => "corrupt_content",
             ErrorCode::Io => "io",
@@ -70,9 +79,13 @@ impl ErrorCode {
         }
     }
 
-    /// The HTTP status a REST API answers with: 400, 404, 409, 500 or 503.
+    /// The HTTP status a REST API answers with: 400, 401, 403, 404, 409,
+    /// 429, 500 or 503.
     pub fn http_status(self) -> u16 {
         match self {
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::RateLimited => 429,
             ErrorCode::InvalidArgument | ErrorCode::InvalidFilter | ErrorCode::InvalidEdit | ErrorCode::TooLarge => 400,
             ErrorCode::NotFound | ErrorCode::NothingMatches => 404,
             ErrorCode::NotResumable
@@ -88,7 +101,7 @@ impl ErrorCode {
     /// Whether the same request may succeed later unchanged (the box's
     /// storage failed or is closed): a client may retry with backoff.
     pub fn transient(self) -> bool {
-        matches!(self, ErrorCode::StorageUnavailable)
+        matches!(self, ErrorCode::StorageUnavailable | ErrorCode::RateLimited)
     }
 
     /// The code of an error of the message box.
@@ -98,7 +111,12 @@ impl ErrorCode {
             BoxError::NotResumable { .. } | BoxError::NeedsNewBody { .. } => ErrorCode::NotResumable,
             BoxError::StillNoSubscriber { .. } => ErrorCode::NoSubscriber,
             BoxError::NoSuchSubscriber(_) => ErrorCode::NoSuchSubscriber,
-            BoxError::LeaseLost { .. } | BoxError::Duplicate(_) | BoxError::NotHeld { .. } => ErrorCode::Conflict,
+            BoxError::NoSuchUser(_) => ErrorCode::NotFound,
+            BoxError::LeaseLost { .. }
+            | BoxError::Duplicate(_)
+            | BoxError::NotHeld { .. }
+            | BoxError::UserExists(_)
+            | BoxError::TokenExists(_) => ErrorCode::Conflict,
             BoxError::UnfinishedContent { .. } => ErrorCode::Internal,
             BoxError::Content(e) => ErrorCode::of_content(e),
             BoxError::Storage { .. } | BoxError::Closed => ErrorCode::StorageUnavailable,
@@ -167,6 +185,16 @@ pub enum OpsError {
         taken: u64,
         code: ErrorCode,
     },
+    /// No valid credentials; the message says what was missing or wrong
+    /// without repeating a secret.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The role does not allow it; the message says what was refused.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Too many failed attempts; the message says when to try again.
+    #[error("{0}")]
+    RateLimited(String),
     /// The node's report (`status.json`) cannot be read.
     #[error("reading the node's report {path}: {detail}")]
     NodeReport { path: String, detail: String },
@@ -178,7 +206,7 @@ impl OpsError {
         self.error_code().as_str()
     }
 
-    /// The HTTP status category: 400, 404, 409, 500 or 503.
+    /// The HTTP status, as [`ErrorCode::http_status`].
     pub fn http_status(&self) -> u16 {
         self.error_code().http_status()
     }
@@ -199,6 +227,9 @@ impl OpsError {
             OpsError::InvalidFilter(_) => ErrorCode::InvalidFilter,
             OpsError::EntriesFailed { code, .. } => *code,
             OpsError::NodeReport { .. } => ErrorCode::Io,
+            OpsError::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            OpsError::Forbidden(_) => ErrorCode::Forbidden,
+            OpsError::RateLimited(_) => ErrorCode::RateLimited,
         }
     }
 

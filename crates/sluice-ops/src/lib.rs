@@ -42,6 +42,9 @@
 //! | `no_such_subscriber` | 409 | no | the entry's send port is no longer configured |
 //! | `conflict` | 409 | no | the box refused the change in the state it is in (a lease lost, a duplicate id) |
 //! | `entries_failed` | 409 | no | a bulk run in which entries failed for different reasons (when they all failed alike, the run's error has their code, e.g. `not_found`) |
+//! | `unauthenticated` | 401 | no | no credentials, or they are not valid (an unknown or revoked token, a removed user, a wrong password, an expired session) |
+//! | `forbidden` | 403 | no | the user's role does not allow it (a viewer reading a body or changing anything), or a form without its CSRF token |
+//! | `rate_limited` | 429 | yes | too many failed logins for this user or from this address; try later |
 //! | `storage_unavailable` | 503 | yes | the box's storage failed (disk full, I/O error, locked, no box yet) or the box is closed |
 //! | `corrupt_content` | 500 | no | stored content fails its size or CRC-32 check |
 //! | `io` | 500 | no | reading a new body or the node's report failed |

@@ -18,6 +18,7 @@ mod faults;
 mod interchange;
 mod lease;
 mod model;
+mod operators;
 mod ownership;
 mod publish;
 mod suspend;
@@ -27,6 +28,7 @@ pub use faults::*;
 pub use interchange::*;
 pub use lease::*;
 pub use model::*;
+pub use operators::*;
 pub use ownership::*;
 pub use publish::*;
 pub use suspend::*;
@@ -85,6 +87,8 @@ macro_rules! conformance_tests {
             nodes_recover_only_their_own_leases,
             held_by_lists_only_the_nodes_holds,
             nodes_discard_only_their_own_interchanges,
+            users_and_tokens_are_kept_and_removed_together,
+            audit_entries_are_kept_newest_first_and_purged_by_age,
         );
         #[test]
         fn model_based_sequences() {
