@@ -192,6 +192,9 @@ pub enum OpsError {
     /// The role does not allow it; the message says what was refused.
     #[error("{0}")]
     Forbidden(String),
+    /// A bug or a broken environment (no randomness); the message says what.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// Too many failed attempts; the message says when to try again.
     #[error("{0}")]
     RateLimited(String),
@@ -230,6 +233,7 @@ impl OpsError {
             OpsError::Unauthenticated(_) => ErrorCode::Unauthenticated,
             OpsError::Forbidden(_) => ErrorCode::Forbidden,
             OpsError::RateLimited(_) => ErrorCode::RateLimited,
+            OpsError::Internal(_) => ErrorCode::Internal,
         }
     }
 

@@ -54,6 +54,8 @@
 //! error: it is an outcome ([`Outcome::Taken`](suspended::Outcome::Taken),
 //! counted in [`Summary::taken`](suspended::Summary::taken)).
 
+pub mod access;
+pub mod audit;
 pub mod body;
 mod error;
 pub mod messages;
