@@ -18,6 +18,10 @@
 //!
 //! [metrics]                              # optional: the Prometheus endpoint is off without it
 //! address = "127.0.0.1:9464"
+//!
+//! [api]                                  # optional: the REST API is off without it
+//! address = "127.0.0.1:8470"
+//! tls = { cert = "cert.pem", key = "key.pem" }
 //! ```
 //!
 //! Every table refuses unknown keys; relative paths resolve against the
@@ -124,6 +128,8 @@ pub struct Config {
     pub hosts: BTreeMap<String, HostConfig>,
     /// The Prometheus endpoint; off unless configured.
     pub metrics: Option<MetricsConfig>,
+    /// The REST API; off unless configured.
+    pub api: Option<sluice_api::ApiConfig>,
     /// Tracking of what happened to messages (on, kept 7 days, by default).
     pub tracking: TrackingConfig,
     /// The message box, as a store URL (`sqlite:PATH`, a relative path
@@ -161,7 +167,7 @@ impl std::fmt::Debug for RawTables {
 }
 
 /// The keys of the top level of a configuration file.
-const TOP_KEYS: [&str; 9] = [
+const TOP_KEYS: [&str; 10] = [
     "data_dir",
     "store",
     "node_id",
@@ -170,6 +176,7 @@ const TOP_KEYS: [&str; 9] = [
     "send_ports",
     "hosts",
     "metrics",
+    "api",
     "tracking",
 ];
 
@@ -690,6 +697,7 @@ impl<'t> Reader<'t> {
             send_ports: BTreeMap::new(),
             hosts: BTreeMap::new(),
             metrics: None,
+            api: None,
             tracking: TrackingConfig::default(),
             store: None,
             node_id: None,
@@ -712,6 +720,7 @@ impl<'t> Reader<'t> {
                 "log_messages" => config.log_messages = r.value("log_messages", value).unwrap_or(false),
                 "tracking" => config.tracking = r.value("tracking", value).unwrap_or_default(),
                 "metrics" => config.metrics = r.value("metrics", value),
+                "api" => config.api = r.value("api", value),
                 "hosts" => {
                     for (name, value) in r.table("hosts", value) {
                         if let Some(host) = r.value(&format!("hosts.{name}"), value) {
@@ -908,6 +917,12 @@ impl<'t> Reader<'t> {
                 "tracking.keep",
                 "must be between 1s and 10 years (to keep no tracking, set tracking.enabled = false)",
             );
+        }
+        if let Some(api) = &mut config.api {
+            api.resolve_paths(base);
+            for (key, problem) in api.problems() {
+                self.problem(format!("api.{key}"), problem);
+            }
         }
         config.hosts.entry(DEFAULT_HOST.to_string()).or_default();
         for (name, hc) in &config.hosts {

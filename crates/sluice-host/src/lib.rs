@@ -171,6 +171,15 @@ pub async fn serve(config: Config, config_path: PathBuf, control: Control) -> Re
         })?),
         None => None,
     };
+    // The REST API too, for the same reason.
+    let api = match &config.api {
+        Some(a) => Some(sluice_api::Api::bind(a.clone()).await.map_err(|e| HostError::Start {
+            what: "api".into(),
+            message: e.to_string(),
+        })?),
+        None => None,
+    };
+    let api_address = api.as_ref().and_then(|a| a.local_addr().ok()).map(|a| a.to_string());
     let metrics = Metrics::new();
     let throttles: HashMap<String, Arc<Throttle>> = config
         .hosts
@@ -260,12 +269,15 @@ pub async fn serve(config: Config, config_path: PathBuf, control: Control) -> Re
         metrics_address.clone(),
         services_stop.clone(),
     ));
-    if config.tracking.enabled {
-        services.spawn(purge_tracking(
-            mbox.clone(),
-            config.tracking.keep,
-            services_stop.clone(),
-        ));
+    services.spawn(purge_old(
+        mbox.clone(),
+        config.tracking.keep,
+        config.tracking.enabled,
+        services_stop.clone(),
+    ));
+    if let Some(api) = api {
+        let state = sluice_api::ApiState::new(mbox.clone(), config.data_dir.clone(), Arc::new(SystemClock));
+        services.spawn(api.run(state, services_stop.clone(), Duration::from_secs(10)));
     }
     if let Some(endpoint) = endpoint {
         services.spawn(endpoint.serve(metrics.clone(), mbox.clone(), services_stop.clone()));
@@ -286,7 +298,7 @@ pub async fn serve(config: Config, config_path: PathBuf, control: Control) -> Re
         units.add_location(&shared, location);
     }
     tracing::info!(data_dir = %config.data_dir.display(), store = %store, node = %node_id, metrics = metrics_address.as_deref().unwrap_or("off"),
-        "node running");
+        api = api_address.as_deref().unwrap_or("off"), "node running");
 
     // Until asked to stop, answer reloads. A unit's task that ends while it
     // should run reports itself (see `node::supervised`).
@@ -439,31 +451,41 @@ async fn sample_rss(metrics: Arc<Metrics>, throttles: Vec<Arc<Throttle>>, stop: 
     }
 }
 
-/// Delete tracking events older than `keep`, at start and then every
-/// quarter of `keep` (at most every 10 minutes), a bounded batch at a time.
-async fn purge_tracking(mbox: Arc<dyn MessageBox>, keep: Duration, stop: CancellationToken) {
+/// Delete tracking events (when `tracking` is on) and audit entries older
+/// than `keep`, at start and then every quarter of `keep` (at most every 10
+/// minutes), a bounded batch at a time.
+async fn purge_old(mbox: Arc<dyn MessageBox>, keep: Duration, tracking: bool, stop: CancellationToken) {
     const BATCH: usize = 10_000;
     let every = (keep / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
     let mut ticks = Ticker::new(every, stop.clone());
     while ticks.next().await {
         let before = now_ms() - keep.as_millis().min(i64::MAX as u128) as i64;
-        let mut purged = 0;
-        loop {
-            match mbox.purge_tracking(before, BATCH).await {
-                Ok(n) => {
-                    purged += n;
-                    if (n as usize) < BATCH || stop.is_cancelled() {
+        for what in ["tracking events", "audit entries"] {
+            if what == "tracking events" && !tracking {
+                continue;
+            }
+            let mut purged = 0;
+            loop {
+                let batch = match what {
+                    "tracking events" => mbox.purge_tracking(before, BATCH).await,
+                    _ => mbox.purge_audit(before, BATCH).await,
+                };
+                match batch {
+                    Ok(n) => {
+                        purged += n;
+                        if (n as usize) < BATCH || stop.is_cancelled() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not purge old {what}; trying again later");
                         break;
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not purge old tracking events; trying again later");
-                    break;
-                }
             }
-        }
-        if purged > 0 {
-            tracing::info!(events = purged, keep = ?keep, "purged old tracking events");
+            if purged > 0 {
+                tracing::info!(purged, keep = ?keep, "purged old {what}");
+            }
         }
     }
 }

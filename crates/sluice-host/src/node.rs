@@ -527,7 +527,7 @@ fn raw_at(config: &Config, path: &[&str]) -> String {
 }
 
 /// The keys a reload cannot change (the box, the node's identity, the
-/// hosts' throttles, the metrics endpoint, tracking): one error per key
+/// hosts' throttles, the metrics endpoint, the REST API, tracking): one error per key
 /// that differs.
 fn fixed_changes(old: &Config, new: &Config) -> Vec<String> {
     let mut errors = Vec::new();
@@ -547,6 +547,7 @@ fn fixed_changes(old: &Config, new: &Config) -> Vec<String> {
     differs("store", old.store_url().to_string(), new.store_url().to_string());
     differs("node_id", format!("{:?}", old.node_id), format!("{:?}", new.node_id));
     differs("metrics", format!("{:?}", old.metrics), format!("{:?}", new.metrics));
+    differs("api", format!("{:?}", old.api), format!("{:?}", new.api));
     differs("tracking", format!("{:?}", old.tracking), format!("{:?}", new.tracking));
     let names: std::collections::BTreeSet<&String> = old.hosts.keys().chain(new.hosts.keys()).collect();
     for name in names {

@@ -46,9 +46,22 @@ pub async fn record<T>(
     now: Millis,
 ) -> Result<i64, OpsError> {
     let (result, detail) = match outcome {
-        Ok(_) => ("ok".to_string(), detail),
-        Err(e) => (e.code().to_string(), Some(e.to_string())),
+        Ok(_) => ("ok", detail),
+        Err(e) => (e.code(), Some(e.to_string())),
     };
+    record_result(b, actor, action, target, result, detail, now).await
+}
+
+/// Record an action whose result is already a code (`ok`, or an error's).
+pub async fn record_result(
+    b: &dyn MessageBox,
+    actor: &Actor,
+    action: &str,
+    target: &str,
+    result: &str,
+    detail: Option<String>,
+    now: Millis,
+) -> Result<i64, OpsError> {
     let detail = detail.map(|mut d| {
         if d.len() > DETAIL_MAX {
             let mut end = DETAIL_MAX;
@@ -66,7 +79,7 @@ pub async fn record<T>(
         source: actor.source.clone(),
         action: action.to_string(),
         target: target.to_string(),
-        result,
+        result: result.to_string(),
         detail,
     })
     .await

@@ -121,7 +121,7 @@ impl Body {
 
     /// What a failed read means: corrupt content, the message gone, or
     /// the box's storage failing.
-    async fn failed(&self, e: std::io::Error) -> OpsError {
+    async fn failed(&mut self, e: std::io::Error) -> OpsError {
         let doing = format!("reading part {} of message {}", self.index, self.message_id);
         let content = match e.into_inner().map(|inner| inner.downcast::<ContentError>()) {
             Some(Ok(content)) => *content,

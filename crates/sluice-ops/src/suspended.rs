@@ -582,6 +582,27 @@ pub enum Event<'a> {
     Taken { done: u64, total: u64, taken: Taken },
 }
 
+/// Told about a bulk run's [`Event`]s as it goes. The run waits for each
+/// answer, so a front end may take its time (write the event to a slow
+/// client, record it in the audit log) and the run goes at its pace; `Break`
+/// stops the run after the entry in hand. [`run`] takes a closure
+/// instead, answering at once.
+pub trait Progress: Send {
+    fn event(&mut self, event: Event<'_>) -> impl std::future::Future<Output = ControlFlow<()>> + Send;
+}
+
+/// A closure as a [`Progress`].
+struct Answers<F>(F);
+
+impl<F> Progress for Answers<F>
+where
+    F: FnMut(Event<'_>) -> ControlFlow<()> + Send,
+{
+    fn event(&mut self, event: Event<'_>) -> impl std::future::Future<Output = ControlFlow<()>> + Send {
+        std::future::ready((self.0)(event))
+    }
+}
+
 /// What a bulk run did. Every entry it matched has one outcome:
 /// `done + failed + skipped + taken == matched`, unless `interrupted`.
 #[derive(Debug, Clone, Serialize)]
@@ -767,15 +788,10 @@ impl Spans {
     /// The run meets entry `id`, in id order: the spans before it are
     /// closed. `Break` if `progress` said so while closing (the entry is
     /// then not acted on).
-    fn meet(
-        &mut self,
-        id: i64,
-        summary: &mut Summary,
-        progress: &mut impl FnMut(Event<'_>) -> ControlFlow<()>,
-    ) -> ControlFlow<()> {
+    async fn meet(&mut self, id: i64, summary: &mut Summary, progress: &mut impl Progress) -> ControlFlow<()> {
         let mut flow = ControlFlow::Continue(());
         while self.spans.get(self.at).is_some_and(|span| span.last < id) {
-            if self.close(summary, progress).is_break() {
+            if self.close(summary, progress).await.is_break() {
                 flow = ControlFlow::Break(());
             }
         }
@@ -787,19 +803,15 @@ impl Spans {
 
     /// The run is past every entry: close what is left. Nothing changes in
     /// the box here, so a `Break` does not stop the counting.
-    fn close_all(&mut self, summary: &mut Summary, progress: &mut impl FnMut(Event<'_>) -> ControlFlow<()>) {
+    async fn close_all(&mut self, summary: &mut Summary, progress: &mut impl Progress) {
         while self.at < self.spans.len() {
-            let _ = self.close(summary, progress);
+            let _ = self.close(summary, progress).await;
         }
     }
 
     /// Close the current span: the entries of it the run did not meet were
     /// taken by another operation.
-    fn close(
-        &mut self,
-        summary: &mut Summary,
-        progress: &mut impl FnMut(Event<'_>) -> ControlFlow<()>,
-    ) -> ControlFlow<()> {
+    async fn close(&mut self, summary: &mut Summary, progress: &mut impl Progress) -> ControlFlow<()> {
         let span = self.spans[self.at];
         let met = std::mem::take(&mut self.met);
         self.at += 1;
@@ -818,16 +830,18 @@ impl Spans {
             return ControlFlow::Continue(());
         }
         summary.taken += count;
-        progress(Event::Taken {
-            done: summary.processed(),
-            total: summary.matched,
-            taken: Taken {
-                count,
-                first: span.first,
-                last: span.last,
-                of: span.count,
-            },
-        })
+        progress
+            .event(Event::Taken {
+                done: summary.processed(),
+                total: summary.matched,
+                taken: Taken {
+                    count,
+                    first: span.first,
+                    last: span.last,
+                    of: span.count,
+                },
+            })
+            .await
     }
 }
 
@@ -854,7 +868,17 @@ pub async fn run(
     b: &dyn MessageBox,
     selection: &Selection,
     action: &Action,
-    mut progress: impl FnMut(Event<'_>) -> ControlFlow<()>,
+    progress: impl FnMut(Event<'_>) -> ControlFlow<()> + Send,
+) -> Result<Summary, OpsError> {
+    run_with(b, selection, action, Answers(progress)).await
+}
+
+/// [`run`], telling a [`Progress`] that may take its time.
+pub async fn run_with(
+    b: &dyn MessageBox,
+    selection: &Selection,
+    action: &Action,
+    mut progress: impl Progress,
 ) -> Result<Summary, OpsError> {
     let op = action.op();
     match selection {
@@ -877,7 +901,7 @@ pub async fn run(
             }
             let total = unique.len() as u64;
             let mut summary = Summary::new(op, total);
-            if progress(Event::Matched { total }).is_break() {
+            if progress.event(Event::Matched { total }).await.is_break() {
                 summary.interrupted = true;
                 return Ok(summary);
             }
@@ -894,7 +918,7 @@ pub async fn run(
                     id,
                     outcome: &outcome,
                 };
-                if progress(event).is_break() && summary.processed() < total {
+                if progress.event(event).await.is_break() && summary.processed() < total {
                     summary.interrupted = true;
                     break;
                 }
@@ -927,7 +951,7 @@ pub async fn run(
                 }
                 return Ok(summary);
             };
-            if progress(Event::Matched { total }).is_break() {
+            if progress.event(Event::Matched { total }).await.is_break() {
                 summary.interrupted = true;
                 return Ok(summary);
             }
@@ -939,7 +963,7 @@ pub async fn run(
                     if info.id > last {
                         break 'pages;
                     }
-                    if spans.meet(info.id, &mut summary, &mut progress).is_break() {
+                    if spans.meet(info.id, &mut summary, &mut progress).await.is_break() {
                         stopped = true;
                         break 'pages;
                     }
@@ -954,7 +978,7 @@ pub async fn run(
                         id: info.id,
                         outcome: &outcome,
                     };
-                    if progress(event).is_break() {
+                    if progress.event(event).await.is_break() {
                         // Stopped at the last entry: nothing is left.
                         stopped = info.id != last;
                         break 'pages;
@@ -964,7 +988,7 @@ pub async fn run(
             if stopped {
                 summary.interrupted = true;
             } else {
-                spans.close_all(&mut summary, &mut progress);
+                spans.close_all(&mut summary, &mut progress).await;
             }
             Ok(summary)
         }
@@ -975,7 +999,7 @@ pub async fn run(
 pub async fn resume_all(
     b: &dyn MessageBox,
     selection: &Selection,
-    progress: impl FnMut(Event<'_>) -> ControlFlow<()>,
+    progress: impl FnMut(Event<'_>) -> ControlFlow<()> + Send,
 ) -> Result<Summary, OpsError> {
     run(b, selection, &Action::Resume, progress).await
 }
@@ -985,7 +1009,7 @@ pub async fn resubmit_all(
     b: &dyn MessageBox,
     selection: &Selection,
     edit: &Edit,
-    progress: impl FnMut(Event<'_>) -> ControlFlow<()>,
+    progress: impl FnMut(Event<'_>) -> ControlFlow<()> + Send,
 ) -> Result<Summary, OpsError> {
     run(b, selection, &Action::Resubmit(edit.clone()), progress).await
 }
@@ -994,7 +1018,7 @@ pub async fn resubmit_all(
 pub async fn terminate_all(
     b: &dyn MessageBox,
     selection: &Selection,
-    progress: impl FnMut(Event<'_>) -> ControlFlow<()>,
+    progress: impl FnMut(Event<'_>) -> ControlFlow<()> + Send,
 ) -> Result<Summary, OpsError> {
     run(b, selection, &Action::Terminate, progress).await
 }

@@ -18,8 +18,8 @@ use http_body::Body as _;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Instant;
 
-use super::guard::Holder;
 use crate::Admitted;
+use crate::support::guard::Holder;
 
 /// Why a request body could not be taken: the client's doing.
 #[derive(Debug, Clone)]

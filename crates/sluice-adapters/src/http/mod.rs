@@ -6,7 +6,6 @@
 //! retry or fail, and solicit-response publishes it as a new message.
 
 mod body;
-mod guard;
 mod receive;
 mod reply;
 mod send;

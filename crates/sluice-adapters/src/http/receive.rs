@@ -75,8 +75,8 @@ use sluice_pipeline::ByteSize;
 use tokio_util::io::StreamReader;
 
 use super::body::{Capped, CompleteBody, Fault, FaultSlot, MinRate, Paced};
-use super::guard::{Evict, RateLimited, Refusal, Slots, WriteTimeout};
 use super::reply::{Answer, Failed, Reply, ReplyStream, ReplyTransmitter, Waiting};
+use crate::support::guard::{Evict, RateLimited, Refusal, Slots};
 pub use crate::support::tls::ServerTls;
 use crate::support::{Secret, names};
 use crate::{AdapterError, Body, REPLY_TO, ReceiveContext, Source, Transmitter, reply_subscriber};
@@ -949,111 +949,6 @@ async fn handle(shared: Arc<Shared>, peer: std::net::IpAddr, request: Request) -
     await_response(settings, cx, waiting, id, rx).await
 }
 
-/// Serve one connection until it ends: closed when it has had no request
-/// in progress for `connection_idle_timeout`, or gracefully when the node
-/// stops.
-async fn serve_connection<I>(
-    io: I,
-    shared: Arc<Shared>,
-    peer: SocketAddr,
-    holder: Arc<super::guard::Holder>,
-    stopping: tokio_util::sync::CancellationToken,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    let settings = shared.settings.clone();
-    let act = holder.clone();
-    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        // In progress from its head until its answer's last byte.
-        let in_request = act.enter();
-        let shared = shared.clone();
-        let holder = act.clone();
-        async move {
-            let (method, path) = (req.method().clone(), req.uri().path().to_string());
-            let response = handle(shared.clone(), peer.ip(), req.map(axum::body::Body::new)).await;
-            log_refusal(&shared, peer.ip(), method.as_str(), &path, &response);
-            // Watched from here: an answer that makes no progress for
-            // write_timeout (an HTTP/2 client that grants no window never
-            // makes a socket write wait) ends the connection.
-            let answering = holder.answering();
-            Ok::<_, std::convert::Infallible>(response.map(|b| {
-                use http_body_util::BodyExt;
-                axum::body::Body::new(b.map_frame(move |f| {
-                    let _ = &in_request;
-                    answering.progress();
-                    f
-                }))
-            }))
-        }
-    });
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_timeout);
-    // HTTP/2: a stream left unread (waiting for admission) takes at most a
-    // quarter of the connection's window, so its siblings keep flowing; and
-    // what a client can make the node buffer is bounded per connection.
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(256 * 1024)
-        .initial_connection_window_size(1024 * 1024)
-        .max_concurrent_streams(100);
-    let io = TokioIo::new(WriteTimeout::new(io, settings.write_timeout));
-    let conn = builder.serve_connection_with_upgrades(io, service);
-    tokio::pin!(conn);
-    let mut tick = tokio::time::interval(Duration::from_secs(1).min(settings.connection_idle_timeout));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut closing = false;
-    let mut evicted = false;
-    loop {
-        tokio::select! {
-            ended = conn.as_mut() => {
-                if let Err(e) = ended {
-                    tracing::debug!(peer = %peer, error = %e, "HTTP connection ended with an error");
-                }
-                return;
-            }
-            _ = stopping.cancelled(), if !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-            }
-            _ = holder.evicted().cancelled(), if !evicted => {
-                // Room made for a newcomer. Chosen while it had no request
-                // in progress; one may have begun since: let it finish.
-                evicted = true;
-                if holder.idle_for().is_some() {
-                    tracing::debug!(peer = %peer, "closing an idle connection to make room for another client");
-                    return;
-                }
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-            }
-            _ = tick.tick() => {
-                if holder
-                    .answer_stalled_for()
-                    .is_some_and(|d| d >= settings.write_timeout)
-                {
-                    tracing::info!(peer = %peer, "the client took none of its answer for write_timeout; connection closed");
-                    return;
-                }
-                // Idle (no request in progress): closed outright, whether it
-                // idled too long or the node is stopping (a graceful close
-                // could wait on a client that never answers).
-                if holder
-                    .idle_for()
-                    .is_some_and(|d| closing || d >= settings.connection_idle_timeout)
-                {
-                    tracing::debug!(peer = %peer, closing, "closing an idle connection");
-                    return;
-                }
-            }
-        }
-    }
-}
-
 #[async_trait]
 impl Source for HttpReceiver {
     async fn bind(&mut self) -> Result<(), AdapterError> {
@@ -1099,76 +994,34 @@ impl Source for HttpReceiver {
             refusal_log: RateLimited::with_burst(Duration::from_secs(10), 20),
             tasks: tokio_util::task::TaskTracker::new(),
         });
-        let connections = self.connections.clone();
-        let accept_errors = RateLimited::new(Duration::from_secs(10));
         let tracker = shared.tasks.clone();
-        loop {
-            let (stream, peer) = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok(c) => c,
-                    Err(e) => {
-                        if let Some(left_out) = accept_errors.allow() {
-                            tracing::warn!(receive_location = %cx.location, error = %e, left_out, "accepting a connection");
-                        }
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-                _ = cx.shutdown.cancelled() => break,
-            };
-            // Caps first, before anything is spent on the connection.
-            let slot = match connections.take(peer.ip()) {
-                Ok((slot, evicted)) => {
-                    if let Some(client) = evicted
-                        && let Some(left_out) = connections.evictions.allow()
-                    {
-                        tracing::warn!(receive_location = %cx.location, evicted = %client, left_out,
-                            "at its cap of connections: the longest idle one is closed to make room");
-                    }
-                    slot
-                }
-                Err(refusal) => {
-                    if let Some(left_out) = connections.refusals.allow() {
-                        tracing::warn!(receive_location = %cx.location, client = %peer.ip(), cap = %refusal,
-                            open = connections.taken(), left_out, "connection refused (closed at once)");
-                    }
-                    drop(stream);
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let tls = self.tls.clone();
-            let (shared, stopping) = (shared.clone(), cx.shutdown.clone());
-            let (location, handshake) = (cx.location.clone(), settings.header_timeout);
-            tracker.spawn(async move {
-                let holder = slot.holder().clone();
-                let _slot = slot;
-                match tls {
-                    None => serve_connection(stream, shared, peer, holder, stopping).await,
-                    Some(acceptor) => {
-                        // An evicted or stopping node does not wait for a handshake.
-                        let handshake = tokio::select! {
-                            h = tokio::time::timeout(handshake, acceptor.accept(stream)) => h,
-                            _ = holder.evicted().cancelled() => return,
-                            _ = stopping.cancelled() => return,
-                        };
-                        match handshake {
-                            Ok(Ok(tls)) => serve_connection(tls, shared, peer, holder, stopping).await,
-                            Ok(Err(e)) => {
-                                tracing::info!(receive_location = %location, peer = %peer, error = %e,
-                                    "TLS handshake failed");
-                            }
-                            Err(_) => {
-                                tracing::info!(receive_location = %location, peer = %peer,
-                                    "TLS handshake too slow; closed");
-                            }
-                        }
-                    }
-                }
-            });
-        }
-        // Stop taking requests; let the ones in flight finish (bounded).
-        drop(listener);
+        let listener = crate::support::serve::Listener {
+            listener,
+            connections: self.connections.clone(),
+            tls: self.tls.clone(),
+            timeouts: crate::support::serve::Timeouts {
+                header: settings.header_timeout,
+                write: settings.write_timeout,
+                idle: settings.connection_idle_timeout,
+            },
+        };
+        let handler = move |peer: SocketAddr, req: axum::extract::Request| {
+            let shared = shared.clone();
+            async move {
+                let (method, path) = (req.method().clone(), req.uri().path().to_string());
+                let response = handle(shared.clone(), peer.ip(), req).await;
+                log_refusal(&shared, peer.ip(), method.as_str(), &path, &response);
+                response
+            }
+        };
+        let span = tracing::info_span!("http_listener", receive_location = %cx.location);
+        tracing::Instrument::instrument(
+            crate::support::serve::accept(listener, cx.shutdown.clone(), tracker.clone(), handler),
+            span,
+        )
+        .await;
+        // Not taking requests any more (the listener is closed); let the
+        // ones in flight finish (bounded).
         tracker.close();
         let grace = Duration::from_secs(30).max(settings.response_timeout);
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {

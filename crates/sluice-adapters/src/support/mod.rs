@@ -12,13 +12,22 @@
 //!   stage, so every adapter has the same limits (zstd window, size cap);
 //! - [`fd`]: the process's open-files limit and the reserve kept for the
 //!   box and the other adapters;
-//! - [`net`]: listening addresses, `ip:port` or `host:port` resolved at load.
+//! - [`net`]: listening addresses, `ip:port` or `host:port` resolved at load;
+//! - [`guard`]: what keeps one client from holding a listener shut (caps on
+//!   connections and uploads per listener and per client address, the
+//!   process's file descriptors, idle and stalled connections);
+//! - [`serve`] (feature `http`): an HTTP listener's accept loop and
+//!   connections under those guards, for the HTTP receive location and the
+//!   node's REST API alike.
 
 pub mod codec;
 pub mod fd;
+pub mod guard;
 pub mod names;
 pub mod net;
 pub mod secret;
+#[cfg(feature = "http")]
+pub mod serve;
 pub mod tls;
 
 pub use fd::{FD_RESERVE, fd_limit, raise_fd_limit};

@@ -43,7 +43,7 @@ fn process_budget() -> &'static AtomicI64 {
 }
 
 /// A log line at most once per interval, saying how many were left out.
-pub(crate) struct RateLimited {
+pub struct RateLimited {
     every: Duration,
     /// Lines allowed in each period of `every`.
     burst: u32,
@@ -54,12 +54,12 @@ pub(crate) struct RateLimited {
 
 impl RateLimited {
     /// At most one line per `every`.
-    pub(crate) fn new(every: Duration) -> Self {
+    pub fn new(every: Duration) -> Self {
         RateLimited::with_burst(every, 1)
     }
 
     /// At most `burst` lines per period of `every`.
-    pub(crate) fn with_burst(every: Duration, burst: u32) -> Self {
+    pub fn with_burst(every: Duration, burst: u32) -> Self {
         RateLimited {
             every,
             burst: burst.max(1),
@@ -70,7 +70,7 @@ impl RateLimited {
 
     /// `Some(n)` (n = occurrences left out since the last line) when a line
     /// may be written now; `None` when it must be left out.
-    pub(crate) fn allow(&self) -> Option<u64> {
+    pub fn allow(&self) -> Option<u64> {
         let now = Instant::now();
         let Ok(mut window) = self.window.lock() else {
             return None;
@@ -95,7 +95,7 @@ const ROOM_POLL: Duration = Duration::from_millis(20);
 
 /// Why a connection or an upload was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
+pub enum Refusal {
     /// The location's own cap.
     Location(usize),
     /// The cap per client address.
@@ -119,7 +119,7 @@ impl std::fmt::Display for Refusal {
 
 /// Which holder a location at its cap evicts to make room.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Evict {
+pub enum Evict {
     /// Connections: the one with no request in progress for longest, if
     /// for at least `min_idle`.
     Idlest { min_idle: Duration },
@@ -129,7 +129,7 @@ pub(crate) enum Evict {
 }
 
 /// Counts per location and per client address, each with a cap.
-pub(crate) struct Slots {
+pub struct Slots {
     max: usize,
     per_client: usize,
     /// Also take a slot of the process's file-descriptor budget.
@@ -138,8 +138,8 @@ pub(crate) struct Slots {
     inner: Mutex<SlotCounts>,
     /// Woken when a slot is given back (for [`Slots::take_within`]).
     given_back: tokio::sync::Notify,
-    pub(crate) refusals: RateLimited,
-    pub(crate) evictions: RateLimited,
+    pub refusals: RateLimited,
+    pub evictions: RateLimited,
 }
 
 #[derive(Default)]
@@ -152,7 +152,7 @@ struct SlotCounts {
 
 /// What one slot's holder is doing: how a location at its cap chooses whom
 /// to evict, and how the holder learns it was.
-pub(crate) struct Holder {
+pub struct Holder {
     client: IpAddr,
     started: Instant,
     /// Bytes received (uploads).
@@ -203,13 +203,13 @@ impl Holder {
     }
 
     /// A request began; it is in progress until the guard is dropped.
-    pub(crate) fn enter(self: &Arc<Self>) -> InRequest {
+    pub fn enter(self: &Arc<Self>) -> InRequest {
         self.active.fetch_add(1, Ordering::AcqRel);
         InRequest(self.clone())
     }
 
     /// How long it has had no request in progress (`None` while one is).
-    pub(crate) fn idle_for(&self) -> Option<Duration> {
+    pub fn idle_for(&self) -> Option<Duration> {
         if self.active.load(Ordering::Acquire) > 0 {
             return None;
         }
@@ -218,12 +218,12 @@ impl Holder {
     }
 
     /// Its body is being read from now on (uploads).
-    pub(crate) fn reading(&self) {
+    pub fn reading(&self) {
         self.reading.store(true, Ordering::Relaxed);
     }
 
     /// Count bytes received (uploads).
-    pub(crate) fn received(&self, n: u64) {
+    pub fn received(&self, n: u64) {
         self.bytes.fetch_add(n, Ordering::Relaxed);
     }
 
@@ -232,14 +232,14 @@ impl Holder {
     }
 
     /// The client keeps the upload waiting from now (uploads).
-    pub(crate) fn wait_begins(&self) {
+    pub fn wait_begins(&self) {
         let _ = self
             .wait_began_us
             .compare_exchange(0, self.now_us(), Ordering::AcqRel, Ordering::Acquire);
     }
 
     /// The client sent something (or the wait ended otherwise).
-    pub(crate) fn wait_ends(&self) {
+    pub fn wait_ends(&self) {
         let began = self.wait_began_us.swap(0, Ordering::AcqRel);
         if began != 0 {
             self.client_wait_us
@@ -254,14 +254,14 @@ impl Holder {
     }
 
     /// The body has all arrived: never evicted as slow any more.
-    pub(crate) fn finish(&self) {
+    pub fn finish(&self) {
         self.finished.store(true, Ordering::Relaxed);
     }
 
     /// Time spent waiting for the client, bytes received, and the average
     /// bytes per second over that time (`None` before reading began or
     /// once the body has all arrived).
-    pub(crate) fn pace(&self) -> Option<(Duration, u64, u64)> {
+    pub fn pace(&self) -> Option<(Duration, u64, u64)> {
         if !self.reading.load(Ordering::Relaxed) || self.finished.load(Ordering::Relaxed) {
             return None;
         }
@@ -279,7 +279,7 @@ impl Holder {
 
     /// An answer is being written until the guard is dropped; `progress`
     /// on it marks each frame handed over.
-    pub(crate) fn answering(self: &Arc<Self>) -> Answering {
+    pub fn answering(self: &Arc<Self>) -> Answering {
         self.answer_progress_ms.store(self.now_ms(), Ordering::Release);
         self.answering.fetch_add(1, Ordering::AcqRel);
         Answering(self.clone())
@@ -287,7 +287,7 @@ impl Holder {
 
     /// How long the answers being written have made no progress (`None`
     /// when none is being written).
-    pub(crate) fn answer_stalled_for(&self) -> Option<Duration> {
+    pub fn answer_stalled_for(&self) -> Option<Duration> {
         if self.answering.load(Ordering::Acquire) == 0 {
             return None;
         }
@@ -296,17 +296,17 @@ impl Holder {
     }
 
     /// Cancelled when a location at its cap evicted this holder.
-    pub(crate) fn evicted(&self) -> &CancellationToken {
+    pub fn evicted(&self) -> &CancellationToken {
         &self.evicted
     }
 }
 
 /// An answer being written on its connection.
-pub(crate) struct Answering(Arc<Holder>);
+pub struct Answering(Arc<Holder>);
 
 impl Answering {
     /// A frame of the answer was handed to the connection.
-    pub(crate) fn progress(&self) {
+    pub fn progress(&self) {
         self.0.answer_progress_ms.store(self.0.now_ms(), Ordering::Release);
     }
 }
@@ -318,7 +318,7 @@ impl Drop for Answering {
 }
 
 /// A request in progress on its connection.
-pub(crate) struct InRequest(Arc<Holder>);
+pub struct InRequest(Arc<Holder>);
 
 impl Drop for InRequest {
     fn drop(&mut self) {
@@ -329,7 +329,7 @@ impl Drop for InRequest {
 }
 
 impl Slots {
-    pub(crate) fn new(max: usize, per_client: usize, process: bool, evict: Evict) -> Arc<Slots> {
+    pub fn new(max: usize, per_client: usize, process: bool, evict: Evict) -> Arc<Slots> {
         Arc::new(Slots {
             max,
             per_client,
@@ -366,7 +366,7 @@ impl Slots {
     /// Take a slot for `client`, or say which cap refuses it. At the
     /// location's cap the worst holder is evicted to make room (see the
     /// module doc); the second value is the client evicted, if one was.
-    pub(crate) fn take(self: &Arc<Self>, client: IpAddr) -> Result<(Slot, Option<IpAddr>), Refusal> {
+    pub fn take(self: &Arc<Self>, client: IpAddr) -> Result<(Slot, Option<IpAddr>), Refusal> {
         let mut c = self.inner.lock().map_err(|_| Refusal::Location(self.max))?;
         let mine = c.by_client.get(&client).copied().unwrap_or(0);
         if mine >= self.per_client {
@@ -430,7 +430,7 @@ impl Slots {
     /// every normal request, a little later, instead of refusing the few
     /// that arrive while no holder can be evicted. The caps per client and
     /// of the process refuse at once.
-    pub(crate) async fn take_within(
+    pub async fn take_within(
         self: &Arc<Self>,
         client: IpAddr,
         wait: Duration,
@@ -458,20 +458,20 @@ impl Slots {
     }
 
     /// Slots taken now (all clients).
-    pub(crate) fn taken(&self) -> usize {
+    pub fn taken(&self) -> usize {
         self.inner.lock().map(|c| c.total).unwrap_or(0)
     }
 }
 
 /// One connection's or upload's slot; given back on drop.
-pub(crate) struct Slot {
+pub struct Slot {
     slots: Arc<Slots>,
     id: u64,
     holder: Arc<Holder>,
 }
 
 impl Slot {
-    pub(crate) fn holder(&self) -> &Arc<Holder> {
+    pub fn holder(&self) -> &Arc<Holder> {
         &self.holder
     }
 }
@@ -500,14 +500,14 @@ impl Drop for Slot {
 /// of what is written to it for `write_timeout` is cut off (the write
 /// fails; the connection ends, and an answer being streamed to it ends
 /// unfinished).
-pub(crate) struct WriteTimeout<S> {
+pub struct WriteTimeout<S> {
     inner: S,
     timeout: Duration,
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<S> WriteTimeout<S> {
-    pub(crate) fn new(inner: S, timeout: Duration) -> Self {
+    pub fn new(inner: S, timeout: Duration) -> Self {
         WriteTimeout {
             inner,
             timeout,

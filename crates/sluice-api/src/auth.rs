@@ -1,0 +1,157 @@
+//! Who is asking: every request but the health answers carries
+//! `Authorization: Bearer <token>`; the token's user and role come from the
+//! box on every request (a revoked token or a removed user is refused at
+//! once). Failed attempts are counted per client address: past
+//! [`FAILURES_ALLOWED`] in [`FAILURE_WINDOW`] the address is answered 429
+//! until the window ends, before any lookup.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use sluice_ops::access::{self, Permission, Principal};
+use sluice_ops::audit::Actor;
+use sluice_ops::{ErrorCode, OpsError};
+
+use crate::{ApiState, Problem};
+
+/// Failed attempts an address may make in a window.
+pub const FAILURES_ALLOWED: u32 = 20;
+/// The window over which failures are counted.
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses remembered at most; past it the oldest window is forgotten.
+const ADDRESSES_KEPT: usize = 10_000;
+
+/// The client's address, put on each request by the listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+/// Failed attempts per client address, in a bounded table.
+#[derive(Default)]
+pub struct Failures {
+    by_address: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl Failures {
+    /// `Some(wait)` while the address may not try again.
+    fn blocked(&self, ip: IpAddr) -> Option<Duration> {
+        let table = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
+        let (since, n) = *table.get(&ip)?;
+        let elapsed = since.elapsed();
+        (n >= FAILURES_ALLOWED && elapsed < FAILURE_WINDOW).then(|| FAILURE_WINDOW - elapsed)
+    }
+
+    fn failed(&self, ip: IpAddr) {
+        let mut table = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
+        if table.len() >= ADDRESSES_KEPT && !table.contains_key(&ip) {
+            table.retain(|_, (since, _)| since.elapsed() < FAILURE_WINDOW);
+            if table.len() >= ADDRESSES_KEPT
+                && let Some(oldest) = table.iter().min_by_key(|(_, (since, _))| *since).map(|(ip, _)| *ip)
+            {
+                table.remove(&oldest);
+            }
+        }
+        let entry = table.entry(ip).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= FAILURE_WINDOW {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 += 1;
+    }
+}
+
+/// An authenticated request: who, with which role, from where.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub actor: Actor,
+}
+
+impl Caller {
+    pub fn require(&self, p: Permission) -> Result<(), Problem> {
+        self.principal.require(p).map_err(Problem::from)
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, Problem> {
+    let missing = || {
+        Problem::new(
+            ErrorCode::Unauthenticated,
+            "this needs an API token: send `Authorization: Bearer <token>` (an admin makes one with `sluice tokens create USER`)",
+        )
+    };
+    let value = headers.get(header::AUTHORIZATION).ok_or_else(missing)?;
+    let value = value.to_str().map_err(|_| missing())?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(token.trim()),
+        _ => Err(missing()),
+    }
+}
+
+impl FromRequestParts<ApiState> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<Peer>()
+            .map(|p| p.0)
+            .ok_or_else(|| Problem::new(ErrorCode::Internal, "no client address on the request"))?;
+        if let Some(wait) = state.failures.blocked(peer.ip()) {
+            return Err(Problem::from(OpsError::RateLimited(format!(
+                "too many failed attempts from {}; try again in {} s",
+                peer.ip(),
+                wait.as_secs().max(1)
+            ))));
+        }
+        let token = match bearer(&parts.headers) {
+            Ok(t) => t,
+            Err(e) => {
+                state.failures.failed(peer.ip());
+                return Err(e);
+            }
+        };
+        match access::authenticate_token(&*state.b, token).await {
+            Ok(principal) => Ok(Caller {
+                actor: Actor {
+                    name: principal.user.clone(),
+                    source: peer.ip().to_string(),
+                },
+                principal,
+            }),
+            Err(e) => {
+                if e.error_code() == ErrorCode::Unauthenticated {
+                    state.failures.failed(peer.ip());
+                    tracing::info!(client = %peer.ip(), reason = %e, "API request refused: not authenticated");
+                }
+                Err(e.into())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_is_blocked_after_its_failures_and_the_table_stays_bounded() {
+        let f = Failures::default();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..FAILURES_ALLOWED - 1 {
+            f.failed(ip);
+        }
+        assert!(f.blocked(ip).is_none());
+        f.failed(ip);
+        let wait = f.blocked(ip).expect("blocked");
+        assert!(wait <= FAILURE_WINDOW);
+        assert!(f.blocked("192.0.2.2".parse().unwrap()).is_none(), "only that address");
+        for n in 0..(ADDRESSES_KEPT as u32 + 50) {
+            f.failed(IpAddr::from(n.to_be_bytes()));
+        }
+        assert!(f.by_address.lock().unwrap().len() <= ADDRESSES_KEPT);
+    }
+}

@@ -1,0 +1,333 @@
+//! `POST /api/v1/suspended/resume` and `/terminate`: a bulk action over ids,
+//! every entry (`"all": true`) or the CLI's filters, optionally a dry run.
+//!
+//! The answer is NDJSON, streamed as the run goes, one line per event:
+//! `{"event": "matched", "total": N}`, then `{"event": "entry", "id", ...,
+//! "outcome": ...}` for each entry (a failure with its `code` and
+//! `reason`), `{"event": "taken", ...}` for entries another operation took
+//! first, and last `{"event": "summary", ...}` (the run's counts). A dry
+//! run answers `{"event": "entry", "id", "would": ACTION, "entry": ...}`
+//! for each entry that matches, then the summary; nothing changes.
+//!
+//! The run goes at the pace the client reads its answer; a client that
+//! goes away stops it after the entry in hand (what is left is as it was,
+//! and running it again finds only that). Each entry acted on is recorded
+//! in the audit log before the next is taken, and the run as a whole once
+//! it ends.
+
+use std::ops::ControlFlow;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use bytes::Bytes;
+use serde::Serialize;
+use sluice_ops::access::Permission;
+use sluice_ops::audit::{self, Actor};
+use sluice_ops::suspended::{self, Action, Event, Outcome, Progress, Selection};
+use sluice_ops::{ErrorCode, OpsError};
+use tokio::sync::mpsc;
+
+use crate::auth::Caller;
+use crate::routes::with_filters;
+use crate::{ApiState, MAX_LIMIT, Problem};
+
+with_filters!(BulkRequest {
+    /// These entries (not with `all` or filters).
+    #[serde(default)]
+    ids: Vec<i64>,
+    /// Every entry (not with ids or filters).
+    #[serde(default)]
+    all: bool,
+    /// Say what would be done; change nothing.
+    #[serde(default)]
+    dry_run: bool,
+});
+
+pub(crate) async fn resume(
+    caller: Caller,
+    state: State<ApiState>,
+    body: Result<Json<BulkRequest>, JsonRejection>,
+) -> Result<Response, Problem> {
+    bulk(caller, state, body, Action::Resume).await
+}
+
+pub(crate) async fn terminate(
+    caller: Caller,
+    state: State<ApiState>,
+    body: Result<Json<BulkRequest>, JsonRejection>,
+) -> Result<Response, Problem> {
+    bulk(caller, state, body, Action::Terminate).await
+}
+
+/// One line of the answer, or (first only) the error the whole answer is.
+type Line = Result<Bytes, Problem>;
+
+fn line(value: &impl Serialize) -> Bytes {
+    let mut v = serde_json::to_vec(value).unwrap_or_else(|e| {
+        serde_json::to_vec(&serde_json::json!({"event": "error", "code": "internal", "reason": e.to_string()}))
+            .unwrap_or_default()
+    });
+    v.push(b'\n');
+    Bytes::from(v)
+}
+
+async fn bulk(
+    caller: Caller,
+    State(state): State<ApiState>,
+    body: Result<Json<BulkRequest>, JsonRejection>,
+    action: Action,
+) -> Result<Response, Problem> {
+    caller.require(Permission::Operate)?;
+    let Json(req) = body?;
+    let query = req.query(state.clock.now_ms())?;
+    let conditions = suspended::has_conditions(&query);
+    let selection = match (req.ids.is_empty(), req.all, conditions) {
+        (false, false, false) => {
+            if req.ids.len() > MAX_LIMIT {
+                return Err(Problem::invalid(format!(
+                    "{} ids: at most {MAX_LIMIT} at once (or select them by filters)",
+                    req.ids.len()
+                )));
+            }
+            Selection::Ids(req.ids.clone())
+        }
+        (true, true, false) => Selection::all(),
+        (true, false, true) => Selection::Query(query),
+        (true, false, false) => {
+            return Err(Problem::invalid(
+                "say which entries: `ids`, `\"all\": true`, or filters (port, location, stage, error, since, until, where, resumable)",
+            ));
+        }
+        _ => {
+            return Err(Problem::invalid(
+                "use one of `ids`, `\"all\": true` or filters, not several",
+            ));
+        }
+    };
+    let (tx, mut rx) = mpsc::channel::<Line>(8);
+    let target = match &selection {
+        Selection::Ids(ids) => format!("suspended {ids:?}"),
+        Selection::Query(q) => suspended::describe(q),
+    };
+    let op = action.op();
+    let audit_action = format!(
+        "suspended.{}",
+        match op {
+            suspended::Op::Resume => "resume",
+            suspended::Op::Resubmit => "resubmit",
+            suspended::Op::Terminate => "terminate",
+        }
+    );
+    // The run is a task of its own: a client that goes away stops it
+    // between entries (its next line cannot be sent), never in the middle
+    // of one, and the run is recorded whatever happens.
+    let (b, clock, actor) = (state.b.clone(), state.clock.clone(), caller.actor.clone());
+    if req.dry_run {
+        tokio::spawn(dry_run(b, selection, conditions, audit_action, tx));
+    } else {
+        tokio::spawn(async move {
+            let mut progress = Lines {
+                tx: tx.clone(),
+                b: b.clone(),
+                clock: clock.clone(),
+                actor: actor.clone(),
+                action: audit_action.clone(),
+                started: false,
+            };
+            let result = suspended::run_with(&*b, &selection, &action, &mut progress).await;
+            let started = progress.started;
+            let (code, detail) = match &result {
+                Ok(s) => (
+                    if s.failed > 0 { "entries_failed" } else { "ok" },
+                    format!(
+                        "bulk: {} matched, {} done, {} failed, {} skipped, {} taken{}",
+                        s.matched,
+                        s.done,
+                        s.failed,
+                        s.skipped,
+                        s.taken,
+                        if s.interrupted { "; interrupted" } else { "" }
+                    ),
+                ),
+                Err(e) => (e.code(), format!("bulk: {e}")),
+            };
+            if let Err(e) = audit::record_result(
+                &*b,
+                &actor,
+                &format!("{audit_action}_all"),
+                &target,
+                code,
+                Some(detail),
+                clock.now_ms(),
+            )
+            .await
+            {
+                tracing::warn!(error = %e, "recording a bulk run in the audit log failed");
+            }
+            let last = match result {
+                Ok(summary) => Ok(line(&serde_json::json!({"event": "summary", "summary": summary}))),
+                Err(e) if !started => Err(Problem::from(e)),
+                Err(e) => Ok(line(
+                    &serde_json::json!({"event": "error", "code": e.code(), "reason": e.to_string()}),
+                )),
+            };
+            let _ = tx.send(last).await;
+        });
+    }
+    // The first line decides the status: an error before anything was
+    // done (nothing matches, the box does not answer) is the answer.
+    let first = match rx.recv().await {
+        Some(Ok(first)) => first,
+        Some(Err(problem)) => return Err(problem),
+        None => return Err(Problem::new(ErrorCode::Internal, "the bulk run ended without a word")),
+    };
+    let rest = futures::stream::unfold(rx, |mut rx| async move {
+        let item = rx.recv().await?;
+        Some((item.map_err(|p| std::io::Error::other(p.message)), rx))
+    });
+    let stream = futures::StreamExt::chain(
+        futures::stream::once(async move { Ok::<_, std::io::Error>(first) }),
+        rest,
+    );
+    let mut response = Response::new(Body::from_stream(stream));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    Ok(response)
+}
+
+/// The run's events as lines, each entry acted on recorded first.
+struct Lines {
+    tx: mpsc::Sender<Line>,
+    b: std::sync::Arc<dyn sluice_msgbox::MessageBox>,
+    clock: std::sync::Arc<dyn sluice_msgbox::Clock>,
+    actor: Actor,
+    action: String,
+    started: bool,
+}
+
+impl Progress for &mut Lines {
+    async fn event(&mut self, event: Event<'_>) -> ControlFlow<()> {
+        if let Event::Entry { id, outcome, .. } = &event {
+            let result = match outcome {
+                Outcome::Resumed(_) | Outcome::Resubmitted(_) | Outcome::Terminated => Some("ok".to_string()),
+                Outcome::Failed(e) => Some(e.code().to_string()),
+                Outcome::Missing => Some(ErrorCode::NotFound.as_str().to_string()),
+                Outcome::Skipped(_) | Outcome::Taken => None,
+            };
+            if let Some(result) = result {
+                let detail = Some(format!("bulk: {outcome}"));
+                let target = format!("suspended {id}");
+                if let Err(e) = audit::record_result(
+                    &*self.b,
+                    &self.actor,
+                    &self.action,
+                    &target,
+                    &result,
+                    detail,
+                    self.clock.now_ms(),
+                )
+                .await
+                {
+                    // Stop: an operator must be able to see what was done.
+                    tracing::warn!(error = %e, suspended = id, "recording a bulk run's entry in the audit log failed; the run stops");
+                    let _ = self
+                        .tx
+                        .send(Ok(line(
+                            &serde_json::json!({"event": "error", "code": e.code(), "reason": e.to_string()}),
+                        )))
+                        .await;
+                    return ControlFlow::Break(());
+                }
+            }
+        }
+        self.started = true;
+        match self.tx.send(Ok(line(&event))).await {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(_) => ControlFlow::Break(()),
+        }
+    }
+}
+
+/// The entries a run would act on, one line each, then how many.
+async fn dry_run(
+    b: std::sync::Arc<dyn sluice_msgbox::MessageBox>,
+    selection: Selection,
+    conditions: bool,
+    action: String,
+    tx: mpsc::Sender<Line>,
+) {
+    let would = action.trim_start_matches("suspended.").to_string();
+    let mut matched = 0u64;
+    let mut send = async |info: &sluice_msgbox::SuspendedInfo| {
+        matched += 1;
+        tx.send(Ok(line(
+            &serde_json::json!({"event": "entry", "id": info.id, "would": would, "entry": info}),
+        )))
+        .await
+        .is_ok()
+    };
+    let result: Result<(), OpsError> = async {
+        match &selection {
+            Selection::Ids(ids) => {
+                for &id in ids {
+                    let info = b.suspended(id).await.map_err(|error| OpsError::Read {
+                        doing: format!("reading suspended entry {id}"),
+                        error,
+                    })?;
+                    match info {
+                        Some(info) => {
+                            if !send(&info).await {
+                                return Ok(());
+                            }
+                        }
+                        None => {
+                            let gone = serde_json::json!({"event": "entry", "id": id, "outcome": "failed",
+                                "code": "not_found", "reason": format!("suspended entry {id} does not exist")});
+                            if tx.send(Ok(line(&gone))).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+            }
+            Selection::Query(q) => {
+                let mut pages = suspended::Pages::new(&*b, q);
+                while let Some(page) = pages.next().await? {
+                    for info in &page {
+                        if !send(info).await {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let last = match result {
+        Ok(()) if matched == 0 && conditions => {
+            if let Selection::Query(q) = &selection {
+                Err(Problem::from(OpsError::NothingMatches {
+                    conditions: suspended::describe(q),
+                }))
+            } else {
+                Ok(line(
+                    &serde_json::json!({"event": "summary", "dry_run": true, "matched": 0}),
+                ))
+            }
+        }
+        Ok(()) => Ok(line(
+            &serde_json::json!({"event": "summary", "dry_run": true, "matched": matched}),
+        )),
+        Err(e) if matched == 0 => Err(Problem::from(e)),
+        Err(e) => Ok(line(
+            &serde_json::json!({"event": "error", "code": e.code(), "reason": e.to_string()}),
+        )),
+    };
+    let _ = tx.send(last).await;
+}

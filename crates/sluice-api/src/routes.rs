@@ -1,0 +1,563 @@
+//! The endpoints: each parses its request, checks the caller's role, and
+//! calls the operations library. Lists answer `{"items": [...], "next":
+//! CURSOR}` (`next` is `null` on the last page; pass it back as `after`,
+//! or `before` for the audit log).
+
+use std::future::Future;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Router, body::Body};
+use serde::{Deserialize, Serialize};
+use sluice_model::MessageId;
+use sluice_msgbox::Role;
+use sluice_ops::access::{self, Permission};
+use sluice_ops::audit::{self, Actor};
+use sluice_ops::suspended::Edit;
+use sluice_ops::{ErrorCode, OpsError, messages, parse, suspended};
+
+use crate::auth::Caller;
+use crate::{ApiState, DEFAULT_LIMIT, MAX_JSON, MAX_LIMIT, Problem};
+
+type Answer = Result<Response, Problem>;
+
+pub fn router(state: ApiState) -> Router {
+    let v1 = Router::new()
+        .route("/status", get(status))
+        .route("/messages", get(list_messages))
+        .route("/messages/{id}", get(show_message))
+        .route("/messages/{id}/parts/{n}", get(crate::body::message_part))
+        .route("/tracking", get(tracking))
+        .route("/suspended", get(list_suspended))
+        .route("/suspended/resume", post(crate::bulk::resume))
+        .route("/suspended/terminate", post(crate::bulk::terminate))
+        .route("/suspended/{id}", get(show_suspended))
+        .route("/suspended/{id}/parts/{n}", get(crate::body::suspended_part))
+        .route("/suspended/{id}/resume", post(resume))
+        .route("/suspended/{id}/terminate", post(terminate))
+        .route("/suspended/{id}/resubmit", post(resubmit))
+        .route("/audit", get(list_audit))
+        .route("/users", get(list_users).post(add_user))
+        .route("/users/{name}", axum::routing::delete(remove_user))
+        .route("/users/{name}/tokens", post(create_token))
+        .route("/tokens/{id}", axum::routing::delete(revoke_token));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .nest("/api/v1", v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON))
+        .with_state(state)
+}
+
+async fn not_found() -> Problem {
+    Problem::new(ErrorCode::NotFound, "no such endpoint (see /api/v1)")
+}
+
+async fn method_not_allowed() -> Response {
+    let mut r = Problem::new(ErrorCode::InvalidArgument, "this endpoint does not take that method").into_response();
+    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    r
+}
+
+fn json<T: Serialize>(value: T) -> Answer {
+    Ok(Json(value).into_response())
+}
+
+/// A page of a list and the cursor of the next.
+#[derive(Serialize)]
+struct Page<T: Serialize, C: Serialize> {
+    items: Vec<T>,
+    next: Option<C>,
+}
+
+fn page<T: Serialize, C: Serialize>(items: Vec<T>, limit: usize, cursor: impl Fn(&T) -> C) -> Answer {
+    let next = (items.len() == limit).then(|| items.last().map(cursor)).flatten();
+    json(Page { items, next })
+}
+
+fn limit(asked: Option<usize>) -> Result<usize, Problem> {
+    match asked {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(n) => Err(Problem::invalid(format!(
+            "limit {n} is out of range (1 to {MAX_LIMIT})"
+        ))),
+    }
+}
+
+fn id_param(text: &str) -> Result<i64, Problem> {
+    text.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+        Problem::invalid(format!(
+            "`{}` is not a suspended entry id (a positive number)",
+            text.escape_default()
+        ))
+    })
+}
+
+/// Run a change and record it in the audit log, in a task of its own: a
+/// client that goes away does not cancel it half-way, nor leave it
+/// unrecorded.
+async fn audited<T, F>(
+    state: &ApiState,
+    actor: &Actor,
+    action: &'static str,
+    (target, detail): (String, Option<String>),
+    f: F,
+) -> Result<T, Problem>
+where
+    T: Send + Sync + 'static,
+    F: Future<Output = Result<T, OpsError>> + Send + 'static,
+{
+    let (b, clock, actor) = (state.b.clone(), state.clock.clone(), actor.clone());
+    tokio::spawn(async move {
+        let outcome = f.await;
+        let recorded = audit::record(&*b, &actor, action, &target, &outcome, detail, clock.now_ms()).await;
+        match (outcome, recorded) {
+            (Ok(v), Ok(_)) => Ok(v),
+            (Err(e), _) => Err(Problem::from(e)),
+            // Done, but not recorded: the operator must know.
+            (Ok(_), Err(e)) => Err(Problem::new(
+                e.error_code(),
+                format!("{action} on {target} was done, but recording it in the audit log failed: {e}"),
+            )),
+        }
+    })
+    .await
+    .map_err(|e| Problem::new(ErrorCode::Internal, format!("{action} stopped: {e}")))?
+}
+
+// ---- health ----------------------------------------------------------------
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready when the box answers.
+async fn readyz(State(state): State<ApiState>) -> Response {
+    match state.b.counts().await {
+        Ok(_) => "ready\n".into_response(),
+        Err(e) => Problem::new(
+            ErrorCode::StorageUnavailable,
+            format!("the message box does not answer: {e}"),
+        )
+        .into_response(),
+    }
+}
+
+// ---- status, messages, tracking -------------------------------------------
+
+async fn status(caller: Caller, State(state): State<ApiState>) -> Answer {
+    caller.require(Permission::Read)?;
+    json(sluice_ops::status::status(&*state.b, &state.data_dir, state.clock.now_ms()).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessagesQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_messages(
+    caller: Caller,
+    State(state): State<ApiState>,
+    q: Result<Query<MessagesQuery>, QueryRejection>,
+) -> Answer {
+    caller.require(Permission::Read)?;
+    let Query(q) = q?;
+    let limit = limit(q.limit)?;
+    let after = q.after.as_deref().map(parse::parse_message_id).transpose()?;
+    let items = messages::list(&*state.b, messages::MessageQuery { after, limit }).await?;
+    page(items, limit, |m| m.id)
+}
+
+fn message_param(text: &str) -> Result<MessageId, Problem> {
+    Ok(parse::parse_message_id(text)?)
+}
+
+async fn show_message(
+    caller: Caller,
+    State(state): State<ApiState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Answer {
+    caller.require(Permission::Read)?;
+    let Path(id) = id?;
+    json(messages::show(&*state.b, message_param(&id)?).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrackingQuery {
+    message: Option<String>,
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+async fn tracking(
+    caller: Caller,
+    State(state): State<ApiState>,
+    q: Result<Query<TrackingQuery>, QueryRejection>,
+) -> Answer {
+    caller.require(Permission::Read)?;
+    let Query(q) = q?;
+    let limit = limit(q.limit)?;
+    let message = q.message.as_deref().map(message_param).transpose()?;
+    let events = state
+        .b
+        .tracking(message, q.after, limit)
+        .await
+        .map_err(|error| OpsError::Read {
+            doing: "reading tracking events".into(),
+            error,
+        })?;
+    let items: Vec<_> = events.iter().map(messages::Tracked::new).collect();
+    let next = (events.len() == limit).then(|| events.last().map(|e| e.id)).flatten();
+    json(Page { items, next })
+}
+
+// ---- suspended -------------------------------------------------------------
+
+/// A struct of the CLI's suspended filters (as query parameters, or a bulk
+/// action's JSON keys) and `$extra` fields; unknown keys are refused
+/// (serde cannot both flatten and refuse them).
+macro_rules! with_filters {
+    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Default, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(crate) struct $name {
+            pub port: Option<String>,
+            pub location: Option<String>,
+            pub stage: Option<String>,
+            /// Text the error contains (case-insensitive).
+            pub error: Option<String>,
+            /// RFC 3339, or a duration ago (`2h`).
+            pub since: Option<String>,
+            pub until: Option<String>,
+            /// A filter on the message's context (fault messages left out
+            /// unless `include_faults`).
+            #[serde(rename = "where")]
+            pub context: Option<String>,
+            #[serde(default)]
+            pub include_faults: bool,
+            pub resumable: Option<bool>,
+            $($(#[$fmeta])* pub $field: $ty,)*
+        }
+
+        impl $name {
+            pub(crate) fn query(&self, now: sluice_msgbox::Millis) -> Result<sluice_msgbox::SuspendedQuery, $crate::Problem> {
+                use sluice_ops::{parse, suspended};
+                let time = |t: &Option<String>| t.as_deref().map(|t| parse::parse_time(t, now)).transpose();
+                let context = self.context.as_deref().map(parse::parse_filter).transpose()?;
+                Ok(sluice_msgbox::SuspendedQuery {
+                    port: self.port.clone(),
+                    location: self.location.clone(),
+                    stage: self.stage.clone(),
+                    error_contains: self.error.clone(),
+                    since: time(&self.since)?,
+                    until: time(&self.until)?,
+                    context: match context {
+                        Some(f) if !self.include_faults => Some(suspended::without_faults(f)),
+                        f => f,
+                    },
+                    resumable: self.resumable,
+                })
+            }
+        }
+    };
+}
+pub(crate) use with_filters;
+
+with_filters!(SuspendedListQuery {
+    after: Option<i64>,
+    limit: Option<usize>,
+});
+
+async fn list_suspended(
+    caller: Caller,
+    State(state): State<ApiState>,
+    q: Result<Query<SuspendedListQuery>, QueryRejection>,
+) -> Answer {
+    caller.require(Permission::Read)?;
+    let Query(q) = q?;
+    let limit = limit(q.limit)?;
+    let query = q.query(state.clock.now_ms())?;
+    let items = suspended::page(&*state.b, &query, q.after, limit).await?;
+    page(items, limit, |e| e.id)
+}
+
+async fn show_suspended(
+    caller: Caller,
+    State(state): State<ApiState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Answer {
+    caller.require(Permission::Read)?;
+    let Path(id) = id?;
+    json(suspended::show(&*state.b, id_param(&id)?).await?)
+}
+
+async fn resume(caller: Caller, State(state): State<ApiState>, id: Result<Path<String>, PathRejection>) -> Answer {
+    caller.require(Permission::Operate)?;
+    let id = id_param(&id?.0)?;
+    let b = state.b.clone();
+    let routed = audited(
+        &state,
+        &caller.actor,
+        "suspended.resume",
+        (format!("suspended {id}"), None),
+        async move { suspended::resume(&*b, id).await },
+    )
+    .await?;
+    json(serde_json::json!({"id": id, "outcome": "resumed", "routed": routed}))
+}
+
+async fn terminate(caller: Caller, State(state): State<ApiState>, id: Result<Path<String>, PathRejection>) -> Answer {
+    caller.require(Permission::Operate)?;
+    let id = id_param(&id?.0)?;
+    let b = state.b.clone();
+    audited(
+        &state,
+        &caller.actor,
+        "suspended.terminate",
+        (format!("suspended {id}"), None),
+        async move { suspended::terminate(&*b, id).await },
+    )
+    .await?;
+    json(serde_json::json!({"id": id, "outcome": "terminated"}))
+}
+
+/// A resubmission's edit: properties set (`KEY=TYPE:VALUE`, as the CLI's
+/// `--set`) and removed (`KEY`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EditRequest {
+    #[serde(default)]
+    pub set: Vec<String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+impl EditRequest {
+    pub(crate) fn edit(&self) -> Result<Edit, Problem> {
+        let set = self
+            .set
+            .iter()
+            .map(|s| parse::parse_property(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let remove = self
+            .remove
+            .iter()
+            .map(|k| parse::parse_key(k))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Edit::new(set, remove)?)
+    }
+
+    fn describe(&self) -> Option<String> {
+        (!self.set.is_empty() || !self.remove.is_empty())
+            .then(|| format!("set [{}], remove [{}]", self.set.join(", "), self.remove.join(", ")))
+    }
+}
+
+/// `POST /api/v1/suspended/{id}/resubmit`: with a JSON body, an edit
+/// (`{"set": [...], "remove": [...]}`, or nothing: the message as it
+/// was); with `Content-Type: application/octet-stream`, a new body
+/// (streamed into the box) and the edit in the query (`?set=..&remove=..`,
+/// each repeatable).
+async fn resubmit(
+    caller: Caller,
+    State(state): State<ApiState>,
+    id: Result<Path<String>, PathRejection>,
+    raw: Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    caller.require(Permission::Operate)?;
+    let id = id_param(&id?.0)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let new_body = content_type == "application/octet-stream";
+    let (json_body, upload) = if new_body {
+        (None, Some(body))
+    } else {
+        (Some(body), None)
+    };
+    let request = if let Some(body) = json_body {
+        if !raw.0.is_empty() {
+            return Err(Problem::invalid(
+                "with a JSON body, the edit goes in the body, not the query",
+            ));
+        }
+        let bytes = axum::body::to_bytes(body, MAX_JSON)
+            .await
+            .map_err(|_| Problem::new(ErrorCode::TooLarge, format!("the edit is over {MAX_JSON} bytes")))?;
+        if bytes.is_empty() {
+            EditRequest::default()
+        } else {
+            let parsed: Result<Json<EditRequest>, JsonRejection> = Json::from_bytes(&bytes);
+            let Json(r) = parsed?;
+            r
+        }
+    } else {
+        let mut r = EditRequest::default();
+        for (k, v) in raw.0 {
+            match k.as_str() {
+                "set" => r.set.push(v),
+                "remove" => r.remove.push(v),
+                other => {
+                    return Err(Problem::invalid(format!(
+                        "unknown query parameter `{}`",
+                        other.escape_default()
+                    )));
+                }
+            }
+        }
+        r
+    };
+    let edit = request.edit()?;
+    let detail = match (request.describe(), new_body) {
+        (Some(d), true) => Some(format!("{d}; new body")),
+        (None, true) => Some("new body".into()),
+        (d, false) => d,
+    };
+    // The body streams in the task that records the change, so a client
+    // that goes away mid-upload leaves the entry as it was (the partial
+    // body is discarded) and the failure recorded.
+    let mut reader = upload.map(crate::body::reader);
+    let b = state.b.clone();
+    let target = (format!("suspended {id}"), detail);
+    let done = audited(&state, &caller.actor, "suspended.resubmit", target, async move {
+        let reader = reader
+            .as_mut()
+            .map(|r| r as &mut (dyn tokio::io::AsyncRead + Send + Unpin));
+        suspended::resubmit(&*b, id, &edit, reader).await
+    })
+    .await?;
+    json(serde_json::json!({"id": id, "outcome": "resubmitted", "message_id": done.message_id, "routed": done.routed}))
+}
+
+// ---- audit, users, tokens --------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    before: Option<i64>,
+    limit: Option<usize>,
+}
+
+async fn list_audit(
+    caller: Caller,
+    State(state): State<ApiState>,
+    q: Result<Query<AuditQuery>, QueryRejection>,
+) -> Answer {
+    caller.require(Permission::Read)?;
+    let Query(q) = q?;
+    let limit = limit(q.limit)?;
+    let items = audit::list(&*state.b, q.before, limit).await?;
+    page(items, limit, |e| e.id)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_users(
+    caller: Caller,
+    State(state): State<ApiState>,
+    q: Result<Query<UsersQuery>, QueryRejection>,
+) -> Answer {
+    caller.require(Permission::ManageUsers)?;
+    let Query(q) = q?;
+    let limit = limit(q.limit)?;
+    let items = access::users(&*state.b, q.after.as_deref(), limit).await?;
+    page(items, limit, |u| u.name.clone())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    name: String,
+    role: String,
+    password: String,
+}
+
+async fn add_user(caller: Caller, State(state): State<ApiState>, body: Result<Json<NewUser>, JsonRejection>) -> Answer {
+    caller.require(Permission::ManageUsers)?;
+    let Json(u) = body?;
+    let role: Role = u.role.parse().map_err(Problem::invalid)?;
+    let (b, now) = (state.b.clone(), state.clock.now_ms());
+    let target = format!("user {}", u.name);
+    let added = audited(&state, &caller.actor, "users.add", (target, None), async move {
+        access::add_user(&*b, &u.name, role, &u.password, now).await
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(added)).into_response())
+}
+
+async fn remove_user(
+    caller: Caller,
+    State(state): State<ApiState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Answer {
+    caller.require(Permission::ManageUsers)?;
+    let Path(name) = name?;
+    let b = state.b.clone();
+    let target = format!("user {name}");
+    let n = name.clone();
+    let tokens = audited(&state, &caller.actor, "users.remove", (target, None), async move {
+        access::remove_user(&*b, &n).await
+    })
+    .await?;
+    json(serde_json::json!({"name": name, "removed": true, "tokens_revoked": tokens}))
+}
+
+async fn create_token(
+    caller: Caller,
+    State(state): State<ApiState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Answer {
+    caller.require(Permission::ManageUsers)?;
+    let Path(name) = name?;
+    let (b, now) = (state.b.clone(), state.clock.now_ms());
+    let target = format!("user {name}");
+    let made = audited(&state, &caller.actor, "tokens.create", (target, None), async move {
+        access::create_token(&*b, &name, now).await
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(made)).into_response())
+}
+
+async fn revoke_token(
+    caller: Caller,
+    State(state): State<ApiState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Answer {
+    caller.require(Permission::ManageUsers)?;
+    let Path(id) = id?;
+    let b = state.b.clone();
+    let i = id.clone();
+    audited(
+        &state,
+        &caller.actor,
+        "tokens.revoke",
+        (format!("token {id}"), None),
+        async move { access::revoke_token(&*b, &i).await },
+    )
+    .await?;
+    json(serde_json::json!({"id": id, "revoked": true}))
+}
