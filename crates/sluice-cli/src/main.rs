@@ -15,6 +15,7 @@ mod publish;
 mod reload;
 mod store;
 mod suspended;
+mod users;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -96,6 +97,16 @@ enum Command {
         /// One JSON object: `{"message_id", "routed"}`.
         #[arg(long)]
         json: bool,
+    },
+    /// Users of the REST API and portal: add (password from stdin), remove, list.
+    Users {
+        #[command(subcommand)]
+        command: users::UsersCommand,
+    },
+    /// API tokens: create (printed once), list, revoke.
+    Tokens {
+        #[command(subcommand)]
+        command: users::TokensCommand,
     },
     /// Benchmarks.
     Bench {
@@ -325,6 +336,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             props,
             json,
         } => publish::publish(&load(&config)?, body, &props, json).await,
+        Command::Users { command } => users::users(command).await,
+        Command::Tokens { command } => users::tokens(command).await,
         Command::Bench {
             command: BenchCommand::Messaging(args),
         } => bench::messaging(args).await,

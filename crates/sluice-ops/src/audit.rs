@@ -15,21 +15,11 @@ use crate::{OpsError, ms_to_text};
 /// Who acts, and from where.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Actor {
-    /// A user name, or `cli:<login>` for a command run on the node's machine.
+    /// A user name, or `cli:<login>` for a command run on the node's
+    /// machine (made by the CLI).
     pub name: String,
     /// The client's address, or `cli`.
     pub source: String,
-}
-
-impl Actor {
-    /// Whoever runs the CLI on this machine (`$USER`, else `unknown`).
-    pub fn cli() -> Actor {
-        let login = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-        Actor {
-            name: format!("cli:{login}"),
-            source: "cli".into(),
-        }
-    }
 }
 
 /// Longest detail kept (bytes); the rest is cut at a character boundary.

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod api;
 mod check;
 mod cli;
 mod debatch;

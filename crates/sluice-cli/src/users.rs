@@ -1,0 +1,261 @@
+//! `sluice users` and `sluice tokens`: who may use the REST API and the
+//! portal. Run on the node's machine, beside the node (the box opened as
+//! the node's `suspended resume` does); each change is recorded in the
+//! audit log as done by `cli:<login>`.
+
+use std::io::{IsTerminal, Read};
+use std::sync::Arc;
+
+use clap::Subcommand;
+use sluice_host::Config;
+use sluice_msgbox::{MessageBox, Role, SystemClock};
+use sluice_ops::OpsError;
+use sluice_ops::access::{self, PASSWORD_LEN};
+use sluice_ops::audit::{self, Actor};
+
+use crate::store::{open_read, open_write};
+
+#[derive(Subcommand)]
+pub enum UsersCommand {
+    /// Add a user. The password is read from standard input (one line;
+    /// typed without echo on a terminal), and kept as an Argon2 hash.
+    Add {
+        name: String,
+        #[arg(long, value_parser = role_arg)]
+        role: Role,
+        #[arg(long, short, env = "SLUICE_CONFIG")]
+        config: std::path::PathBuf,
+    },
+    /// Remove a user, and every API token of theirs.
+    Remove {
+        name: String,
+        #[arg(long, short, env = "SLUICE_CONFIG")]
+        config: std::path::PathBuf,
+    },
+    /// The users, with their roles (never a password or its hash).
+    List {
+        #[arg(long, short, env = "SLUICE_CONFIG")]
+        config: std::path::PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokensCommand {
+    /// Make an API token for a user and print it: the only time it is
+    /// shown (the box keeps only its SHA-256).
+    Create {
+        user: String,
+        #[arg(long, short, env = "SLUICE_CONFIG")]
+        config: std::path::PathBuf,
+        /// `{"id", "user", "token"}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The tokens (their ids and users, never the tokens).
+    List {
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, short, env = "SLUICE_CONFIG")]
+        config: std::path::PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by its id (refused from then on).
+    Revoke {
+        id: String,
+        #[arg(long, short, env = "SLUICE_CONFIG")]
+        config: std::path::PathBuf,
+    },
+}
+
+fn role_arg(s: &str) -> Result<Role, String> {
+    s.parse()
+}
+
+fn now() -> sluice_msgbox::Millis {
+    use sluice_msgbox::Clock;
+    SystemClock.now_ms()
+}
+
+/// Whoever runs the CLI on this machine: `cli:<login>` (`$USER`, else
+/// `$LOGNAME`, else the numeric user id).
+pub fn cli_actor() -> Actor {
+    let login = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        // SAFETY: getuid cannot fail.
+        .unwrap_or_else(|| format!("uid {}", unsafe { libc::getuid() }));
+    Actor {
+        name: format!("cli:{login}"),
+        source: "cli".into(),
+    }
+}
+
+/// Run a change and record it in the audit log, with its result.
+async fn audited<T>(
+    b: &Arc<dyn MessageBox>,
+    action: &str,
+    target: &str,
+    outcome: Result<T, OpsError>,
+) -> anyhow::Result<T> {
+    audit::record(&**b, &cli_actor(), action, target, &outcome, None, now()).await?;
+    Ok(outcome?)
+}
+
+pub async fn users(command: UsersCommand) -> anyhow::Result<()> {
+    match command {
+        UsersCommand::Add { name, role, config } => {
+            access::check_name(&name)?;
+            let password = read_password()?;
+            let b = open_write(&Config::load(&config)?)?;
+            let added = access::add_user(&*b, &name, role, &password, now()).await;
+            let added = audited(&b, "users.add", &format!("user {name}"), added).await?;
+            eprintln!("user `{}` added with role {}", added.name, added.role);
+            b.close().await?;
+        }
+        UsersCommand::Remove { name, config } => {
+            let b = open_write(&Config::load(&config)?)?;
+            let removed = access::remove_user(&*b, &name).await;
+            let tokens = audited(&b, "users.remove", &format!("user {name}"), removed).await?;
+            eprintln!("user `{name}` removed, and {tokens} token(s) of theirs revoked");
+            b.close().await?;
+        }
+        UsersCommand::List { config, json } => {
+            let b = open_read(&crate::load_for_reading(&config)?)?;
+            let mut after: Option<String> = None;
+            let mut all = Vec::new();
+            // Users are few; read them a page at a time all the same.
+            loop {
+                let page = access::users(&*b, after.as_deref(), 1000).await?;
+                let done = page.len() < 1000;
+                after = page.last().map(|u| u.name.clone());
+                all.extend(page);
+                if done {
+                    break;
+                }
+            }
+            if json {
+                outln!("{}", serde_json::to_string(&all)?);
+            } else {
+                outln!("{:<32}  {:<8}  CREATED", "NAME", "ROLE");
+                for u in &all {
+                    outln!("{:<32}  {:<8}  {}", u.name, u.role.as_str(), u.created_at);
+                }
+                if all.is_empty() {
+                    outln!("(no users: add one with `sluice users add NAME --role admin`)");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn tokens(command: TokensCommand) -> anyhow::Result<()> {
+    match command {
+        TokensCommand::Create { user, config, json } => {
+            let b = open_write(&Config::load(&config)?)?;
+            let made = access::create_token(&*b, &user, now()).await;
+            let made = audited(&b, "tokens.create", &format!("user {user}"), made).await?;
+            b.close().await?;
+            if json {
+                outln!("{}", serde_json::to_string(&made)?);
+            } else {
+                outln!("{}", made.token);
+                eprintln!(
+                    "token {} made for `{}`: it is shown this once (the box keeps only its hash); \
+                     send it as `Authorization: Bearer <token>`",
+                    made.id, made.user
+                );
+            }
+        }
+        TokensCommand::List { user, config, json } => {
+            let b = open_read(&crate::load_for_reading(&config)?)?;
+            let list = access::tokens(&*b, user.as_deref()).await?;
+            if json {
+                outln!("{}", serde_json::to_string(&list)?);
+            } else {
+                outln!("{:<16}  {:<32}  {:<8}  CREATED", "ID", "USER", "ROLE");
+                for t in &list {
+                    outln!("{:<16}  {:<32}  {:<8}  {}", t.id, t.user, t.role.as_str(), t.created_at);
+                }
+                if list.is_empty() {
+                    outln!("(no tokens)");
+                }
+            }
+        }
+        TokensCommand::Revoke { id, config } => {
+            let b = open_write(&Config::load(&config)?)?;
+            let revoked = access::revoke_token(&*b, &id).await;
+            audited(&b, "tokens.revoke", &format!("token {id}"), revoked).await?;
+            b.close().await?;
+            eprintln!("token {id} revoked");
+        }
+    }
+    Ok(())
+}
+
+/// The password: one line of standard input, without its line end. On a
+/// terminal it is asked for, and typed without echo.
+fn read_password() -> anyhow::Result<String> {
+    let stdin = std::io::stdin();
+    let terminal = stdin.is_terminal();
+    let _echo = if terminal {
+        eprint!("password for the new user: ");
+        NoEcho::new()
+    } else {
+        None
+    };
+    let mut bytes = Vec::new();
+    let max = *PASSWORD_LEN.end() as u64 + 2;
+    stdin.lock().take(max + 1).read_to_end(&mut bytes)?;
+    if terminal {
+        eprintln!();
+    }
+    let line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let password =
+        String::from_utf8(line.to_vec()).map_err(|_| OpsError::InvalidArgument("the password is not UTF-8".into()))?;
+    if !PASSWORD_LEN.contains(&password.len()) {
+        return Err(OpsError::InvalidArgument(format!(
+            "a password must be {} to {} bytes long (read from standard input, one line)",
+            PASSWORD_LEN.start(),
+            PASSWORD_LEN.end()
+        ))
+        .into());
+    }
+    Ok(password)
+}
+
+/// Terminal echo off while it lives.
+struct NoEcho(libc::termios);
+
+impl NoEcho {
+    fn new() -> Option<NoEcho> {
+        // SAFETY: tcgetattr/tcsetattr on standard input with a zeroed
+        // termios that tcgetattr fills before it is used.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(libc::STDIN_FILENO, &mut t) != 0 {
+                return None;
+            }
+            let saved = t;
+            t.c_lflag &= !libc::ECHO;
+            t.c_lflag |= libc::ECHONL;
+            if libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &t) != 0 {
+                return None;
+            }
+            Some(NoEcho(saved))
+        }
+    }
+}
+
+impl Drop for NoEcho {
+    fn drop(&mut self) {
+        // SAFETY: restores the settings tcgetattr read.
+        unsafe {
+            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.0);
+        }
+    }
+}

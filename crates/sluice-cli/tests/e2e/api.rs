@@ -1,0 +1,492 @@
+//! The REST API (issue 15), through curl against the real node: tokens
+//! made by the CLI, roles enforced, suspended messages found, read,
+//! resubmitted with an edit, terminated one by one and in bulk (a dry run
+//! first), every action in the audit log, errors with their codes, and no
+//! secret in any answer or log line.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::*;
+
+/// An answer: status, head (lowercase header lines), body.
+struct Answer {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&self.body)))
+    }
+
+    /// The stable error code of an error answer.
+    fn code(&self) -> String {
+        self.json()["error"]["code"].as_str().unwrap_or_default().to_string()
+    }
+
+    fn lines(&self) -> Vec<Value> {
+        text(&self.body)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .collect()
+    }
+}
+
+/// `curl` (a peer that is not ours) with a method, a token and extra args.
+fn call(base: &str, method: &str, path: &str, token: Option<&str>, extra: &[&str]) -> Answer {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--http1.1", "-i", "-X", method, "--max-time", "30"]);
+    if let Some(t) = token {
+        cmd.arg("-H").arg(format!("Authorization: Bearer {t}"));
+    }
+    let out = cmd.args(extra).arg(format!("{base}{path}")).output().expect("run curl");
+    assert!(out.status.success(), "curl {method} {path}: {}", text(&out.stderr));
+    let raw = out.stdout;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("an HTTP answer");
+    let head = text(&raw[..split]).to_ascii_lowercase();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status");
+    Answer {
+        status,
+        head,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+fn get(base: &str, path: &str, token: Option<&str>) -> Answer {
+    call(base, "GET", path, token, &[])
+}
+
+fn post_json(base: &str, path: &str, token: &str, body: &str) -> Answer {
+    call(
+        base,
+        "POST",
+        path,
+        Some(token),
+        &["-H", "Content-Type: application/json", "--data-binary", body],
+    )
+}
+
+fn add_user(config: &Path, name: &str, role: &str, password: &str) {
+    let mut child = sluice()
+        .args(["users", "add", name, "--role", role, "--config"])
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sluice users add");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "users add {name}: {}", text(&out.stderr));
+}
+
+fn token_for(config: &Path, user: &str) -> String {
+    let v = json_of(&sl(config, &["tokens", "create", user, "--json"]), "tokens create");
+    v["token"].as_str().unwrap().to_string()
+}
+
+fn setup(root: &Path, api_extra: &str) -> (PathBuf, String) {
+    for dir in ["in", "out"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    let port = free_port();
+    let config = root.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "data"
+
+[receive_ports.in.locations.files]
+adapter = {{ type = "file", path = "in", mask = "*", settle = "200ms", poll_interval = "100ms" }}
+
+# Fails every message until it carries route.fixed (the folder is missing).
+[send_ports.broken]
+filter = 'receive.port == "in" and not route.fixed exists'
+adapter = {{ type = "file", path = "missing", create_folder = false }}
+retry = {{ count = 0, interval = "1s" }}
+
+[send_ports.good]
+filter = 'route.fixed == true'
+adapter = {{ type = "file", path = "out", file_name = "%MessageId%" }}
+
+[api]
+address = "127.0.0.1:{port}"
+{api_extra}
+"#
+        ),
+    )
+    .unwrap();
+    (config, format!("http://127.0.0.1:{port}"))
+}
+
+#[test]
+fn operators_find_read_fix_and_resend_through_the_api_and_everything_is_audited() {
+    let root = tempfile::tempdir().unwrap();
+    let (config, base) = setup(root.path(), "");
+    let mut node = Node::start(&config, &root.path().join("node.log"));
+    add_user(&config, "olga", "operator", "olga-s3cret-pass");
+    add_user(&config, "vic", "viewer", "vic-s3cret-pass");
+    add_user(&config, "ann", "admin", "ann-s3cret-pass");
+    let (olga, vic, ann) = (
+        token_for(&config, "olga"),
+        token_for(&config, "vic"),
+        token_for(&config, "ann"),
+    );
+    for (i, body) in ["first body", "second body", "third body"].iter().enumerate() {
+        drop_file(&root.path().join("in"), &format!("m{i}.txt"), body.as_bytes());
+    }
+    wait_until(Duration::from_secs(30), "three suspended", || {
+        status_json(&config)["suspended"].as_u64() == Some(3)
+    });
+
+    // Health answers need nothing; everything else needs a valid token.
+    assert_eq!(get(&base, "/healthz", None).status, 200);
+    assert_eq!(get(&base, "/readyz", None).status, 200);
+    let anonymous = get(&base, "/api/v1/suspended", None);
+    assert_eq!((anonymous.status, anonymous.code().as_str()), (401, "unauthenticated"));
+    assert!(
+        anonymous.head.contains("www-authenticate: bearer"),
+        "{}",
+        anonymous.head
+    );
+    let forged = format!("{}x", &olga[..olga.len() - 1]);
+    assert_eq!(get(&base, "/api/v1/suspended", Some(&forged)).status, 401);
+    assert_eq!(get(&base, "/api/v1/status", Some("not-a-token")).status, 401);
+
+    // A viewer sees the list, the entry and its context, never a body, and
+    // changes nothing.
+    let list = get(&base, "/api/v1/suspended?port=broken&limit=2", Some(&vic));
+    assert_eq!(list.status, 200, "{}", text(&list.body));
+    let page = list.json();
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    let next = page["next"].as_i64().expect("a cursor: there is a third");
+    let rest = get(
+        &base,
+        &format!("/api/v1/suspended?port=broken&after={next}"),
+        Some(&vic),
+    )
+    .json();
+    assert_eq!(rest["items"].as_array().unwrap().len(), 1);
+    assert!(rest["next"].is_null());
+    let ids: Vec<i64> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(rest["items"].as_array().unwrap())
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    let shown = get(&base, &format!("/api/v1/suspended/{}", ids[0]), Some(&vic));
+    assert_eq!(shown.status, 200);
+    let shown = shown.json();
+    let file_name = shown["context"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "name" && p["namespace"] == "file")
+        .unwrap_or_else(|| panic!("{shown}"))["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Files are taken in no set order: which body the first entry has.
+    let first: &[u8] = match file_name.as_str() {
+        "m0.txt" => b"first body",
+        "m1.txt" => b"second body",
+        _ => b"third body",
+    };
+    assert_eq!(shown["parts"][0]["size"], first.len());
+    let denied = get(&base, &format!("/api/v1/suspended/{}/parts/0", ids[0]), Some(&vic));
+    assert_eq!((denied.status, denied.code().as_str()), (403, "forbidden"));
+    let denied = post_json(&base, &format!("/api/v1/suspended/{}/resume", ids[0]), &vic, "");
+    assert_eq!((denied.status, denied.code().as_str()), (403, "forbidden"));
+    assert_eq!(get(&base, "/api/v1/users", Some(&vic)).status, 403);
+    assert_eq!(
+        get(&base, "/api/v1/users", Some(&olga)).status,
+        403,
+        "an operator is no admin"
+    );
+
+    // An operator reads the body, whole and by range.
+    let part = format!("/api/v1/suspended/{}/parts/0", ids[0]);
+    let body = get(&base, &part, Some(&olga));
+    assert_eq!((body.status, body.body.as_slice()), (200, first));
+    assert!(body.head.contains("accept-ranges: bytes"));
+    let ranged = call(&base, "GET", &part, Some(&olga), &["-H", "Range: bytes=-4"]);
+    assert_eq!((ranged.status, ranged.body.as_slice()), (206, b"body".as_slice()));
+    let n = first.len();
+    assert!(
+        ranged
+            .head
+            .contains(&format!("content-range: bytes {}-{}/{n}", n - 4, n - 1)),
+        "{}",
+        ranged.head
+    );
+    let outside = call(&base, "GET", &part, Some(&olga), &["-H", &format!("Range: bytes={n}-")]);
+    assert_eq!(outside.status, 416);
+
+    // Bad input: a clear error with its code, nothing changed.
+    for (path, status, code) in [
+        ("/api/v1/suspended?where=a%20==", 400, "invalid_filter"),
+        ("/api/v1/suspended?limit=0", 400, "invalid_argument"),
+        ("/api/v1/suspended?prot=broken", 400, "invalid_argument"),
+        ("/api/v1/suspended?since=yesterday", 400, "invalid_argument"),
+        ("/api/v1/suspended/999999", 404, "not_found"),
+        ("/api/v1/suspended/abc", 400, "invalid_argument"),
+        ("/api/v1/suspended/-1", 400, "invalid_argument"),
+        ("/api/v1/messages/not-an-id", 400, "invalid_argument"),
+        ("/api/v1/nothing-here", 404, "not_found"),
+    ] {
+        let a = get(&base, path, Some(&olga));
+        assert_eq!(
+            (a.status, a.code().as_str()),
+            (status, code),
+            "{path}: {}",
+            text(&a.body)
+        );
+    }
+    for trick in ["..%2F0", "-1", "1e0", "%2E%2E"] {
+        let a = get(
+            &base,
+            &format!("/api/v1/suspended/{}/parts/{trick}", ids[0]),
+            Some(&olga),
+        );
+        assert_eq!(a.status, 400, "{trick}: {}", text(&a.body));
+    }
+    let a = get(&base, &format!("/api/v1/suspended/{}/parts/7", ids[0]), Some(&olga));
+    assert_eq!((a.status, a.code().as_str()), (404, "not_found"));
+    let a = post_json(
+        &base,
+        &format!("/api/v1/suspended/{}/resubmit", ids[0]),
+        &olga,
+        r#"{"set": ["route.fixed=int:nope"]}"#,
+    );
+    assert_eq!(
+        (a.status, a.code().as_str()),
+        (400, "invalid_argument"),
+        "{}",
+        text(&a.body)
+    );
+    let a = post_json(
+        &base,
+        &format!("/api/v1/suspended/{}/resubmit", ids[0]),
+        &olga,
+        r#"{"remove": ["no.such"]}"#,
+    );
+    assert_eq!(
+        (a.status, a.code().as_str()),
+        (400, "invalid_edit"),
+        "{}",
+        text(&a.body)
+    );
+    assert_eq!(status_json(&config)["suspended"], 3);
+
+    // Resubmitted with one property set: delivered by the port it now matches.
+    let a = post_json(
+        &base,
+        &format!("/api/v1/suspended/{}/resubmit", ids[0]),
+        &olga,
+        r#"{"set": ["route.fixed=bool:true"]}"#,
+    );
+    assert_eq!(a.status, 200, "{}", text(&a.body));
+    let resent = a.json()["message_id"].as_str().unwrap().to_string();
+    wait_until(Duration::from_secs(30), "the resubmitted message delivered", || {
+        std::fs::read(root.path().join("out").join(&resent)).ok().as_deref() == Some(first)
+    });
+    let tracked = get(&base, &format!("/api/v1/tracking?message={resent}"), Some(&vic)).json();
+    let events: Vec<&str> = tracked["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(events.contains(&"completed"), "{events:?}");
+
+    // One terminated by id; the rest in bulk, a dry run first.
+    let a = post_json(&base, &format!("/api/v1/suspended/{}/terminate", ids[1]), &olga, "");
+    assert_eq!(a.status, 200, "{}", text(&a.body));
+    assert_eq!(
+        get(&base, &format!("/api/v1/suspended/{}", ids[1]), Some(&olga)).status,
+        404
+    );
+    let dry = post_json(
+        &base,
+        "/api/v1/suspended/terminate",
+        &olga,
+        r#"{"port": "broken", "dry_run": true}"#,
+    );
+    assert_eq!(dry.status, 200, "{}", text(&dry.body));
+    assert!(dry.head.contains("content-type: application/x-ndjson"));
+    let lines = dry.lines();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(
+        (lines[0]["id"].as_i64(), lines[0]["would"].as_str()),
+        (Some(ids[2]), Some("terminate"))
+    );
+    assert_eq!(lines[1]["matched"], 1);
+    assert_eq!(status_json(&config)["suspended"], 1, "a dry run changes nothing");
+    let nothing = post_json(&base, "/api/v1/suspended/terminate", &olga, r#"{"port": "nope"}"#);
+    assert_eq!((nothing.status, nothing.code().as_str()), (404, "nothing_matches"));
+    let unsaid = post_json(&base, "/api/v1/suspended/terminate", &olga, "{}");
+    assert_eq!((unsaid.status, unsaid.code().as_str()), (400, "invalid_argument"));
+    let done = post_json(&base, "/api/v1/suspended/terminate", &olga, r#"{"port": "broken"}"#);
+    assert_eq!(done.status, 200, "{}", text(&done.body));
+    let lines = done.lines();
+    assert_eq!(lines[0], serde_json::json!({"event": "matched", "total": 1}));
+    assert_eq!(
+        (lines[1]["event"].as_str(), lines[1]["id"].as_i64()),
+        (Some("entry"), Some(ids[2]))
+    );
+    assert_eq!(lines[1]["outcome"]["outcome"], "terminated", "{lines:?}");
+    assert_eq!(lines.last().unwrap()["summary"]["done"], 1);
+    assert_eq!(status_json(&config)["suspended"], 0);
+
+    // The audit log: who, from where, what, on what, how it ended.
+    let audit = get(&base, "/api/v1/audit?limit=1000", Some(&vic)).json();
+    let entries = audit["items"].as_array().unwrap();
+    let find = |action: &str, result: &str| {
+        entries
+            .iter()
+            .find(|e| e["action"] == action && e["result"] == result)
+            .unwrap_or_else(|| panic!("no {action} {result} in {audit}"))
+    };
+    let resubmitted = find("suspended.resubmit", "ok");
+    assert_eq!(
+        (resubmitted["actor"].as_str(), resubmitted["source"].as_str()),
+        (Some("olga"), Some("127.0.0.1"))
+    );
+    assert_eq!(resubmitted["target"], format!("suspended {}", ids[0]));
+    assert!(
+        resubmitted["detail"]
+            .as_str()
+            .unwrap()
+            .contains("route.fixed=bool:true")
+    );
+    find("suspended.resubmit", "invalid_edit");
+    for id in [ids[1], ids[2]] {
+        let target = format!("suspended {id}");
+        assert!(
+            entries
+                .iter()
+                .any(|e| e["action"] == "suspended.terminate" && e["target"] == target && e["result"] == "ok"),
+            "{target} in {audit}"
+        );
+    }
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "suspended.terminate" && e["target"] == format!("suspended {}", ids[2]))
+    );
+    find("suspended.terminate_all", "ok");
+    assert!(find("users.add", "ok")["actor"].as_str().unwrap().starts_with("cli:"));
+    find("tokens.create", "ok");
+    assert!(
+        !entries
+            .iter()
+            .any(|e| e["action"] == "suspended.terminate_all" && e["detail"].as_str().unwrap_or("").contains("dry")),
+        "a dry run is not an action"
+    );
+
+    // An admin manages users; a removed user's token is dead at once.
+    let users = get(&base, "/api/v1/users", Some(&ann));
+    assert_eq!(users.status, 200);
+    assert!(!text(&users.body).contains("argon2"), "no hash in any answer");
+    let a = call(&base, "DELETE", "/api/v1/users/vic", Some(&ann), &[]);
+    assert_eq!(a.status, 200, "{}", text(&a.body));
+    let a = get(&base, "/api/v1/status", Some(&vic));
+    assert_eq!((a.status, a.code().as_str()), (401, "unauthenticated"));
+    let made = post_json(
+        &base,
+        "/api/v1/users",
+        &ann,
+        r#"{"name": "neo", "role": "viewer", "password": "neo-s3cret-pass"}"#,
+    );
+    assert_eq!(made.status, 201, "{}", text(&made.body));
+    assert!(!text(&made.body).contains("neo-s3cret-pass"));
+    let t = post_json(&base, "/api/v1/users/neo/tokens", &ann, "");
+    assert_eq!(t.status, 201);
+    let neo = t.json()["token"].as_str().unwrap().to_string();
+    let status = get(&base, "/api/v1/status", Some(&neo));
+    assert_eq!(status.status, 200);
+    assert!(status.json()["suspended"].is_u64());
+
+    node.stop();
+    // No secret in the log, even at debug for the API.
+    let log = node.log_text();
+    for secret in [&olga, &vic, &ann, &neo, &forged] {
+        assert!(!log.contains(secret.as_str()), "a token in the log");
+    }
+    for password in [
+        "olga-s3cret-pass",
+        "vic-s3cret-pass",
+        "ann-s3cret-pass",
+        "neo-s3cret-pass",
+    ] {
+        assert!(!log.contains(password), "a password in the log");
+    }
+}
+
+/// The API's listener keeps every client to the same bounds as an HTTP
+/// receive location: silent connections at the cap do not hold it shut,
+/// and an address that keeps failing to authenticate is answered 429.
+#[test]
+fn silent_clients_and_token_guessers_do_not_hold_the_api_shut() {
+    let root = tempfile::tempdir().unwrap();
+    let (config, base) = setup(root.path(), "max_connections = 4\nmax_connections_per_client = 2");
+    let mut node = Node::start(&config, &root.path().join("node.log"));
+    let address: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let connect_from = |last: u8| {
+        rt.block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket
+                .bind((std::net::Ipv4Addr::new(127, 0, 0, last), 0).into())
+                .unwrap();
+            socket.connect(address).await.unwrap()
+        })
+    };
+    // Four connections that never send a byte, from two other addresses:
+    // the listener's cap.
+    let silent: Vec<_> = [2u8, 2, 3, 3].into_iter().map(connect_from).collect();
+    // A third from one of them is over its address's cap: closed at once.
+    let mut over = connect_from(2);
+    let read = rt.block_on(async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 1];
+        tokio::time::timeout(Duration::from_secs(5), over.read(&mut buf)).await
+    });
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    std::thread::sleep(Duration::from_millis(1500));
+    // A newcomer is still served: the longest idle is closed to make room.
+    assert_eq!(get(&base, "/healthz", None).status, 200);
+    let log = node.log_text();
+    assert!(log.contains("the longest idle one is closed to make room"), "{log}");
+    assert!(log.contains("the cap of 2 per client address is reached"), "{log}");
+    drop(silent);
+    // Guessing tokens: refused, then refused before any lookup.
+    let mut statuses = Vec::new();
+    for i in 0..25 {
+        statuses.push(get(&base, "/api/v1/status", Some(&format!("sluice_guess{i}"))).status);
+    }
+    assert!(statuses[..20].iter().all(|s| *s == 401), "{statuses:?}");
+    let limited = get(&base, "/api/v1/status", Some("sluice_guess"));
+    assert_eq!((limited.status, limited.code().as_str()), (429, "rate_limited"));
+    assert!(limited.head.contains("retry-after:"));
+    node.stop();
+}
