@@ -26,8 +26,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde::Serialize;
 use sluice_ops::access::Permission;
-use sluice_ops::audit::{self, Actor};
-use sluice_ops::suspended::{self, Action, Event, Outcome, Progress, Selection};
+use sluice_ops::suspended::{self, Action, Event, Progress, Selection};
 use sluice_ops::{ErrorCode, OpsError};
 use tokio::sync::mpsc;
 
@@ -109,68 +108,23 @@ async fn bulk(
         }
     };
     let (tx, mut rx) = mpsc::channel::<Line>(8);
-    let target = match &selection {
-        Selection::Ids(ids) => format!("suspended {ids:?}"),
-        Selection::Query(q) => suspended::describe(q),
-    };
-    let op = action.op();
-    let audit_action = format!(
-        "suspended.{}",
-        match op {
-            suspended::Op::Resume => "resume",
-            suspended::Op::Resubmit => "resubmit",
-            suspended::Op::Terminate => "terminate",
-        }
-    );
+    let would = action.op().name();
     // The run is a task of its own: a client that goes away stops it
     // between entries (its next line cannot be sent), never in the middle
     // of one, and the run is recorded whatever happens.
     let (b, clock, actor) = (state.b.clone(), state.clock.clone(), caller.actor.clone());
     if req.dry_run {
-        tokio::spawn(dry_run(b, selection, conditions, audit_action, tx));
+        tokio::spawn(dry_run(b, selection, conditions, would, tx));
     } else {
         tokio::spawn(async move {
-            let mut progress = Lines {
+            let mut lines = Lines {
                 tx: tx.clone(),
-                b: b.clone(),
-                clock: clock.clone(),
-                actor: actor.clone(),
-                action: audit_action.clone(),
                 started: false,
             };
-            let result = suspended::run_with(&*b, &selection, &action, &mut progress).await;
-            let started = progress.started;
-            let (code, detail) = match &result {
-                Ok(s) => (
-                    if s.failed > 0 { "entries_failed" } else { "ok" },
-                    format!(
-                        "bulk: {} matched, {} done, {} failed, {} skipped, {} taken{}",
-                        s.matched,
-                        s.done,
-                        s.failed,
-                        s.skipped,
-                        s.taken,
-                        if s.interrupted { "; interrupted" } else { "" }
-                    ),
-                ),
-                Err(e) => (e.code(), format!("bulk: {e}")),
-            };
-            if let Err(e) = audit::record_result(
-                &*b,
-                &actor,
-                &format!("{audit_action}_all"),
-                &target,
-                code,
-                Some(detail),
-                clock.now_ms(),
-            )
-            .await
-            {
-                tracing::warn!(error = %e, "recording a bulk run in the audit log failed");
-            }
+            let result = suspended::run_audited(&*b, &selection, &action, &actor, &*clock, &mut lines).await;
             let last = match result {
                 Ok(summary) => Ok(line(&serde_json::json!({"event": "summary", "summary": summary}))),
-                Err(e) if !started => Err(Problem::from(e)),
+                Err(e) if !lines.started => Err(Problem::from(e)),
                 Err(e) => Ok(line(
                     &serde_json::json!({"event": "error", "code": e.code(), "reason": e.to_string()}),
                 )),
@@ -200,51 +154,15 @@ async fn bulk(
     Ok(response)
 }
 
-/// The run's events as lines, each entry acted on recorded first.
+/// The run's events as lines (each entry acted on is recorded in the audit
+/// log before it is told: `run_audited`).
 struct Lines {
     tx: mpsc::Sender<Line>,
-    b: std::sync::Arc<dyn sluice_msgbox::MessageBox>,
-    clock: std::sync::Arc<dyn sluice_msgbox::Clock>,
-    actor: Actor,
-    action: String,
     started: bool,
 }
 
 impl Progress for &mut Lines {
     async fn event(&mut self, event: Event<'_>) -> ControlFlow<()> {
-        if let Event::Entry { id, outcome, .. } = &event {
-            let result = match outcome {
-                Outcome::Resumed(_) | Outcome::Resubmitted(_) | Outcome::Terminated => Some("ok".to_string()),
-                Outcome::Failed(e) => Some(e.code().to_string()),
-                Outcome::Missing => Some(ErrorCode::NotFound.as_str().to_string()),
-                Outcome::Skipped(_) | Outcome::Taken => None,
-            };
-            if let Some(result) = result {
-                let detail = Some(format!("bulk: {outcome}"));
-                let target = format!("suspended {id}");
-                if let Err(e) = audit::record_result(
-                    &*self.b,
-                    &self.actor,
-                    &self.action,
-                    &target,
-                    &result,
-                    detail,
-                    self.clock.now_ms(),
-                )
-                .await
-                {
-                    // Stop: an operator must be able to see what was done.
-                    tracing::warn!(error = %e, suspended = id, "recording a bulk run's entry in the audit log failed; the run stops");
-                    let _ = self
-                        .tx
-                        .send(Ok(line(
-                            &serde_json::json!({"event": "error", "code": e.code(), "reason": e.to_string()}),
-                        )))
-                        .await;
-                    return ControlFlow::Break(());
-                }
-            }
-        }
         self.started = true;
         match self.tx.send(Ok(line(&event))).await {
             Ok(()) => ControlFlow::Continue(()),
@@ -258,10 +176,9 @@ async fn dry_run(
     b: std::sync::Arc<dyn sluice_msgbox::MessageBox>,
     selection: Selection,
     conditions: bool,
-    action: String,
+    would: &'static str,
     tx: mpsc::Sender<Line>,
 ) {
-    let would = action.trim_start_matches("suspended.").to_string();
     let mut matched = 0u64;
     let mut send = async |info: &sluice_msgbox::SuspendedInfo| {
         matched += 1;

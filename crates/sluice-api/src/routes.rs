@@ -357,11 +357,6 @@ impl EditRequest {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Edit::new(set, remove)?)
     }
-
-    fn describe(&self) -> Option<String> {
-        (!self.set.is_empty() || !self.remove.is_empty())
-            .then(|| format!("set [{}], remove [{}]", self.set.join(", "), self.remove.join(", ")))
-    }
 }
 
 /// `POST /api/v1/suspended/{id}/resubmit`: with a JSON body, an edit
@@ -427,11 +422,11 @@ async fn resubmit(
         r
     };
     let edit = request.edit()?;
-    let detail = match (request.describe(), new_body) {
-        (Some(d), true) => Some(format!("{d}; new body")),
-        (None, true) => Some("new body".into()),
-        (d, false) => d,
-    };
+    let detail = Some(if new_body {
+        format!("{edit}; new body")
+    } else {
+        edit.to_string()
+    });
     // The body streams in the task that records the change, so a client
     // that goes away mid-upload leaves the entry as it was (the partial
     // body is discarded) and the failure recorded.

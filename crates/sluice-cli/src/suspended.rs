@@ -403,8 +403,21 @@ async fn one_with_body(
     edit: &Edit,
     body: &mut (dyn tokio::io::AsyncRead + Send + Unpin),
 ) -> anyhow::Result<()> {
-    let done = ops::resubmit(b, id, edit, Some(body)).await?;
-    outln!("#{id}: {}", Outcome::Resubmitted(done));
+    let done = ops::resubmit(b, id, edit, Some(body)).await;
+    let detail = Some(format!("{edit}; new body"));
+    let target = format!("suspended {id}");
+    let actor = crate::users::cli_actor();
+    sluice_ops::audit::record(
+        b,
+        &actor,
+        "suspended.resubmit",
+        &target,
+        &done,
+        detail,
+        SystemClock.now_ms(),
+    )
+    .await?;
+    outln!("#{id}: {}", Outcome::Resubmitted(done?));
     Ok(())
 }
 
@@ -421,7 +434,9 @@ async fn bulk(b: &dyn MessageBox, selection: &Selection, action: &Action) -> any
         }
     });
     let mut report = Report::new(stop.clone());
-    let result = ops::run(b, selection, action, |event| report.event(event)).await;
+    let actor = crate::users::cli_actor();
+    let answers = ops::Answers(|event: ops::Event<'_>| report.event(event));
+    let result = ops::run_audited(b, selection, action, &actor, &SystemClock, answers).await;
     report.finish();
     watcher.abort();
     let summary = result?;

@@ -78,6 +78,14 @@ impl Op {
             Op::Terminate => "terminating",
         }
     }
+    /// `resume`, `resubmit`, `terminate`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Resume => "resume",
+            Op::Resubmit => "resubmit",
+            Op::Terminate => "terminate",
+        }
+    }
     /// `resumed`, `resubmitted`, `terminated`.
     pub fn done(self) -> &'static str {
         match self {
@@ -206,6 +214,26 @@ impl Edit {
             edited.set(&key.namespace, &key.name, value.clone(), promoted);
         }
         Ok(edited)
+    }
+}
+
+impl fmt::Display for Edit {
+    /// As the CLI's flags write it: `set a.b=int:5, remove c.d` (`unchanged`
+    /// when empty), for the audit log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("unchanged");
+        }
+        let set = self
+            .set
+            .iter()
+            .map(|(k, v)| format!("{k}={}:{}", v.value_type(), v.to_text()));
+        let remove = self.remove.iter().map(|k| k.to_string());
+        let parts: Vec<String> = set
+            .map(|s| format!("set {s}"))
+            .chain(remove.map(|r| format!("remove {r}")))
+            .collect();
+        f.write_str(&parts.join(", "))
     }
 }
 
@@ -591,8 +619,8 @@ pub trait Progress: Send {
     fn event(&mut self, event: Event<'_>) -> impl std::future::Future<Output = ControlFlow<()>> + Send;
 }
 
-/// A closure as a [`Progress`].
-struct Answers<F>(F);
+/// A closure as a [`Progress`] (what [`run`] does with its closure).
+pub struct Answers<F>(pub F);
 
 impl<F> Progress for Answers<F>
 where
@@ -992,6 +1020,99 @@ pub async fn run_with(
             }
             Ok(summary)
         }
+    }
+}
+
+/// [`run_with`], recording the run in the audit log as done by `actor`:
+/// each entry acted on (resumed, resubmitted, terminated, or failed) before
+/// the run goes on to the next, and the run as a whole once it ends
+/// (`suspended.resume_all`... with its counts). An entry that cannot be
+/// recorded stops the run there (an operator must be able to see what
+/// was done): the answer is that error.
+pub async fn run_audited(
+    b: &dyn MessageBox,
+    selection: &Selection,
+    action: &Action,
+    actor: &crate::audit::Actor,
+    clock: &dyn sluice_msgbox::Clock,
+    progress: impl Progress,
+) -> Result<Summary, OpsError> {
+    let name = format!("suspended.{}", action.op().name());
+    let mut audited = Audited {
+        b,
+        actor,
+        clock,
+        action: &name,
+        failed: None,
+        inner: progress,
+    };
+    let result = run_with(b, selection, action, &mut audited).await;
+    let result = match audited.failed.take() {
+        Some(e) => Err(e),
+        None => result,
+    };
+    let target = match selection {
+        Selection::Ids(ids) => format!("suspended {ids:?}"),
+        Selection::Query(q) => describe(q),
+    };
+    let (code, detail) = match &result {
+        Ok(s) => (
+            if s.failed > 0 {
+                ErrorCode::EntriesFailed.as_str()
+            } else {
+                "ok"
+            },
+            format!(
+                "{} matched, {} {}, {} failed, {} skipped, {} {TAKEN}{}",
+                s.matched,
+                s.done,
+                s.op.done(),
+                s.failed,
+                s.skipped,
+                s.taken,
+                if s.interrupted { "; interrupted" } else { "" }
+            ),
+        ),
+        Err(e) => (e.code(), e.to_string()),
+    };
+    let all = format!("{name}_all");
+    crate::audit::record_result(b, actor, &all, &target, code, Some(detail), clock.now_ms()).await?;
+    result
+}
+
+/// Records each entry acted on, then tells the inner progress.
+struct Audited<'a, P> {
+    b: &'a dyn MessageBox,
+    actor: &'a crate::audit::Actor,
+    clock: &'a dyn sluice_msgbox::Clock,
+    action: &'a str,
+    failed: Option<OpsError>,
+    inner: P,
+}
+
+impl<P: Progress> Progress for &mut Audited<'_, P> {
+    async fn event(&mut self, event: Event<'_>) -> ControlFlow<()> {
+        if let Event::Entry { id, outcome, .. } = &event {
+            let result = match outcome {
+                Outcome::Resumed(_) | Outcome::Resubmitted(_) | Outcome::Terminated => Some("ok"),
+                Outcome::Failed(e) => Some(e.code()),
+                Outcome::Missing => Some(ErrorCode::NotFound.as_str()),
+                Outcome::Skipped(_) | Outcome::Taken => None,
+            };
+            if let Some(result) = result {
+                let target = format!("suspended {id}");
+                let detail = Some(format!("bulk: {outcome}"));
+                let now = self.clock.now_ms();
+                if let Err(e) =
+                    crate::audit::record_result(self.b, self.actor, self.action, &target, result, detail, now).await
+                {
+                    tracing::warn!(suspended = id, error = %e, "recording an entry of a bulk run in the audit log failed; the run stops here");
+                    self.failed = Some(e);
+                    return ControlFlow::Break(());
+                }
+            }
+        }
+        self.inner.event(event).await
     }
 }
 

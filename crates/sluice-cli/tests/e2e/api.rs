@@ -354,6 +354,15 @@ fn operators_find_read_fix_and_resend_through_the_api_and_everything_is_audited(
     assert_eq!(lines.last().unwrap()["summary"]["done"], 1);
     assert_eq!(status_json(&config)["suspended"], 0);
 
+    // The CLI's actions are recorded too, as `cli:<login>`.
+    drop_file(&root.path().join("in"), "m3.txt", b"fourth body");
+    wait_until(Duration::from_secs(30), "one suspended", || {
+        status_json(&config)["suspended"].as_u64() == Some(1)
+    });
+    let (_, err) = expect(&config, &["suspended", "terminate", "--all"], 0);
+    assert!(err.is_empty() || !err.contains("error"), "{err}");
+    assert_eq!(status_json(&config)["suspended"], 0);
+
     // The audit log: who, from where, what, on what, how it ended.
     let audit = get(&base, "/api/v1/audit?limit=1000", Some(&vic)).json();
     let entries = audit["items"].as_array().unwrap();
@@ -373,7 +382,7 @@ fn operators_find_read_fix_and_resend_through_the_api_and_everything_is_audited(
         resubmitted["detail"]
             .as_str()
             .unwrap()
-            .contains("route.fixed=bool:true")
+            .contains("set route.fixed=bool:true")
     );
     find("suspended.resubmit", "invalid_edit");
     for id in [ids[1], ids[2]] {
@@ -392,6 +401,13 @@ fn operators_find_read_fix_and_resend_through_the_api_and_everything_is_audited(
     );
     find("suspended.terminate_all", "ok");
     assert!(find("users.add", "ok")["actor"].as_str().unwrap().starts_with("cli:"));
+    let by_cli = entries
+        .iter()
+        .filter(|e| e["actor"].as_str().unwrap().starts_with("cli:") && e["source"] == "cli")
+        .map(|e| (e["action"].as_str().unwrap(), e["result"].as_str().unwrap()))
+        .collect::<Vec<_>>();
+    assert!(by_cli.contains(&("suspended.terminate", "ok")), "{by_cli:?}");
+    assert!(by_cli.contains(&("suspended.terminate_all", "ok")), "{by_cli:?}");
     find("tokens.create", "ok");
     assert!(
         !entries
