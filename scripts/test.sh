@@ -36,6 +36,23 @@ for tool in "${TOOLS[@]}"; do
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg"
 done
 
+# Python tools the tests drive, in a virtual environment of their own under
+# target/ (pinned versions, from PyPI): schemathesis fuzzes the REST API
+# against its OpenAPI document.
+TOOLS_VENV=target/tools/venv
+SCHEMATHESIS_VERSION=4.32.5
+if [ "$("$TOOLS_VENV/bin/schemathesis" --version 2>/dev/null)" != "schemathesis, version $SCHEMATHESIS_VERSION" ]; then
+  if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    say "installing python3-venv"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+  fi
+  say "installing schemathesis $SCHEMATHESIS_VERSION into $TOOLS_VENV"
+  rm -rf "$TOOLS_VENV"
+  python3 -m venv "$TOOLS_VENV"
+  "$TOOLS_VENV/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+export SLUICE_SCHEMATHESIS="$PWD/$TOOLS_VENV/bin/schemathesis"
+
 for svc in "${SERVICES[@]}"; do
   read -r name port start pkg <<<"$svc"
   if port_open "$port"; then continue; fi

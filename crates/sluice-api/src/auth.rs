@@ -2,8 +2,9 @@
 //! `Authorization: Bearer <token>`; the token's user and role come from the
 //! box on every request (a revoked token or a removed user is refused at
 //! once). Failed attempts are counted per client address: past
-//! [`FAILURES_ALLOWED`] in [`FAILURE_WINDOW`] the address is answered 429
-//! until the window ends, before any lookup.
+//! [`FAILURES_ALLOWED`] in [`FAILURE_WINDOW`], what the address sends
+//! without a valid token is answered 429 (not 401) until the window ends;
+//! a valid token is still served (another client behind the same address).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -19,7 +20,8 @@ use sluice_ops::{ErrorCode, OpsError};
 
 use crate::{ApiState, Problem};
 
-/// Failed attempts an address may make in a window.
+/// Failed attempts an address may make in a window, by default
+/// (`[api] auth_failures_per_minute`).
 pub const FAILURES_ALLOWED: u32 = 20;
 /// The window over which failures are counted.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
@@ -31,18 +33,32 @@ const ADDRESSES_KEPT: usize = 10_000;
 pub struct Peer(pub SocketAddr);
 
 /// Failed attempts per client address, in a bounded table.
-#[derive(Default)]
 pub struct Failures {
+    allowed: u32,
     by_address: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
+impl Default for Failures {
+    fn default() -> Self {
+        Failures::new(FAILURES_ALLOWED)
+    }
+}
+
 impl Failures {
+    /// At most `allowed` failures per address in [`FAILURE_WINDOW`].
+    pub fn new(allowed: u32) -> Failures {
+        Failures {
+            allowed,
+            by_address: Mutex::default(),
+        }
+    }
+
     /// `Some(wait)` while the address may not try again.
     fn blocked(&self, ip: IpAddr) -> Option<Duration> {
         let table = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
         let (since, n) = *table.get(&ip)?;
         let elapsed = since.elapsed();
-        (n >= FAILURES_ALLOWED && elapsed < FAILURE_WINDOW).then(|| FAILURE_WINDOW - elapsed)
+        (n >= self.allowed && elapsed < FAILURE_WINDOW).then(|| FAILURE_WINDOW - elapsed)
     }
 
     fn failed(&self, ip: IpAddr) {
@@ -100,20 +116,23 @@ impl FromRequestParts<ApiState> for Caller {
             .get::<Peer>()
             .map(|p| p.0)
             .ok_or_else(|| Problem::new(ErrorCode::Internal, "no client address on the request"))?;
-        if let Some(wait) = state.failures.blocked(peer.ip()) {
-            return Err(Problem::from(OpsError::RateLimited(format!(
-                "too many failed attempts from {}; try again in {} s",
-                peer.ip(),
-                wait.as_secs().max(1)
-            ))));
-        }
-        let token = match bearer(&parts.headers) {
-            Ok(t) => t,
-            Err(e) => {
-                state.failures.failed(peer.ip());
-                return Err(e);
+        let refused = |e: Problem| {
+            // An address that has failed too often is told to wait,
+            // whatever it sends that is not valid; a valid token from the
+            // same address (another client behind the same NAT) is still
+            // served.
+            let blocked = state.failures.blocked(peer.ip());
+            state.failures.failed(peer.ip());
+            match blocked {
+                Some(wait) => Problem::from(OpsError::RateLimited(format!(
+                    "too many failed attempts from {}; try again in {} s",
+                    peer.ip(),
+                    wait.as_secs().max(1)
+                ))),
+                None => e,
             }
         };
+        let token = bearer(&parts.headers).map_err(refused)?;
         match access::authenticate_token(&*state.b, token).await {
             Ok(principal) => Ok(Caller {
                 actor: Actor {
@@ -122,13 +141,11 @@ impl FromRequestParts<ApiState> for Caller {
                 },
                 principal,
             }),
-            Err(e) => {
-                if e.error_code() == ErrorCode::Unauthenticated {
-                    state.failures.failed(peer.ip());
-                    tracing::info!(client = %peer.ip(), reason = %e, "API request refused: not authenticated");
-                }
-                Err(e.into())
+            Err(e) if e.error_code() == ErrorCode::Unauthenticated => {
+                tracing::info!(client = %peer.ip(), reason = %e, "API request refused: not authenticated");
+                Err(refused(e.into()))
             }
+            Err(e) => Err(e.into()),
         }
     }
 }

@@ -16,6 +16,12 @@ use sluice_ops::{ErrorCode, parse};
 use crate::auth::Caller;
 use crate::{ApiState, Problem};
 
+#[utoipa::path(get, path = "/api/v1/messages/{id}/parts/{n}", tag = "messages", security(("token" = [])),
+    params(("id" = String, Path, description = "A message id (ULID)", pattern = "^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$"), ("n" = u32, Path, description = "Part number (0: the body)", maximum = 999999),
+        ("Range" = Option<String>, Header, description = "One byte range, e.g. bytes=0-1023")),
+    responses((status = 200, description = "The part, streamed", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 206, description = "The range asked for", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 416, description = "The range is outside the part", body = crate::openapi::ErrorBody), crate::openapi::Errors))]
 /// `GET /api/v1/messages/{id}/parts/{n}`.
 pub(crate) async fn message_part(
     caller: Caller,
@@ -29,6 +35,12 @@ pub(crate) async fn message_part(
     serve(state, of, &n, &headers).await
 }
 
+#[utoipa::path(get, path = "/api/v1/suspended/{id}/parts/{n}", tag = "suspended", security(("token" = [])),
+    params(("id" = i64, Path, description = "A suspended entry id", minimum = 1), ("n" = u32, Path, description = "Part number (0: the body)", maximum = 999999),
+        ("Range" = Option<String>, Header, description = "One byte range, e.g. bytes=0-1023")),
+    responses((status = 200, description = "The part, streamed", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 206, description = "The range asked for", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 416, description = "The range is outside the part", body = crate::openapi::ErrorBody), crate::openapi::Errors))]
 /// `GET /api/v1/suspended/{id}/parts/{n}`.
 pub(crate) async fn suspended_part(
     caller: Caller,

@@ -46,6 +46,8 @@ with_filters!(BulkRequest {
     dry_run: bool,
 });
 
+#[utoipa::path(post, path = "/api/v1/suspended/resume", tag = "suspended", security(("token" = [])), request_body = BulkRequest,
+    responses((status = 200, description = "One JSON object per line, as the run goes (see the module docs)", body = String, content_type = "application/x-ndjson"), crate::openapi::Errors))]
 pub(crate) async fn resume(
     caller: Caller,
     state: State<ApiState>,
@@ -54,6 +56,8 @@ pub(crate) async fn resume(
     bulk(caller, state, body, Action::Resume).await
 }
 
+#[utoipa::path(post, path = "/api/v1/suspended/terminate", tag = "suspended", security(("token" = [])), request_body = BulkRequest,
+    responses((status = 200, description = "One JSON object per line, as the run goes (see the module docs)", body = String, content_type = "application/x-ndjson"), crate::openapi::Errors))]
 pub(crate) async fn terminate(
     caller: Caller,
     state: State<ApiState>,

@@ -25,6 +25,7 @@ pub mod auth;
 mod body;
 mod bulk;
 mod error;
+pub mod openapi;
 mod routes;
 
 use std::net::SocketAddr;
@@ -76,6 +77,14 @@ pub struct ApiConfig {
     /// How long a connection may stay open with no request in progress.
     #[serde(default = "default_idle_timeout", with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// Failed authentications one client address may make in a minute;
+    /// past it, what it sends without a valid token is answered 429.
+    #[serde(default = "default_auth_failures")]
+    pub auth_failures_per_minute: u32,
+}
+
+fn default_auth_failures() -> u32 {
+    auth::FAILURES_ALLOWED
 }
 
 fn default_max_connections() -> usize {
@@ -105,6 +114,9 @@ impl ApiConfig {
     /// What is wrong with it, as `(key, problem)` pairs.
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
+        if self.auth_failures_per_minute == 0 {
+            out.push(("auth_failures_per_minute", "must be at least 1".to_string()));
+        }
         if self.max_connections == 0 {
             out.push(("max_connections", "must be at least 1".to_string()));
         }
@@ -194,7 +206,8 @@ impl Api {
 
     /// Serve until `shutdown`, then let the requests in progress finish
     /// (for at most `grace`).
-    pub async fn run(self, state: ApiState, shutdown: CancellationToken, grace: Duration) {
+    pub async fn run(self, mut state: ApiState, shutdown: CancellationToken, grace: Duration) {
+        state.failures = Arc::new(auth::Failures::new(self.config.auth_failures_per_minute));
         let address = self.local_addr().unwrap_or(self.config.address);
         tracing::info!(address = %address, tls = self.tls.is_some(), "REST API listening");
         let connections = Slots::new(

@@ -10,7 +10,6 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Router, body::Body};
 use serde::{Deserialize, Serialize};
 use sluice_model::MessageId;
@@ -21,34 +20,46 @@ use sluice_ops::suspended::Edit;
 use sluice_ops::{ErrorCode, OpsError, messages, parse, suspended};
 
 use crate::auth::Caller;
+use crate::openapi::{Acted, Removed, Revoked};
 use crate::{ApiState, DEFAULT_LIMIT, MAX_JSON, MAX_LIMIT, Problem};
 
 type Answer = Result<Response, Problem>;
 
+/// The routes and, from the same registrations, the OpenAPI document:
+/// a route cannot be served without being documented, nor documented
+/// without being served.
+pub(crate) fn parts() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
+    use crate::{body, bulk, openapi};
+    use utoipa::OpenApi;
+    use utoipa_axum::routes;
+    utoipa_axum::router::OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(status))
+        .routes(routes!(list_messages))
+        .routes(routes!(show_message))
+        .routes(routes!(body::message_part))
+        .routes(routes!(tracking))
+        .routes(routes!(list_suspended))
+        .routes(routes!(bulk::resume))
+        .routes(routes!(bulk::terminate))
+        .routes(routes!(show_suspended))
+        .routes(routes!(body::suspended_part))
+        .routes(routes!(resume))
+        .routes(routes!(terminate))
+        .routes(routes!(resubmit))
+        .routes(routes!(list_audit))
+        .routes(routes!(list_users, add_user))
+        .routes(routes!(remove_user))
+        .routes(routes!(create_token))
+        .routes(routes!(revoke_token))
+        .split_for_parts()
+}
+
 pub fn router(state: ApiState) -> Router {
-    let v1 = Router::new()
-        .route("/status", get(status))
-        .route("/messages", get(list_messages))
-        .route("/messages/{id}", get(show_message))
-        .route("/messages/{id}/parts/{n}", get(crate::body::message_part))
-        .route("/tracking", get(tracking))
-        .route("/suspended", get(list_suspended))
-        .route("/suspended/resume", post(crate::bulk::resume))
-        .route("/suspended/terminate", post(crate::bulk::terminate))
-        .route("/suspended/{id}", get(show_suspended))
-        .route("/suspended/{id}/parts/{n}", get(crate::body::suspended_part))
-        .route("/suspended/{id}/resume", post(resume))
-        .route("/suspended/{id}/terminate", post(terminate))
-        .route("/suspended/{id}/resubmit", post(resubmit))
-        .route("/audit", get(list_audit))
-        .route("/users", get(list_users).post(add_user))
-        .route("/users/{name}", axum::routing::delete(remove_user))
-        .route("/users/{name}/tokens", post(create_token))
-        .route("/tokens/{id}", axum::routing::delete(revoke_token));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .nest("/api/v1", v1)
+    parts()
+        .0
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON))
@@ -70,9 +81,11 @@ fn json<T: Serialize>(value: T) -> Answer {
 }
 
 /// A page of a list and the cursor of the next.
-#[derive(Serialize)]
-struct Page<T: Serialize, C: Serialize> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Page<T: Serialize, C: Serialize> {
     items: Vec<T>,
+    /// The cursor of the next page; absent on the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
     next: Option<C>,
 }
 
@@ -134,12 +147,17 @@ where
 
 // ---- health ----------------------------------------------------------------
 
-async fn healthz() -> &'static str {
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "The node runs", body = String, content_type = "text/plain")))]
+pub(crate) async fn healthz() -> &'static str {
     "ok\n"
 }
 
 /// Ready when the box answers.
-async fn readyz(State(state): State<ApiState>) -> Response {
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, description = "The message box answers", body = String, content_type = "text/plain"),
+        (status = 503, description = "The message box does not answer", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn readyz(State(state): State<ApiState>) -> Response {
     match state.b.counts().await {
         Ok(_) => "ready\n".into_response(),
         Err(e) => Problem::new(
@@ -152,19 +170,25 @@ async fn readyz(State(state): State<ApiState>) -> Response {
 
 // ---- status, messages, tracking -------------------------------------------
 
-async fn status(caller: Caller, State(state): State<ApiState>) -> Answer {
+#[utoipa::path(get, path = "/api/v1/status", tag = "status", security(("token" = [])),
+    responses((status = 200, description = "The box's counts and the node's report", body = sluice_ops::status::Status), crate::openapi::Errors))]
+pub(crate) async fn status(caller: Caller, State(state): State<ApiState>) -> Answer {
     caller.require(Permission::Read)?;
     json(sluice_ops::status::status(&*state.b, &state.data_dir, state.clock.now_ms()).await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct MessagesQuery {
+pub(crate) struct MessagesQuery {
     after: Option<String>,
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
-async fn list_messages(
+#[utoipa::path(get, path = "/api/v1/messages", tag = "messages", security(("token" = [])), params(MessagesQuery),
+    responses((status = 200, description = "Messages in the box, oldest first", body = Page<sluice_msgbox::MessageSummary, String>), crate::openapi::Errors))]
+pub(crate) async fn list_messages(
     caller: Caller,
     State(state): State<ApiState>,
     q: Result<Query<MessagesQuery>, QueryRejection>,
@@ -181,7 +205,10 @@ fn message_param(text: &str) -> Result<MessageId, Problem> {
     Ok(parse::parse_message_id(text)?)
 }
 
-async fn show_message(
+#[utoipa::path(get, path = "/api/v1/messages/{id}", tag = "messages", security(("token" = [])),
+    params(("id" = String, Path, description = "A message id (ULID)", pattern = "^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$")),
+    responses((status = 200, description = "One message in full", body = messages::MessageDetail), crate::openapi::Errors))]
+pub(crate) async fn show_message(
     caller: Caller,
     State(state): State<ApiState>,
     id: Result<Path<String>, PathRejection>,
@@ -191,15 +218,19 @@ async fn show_message(
     json(messages::show(&*state.b, message_param(&id)?).await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct TrackingQuery {
+pub(crate) struct TrackingQuery {
     message: Option<String>,
     after: Option<i64>,
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
-async fn tracking(
+#[utoipa::path(get, path = "/api/v1/tracking", tag = "messages", security(("token" = [])), params(TrackingQuery),
+    responses((status = 200, description = "Tracking events, oldest first", body = Page<messages::Tracked<'static>, i64>), crate::openapi::Errors))]
+pub(crate) async fn tracking(
     caller: Caller,
     State(state): State<ApiState>,
     q: Result<Query<TrackingQuery>, QueryRejection>,
@@ -229,7 +260,8 @@ async fn tracking(
 macro_rules! with_filters {
     ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident: $ty:ty,)* }) => {
         $(#[$meta])*
-        #[derive(Debug, Default, serde::Deserialize)]
+        #[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
+        #[into_params(parameter_in = Query)]
         #[serde(deny_unknown_fields)]
         pub(crate) struct $name {
             pub port: Option<String>,
@@ -243,6 +275,8 @@ macro_rules! with_filters {
             /// A filter on the message's context (fault messages left out
             /// unless `include_faults`).
             #[serde(rename = "where")]
+            #[param(min_length = 1)]
+            #[schema(min_length = 1)]
             pub context: Option<String>,
             #[serde(default)]
             pub include_faults: bool,
@@ -276,10 +310,13 @@ pub(crate) use with_filters;
 
 with_filters!(SuspendedListQuery {
     after: Option<i64>,
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 });
 
-async fn list_suspended(
+#[utoipa::path(get, path = "/api/v1/suspended", tag = "suspended", security(("token" = [])), params(SuspendedListQuery),
+    responses((status = 200, description = "Suspended entries, in id order", body = Page<sluice_msgbox::SuspendedInfo, i64>), crate::openapi::Errors))]
+pub(crate) async fn list_suspended(
     caller: Caller,
     State(state): State<ApiState>,
     q: Result<Query<SuspendedListQuery>, QueryRejection>,
@@ -292,7 +329,10 @@ async fn list_suspended(
     page(items, limit, |e| e.id)
 }
 
-async fn show_suspended(
+#[utoipa::path(get, path = "/api/v1/suspended/{id}", tag = "suspended", security(("token" = [])),
+    params(("id" = i64, Path, description = "A suspended entry id", minimum = 1)),
+    responses((status = 200, description = "The entry: where and why it failed, every attempt, its message's context and parts", body = suspended::SuspendedDetail), crate::openapi::Errors))]
+pub(crate) async fn show_suspended(
     caller: Caller,
     State(state): State<ApiState>,
     id: Result<Path<String>, PathRejection>,
@@ -302,7 +342,14 @@ async fn show_suspended(
     json(suspended::show(&*state.b, id_param(&id)?).await?)
 }
 
-async fn resume(caller: Caller, State(state): State<ApiState>, id: Result<Path<String>, PathRejection>) -> Answer {
+#[utoipa::path(post, path = "/api/v1/suspended/{id}/resume", tag = "suspended", security(("token" = [])),
+    params(("id" = i64, Path, description = "A suspended entry id", minimum = 1)),
+    responses((status = 200, description = "Resumed: queued again", body = crate::openapi::Acted), crate::openapi::Errors))]
+pub(crate) async fn resume(
+    caller: Caller,
+    State(state): State<ApiState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Answer {
     caller.require(Permission::Operate)?;
     let id = id_param(&id?.0)?;
     let b = state.b.clone();
@@ -314,10 +361,22 @@ async fn resume(caller: Caller, State(state): State<ApiState>, id: Result<Path<S
         async move { suspended::resume(&*b, id).await },
     )
     .await?;
-    json(serde_json::json!({"id": id, "outcome": "resumed", "routed": routed}))
+    json(Acted {
+        id,
+        outcome: "resumed",
+        routed: Some(routed),
+        message_id: None,
+    })
 }
 
-async fn terminate(caller: Caller, State(state): State<ApiState>, id: Result<Path<String>, PathRejection>) -> Answer {
+#[utoipa::path(post, path = "/api/v1/suspended/{id}/terminate", tag = "suspended", security(("token" = [])),
+    params(("id" = i64, Path, description = "A suspended entry id", minimum = 1)),
+    responses((status = 200, description = "Terminated", body = crate::openapi::Acted), crate::openapi::Errors))]
+pub(crate) async fn terminate(
+    caller: Caller,
+    State(state): State<ApiState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Answer {
     caller.require(Permission::Operate)?;
     let id = id_param(&id?.0)?;
     let b = state.b.clone();
@@ -329,12 +388,17 @@ async fn terminate(caller: Caller, State(state): State<ApiState>, id: Result<Pat
         async move { suspended::terminate(&*b, id).await },
     )
     .await?;
-    json(serde_json::json!({"id": id, "outcome": "terminated"}))
+    json(Acted {
+        id,
+        outcome: "terminated",
+        routed: None,
+        message_id: None,
+    })
 }
 
 /// A resubmission's edit: properties set (`KEY=TYPE:VALUE`, as the CLI's
 /// `--set`) and removed (`KEY`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EditRequest {
     #[serde(default)]
@@ -359,12 +423,18 @@ impl EditRequest {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/suspended/{id}/resubmit", tag = "suspended", security(("token" = [])),
+    params(("id" = i64, Path, description = "A suspended entry id", minimum = 1),
+        ("set" = Option<Vec<String>>, Query, description = "With a new body: a property to set, KEY=TYPE:VALUE"),
+        ("remove" = Option<Vec<String>>, Query, description = "With a new body: a property to remove")),
+    request_body(content((EditRequest = "application/json"), (Vec<u8> = "application/octet-stream"))),
+    responses((status = 200, description = "Resubmitted as a new message", body = crate::openapi::Acted), crate::openapi::Errors))]
 /// `POST /api/v1/suspended/{id}/resubmit`: with a JSON body, an edit
 /// (`{"set": [...], "remove": [...]}`, or nothing: the message as it
 /// was); with `Content-Type: application/octet-stream`, a new body
 /// (streamed into the box) and the edit in the query (`?set=..&remove=..`,
 /// each repeatable).
-async fn resubmit(
+pub(crate) async fn resubmit(
     caller: Caller,
     State(state): State<ApiState>,
     id: Result<Path<String>, PathRejection>,
@@ -440,19 +510,28 @@ async fn resubmit(
         suspended::resubmit(&*b, id, &edit, reader).await
     })
     .await?;
-    json(serde_json::json!({"id": id, "outcome": "resubmitted", "message_id": done.message_id, "routed": done.routed}))
+    json(Acted {
+        id,
+        outcome: "resubmitted",
+        routed: Some(done.routed),
+        message_id: Some(done.message_id.to_string()),
+    })
 }
 
 // ---- audit, users, tokens --------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct AuditQuery {
+pub(crate) struct AuditQuery {
     before: Option<i64>,
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
-async fn list_audit(
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", security(("token" = [])), params(AuditQuery),
+    responses((status = 200, description = "Recorded actions, newest first", body = Page<sluice_ops::audit::AuditView, i64>), crate::openapi::Errors))]
+pub(crate) async fn list_audit(
     caller: Caller,
     State(state): State<ApiState>,
     q: Result<Query<AuditQuery>, QueryRejection>,
@@ -464,14 +543,18 @@ async fn list_audit(
     page(items, limit, |e| e.id)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct UsersQuery {
+pub(crate) struct UsersQuery {
     after: Option<String>,
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
-async fn list_users(
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", security(("token" = [])), params(UsersQuery),
+    responses((status = 200, description = "Users in name order (admin)", body = Page<access::UserInfo, String>), crate::openapi::Errors))]
+pub(crate) async fn list_users(
     caller: Caller,
     State(state): State<ApiState>,
     q: Result<Query<UsersQuery>, QueryRejection>,
@@ -483,18 +566,28 @@ async fn list_users(
     page(items, limit, |u| u.name.clone())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewUser {
+pub(crate) struct NewUser {
+    /// 1 to 64 letters, digits, `.`, `_`, `-` or `@`, starting with a letter or digit.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")]
     name: String,
-    role: String,
+    role: Role,
+    /// 8 to 1024 bytes; kept as an Argon2 hash, never shown.
+    #[schema(min_length = 8, max_length = 1024)]
     password: String,
 }
 
-async fn add_user(caller: Caller, State(state): State<ApiState>, body: Result<Json<NewUser>, JsonRejection>) -> Answer {
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", security(("token" = [])), request_body = NewUser,
+    responses((status = 201, description = "Added (admin)", body = access::UserInfo), crate::openapi::Errors))]
+pub(crate) async fn add_user(
+    caller: Caller,
+    State(state): State<ApiState>,
+    body: Result<Json<NewUser>, JsonRejection>,
+) -> Answer {
     caller.require(Permission::ManageUsers)?;
     let Json(u) = body?;
-    let role: Role = u.role.parse().map_err(Problem::invalid)?;
+    let role = u.role;
     let (b, now) = (state.b.clone(), state.clock.now_ms());
     let target = format!("user {}", u.name);
     let added = audited(&state, &caller.actor, "users.add", (target, None), async move {
@@ -504,13 +597,22 @@ async fn add_user(caller: Caller, State(state): State<ApiState>, body: Result<Js
     Ok((StatusCode::CREATED, Json(added)).into_response())
 }
 
-async fn remove_user(
+#[utoipa::path(delete, path = "/api/v1/users/{name}", tag = "users", security(("token" = [])),
+    params(("name" = String, Path, description = "A user name")),
+    responses((status = 200, description = "Removed, with their tokens (admin)", body = crate::openapi::Removed), crate::openapi::Errors))]
+pub(crate) async fn remove_user(
     caller: Caller,
     State(state): State<ApiState>,
     name: Result<Path<String>, PathRejection>,
 ) -> Answer {
     caller.require(Permission::ManageUsers)?;
     let Path(name) = name?;
+    if name == caller.principal.user {
+        return Err(Problem::new(
+            ErrorCode::Conflict,
+            format!("user `{name}` cannot remove themselves; another admin can"),
+        ));
+    }
     let b = state.b.clone();
     let target = format!("user {name}");
     let n = name.clone();
@@ -518,10 +620,17 @@ async fn remove_user(
         access::remove_user(&*b, &n).await
     })
     .await?;
-    json(serde_json::json!({"name": name, "removed": true, "tokens_revoked": tokens}))
+    json(Removed {
+        name,
+        removed: true,
+        tokens_revoked: tokens,
+    })
 }
 
-async fn create_token(
+#[utoipa::path(post, path = "/api/v1/users/{name}/tokens", tag = "users", security(("token" = [])),
+    params(("name" = String, Path, description = "A user name")),
+    responses((status = 201, description = "The token, shown this once (admin)", body = access::CreatedToken), crate::openapi::Errors))]
+pub(crate) async fn create_token(
     caller: Caller,
     State(state): State<ApiState>,
     name: Result<Path<String>, PathRejection>,
@@ -537,7 +646,10 @@ async fn create_token(
     Ok((StatusCode::CREATED, Json(made)).into_response())
 }
 
-async fn revoke_token(
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "users", security(("token" = [])),
+    params(("id" = String, Path, description = "A token id")),
+    responses((status = 200, description = "Revoked (admin)", body = crate::openapi::Revoked), crate::openapi::Errors))]
+pub(crate) async fn revoke_token(
     caller: Caller,
     State(state): State<ApiState>,
     id: Result<Path<String>, PathRejection>,
@@ -554,5 +666,5 @@ async fn revoke_token(
         async move { access::revoke_token(&*b, &i).await },
     )
     .await?;
-    json(serde_json::json!({"id": id, "revoked": true}))
+    json(Revoked { id, revoked: true })
 }

@@ -117,6 +117,7 @@ pub struct NewMessage {
 /// Where a published (or resumed) message went.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Routed {
     /// One queue entry per subscriber, in subscriber-name order.
     Queued(Vec<String>),
@@ -202,6 +203,7 @@ impl Failure {
 /// One failed delivery attempt of a queue entry (kept while the message is
 /// in the box, shown with its suspended entry).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AttemptInfo {
     /// 1 for the first attempt; counting restarts after a resume.
     pub attempt: u32,
@@ -244,8 +246,10 @@ pub struct Resubmission {
 
 /// What a resubmission did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Resubmitted {
     /// The new message.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub message_id: MessageId,
     pub routed: Routed,
 }
@@ -256,8 +260,10 @@ pub struct Resubmitted {
 /// that makes the change it records (no event without the change, no
 /// change without its event, while tracking is on).
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TrackingEvent {
     pub id: i64,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub message_id: MessageId,
     pub at: Millis,
     /// One of [`tracked`]: `received` (published: it became visible in the
@@ -359,6 +365,7 @@ pub struct Leased {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Counts {
     /// Messages in the box.
     pub spool: u64,
@@ -374,6 +381,7 @@ pub struct Counts {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueueEntryInfo {
     pub entry: EntryId,
     pub subscriber: String,
@@ -384,8 +392,10 @@ pub struct QueueEntryInfo {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SuspendedInfo {
     pub id: i64,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub message_id: MessageId,
     /// The subscriber it was going to, or none for "no subscriber".
     pub subscriber: Option<String>,
@@ -421,7 +431,9 @@ pub struct MessageInfo {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MessageSummary {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub id: MessageId,
     pub created_at: Millis,
     pub refs: u32,
@@ -463,6 +475,8 @@ pub enum BoxError {
     NoSuchUser(String),
     #[error("token `{0}` already exists")]
     TokenExists(String),
+    #[error("user `{0}` is the last admin; add another admin before removing them")]
+    LastAdmin(String),
     #[error(transparent)]
     Content(#[from] ContentError),
     #[error("message box storage failed while {doing}: {detail}")]
@@ -667,7 +681,9 @@ pub trait MessageBox: Send + Sync {
     /// Add a user (`UserExists` if the name is taken). Durable.
     async fn add_user(&self, user: UserRecord) -> Result<()>;
     /// Remove a user and every token of theirs, in one transaction
-    /// (`NoSuchUser` if absent); how many tokens went with them. Durable.
+    /// (`NoSuchUser` if absent; `LastAdmin` if they are the only admin, so
+    /// that someone can always manage users); how many tokens went with
+    /// them. Durable.
     async fn remove_user(&self, name: &str) -> Result<u64>;
     async fn user(&self, name: &str) -> Result<Option<UserRecord>>;
     /// Users in name order after `after`.

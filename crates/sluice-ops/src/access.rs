@@ -88,6 +88,7 @@ impl Principal {
 
 /// A user as shown: never the hash.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserInfo {
     pub name: String,
     pub role: Role,
@@ -228,6 +229,7 @@ pub async fn users(b: &dyn MessageBox, after: Option<&str>, limit: usize) -> Res
 
 /// A token just made: the only time its secret is seen.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedToken {
     pub id: String,
     pub user: String,
@@ -236,6 +238,7 @@ pub struct CreatedToken {
 
 /// A token as listed: never the secret.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenInfo {
     pub id: String,
     pub user: String,

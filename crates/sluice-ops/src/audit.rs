@@ -78,6 +78,7 @@ pub async fn record_result(
 
 /// An entry as shown.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditView {
     pub id: i64,
     pub at: String,

@@ -11,6 +11,7 @@ use crate::suspended::{GONE, Op, TAKEN};
 /// added). The table is in the crate docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ErrorCode {
     NotFound,
     NothingMatches,
@@ -116,7 +117,8 @@ impl ErrorCode {
             | BoxError::Duplicate(_)
             | BoxError::NotHeld { .. }
             | BoxError::UserExists(_)
-            | BoxError::TokenExists(_) => ErrorCode::Conflict,
+            | BoxError::TokenExists(_)
+            | BoxError::LastAdmin(_) => ErrorCode::Conflict,
             BoxError::UnfinishedContent { .. } => ErrorCode::Internal,
             BoxError::Content(e) => ErrorCode::of_content(e),
             BoxError::Storage { .. } | BoxError::Closed => ErrorCode::StorageUnavailable,

@@ -86,6 +86,34 @@ pub(crate) fn context_json<S: serde::Serializer>(context: &sluice_model::Context
     serde::Serialize::serialize(&context.to_display_json(), s)
 }
 
+/// One context property as answers show it ([`context_json`]): the schema
+/// of the REST API's documentation.
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ContextProperty {
+    pub namespace: String,
+    pub name: String,
+    /// `string`, `int`, `float`, `bool`, `timestamp` or `bytes`.
+    #[schema(rename = "type")]
+    pub r#type: String,
+    /// The value: a JSON string, number or boolean (a timestamp as RFC
+    /// 3339 text, bytes as hex).
+    pub value: serde_json::Value,
+    pub promoted: bool,
+}
+
+/// One part as answers show it ([`parts_json`]).
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct PartView {
+    pub name: String,
+    pub size: u64,
+    /// CRC-32, 8 hex digits.
+    pub crc32: String,
+}
+
 /// Serialize parts as name, size and CRC-32 (hex).
 pub(crate) fn parts_json<S: serde::Serializer>(parts: &[sluice_msgbox::Part], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(

@@ -30,14 +30,19 @@ pub async fn list(b: &dyn MessageBox, query: MessageQuery) -> Result<Vec<Message
 /// One message in full: its context, parts, queue entries, suspensions and
 /// holders.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MessageDetail {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub id: MessageId,
     /// When it was published (RFC 3339 in JSON).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     #[serde(serialize_with = "created_at_text")]
     pub created_at: Millis,
     pub refs: u32,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::ContextProperty>))]
     #[serde(serialize_with = "crate::context_json")]
     pub context: Context,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::PartView>))]
     #[serde(serialize_with = "crate::parts_json")]
     pub parts: Vec<Part>,
     pub queue: Vec<QueueEntryInfo>,
@@ -75,9 +80,12 @@ pub async fn show(b: &dyn MessageBox, id: MessageId) -> Result<MessageDetail, Op
 /// A tracking event as front ends show it: `completed` events carry the
 /// message's context.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Tracked<'a> {
+    #[cfg_attr(feature = "openapi", schema(value_type = sluice_msgbox::TrackingEvent))]
     #[serde(flatten)]
     pub event: &'a TrackingEvent,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<crate::ContextProperty>>))]
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "some_context_json")]
     pub context: Option<&'a Context>,
 }

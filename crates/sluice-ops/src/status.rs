@@ -30,6 +30,7 @@ pub const STALE_AFTER_MS: i64 = 5 * STATUS_EVERY.as_millis() as i64;
 
 /// What a running node reports in [`STATUS_FILE`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeStatus {
     pub pid: u32,
     /// When the node wrote this (Unix milliseconds).
@@ -43,6 +44,7 @@ pub struct NodeStatus {
 
 /// One host's throttle as the node last saw it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostStatus {
     pub throttled: bool,
     #[serde(flatten)]
@@ -52,6 +54,7 @@ pub struct HostStatus {
 
 /// A host's limits (from `[hosts.<name>]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Limits {
     /// High mark: at this many messages in flight the host closes.
     pub max_in_flight: u64,
@@ -67,6 +70,7 @@ pub struct Limits {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MemoryMarks {
     pub high: u64,
     pub low: u64,
@@ -75,6 +79,7 @@ pub struct MemoryMarks {
 /// Why a host is throttled, as a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Reason {
     Memory,
     Messages,
@@ -95,6 +100,7 @@ impl Reason {
 
 /// What a host's throttle looks like now (for `sluice status` and logs).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Snapshot {
     /// `None` when open.
     pub reason: Option<Reason>,
@@ -134,6 +140,7 @@ pub fn read_report(data_dir: &Path) -> Result<Option<NodeStatus>, OpsError> {
 /// `queued`, `suspended`, `content_bytes`, `content_chunks`), the node's
 /// report (`null` when no node runs) and its age.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Status {
     #[serde(flatten)]
     pub counts: Counts,

@@ -63,6 +63,7 @@ impl Selection {
 /// What is done to an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Op {
     Resume,
     Resubmit,
@@ -326,11 +327,14 @@ pub async fn select(
 /// One suspended entry in full: where and why it failed, every attempt,
 /// and its message's context and parts.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SuspendedDetail {
     #[serde(flatten)]
     pub entry: SuspendedInfo,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::ContextProperty>))]
     #[serde(serialize_with = "crate::context_json")]
     pub context: Context,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::PartView>))]
     #[serde(serialize_with = "crate::parts_json")]
     pub parts: Vec<Part>,
 }
@@ -634,6 +638,7 @@ where
 /// What a bulk run did. Every entry it matched has one outcome:
 /// `done + failed + skipped + taken == matched`, unless `interrupted`.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Summary {
     pub op: Op,
     /// Entries selected at the start.
@@ -649,6 +654,7 @@ pub struct Summary {
     /// The first [`KEPT`] failures: entry id, code and why.
     pub failures: Vec<EntryFailure>,
     /// The first [`KEPT`] skipped entries and why.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Vec<serde_json::Value>>))]
     pub skips: Vec<(i64, String)>,
     /// Stopped before the end (the rest is as it was).
     pub interrupted: bool,
@@ -659,6 +665,7 @@ pub struct Summary {
 
 /// An entry of a bulk run that failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EntryFailure {
     pub id: i64,
     pub code: ErrorCode,

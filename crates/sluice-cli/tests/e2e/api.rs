@@ -420,6 +420,12 @@ fn operators_find_read_fix_and_resend_through_the_api_and_everything_is_audited(
     let users = get(&base, "/api/v1/users", Some(&ann));
     assert_eq!(users.status, 200);
     assert!(!text(&users.body).contains("argon2"), "no hash in any answer");
+    let a = call(&base, "DELETE", "/api/v1/users/ann", Some(&ann), &[]);
+    assert_eq!(
+        (a.status, a.code().as_str()),
+        (409, "conflict"),
+        "no one removes themselves"
+    );
     let a = call(&base, "DELETE", "/api/v1/users/vic", Some(&ann), &[]);
     assert_eq!(a.status, 200, "{}", text(&a.body));
     let a = get(&base, "/api/v1/status", Some(&vic));
@@ -504,5 +510,66 @@ fn silent_clients_and_token_guessers_do_not_hold_the_api_shut() {
     let limited = get(&base, "/api/v1/status", Some("sluice_guess"));
     assert_eq!((limited.status, limited.code().as_str()), (429, "rate_limited"));
     assert!(limited.head.contains("retry-after:"));
+    // A valid token from the same address is still served.
+    add_user(&config, "olga", "operator", "olga-s3cret-pass");
+    let olga = token_for(&config, "olga");
+    assert_eq!(get(&base, "/api/v1/status", Some(&olga)).status, 200);
     node.stop();
+}
+
+/// Schemathesis (from PyPI; `scripts/test.sh` installs it and names it in
+/// `SLUICE_SCHEMATHESIS`), a schema-based fuzzer, against the node's own
+/// OpenAPI document: no answer is a 5xx, and every answer (status, content
+/// type, headers, body) is as the document says. The node is still
+/// healthy after it.
+#[test]
+fn the_api_answers_as_its_document_says_under_a_fuzzer() {
+    let fuzzer = std::env::var("SLUICE_SCHEMATHESIS").unwrap_or_else(|_| "schemathesis".into());
+    let found = Command::new(&fuzzer).arg("--version").output();
+    assert!(
+        found.as_ref().is_ok_and(|o| o.status.success()),
+        "schemathesis is missing ({fuzzer}): run ./scripts/test.sh, which installs it, or set SLUICE_SCHEMATHESIS"
+    );
+    let root = tempfile::tempdir().unwrap();
+    // The fuzzer sends thousands of requests without a valid token.
+    let (config, base) = setup(root.path(), "auth_failures_per_minute = 1000000");
+    let mut node = Node::start(&config, &root.path().join("node.log"));
+    for i in 0..5 {
+        drop_file(
+            &root.path().join("in"),
+            &format!("m{i}.txt"),
+            format!("body {i}").as_bytes(),
+        );
+    }
+    wait_until(Duration::from_secs(30), "five suspended", || {
+        status_json(&config)["suspended"].as_u64() == Some(5)
+    });
+    add_user(&config, "fuzz-admin-7f3e", "admin", "fuzz-admin-pass");
+    let token = token_for(&config, "fuzz-admin-7f3e");
+    let out = Command::new(&fuzzer)
+        .args(["run", &format!("{base}/api/openapi.json")])
+        .args(["--header", &format!("Authorization: Bearer {token}")])
+        // Every check but "schema-valid data is accepted": a valid-looking
+        // time ("9999-99-99") or filter the schema cannot rule out is
+        // rightly refused with 400.
+        .args(["--checks", "all", "--exclude-checks", "positive_data_acceptance"])
+        .args(["--max-examples", "25", "--seed", "1", "--request-timeout", "30"])
+        .current_dir(root.path())
+        .output()
+        .expect("run schemathesis");
+    assert!(
+        out.status.success(),
+        "schemathesis found failures:\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains("Tested: 21"), "{}", text(&out.stdout));
+    assert_eq!(get(&base, "/healthz", None).status, 200);
+    assert_eq!(
+        get(&base, "/api/v1/status", Some(&token)).status,
+        200,
+        "the fuzzer's admin is still there"
+    );
+    node.stop();
+    assert!(!node.log_text().contains("panicked"), "{}", node.log_text());
 }

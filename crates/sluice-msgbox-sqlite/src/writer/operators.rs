@@ -32,6 +32,18 @@ impl Writer {
 
     pub fn remove_user(&mut self, name: &str) -> Result<u64> {
         let doing = format!("removing user `{name}`");
+        let last_admin: bool = self
+            .conn
+            .prepare_cached(
+                "SELECT role = 'admin' AND (SELECT count(*) FROM users WHERE role = 'admin') = 1
+                 FROM users WHERE name = ?1",
+            )
+            .and_then(|mut s| s.query_row([name], |r| r.get(0)).optional())
+            .map_err(storage(&doing))?
+            .unwrap_or(false);
+        if last_admin {
+            return Err(BoxError::LastAdmin(name.to_string()));
+        }
         let n = self
             .conn
             .prepare_cached("DELETE FROM users WHERE name = ?1")

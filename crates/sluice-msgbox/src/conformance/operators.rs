@@ -79,6 +79,19 @@ pub async fn users_and_tokens_are_kept_and_removed_together(h: &impl Harness) {
     assert_eq!(ids(b.tokens(None).await.unwrap()), ["t-2", "t-3"]);
     assert_eq!(b.user("ann").await.unwrap(), Some(user("ann", Role::Admin)));
 
+    // The last admin stays (someone must be able to manage users); with
+    // another admin, they can go.
+    let last = b.remove_user("ann").await;
+    assert!(
+        matches!(last, Err(BoxError::LastAdmin(ref n)) if n == "ann"),
+        "{last:?}"
+    );
+    assert!(b.user("ann").await.unwrap().is_some());
+    b.add_user(user("zed", Role::Admin)).await.unwrap();
+    assert_eq!(b.remove_user("ann").await.unwrap(), 0);
+    let last = b.remove_user("zed").await;
+    assert!(matches!(last, Err(BoxError::LastAdmin(_))), "{last:?}");
+
     // A removed user's tokens go with them; the name can be taken again
     // and the old tokens do not come back to it.
     assert_eq!(b.remove_user("olga").await.unwrap(), 1);
