@@ -1,13 +1,13 @@
 //! The bytes of one part of a message, streamed from the box: what `sluice
 //! messages body` and `sluice suspended body` write out, and what the REST
-//! API will serve.
+//! API serves.
 //!
 //! Memory does not grow with the part: [`Body::next`] hands out at most
 //! [`READ_SIZE`] bytes at a time, read from the content store one chunk at
 //! a time. The part's size is known before the first byte, and its size and
-//! CRC-32 are checked after the last one. A byte range (HTTP `Range`) will
-//! be served from the same [`Body`], skipped to its start and ended at its
-//! end, so [`open`] keeps its shape.
+//! CRC-32 are checked after the last one. A byte range (HTTP `Range`) is
+//! served from the same [`Body`], skipped to its start and ended at its
+//! end.
 
 use std::sync::Arc;
 

@@ -1,5 +1,5 @@
 //! Sluice operations: what an operator can ask of a node and its message
-//! box, for every front end (the `sluice` CLI now, the REST API and the
+//! box, for every front end (the `sluice` CLI and the REST API now, the
 //! portal next), so that they all behave the same way.
 //!
 //! - [`status`]: the box's counts and the running node's report
@@ -13,6 +13,8 @@
 //!   done, failed, skipped or *taken by another operation*.
 //! - [`parse`]: what operators write (typed properties, times, ids,
 //!   filters), parsed the same way everywhere.
+//! - [`access`]: users, roles and API tokens (hashes only); [`audit`]: the
+//!   log of every operator action.
 //!
 //! This crate is a **stable interface**. Inputs are typed (queries,
 //! selections, edits), outputs are typed and `serde::Serialize` (the CLI's
