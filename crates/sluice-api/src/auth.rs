@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
+use sluice_adapters::support::guard::RateLimited;
 use sluice_ops::access::{self, Permission, Principal};
 use sluice_ops::audit::Actor;
 use sluice_ops::{ErrorCode, OpsError};
@@ -36,11 +37,29 @@ pub struct Peer(pub SocketAddr);
 pub struct Failures {
     allowed: u32,
     by_address: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    /// The log line of a refusal: a few per 10 s, however many come.
+    log: RateLimited,
 }
 
 impl Default for Failures {
     fn default() -> Self {
         Failures::new(FAILURES_ALLOWED)
+    }
+}
+
+/// The key failures are counted under: an IPv4 address, or an IPv6
+/// address's /64 (one host usually has a whole /64 to pick from).
+fn key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut o = v6.octets();
+                o[8..].fill(0);
+                IpAddr::from(o)
+            }
+        },
+        v4 => v4,
     }
 }
 
@@ -50,25 +69,28 @@ impl Failures {
         Failures {
             allowed,
             by_address: Mutex::default(),
+            log: RateLimited::with_burst(Duration::from_secs(10), 5),
         }
     }
 
     /// `Some(wait)` while the address may not try again.
     fn blocked(&self, ip: IpAddr) -> Option<Duration> {
         let table = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
-        let (since, n) = *table.get(&ip)?;
+        let (since, n) = *table.get(&key(ip))?;
         let elapsed = since.elapsed();
         (n >= self.allowed && elapsed < FAILURE_WINDOW).then(|| FAILURE_WINDOW - elapsed)
     }
 
     fn failed(&self, ip: IpAddr) {
+        let ip = key(ip);
         let mut table = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
         if table.len() >= ADDRESSES_KEPT && !table.contains_key(&ip) {
+            // Full: forget the windows that are over; if every one is
+            // live (a flood from many addresses), forget them all. Once
+            // per `ADDRESSES_KEPT` new addresses at most: cheap on average.
             table.retain(|_, (since, _)| since.elapsed() < FAILURE_WINDOW);
-            if table.len() >= ADDRESSES_KEPT
-                && let Some(oldest) = table.iter().min_by_key(|(_, (since, _))| *since).map(|(ip, _)| *ip)
-            {
-                table.remove(&oldest);
+            if table.len() >= ADDRESSES_KEPT {
+                table.clear();
             }
         }
         let entry = table.entry(ip).or_insert((Instant::now(), 0));
@@ -124,11 +146,14 @@ impl FromRequestParts<ApiState> for Caller {
             let blocked = state.failures.blocked(peer.ip());
             state.failures.failed(peer.ip());
             match blocked {
-                Some(wait) => Problem::from(OpsError::RateLimited(format!(
-                    "too many failed attempts from {}; try again in {} s",
-                    peer.ip(),
-                    wait.as_secs().max(1)
-                ))),
+                Some(wait) => {
+                    let secs = wait.as_secs() + 1;
+                    Problem::from(OpsError::RateLimited(format!(
+                        "too many failed attempts from {}; try again in {secs} s",
+                        peer.ip()
+                    )))
+                    .retry_after(secs)
+                }
                 None => e,
             }
         };
@@ -142,11 +167,40 @@ impl FromRequestParts<ApiState> for Caller {
                 principal,
             }),
             Err(e) if e.error_code() == ErrorCode::Unauthenticated => {
-                tracing::info!(client = %peer.ip(), reason = %e, "API request refused: not authenticated");
+                if let Some(left_out) = state.failures.log.allow() {
+                    tracing::info!(client = %peer.ip(), reason = %e, left_out, "API request refused: not authenticated");
+                }
                 Err(refused(e.into()))
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// A caller whose role may operate (operator, admin): refused before the
+/// request's body is read, so a viewer cannot make the node read one.
+pub struct Operating(pub Caller);
+
+/// A caller whose role may manage users (admin), refused before the body.
+pub struct Administering(pub Caller);
+
+impl FromRequestParts<ApiState> for Operating {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require(Permission::Operate)?;
+        Ok(Operating(caller))
+    }
+}
+
+impl FromRequestParts<ApiState> for Administering {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require(Permission::ManageUsers)?;
+        Ok(Administering(caller))
     }
 }
 
@@ -170,5 +224,11 @@ mod tests {
             f.failed(IpAddr::from(n.to_be_bytes()));
         }
         assert!(f.by_address.lock().unwrap().len() <= ADDRESSES_KEPT);
+        // An IPv6 host's whole /64 is one address.
+        let f = Failures::new(2);
+        f.failed("2001:db8::1".parse().unwrap());
+        f.failed("2001:db8::ffff:2".parse().unwrap());
+        assert!(f.blocked("2001:db8::3".parse().unwrap()).is_some());
+        assert!(f.blocked("2001:db8:0:1::3".parse().unwrap()).is_none());
     }
 }

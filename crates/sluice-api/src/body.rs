@@ -9,6 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
+use sluice_adapters::support::body::{Capped, CompleteBody, Fault, FaultSlot, MinRate, Paced};
 use sluice_ops::access::Permission;
 use sluice_ops::body::{self, BodyOf};
 use sluice_ops::{ErrorCode, parse};
@@ -50,12 +51,7 @@ pub(crate) async fn suspended_part(
 ) -> Result<Response, Problem> {
     caller.require(Permission::ReadBodies)?;
     let Path((id, n)) = path?;
-    let id = id
-        .parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| Problem::invalid(format!("`{}` is not a suspended entry id", id.escape_default())))?;
-    serve(state, BodyOf::Suspended(id), &n, &headers).await
+    serve(state, BodyOf::Suspended(crate::routes::id_param(&id)?), &n, &headers).await
 }
 
 /// A part number: digits only (no sign, no path, no exponent).
@@ -140,15 +136,21 @@ async fn serve(state: ApiState, of: BodyOf, n: &str, headers: &HeaderMap) -> Res
     // forward); the stream ends at `end`. A failure half-way (the message
     // deleted meanwhile, corrupt content) cuts the answer short: the client
     // sees fewer bytes than `Content-Length` said.
+    // A whole part's last piece is held back until the part's size and
+    // CRC-32 are checked (the read after it): content that fails the check
+    // ends the answer short of its `Content-Length`, never as a clean 200.
     let reading = Reading {
         part,
         at: 0,
         start,
         end,
+        held: None,
+        whole: !partial,
+        ended: false,
     };
     let stream = futures::stream::try_unfold(reading, |mut r| async move {
         loop {
-            if r.at >= r.end {
+            if r.ended || (r.at >= r.end && !r.whole) {
                 return Ok(None);
             }
             match r.part.next().await {
@@ -158,10 +160,18 @@ async fn serve(state: ApiState, of: BodyOf, n: &str, headers: &HeaderMap) -> Res
                     let (from, to) = (r.start.max(begin), r.end.min(r.at));
                     if from < to {
                         let slice = piece.slice((from - begin) as usize..(to - begin) as usize);
-                        return Ok(Some((slice, r)));
+                        if !r.whole {
+                            return Ok(Some((slice, r)));
+                        }
+                        if let Some(before) = r.held.replace(slice) {
+                            return Ok(Some((before, r)));
+                        }
                     }
                 }
-                Ok(None) => return Ok(None),
+                Ok(None) => {
+                    r.ended = true;
+                    return Ok(r.held.take().map(|last| (last, r)));
+                }
                 Err(e) => {
                     tracing::warn!(message_id = %r.part.message_id, part = r.part.index, error = %e,
                         "a body being sent failed; the answer is cut short");
@@ -215,11 +225,69 @@ struct Reading {
     at: u64,
     start: u64,
     end: u64,
+    /// The piece read last, sent once the next read says the part is whole.
+    held: Option<bytes::Bytes>,
+    /// The whole part is sent (no range): checked at its end.
+    whole: bool,
+    ended: bool,
 }
 
-/// A request's body as a reader (a resubmission's new body).
-pub(crate) fn reader(body: Body) -> impl tokio::io::AsyncRead + Send + Unpin + 'static {
-    tokio_util::io::StreamReader::new(body.into_data_stream().map_err(std::io::Error::other))
+/// The first fault of a request's body (too slow, cut short, too large),
+/// put on each request by [`guarded`].
+#[derive(Clone, Default)]
+pub(crate) struct BodyFault(pub FaultSlot);
+
+impl BodyFault {
+    /// What the client did wrong, if anything: its body was too large
+    /// (`too_large`), or cut short, too slow or undecodable
+    /// (`invalid_argument`), not a failure of the node.
+    pub(crate) fn error(&self) -> Option<sluice_ops::OpsError> {
+        let fault = self.0.lock().ok()?.clone()?;
+        Some(match fault {
+            Fault::TooLarge(m) => sluice_ops::OpsError::TooLarge(m),
+            Fault::TooSlow(m) | Fault::Broken(m) | Fault::Undecodable(m) => sluice_ops::OpsError::InvalidArgument(m),
+        })
+    }
+
+    pub(crate) fn problem(&self) -> Option<Problem> {
+        self.error().map(Problem::from)
+    }
+}
+
+/// Every request's body as the API reads it: complete or an error (an
+/// HTTP/2 reset, a body shorter or longer than its `Content-Length`), and
+/// cut off when the client sends nothing for `idle` or less than 5 KiB in
+/// 10 s of waiting, so no client holds a request (and its connection) open
+/// by trickling its body.
+pub(crate) fn guarded(req: axum::extract::Request, idle: std::time::Duration) -> axum::extract::Request {
+    let h2 = req.version() == axum::http::Version::HTTP_2;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let fault = FaultSlot::default();
+    let (mut parts, body) = req.into_parts();
+    let complete = CompleteBody::new(body, h2, declared, fault.clone());
+    let rate = MinRate {
+        bytes: 5 * 1024,
+        interval: std::time::Duration::from_secs(10),
+    };
+    let paced = Paced::new(tokio_util::io::StreamReader::new(complete), idle, rate, fault.clone());
+    parts.extensions.insert(BodyFault(fault));
+    axum::extract::Request::from_parts(parts, Body::from_stream(tokio_util::io::ReaderStream::new(paced)))
+}
+
+/// A resubmission's new body as a reader, at most `max` bytes.
+pub(crate) fn reader(body: Body, fault: &BodyFault, max: u64) -> impl tokio::io::AsyncRead + Send + Unpin + 'static {
+    Capped {
+        inner: tokio_util::io::StreamReader::new(body.into_data_stream().map_err(std::io::Error::other)),
+        seen: 0,
+        max,
+        decoded: false,
+        fault: fault.0.clone(),
+        charge: None,
+    }
 }
 
 #[cfg(test)]

@@ -25,12 +25,11 @@ use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use bytes::Bytes;
 use serde::Serialize;
-use sluice_ops::access::Permission;
 use sluice_ops::suspended::{self, Action, Event, Progress, Selection};
 use sluice_ops::{ErrorCode, OpsError};
 use tokio::sync::mpsc;
 
-use crate::auth::Caller;
+use crate::auth::Operating;
 use crate::routes::with_filters;
 use crate::{ApiState, MAX_LIMIT, Problem};
 
@@ -49,7 +48,7 @@ with_filters!(BulkRequest {
 #[utoipa::path(post, path = "/api/v1/suspended/resume", tag = "suspended", security(("token" = [])), request_body = BulkRequest,
     responses((status = 200, description = "One JSON object per line, as the run goes (see the module docs)", body = String, content_type = "application/x-ndjson"), crate::openapi::Errors))]
 pub(crate) async fn resume(
-    caller: Caller,
+    caller: Operating,
     state: State<ApiState>,
     body: Result<Json<BulkRequest>, JsonRejection>,
 ) -> Result<Response, Problem> {
@@ -59,7 +58,7 @@ pub(crate) async fn resume(
 #[utoipa::path(post, path = "/api/v1/suspended/terminate", tag = "suspended", security(("token" = [])), request_body = BulkRequest,
     responses((status = 200, description = "One JSON object per line, as the run goes (see the module docs)", body = String, content_type = "application/x-ndjson"), crate::openapi::Errors))]
 pub(crate) async fn terminate(
-    caller: Caller,
+    caller: Operating,
     state: State<ApiState>,
     body: Result<Json<BulkRequest>, JsonRejection>,
 ) -> Result<Response, Problem> {
@@ -79,12 +78,11 @@ fn line(value: &impl Serialize) -> Bytes {
 }
 
 async fn bulk(
-    caller: Caller,
+    Operating(caller): Operating,
     State(state): State<ApiState>,
     body: Result<Json<BulkRequest>, JsonRejection>,
     action: Action,
 ) -> Result<Response, Problem> {
-    caller.require(Permission::Operate)?;
     let Json(req) = body?;
     let query = req.query(state.clock.now_ms())?;
     let conditions = suspended::has_conditions(&query);
@@ -111,19 +109,22 @@ async fn bulk(
             ));
         }
     };
-    let (tx, mut rx) = mpsc::channel::<Line>(8);
+    // One line ahead of the client at most: the run goes at its pace.
+    let (tx, mut rx) = mpsc::channel::<Line>(1);
     let would = action.op().name();
     // The run is a task of its own: a client that goes away stops it
     // between entries (its next line cannot be sent), never in the middle
     // of one, and the run is recorded whatever happens.
     let (b, clock, actor) = (state.b.clone(), state.clock.clone(), caller.actor.clone());
     if req.dry_run {
-        tokio::spawn(dry_run(b, selection, conditions, would, tx));
+        state.work.spawn(dry_run(b, selection, conditions, would, tx));
     } else {
-        tokio::spawn(async move {
+        let stopping = state.stopping.clone();
+        state.work.spawn(async move {
             let mut lines = Lines {
                 tx: tx.clone(),
                 started: false,
+                stopping,
             };
             let result = suspended::run_audited(&*b, &selection, &action, &actor, &*clock, &mut lines).await;
             let last = match result {
@@ -163,14 +164,19 @@ async fn bulk(
 struct Lines {
     tx: mpsc::Sender<Line>,
     started: bool,
+    /// The API stops: the run stops after the entry in hand.
+    stopping: tokio_util::sync::CancellationToken,
 }
 
 impl Progress for &mut Lines {
     async fn event(&mut self, event: Event<'_>) -> ControlFlow<()> {
         self.started = true;
-        match self.tx.send(Ok(line(&event))).await {
-            Ok(()) => ControlFlow::Continue(()),
-            Err(_) => ControlFlow::Break(()),
+        tokio::select! {
+            sent = self.tx.send(Ok(line(&event))) => match sent {
+                Ok(()) if !self.stopping.is_cancelled() => ControlFlow::Continue(()),
+                _ => ControlFlow::Break(()),
+            },
+            _ = self.stopping.cancelled() => ControlFlow::Break(()),
         }
     }
 }
@@ -183,36 +189,33 @@ async fn dry_run(
     would: &'static str,
     tx: mpsc::Sender<Line>,
 ) {
-    let mut matched = 0u64;
-    let mut send = async |info: &sluice_msgbox::SuspendedInfo| {
-        matched += 1;
-        tx.send(Ok(line(
-            &serde_json::json!({"event": "entry", "id": info.id, "would": would, "entry": info}),
-        )))
-        .await
-        .is_ok()
+    // Entries that would be acted on, and lines sent (those, and ids that
+    // do not exist): once a line is sent, the status is given and an error
+    // can only be a line of its own.
+    let (mut matched, mut sent) = (0u64, 0u64);
+    let entry = |info: &sluice_msgbox::SuspendedInfo| {
+        line(&serde_json::json!({"event": "entry", "id": info.id, "would": would, "entry": info}))
     };
     let result: Result<(), OpsError> = async {
         match &selection {
             Selection::Ids(ids) => {
-                for &id in ids {
+                let mut seen = std::collections::HashSet::new();
+                for &id in ids.iter().filter(|id| seen.insert(**id)) {
                     let info = b.suspended(id).await.map_err(|error| OpsError::Read {
                         doing: format!("reading suspended entry {id}"),
                         error,
                     })?;
-                    match info {
+                    let next = match info {
                         Some(info) => {
-                            if !send(&info).await {
-                                return Ok(());
-                            }
+                            matched += 1;
+                            entry(&info)
                         }
-                        None => {
-                            let gone = serde_json::json!({"event": "entry", "id": id, "outcome": "failed",
-                                "code": "not_found", "reason": format!("suspended entry {id} does not exist")});
-                            if tx.send(Ok(line(&gone))).await.is_err() {
-                                return Ok(());
-                            }
-                        }
+                        None => line(&serde_json::json!({"event": "entry", "id": id, "outcome": "failed",
+                            "code": "not_found", "reason": format!("suspended entry {id} does not exist")})),
+                    };
+                    sent += 1;
+                    if tx.send(Ok(next)).await.is_err() {
+                        return Ok(());
                     }
                 }
             }
@@ -220,7 +223,9 @@ async fn dry_run(
                 let mut pages = suspended::Pages::new(&*b, q);
                 while let Some(page) = pages.next().await? {
                     for info in &page {
-                        if !send(info).await {
+                        matched += 1;
+                        sent += 1;
+                        if tx.send(Ok(entry(info))).await.is_err() {
                             return Ok(());
                         }
                     }
@@ -230,23 +235,14 @@ async fn dry_run(
         Ok(())
     }
     .await;
-    let last = match result {
-        Ok(()) if matched == 0 && conditions => {
-            if let Selection::Query(q) = &selection {
-                Err(Problem::from(OpsError::NothingMatches {
-                    conditions: suspended::describe(q),
-                }))
-            } else {
-                Ok(line(
-                    &serde_json::json!({"event": "summary", "dry_run": true, "matched": 0}),
-                ))
-            }
-        }
-        Ok(()) => Ok(line(
-            &serde_json::json!({"event": "summary", "dry_run": true, "matched": matched}),
-        )),
-        Err(e) if matched == 0 => Err(Problem::from(e)),
-        Err(e) => Ok(line(
+    let summary = || line(&serde_json::json!({"event": "summary", "dry_run": true, "matched": matched}));
+    let last = match (result, &selection) {
+        (Ok(()), Selection::Query(q)) if matched == 0 && conditions => Err(Problem::from(OpsError::NothingMatches {
+            conditions: suspended::describe(q),
+        })),
+        (Ok(()), _) => Ok(summary()),
+        (Err(e), _) if sent == 0 => Err(Problem::from(e)),
+        (Err(e), _) => Ok(line(
             &serde_json::json!({"event": "error", "code": e.code(), "reason": e.to_string()}),
         )),
     };

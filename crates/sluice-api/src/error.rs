@@ -10,6 +10,8 @@ use sluice_ops::{ErrorCode, OpsError};
 pub struct Problem {
     pub code: ErrorCode,
     pub message: String,
+    /// Seconds for `Retry-After` (429 and 503 say 10 without it).
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -17,7 +19,14 @@ impl Problem {
         Problem {
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// Say when to try again (`Retry-After`).
+    pub fn retry_after(mut self, secs: u64) -> Problem {
+        self.retry_after = Some(secs);
+        self
     }
 
     pub fn invalid(message: impl Into<String>) -> Problem {
@@ -52,7 +61,10 @@ impl IntoResponse for Problem {
                 );
             }
             ErrorCode::RateLimited | ErrorCode::StorageUnavailable => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+                let secs = self.retry_after.unwrap_or(10).max(1);
+                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                    headers.insert(header::RETRY_AFTER, v);
+                }
             }
             _ => {}
         }

@@ -27,6 +27,7 @@ mod bulk;
 mod error;
 pub mod openapi;
 mod routes;
+pub mod units;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -77,10 +78,24 @@ pub struct ApiConfig {
     /// How long a connection may stay open with no request in progress.
     #[serde(default = "default_idle_timeout", with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// How long a client may send nothing of a request body (and it must
+    /// send at least 5 KiB in every 10 s it keeps the node waiting).
+    #[serde(default = "default_body_timeout", with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Largest new body a resubmission may upload.
+    #[serde(default = "default_max_upload")]
+    pub max_upload: sluice_pipeline::ByteSize,
     /// Failed authentications one client address may make in a minute;
     /// past it, what it sends without a valid token is answered 429.
     #[serde(default = "default_auth_failures")]
     pub auth_failures_per_minute: u32,
+}
+
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_upload() -> sluice_pipeline::ByteSize {
+    sluice_pipeline::ByteSize(1 << 30)
 }
 
 fn default_auth_failures() -> u32 {
@@ -127,6 +142,7 @@ impl ApiConfig {
             ));
         }
         for (key, d) in [
+            ("body_timeout", self.body_timeout),
             ("header_timeout", self.header_timeout),
             ("write_timeout", self.write_timeout),
             ("idle_timeout", self.idle_timeout),
@@ -151,15 +167,36 @@ pub struct ApiState {
     /// The node's data directory (its `status.json`).
     pub data_dir: PathBuf,
     pub clock: Arc<dyn Clock>,
+    /// Largest new body a resubmission may upload (bytes).
+    pub max_upload: u64,
+    /// Changes in progress (each with its audit record): waited for
+    /// before the API stops, so none is cut between its change and its
+    /// record. A bulk run stops between entries once `stopping`.
+    pub(crate) work: tokio_util::task::TaskTracker,
+    pub(crate) stopping: CancellationToken,
+    /// The running node (ports and locations), if there is one.
+    pub node: Option<Arc<dyn units::NodeControl>>,
+    /// When `/readyz` last asked the box (ms; negative: it did not answer).
+    ready: Arc<std::sync::atomic::AtomicI64>,
     failures: Arc<auth::Failures>,
 }
 
 impl ApiState {
-    pub fn new(b: Arc<dyn MessageBox>, data_dir: PathBuf, clock: Arc<dyn Clock>) -> ApiState {
+    pub fn new(
+        b: Arc<dyn MessageBox>,
+        data_dir: PathBuf,
+        clock: Arc<dyn Clock>,
+        node: Option<Arc<dyn units::NodeControl>>,
+    ) -> ApiState {
         ApiState {
             b,
             data_dir,
             clock,
+            max_upload: default_max_upload().0,
+            work: tokio_util::task::TaskTracker::new(),
+            stopping: CancellationToken::new(),
+            node,
+            ready: Arc::default(),
             failures: Arc::default(),
         }
     }
@@ -208,6 +245,10 @@ impl Api {
     /// (for at most `grace`).
     pub async fn run(self, mut state: ApiState, shutdown: CancellationToken, grace: Duration) {
         state.failures = Arc::new(auth::Failures::new(self.config.auth_failures_per_minute));
+        state.max_upload = self.config.max_upload.0;
+        state.stopping = shutdown.child_token();
+        let (work, stopping) = (state.work.clone(), state.stopping.clone());
+        let body_timeout = self.config.body_timeout;
         let address = self.local_addr().unwrap_or(self.config.address);
         tracing::info!(address = %address, tls = self.tls.is_some(), "REST API listening");
         let connections = Slots::new(
@@ -229,9 +270,10 @@ impl Api {
             },
         };
         let router = routes::router(state);
-        let handler = move |peer: SocketAddr, mut req: axum::extract::Request| {
+        let handler = move |peer: SocketAddr, req: axum::extract::Request| {
             let router = router.clone();
             async move {
+                let mut req = body::guarded(req, body_timeout);
                 req.extensions_mut().insert(auth::Peer(peer));
                 let (method, path) = (req.method().clone(), req.uri().path().to_string());
                 let mut response = match router.oneshot(req).await {
@@ -253,5 +295,11 @@ impl Api {
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
             tracing::warn!("REST API requests still in progress after the grace period; stopping anyway");
         }
+        // Changes already begun finish with their audit record (a bulk run
+        // stops after the entry in hand), however long that takes: the
+        // box must not close between a change and its record.
+        stopping.cancel();
+        work.close();
+        work.wait().await;
     }
 }

@@ -1,6 +1,6 @@
 //! The endpoints: each parses its request, checks the caller's role, and
 //! calls the operations library. Lists answer `{"items": [...], "next":
-//! CURSOR}` (`next` is `null` on the last page; pass it back as `after`,
+//! CURSOR}` (`next` is absent on the last page; pass it back as `after`,
 //! or `before` for the audit log).
 
 use std::future::Future;
@@ -19,7 +19,7 @@ use sluice_ops::audit::{self, Actor};
 use sluice_ops::suspended::Edit;
 use sluice_ops::{ErrorCode, OpsError, messages, parse, suspended};
 
-use crate::auth::Caller;
+use crate::auth::{Administering, Caller, Operating};
 use crate::openapi::{Acted, Removed, Revoked};
 use crate::{ApiState, DEFAULT_LIMIT, MAX_JSON, MAX_LIMIT, Problem};
 
@@ -54,6 +54,11 @@ pub(crate) fn parts() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(remove_user))
         .routes(routes!(create_token))
         .routes(routes!(revoke_token))
+        .routes(routes!(crate::units::list))
+        .routes(routes!(crate::units::stop_port))
+        .routes(routes!(crate::units::start_port))
+        .routes(routes!(crate::units::disable_location))
+        .routes(routes!(crate::units::enable_location))
         .split_for_parts()
 }
 
@@ -104,7 +109,7 @@ fn limit(asked: Option<usize>) -> Result<usize, Problem> {
     }
 }
 
-fn id_param(text: &str) -> Result<i64, Problem> {
+pub(crate) fn id_param(text: &str) -> Result<i64, Problem> {
     text.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
         Problem::invalid(format!(
             "`{}` is not a suspended entry id (a positive number)",
@@ -116,7 +121,7 @@ fn id_param(text: &str) -> Result<i64, Problem> {
 /// Run a change and record it in the audit log, in a task of its own: a
 /// client that goes away does not cancel it half-way, nor leave it
 /// unrecorded.
-async fn audited<T, F>(
+pub(crate) async fn audited<T, F>(
     state: &ApiState,
     actor: &Actor,
     action: &'static str,
@@ -128,21 +133,23 @@ where
     F: Future<Output = Result<T, OpsError>> + Send + 'static,
 {
     let (b, clock, actor) = (state.b.clone(), state.clock.clone(), actor.clone());
-    tokio::spawn(async move {
-        let outcome = f.await;
-        let recorded = audit::record(&*b, &actor, action, &target, &outcome, detail, clock.now_ms()).await;
-        match (outcome, recorded) {
-            (Ok(v), Ok(_)) => Ok(v),
-            (Err(e), _) => Err(Problem::from(e)),
-            // Done, but not recorded: the operator must know.
-            (Ok(_), Err(e)) => Err(Problem::new(
-                e.error_code(),
-                format!("{action} on {target} was done, but recording it in the audit log failed: {e}"),
-            )),
-        }
-    })
-    .await
-    .map_err(|e| Problem::new(ErrorCode::Internal, format!("{action} stopped: {e}")))?
+    state
+        .work
+        .spawn(async move {
+            let outcome = f.await;
+            let recorded = audit::record(&*b, &actor, action, &target, &outcome, detail, clock.now_ms()).await;
+            match (outcome, recorded) {
+                (Ok(v), Ok(_)) => Ok(v),
+                (Err(e), _) => Err(Problem::from(e)),
+                // Done, but not recorded: the operator must know.
+                (Ok(_), Err(e)) => Err(Problem::new(
+                    e.error_code(),
+                    format!("{action} on {target} was done, but recording it in the audit log failed: {e}"),
+                )),
+            }
+        })
+        .await
+        .map_err(|e| Problem::new(ErrorCode::Internal, format!("{action} stopped: {e}")))?
 }
 
 // ---- health ----------------------------------------------------------------
@@ -158,13 +165,28 @@ pub(crate) async fn healthz() -> &'static str {
     responses((status = 200, description = "The message box answers", body = String, content_type = "text/plain"),
         (status = 503, description = "The message box does not answer", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn readyz(State(state): State<ApiState>) -> Response {
-    match state.b.counts().await {
-        Ok(_) => "ready\n".into_response(),
-        Err(e) => Problem::new(
+    // Asked of the box at most once a second, however often it is asked
+    // here (no credentials needed): the answer is remembered meanwhile.
+    let now = state.clock.now_ms();
+    let last = state.ready.load(std::sync::atomic::Ordering::Relaxed);
+    let ready = if last != 0 && now.saturating_sub(last.abs()) < 1000 {
+        last > 0
+    } else {
+        let ok = state.b.counts().await.is_ok();
+        let stamp = now.max(1);
+        state
+            .ready
+            .store(if ok { stamp } else { -stamp }, std::sync::atomic::Ordering::Relaxed);
+        ok
+    };
+    if ready {
+        "ready\n".into_response()
+    } else {
+        Problem::new(
             ErrorCode::StorageUnavailable,
-            format!("the message box does not answer: {e}"),
+            "the message box does not answer (see the node's log)",
         )
-        .into_response(),
+        .into_response()
     }
 }
 
@@ -248,8 +270,7 @@ pub(crate) async fn tracking(
             error,
         })?;
     let items: Vec<_> = events.iter().map(messages::Tracked::new).collect();
-    let next = (events.len() == limit).then(|| events.last().map(|e| e.id)).flatten();
-    json(Page { items, next })
+    page(items, limit, |e| e.event.id)
 }
 
 // ---- suspended -------------------------------------------------------------
@@ -435,14 +456,14 @@ impl EditRequest {
 /// (streamed into the box) and the edit in the query (`?set=..&remove=..`,
 /// each repeatable).
 pub(crate) async fn resubmit(
-    caller: Caller,
+    Operating(caller): Operating,
     State(state): State<ApiState>,
     id: Result<Path<String>, PathRejection>,
     raw: Query<Vec<(String, String)>>,
     headers: HeaderMap,
+    axum::Extension(fault): axum::Extension<crate::body::BodyFault>,
     body: Body,
 ) -> Answer {
-    caller.require(Permission::Operate)?;
     let id = id_param(&id?.0)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -465,9 +486,15 @@ pub(crate) async fn resubmit(
                 "with a JSON body, the edit goes in the body, not the query",
             ));
         }
-        let bytes = axum::body::to_bytes(body, MAX_JSON)
-            .await
-            .map_err(|_| Problem::new(ErrorCode::TooLarge, format!("the edit is over {MAX_JSON} bytes")))?;
+        let bytes = axum::body::to_bytes(body, MAX_JSON).await.map_err(|e| {
+            fault.problem().unwrap_or_else(|| {
+                if e.to_string().contains("length limit") {
+                    Problem::new(ErrorCode::TooLarge, format!("the edit is over {MAX_JSON} bytes"))
+                } else {
+                    Problem::invalid(format!("reading the edit failed: {e}"))
+                }
+            })
+        })?;
         if bytes.is_empty() {
             EditRequest::default()
         } else {
@@ -500,14 +527,20 @@ pub(crate) async fn resubmit(
     // The body streams in the task that records the change, so a client
     // that goes away mid-upload leaves the entry as it was (the partial
     // body is discarded) and the failure recorded.
-    let mut reader = upload.map(crate::body::reader);
+    let mut reader = upload.map(|b| crate::body::reader(b, &fault, state.max_upload));
+    let client = fault.clone();
     let b = state.b.clone();
     let target = (format!("suspended {id}"), detail);
     let done = audited(&state, &caller.actor, "suspended.resubmit", target, async move {
         let reader = reader
             .as_mut()
             .map(|r| r as &mut (dyn tokio::io::AsyncRead + Send + Unpin));
-        suspended::resubmit(&*b, id, &edit, reader).await
+        // A body the client cut short, trickled or made too large is its
+        // fault (`invalid_argument`, `too_large`), not the node's: so the
+        // answer says, and so the audit log records.
+        suspended::resubmit(&*b, id, &edit, reader)
+            .await
+            .map_err(|e| client.error().unwrap_or(e))
     })
     .await?;
     json(Acted {
@@ -581,11 +614,10 @@ pub(crate) struct NewUser {
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", security(("token" = [])), request_body = NewUser,
     responses((status = 201, description = "Added (admin)", body = access::UserInfo), crate::openapi::Errors))]
 pub(crate) async fn add_user(
-    caller: Caller,
+    Administering(caller): Administering,
     State(state): State<ApiState>,
     body: Result<Json<NewUser>, JsonRejection>,
 ) -> Answer {
-    caller.require(Permission::ManageUsers)?;
     let Json(u) = body?;
     let role = u.role;
     let (b, now) = (state.b.clone(), state.clock.now_ms());

@@ -404,20 +404,10 @@ async fn one_with_body(
     body: &mut (dyn tokio::io::AsyncRead + Send + Unpin),
 ) -> anyhow::Result<()> {
     let done = ops::resubmit(b, id, edit, Some(body)).await;
-    let detail = Some(format!("{edit}; new body"));
     let target = format!("suspended {id}");
-    let actor = crate::users::cli_actor();
-    sluice_ops::audit::record(
-        b,
-        &actor,
-        "suspended.resubmit",
-        &target,
-        &done,
-        detail,
-        SystemClock.now_ms(),
-    )
-    .await?;
-    outln!("#{id}: {}", Outcome::Resubmitted(done?));
+    let detail = format!("{edit}; new body");
+    let done = crate::users::audited(b, "suspended.resubmit", &target, Some(detail), done).await?;
+    outln!("#{id}: {}", Outcome::Resubmitted(done));
     Ok(())
 }
 

@@ -3,8 +3,8 @@
 //! the node's `suspended resume` does); each change is recorded in the
 //! audit log as done by `cli:<login>`.
 
+use std::ffi::CStr;
 use std::io::{IsTerminal, Read};
-use std::sync::Arc;
 
 use clap::Subcommand;
 use sluice_host::Config;
@@ -79,28 +79,38 @@ fn now() -> sluice_msgbox::Millis {
     SystemClock.now_ms()
 }
 
-/// Whoever runs the CLI on this machine: `cli:<login>` (`$USER`, else
-/// `$LOGNAME`, else the numeric user id).
+/// Whoever runs the CLI on this machine: `cli:<login>`, the account of the
+/// process's user id (not `$USER`, which anyone can set), else the id.
 pub fn cli_actor() -> Actor {
-    let login = ["USER", "LOGNAME"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
-        // SAFETY: getuid cannot fail.
-        .unwrap_or_else(|| format!("uid {}", unsafe { libc::getuid() }));
+    // SAFETY: getuid cannot fail; getpwuid_r writes into the buffers given
+    // and the name it points to lives in `buf`, read before `buf` goes.
+    let login = unsafe {
+        let uid = libc::getuid();
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        let mut buf = vec![0 as libc::c_char; 4096];
+        let rc = libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found);
+        if rc == 0 && !found.is_null() && !pw.pw_name.is_null() {
+            CStr::from_ptr(pw.pw_name).to_string_lossy().into_owned()
+        } else {
+            format!("uid {uid}")
+        }
+    };
     Actor {
         name: format!("cli:{login}"),
         source: "cli".into(),
     }
 }
 
-/// Run a change and record it in the audit log, with its result.
-async fn audited<T>(
-    b: &Arc<dyn MessageBox>,
+/// Record a change's result in the audit log, then hand it back.
+pub async fn audited<T>(
+    b: &dyn MessageBox,
     action: &str,
     target: &str,
+    detail: Option<String>,
     outcome: Result<T, OpsError>,
 ) -> anyhow::Result<T> {
-    audit::record(&**b, &cli_actor(), action, target, &outcome, None, now()).await?;
+    audit::record(b, &cli_actor(), action, target, &outcome, detail, now()).await?;
     Ok(outcome?)
 }
 
@@ -111,14 +121,14 @@ pub async fn users(command: UsersCommand) -> anyhow::Result<()> {
             let password = read_password()?;
             let b = open_write(&Config::load(&config)?)?;
             let added = access::add_user(&*b, &name, role, &password, now()).await;
-            let added = audited(&b, "users.add", &format!("user {name}"), added).await?;
+            let added = audited(&*b, "users.add", &format!("user {name}"), None, added).await?;
             eprintln!("user `{}` added with role {}", added.name, added.role);
             b.close().await?;
         }
         UsersCommand::Remove { name, config } => {
             let b = open_write(&Config::load(&config)?)?;
             let removed = access::remove_user(&*b, &name).await;
-            let tokens = audited(&b, "users.remove", &format!("user {name}"), removed).await?;
+            let tokens = audited(&*b, "users.remove", &format!("user {name}"), None, removed).await?;
             eprintln!("user `{name}` removed, and {tokens} token(s) of theirs revoked");
             b.close().await?;
         }
@@ -157,7 +167,7 @@ pub async fn tokens(command: TokensCommand) -> anyhow::Result<()> {
         TokensCommand::Create { user, config, json } => {
             let b = open_write(&Config::load(&config)?)?;
             let made = access::create_token(&*b, &user, now()).await;
-            let made = audited(&b, "tokens.create", &format!("user {user}"), made).await?;
+            let made = audited(&*b, "tokens.create", &format!("user {user}"), None, made).await?;
             b.close().await?;
             if json {
                 outln!("{}", serde_json::to_string(&made)?);
@@ -188,7 +198,7 @@ pub async fn tokens(command: TokensCommand) -> anyhow::Result<()> {
         TokensCommand::Revoke { id, config } => {
             let b = open_write(&Config::load(&config)?)?;
             let revoked = access::revoke_token(&*b, &id).await;
-            audited(&b, "tokens.revoke", &format!("token {id}"), revoked).await?;
+            audited(&*b, "tokens.revoke", &format!("token {id}"), None, revoked).await?;
             b.close().await?;
             eprintln!("token {id} revoked");
         }
@@ -207,13 +217,12 @@ fn read_password() -> anyhow::Result<String> {
     } else {
         None
     };
+    // One line (Enter ends it on a terminal), never more than a password
+    // can be plus its line end.
     let mut bytes = Vec::new();
     let max = *PASSWORD_LEN.end() as u64 + 2;
-    stdin.lock().take(max + 1).read_to_end(&mut bytes)?;
-    if terminal {
-        eprintln!();
-    }
-    let line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+    std::io::BufRead::read_until(&mut stdin.lock().take(max), b'\n', &mut bytes)?;
+    let line = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let password =
         String::from_utf8(line.to_vec()).map_err(|_| OpsError::InvalidArgument("the password is not UTF-8".into()))?;

@@ -27,6 +27,7 @@ pub mod control;
 mod message_log;
 pub mod metrics;
 mod node;
+mod operate;
 mod promises;
 mod publisher;
 mod send_port;
@@ -222,6 +223,10 @@ pub async fn serve(config: Config, config_path: PathBuf, control: Control) -> Re
     }
     subscribe_all(&config, &*mbox).await?;
     unsubscribe_missing(&config, &*mbox).await?;
+    // What operators stopped stays stopped: the node runs the file with
+    // those units turned off (`operate`).
+    let mut stopped = operate::load_stopped(&config, &*mbox).await?;
+    let running = operate::with_stopped(&config, &stopped);
 
     let send_stop = CancellationToken::new();
     let shared = node::Shared {
@@ -236,14 +241,14 @@ pub async fn serve(config: Config, config_path: PathBuf, control: Control) -> Re
     // Receive locations are built and recover what the last run left
     // half-done before anything starts: no send port may deliver (and
     // delete) a message whose source is still being sorted out.
-    for pc in config.receive_ports.values() {
+    for pc in running.receive_ports.values() {
         for (name, _) in pc.locations.iter().filter(|(_, lc)| !lc.enabled) {
             tracing::info!(receive_location = %name, "receive location is disabled");
         }
     }
     let mut prepared = Vec::new();
-    for (name, (port, lc)) in node::enabled_locations(&config) {
-        let mut location = node::PreparedLocation::build(&shared, &config, port, name, lc)?;
+    for (name, (port, lc)) in node::enabled_locations(&running) {
+        let mut location = node::PreparedLocation::build(&shared, &running, port, name, lc)?;
         // Listen (or whatever the adapter must take) now: a taken
         // address stops the start, naming the location.
         location.bind().await?;
@@ -275,8 +280,10 @@ pub async fn serve(config: Config, config_path: PathBuf, control: Control) -> Re
         config.tracking.enabled,
         services_stop.clone(),
     ));
+    let (operate_tx, mut operate_rx) = tokio::sync::mpsc::channel(16);
     if let Some(api) = api {
-        let state = sluice_api::ApiState::new(mbox.clone(), config.data_dir.clone(), Arc::new(SystemClock));
+        let node: Arc<dyn sluice_api::units::NodeControl> = Arc::new(operate::Handle(operate_tx));
+        let state = sluice_api::ApiState::new(mbox.clone(), config.data_dir.clone(), Arc::new(SystemClock), Some(node));
         services.spawn(api.run(state, services_stop.clone(), Duration::from_secs(10)));
     }
     if let Some(endpoint) = endpoint {
@@ -293,7 +300,7 @@ pub async fn serve(config: Config, config_path: PathBuf, control: Control) -> Re
 
     // Send ports next, so that they are ready when messages arrive.
     let mut units = node::Units::default();
-    units.start_ports(&shared, &config)?;
+    units.start_ports(&shared, &running)?;
     for location in prepared {
         units.add_location(&shared, location);
     }
@@ -310,16 +317,31 @@ pub async fn serve(config: Config, config_path: PathBuf, control: Control) -> Re
             biased;
             _ = shutdown.cancelled() => break,
             _ = control.reload.notified() => {
-                reload(&config_path, &mut config, &mut units, &shared).await;
+                reload(&config_path, &mut config, &stopped, &mut units, &shared).await;
             }
             Some(asked) = reload_rx.recv() => {
-                let outcome = reload(&asked.path, &mut config, &mut units, &shared).await;
+                let outcome = reload(&asked.path, &mut config, &stopped, &mut units, &shared).await;
                 if outcome.applied {
                     // SIGHUP reloads the file applied last.
                     config_path = asked.path;
                 }
                 let _ = asked.answer.send(outcome);
             }
+            Some(request) = operate_rx.recv() => match request {
+                operate::Request::List(answer) => {
+                    let _ = answer.send(operate::views(&config, &stopped, &*mbox, &metrics).await);
+                }
+                operate::Request::Set { kind, name, run, answer } => {
+                    let done = operate::set(&config, &mut stopped, &mut units, &shared, (kind, name.clone(), run)).await;
+                    let view = match done {
+                        Ok(()) => operate::views(&config, &stopped, &*mbox, &metrics)
+                            .await
+                            .map(|all| all.into_iter().find(|u| u.kind == kind && u.name == name)),
+                        Err(e) => Err(e),
+                    };
+                    let _ = answer.send(view.and_then(|v| v.ok_or_else(|| sluice_ops::OpsError::NotFound(format!("no unit `{name}`")))));
+                }
+            },
         }
     }
     tracing::info!("stopping: no new intake; finishing work in flight");
@@ -350,6 +372,7 @@ pub async fn serve(config: Config, config_path: PathBuf, control: Control) -> Re
 async fn reload(
     path: &Path,
     config: &mut Config,
+    stopped: &operate::Stopped,
     units: &mut node::Units,
     shared: &node::Shared,
 ) -> control::ReloadOutcome {
@@ -367,7 +390,12 @@ async fn reload(
     let outcome = match loaded {
         Ok(new) => {
             new.log_warnings();
-            let mut outcome = units.reload(shared, config, &new).await;
+            // The units operators stopped stay stopped.
+            let (running, next) = (
+                operate::with_stopped(config, stopped),
+                operate::with_stopped(&new, stopped),
+            );
+            let mut outcome = units.reload(shared, &running, &next).await;
             outcome.warnings = new
                 .warnings()
                 .into_iter()

@@ -176,6 +176,22 @@ impl Metrics {
             .inc();
     }
 
+    /// Messages send port `port` delivered since the node started.
+    pub fn delivered_total(&self, port: &str) -> u64 {
+        self.delivered
+            .get_or_create(&PortLabel { port: port.to_string() })
+            .get()
+    }
+
+    /// Messages receive location `location` published since the node started.
+    pub fn published_total(&self, location: &str) -> u64 {
+        self.published
+            .get_or_create(&LocationLabel {
+                location: location.to_string(),
+            })
+            .get()
+    }
+
     /// A message suspended at receive location or send port `name`.
     pub fn suspended(&self, name: &str, why: Suspension) {
         self.suspended_many(name, why, 1);

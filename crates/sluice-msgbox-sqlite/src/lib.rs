@@ -992,6 +992,35 @@ impl MessageBox for SqliteBox {
         self.write(false, move |w| w.purge_audit(before, limit)).await
     }
 
+    async fn set_unit_stopped(&self, kind: UnitKind, name: &str, stopped: bool) -> Result<bool> {
+        let name = name.to_string();
+        self.write(true, move |w| w.set_unit_stopped(kind, &name, stopped))
+            .await
+    }
+
+    async fn stopped_units(&self) -> Result<Vec<(UnitKind, String)>> {
+        self.read(|conn| {
+            let doing = "reading the units operators stopped";
+            let rows = conn
+                .prepare_cached("SELECT kind, name FROM stopped_units ORDER BY kind, name")
+                .and_then(|mut s| {
+                    s.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(storage(doing))?;
+            rows.into_iter()
+                .map(|(kind, name)| {
+                    let kind = kind.parse().map_err(|detail| BoxError::Storage {
+                        doing: doing.to_string(),
+                        detail,
+                    })?;
+                    Ok((kind, name))
+                })
+                .collect()
+        })
+        .await
+    }
+
     fn commit_stats(&self) -> Option<CommitStats> {
         let s = self.writer_stats();
         Some(CommitStats {

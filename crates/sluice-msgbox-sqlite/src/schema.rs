@@ -20,7 +20,8 @@ use crate::Options;
 /// renames `stored_parts` (now `content_parts`), which its statements name:
 /// they fail instead. Every node on a box is stopped before a newer one
 /// starts (README).
-/// 5: the operators' tables: `users`, `tokens` (hashes only) and `audit`.
+/// 5: the operators' tables: `users`, `tokens` (hashes only), `audit` and
+/// `stopped_units` (send ports and receive locations an operator stopped).
 pub const SCHEMA_VERSION: i64 = 5;
 
 /// The node id of handles opened without one (tests, `sluice bench`).
@@ -270,6 +271,11 @@ pub fn migrate_for(conn: &Connection, node: &str) -> rusqlite::Result<()> {
              target TEXT NOT NULL,
              result TEXT NOT NULL,
              detail TEXT
+         );
+         CREATE TABLE IF NOT EXISTS stopped_units (
+             kind TEXT NOT NULL,
+             name TEXT NOT NULL,
+             PRIMARY KEY (kind, name)
          );
          COMMIT;",
     )?;

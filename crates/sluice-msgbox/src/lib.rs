@@ -63,7 +63,7 @@ pub mod fault;
 mod operators;
 mod origin;
 
-pub use operators::{AuditEntry, NewAuditEntry, NewToken, Role, TokenRecord, UserRecord};
+pub use operators::{AuditEntry, NewAuditEntry, NewToken, Role, TokenRecord, UnitKind, UserRecord};
 pub use origin::Origin;
 
 /// Milliseconds since the Unix epoch.
@@ -704,6 +704,12 @@ pub trait MessageBox: Send + Sync {
     async fn audit(&self, before: Option<i64>, limit: usize) -> Result<Vec<AuditEntry>>;
     /// Delete up to `limit` audit entries older than `before`; how many.
     async fn purge_audit(&self, before: Millis, limit: usize) -> Result<u64>;
+    /// Mark a send port stopped or a receive location disabled by an
+    /// operator (`stopped`), or clear the mark; whether it changed. Kept
+    /// across restarts, whatever the configuration file says. Durable.
+    async fn set_unit_stopped(&self, kind: UnitKind, name: &str, stopped: bool) -> Result<bool>;
+    /// The units operators stopped, in kind and name order.
+    async fn stopped_units(&self) -> Result<Vec<(UnitKind, String)>>;
 
     /// Commits made so far by this handle, where the backend counts them.
     fn commit_stats(&self) -> Option<CommitStats> {

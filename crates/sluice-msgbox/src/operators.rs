@@ -53,8 +53,8 @@ impl FromStr for Role {
     }
 }
 
-/// A user as the box keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A user as the box keeps it (`Debug` leaves the hash out).
+#[derive(Clone, PartialEq, Eq)]
 pub struct UserRecord {
     pub name: String,
     pub role: Role,
@@ -63,14 +63,35 @@ pub struct UserRecord {
     pub created_at: Millis,
 }
 
-/// An API token as the box keeps it: never the token, only its SHA-256.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An API token as the box keeps it: never the token, only its SHA-256
+/// (`Debug` leaves the hash out).
+#[derive(Clone, PartialEq, Eq)]
 pub struct NewToken {
     /// The token's public id (shown in lists, used to revoke it).
     pub id: String,
     pub user: String,
     pub hash: [u8; 32],
     pub created_at: Millis,
+}
+
+impl fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for NewToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewToken")
+            .field("id", &self.id)
+            .field("user", &self.user)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A token found by its hash or listed, with its user's role now.
@@ -105,4 +126,34 @@ pub struct NewAuditEntry {
 pub struct AuditEntry {
     pub id: i64,
     pub entry: NewAuditEntry,
+}
+
+/// What an operator can stop or disable by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum UnitKind {
+    SendPort,
+    ReceiveLocation,
+}
+
+impl UnitKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnitKind::SendPort => "send_port",
+            UnitKind::ReceiveLocation => "receive_location",
+        }
+    }
+}
+
+impl FromStr for UnitKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "send_port" => Ok(UnitKind::SendPort),
+            "receive_location" => Ok(UnitKind::ReceiveLocation),
+            other => Err(format!("`{other}` is not a kind of unit (send_port, receive_location)")),
+        }
+    }
 }

@@ -227,13 +227,22 @@ pub async fn users(b: &dyn MessageBox, after: Option<&str>, limit: usize) -> Res
     Ok(users.into_iter().map(UserInfo::from).collect())
 }
 
-/// A token just made: the only time its secret is seen.
-#[derive(Debug, Clone, Serialize)]
+/// A token just made: the only time its secret is seen (`Debug` leaves it out).
+#[derive(Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedToken {
     pub id: String,
     pub user: String,
     pub token: String,
+}
+
+impl std::fmt::Debug for CreatedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedToken")
+            .field("id", &self.id)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A token as listed: never the secret.

@@ -24,6 +24,21 @@ pub struct Actor {
 
 /// Longest detail kept (bytes); the rest is cut at a character boundary.
 const DETAIL_MAX: usize = 2048;
+/// Longest target kept (a list of ids may be long).
+const TARGET_MAX: usize = 512;
+
+/// `text` at most `max` bytes, cut at a character boundary, marked `…`.
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
 
 /// Record an action that ended with `outcome` (its error's code, or `ok`).
 pub async fn record<T>(
@@ -52,23 +67,13 @@ pub async fn record_result(
     detail: Option<String>,
     now: Millis,
 ) -> Result<i64, OpsError> {
-    let detail = detail.map(|mut d| {
-        if d.len() > DETAIL_MAX {
-            let mut end = DETAIL_MAX;
-            while !d.is_char_boundary(end) {
-                end -= 1;
-            }
-            d.truncate(end);
-            d.push('…');
-        }
-        d
-    });
+    let detail = detail.map(|d| cut(d, DETAIL_MAX));
     b.record_audit(NewAuditEntry {
         at: now,
         actor: actor.name.clone(),
         source: actor.source.clone(),
         action: action.to_string(),
-        target: target.to_string(),
+        target: cut(target.to_string(), TARGET_MAX),
         result: result.to_string(),
         detail,
     })

@@ -194,6 +194,15 @@ pub enum OpsError {
     /// The role does not allow it; the message says what was refused.
     #[error("{0}")]
     Forbidden(String),
+    /// The node refused a change in the state it is in; the message says why.
+    #[error("{0}")]
+    Conflict(String),
+    /// The node or the box cannot answer now (stopping); the message says why.
+    #[error("{0}")]
+    Unavailable(String),
+    /// An input over its limit (an upload); the message says which.
+    #[error("{0}")]
+    TooLarge(String),
     /// A bug or a broken environment (no randomness); the message says what.
     #[error("internal error: {0}")]
     Internal(String),
@@ -236,6 +245,9 @@ impl OpsError {
             OpsError::Forbidden(_) => ErrorCode::Forbidden,
             OpsError::RateLimited(_) => ErrorCode::RateLimited,
             OpsError::Internal(_) => ErrorCode::Internal,
+            OpsError::Conflict(_) => ErrorCode::Conflict,
+            OpsError::TooLarge(_) => ErrorCode::TooLarge,
+            OpsError::Unavailable(_) => ErrorCode::StorageUnavailable,
         }
     }
 

@@ -1115,6 +1115,9 @@ impl<P: Progress> Progress for &mut Audited<'_, P> {
                 {
                     tracing::warn!(suspended = id, error = %e, "recording an entry of a bulk run in the audit log failed; the run stops here");
                     self.failed = Some(e);
+                    // The entry was acted on: the caller is told so, then
+                    // the run stops.
+                    let _ = self.inner.event(event).await;
                     return ControlFlow::Break(());
                 }
             }

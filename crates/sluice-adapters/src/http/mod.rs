@@ -5,7 +5,6 @@
 //! the request, optionally gzip-compressed; the answer decides delivered,
 //! retry or fail, and solicit-response publishes it as a new message.
 
-mod body;
 mod receive;
 mod reply;
 mod send;

@@ -74,8 +74,8 @@ use sluice_model::MessageId;
 use sluice_pipeline::ByteSize;
 use tokio_util::io::StreamReader;
 
-use super::body::{Capped, CompleteBody, Fault, FaultSlot, MinRate, Paced};
 use super::reply::{Answer, Failed, Reply, ReplyStream, ReplyTransmitter, Waiting};
+use crate::support::body::{Capped, CompleteBody, Fault, FaultSlot, MinRate, Paced};
 use crate::support::guard::{Evict, RateLimited, Refusal, Slots};
 pub use crate::support::tls::ServerTls;
 use crate::support::{Secret, names};

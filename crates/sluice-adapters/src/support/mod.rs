@@ -16,10 +16,15 @@
 //! - [`guard`]: what keeps one client from holding a listener shut (caps on
 //!   connections and uploads per listener and per client address, the
 //!   process's file descriptors, idle and stalled connections);
+//! - [`body`] (feature `http`): a request body as an `AsyncRead` that ends
+//!   in an error unless it arrived whole (`CompleteBody`), paced (`Paced`:
+//!   idle and minimum-rate limits) and capped (`Capped`);
 //! - [`serve`] (feature `http`): an HTTP listener's accept loop and
 //!   connections under those guards, for the HTTP receive location and the
 //!   node's REST API alike.
 
+#[cfg(feature = "http")]
+pub mod body;
 pub mod codec;
 pub mod fd;
 pub mod guard;

@@ -563,7 +563,7 @@ fn the_api_answers_as_its_document_says_under_a_fuzzer() {
         text(&out.stdout),
         text(&out.stderr)
     );
-    assert!(text(&out.stdout).contains("Tested: 21"), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("Tested: 26"), "{}", text(&out.stdout));
     assert_eq!(get(&base, "/healthz", None).status, 200);
     assert_eq!(
         get(&base, "/api/v1/status", Some(&token)).status,
@@ -572,4 +572,180 @@ fn the_api_answers_as_its_document_says_under_a_fuzzer() {
     );
     node.stop();
     assert!(!node.log_text().contains("panicked"), "{}", node.log_text());
+}
+
+/// Ports and locations: listed with their state and queue; an operator
+/// stops a send port (its messages wait in the box) and disables a
+/// location (its files stay where they are); the choice holds across a
+/// reload and a restart, and undoing it delivers what waited.
+#[test]
+fn operators_stop_and_start_ports_and_locations_and_it_holds_across_restarts() {
+    let root = tempfile::tempdir().unwrap();
+    let (config, base) = setup(root.path(), "");
+    let text_of = std::fs::read_to_string(&config).unwrap();
+    let with_off = text_of.replace(
+        "[api]",
+        "[send_ports.off]\nfilter = 'never.matches exists'\nadapter = { type = \"file\", path = \"out\" }\nenabled = false\n\n[api]",
+    );
+    std::fs::write(&config, with_off).unwrap();
+    let log = root.path().join("node.log");
+    let mut node = Node::start(&config, &log);
+    add_user(&config, "olga", "operator", "olga-s3cret-pass");
+    add_user(&config, "vic", "viewer", "vic-s3cret-pass");
+    let (olga, vic) = (token_for(&config, "olga"), token_for(&config, "vic"));
+    let units = |token: &str| -> Vec<Value> {
+        let a = get(&base, "/api/v1/ports", Some(token));
+        assert_eq!(a.status, 200, "{}", text(&a.body));
+        a.json()["items"].as_array().unwrap().clone()
+    };
+    let state_of = |token: &str, name: &str| -> Value {
+        units(token)
+            .into_iter()
+            .find(|u| u["name"] == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    let listed = units(&vic);
+    assert_eq!(listed.len(), 4, "{listed:?}");
+    assert_eq!(state_of(&vic, "good")["state"], "running");
+    assert_eq!(state_of(&vic, "off")["state"], "disabled");
+    let files = state_of(&vic, "files");
+    assert_eq!(
+        (
+            files["kind"].as_str(),
+            files["receive_port"].as_str(),
+            files["adapter"].as_str()
+        ),
+        (Some("receive_location"), Some("in"), Some("file"))
+    );
+
+    // Who may, and what does not exist.
+    let a = post_json(&base, "/api/v1/send-ports/good/stop", &vic, "");
+    assert_eq!((a.status, a.code().as_str()), (403, "forbidden"));
+    let a = post_json(&base, "/api/v1/send-ports/nope/stop", &olga, "");
+    assert_eq!((a.status, a.code().as_str()), (404, "not_found"));
+    let a = post_json(&base, "/api/v1/send-ports/off/start", &olga, "");
+    assert_eq!((a.status, a.code().as_str()), (409, "conflict"), "the file disables it");
+
+    // Stopped: a message for it waits in the box, across a reload and a restart.
+    let a = post_json(&base, "/api/v1/send-ports/good/stop", &olga, "");
+    assert_eq!(a.status, 200, "{}", text(&a.body));
+    assert_eq!(a.json()["state"], "stopped");
+    let out = sl(&config, &["publish", "--prop", "route.fixed=bool:true", "--json"]);
+    let id = json_of(&out, "publish")["message_id"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !root.path().join("out").join(&id).exists(),
+        "a stopped port delivers nothing"
+    );
+    assert_eq!(state_of(&vic, "good")["queued"], 1);
+    expect(&config, &["reload"], 0);
+    node.stop();
+    let mut node = Node::start(&config, &log);
+    assert_eq!(state_of(&vic, "good")["state"], "stopped", "kept across a restart");
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(!root.path().join("out").join(&id).exists());
+
+    // Started again: what waited is delivered.
+    let a = post_json(&base, "/api/v1/send-ports/good/start", &olga, "");
+    assert_eq!((a.status, a.json()["state"].as_str()), (200, Some("running")));
+    wait_until(Duration::from_secs(30), "the waiting message delivered", || {
+        root.path().join("out").join(&id).exists()
+    });
+
+    // A disabled location leaves its files where they are.
+    let a = post_json(&base, "/api/v1/receive-locations/files/disable", &olga, "");
+    assert_eq!((a.status, a.json()["state"].as_str()), (200, Some("stopped")));
+    drop_file(&root.path().join("in"), "later.txt", b"later");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        root.path().join("in").join("later.txt").exists(),
+        "a disabled location takes nothing"
+    );
+    let a = post_json(&base, "/api/v1/receive-locations/files/enable", &olga, "");
+    assert_eq!(a.status, 200, "{}", text(&a.body));
+    wait_until(Duration::from_secs(30), "the file taken", || {
+        !root.path().join("in").join("later.txt").exists()
+    });
+
+    let audit = get(&base, "/api/v1/audit", Some(&vic)).json();
+    let actions: Vec<(&str, &str)> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["result"].as_str().unwrap()))
+        .collect();
+    for expected in [
+        ("send_port.stop", "ok"),
+        ("send_port.start", "ok"),
+        ("send_port.start", "conflict"),
+        ("send_port.stop", "not_found"),
+        ("receive_location.disable", "ok"),
+        ("receive_location.enable", "ok"),
+    ] {
+        assert!(actions.contains(&expected), "{expected:?} in {actions:?}");
+    }
+    node.stop();
+}
+
+/// A client that lies about its body or trickles it: a resubmission whose
+/// upload is cut short changes nothing (the entry stays, the failure is
+/// recorded as the client's), and a body that does not come is cut off at
+/// `body_timeout` without holding the API.
+#[test]
+fn cut_short_and_trickled_bodies_change_nothing() {
+    use std::io::{Read, Write};
+    let root = tempfile::tempdir().unwrap();
+    let (config, base) = setup(root.path(), "body_timeout = \"1s\"");
+    let mut node = Node::start(&config, &root.path().join("node.log"));
+    add_user(&config, "olga", "operator", "olga-s3cret-pass");
+    let olga = token_for(&config, "olga");
+    drop_file(&root.path().join("in"), "m.txt", b"the body");
+    wait_until(Duration::from_secs(30), "one suspended", || {
+        status_json(&config)["suspended"].as_u64() == Some(1)
+    });
+    let id = get(&base, "/api/v1/suspended", Some(&olga)).json()["items"][0]["id"]
+        .as_i64()
+        .unwrap();
+    let address = base.trim_start_matches("http://").to_string();
+    let head = |length: usize, content_type: &str| {
+        format!(
+            "POST /api/v1/suspended/{id}/resubmit HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {olga}\r\n\
+             Content-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n"
+        )
+    };
+    // A new body that says 1000 bytes and stops at 10.
+    let mut c = std::net::TcpStream::connect(&address).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.write_all(head(1000, "application/octet-stream").as_bytes()).unwrap();
+    c.write_all(b"0123456789").unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 400"), "{answer}");
+    // A JSON edit that never comes: cut off at body_timeout.
+    let started = std::time::Instant::now();
+    let mut c = std::net::TcpStream::connect(&address).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.write_all(head(50, "application/json").as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "cut off at body_timeout, not later"
+    );
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 400"), "{answer}");
+    // Nothing changed; the first failure is recorded as the client's.
+    wait_until(Duration::from_secs(10), "the failed resubmission recorded", || {
+        let audit = get(&base, "/api/v1/audit", Some(&olga)).json();
+        audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "suspended.resubmit" && e["result"] == "invalid_argument")
+    });
+    let shown = get(&base, &format!("/api/v1/suspended/{id}"), Some(&olga));
+    assert_eq!(shown.status, 200, "the entry is still there");
+    assert_eq!(status_json(&config)["spool"], 1, "no new message");
+    assert_eq!(get(&base, "/healthz", None).status, 200);
+    node.stop();
 }

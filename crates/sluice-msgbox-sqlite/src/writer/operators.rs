@@ -123,4 +123,23 @@ impl Writer {
         }
         Ok(n as u64)
     }
+
+    pub fn set_unit_stopped(&mut self, kind: UnitKind, name: &str, stopped: bool) -> Result<bool> {
+        let doing = format!(
+            "marking {} `{name}` {}",
+            kind.as_str(),
+            if stopped { "stopped" } else { "running" }
+        );
+        let sql = if stopped {
+            "INSERT INTO stopped_units (kind, name) VALUES (?1, ?2) ON CONFLICT DO NOTHING"
+        } else {
+            "DELETE FROM stopped_units WHERE kind = ?1 AND name = ?2"
+        };
+        let n = self
+            .conn
+            .prepare_cached(sql)
+            .and_then(|mut s| s.execute([kind.as_str(), name]))
+            .map_err(storage(&doing))?;
+        Ok(n > 0)
+    }
 }

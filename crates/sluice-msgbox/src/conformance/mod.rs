@@ -89,6 +89,7 @@ macro_rules! conformance_tests {
             nodes_discard_only_their_own_interchanges,
             users_and_tokens_are_kept_and_removed_together,
             audit_entries_are_kept_newest_first_and_purged_by_age,
+            stopped_units_are_kept_across_restarts,
         );
         #[test]
         fn model_based_sequences() {

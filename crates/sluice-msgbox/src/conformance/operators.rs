@@ -144,3 +144,34 @@ pub async fn audit_entries_are_kept_newest_first_and_purged_by_age(h: &impl Harn
     assert!(newest > ids[4]);
     b.close().await.unwrap();
 }
+
+pub async fn stopped_units_are_kept_across_restarts(h: &impl Harness) {
+    let clock = ManualClock::new(T0);
+    let b = h.open(clock.clone()).await;
+    assert!(b.stopped_units().await.unwrap().is_empty());
+    assert!(b.set_unit_stopped(UnitKind::SendPort, "out", true).await.unwrap());
+    assert!(
+        !b.set_unit_stopped(UnitKind::SendPort, "out", true).await.unwrap(),
+        "already"
+    );
+    assert!(
+        b.set_unit_stopped(UnitKind::ReceiveLocation, "out", true)
+            .await
+            .unwrap()
+    );
+    assert!(b.set_unit_stopped(UnitKind::SendPort, "a", true).await.unwrap());
+    b.close().await.unwrap();
+    let b = h.open(clock.clone()).await;
+    assert_eq!(
+        b.stopped_units().await.unwrap(),
+        vec![
+            (UnitKind::ReceiveLocation, "out".to_string()),
+            (UnitKind::SendPort, "a".to_string()),
+            (UnitKind::SendPort, "out".to_string()),
+        ]
+    );
+    assert!(b.set_unit_stopped(UnitKind::SendPort, "out", false).await.unwrap());
+    assert!(!b.set_unit_stopped(UnitKind::SendPort, "out", false).await.unwrap());
+    assert_eq!(b.stopped_units().await.unwrap().len(), 2);
+    b.close().await.unwrap();
+}

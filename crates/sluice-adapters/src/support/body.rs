@@ -23,7 +23,7 @@ use crate::support::guard::Holder;
 
 /// Why a request body could not be taken: the client's doing.
 #[derive(Debug, Clone)]
-pub(crate) enum Fault {
+pub enum Fault {
     TooLarge(String),
     Undecodable(String),
     TooSlow(String),
@@ -31,9 +31,9 @@ pub(crate) enum Fault {
 }
 
 /// The first fault of a request (later ones are its consequences).
-pub(crate) type FaultSlot = Arc<Mutex<Option<Fault>>>;
+pub type FaultSlot = Arc<Mutex<Option<Fault>>>;
 
-pub(crate) fn record(slot: &Mutex<Option<Fault>>, f: Fault) {
+pub fn record(slot: &Mutex<Option<Fault>>, f: Fault) {
     if let Ok(mut slot) = slot.lock() {
         slot.get_or_insert(f);
     }
@@ -45,7 +45,7 @@ fn io_error(kind: std::io::ErrorKind, message: String) -> std::io::Error {
 
 /// The request body's data frames; ends with an error unless the body
 /// ended normally with the declared length (see the module doc).
-pub(crate) struct CompleteBody {
+pub struct CompleteBody {
     body: axum::body::Body,
     /// HTTP/2: a stream ended by RST_STREAM(NO_ERROR) looks ended to hyper;
     /// only `is_end_stream` tells END_STREAM from a reset.
@@ -57,7 +57,7 @@ pub(crate) struct CompleteBody {
 }
 
 impl CompleteBody {
-    pub(crate) fn new(body: axum::body::Body, h2: bool, declared: Option<u64>, fault: FaultSlot) -> Self {
+    pub fn new(body: axum::body::Body, h2: bool, declared: Option<u64>, fault: FaultSlot) -> Self {
         CompleteBody {
             body,
             h2,
@@ -128,15 +128,15 @@ impl Stream for CompleteBody {
 /// A minimum transfer rate: at least `bytes` in every `interval` spent
 /// waiting for the client.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct MinRate {
-    pub(crate) bytes: u64,
-    pub(crate) interval: Duration,
+pub struct MinRate {
+    pub bytes: u64,
+    pub interval: Duration,
 }
 
 /// The client's pace: cut off (`TooSlow`) when it sends nothing for `idle`,
 /// or less than the minimum rate. Only time spent waiting for the client
 /// counts: while the node is slow to read (a busy disk), the client is not.
-pub(crate) struct Paced<R> {
+pub struct Paced<R> {
     inner: R,
     idle: Duration,
     rate: MinRate,
@@ -156,13 +156,13 @@ pub(crate) struct Paced<R> {
 
 impl<R> Paced<R> {
     /// Report to (and be evicted by) the upload slot `holder`.
-    pub(crate) fn with_holder(mut self, holder: Arc<Holder>) -> Self {
+    pub fn with_holder(mut self, holder: Arc<Holder>) -> Self {
         let evicted = Box::pin(holder.evicted().clone().cancelled_owned());
         self.holder = Some((holder, evicted));
         self
     }
 
-    pub(crate) fn new(inner: R, idle: Duration, rate: MinRate, fault: FaultSlot) -> Self {
+    pub fn new(inner: R, idle: Duration, rate: MinRate, fault: FaultSlot) -> Self {
         Paced {
             inner,
             idle,
@@ -289,14 +289,14 @@ impl<R: AsyncRead + Unpin> AsyncRead for Paced<R> {
 /// Counts bytes through; past `max` it fails. Charges what passes to the
 /// host's throttle (`charge`), so what has arrived counts, not what was
 /// declared.
-pub(crate) struct Capped<R> {
-    pub(crate) inner: R,
-    pub(crate) seen: u64,
-    pub(crate) max: u64,
+pub struct Capped<R> {
+    pub inner: R,
+    pub seen: u64,
+    pub max: u64,
     /// Over the decoder's output (else over the bytes as sent).
-    pub(crate) decoded: bool,
-    pub(crate) fault: FaultSlot,
-    pub(crate) charge: Option<Arc<Admitted>>,
+    pub decoded: bool,
+    pub fault: FaultSlot,
+    pub charge: Option<Arc<Admitted>>,
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for Capped<R> {

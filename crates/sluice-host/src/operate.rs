@@ -1,0 +1,230 @@
+//! What operators do to a running node through the REST API: list its send
+//! ports and receive locations, stop and start a port, disable and enable
+//! a location. The choice is kept in the box (`MessageBox::stopped_units`),
+//! so it holds across restarts and reloads: the node runs the
+//! configuration file with every unit an operator stopped turned off
+//! ([`with_stopped`]); a unit the file disables stays disabled.
+//!
+//! The API's handle ([`Handle`]) sends each request to the node's main
+//! loop, which owns the running units and applies the change the way a
+//! reload does (`Units::reload`, between the configuration with and
+//! without the unit stopped), one request at a time.
+
+use std::collections::BTreeSet;
+
+use sluice_api::units::{NodeControl, UnitState, UnitView};
+use sluice_msgbox::{MessageBox, UnitKind};
+use sluice_ops::OpsError;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::node;
+
+/// The units operators stopped.
+pub(crate) type Stopped = BTreeSet<(UnitKind, String)>;
+
+pub(crate) enum Request {
+    List(oneshot::Sender<Result<Vec<UnitView>, OpsError>>),
+    Set {
+        kind: UnitKind,
+        name: String,
+        run: bool,
+        answer: oneshot::Sender<Result<UnitView, OpsError>>,
+    },
+}
+
+/// The API's way to the node's main loop.
+pub(crate) struct Handle(pub(crate) mpsc::Sender<Request>);
+
+fn stopping() -> OpsError {
+    OpsError::Unavailable("the node is stopping".into())
+}
+
+#[async_trait::async_trait]
+impl NodeControl for Handle {
+    async fn units(&self) -> Result<Vec<UnitView>, OpsError> {
+        let (answer, rx) = oneshot::channel();
+        self.0.send(Request::List(answer)).await.map_err(|_| stopping())?;
+        rx.await.map_err(|_| stopping())?
+    }
+
+    async fn set_running(&self, kind: UnitKind, name: &str, run: bool) -> Result<UnitView, OpsError> {
+        let (answer, rx) = oneshot::channel();
+        let name = name.to_string();
+        self.0
+            .send(Request::Set {
+                kind,
+                name,
+                run,
+                answer,
+            })
+            .await
+            .map_err(|_| stopping())?;
+        rx.await.map_err(|_| stopping())?
+    }
+}
+
+/// `config` with every unit in `stopped` turned off (`enabled = false`).
+pub(crate) fn with_stopped(config: &Config, stopped: &Stopped) -> Config {
+    let mut running = config.clone();
+    for (kind, name) in stopped {
+        match kind {
+            UnitKind::SendPort => {
+                if let Some(sp) = running.send_ports.get_mut(name) {
+                    sp.enabled = false;
+                }
+            }
+            UnitKind::ReceiveLocation => {
+                for pc in running.receive_ports.values_mut() {
+                    if let Some(lc) = pc.locations.get_mut(name) {
+                        lc.enabled = false;
+                    }
+                }
+            }
+        }
+    }
+    running
+}
+
+/// Whether the file has the unit, and whether it enables it.
+fn configured(config: &Config, kind: UnitKind, name: &str) -> Option<bool> {
+    match kind {
+        UnitKind::SendPort => config.send_ports.get(name).map(|sp| sp.enabled),
+        UnitKind::ReceiveLocation => config
+            .receive_ports
+            .values()
+            .find_map(|pc| pc.locations.get(name))
+            .map(|lc| lc.enabled),
+    }
+}
+
+/// The marks the box holds: those of units the file no longer has are
+/// dropped (a unit added later under the same name starts as configured).
+pub(crate) async fn load_stopped(config: &Config, mbox: &dyn MessageBox) -> Result<Stopped, sluice_msgbox::BoxError> {
+    let mut stopped = Stopped::new();
+    for (kind, name) in mbox.stopped_units().await? {
+        if configured(config, kind, &name).is_none() {
+            mbox.set_unit_stopped(kind, &name, false).await?;
+            tracing::info!(kind = kind.as_str(), name = %name, "an operator's stop of a unit no longer configured is dropped");
+            continue;
+        }
+        tracing::info!(kind = kind.as_str(), name = %name, "stopped by an operator (start it again through the API)");
+        stopped.insert((kind, name));
+    }
+    Ok(stopped)
+}
+
+/// Every unit of the file, as the API shows it.
+pub(crate) async fn views(
+    config: &Config,
+    stopped: &Stopped,
+    mbox: &dyn MessageBox,
+    metrics: &Metrics,
+) -> Result<Vec<UnitView>, OpsError> {
+    let counts = mbox.counts().await.map_err(|error| OpsError::Read {
+        doing: "counting queue entries".into(),
+        error,
+    })?;
+    let state = |kind: UnitKind, name: &str, enabled: bool| match (enabled, stopped.contains(&(kind, name.to_string())))
+    {
+        (false, _) => UnitState::Disabled,
+        (true, true) => UnitState::Stopped,
+        (true, false) => UnitState::Running,
+    };
+    let mut out = Vec::new();
+    for (name, sp) in &config.send_ports {
+        out.push(UnitView {
+            kind: UnitKind::SendPort,
+            name: name.clone(),
+            receive_port: None,
+            adapter: sp.adapter.kind().to_string(),
+            host: sp.host.clone(),
+            state: state(UnitKind::SendPort, name, sp.enabled),
+            queued: Some(counts.queued.get(name).copied().unwrap_or(0)),
+            messages: metrics.delivered_total(name),
+        });
+    }
+    for (port, pc) in &config.receive_ports {
+        for (name, lc) in &pc.locations {
+            out.push(UnitView {
+                kind: UnitKind::ReceiveLocation,
+                name: name.clone(),
+                receive_port: Some(port.clone()),
+                adapter: lc.adapter.kind().to_string(),
+                host: lc.host.clone(),
+                state: state(UnitKind::ReceiveLocation, name, lc.enabled),
+                queued: None,
+                messages: metrics.published_total(name),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Stop or run one unit: marked in the box, then applied as a reload
+/// between the running configuration and the one with the change. A change
+/// the node cannot apply (a location whose address is taken now) is undone
+/// in the box and answered with why.
+pub(crate) async fn set(
+    config: &Config,
+    stopped: &mut Stopped,
+    units: &mut node::Units,
+    shared: &node::Shared,
+    (kind, name, run): (UnitKind, String, bool),
+) -> Result<(), OpsError> {
+    let what = kind.as_str().replace('_', " ");
+    match configured(config, kind, &name) {
+        None => return Err(OpsError::NotFound(format!("no {what} `{name}` in the configuration"))),
+        Some(false) if run => {
+            return Err(OpsError::Conflict(format!(
+                "{what} `{name}` is disabled in the configuration file (enabled = false): enable it there and reload"
+            )));
+        }
+        _ => {}
+    }
+    let key = (kind, name.clone());
+    if stopped.contains(&key) != run {
+        return Ok(()); // already so
+    }
+    let mark = |stop: bool| {
+        let mbox = shared.mbox.clone();
+        let name = name.clone();
+        async move {
+            mbox.set_unit_stopped(kind, &name, stop)
+                .await
+                .map_err(|error| OpsError::Read {
+                    doing: format!("keeping the state of {} `{name}`", kind.as_str().replace('_', " ")),
+                    error,
+                })
+        }
+    };
+    mark(!run).await?;
+    let mut next = stopped.clone();
+    if run {
+        next.remove(&key);
+    } else {
+        next.insert(key);
+    }
+    let outcome = units
+        .reload(shared, &with_stopped(config, stopped), &with_stopped(config, &next))
+        .await;
+    if !outcome.applied {
+        mark(run).await?;
+        return Err(OpsError::Conflict(format!(
+            "the node could not {} {what} `{name}`: {}",
+            if run { "start" } else { "stop" },
+            outcome.errors.join("; ")
+        )));
+    }
+    *stopped = next;
+    tracing::info!(kind = kind.as_str(), name = %name, run, "changed by an operator");
+    if !outcome.errors.is_empty() {
+        return Err(OpsError::Conflict(format!(
+            "{what} `{name}` was {}, but: {}",
+            if run { "started" } else { "stopped" },
+            outcome.errors.join("; ")
+        )));
+    }
+    Ok(())
+}
