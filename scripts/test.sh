@@ -28,7 +28,8 @@ SERVICES=()
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # Command-line tools the end-to-end tests drive: "command debian-package".
-TOOLS=("gzip gzip" "curl curl")
+# Debian's Chromium and ChromeDriver drive the portal's browser tests.
+TOOLS=("gzip gzip" "curl curl" "chromium chromium" "chromedriver chromium-driver")
 for tool in "${TOOLS[@]}"; do
   read -r cmd pkg <<<"$tool"
   command -v "$cmd" >/dev/null 2>&1 && continue

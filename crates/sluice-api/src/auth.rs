@@ -1,7 +1,11 @@
-//! Who is asking: every request but the health answers carries
-//! `Authorization: Bearer <token>`; the token's user and role come from the
-//! box on every request (a revoked token or a removed user is refused at
-//! once). Failed attempts are counted per client address: past
+//! Who is asking: every request but the health answers and the login page
+//! carries `Authorization: Bearer <token>` or a browser session's cookie
+//! (`sluice_session`); the user and role come from the box on every
+//! request (a revoked token, an ended session or a removed user is refused
+//! at once). A request that changes anything with a session's cookie must
+//! carry the session's CSRF token in `X-CSRF-Token` (a token request needs
+//! none: nothing sends it on its own). Failed attempts are counted per
+//! client address: past
 //! [`FAILURES_ALLOWED`] in [`FAILURE_WINDOW`], what the address sends
 //! without a valid token is answered 429 (not 401) until the window ends;
 //! a valid token is still served (another client behind the same address).
@@ -33,15 +37,19 @@ const ADDRESSES_KEPT: usize = 10_000;
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 
-/// Failed attempts per client address, in a bounded table.
-pub struct Failures {
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "sluice_session";
+
+/// Failed attempts per key (a client address, or a user name for logins),
+/// in a bounded table.
+pub struct Failures<K = IpAddr> {
     allowed: u32,
-    by_address: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    by_address: Mutex<HashMap<K, (Instant, u32)>>,
     /// The log line of a refusal: a few per 10 s, however many come.
     log: RateLimited,
 }
 
-impl Default for Failures {
+impl<K: std::hash::Hash + Eq> Default for Failures<K> {
     fn default() -> Self {
         Failures::new(FAILURES_ALLOWED)
     }
@@ -49,7 +57,7 @@ impl Default for Failures {
 
 /// The key failures are counted under: an IPv4 address, or an IPv6
 /// address's /64 (one host usually has a whole /64 to pick from).
-fn key(ip: IpAddr) -> IpAddr {
+pub(crate) fn key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
@@ -63,9 +71,9 @@ fn key(ip: IpAddr) -> IpAddr {
     }
 }
 
-impl Failures {
-    /// At most `allowed` failures per address in [`FAILURE_WINDOW`].
-    pub fn new(allowed: u32) -> Failures {
+impl<K: std::hash::Hash + Eq> Failures<K> {
+    /// At most `allowed` failures per key in [`FAILURE_WINDOW`].
+    pub fn new(allowed: u32) -> Failures<K> {
         Failures {
             allowed,
             by_address: Mutex::default(),
@@ -73,16 +81,15 @@ impl Failures {
         }
     }
 
-    /// `Some(wait)` while the address may not try again.
-    fn blocked(&self, ip: IpAddr) -> Option<Duration> {
+    /// `Some(wait)` while the key may not try again.
+    pub(crate) fn blocked(&self, k: &K) -> Option<Duration> {
         let table = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
-        let (since, n) = *table.get(&key(ip))?;
+        let (since, n) = *table.get(k)?;
         let elapsed = since.elapsed();
         (n >= self.allowed && elapsed < FAILURE_WINDOW).then(|| FAILURE_WINDOW - elapsed)
     }
 
-    fn failed(&self, ip: IpAddr) {
-        let ip = key(ip);
+    pub(crate) fn failed(&self, ip: K) {
         let mut table = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
         if table.len() >= ADDRESSES_KEPT && !table.contains_key(&ip) {
             // Full: forget the windows that are over; if every one is
@@ -106,6 +113,18 @@ impl Failures {
 pub struct Caller {
     pub principal: Principal,
     pub actor: Actor,
+    /// A browser session's CSRF token (`None`: an API token).
+    pub csrf: Option<String>,
+}
+
+/// A cookie's value from the `Cookie` headers.
+pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(name)?.strip_prefix('='))
 }
 
 impl Caller {
@@ -143,8 +162,8 @@ impl FromRequestParts<ApiState> for Caller {
             // whatever it sends that is not valid; a valid token from the
             // same address (another client behind the same NAT) is still
             // served.
-            let blocked = state.failures.blocked(peer.ip());
-            state.failures.failed(peer.ip());
+            let blocked = state.failures.blocked(&key(peer.ip()));
+            state.failures.failed(key(peer.ip()));
             match blocked {
                 Some(wait) => {
                     let secs = wait.as_secs() + 1;
@@ -157,14 +176,39 @@ impl FromRequestParts<ApiState> for Caller {
                 None => e,
             }
         };
+        let actor = |p: &Principal| Actor {
+            name: p.user.clone(),
+            source: peer.ip().to_string(),
+        };
+        // A browser: its session's cookie, and for a change its CSRF token.
+        if parts.headers.get(header::AUTHORIZATION).is_none()
+            && let Some(id) = cookie(&parts.headers, SESSION_COOKIE)
+        {
+            let session = match access::resume_session(&*state.b, id, state.clock.now_ms()).await {
+                Ok(s) => s,
+                Err(e) if e.error_code() == ErrorCode::Unauthenticated => return Err(refused(e.into())),
+                Err(e) => return Err(e.into()),
+            };
+            if !parts.method.is_safe() {
+                let sent = parts.headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
+                if !sent.is_some_and(|t| access::same_secret(t, &session.csrf)) {
+                    return Err(Problem::from(OpsError::Forbidden(
+                        "a change from a browser session needs its CSRF token in X-CSRF-Token".into(),
+                    )));
+                }
+            }
+            return Ok(Caller {
+                actor: actor(&session.principal),
+                principal: session.principal,
+                csrf: Some(session.csrf),
+            });
+        }
         let token = bearer(&parts.headers).map_err(refused)?;
         match access::authenticate_token(&*state.b, token).await {
             Ok(principal) => Ok(Caller {
-                actor: Actor {
-                    name: principal.user.clone(),
-                    source: peer.ip().to_string(),
-                },
+                actor: actor(&principal),
                 principal,
+                csrf: None,
             }),
             Err(e) if e.error_code() == ErrorCode::Unauthenticated => {
                 if let Some(left_out) = state.failures.log.allow() {
@@ -210,25 +254,25 @@ mod tests {
 
     #[test]
     fn an_address_is_blocked_after_its_failures_and_the_table_stays_bounded() {
-        let f = Failures::default();
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let f: Failures = Failures::default();
+        let ip = |t: &str| key(t.parse().unwrap());
         for _ in 0..FAILURES_ALLOWED - 1 {
-            f.failed(ip);
+            f.failed(ip("192.0.2.1"));
         }
-        assert!(f.blocked(ip).is_none());
-        f.failed(ip);
-        let wait = f.blocked(ip).expect("blocked");
+        assert!(f.blocked(&ip("192.0.2.1")).is_none());
+        f.failed(ip("192.0.2.1"));
+        let wait = f.blocked(&ip("192.0.2.1")).expect("blocked");
         assert!(wait <= FAILURE_WINDOW);
-        assert!(f.blocked("192.0.2.2".parse().unwrap()).is_none(), "only that address");
+        assert!(f.blocked(&ip("192.0.2.2")).is_none(), "only that address");
         for n in 0..(ADDRESSES_KEPT as u32 + 50) {
             f.failed(IpAddr::from(n.to_be_bytes()));
         }
         assert!(f.by_address.lock().unwrap().len() <= ADDRESSES_KEPT);
         // An IPv6 host's whole /64 is one address.
-        let f = Failures::new(2);
-        f.failed("2001:db8::1".parse().unwrap());
-        f.failed("2001:db8::ffff:2".parse().unwrap());
-        assert!(f.blocked("2001:db8::3".parse().unwrap()).is_some());
-        assert!(f.blocked("2001:db8:0:1::3".parse().unwrap()).is_none());
+        let f: Failures = Failures::new(2);
+        f.failed(ip("2001:db8::1"));
+        f.failed(ip("2001:db8::ffff:2"));
+        assert!(f.blocked(&ip("2001:db8::3")).is_some());
+        assert!(f.blocked(&ip("2001:db8:0:1::3")).is_none());
     }
 }

@@ -26,7 +26,9 @@ mod body;
 mod bulk;
 mod error;
 pub mod openapi;
+mod portal;
 mod routes;
+mod session;
 pub mod units;
 
 use std::net::SocketAddr;
@@ -178,6 +180,10 @@ pub struct ApiState {
     pub node: Option<Arc<dyn units::NodeControl>>,
     /// When `/readyz` last asked the box (ms; negative: it did not answer).
     ready: Arc<std::sync::atomic::AtomicI64>,
+    /// Served over TLS: session cookies are `Secure`.
+    pub(crate) tls: bool,
+    /// Failed logins per user name.
+    user_failures: Arc<auth::Failures<String>>,
     failures: Arc<auth::Failures>,
 }
 
@@ -197,6 +203,8 @@ impl ApiState {
             stopping: CancellationToken::new(),
             node,
             ready: Arc::default(),
+            tls: false,
+            user_failures: Arc::new(auth::Failures::new(session::LOGIN_FAILURES_PER_USER)),
             failures: Arc::default(),
         }
     }
@@ -246,6 +254,7 @@ impl Api {
     pub async fn run(self, mut state: ApiState, shutdown: CancellationToken, grace: Duration) {
         state.failures = Arc::new(auth::Failures::new(self.config.auth_failures_per_minute));
         state.max_upload = self.config.max_upload.0;
+        state.tls = self.tls.is_some();
         state.stopping = shutdown.child_token();
         let (work, stopping) = (state.work.clone(), state.stopping.clone());
         let body_timeout = self.config.body_timeout;

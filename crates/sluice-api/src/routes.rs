@@ -34,6 +34,9 @@ pub(crate) fn parts() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
     use utoipa_axum::routes;
     utoipa_axum::router::OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(healthz))
+        .routes(routes!(crate::session::login_form, crate::session::login))
+        .routes(routes!(crate::session::logout))
+        .routes(routes!(crate::session::whoami))
         .routes(routes!(readyz))
         .routes(routes!(openapi::openapi_json))
         .routes(routes!(status))
@@ -63,8 +66,24 @@ pub(crate) fn parts() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
 }
 
 pub fn router(state: ApiState) -> Router {
+    use crate::portal;
+    use axum::routing::get;
+    // The portal's pages (HTML for a browser session; not the API, not in
+    // its document).
+    let pages = Router::new()
+        .route("/", get(portal::dashboard))
+        .route("/ports", get(portal::ports))
+        .route("/suspended", get(portal::suspended_list))
+        .route("/suspended/{id}", get(portal::suspended_detail))
+        .route("/messages", get(portal::messages_list))
+        .route("/messages/{id}", get(portal::message_detail))
+        .route("/audit", get(portal::audit_list))
+        .route("/users", get(portal::users_list))
+        .route("/static/portal.js", get(portal::script))
+        .route("/static/portal.css", get(portal::style));
     parts()
         .0
+        .merge(pages)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON))

@@ -480,15 +480,16 @@ async fn sample_rss(metrics: Arc<Metrics>, throttles: Vec<Arc<Throttle>>, stop: 
 }
 
 /// Delete tracking events (when `tracking` is on) and audit entries older
-/// than `keep`, at start and then every quarter of `keep` (at most every 10
-/// minutes), a bounded batch at a time.
+/// than `keep`, and browser sessions that ended, at start and then every
+/// quarter of `keep` (at most every 10 minutes), a bounded batch at a time.
 async fn purge_old(mbox: Arc<dyn MessageBox>, keep: Duration, tracking: bool, stop: CancellationToken) {
     const BATCH: usize = 10_000;
     let every = (keep / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
     let mut ticks = Ticker::new(every, stop.clone());
     while ticks.next().await {
         let before = now_ms() - keep.as_millis().min(i64::MAX as u128) as i64;
-        for what in ["tracking events", "audit entries"] {
+        let now = now_ms();
+        for what in ["tracking events", "audit entries", "ended sessions"] {
             if what == "tracking events" && !tracking {
                 continue;
             }
@@ -496,7 +497,11 @@ async fn purge_old(mbox: Arc<dyn MessageBox>, keep: Duration, tracking: bool, st
             loop {
                 let batch = match what {
                     "tracking events" => mbox.purge_tracking(before, BATCH).await,
-                    _ => mbox.purge_audit(before, BATCH).await,
+                    "audit entries" => mbox.purge_audit(before, BATCH).await,
+                    _ => {
+                        let idle_before = now - sluice_ops::access::SESSION_IDLE;
+                        mbox.purge_sessions(now, idle_before, BATCH).await
+                    }
                 };
                 match batch {
                     Ok(n) => {

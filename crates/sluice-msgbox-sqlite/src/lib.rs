@@ -998,6 +998,46 @@ impl MessageBox for SqliteBox {
             .await
     }
 
+    async fn add_session(&self, session: NewSession) -> Result<()> {
+        self.write(true, move |w| w.add_session(session)).await
+    }
+
+    async fn session(&self, hash: [u8; 32]) -> Result<Option<SessionRecord>> {
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT s.user, u.role, s.csrf, s.expires_at, s.seen_at FROM sessions s JOIN users u ON u.name = s.user
+                 WHERE s.hash = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row([hash], |r| {
+                    Ok(SessionRecord {
+                        user: r.get(0)?,
+                        role: role_of(r, 1)?,
+                        csrf: r.get(2)?,
+                        expires_at: r.get(3)?,
+                        seen_at: r.get(4)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(storage("looking up a session"))
+        })
+        .await
+    }
+
+    async fn touch_session(&self, hash: [u8; 32], at: Millis) -> Result<()> {
+        self.write(false, move |w| w.touch_session(hash, at)).await
+    }
+
+    async fn remove_session(&self, hash: [u8; 32]) -> Result<bool> {
+        self.write(true, move |w| w.remove_session(hash)).await
+    }
+
+    async fn purge_sessions(&self, now: Millis, idle_before: Millis, limit: usize) -> Result<u64> {
+        self.write(false, move |w| w.purge_sessions(now, idle_before, limit))
+            .await
+    }
+
     async fn stopped_units(&self) -> Result<Vec<(UnitKind, String)>> {
         self.read(|conn| {
             let doing = "reading the units operators stopped";

@@ -20,8 +20,9 @@ use crate::Options;
 /// renames `stored_parts` (now `content_parts`), which its statements name:
 /// they fail instead. Every node on a box is stopped before a newer one
 /// starts (README).
-/// 5: the operators' tables: `users`, `tokens` (hashes only), `audit` and
-/// `stopped_units` (send ports and receive locations an operator stopped).
+/// 5: the operators' tables: `users`, `tokens` and `sessions` (hashes
+/// only), `audit` and `stopped_units` (send ports and receive locations an
+/// operator stopped).
 pub const SCHEMA_VERSION: i64 = 5;
 
 /// The node id of handles opened without one (tests, `sluice bench`).
@@ -272,6 +273,15 @@ pub fn migrate_for(conn: &Connection, node: &str) -> rusqlite::Result<()> {
              result TEXT NOT NULL,
              detail TEXT
          );
+         CREATE TABLE IF NOT EXISTS sessions (
+             hash BLOB PRIMARY KEY,
+             user TEXT NOT NULL,
+             csrf TEXT NOT NULL,
+             created_at INTEGER NOT NULL,
+             expires_at INTEGER NOT NULL,
+             seen_at INTEGER NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user);
          CREATE TABLE IF NOT EXISTS stopped_units (
              kind TEXT NOT NULL,
              name TEXT NOT NULL,

@@ -63,7 +63,9 @@ pub mod fault;
 mod operators;
 mod origin;
 
-pub use operators::{AuditEntry, NewAuditEntry, NewToken, Role, TokenRecord, UnitKind, UserRecord};
+pub use operators::{
+    AuditEntry, NewAuditEntry, NewSession, NewToken, Role, SessionRecord, TokenRecord, UnitKind, UserRecord,
+};
 pub use origin::Origin;
 
 /// Milliseconds since the Unix epoch.
@@ -680,7 +682,7 @@ pub trait MessageBox: Send + Sync {
 
     /// Add a user (`UserExists` if the name is taken). Durable.
     async fn add_user(&self, user: UserRecord) -> Result<()>;
-    /// Remove a user and every token of theirs, in one transaction
+    /// Remove a user and every token and session of theirs, in one transaction
     /// (`NoSuchUser` if absent; `LastAdmin` if they are the only admin, so
     /// that someone can always manage users); how many tokens went with
     /// them. Durable.
@@ -710,6 +712,20 @@ pub trait MessageBox: Send + Sync {
     async fn set_unit_stopped(&self, kind: UnitKind, name: &str, stopped: bool) -> Result<bool>;
     /// The units operators stopped, in kind and name order.
     async fn stopped_units(&self) -> Result<Vec<(UnitKind, String)>>;
+    /// Start a browser session for a user (`NoSuchUser`). Durable.
+    async fn add_session(&self, session: NewSession) -> Result<()>;
+    /// The session whose id has this SHA-256, with its user's role now;
+    /// `None` if there is none (never made, ended, its user removed). It
+    /// is the caller's to judge its times.
+    async fn session(&self, hash: [u8; 32]) -> Result<Option<SessionRecord>>;
+    /// Note that a session was used at `at` (not synced: losing the last
+    /// few in a crash only makes a session look idle a little earlier).
+    async fn touch_session(&self, hash: [u8; 32], at: Millis) -> Result<()>;
+    /// End a session; whether there was one. Durable.
+    async fn remove_session(&self, hash: [u8; 32]) -> Result<bool>;
+    /// Delete up to `limit` sessions that expired before `now`, or have not
+    /// been used since `idle_before`; how many.
+    async fn purge_sessions(&self, now: Millis, idle_before: Millis, limit: usize) -> Result<u64>;
 
     /// Commits made so far by this handle, where the backend counts them.
     fn commit_stats(&self) -> Option<CommitStats> {

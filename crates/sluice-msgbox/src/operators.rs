@@ -103,6 +103,49 @@ pub struct TokenRecord {
     pub created_at: Millis,
 }
 
+/// A browser session as the box keeps it: its id's SHA-256 only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewSession {
+    pub hash: [u8; 32],
+    pub user: String,
+    /// The token its forms and requests must carry (CSRF).
+    pub csrf: String,
+    pub created_at: Millis,
+    /// It ends then, however active.
+    pub expires_at: Millis,
+}
+
+impl fmt::Debug for NewSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewSession")
+            .field("user", &self.user)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A session found by its id's hash, with its user's role now.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub user: String,
+    pub role: Role,
+    pub csrf: String,
+    pub expires_at: Millis,
+    /// When it was last used (touched at most once a minute).
+    pub seen_at: Millis,
+}
+
+impl fmt::Debug for SessionRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionRecord")
+            .field("user", &self.user)
+            .field("role", &self.role)
+            .field("expires_at", &self.expires_at)
+            .field("seen_at", &self.seen_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One operator action, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewAuditEntry {

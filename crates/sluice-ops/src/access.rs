@@ -334,6 +334,109 @@ pub async fn revoke_token(b: &dyn MessageBox, id: &str) -> Result<(), OpsError> 
     }
 }
 
+/// A browser session lasts at most this long (ms), however active.
+pub const SESSION_TTL: Millis = 12 * 3600 * 1000;
+/// A browser session unused this long (ms) has ended.
+pub const SESSION_IDLE: Millis = 30 * 60 * 1000;
+/// A session's use is noted at most this often (ms).
+const SESSION_TOUCH: Millis = 60 * 1000;
+
+/// A session just started: the cookie's value and the CSRF token, seen
+/// here only (`Debug` leaves both out).
+#[derive(Clone)]
+pub struct StartedSession {
+    pub id: String,
+    pub csrf: String,
+    pub expires_at: Millis,
+}
+
+impl std::fmt::Debug for StartedSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartedSession")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who a session belongs to, and the CSRF token its changes must carry.
+#[derive(Clone)]
+pub struct SessionCaller {
+    pub principal: Principal,
+    pub csrf: String,
+    pub expires_at: Millis,
+}
+
+fn random_text(n: usize) -> Result<String, OpsError> {
+    use base64::Engine;
+    let mut random = vec![0u8; n];
+    getrandom::fill(&mut random).map_err(|e| OpsError::Internal(format!("no randomness: {e}")))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random))
+}
+
+/// Start a browser session for a user who just logged in.
+pub async fn start_session(b: &dyn MessageBox, who: &Principal, now: Millis) -> Result<StartedSession, OpsError> {
+    let (id, csrf) = (random_text(32)?, random_text(32)?);
+    let expires_at = now + SESSION_TTL;
+    b.add_session(sluice_msgbox::NewSession {
+        hash: token_hash(&id),
+        user: who.user.clone(),
+        csrf: csrf.clone(),
+        created_at: now,
+        expires_at,
+    })
+    .await
+    .map_err(read(format!("starting a session for user `{}`", who.user)))?;
+    Ok(StartedSession { id, csrf, expires_at })
+}
+
+/// The session a cookie names, if it is still going: `unauthenticated`
+/// once it expired, idled out, was ended, or its user was removed.
+pub async fn resume_session(b: &dyn MessageBox, id: &str, now: Millis) -> Result<SessionCaller, OpsError> {
+    let ended = || OpsError::Unauthenticated("the session has ended; log in again".into());
+    if id.is_empty() || id.len() > 100 {
+        return Err(ended());
+    }
+    let hash = token_hash(id);
+    let found = b.session(hash).await.map_err(read("looking up a session"))?;
+    let Some(s) = found else { return Err(ended()) };
+    if now >= s.expires_at || now.saturating_sub(s.seen_at) >= SESSION_IDLE {
+        // Over: gone now, not at the next purge.
+        b.remove_session(hash).await.map_err(read("ending a session"))?;
+        return Err(ended());
+    }
+    if now.saturating_sub(s.seen_at) >= SESSION_TOUCH {
+        b.touch_session(hash, now)
+            .await
+            .map_err(read("noting a session's use"))?;
+    }
+    Ok(SessionCaller {
+        principal: Principal {
+            user: s.user,
+            role: s.role,
+        },
+        csrf: s.csrf,
+        expires_at: s.expires_at,
+    })
+}
+
+/// End the session a cookie names (logging out); nothing if it is gone.
+pub async fn end_session(b: &dyn MessageBox, id: &str) -> Result<(), OpsError> {
+    if id.is_empty() || id.len() > 100 {
+        return Ok(());
+    }
+    b.remove_session(token_hash(id))
+        .await
+        .map_err(read("ending a session"))?;
+    Ok(())
+}
+
+/// Whether two secrets are equal, in time that does not depend on where
+/// they first differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,6 +455,50 @@ mod tests {
         assert!(operator.may(Permission::ReadBodies) && operator.may(Permission::Operate));
         assert!(!operator.may(Permission::ManageUsers));
         assert!(p(Role::Admin).may(Permission::ManageUsers));
+    }
+
+    #[tokio::test]
+    async fn sessions_end_when_they_expire_or_idle_and_are_never_echoed() {
+        use sluice_msgbox::SystemClock;
+        use sluice_msgbox_sqlite::{Options, SqliteBox};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let b = SqliteBox::open(dir.path(), Arc::new(SystemClock), Options::default()).unwrap();
+        let b: &dyn MessageBox = &b;
+        let olga = add_user(b, "olga", Role::Operator, "s3cret-pass", 0).await.unwrap();
+        let who = Principal {
+            user: olga.name,
+            role: olga.role,
+        };
+        let t0 = 1_000_000;
+        let s = start_session(b, &who, t0).await.unwrap();
+        assert!(!format!("{s:?}").contains(&s.id) && !format!("{s:?}").contains(&s.csrf));
+        let back = resume_session(b, &s.id, t0 + 1000).await.unwrap();
+        assert_eq!(back.principal, who);
+        assert!(same_secret(&back.csrf, &s.csrf) && !same_secret(&back.csrf, "x"));
+        // Used within the idle limit, again and again: it goes on.
+        let mut t = t0;
+        for _ in 0..3 {
+            t += SESSION_IDLE - 1000;
+            resume_session(b, &s.id, t).await.unwrap();
+        }
+        // Idle too long: ended, and stays ended.
+        let e = resume_session(b, &s.id, t + SESSION_IDLE).await.err().unwrap();
+        assert_eq!(e.code(), "unauthenticated");
+        assert!(resume_session(b, &s.id, t + 1).await.is_err());
+        // Past its lifetime, however active.
+        let s = start_session(b, &who, t0).await.unwrap();
+        let mut t = t0;
+        while t + SESSION_IDLE / 2 < t0 + SESSION_TTL {
+            t += SESSION_IDLE / 2;
+            resume_session(b, &s.id, t).await.unwrap();
+        }
+        assert!(resume_session(b, &s.id, t0 + SESSION_TTL).await.is_err());
+        // Logged out.
+        let s = start_session(b, &who, t0).await.unwrap();
+        end_session(b, &s.id).await.unwrap();
+        assert!(resume_session(b, &s.id, t0 + 1).await.is_err());
+        assert!(resume_session(b, "", t0).await.is_err());
     }
 
     #[test]

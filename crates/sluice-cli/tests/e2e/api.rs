@@ -75,6 +75,20 @@ fn post_json(base: &str, path: &str, token: &str, body: &str) -> Answer {
     )
 }
 
+/// The audit log, as `token` reads it, holds each (action, result).
+fn assert_audited(base: &str, token: &str, expected: &[(&str, &str)]) {
+    let audit = get(base, "/api/v1/audit?limit=1000", Some(token)).json();
+    let actions: Vec<(&str, &str)> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["result"].as_str().unwrap()))
+        .collect();
+    for e in expected {
+        assert!(actions.contains(e), "{e:?} in {actions:?}");
+    }
+}
+
 fn add_user(config: &Path, name: &str, role: &str, password: &str) {
     let mut child = sluice()
         .args(["users", "add", name, "--role", role, "--config"])
@@ -563,7 +577,7 @@ fn the_api_answers_as_its_document_says_under_a_fuzzer() {
         text(&out.stdout),
         text(&out.stderr)
     );
-    assert!(text(&out.stdout).contains("Tested: 26"), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("Tested: 30"), "{}", text(&out.stdout));
     assert_eq!(get(&base, "/healthz", None).status, 200);
     assert_eq!(
         get(&base, "/api/v1/status", Some(&token)).status,
@@ -667,23 +681,18 @@ fn operators_stop_and_start_ports_and_locations_and_it_holds_across_restarts() {
         !root.path().join("in").join("later.txt").exists()
     });
 
-    let audit = get(&base, "/api/v1/audit", Some(&vic)).json();
-    let actions: Vec<(&str, &str)> = audit["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| (e["action"].as_str().unwrap(), e["result"].as_str().unwrap()))
-        .collect();
-    for expected in [
-        ("send_port.stop", "ok"),
-        ("send_port.start", "ok"),
-        ("send_port.start", "conflict"),
-        ("send_port.stop", "not_found"),
-        ("receive_location.disable", "ok"),
-        ("receive_location.enable", "ok"),
-    ] {
-        assert!(actions.contains(&expected), "{expected:?} in {actions:?}");
-    }
+    assert_audited(
+        &base,
+        &vic,
+        &[
+            ("send_port.stop", "ok"),
+            ("send_port.start", "ok"),
+            ("send_port.start", "conflict"),
+            ("send_port.stop", "not_found"),
+            ("receive_location.disable", "ok"),
+            ("receive_location.enable", "ok"),
+        ],
+    );
     node.stop();
 }
 
@@ -747,5 +756,453 @@ fn cut_short_and_trickled_bodies_change_nothing() {
     assert_eq!(shown.status, 200, "the entry is still there");
     assert_eq!(status_json(&config)["spool"], 1, "no new message");
     assert_eq!(get(&base, "/healthz", None).status, 200);
+    node.stop();
+}
+
+/// Browser sessions: the login form, a cookie that is HttpOnly and
+/// SameSite=Strict, changes refused without the session's CSRF token, a
+/// login posted from another site refused, logins limited per user, and
+/// logging out ends the session.
+#[test]
+fn browsers_log_in_need_the_csrf_token_for_changes_and_log_out() {
+    let root = tempfile::tempdir().unwrap();
+    let (config, base) = setup(root.path(), "");
+    let mut node = Node::start(&config, &root.path().join("node.log"));
+    add_user(&config, "olga", "operator", "olga-s3cret-pass");
+    add_user(&config, "ann", "admin", "ann-s3cret-pass");
+    drop_file(&root.path().join("in"), "m.txt", b"the body");
+    wait_until(Duration::from_secs(30), "one suspended", || {
+        status_json(&config)["suspended"].as_u64() == Some(1)
+    });
+    let login = |user: &str, password: &str, extra: &[&str]| {
+        let form = format!("username={user}&password={password}");
+        let mut args = vec![
+            "--data-binary",
+            form.as_str(),
+            "-H",
+            "Content-Type: application/x-www-form-urlencoded",
+        ];
+        args.extend_from_slice(extra);
+        call(&base, "POST", "/login", None, &args)
+    };
+    let form = get(&base, "/login", None);
+    assert_eq!(form.status, 200);
+    assert!(text(&form.body).contains("name=\"password\""));
+    assert!(form.head.contains("content-security-policy:") && form.head.contains("x-frame-options: deny"));
+    let wrong = login("olga", "not-her-password", &[]);
+    assert_eq!(wrong.status, 401);
+    assert!(text(&wrong.body).contains("Wrong user name or password") && !wrong.head.contains("set-cookie"));
+    let elsewhere = login("olga", "olga-s3cret-pass", &["-H", "Origin: http://evil.example"]);
+    assert_eq!(elsewhere.status, 403, "a form posted from another site");
+    assert!(!elsewhere.head.contains("set-cookie"));
+    let ok = login("olga", "olga-s3cret-pass", &["-H", &format!("Origin: {base}")]);
+    assert_eq!(ok.status, 303, "{}", text(&ok.body));
+    assert!(ok.head.contains("location: /\r\n"), "{}", ok.head);
+    let set = ok
+        .head
+        .lines()
+        .find(|l| l.starts_with("set-cookie: sluice_session="))
+        .expect("a session cookie")
+        .to_string();
+    for attribute in ["httponly", "samesite=strict", "path=/"] {
+        assert!(set.contains(attribute), "{set}");
+    }
+    // The head was lowercased: a new login, its cookie's value as sent.
+    let session = {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-D",
+                "-",
+                "--data-binary",
+                "username=olga&password=olga-s3cret-pass",
+            ])
+            .arg(format!("{base}/login"))
+            .output()
+            .unwrap();
+        let head = text(&out.stdout);
+        let line = head
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("set-cookie: sluice_session="))
+            .unwrap()
+            .to_string();
+        line.split_once('=').unwrap().1.split(';').next().unwrap().to_string()
+    };
+    let cookie = format!("Cookie: sluice_session={session}");
+    let home = call(&base, "GET", "/", None, &["-H", &cookie]);
+    assert_eq!(home.status, 200);
+    assert!(text(&home.body).contains("olga"));
+    let me = call(&base, "GET", "/api/v1/session", None, &["-H", &cookie]).json();
+    assert_eq!(
+        (me["user"].as_str(), me["role"].as_str()),
+        (Some("olga"), Some("operator"))
+    );
+    let csrf = me["csrf"].as_str().expect("a csrf token").to_string();
+    let list = call(&base, "GET", "/api/v1/suspended", None, &["-H", &cookie]);
+    assert_eq!(list.status, 200);
+    let id = list.json()["items"][0]["id"].as_i64().unwrap();
+
+    // A change with the cookie alone (what a forged cross-site request
+    // carries) is refused; with the wrong token too; with the right one it
+    // goes through.
+    let path = format!("/api/v1/suspended/{id}/terminate");
+    let forged = call(&base, "POST", &path, None, &["-H", &cookie]);
+    assert_eq!((forged.status, forged.code().as_str()), (403, "forbidden"));
+    let wrong = call(&base, "POST", &path, None, &["-H", &cookie, "-H", "X-CSRF-Token: nope"]);
+    assert_eq!(wrong.status, 403);
+    assert_eq!(status_json(&config)["suspended"], 1, "nothing changed");
+    let done = call(
+        &base,
+        "POST",
+        &path,
+        None,
+        &["-H", &cookie, "-H", &format!("X-CSRF-Token: {csrf}")],
+    );
+    assert_eq!(done.status, 200, "{}", text(&done.body));
+
+    // Logging out needs the token too, then ends the session.
+    let refused = call(
+        &base,
+        "POST",
+        "/logout",
+        None,
+        &["-H", &cookie, "--data-binary", "csrf=nope"],
+    );
+    assert_eq!(refused.status, 403);
+    assert_eq!(
+        call(&base, "GET", "/api/v1/status", None, &["-H", &cookie]).status,
+        200,
+        "still logged in"
+    );
+    let out = call(
+        &base,
+        "POST",
+        "/logout",
+        None,
+        &["-H", &cookie, "--data-binary", &format!("csrf={csrf}")],
+    );
+    assert_eq!(out.status, 303);
+    assert!(
+        out.head.contains("location: /login") && out.head.contains("max-age=0"),
+        "{}",
+        out.head
+    );
+    let after = call(&base, "GET", "/api/v1/status", None, &["-H", &cookie]);
+    assert_eq!((after.status, after.code().as_str()), (401, "unauthenticated"));
+    assert_eq!(
+        call(&base, "GET", "/", None, &["-H", &cookie]).status,
+        303,
+        "back to the login form"
+    );
+
+    // Guessing one user's password: limited per user, whatever the address.
+    for _ in 0..10 {
+        assert_eq!(login("ann", "guess-guess", &[]).status, 401);
+    }
+    let limited = login("ann", "ann-s3cret-pass", &[]);
+    assert_eq!(limited.status, 429, "even the right password waits");
+    assert!(limited.head.contains("retry-after:"));
+
+    let tokens_log = node.log_text();
+    assert!(
+        !tokens_log.contains(&session) && !tokens_log.contains(&csrf),
+        "no session secret in the log"
+    );
+    assert!(!tokens_log.contains("olga-s3cret-pass") && !tokens_log.contains("guess-guess"));
+    add_user(&config, "vic", "viewer", "vic-s3cret-pass");
+    assert_audited(
+        &base,
+        &token_for(&config, "vic"),
+        &[
+            ("login", "ok"),
+            ("login", "unauthenticated"),
+            ("logout", "ok"),
+            ("suspended.terminate", "ok"),
+        ],
+    );
+    node.stop();
+}
+
+/// Debian's chromedriver on a free port, killed when dropped.
+struct Driver {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let binary = "/usr/bin/chromedriver";
+        assert!(
+            Path::new(binary).exists(),
+            "{binary} is missing: run ./scripts/test.sh, which installs Debian's chromium and chromium-driver"
+        );
+        let port = free_port();
+        let child = Command::new(binary)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        wait_until(Duration::from_secs(20), "chromedriver listening", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Driver { child, port }
+    }
+
+    async fn browser(&self) -> fantoccini::Client {
+        // One crypto provider for the process (the WebDriver client's TLS,
+        // unused on plain http, still asks for one).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000"]
+            }),
+        );
+        fantoccini::ClientBuilder::rustls()
+            .expect("rustls")
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("a browser session")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where the portal's screenshots go (shown in the README).
+fn screenshot_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/portal");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn log_in(c: &fantoccini::Client, base: &str, user: &str, password: &str) {
+    use fantoccini::Locator;
+    c.goto(&format!("{base}/login")).await.unwrap();
+    c.find(Locator::Css("#username"))
+        .await
+        .unwrap()
+        .send_keys(user)
+        .await
+        .unwrap();
+    c.find(Locator::Css("#password"))
+        .await
+        .unwrap()
+        .send_keys(password)
+        .await
+        .unwrap();
+    c.find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Css("#user")).await.unwrap();
+    assert_eq!(c.find(Locator::Css("#user")).await.unwrap().text().await.unwrap(), user);
+}
+
+/// The portal in a real browser (Debian's headless Chromium through
+/// chromedriver): an operator logs in, finds a suspended message by its
+/// error, reads its context and body, resubmits it with one property edited
+/// and sees it delivered, bulk-terminates the rest after a dry run; a
+/// request without the CSRF token is refused; logging out ends the session;
+/// a viewer sees neither bodies nor buttons, and the API refuses them
+/// anyway. Screenshots of the main pages land in docs/portal/.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portal_in_a_real_browser() {
+    use fantoccini::Locator;
+    let root = tempfile::tempdir().unwrap();
+    let (config, base) = setup(root.path(), "");
+    let mut node = Node::start(&config, &root.path().join("node.log"));
+    add_user(&config, "olga", "operator", "olga-s3cret-pass");
+    add_user(&config, "vic", "viewer", "vic-s3cret-pass");
+    for (name, body) in [
+        ("order-1.xml", "<order id=\"1\"/>"),
+        ("order-2.xml", "<order id=\"2\"/>"),
+        ("order-3.xml", "<order id=\"3\"/>"),
+    ] {
+        drop_file(&root.path().join("in"), name, body.as_bytes());
+    }
+    wait_until(Duration::from_secs(30), "three suspended", || {
+        status_json(&config)["suspended"].as_u64() == Some(3)
+    });
+    let shots = screenshot_dir();
+    let driver = Driver::start();
+    let c = driver.browser().await;
+    log_in(&c, &base, "olga", "olga-s3cret-pass").await;
+    assert_eq!(c.current_url().await.unwrap().path(), "/");
+    assert_eq!(
+        c.find(Locator::Css("#suspended")).await.unwrap().text().await.unwrap(),
+        "3"
+    );
+    std::fs::write(shots.join("dashboard.png"), c.screenshot().await.unwrap()).unwrap();
+
+    // Found by its error.
+    c.goto(&format!("{base}/suspended")).await.unwrap();
+    c.find(Locator::Css("input[name=error]"))
+        .await
+        .unwrap()
+        .send_keys("does not exist")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#filter")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Css("#suspended-list")).await.unwrap();
+    let rows = c.find_all(Locator::Css("#suspended-list tbody tr")).await.unwrap();
+    assert_eq!(rows.len(), 3);
+    std::fs::write(shots.join("suspended.png"), c.screenshot().await.unwrap()).unwrap();
+    c.find(Locator::Css("#suspended-list tbody tr td a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Css("#context")).await.unwrap();
+    let context = c.find(Locator::Css("#context")).await.unwrap().text().await.unwrap();
+    assert!(context.contains("file") && context.contains(".xml"), "{context}");
+    let body = c
+        .find(Locator::Css("#body-preview"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.starts_with("<order id="), "{body}");
+    std::fs::write(shots.join("suspended-detail.png"), c.screenshot().await.unwrap()).unwrap();
+
+    // Resubmitted with one property set: delivered by the port it matches now.
+    c.find(Locator::Css("#resubmit textarea[name=set]"))
+        .await
+        .unwrap()
+        .send_keys("route.fixed=bool:true")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#resubmit-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Css("#resubmitted")).await.unwrap();
+    let out = root.path().join("out");
+    wait_until(Duration::from_secs(30), "the resubmitted message delivered", || {
+        std::fs::read_dir(&out).map(|d| d.count()).unwrap_or(0) == 1
+    });
+    let delivered = std::fs::read_dir(&out).unwrap().next().unwrap().unwrap().path();
+    assert_eq!(std::fs::read_to_string(delivered).unwrap(), body);
+
+    // The rest: a dry run first, then terminated.
+    c.goto(&format!("{base}/suspended")).await.unwrap();
+    c.find(Locator::Css("input[data-select-all]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::Css("button[data-op=terminate][data-dry=true]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Css("#bulk-lines")).await.unwrap();
+    let preview = c.find(Locator::Css("#result")).await.unwrap().text().await.unwrap();
+    assert!(
+        preview.contains("Dry run: 2 would be terminated") && preview.contains("would terminate"),
+        "{preview}"
+    );
+    std::fs::write(shots.join("bulk-preview.png"), c.screenshot().await.unwrap()).unwrap();
+    assert_eq!(status_json(&config)["suspended"], 2, "a dry run changes nothing");
+    c.find(Locator::Css("button[data-op=terminate]:not([data-dry])"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(30), "both terminated", || {
+        status_json(&config)["suspended"].as_u64() == Some(0)
+    });
+
+    // A change without the session's CSRF token (what a forged request
+    // carries: the cookie alone) is refused.
+    let status = c
+        .execute(
+            "return fetch('/api/v1/suspended/resume', {method: 'POST', headers: {'Content-Type': 'application/json'}, body: '{\"all\": true}'}).then(r => r.status)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, serde_json::json!(403));
+
+    for (page, shot) in [
+        ("/ports", "ports.png"),
+        ("/audit", "audit.png"),
+        ("/messages", "messages.png"),
+    ] {
+        c.goto(&format!("{base}{page}")).await.unwrap();
+        c.wait().for_element(Locator::Css("main h1")).await.unwrap();
+        std::fs::write(shots.join(shot), c.screenshot().await.unwrap()).unwrap();
+    }
+    let audit = c.find(Locator::Css("#audit")).await;
+    assert!(audit.is_err(), "the messages page is not the audit page");
+
+    // Logging out ends the session.
+    c.find(Locator::Css("#logout")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Css("#password")).await.unwrap();
+    c.goto(&format!("{base}/suspended")).await.unwrap();
+    assert_eq!(c.current_url().await.unwrap().path(), "/login", "the session is over");
+
+    // A viewer: no bodies, no buttons; the API refuses a change anyway.
+    drop_file(&root.path().join("in"), "order-4.xml", b"<order id=\"4\"/>");
+    wait_until(Duration::from_secs(30), "one suspended", || {
+        status_json(&config)["suspended"].as_u64() == Some(1)
+    });
+    log_in(&c, &base, "vic", "vic-s3cret-pass").await;
+    c.goto(&format!("{base}/suspended")).await.unwrap();
+    assert!(
+        c.find(Locator::Css("button[data-action]")).await.is_err(),
+        "no action buttons for a viewer"
+    );
+    c.find(Locator::Css("#suspended-list tbody tr td a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Css("#context")).await.unwrap();
+    assert!(
+        c.find(Locator::Css("#body-preview")).await.is_err(),
+        "no body for a viewer"
+    );
+    assert!(c.find(Locator::Css("#no-bodies")).await.is_ok());
+    assert!(c.find(Locator::Css("#terminate")).await.is_err() && c.find(Locator::Css("#resubmit")).await.is_err());
+    let status = c
+        .execute(
+            "const csrf = document.querySelector('meta[name=csrf]').content; \
+             return fetch('/api/v1/suspended/terminate', {method: 'POST', headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf}, body: '{\"all\": true}'}).then(r => r.status)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        status,
+        serde_json::json!(403),
+        "a viewer may not act, even with the token"
+    );
+    assert!(
+        c.find(Locator::Css("a[href='/users']")).await.is_err(),
+        "no users page for a viewer"
+    );
+    c.close().await.unwrap();
+    assert_eq!(status_json(&config)["suspended"], 1);
     node.stop();
 }

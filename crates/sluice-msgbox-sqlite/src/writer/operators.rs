@@ -57,6 +57,10 @@ impl Writer {
             .prepare_cached("DELETE FROM tokens WHERE user = ?1")
             .and_then(|mut s| s.execute([name]))
             .map_err(storage(&doing))?;
+        self.conn
+            .prepare_cached("DELETE FROM sessions WHERE user = ?1")
+            .and_then(|mut s| s.execute([name]))
+            .map_err(storage(&doing))?;
         Ok(tokens as u64)
     }
 
@@ -141,5 +145,62 @@ impl Writer {
             .and_then(|mut s| s.execute([kind.as_str(), name]))
             .map_err(storage(&doing))?;
         Ok(n > 0)
+    }
+
+    pub fn add_session(&mut self, session: NewSession) -> Result<()> {
+        let doing = format!("starting a session for user `{}`", session.user);
+        let user: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT 1 FROM users WHERE name = ?1")
+            .and_then(|mut s| s.query_row([&session.user], |r| r.get(0)).optional())
+            .map_err(storage(&doing))?;
+        if user.is_none() {
+            return Err(BoxError::NoSuchUser(session.user));
+        }
+        self.conn
+            .prepare_cached(
+                "INSERT INTO sessions (hash, user, csrf, created_at, expires_at, seen_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?4)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    session.hash,
+                    session.user,
+                    session.csrf,
+                    session.created_at,
+                    session.expires_at
+                ])
+            })
+            .map_err(storage(&doing))?;
+        Ok(())
+    }
+
+    pub fn touch_session(&mut self, hash: [u8; 32], at: Millis) -> Result<()> {
+        self.conn
+            .prepare_cached("UPDATE sessions SET seen_at = max(seen_at, ?2) WHERE hash = ?1")
+            .and_then(|mut s| s.execute(params![hash, at]))
+            .map_err(storage("noting a session's use"))?;
+        Ok(())
+    }
+
+    pub fn remove_session(&mut self, hash: [u8; 32]) -> Result<bool> {
+        let n = self
+            .conn
+            .prepare_cached("DELETE FROM sessions WHERE hash = ?1")
+            .and_then(|mut s| s.execute([hash]))
+            .map_err(storage("ending a session"))?;
+        Ok(n > 0)
+    }
+
+    pub fn purge_sessions(&mut self, now: Millis, idle_before: Millis, limit: usize) -> Result<u64> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM sessions WHERE hash IN
+                 (SELECT hash FROM sessions WHERE expires_at <= ?1 OR seen_at < ?2 LIMIT ?3)",
+            )
+            .and_then(|mut s| s.execute(params![now, idle_before, limit as i64]))
+            .map_err(storage("purging ended sessions"))?;
+        Ok(n as u64)
     }
 }

@@ -90,6 +90,7 @@ macro_rules! conformance_tests {
             users_and_tokens_are_kept_and_removed_together,
             audit_entries_are_kept_newest_first_and_purged_by_age,
             stopped_units_are_kept_across_restarts,
+            sessions_are_found_by_hash_and_end_with_their_user,
         );
         #[test]
         fn model_based_sequences() {

@@ -175,3 +175,53 @@ pub async fn stopped_units_are_kept_across_restarts(h: &impl Harness) {
     assert_eq!(b.stopped_units().await.unwrap().len(), 2);
     b.close().await.unwrap();
 }
+
+pub async fn sessions_are_found_by_hash_and_end_with_their_user(h: &impl Harness) {
+    let clock = ManualClock::new(T0);
+    let b = h.open(clock.clone()).await;
+    b.add_user(user("olga", Role::Operator)).await.unwrap();
+    b.add_user(user("ann", Role::Admin)).await.unwrap();
+    let session = |fill: u8, user: &str| NewSession {
+        hash: [fill; 32],
+        user: user.to_string(),
+        csrf: format!("csrf-{fill}"),
+        created_at: T0,
+        expires_at: T0 + 3_600_000,
+    };
+    let orphan = b.add_session(session(9, "nobody")).await;
+    assert!(matches!(orphan, Err(BoxError::NoSuchUser(_))), "{orphan:?}");
+    b.add_session(session(1, "olga")).await.unwrap();
+    b.add_session(session(2, "olga")).await.unwrap();
+    b.add_session(session(3, "ann")).await.unwrap();
+    let found = b.session([1; 32]).await.unwrap().expect("session 1");
+    assert_eq!(
+        (found.user.as_str(), found.role, found.csrf.as_str()),
+        ("olga", Role::Operator, "csrf-1")
+    );
+    assert_eq!((found.expires_at, found.seen_at), (T0 + 3_600_000, T0));
+    assert_eq!(b.session([9; 32]).await.unwrap(), None);
+    // Touched: later only, never earlier.
+    b.touch_session([1; 32], T0 + 60_000).await.unwrap();
+    b.touch_session([1; 32], T0 + 30_000).await.unwrap();
+    assert_eq!(b.session([1; 32]).await.unwrap().unwrap().seen_at, T0 + 60_000);
+    // Ended by logout; by purge (expired or idle); with their user.
+    assert!(b.remove_session([3; 32]).await.unwrap());
+    assert!(!b.remove_session([3; 32]).await.unwrap());
+    assert_eq!(b.session([3; 32]).await.unwrap(), None);
+    b.add_session(session(4, "ann")).await.unwrap();
+    assert_eq!(
+        b.purge_sessions(T0 + 1000, T0 + 30_000, 10).await.unwrap(),
+        2,
+        "2 and 4 idle since T0"
+    );
+    assert!(b.session([1; 32]).await.unwrap().is_some());
+    b.close().await.unwrap();
+    let b = h.open(clock.clone()).await;
+    assert!(b.session([1; 32]).await.unwrap().is_some(), "kept across a restart");
+    assert_eq!(b.purge_sessions(T0 + 3_600_000, 0, 10).await.unwrap(), 1, "expired");
+    b.add_session(session(5, "olga")).await.unwrap();
+    b.add_user(user("zed", Role::Admin)).await.unwrap();
+    b.remove_user("olga").await.unwrap();
+    assert_eq!(b.session([5; 32]).await.unwrap(), None, "gone with its user");
+    b.close().await.unwrap();
+}
