@@ -89,6 +89,15 @@ impl<K: std::hash::Hash + Eq> Failures<K> {
         (n >= self.allowed && elapsed < FAILURE_WINDOW).then(|| FAILURE_WINDOW - elapsed)
     }
 
+    /// Take back one failure (an attempt counted before its verdict was
+    /// known, which succeeded).
+    pub(crate) fn forgive(&self, k: &K) {
+        let mut table = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, n)) = table.get_mut(k) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
     pub(crate) fn failed(&self, ip: K) {
         let mut table = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
         if table.len() >= ADDRESSES_KEPT && !table.contains_key(&ip) {
@@ -97,7 +106,13 @@ impl<K: std::hash::Hash + Eq> Failures<K> {
             // per `ADDRESSES_KEPT` new addresses at most: cheap on average.
             table.retain(|_, (since, _)| since.elapsed() < FAILURE_WINDOW);
             if table.len() >= ADDRESSES_KEPT {
-                table.clear();
+                // The older half goes (their windows end soonest); blocks
+                // in the newer half stand. Once per `ADDRESSES_KEPT / 2`
+                // new keys at most.
+                let mut ages: Vec<Instant> = table.values().map(|(since, _)| *since).collect();
+                ages.sort_unstable();
+                let cut = ages[ages.len() / 2];
+                table.retain(|_, (since, _)| *since > cut);
             }
         }
         let entry = table.entry(ip).or_insert((Instant::now(), 0));
@@ -108,13 +123,23 @@ impl<K: std::hash::Hash + Eq> Failures<K> {
     }
 }
 
-/// An authenticated request: who, with which role, from where.
-#[derive(Debug, Clone)]
+/// An authenticated request: who, with which role, from where (`Debug`
+/// leaves the CSRF token out).
+#[derive(Clone)]
 pub struct Caller {
     pub principal: Principal,
     pub actor: Actor,
     /// A browser session's CSRF token (`None`: an API token).
     pub csrf: Option<String>,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("principal", &self.principal)
+            .field("actor", &self.actor)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A cookie's value from the `Cookie` headers.

@@ -278,15 +278,45 @@ pub(crate) fn guarded(req: axum::extract::Request, idle: std::time::Duration) ->
     axum::extract::Request::from_parts(parts, Body::from_stream(tokio_util::io::ReaderStream::new(paced)))
 }
 
-/// A resubmission's new body as a reader, at most `max` bytes.
-pub(crate) fn reader(body: Body, fault: &BodyFault, max: u64) -> impl tokio::io::AsyncRead + Send + Unpin + 'static {
-    Capped {
-        inner: tokio_util::io::StreamReader::new(body.into_data_stream().map_err(std::io::Error::other)),
-        seen: 0,
-        max,
-        decoded: false,
-        fault: fault.0.clone(),
-        charge: None,
+/// A resubmission's new body as a reader, at most `max` bytes, failing
+/// once the API stops (a client trickling a large upload does not hold
+/// the node's stop).
+pub(crate) fn reader(
+    body: Body,
+    fault: &BodyFault,
+    max: u64,
+    stopping: tokio_util::sync::CancellationToken,
+) -> impl tokio::io::AsyncRead + Send + Unpin + 'static {
+    Stoppable {
+        inner: Capped {
+            inner: tokio_util::io::StreamReader::new(body.into_data_stream().map_err(std::io::Error::other)),
+            seen: 0,
+            max,
+            decoded: false,
+            fault: fault.0.clone(),
+            charge: None,
+        },
+        stop: Box::pin(stopping.cancelled_owned()),
+    }
+}
+
+/// A reader that fails once its token is cancelled.
+struct Stoppable<R> {
+    inner: R,
+    stop: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Stoppable<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::future::Future;
+        if self.stop.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(Err(std::io::Error::other("the node is stopping")));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 

@@ -117,7 +117,17 @@ async fn bulk(
     // of one, and the run is recorded whatever happens.
     let (b, clock, actor) = (state.b.clone(), state.clock.clone(), caller.actor.clone());
     if req.dry_run {
-        state.work.spawn(dry_run(b, selection, conditions, would, tx));
+        state.work.spawn(dry_run(
+            b,
+            selection,
+            conditions,
+            would,
+            Lines {
+                tx,
+                started: false,
+                stopping: state.stopping.clone(),
+            },
+        ));
     } else {
         let stopping = state.stopping.clone();
         state.work.spawn(async move {
@@ -134,7 +144,7 @@ async fn bulk(
                     &serde_json::json!({"event": "error", "code": e.code(), "reason": e.to_string()}),
                 )),
             };
-            let _ = tx.send(last).await;
+            lines.send(last).await;
         });
     }
     // The first line decides the status: an error before anything was
@@ -168,15 +178,23 @@ struct Lines {
     stopping: tokio_util::sync::CancellationToken,
 }
 
-impl Progress for &mut Lines {
-    async fn event(&mut self, event: Event<'_>) -> ControlFlow<()> {
+impl Lines {
+    /// Send a line; `false` once the client is gone or the API stops (a
+    /// client that reads slowly cannot hold the node's stop).
+    async fn send(&mut self, item: Line) -> bool {
         self.started = true;
         tokio::select! {
-            sent = self.tx.send(Ok(line(&event))) => match sent {
-                Ok(()) if !self.stopping.is_cancelled() => ControlFlow::Continue(()),
-                _ => ControlFlow::Break(()),
-            },
-            _ = self.stopping.cancelled() => ControlFlow::Break(()),
+            sent = self.tx.send(item) => sent.is_ok() && !self.stopping.is_cancelled(),
+            _ = self.stopping.cancelled() => false,
+        }
+    }
+}
+
+impl Progress for &mut Lines {
+    async fn event(&mut self, event: Event<'_>) -> ControlFlow<()> {
+        match self.send(Ok(line(&event))).await {
+            true => ControlFlow::Continue(()),
+            false => ControlFlow::Break(()),
         }
     }
 }
@@ -187,7 +205,7 @@ async fn dry_run(
     selection: Selection,
     conditions: bool,
     would: &'static str,
-    tx: mpsc::Sender<Line>,
+    mut out: Lines,
 ) {
     // Entries that would be acted on, and lines sent (those, and ids that
     // do not exist): once a line is sent, the status is given and an error
@@ -214,7 +232,7 @@ async fn dry_run(
                             "code": "not_found", "reason": format!("suspended entry {id} does not exist")})),
                     };
                     sent += 1;
-                    if tx.send(Ok(next)).await.is_err() {
+                    if !out.send(Ok(next)).await {
                         return Ok(());
                     }
                 }
@@ -225,7 +243,7 @@ async fn dry_run(
                     for info in &page {
                         matched += 1;
                         sent += 1;
-                        if tx.send(Ok(entry(info))).await.is_err() {
+                        if !out.send(Ok(entry(info))).await {
                             return Ok(());
                         }
                     }
@@ -246,5 +264,5 @@ async fn dry_run(
             &serde_json::json!({"event": "error", "code": e.code(), "reason": e.to_string()}),
         )),
     };
-    let _ = tx.send(last).await;
+    out.send(last).await;
 }

@@ -197,6 +197,12 @@ pub(crate) async fn dashboard(State(state): State<ApiState>, v: Viewer) -> Respo
     )
 }
 
+/// A name as one path segment (`.` and `..` included, which a browser
+/// would otherwise fold away).
+fn segment(name: &str) -> String {
+    percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
 fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n as f64;
@@ -235,8 +241,8 @@ fn units_table(v: &Viewer, units: &[crate::units::UnitView]) -> Markup {
                                     UnitKind::ReceiveLocation => ("receive-locations", "disable", "enable"),
                                 };
                                 @match u.state {
-                                    UnitState::Running => button data-action="post" data-url=(format!("/api/v1/{path}/{}/{stop}", u.name)) { (stop) },
-                                    UnitState::Stopped => button data-action="post" data-url=(format!("/api/v1/{path}/{}/{start}", u.name)) { (start) },
+                                    UnitState::Running => button data-action="post" data-url=(format!("/api/v1/{path}/{}/{stop}", segment(&u.name))) { (stop) },
+                                    UnitState::Stopped => button data-action="post" data-url=(format!("/api/v1/{path}/{}/{start}", segment(&u.name))) { (start) },
                                     UnitState::Disabled => {},
                                 }
                             }
@@ -624,7 +630,7 @@ pub(crate) async fn users_list(State(state): State<ApiState>, v: Viewer) -> Resp
             table #users { thead { tr { th { "name" } th { "role" } th { "created" } th {} } }
                 tbody { @for u in &users { tr {
                     td { (u.name) } td { (u.role) } td { (u.created_at) }
-                    td { @if u.name != v.0.principal.user { button.danger data-action="delete" data-url=(format!("/api/v1/users/{}", u.name)) { "Remove" } } }
+                    td { @if u.name != v.0.principal.user { button.danger data-action="delete" data-url=(format!("/api/v1/users/{}", segment(&u.name))) { "Remove" } } }
                 } } } }
             p.note { "Add users with `sluice users add NAME --role ROLE` on the node's machine, or POST /api/v1/users." }
         },

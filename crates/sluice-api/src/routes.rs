@@ -546,7 +546,7 @@ pub(crate) async fn resubmit(
     // The body streams in the task that records the change, so a client
     // that goes away mid-upload leaves the entry as it was (the partial
     // body is discarded) and the failure recorded.
-    let mut reader = upload.map(|b| crate::body::reader(b, &fault, state.max_upload));
+    let mut reader = upload.map(|b| crate::body::reader(b, &fault, state.max_upload, state.stopping.clone()));
     let client = fault.clone();
     let b = state.b.clone();
     let target = (format!("suspended {id}"), detail);

@@ -83,15 +83,20 @@ pub(crate) struct LoginForm {
 }
 
 /// Whether a form came from our own pages: its `Origin` (sent with every
-/// form a browser posts) names the host it was posted to. No `Origin`: not
-/// a browser's cross-site post (a script, curl).
-fn same_origin(headers: &HeaderMap) -> bool {
+/// form a browser posts) is the scheme and host it was posted to (the
+/// `Host` header, or HTTP/2's `:authority`). No `Origin`: not a browser's
+/// cross-site post (a script, curl).
+fn same_origin(headers: &HeaderMap, uri: &axum::http::Uri, tls: bool) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let origin_host = origin.split_once("://").map(|(_, h)| h).unwrap_or("");
-    !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    let ours = format!("{}://{host}", if tls { "https" } else { "http" });
+    !host.is_empty() && origin.eq_ignore_ascii_case(&ours)
 }
 
 fn cookie_header(state: &ApiState, value: &str, max_age: i64) -> Result<HeaderValue, Problem> {
@@ -115,14 +120,17 @@ fn see_other(to: &'static str) -> Response {
         (status = 400, description = "The form does not parse", body = String, content_type = "text/html"),
         (status = 401, description = "Wrong user name or password", body = String, content_type = "text/html"),
         (status = 403, description = "Posted from another origin", body = String, content_type = "text/html"),
-        (status = 429, description = "Too many failed logins for this user or from this address", body = String, content_type = "text/html")))]
+        (status = 429, description = "Too many failed logins for this user or from this address", body = String, content_type = "text/html"),
+        (status = 500, description = "A bug", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The box does not answer", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn login(
     State(state): State<ApiState>,
     axum::Extension(Peer(peer)): axum::Extension<Peer>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, Problem> {
-    if !same_origin(&headers) {
+    if !same_origin(&headers, &uri, state.tls) {
         return Ok(login_page(
             StatusCode::FORBIDDEN,
             Some("This form was posted from another site."),
@@ -154,6 +162,11 @@ pub(crate) async fn login(
         }
         return Ok(r);
     }
+    // Counted as failed before the password is checked (and forgiven if
+    // it is right), so attempts sent all at once are limited as those sent
+    // one after another: none waits for another's verdict to be counted.
+    state.failures.failed(ip);
+    state.user_failures.failed(user_key.clone());
     let actor = Actor {
         name: if access::check_name(&name).is_ok() {
             name.clone()
@@ -175,10 +188,12 @@ pub(crate) async fn login(
     )
     .await?;
     let who = match outcome {
-        Ok(who) => who,
+        Ok(who) => {
+            state.failures.forgive(&ip);
+            state.user_failures.forgive(&user_key);
+            who
+        }
         Err(e) if e.error_code() == ErrorCode::Unauthenticated => {
-            state.failures.failed(ip);
-            state.user_failures.failed(user_key);
             return Ok(login_page(
                 StatusCode::UNAUTHORIZED,
                 Some("Wrong user name or password."),
@@ -207,7 +222,9 @@ pub(crate) struct LogoutForm {
     request_body(content = LogoutForm, content_type = "application/x-www-form-urlencoded"),
     responses((status = 303, description = "Logged out (or no session); on to /login"),
         (status = 400, description = "No form with the CSRF token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The wrong CSRF token", body = crate::openapi::ErrorBody)))]
+        (status = 403, description = "The wrong CSRF token", body = crate::openapi::ErrorBody),
+        (status = 500, description = "A bug", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The box does not answer", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn logout(
     State(state): State<ApiState>,
     axum::Extension(Peer(peer)): axum::Extension<Peer>,
@@ -219,12 +236,23 @@ pub(crate) async fn logout(
             "logging out takes the session's CSRF token as the form field `csrf`",
         ));
     };
+    // No session (or one that has ended): nothing to end; the cookie is
+    // cleared all the same. A box that does not answer is an error, not a
+    // logout that did not happen.
+    let cleared = || -> Result<Response, Problem> {
+        let mut r = see_other("/login");
+        r.headers_mut()
+            .insert(header::SET_COOKIE, cookie_header(&state, "", 0)?);
+        Ok(r)
+    };
     let Some(id) = cookie(&headers, SESSION_COOKIE).map(str::to_string) else {
-        return Ok(see_other("/login"));
+        return cleared();
     };
     let now = state.clock.now_ms();
-    let Ok(session) = access::resume_session(&*state.b, &id, now).await else {
-        return Ok(see_other("/login"));
+    let session = match access::resume_session(&*state.b, &id, now).await {
+        Ok(s) => s,
+        Err(e) if e.error_code() == ErrorCode::Unauthenticated => return cleared(),
+        Err(e) => return Err(e.into()),
     };
     if !access::same_secret(&form.csrf, &session.csrf) {
         return Err(Problem::from(OpsError::Forbidden(
@@ -238,10 +266,7 @@ pub(crate) async fn logout(
     };
     let target = format!("user {}", actor.name);
     audit::record(&*state.b, &actor, "logout", &target, &Ok::<(), OpsError>(()), None, now).await?;
-    let mut r = see_other("/login");
-    r.headers_mut()
-        .insert(header::SET_COOKIE, cookie_header(&state, "", 0)?);
-    Ok(r)
+    cleared()
 }
 
 /// Who the caller is.

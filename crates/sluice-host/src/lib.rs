@@ -221,12 +221,13 @@ pub async fn serve(config: Config, config_path: PathBuf, control: Control) -> Re
             "discarded content that was never published before the last stop"
         );
     }
-    subscribe_all(&config, &*mbox).await?;
-    unsubscribe_missing(&config, &*mbox).await?;
     // What operators stopped stays stopped: the node runs the file with
-    // those units turned off (`operate`).
+    // those units turned off (`operate`), subscriptions included, as a
+    // reload would.
     let mut stopped = operate::load_stopped(&config, &*mbox).await?;
     let running = operate::with_stopped(&config, &stopped);
+    subscribe_all(&running, &*mbox).await?;
+    unsubscribe_missing(&running, &*mbox).await?;
 
     let send_stop = CancellationToken::new();
     let shared = node::Shared {
@@ -282,7 +283,11 @@ pub async fn serve(config: Config, config_path: PathBuf, control: Control) -> Re
     ));
     let (operate_tx, mut operate_rx) = tokio::sync::mpsc::channel(16);
     if let Some(api) = api {
-        let node: Arc<dyn sluice_api::units::NodeControl> = Arc::new(operate::Handle(operate_tx));
+        let node: Arc<dyn sluice_api::units::NodeControl> = Arc::new(operate::Handle {
+            tx: operate_tx,
+            mbox: mbox.clone(),
+            metrics: metrics.clone(),
+        });
         let state = sluice_api::ApiState::new(mbox.clone(), config.data_dir.clone(), Arc::new(SystemClock), Some(node));
         services.spawn(api.run(state, services_stop.clone(), Duration::from_secs(10)));
     }
@@ -329,21 +334,18 @@ pub async fn serve(config: Config, config_path: PathBuf, control: Control) -> Re
             }
             Some(request) = operate_rx.recv() => match request {
                 operate::Request::List(answer) => {
-                    let _ = answer.send(operate::views(&config, &stopped, &*mbox, &metrics).await);
+                    let _ = answer.send((Arc::new(config.clone()), stopped.clone()));
                 }
                 operate::Request::Set { kind, name, run, answer } => {
-                    let done = operate::set(&config, &mut stopped, &mut units, &shared, (kind, name.clone(), run)).await;
-                    let view = match done {
-                        Ok(()) => operate::views(&config, &stopped, &*mbox, &metrics)
-                            .await
-                            .map(|all| all.into_iter().find(|u| u.kind == kind && u.name == name)),
-                        Err(e) => Err(e),
-                    };
-                    let _ = answer.send(view.and_then(|v| v.ok_or_else(|| sluice_ops::OpsError::NotFound(format!("no unit `{name}`")))));
+                    let done = operate::set(&config, &mut stopped, &mut units, &shared, (kind, name, run)).await;
+                    let _ = answer.send(done.map(|()| (Arc::new(config.clone()), stopped.clone())));
                 }
             },
         }
     }
+    // No more stops and starts: one asked from now on (or waiting in the
+    // line) is answered "the node is stopping" at once.
+    drop(operate_rx);
     tracing::info!("stopping: no new intake; finishing work in flight");
     units.stop_intake().await;
     send_stop.cancel();

@@ -11,6 +11,7 @@
 //! without the unit stopped), one request at a time.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use sluice_api::units::{NodeControl, UnitState, UnitView};
 use sluice_msgbox::{MessageBox, UnitKind};
@@ -24,44 +25,71 @@ use crate::node;
 /// The units operators stopped.
 pub(crate) type Stopped = BTreeSet<(UnitKind, String)>;
 
+/// The configuration the node runs and the units operators stopped, as
+/// the main loop answers: the API task makes its views from it, so the loop
+/// never waits on the box for a list.
+pub(crate) type Snapshot = (Arc<Config>, Stopped);
+
 pub(crate) enum Request {
-    List(oneshot::Sender<Result<Vec<UnitView>, OpsError>>),
+    List(oneshot::Sender<Snapshot>),
     Set {
         kind: UnitKind,
         name: String,
         run: bool,
-        answer: oneshot::Sender<Result<UnitView, OpsError>>,
+        answer: oneshot::Sender<Result<Snapshot, OpsError>>,
     },
 }
 
 /// The API's way to the node's main loop.
-pub(crate) struct Handle(pub(crate) mpsc::Sender<Request>);
+pub(crate) struct Handle {
+    pub(crate) tx: mpsc::Sender<Request>,
+    pub(crate) mbox: Arc<dyn MessageBox>,
+    pub(crate) metrics: Arc<Metrics>,
+}
 
 fn stopping() -> OpsError {
     OpsError::Unavailable("the node is stopping".into())
+}
+
+/// How long the API waits for the node's main loop (a stop waits for the
+/// port's deliveries in progress; a reload may be ahead in the line).
+const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(120);
+
+impl Handle {
+    async fn ask<T>(&self, request: Request, rx: oneshot::Receiver<T>) -> Result<T, OpsError> {
+        self.tx.send(request).await.map_err(|_| stopping())?;
+        match tokio::time::timeout(ANSWER_WITHIN, rx).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => Err(stopping()),
+            Err(_) => Err(OpsError::Unavailable(
+                "the node did not answer within 2 minutes (a reload or a stop in progress); try again".into(),
+            )),
+        }
+    }
 }
 
 #[async_trait::async_trait]
 impl NodeControl for Handle {
     async fn units(&self) -> Result<Vec<UnitView>, OpsError> {
         let (answer, rx) = oneshot::channel();
-        self.0.send(Request::List(answer)).await.map_err(|_| stopping())?;
-        rx.await.map_err(|_| stopping())?
+        let (config, stopped) = self.ask(Request::List(answer), rx).await?;
+        views(&config, &stopped, &*self.mbox, &self.metrics).await
     }
 
     async fn set_running(&self, kind: UnitKind, name: &str, run: bool) -> Result<UnitView, OpsError> {
         let (answer, rx) = oneshot::channel();
-        let name = name.to_string();
-        self.0
-            .send(Request::Set {
-                kind,
-                name,
-                run,
-                answer,
-            })
-            .await
-            .map_err(|_| stopping())?;
-        rx.await.map_err(|_| stopping())?
+        let request = Request::Set {
+            kind,
+            name: name.to_string(),
+            run,
+            answer,
+        };
+        let (config, stopped) = self.ask(request, rx).await??;
+        views(&config, &stopped, &*self.mbox, &self.metrics)
+            .await?
+            .into_iter()
+            .find(|u| u.kind == kind && u.name == name)
+            .ok_or_else(|| OpsError::NotFound(format!("no {} `{name}`", kind.as_str().replace('_', " "))))
     }
 }
 
@@ -99,14 +127,12 @@ fn configured(config: &Config, kind: UnitKind, name: &str) -> Option<bool> {
     }
 }
 
-/// The marks the box holds: those of units the file no longer has are
-/// dropped (a unit added later under the same name starts as configured).
+/// The marks the box holds for units this file has. Marks of other names
+/// are left alone: another node sharing the box may run them.
 pub(crate) async fn load_stopped(config: &Config, mbox: &dyn MessageBox) -> Result<Stopped, sluice_msgbox::BoxError> {
     let mut stopped = Stopped::new();
     for (kind, name) in mbox.stopped_units().await? {
         if configured(config, kind, &name).is_none() {
-            mbox.set_unit_stopped(kind, &name, false).await?;
-            tracing::info!(kind = kind.as_str(), name = %name, "an operator's stop of a unit no longer configured is dropped");
             continue;
         }
         tracing::info!(kind = kind.as_str(), name = %name, "stopped by an operator (start it again through the API)");

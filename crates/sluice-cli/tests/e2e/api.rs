@@ -1206,3 +1206,87 @@ async fn the_portal_in_a_real_browser() {
     assert_eq!(status_json(&config)["suspended"], 1);
     node.stop();
 }
+
+/// Over HTTPS (HTTP/2, as browsers speak it: `:authority`, no `Host`), a
+/// login form from our own origin logs in with a `Secure` cookie; one from
+/// elsewhere is refused. And password guesses sent all at once are limited
+/// as if sent one after another.
+#[test]
+fn logins_over_https_and_guesses_sent_at_once() {
+    let root = tempfile::tempdir().unwrap();
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    std::fs::write(root.path().join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(root.path().join("key.pem"), key_pair.serialize_pem()).unwrap();
+    let (config, base) = setup(root.path(), "tls = { cert = \"cert.pem\", key = \"key.pem\" }");
+    let base = base.replace("http://", "https://");
+    let mut node = Node::start(&config, &root.path().join("node.log"));
+    add_user(&config, "olga", "operator", "olga-s3cret-pass");
+    let form = [
+        "--http2",
+        "-k",
+        "--data-binary",
+        "username=olga&password=olga-s3cret-pass",
+    ];
+    let ours = call(
+        &base,
+        "POST",
+        "/login",
+        None,
+        &[&form[..], &["-H", &format!("Origin: {base}")]].concat(),
+    );
+    assert_eq!(ours.status, 303, "{}\n{}", ours.head, text(&ours.body));
+    assert!(ours.head.starts_with("http/2"), "{}", ours.head);
+    let cookie = ours
+        .head
+        .lines()
+        .find(|l| l.starts_with("set-cookie:"))
+        .unwrap()
+        .to_string();
+    assert!(cookie.contains("; secure"), "{cookie}");
+    let theirs = call(
+        &base,
+        "POST",
+        "/login",
+        None,
+        &[&form[..], &["-H", "Origin: https://evil.example"]].concat(),
+    );
+    assert_eq!(theirs.status, 403);
+    let plain = call(
+        &base,
+        "POST",
+        "/login",
+        None,
+        &[
+            &form[..],
+            &["-H", &format!("Origin: {}", base.replace("https", "http"))],
+        ]
+        .concat(),
+    );
+    assert_eq!(plain.status, 403, "another scheme is another origin");
+
+    // 30 guesses at once for one user: at most 10 get an answer on the
+    // password, the rest wait (429).
+    add_user(&config, "ann", "admin", "ann-s3cret-pass");
+    let guesses: Vec<_> = (0..30)
+        .map(|i| {
+            let base = base.clone();
+            std::thread::spawn(move || {
+                let body = format!("username=ann&password=guess-{i}");
+                call(
+                    &base,
+                    "POST",
+                    "/login",
+                    None,
+                    &["--http2", "-k", "--data-binary", &body],
+                )
+                .status
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = guesses.into_iter().map(|t| t.join().unwrap()).collect();
+    let answered = statuses.iter().filter(|s| **s == 401).count();
+    assert!(answered <= 10, "{answered} guesses were checked: {statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 401 || *s == 429), "{statuses:?}");
+    node.stop();
+}
