@@ -20,7 +20,6 @@ use sluice_ops::body::{self, BodyOf};
 use sluice_ops::{OpsError, messages, ms_to_text, suspended};
 
 use crate::auth::{SESSION_COOKIE, cookie};
-use crate::routes::with_filters;
 use crate::{ApiState, DEFAULT_LIMIT};
 
 /// Most bytes of a body a page shows.
@@ -158,7 +157,7 @@ pub(crate) async fn dashboard(State(state): State<ApiState>, v: Viewer) -> Respo
         Err(e) => return error_page(&e),
     };
     let units = match &state.node {
-        Some(n) => n.units().await.unwrap_or_default(),
+        Some(n) => n.units(&status.counts).await.unwrap_or_default(),
         None => Vec::new(),
     };
     let c = &status.counts;
@@ -255,22 +254,14 @@ fn units_table(v: &Viewer, units: &[crate::units::UnitView]) -> Markup {
 }
 
 pub(crate) async fn ports(State(state): State<ApiState>, v: Viewer) -> Response {
-    let units = match &state.node {
-        Some(n) => match n.units().await {
-            Ok(u) => u,
-            Err(e) => return error_page(&e),
-        },
-        None => Vec::new(),
+    let units = match crate::units::all(&state).await {
+        Ok(u) => u,
+        Err(e) => return error_page(&e),
     };
     frame(&v, "Ports", "Ports", units_table(&v, &units))
 }
 
 // ---- suspended -------------------------------------------------------------
-
-with_filters!(SuspendedPageQuery {
-    after: Option<i64>,
-    limit: Option<usize>,
-});
 
 /// Filters' values in a form, kept empty when not set.
 fn value(v: &Option<String>) -> &str {
@@ -280,7 +271,7 @@ fn value(v: &Option<String>) -> &str {
 pub(crate) async fn suspended_list(
     State(state): State<ApiState>,
     v: Viewer,
-    q: Result<Query<SuspendedPageQuery>, QueryRejection>,
+    q: Result<Query<crate::routes::SuspendedListQuery>, QueryRejection>,
 ) -> Response {
     let Ok(Query(mut q)) = q else {
         return error_page(&OpsError::InvalidArgument("the filters do not parse".into()));

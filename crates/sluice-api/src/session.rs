@@ -27,45 +27,33 @@ use crate::{ApiState, Problem};
 /// Failed logins one user name may take in a minute, from anywhere.
 pub const LOGIN_FAILURES_PER_USER: u32 = 10;
 
-/// Text safe inside HTML.
-fn escape(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            '&' => "&amp;".to_string(),
-            '<' => "&lt;".to_string(),
-            '>' => "&gt;".to_string(),
-            '"' => "&quot;".to_string(),
-            '\'' => "&#39;".to_string(),
-            c => c.to_string(),
-        })
-        .collect()
-}
-
-/// A page of ours (the portal's style, its security headers).
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title} · Sluice</title>\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <link rel=\"stylesheet\" href=\"/static/portal.css\"></head><body><main class=\"login\">{body}</main></body></html>",
-        title = escape(title)
-    );
-    crate::portal::html_response(status, maud::PreEscaped(html))
-}
-
+/// The login form (maud escapes every value), saying why when it comes back.
 fn login_page(status: StatusCode, error: Option<&str>, name: &str) -> Response {
-    let error = error
-        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
-        .unwrap_or_default();
-    page(
+    use maud::{DOCTYPE, html};
+    crate::portal::html_response(
         status,
-        "Log in",
-        &format!(
-            "<h1>Sluice</h1>{error}<form method=\"post\" action=\"/login\">\
-             <label for=\"username\">User name</label><input id=\"username\" name=\"username\" autocomplete=\"username\" value=\"{}\" required>\
-             <label for=\"password\">Password</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
-             <button type=\"submit\">Log in</button></form>",
-            escape(name)
-        ),
+        html! {
+            (DOCTYPE)
+            html lang="en" {
+                head {
+                    meta charset="utf-8";
+                    meta name="viewport" content="width=device-width, initial-scale=1";
+                    title { "Log in · Sluice" }
+                    link rel="stylesheet" href="/static/portal.css";
+                }
+                body { main.login {
+                    h1 { "Sluice" }
+                    @if let Some(e) = error { p.error role="alert" { (e) } }
+                    form method="post" action="/login" {
+                        label for="username" { "User name" }
+                        input #username name="username" autocomplete="username" value=(name) required;
+                        label for="password" { "Password" }
+                        input #password name="password" type="password" autocomplete="current-password" required;
+                        button type="submit" { "Log in" }
+                    }
+                } }
+            }
+        },
     )
 }
 

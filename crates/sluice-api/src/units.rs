@@ -21,8 +21,10 @@ use crate::{ApiState, Problem};
 /// What the API asks of the running node.
 #[async_trait::async_trait]
 pub trait NodeControl: Send + Sync {
-    /// Every send port and receive location of the configuration.
-    async fn units(&self) -> Result<Vec<UnitView>, OpsError>;
+    /// Every send port and receive location of the configuration, a send
+    /// port's queue depth from `counts` (the caller's: counting the box is
+    /// a scan, done once per page).
+    async fn units(&self, counts: &sluice_msgbox::Counts) -> Result<Vec<UnitView>, OpsError>;
     /// Run (start, enable) or stop (stop, disable) one; `not_found` if the
     /// configuration has no such unit, `conflict` to run one the
     /// configuration file disables.
@@ -67,18 +69,23 @@ pub struct Units {
     pub items: Vec<UnitView>,
 }
 
-fn node(state: &ApiState) -> Result<&dyn NodeControl, Problem> {
-    state
-        .node
-        .as_deref()
-        .ok_or_else(|| Problem::new(ErrorCode::StorageUnavailable, "no node runs behind this API"))
+/// Every unit, with the queues counted now (none without a node).
+pub(crate) async fn all(state: &ApiState) -> Result<Vec<UnitView>, OpsError> {
+    let Some(node) = &state.node else {
+        return Err(OpsError::Unavailable("no node runs behind this API".into()));
+    };
+    let counts = state.b.counts().await.map_err(|error| OpsError::Read {
+        doing: "counting queue entries".into(),
+        error,
+    })?;
+    node.units(&counts).await
 }
 
 #[utoipa::path(get, path = "/api/v1/ports", tag = "ports", security(("token" = [])),
     responses((status = 200, description = "Send ports and receive locations", body = Units), crate::openapi::Errors))]
 pub(crate) async fn list(caller: Caller, State(state): State<ApiState>) -> Result<Response, Problem> {
     caller.require(Permission::Read)?;
-    let items = node(&state)?.units().await?;
+    let items = all(&state).await?;
     Ok(Json(Units { items }).into_response())
 }
 

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use sluice_api::units::{NodeControl, UnitState, UnitView};
-use sluice_msgbox::{MessageBox, UnitKind};
+use sluice_msgbox::{Counts, MessageBox, UnitKind};
 use sluice_ops::OpsError;
 use tokio::sync::{mpsc, oneshot};
 
@@ -70,10 +70,10 @@ impl Handle {
 
 #[async_trait::async_trait]
 impl NodeControl for Handle {
-    async fn units(&self) -> Result<Vec<UnitView>, OpsError> {
+    async fn units(&self, counts: &Counts) -> Result<Vec<UnitView>, OpsError> {
         let (answer, rx) = oneshot::channel();
         let (config, stopped) = self.ask(Request::List(answer), rx).await?;
-        views(&config, &stopped, &*self.mbox, &self.metrics).await
+        Ok(views(&config, &stopped, counts, &self.metrics))
     }
 
     async fn set_running(&self, kind: UnitKind, name: &str, run: bool) -> Result<UnitView, OpsError> {
@@ -85,8 +85,11 @@ impl NodeControl for Handle {
             answer,
         };
         let (config, stopped) = self.ask(request, rx).await??;
-        views(&config, &stopped, &*self.mbox, &self.metrics)
-            .await?
+        let counts = self.mbox.counts().await.map_err(|error| OpsError::Read {
+            doing: "counting queue entries".into(),
+            error,
+        })?;
+        views(&config, &stopped, &counts, &self.metrics)
             .into_iter()
             .find(|u| u.kind == kind && u.name == name)
             .ok_or_else(|| OpsError::NotFound(format!("no {} `{name}`", kind.as_str().replace('_', " "))))
@@ -141,17 +144,8 @@ pub(crate) async fn load_stopped(config: &Config, mbox: &dyn MessageBox) -> Resu
     Ok(stopped)
 }
 
-/// Every unit of the file, as the API shows it.
-pub(crate) async fn views(
-    config: &Config,
-    stopped: &Stopped,
-    mbox: &dyn MessageBox,
-    metrics: &Metrics,
-) -> Result<Vec<UnitView>, OpsError> {
-    let counts = mbox.counts().await.map_err(|error| OpsError::Read {
-        doing: "counting queue entries".into(),
-        error,
-    })?;
+/// Every unit of the file, as the API shows it, with its queue from `counts`.
+pub(crate) fn views(config: &Config, stopped: &Stopped, counts: &Counts, metrics: &Metrics) -> Vec<UnitView> {
     let state = |kind: UnitKind, name: &str, enabled: bool| match (enabled, stopped.contains(&(kind, name.to_string())))
     {
         (false, _) => UnitState::Disabled,
@@ -185,7 +179,7 @@ pub(crate) async fn views(
             });
         }
     }
-    Ok(out)
+    out
 }
 
 /// Stop or run one unit: marked in the box, then applied as a reload

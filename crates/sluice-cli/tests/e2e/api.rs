@@ -1094,10 +1094,12 @@ async fn the_portal_in_a_real_browser() {
         .unwrap();
     c.wait().for_element(Locator::Css("#resubmitted")).await.unwrap();
     let out = root.path().join("out");
+    // Delivered: one file in place (`names` leaves out the port's
+    // temporary one, renamed once whole), with the body.
     wait_until(Duration::from_secs(30), "the resubmitted message delivered", || {
-        std::fs::read_dir(&out).map(|d| d.count()).unwrap_or(0) == 1
+        names(&out).len() == 1
     });
-    let delivered = std::fs::read_dir(&out).unwrap().next().unwrap().unwrap().path();
+    let delivered = out.join(&names(&out)[0]);
     assert_eq!(std::fs::read_to_string(delivered).unwrap(), body);
 
     // The rest: a dry run first, then terminated.

@@ -7,6 +7,20 @@ use super::Writer;
 use crate::storage;
 
 impl Writer {
+    /// `NoSuchUser` unless the user exists (what a token or a session
+    /// belongs to).
+    fn require_user(&mut self, name: &str, doing: &str) -> Result<()> {
+        let found: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT 1 FROM users WHERE name = ?1")
+            .and_then(|mut s| s.query_row([name], |r| r.get(0)).optional())
+            .map_err(storage(doing))?;
+        match found {
+            Some(_) => Ok(()),
+            None => Err(BoxError::NoSuchUser(name.to_string())),
+        }
+    }
+
     pub fn add_user(&mut self, user: UserRecord) -> Result<()> {
         let doing = format!("adding user `{}`", user.name);
         let n = self
@@ -66,14 +80,7 @@ impl Writer {
 
     pub fn add_token(&mut self, token: NewToken) -> Result<()> {
         let doing = format!("adding token `{}` of user `{}`", token.id, token.user);
-        let user: Option<i64> = self
-            .conn
-            .prepare_cached("SELECT 1 FROM users WHERE name = ?1")
-            .and_then(|mut s| s.query_row([&token.user], |r| r.get(0)).optional())
-            .map_err(storage(&doing))?;
-        if user.is_none() {
-            return Err(BoxError::NoSuchUser(token.user));
-        }
+        self.require_user(&token.user, &doing)?;
         let n = self
             .conn
             .prepare_cached(
@@ -149,14 +156,7 @@ impl Writer {
 
     pub fn add_session(&mut self, session: NewSession) -> Result<()> {
         let doing = format!("starting a session for user `{}`", session.user);
-        let user: Option<i64> = self
-            .conn
-            .prepare_cached("SELECT 1 FROM users WHERE name = ?1")
-            .and_then(|mut s| s.query_row([&session.user], |r| r.get(0)).optional())
-            .map_err(storage(&doing))?;
-        if user.is_none() {
-            return Err(BoxError::NoSuchUser(session.user));
-        }
+        self.require_user(&session.user, &doing)?;
         self.conn
             .prepare_cached(
                 "INSERT INTO sessions (hash, user, csrf, created_at, expires_at, seen_at)
