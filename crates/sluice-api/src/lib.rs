@@ -25,6 +25,7 @@ pub mod auth;
 mod body;
 mod bulk;
 mod error;
+pub mod history;
 pub mod openapi;
 mod portal;
 mod routes;
@@ -91,6 +92,14 @@ pub struct ApiConfig {
     /// past it, what it sends without a valid token is answered 429.
     #[serde(default = "default_auth_failures")]
     pub auth_failures_per_minute: u32,
+    /// How often the dashboard's figures are sampled (1 s to 5 min); an
+    /// hour of samples is kept.
+    #[serde(default = "default_sample_every", with = "humantime_serde")]
+    pub sample_every: Duration,
+}
+
+fn default_sample_every() -> Duration {
+    history::SAMPLE_EVERY
 }
 
 fn default_body_timeout() -> Duration {
@@ -131,6 +140,9 @@ impl ApiConfig {
     /// What is wrong with it, as `(key, problem)` pairs.
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
+        if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&self.sample_every) {
+            out.push(("sample_every", "must be between 1s and 5m".to_string()));
+        }
         if self.auth_failures_per_minute == 0 {
             out.push(("auth_failures_per_minute", "must be at least 1".to_string()));
         }
@@ -178,6 +190,8 @@ pub struct ApiState {
     pub(crate) stopping: CancellationToken,
     /// The running node (ports and locations), if there is one.
     pub node: Option<Arc<dyn units::NodeControl>>,
+    /// The last hour's samples (the dashboard's figures).
+    pub history: Arc<history::History>,
     /// When `/readyz` last asked the box (ms; negative: it did not answer).
     ready: Arc<std::sync::atomic::AtomicI64>,
     /// Served over TLS: session cookies are `Secure`.
@@ -202,6 +216,7 @@ impl ApiState {
             work: tokio_util::task::TaskTracker::new(),
             stopping: CancellationToken::new(),
             node,
+            history: Arc::default(),
             ready: Arc::default(),
             tls: false,
             user_failures: Arc::new(auth::Failures::new(session::LOGIN_FAILURES_PER_USER)),
@@ -254,6 +269,7 @@ impl Api {
     pub async fn run(self, mut state: ApiState, shutdown: CancellationToken, grace: Duration) {
         state.failures = Arc::new(auth::Failures::new(self.config.auth_failures_per_minute));
         state.max_upload = self.config.max_upload.0;
+        state.history = Arc::new(history::History::new(self.config.sample_every));
         state.tls = self.tls.is_some();
         state.stopping = shutdown.child_token();
         let (work, stopping) = (state.work.clone(), state.stopping.clone());
@@ -278,6 +294,7 @@ impl Api {
                 idle: self.config.idle_timeout,
             },
         };
+        tokio::spawn(history::run(state.clone()));
         let router = routes::router(state);
         let handler = move |peer: SocketAddr, req: axum::extract::Request| {
             let router = router.clone();

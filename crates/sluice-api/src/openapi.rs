@@ -136,11 +136,13 @@ mod tests {
             ("/readyz", "get"),
             ("/api/openapi.json", "get"),
             ("/api/v1/status", "get"),
+            ("/api/v1/history", "get"),
             ("/api/v1/messages", "get"),
             ("/api/v1/messages/{id}", "get"),
             ("/api/v1/messages/{id}/parts/{n}", "get"),
             ("/api/v1/tracking", "get"),
             ("/api/v1/suspended", "get"),
+            ("/api/v1/suspended/groups", "get"),
             ("/api/v1/suspended/resume", "post"),
             ("/api/v1/suspended/terminate", "post"),
             ("/api/v1/suspended/{id}", "get"),
@@ -173,7 +175,7 @@ mod tests {
         }
         assert_eq!(
             paths.len(),
-            29,
+            31,
             "a route the test does not list: {:?}",
             paths.keys().collect::<Vec<_>>()
         );

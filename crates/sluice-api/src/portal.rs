@@ -157,7 +157,11 @@ pub(crate) async fn dashboard(State(state): State<ApiState>, v: Viewer) -> Respo
         Err(e) => return error_page(&e),
     };
     let units = match &state.node {
-        Some(n) => n.units(&status.counts).await.unwrap_or_default(),
+        Some(n) => n
+            .units(&status.counts)
+            .await
+            .map(|u| crate::units::with_rates(&state, u))
+            .unwrap_or_default(),
         None => Vec::new(),
     };
     let c = &status.counts;
@@ -171,6 +175,19 @@ pub(crate) async fn dashboard(State(state): State<ApiState>, v: Viewer) -> Respo
                 div.card { a href="/suspended" { span.figure #suspended { (c.suspended) } } span.label { "suspended" } }
                 div.card { span.figure { (c.queued.values().sum::<u64>()) } span.label { "queued for delivery" } }
                 div.card { span.figure { (bytes(c.content_bytes)) } span.label { "of content" } }
+            }
+            h2 { "The last hour" }
+            @let samples = state.history.samples();
+            @if samples.len() < 2 {
+                p.note { "The figures of the last hour appear here once the API has sampled twice (every " (state.history.every.as_secs()) " s)." }
+            } @else {
+                section.charts {
+                    (chart("published-chart", "published per second", &samples, |s| s.published_per_second))
+                    (chart("delivered-chart", "delivered per second", &samples, |s| s.delivered_per_second))
+                    (chart("queued-chart", "queued", &samples, |s| Some(s.queued as f64)))
+                    (chart("suspended-chart", "suspended", &samples, |s| Some(s.suspended as f64)))
+                    (chart("throttled-chart", "hosts throttled", &samples, |s| Some(s.throttled.len() as f64)))
+                }
             }
             @if let Some(node) = &status.node {
                 h2 { "Hosts" }
@@ -194,6 +211,42 @@ pub(crate) async fn dashboard(State(state): State<ApiState>, v: Viewer) -> Respo
             (units_table(&v, &units))
         },
     )
+}
+
+/// One figure over the kept samples, drawn as an inline SVG line (no
+/// script, a few hundred bytes): its latest value and its highest.
+fn chart(
+    id: &str,
+    label: &str,
+    samples: &[crate::history::Sample],
+    figure: impl Fn(&crate::history::Sample) -> Option<f64>,
+) -> Markup {
+    const W: f64 = 240.0;
+    const H: f64 = 48.0;
+    let (first, last) = match (samples.first(), samples.last()) {
+        (Some(f), Some(l)) if l.at > f.at => (f.at, l.at),
+        _ => return html! {},
+    };
+    let values: Vec<(i64, f64)> = samples.iter().filter_map(|s| figure(s).map(|v| (s.at, v))).collect();
+    let top = values.iter().map(|(_, v)| *v).fold(0.0, f64::max);
+    let span = (last - first) as f64;
+    let points: Vec<String> = values
+        .iter()
+        .map(|(at, v)| {
+            let x = (*at - first) as f64 / span * W;
+            let y = if top > 0.0 { H - v / top * H } else { H };
+            format!("{x:.0},{y:.0}")
+        })
+        .collect();
+    let now = values.last().map(|(_, v)| *v).unwrap_or(0.0);
+    html! {
+        figure.chart #(id) {
+            svg viewBox=(format!("0 -2 {W} {}", H + 4.0)) width=(W) height=(H + 4.0) role="img" aria-label=(label) {
+                polyline points=(points.join(" ")) fill="none" stroke="currentColor" stroke-width="1.5" {}
+            }
+            figcaption { span.figure-now { (now) } " " (label) " (highest " (top) ")" }
+        }
+    }
 }
 
 /// A name as one path segment (`.` and `..` included, which a browser
@@ -223,7 +276,7 @@ fn units_table(v: &Viewer, units: &[crate::units::UnitView]) -> Markup {
     let operate = v.0.principal.may(Permission::Operate);
     html! {
         table #units {
-            thead { tr { th { "name" } th { "kind" } th { "adapter" } th { "state" } th.num { "queued" } th.num { "messages" } @if operate { th {} } } }
+            thead { tr { th { "name" } th { "kind" } th { "adapter" } th { "state" } th.num { "queued" } th.num { "messages" } th.num { "per second" } @if operate { th {} } } }
             tbody {
                 @for u in units {
                     tr data-unit=(u.name) {
@@ -233,6 +286,7 @@ fn units_table(v: &Viewer, units: &[crate::units::UnitView]) -> Markup {
                         td { @match u.state { UnitState::Running => span.good { "running" }, UnitState::Stopped => span.bad { "stopped" }, UnitState::Disabled => span.muted { "disabled in the file" } } }
                         td.num { (u.queued.map(|q| q.to_string()).unwrap_or_default()) }
                         td.num { (u.messages) }
+                        td.num { (u.per_second.map(|r| r.to_string()).unwrap_or_default()) }
                         @if operate {
                             td {
                                 @let (path, stop, start) = match u.kind {
@@ -276,8 +330,7 @@ pub(crate) async fn suspended_list(
     let Ok(Query(mut q)) = q else {
         return error_page(&OpsError::InvalidArgument("the filters do not parse".into()));
     };
-    // A field the form left empty is no condition.
-    for field in [
+    blank_is_none([
         &mut q.port,
         &mut q.location,
         &mut q.stage,
@@ -285,11 +338,7 @@ pub(crate) async fn suspended_list(
         &mut q.since,
         &mut q.until,
         &mut q.context,
-    ] {
-        if field.as_deref().is_some_and(|v| v.trim().is_empty()) {
-            *field = None;
-        }
-    }
+    ]);
     let query = match q.query(state.clock.now_ms()) {
         Ok(query) => query,
         Err(p) => return error_page(&OpsError::InvalidArgument(p.message)),
@@ -300,9 +349,12 @@ pub(crate) async fn suspended_list(
         Err(e) => return error_page(&e),
     };
     let next = (entries.len() == limit).then(|| entries.last().map(|e| e.id)).flatten();
+    let groups = match suspended::groups(&*state.b, GROUPS_SHOWN).await {
+        Ok(g) => g,
+        Err(e) => return error_page(&e),
+    };
     let operate = v.0.principal.may(Permission::Operate);
-    let mut next_link = String::new();
-    for (k, val) in [
+    let next_link = query_string([
         ("port", &q.port),
         ("location", &q.location),
         ("stage", &q.stage),
@@ -310,17 +362,23 @@ pub(crate) async fn suspended_list(
         ("since", &q.since),
         ("until", &q.until),
         ("where", &q.context),
-    ] {
-        if let Some(val) = val {
-            let val = percent_encoding::utf8_percent_encode(val, percent_encoding::NON_ALPHANUMERIC);
-            next_link.push_str(&format!("{k}={val}&"));
-        }
-    }
+    ]);
     frame(
         &v,
         "Suspended messages",
         "Suspended",
         html! {
+            @if !groups.is_empty() {
+                details #groups open {
+                    summary { "By port and error" }
+                    table { thead { tr { th { "port or location" } th { "error" } th.num { "entries" } th { "first" } th { "last" } } }
+                        tbody { @for g in &groups { tr {
+                            td { (g.port.as_deref().map(|p| format!("send port {p}")).or_else(|| g.location.as_deref().map(|l| format!("receive location {l}"))).unwrap_or_default()) }
+                            td.reason { a href=(format!("/suspended?{}", group_link(g))) { (g.error) } }
+                            td.num { (g.count) } td { (ms_to_text(g.first)) } td { (ms_to_text(g.last)) }
+                        } } } }
+                }
+            }
             form.filters method="get" action="/suspended" {
                 label { "Send port " input name="port" value=(value(&q.port)); }
                 label { "Location " input name="location" value=(value(&q.location)); }
@@ -355,6 +413,40 @@ pub(crate) async fn suspended_list(
             }
         },
     )
+}
+
+/// Groups of suspended entries the suspended page shows.
+const GROUPS_SHOWN: usize = 20;
+
+/// The suspended list's filters that select one group's entries.
+fn group_link(g: &sluice_msgbox::SuspendedGroup) -> String {
+    query_string([
+        ("port", &g.port),
+        ("location", &g.location),
+        ("error", &Some(g.error.clone())),
+    ])
+}
+
+/// A field a form left empty is no condition.
+fn blank_is_none<const N: usize>(fields: [&mut Option<String>; N]) {
+    for field in fields {
+        if field.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            *field = None;
+        }
+    }
+}
+
+/// `k=v&` for each field set, percent-encoded: a link that keeps a form's
+/// conditions.
+fn query_string<const N: usize>(fields: [(&str, &Option<String>); N]) -> String {
+    let mut link = String::new();
+    for (k, val) in fields {
+        if let Some(val) = val {
+            let val = percent_encoding::utf8_percent_encode(val, percent_encoding::NON_ALPHANUMERIC);
+            link.push_str(&format!("{k}={val}&"));
+        }
+    }
+    link
 }
 
 fn suspended_row(e: &SuspendedInfo, operate: bool) -> Markup {
@@ -450,6 +542,7 @@ pub(crate) async fn suspended_detail(
                     h2 { "Resubmit" }
                     label { "Set properties (one per line, KEY=TYPE:VALUE)" textarea name="set" rows="2" placeholder="order.priority=int:5" {} }
                     label { "Remove properties (one key per line)" textarea name="remove" rows="1" {} }
+                    label { "New body (optional: the message's parts are kept without one)" input #new-body type="file" name="body"; }
                     button #resubmit-button type="submit" { "Resubmit" }
                 }
             }
@@ -477,49 +570,54 @@ pub(crate) async fn suspended_detail(
 
 // ---- messages, audit, users --------------------------------------------------
 
-#[derive(Deserialize)]
-pub(crate) struct AfterQuery {
-    after: Option<String>,
-    before: Option<i64>,
-}
-
 pub(crate) async fn messages_list(
     State(state): State<ApiState>,
     v: Viewer,
-    q: Result<Query<AfterQuery>, QueryRejection>,
+    q: Result<Query<crate::routes::MessagesQuery>, QueryRejection>,
 ) -> Response {
-    let after = q
-        .ok()
-        .and_then(|Query(q)| q.after)
-        .and_then(|a| sluice_ops::parse::parse_message_id(&a).ok());
-    let list = match messages::list(
-        &*state.b,
-        messages::MessageQuery {
-            after,
-            limit: DEFAULT_LIMIT,
-        },
-    )
-    .await
-    {
-        Ok(l) => l,
+    let Ok(Query(mut q)) = q else {
+        return error_page(&OpsError::InvalidArgument("the search does not parse".into()));
+    };
+    blank_is_none([&mut q.context, &mut q.since, &mut q.until, &mut q.port, &mut q.after]);
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, crate::MAX_LIMIT);
+    let found = match q.search(state.clock.now_ms()) {
+        Ok((search, after)) => messages::list(&*state.b, &search, after, limit).await,
+        Err(p) => Err(OpsError::InvalidArgument(p.message)),
+    };
+    let found = match found {
+        Ok(f) => f,
         Err(e) => return error_page(&e),
     };
-    let next = (list.len() == DEFAULT_LIMIT)
-        .then(|| list.last().map(|m| m.id))
-        .flatten();
+    let next_link = query_string([
+        ("where", &q.context),
+        ("since", &q.since),
+        ("until", &q.until),
+        ("port", &q.port),
+    ]);
     frame(
         &v,
         "Messages",
         "Messages",
         html! {
-            @if list.is_empty() { p { "The box holds no message." } } @else {
+            form.filters method="get" action="/messages" {
+                label { "Context filter " input name="where" placeholder="order.id == \"A1\"" value=(value(&q.context)); }
+                label { "Since " input name="since" placeholder="2h or RFC 3339" value=(value(&q.since)); }
+                label { "Until " input name="until" value=(value(&q.until)); }
+                label { "Send port " input name="port" value=(value(&q.port)); }
+                button #search type="submit" { "Search" }
+            }
+            @if found.items.is_empty() {
+                p #empty { @if found.next.is_some() { "None in this stretch of the box; search on for more." } @else { "No message in the box matches." } }
+            } @else {
                 table #messages { thead { tr { th { "id" } th { "created" } th.num { "references" } th.num { "parts" } th.num { "bytes" } } }
-                    tbody { @for m in &list { tr {
+                    tbody { @for m in &found.items { tr {
                         td { a href=(format!("/messages/{}", m.id)) { (m.id.to_string()) } }
                         td { (ms_to_text(m.created_at)) } td.num { (m.refs) } td.num { (m.parts) } td.num { (m.size) }
                     } } } }
-                @if let Some(next) = next { p { a href=(format!("/messages?after={next}")) { "Next page" } } }
             }
+            @if let Some(next) = found.next { p { a #next href=(format!("/messages?{next_link}after={next}")) {
+                @if found.items.is_empty() { "Search on" } @else { "Next page" }
+            } } }
         },
     )
 }
@@ -538,8 +636,9 @@ pub(crate) async fn message_detail(
     };
     let events = state
         .b
-        .tracking(Some(id), None, crate::MAX_LIMIT)
+        .tracking(&sluice_msgbox::TrackingQuery::of_message(id), None, crate::MAX_LIMIT)
         .await
+        .map(|p| p.items)
         .unwrap_or_default();
     let shown = messages::show(&*state.b, id).await;
     let bodies = v.0.principal.may(Permission::ReadBodies);
@@ -576,10 +675,16 @@ pub(crate) async fn message_detail(
     )
 }
 
+/// The audit page's cursor (newest first: entries before it).
+#[derive(Deserialize)]
+pub(crate) struct BeforeQuery {
+    before: Option<i64>,
+}
+
 pub(crate) async fn audit_list(
     State(state): State<ApiState>,
     v: Viewer,
-    q: Result<Query<AfterQuery>, QueryRejection>,
+    q: Result<Query<BeforeQuery>, QueryRejection>,
 ) -> Response {
     let before = q.ok().and_then(|Query(q)| q.before);
     let entries = match sluice_ops::audit::list(&*state.b, before, DEFAULT_LIMIT).await {

@@ -40,11 +40,13 @@ pub(crate) fn parts() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(readyz))
         .routes(routes!(openapi::openapi_json))
         .routes(routes!(status))
+        .routes(routes!(history))
         .routes(routes!(list_messages))
         .routes(routes!(show_message))
         .routes(routes!(body::message_part))
         .routes(routes!(tracking))
         .routes(routes!(list_suspended))
+        .routes(routes!(suspended_groups))
         .routes(routes!(bulk::resume))
         .routes(routes!(bulk::terminate))
         .routes(routes!(show_suspended))
@@ -218,17 +220,74 @@ pub(crate) async fn status(caller: Caller, State(state): State<ApiState>) -> Ans
     json(sluice_ops::status::status(&*state.b, &state.data_dir, state.clock.now_ms()).await?)
 }
 
+/// A message search (see the box's `MessageQuery`): every condition given
+/// must hold. A search examines a bounded number of messages per request:
+/// a page may be short, or empty, with `next` set; go on with `after`.
+/// The samples of `GET /api/v1/history`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct History {
+    /// Every sample kept (the last hour), oldest first.
+    items: Vec<crate::history::Sample>,
+    /// Seconds between samples.
+    every_seconds: u64,
+}
+
+#[utoipa::path(get, path = "/api/v1/history", tag = "status", security(("token" = [])),
+    responses((status = 200, description = "The dashboard's figures over the last hour", body = History), crate::openapi::Errors))]
+pub(crate) async fn history(caller: Caller, State(state): State<ApiState>) -> Answer {
+    caller.require(Permission::Read)?;
+    json(History {
+        items: state.history.samples(),
+        every_seconds: state.history.every.as_secs(),
+    })
+}
+
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct MessagesQuery {
-    after: Option<String>,
+    /// A filter on the context (every property, promoted or not), e.g.
+    /// `order.id == "A1"`; fast on the keys `[box] index` names.
+    #[serde(rename = "where")]
+    #[param(min_length = 1)]
+    pub(crate) context: Option<String>,
+    /// Published at or after: RFC 3339, or a duration ago (`2h`).
+    pub(crate) since: Option<String>,
+    /// Published before.
+    pub(crate) until: Option<String>,
+    /// Queued for or suspended at this send port.
+    pub(crate) port: Option<String>,
+    pub(crate) after: Option<String>,
     #[param(minimum = 1, maximum = 1000)]
-    limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
+}
+
+impl MessagesQuery {
+    /// The box's search, and the cursor to go on from.
+    pub(crate) fn search(
+        &self,
+        now: sluice_msgbox::Millis,
+    ) -> Result<(sluice_msgbox::MessageQuery, Option<MessageId>), Problem> {
+        let search = sluice_msgbox::MessageQuery {
+            context: self.context.as_deref().map(parse::parse_filter).transpose()?,
+            since: time_param(&self.since, now)?,
+            until: time_param(&self.until, now)?,
+            port: self.port.clone(),
+        };
+        Ok((search, self.after.as_deref().map(parse::parse_message_id).transpose()?))
+    }
+}
+
+/// Parse an API time (RFC 3339, or a duration ago).
+pub(crate) fn time_param(
+    text: &Option<String>,
+    now: sluice_msgbox::Millis,
+) -> Result<Option<sluice_msgbox::Millis>, Problem> {
+    Ok(text.as_deref().map(|t| parse::parse_time(t, now)).transpose()?)
 }
 
 #[utoipa::path(get, path = "/api/v1/messages", tag = "messages", security(("token" = [])), params(MessagesQuery),
-    responses((status = 200, description = "Messages in the box, oldest first", body = Page<sluice_msgbox::MessageSummary, String>), crate::openapi::Errors))]
+    responses((status = 200, description = "Messages in the box the search selects, oldest first", body = Page<sluice_msgbox::MessageSummary, String>), crate::openapi::Errors))]
 pub(crate) async fn list_messages(
     caller: Caller,
     State(state): State<ApiState>,
@@ -237,9 +296,12 @@ pub(crate) async fn list_messages(
     caller.require(Permission::Read)?;
     let Query(q) = q?;
     let limit = limit(q.limit)?;
-    let after = q.after.as_deref().map(parse::parse_message_id).transpose()?;
-    let items = messages::list(&*state.b, messages::MessageQuery { after, limit }).await?;
-    page(items, limit, |m| m.id)
+    let (search, after) = q.search(state.clock.now_ms())?;
+    let found = messages::list(&*state.b, &search, after, limit).await?;
+    json(Page {
+        items: found.items,
+        next: found.next,
+    })
 }
 
 fn message_param(text: &str) -> Result<MessageId, Problem> {
@@ -259,11 +321,29 @@ pub(crate) async fn show_message(
     json(messages::show(&*state.b, message_param(&id)?).await?)
 }
 
+/// Which tracking events: every condition given must hold. As a message
+/// search, a bounded number of events is examined per request.
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TrackingQuery {
+    /// One message's events (its whole path).
     message: Option<String>,
+    /// One kind: received, suspended, resumed, delivered, terminated,
+    /// resubmitted, completed.
+    event: Option<String>,
+    /// The send port where it happened.
+    port: Option<String>,
+    /// The receive location where it happened.
+    location: Option<String>,
+    /// At or after: RFC 3339, or a duration ago (`2h`).
+    since: Option<String>,
+    until: Option<String>,
+    /// A filter on the context of the messages as they left the box (only
+    /// `completed` events carry it, so only they match).
+    #[serde(rename = "where")]
+    #[param(min_length = 1)]
+    context: Option<String>,
     after: Option<i64>,
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
@@ -279,17 +359,28 @@ pub(crate) async fn tracking(
     caller.require(Permission::Read)?;
     let Query(q) = q?;
     let limit = limit(q.limit)?;
-    let message = q.message.as_deref().map(message_param).transpose()?;
-    let events = state
+    let now = state.clock.now_ms();
+    let query = sluice_msgbox::TrackingQuery {
+        message: q.message.as_deref().map(message_param).transpose()?,
+        event: q.event,
+        port: q.port,
+        location: q.location,
+        since: time_param(&q.since, now)?,
+        until: time_param(&q.until, now)?,
+        context: q.context.as_deref().map(parse::parse_filter).transpose()?,
+    };
+    let found = state
         .b
-        .tracking(message, q.after, limit)
+        .tracking(&query, q.after, limit)
         .await
         .map_err(|error| OpsError::Read {
             doing: "reading tracking events".into(),
             error,
         })?;
-    let items: Vec<_> = events.iter().map(messages::Tracked::new).collect();
-    page(items, limit, |e| e.event.id)
+    json(Page {
+        items: found.items.iter().map(messages::Tracked::new).collect(),
+        next: found.next,
+    })
 }
 
 // ---- suspended -------------------------------------------------------------
@@ -327,7 +418,7 @@ macro_rules! with_filters {
         impl $name {
             pub(crate) fn query(&self, now: sluice_msgbox::Millis) -> Result<sluice_msgbox::SuspendedQuery, $crate::Problem> {
                 use sluice_ops::{parse, suspended};
-                let time = |t: &Option<String>| t.as_deref().map(|t| parse::parse_time(t, now)).transpose();
+                let time = |t: &Option<String>| $crate::routes::time_param(t, now);
                 let context = self.context.as_deref().map(parse::parse_filter).transpose()?;
                 Ok(sluice_msgbox::SuspendedQuery {
                     port: self.port.clone(),
@@ -367,6 +458,33 @@ pub(crate) async fn list_suspended(
     let query = q.query(state.clock.now_ms())?;
     let items = suspended::page(&*state.b, &query, q.after, limit).await?;
     page(items, limit, |e| e.id)
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GroupsQuery {
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+}
+
+/// The groups of `GET /api/v1/suspended/groups`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Groups {
+    items: Vec<sluice_msgbox::SuspendedGroup>,
+}
+
+#[utoipa::path(get, path = "/api/v1/suspended/groups", tag = "suspended", security(("token" = [])), params(GroupsQuery),
+    responses((status = 200, description = "Suspended entries counted by send port or receive location and error (its first 120 characters), the largest groups first", body = Groups), crate::openapi::Errors))]
+pub(crate) async fn suspended_groups(
+    caller: Caller,
+    State(state): State<ApiState>,
+    q: Result<Query<GroupsQuery>, QueryRejection>,
+) -> Answer {
+    caller.require(Permission::Read)?;
+    let Query(q) = q?;
+    let items = suspended::groups(&*state.b, limit(q.limit)?).await?;
+    json(Groups { items })
 }
 
 #[utoipa::path(get, path = "/api/v1/suspended/{id}", tag = "suspended", security(("token" = [])),

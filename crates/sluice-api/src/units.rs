@@ -62,6 +62,10 @@ pub struct UnitView {
     /// Messages published (a location) or delivered (a port) since the
     /// node started.
     pub messages: u64,
+    /// Of those, per second over the API's last sample interval (absent
+    /// until it has two samples; see `GET /api/v1/history`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_second: Option<f64>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -78,7 +82,16 @@ pub(crate) async fn all(state: &ApiState) -> Result<Vec<UnitView>, OpsError> {
         doing: "counting queue entries".into(),
         error,
     })?;
-    node.units(&counts).await
+    Ok(with_rates(state, node.units(&counts).await?))
+}
+
+/// `units` with each one's rate from the API's history.
+pub(crate) fn with_rates(state: &ApiState, mut units: Vec<UnitView>) -> Vec<UnitView> {
+    let rates = state.history.rates();
+    for u in &mut units {
+        u.per_second = rates.get(&(u.kind, u.name.clone())).copied();
+    }
+    units
 }
 
 #[utoipa::path(get, path = "/api/v1/ports", tag = "ports", security(("token" = [])),

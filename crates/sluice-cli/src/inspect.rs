@@ -6,7 +6,7 @@ use sluice_host::Config;
 use sluice_host::throttle::Bytes;
 use sluice_model::Context;
 use sluice_msgbox::Part;
-use sluice_ops::messages::{self, MessageQuery, Tracked};
+use sluice_ops::messages::{self, Tracked};
 use sluice_ops::parse::parse_message_id;
 use sluice_ops::status::STATUS_FILE;
 
@@ -126,7 +126,7 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
 pub async fn list(config: &Config, limit: usize, after: Option<&str>, json: bool) -> anyhow::Result<()> {
     let after = after.map(parse_message_id).transpose()?;
     let b = open(config)?;
-    let list = messages::list(&*b, MessageQuery { after, limit }).await?;
+    let list = messages::list(&*b, &Default::default(), after, limit).await?.items;
     if json {
         outln!("{}", serde_json::to_string(&list)?);
         return Ok(());
@@ -221,7 +221,11 @@ pub async fn tracking(config: &Config, message: Option<&str>, json: bool) -> any
     let mut failed: Option<anyhow::Error> = None;
     let mut n = 0u64;
     // A page at a time, printed as it comes: memory does not grow with the list.
-    messages::tracking(&*b, message, |e| {
+    let query = sluice_msgbox::TrackingQuery {
+        message,
+        ..Default::default()
+    };
+    messages::tracking(&*b, &query, |e| {
         let written = if json {
             serde_json::to_string(&Tracked::new(e))
                 .map_err(anyhow::Error::from)

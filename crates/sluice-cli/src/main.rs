@@ -4,6 +4,7 @@
 mod out;
 
 mod bench;
+mod bench_api;
 mod bench_http;
 mod body;
 mod check;
@@ -242,6 +243,10 @@ enum BenchCommand {
     /// in the same process for the HTTP send port: the time from each 202 to
     /// the delivery of the same message.
     Http(bench_http::HttpArgs),
+    /// The REST API and portal over a big box: a real node, timed over
+    /// HTTP (suspended list, message search, dashboard, a big download and
+    /// the node's RSS for it) and in headless Chromium.
+    Api(bench_api::ApiArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -347,6 +352,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             command: BenchCommand::Http(args),
         } => bench_http::http(args).await,
+        Command::Bench {
+            command: BenchCommand::Api(args),
+        } => bench_api::api(args).await,
         Command::Dev {
             command: DevCommand::EchoServer(args),
         } => dev::echo_server(args, on_signal(None)).await,

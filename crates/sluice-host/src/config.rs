@@ -132,6 +132,8 @@ pub struct Config {
     pub api: Option<sluice_api::ApiConfig>,
     /// Tracking of what happened to messages (on, kept 7 days, by default).
     pub tracking: TrackingConfig,
+    /// `[box]`: what the message box indexes.
+    pub box_config: BoxConfig,
     /// The message box, as a store URL (`sqlite:PATH`, a relative path
     /// against the folder of this file). The environment variable
     /// [`STORE_ENV`] wins over it; without either, the SQLite box
@@ -167,7 +169,7 @@ impl std::fmt::Debug for RawTables {
 }
 
 /// The keys of the top level of a configuration file.
-const TOP_KEYS: [&str; 10] = [
+const TOP_KEYS: [&str; 11] = [
     "data_dir",
     "store",
     "node_id",
@@ -178,6 +180,7 @@ const TOP_KEYS: [&str; 10] = [
     "metrics",
     "api",
     "tracking",
+    "box",
 ];
 
 /// What a duration looks like, added to an error about one: an example
@@ -205,6 +208,21 @@ pub struct TrackingConfig {
     #[serde(default = "default_tracking_keep", with = "humantime_serde")]
     pub keep: Duration,
 }
+
+/// `[box]`: `index = ["order.id", ...]`, context properties whose string
+/// values the box indexes, so that a message search by `order.id == "A1"`
+/// (the API's and portal's `where`) is a lookup, not a scan. Each costs the
+/// box an index row per message that has it; the node fills in or drops
+/// rows for the messages already in the box when the list changes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoxConfig {
+    #[serde(default)]
+    pub index: Vec<String>,
+}
+
+/// Most properties `[box] index` may name.
+pub const MAX_INDEXED: usize = 16;
 
 fn default_tracking_keep() -> Duration {
     Duration::from_secs(7 * 24 * 3600)
@@ -519,6 +537,12 @@ impl Config {
     pub fn box_options(&self, node_id: &str) -> sluice_store::StoreOptions {
         sluice_store::StoreOptions {
             tracking: self.tracking.enabled,
+            index: self
+                .box_config
+                .index
+                .iter()
+                .filter_map(|k| sluice_msgbox::Key::parse(k))
+                .collect(),
             ..sluice_store::StoreOptions::new(node_id)
         }
     }
@@ -699,6 +723,7 @@ impl<'t> Reader<'t> {
             metrics: None,
             api: None,
             tracking: TrackingConfig::default(),
+            box_config: BoxConfig::default(),
             store: None,
             node_id: None,
             log_messages: false,
@@ -719,6 +744,7 @@ impl<'t> Reader<'t> {
                 "node_id" => config.node_id = r.value("node_id", value),
                 "log_messages" => config.log_messages = r.value("log_messages", value).unwrap_or(false),
                 "tracking" => config.tracking = r.value("tracking", value).unwrap_or_default(),
+                "box" => config.box_config = r.value("box", value).unwrap_or_default(),
                 "metrics" => config.metrics = r.value("metrics", value),
                 "api" => config.api = r.value("api", value),
                 "hosts" => {
@@ -917,6 +943,23 @@ impl<'t> Reader<'t> {
                 "tracking.keep",
                 "must be between 1s and 10 years (to keep no tracking, set tracking.enabled = false)",
             );
+        }
+        let index = &config.box_config.index;
+        if index.len() > MAX_INDEXED {
+            self.problem(
+                "box.index",
+                format!("names {} properties; at most {MAX_INDEXED}", index.len()),
+            );
+        }
+        for (i, key) in index.iter().enumerate() {
+            if sluice_msgbox::Key::parse(key).is_none() {
+                self.problem(
+                    "box.index",
+                    format!("`{key}` is not a property key (`namespace.name` or `name`, as filters write it)"),
+                );
+            } else if index[..i].contains(key) {
+                self.problem("box.index", format!("`{key}` is named twice"));
+            }
         }
         if let Some(api) = &mut config.api {
             api.resolve_paths(base);
@@ -1232,6 +1275,21 @@ retry = { count = 5, interval = "30s" }
                 .trim(),
             id
         );
+    }
+
+    #[test]
+    fn the_box_index_names_property_keys() {
+        let c = load(GOOD).unwrap();
+        assert!(c.box_options("n").index.is_empty());
+        let c = load(&format!("{GOOD}\n[box]\nindex = [\"order.id\", \"customer\"]\n")).unwrap();
+        let keys: Vec<String> = c.box_options("n").index.iter().map(|k| k.to_string()).collect();
+        assert_eq!(keys, ["order.id", "customer"]);
+        for bad in [r#"["order."]"#, r#"["a", "a"]"#, r#"["1x"]"#] {
+            let e = load(&format!("{GOOD}\n[box]\nindex = {bad}\n")).unwrap_err();
+            assert!(e.to_string().contains("box.index"), "{bad}: {e}");
+        }
+        let e = load(&format!("{GOOD}\n[box]\nindexes = []\n")).unwrap_err();
+        assert!(e.to_string().contains("indexes"), "{e}");
     }
 
     #[test]

@@ -527,7 +527,8 @@ fn raw_at(config: &Config, path: &[&str]) -> String {
 }
 
 /// The keys a reload cannot change (the box, the node's identity, the
-/// hosts' throttles, the metrics endpoint, the REST API, tracking): one error per key
+/// hosts' throttles, the metrics endpoint, the REST API, tracking, the box's
+/// index): one error per key
 /// that differs.
 fn fixed_changes(old: &Config, new: &Config) -> Vec<String> {
     let mut errors = Vec::new();
@@ -549,6 +550,7 @@ fn fixed_changes(old: &Config, new: &Config) -> Vec<String> {
     differs("metrics", format!("{:?}", old.metrics), format!("{:?}", new.metrics));
     differs("api", format!("{:?}", old.api), format!("{:?}", new.api));
     differs("tracking", format!("{:?}", old.tracking), format!("{:?}", new.tracking));
+    differs("box", format!("{:?}", old.box_config), format!("{:?}", new.box_config));
     let names: std::collections::BTreeSet<&String> = old.hosts.keys().chain(new.hosts.keys()).collect();
     for name in names {
         differs(

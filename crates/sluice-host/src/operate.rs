@@ -163,6 +163,7 @@ pub(crate) fn views(config: &Config, stopped: &Stopped, counts: &Counts, metrics
             state: state(UnitKind::SendPort, name, sp.enabled),
             queued: Some(counts.queued.get(name).copied().unwrap_or(0)),
             messages: metrics.delivered_total(name),
+            per_second: None,
         });
     }
     for (port, pc) in &config.receive_ports {
@@ -176,6 +177,7 @@ pub(crate) fn views(config: &Config, stopped: &Stopped, counts: &Counts, metrics
                 state: state(UnitKind::ReceiveLocation, name, lc.enabled),
                 queued: None,
                 messages: metrics.published_total(name),
+                per_second: None,
             });
         }
     }

@@ -25,6 +25,7 @@
 //! that it can still clean up on a full disk (see `writer/space.rs`).
 
 mod schema;
+mod search;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -66,6 +67,12 @@ pub struct Options {
     /// and content it makes carry this id, and recovery takes back only
     /// this node's (several nodes may share one box).
     pub node_id: String,
+    /// Context properties (`namespace.name`) whose string values the box
+    /// indexes, so that a message search by `key == "value"` is a lookup.
+    /// Set by the node's open (the box keeps the set; a change fills in or
+    /// drops index rows for the messages already in it); each costs an
+    /// index row per message that has it.
+    pub index: Vec<sluice_model::Key>,
 }
 
 impl Default for Options {
@@ -79,6 +86,7 @@ impl Default for Options {
             readers: 4,
             tracking: true,
             node_id: schema::DEFAULT_NODE.to_string(),
+            index: Vec::new(),
         }
     }
 }
@@ -222,7 +230,7 @@ impl SqliteBox {
             // room kept for it; the writer takes it again.
             writer::Reserve::beside(&path).release();
         }
-        let conn = schema::open_connection(&path, &opts, false)
+        let mut conn = schema::open_connection(&path, &opts, false)
             .map_err(storage(&format!("opening the message box {}", path.display())))?;
         if !node {
             schema::refuse_older_beside_node(&conn)
@@ -237,6 +245,8 @@ impl SqliteBox {
             recovered.staged = staged;
             recovered.contents = contents;
             convert_box(&conn, &path);
+            search::sync_index(&mut conn, &opts.index)
+                .map_err(storage("indexing the context properties the configuration names"))?;
         }
         let stats = Arc::new(writer::Stats::default());
         let mut writer =
@@ -826,60 +836,12 @@ impl MessageBox for SqliteBox {
 
     async fn tracking(
         &self,
-        message: Option<MessageId>,
+        query: &TrackingQuery,
         after: Option<i64>,
         limit: usize,
-    ) -> Result<Vec<TrackingEvent>> {
-        self.read(move |conn| {
-            let doing = "reading tracking events";
-            // A box a node of this version has not opened yet (read beside an
-            // older node) has no `location` column.
-            let has_location: bool = conn
-                .prepare_cached("SELECT count(*) > 0 FROM pragma_table_info('tracking') WHERE name = 'location'")
-                .and_then(|mut s| s.query_row([], |r| r.get(0)))
-                .map_err(storage(doing))?;
-            let location = if has_location { "location" } else { "NULL" };
-            let rows = conn
-                .prepare_cached(&format!(
-                    "SELECT id, message_id, at, event, subscriber, detail, context, {location} FROM tracking
-                     WHERE (?1 IS NULL OR message_id = ?1) AND id > ?2 ORDER BY id LIMIT ?3",
-                ))
-                .map_err(storage(doing))?
-                .query_map(
-                    params![message.map(|m| m.to_bytes().to_vec()), after.unwrap_or(0), limit as i64],
-                    |r| {
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            r.get::<_, Vec<u8>>(1)?,
-                            r.get::<_, i64>(2)?,
-                            r.get::<_, String>(3)?,
-                            r.get::<_, Option<String>>(4)?,
-                            r.get::<_, Option<String>>(5)?,
-                            r.get::<_, Option<String>>(6)?,
-                            r.get::<_, Option<String>>(7)?,
-                        ))
-                    },
-                )
-                .map_err(storage(doing))?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(storage(doing))?;
-            rows.into_iter()
-                .map(|(id, mid, at, event, subscriber, detail, context, location)| {
-                    let message_id = id_of(mid)?;
-                    Ok(TrackingEvent {
-                        id,
-                        message_id,
-                        at,
-                        event,
-                        subscriber,
-                        location,
-                        detail,
-                        context: context.map(|c| context_of(&c, message_id)).transpose()?,
-                    })
-                })
-                .collect()
-        })
-        .await
+    ) -> Result<Page<TrackingEvent, i64>> {
+        let q = query.clone();
+        self.read(move |conn| search::tracking(conn, &q, after, limit)).await
     }
 
     async fn purge_tracking(&self, before: Millis, limit: usize) -> Result<u64> {
@@ -1164,39 +1126,38 @@ impl MessageBox for SqliteBox {
         .await
     }
 
-    async fn list_messages(&self, after: Option<MessageId>, limit: usize) -> Result<Vec<MessageSummary>> {
+    async fn list_messages(
+        &self,
+        query: &MessageQuery,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Page<MessageSummary, MessageId>> {
+        let q = query.clone();
+        self.read(move |conn| search::messages(conn, &q, after, limit)).await
+    }
+
+    async fn suspended_groups(&self, limit: usize) -> Result<Vec<SuspendedGroup>> {
         self.read(move |conn| {
-            let doing = "listing messages";
-            let after = after.map(|a| a.to_bytes().to_vec()).unwrap_or_default();
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT id, created_at, refs, nparts, size FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2",
-                )
-                .map_err(storage(doing))?;
-            let rows = stmt
-                .query_map(params![after, limit as i64], |r| {
-                    Ok((
-                        r.get::<_, Vec<u8>>(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get::<_, i64>(4)?,
-                    ))
-                })
-                .map_err(storage(doing))?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(storage(doing))?;
-            rows.into_iter()
-                .map(|(id, created_at, refs, parts, size)| {
-                    Ok(MessageSummary {
-                        id: id_of(id)?,
-                        created_at,
-                        refs,
-                        parts,
-                        size: size as u64,
+            // A send port's entry names no location; a location's, no port.
+            conn.prepare_cached(
+                "SELECT subscriber, CASE WHEN subscriber IS NULL THEN location END, substr(reason, 1, ?1),
+                        count(*), min(suspended_at), max(suspended_at)
+                 FROM suspended GROUP BY 1, 2, 3 ORDER BY 4 DESC, 5 LIMIT ?2",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![GROUP_ERROR_CHARS as i64, limit as i64], |r| {
+                    Ok(SuspendedGroup {
+                        port: r.get(0)?,
+                        location: r.get(1)?,
+                        error: r.get(2)?,
+                        count: r.get::<_, i64>(3)? as u64,
+                        first: r.get(4)?,
+                        last: r.get(5)?,
                     })
-                })
+                })?
                 .collect()
+            })
+            .map_err(storage("counting suspended messages by port and error"))
         })
         .await
     }

@@ -282,6 +282,14 @@ pub fn migrate_for(conn: &Connection, node: &str) -> rusqlite::Result<()> {
              seen_at INTEGER NOT NULL
          );
          CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user);
+         CREATE TABLE IF NOT EXISTS indexed_keys (key TEXT PRIMARY KEY, ns TEXT NOT NULL, name TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS message_index (
+             key TEXT NOT NULL,
+             value TEXT NOT NULL,
+             message_id BLOB NOT NULL,
+             PRIMARY KEY (key, value, message_id)
+         ) WITHOUT ROWID;
+         CREATE INDEX IF NOT EXISTS message_index_message ON message_index (message_id);
          CREATE TABLE IF NOT EXISTS stopped_units (
              kind TEXT NOT NULL,
              name TEXT NOT NULL,

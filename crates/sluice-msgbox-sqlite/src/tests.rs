@@ -875,7 +875,7 @@ async fn tracking_events_of_a_box_made_before_locations_are_read_and_migrated() 
         .unwrap();
     drop(conn);
     let ro = SqliteBox::open_read_only(dir.path()).unwrap();
-    let old = ro.tracking(None, None, 10).await.unwrap();
+    let old = ro.tracking(&TrackingQuery::default(), None, 10).await.unwrap().items;
     assert_eq!(
         old.iter()
             .map(|e| (e.event.as_str(), e.location.as_deref()))
@@ -884,7 +884,11 @@ async fn tracking_events_of_a_box_made_before_locations_are_read_and_migrated() 
     );
     let b = SqliteBox::open(dir.path(), Arc::new(SystemClock), Options::default()).unwrap();
     b.publish(in_folder()).await.unwrap();
-    let events = ro.tracking(None, old.last().map(|e| e.id), 10).await.unwrap();
+    let events = ro
+        .tracking(&TrackingQuery::default(), old.last().map(|e| e.id), 10)
+        .await
+        .unwrap()
+        .items;
     assert_eq!(
         events
             .iter()
@@ -1102,15 +1106,129 @@ async fn tracking_ids_never_go_back_even_after_every_event_was_purged() {
         .unwrap()
     };
     publish().await;
-    let before = b.tracking(None, None, 100).await.unwrap();
+    let before = b.tracking(&TrackingQuery::default(), None, 100).await.unwrap().items;
     let last = before.last().expect("events").id;
     clock.advance(60_000);
     let purged = b.purge_tracking(clock.now_ms(), 100).await.unwrap();
     assert_eq!(purged as usize, before.len(), "every event");
-    assert!(b.tracking(None, None, 100).await.unwrap().is_empty());
+    assert!(
+        b.tracking(&TrackingQuery::default(), None, 100)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
     publish().await;
-    let after = b.tracking(None, Some(last), 100).await.unwrap();
+    let after = b
+        .tracking(&TrackingQuery::default(), Some(last), 100)
+        .await
+        .unwrap()
+        .items;
     assert!(!after.is_empty(), "the new events follow the last one seen");
     assert!(after.iter().all(|e| e.id > last));
+    b.close().await.unwrap();
+}
+
+/// A message whose context has `order.id` (promoted or not) and a 1 KiB body.
+fn order(id: &str, promoted: bool) -> NewMessage {
+    let mut context = Context::new();
+    if promoted {
+        context.promote("order", "id", id);
+    } else {
+        context.write("order", "id", id);
+    }
+    NewMessage {
+        id: MessageId::new(),
+        context,
+        parts: vec![Part::inline("body", vec![b'x'; 1024])],
+    }
+}
+
+fn index_rows(dir: &std::path::Path) -> i64 {
+    let conn = Connection::open(dir.join(DB_FILE)).unwrap();
+    conn.query_row("SELECT count(*) FROM message_index", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// `[box] index`: a search by an indexed key finds a message past the scan
+/// budget in one call; the index follows publishes and deletions, fills in
+/// when a key is added and empties when it is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_indexed_key_is_found_without_a_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let indexed = |keys: &[&str]| Options {
+        sync: false,
+        index: keys.iter().map(|k| Key::parse(k).unwrap()).collect(),
+        ..Options::default()
+    };
+    let b = SqliteBox::open(dir.path(), Arc::new(SystemClock), indexed(&[])).unwrap();
+    b.subscribe(Subscription {
+        subscriber: "s".into(),
+        filter: Filter::All,
+    })
+    .await
+    .unwrap();
+    let early = order("EARLY", true);
+    b.publish(early.clone()).await.unwrap();
+    let mut publishes = tokio::task::JoinSet::new();
+    for i in 0..SCAN_BUDGET + 100 {
+        let b = b.clone();
+        publishes.spawn(async move { b.publish(order(&format!("N{i}"), i % 2 == 0)).await.map(|_| ()) });
+    }
+    while let Some(done) = publishes.join_next().await {
+        done.unwrap().unwrap();
+    }
+    b.close().await.unwrap();
+    let search = |id: &str| MessageQuery {
+        context: Some(Filter::parse(&format!(r#"order.id == "{id}" and order.id exists"#)).unwrap()),
+        ..MessageQuery::default()
+    };
+    // Added to a box with messages: filled in at open.
+    let b = SqliteBox::open(dir.path(), Arc::new(SystemClock), indexed(&["order.id"])).unwrap();
+    assert_eq!(index_rows(dir.path()), SCAN_BUDGET as i64 + 101);
+    let late = order("LATE", false);
+    b.publish(late.clone()).await.unwrap();
+    for (id, want) in [("LATE", late.id), ("EARLY", early.id)] {
+        let page = b.list_messages(&search(id), None, 10).await.unwrap();
+        assert_eq!(page.items.iter().map(|m| m.id).collect::<Vec<_>>(), [want], "{id}");
+        assert_eq!(page.next, None, "{id}: found without running out of budget");
+    }
+    // The filter still decides: an index hit with another condition false.
+    let neither = MessageQuery {
+        context: Some(Filter::parse(r#"order.id == "LATE" and order.id == "EARLY""#).unwrap()),
+        ..MessageQuery::default()
+    };
+    assert!(b.list_messages(&neither, None, 10).await.unwrap().items.is_empty());
+    // Delivered: its index row goes with it.
+    let before = index_rows(dir.path());
+    let leased = b.lease("s", 1, 10_000).await.unwrap();
+    assert_eq!(leased[0].message_id, early.id);
+    b.ack(leased[0].token).await.unwrap();
+    assert_eq!(index_rows(dir.path()), before - 1);
+    assert!(
+        b.list_messages(&search("EARLY"), None, 10)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    b.close().await.unwrap();
+    // Dropped from the configuration: the rows and the triggers go.
+    let b = SqliteBox::open(dir.path(), Arc::new(SystemClock), indexed(&[])).unwrap();
+    assert_eq!(index_rows(dir.path()), 0);
+    b.publish(order("AFTER", true)).await.unwrap();
+    assert_eq!(index_rows(dir.path()), 0);
+    // Unindexed, the same search still finds it, a budget at a time.
+    let mut after = None;
+    let mut calls = 0;
+    let found = loop {
+        calls += 1;
+        let page = b.list_messages(&search("LATE"), after, 10).await.unwrap();
+        if !page.items.is_empty() {
+            break page.items[0].id;
+        }
+        after = Some(page.next.expect("more to search"));
+    };
+    assert_eq!((found, calls), (late.id, 2));
     b.close().await.unwrap();
 }

@@ -55,18 +55,20 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use async_trait::async_trait;
 use serde::Serialize;
 pub use sluice_content::{ChunkStore, ContentError, Part, PartBody};
-pub use sluice_model::{Context, Filter, MessageId};
+pub use sluice_model::{Context, Filter, Key, MessageId};
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod fault;
 mod operators;
 mod origin;
+pub mod search;
 
 pub use operators::{
     AuditEntry, NewAuditEntry, NewSession, NewToken, Role, SessionRecord, TokenRecord, UnitKind, UserRecord,
 };
 pub use origin::Origin;
+pub use search::{MessageQuery, Page, SCAN_BUDGET, TrackingQuery};
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
@@ -393,6 +395,27 @@ pub struct QueueEntryInfo {
     pub last_error: Option<String>,
 }
 
+/// Characters of an error that group suspended entries (see
+/// [`MessageBox::suspended_groups`]): errors that differ only after them
+/// (a file name, an id at the end) fall in one group.
+pub const GROUP_ERROR_CHARS: usize = 120;
+
+/// Suspended entries that stopped at one place with one error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SuspendedGroup {
+    /// The send port, for a send-side failure.
+    pub port: Option<String>,
+    /// The receive location, for a receive-side one.
+    pub location: Option<String>,
+    /// The error's first [`GROUP_ERROR_CHARS`] characters.
+    pub error: String,
+    pub count: u64,
+    /// When the oldest and the newest of them were suspended (ms).
+    pub first: Millis,
+    pub last: Millis,
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SuspendedInfo {
@@ -657,8 +680,14 @@ pub trait MessageBox: Send + Sync {
 
     async fn parts(&self, message: MessageId) -> Result<Vec<Part>>;
     async fn message(&self, id: MessageId) -> Result<Option<MessageInfo>>;
-    /// Messages in id (time) order, after `after`.
-    async fn list_messages(&self, after: Option<MessageId>, limit: usize) -> Result<Vec<MessageSummary>>;
+    /// Messages matching `query` in id (time) order, after `after`: at most
+    /// `limit`, examining at most [`SCAN_BUDGET`] rows (see [`search`]).
+    async fn list_messages(
+        &self,
+        query: &MessageQuery,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Page<MessageSummary, MessageId>>;
     /// Suspended entries matching `query`, in id order, after `after`.
     async fn list_suspended(
         &self,
@@ -666,15 +695,20 @@ pub trait MessageBox: Send + Sync {
         after: Option<i64>,
         limit: usize,
     ) -> Result<Vec<SuspendedInfo>>;
+    /// Suspended entries counted by where they stopped (send port, or
+    /// receive location) and error (its first [`GROUP_ERROR_CHARS`]
+    /// characters), the largest groups first, at most `limit` groups.
+    async fn suspended_groups(&self, limit: usize) -> Result<Vec<SuspendedGroup>>;
     async fn counts(&self) -> Result<Counts>;
 
-    /// Tracking events in id order after `after`, of one message or all.
+    /// Tracking events matching `query` in id order after `after`: at most
+    /// `limit`, examining at most [`SCAN_BUDGET`] rows (see [`search`]).
     async fn tracking(
         &self,
-        message: Option<MessageId>,
+        query: &TrackingQuery,
         after: Option<i64>,
         limit: usize,
-    ) -> Result<Vec<TrackingEvent>>;
+    ) -> Result<Page<TrackingEvent, i64>>;
     /// Delete up to `limit` tracking events older than `before`; how many.
     async fn purge_tracking(&self, before: Millis, limit: usize) -> Result<u64>;
 

@@ -5,7 +5,10 @@ use std::ops::ControlFlow;
 
 use serde::Serialize;
 use sluice_model::{Context, MessageId};
-use sluice_msgbox::{MessageBox, MessageSummary, Millis, Part, QueueEntryInfo, SuspendedInfo, TrackingEvent};
+use sluice_msgbox::{
+    MessageBox, MessageQuery, MessageSummary, Millis, Page, Part, QueueEntryInfo, SuspendedInfo, TrackingEvent,
+    TrackingQuery,
+};
 
 use crate::OpsError;
 use crate::error::read_error;
@@ -13,18 +16,17 @@ use crate::error::read_error;
 /// Tracking events read from the box at a time.
 pub const TRACKING_PAGE: usize = 1000;
 
-/// Which messages to list: in id (time) order, after `after`, at most `limit`.
-#[derive(Debug, Clone, Copy)]
-pub struct MessageQuery {
-    pub after: Option<MessageId>,
-    pub limit: usize,
-}
-
-/// Messages in the box, oldest first.
-pub async fn list(b: &dyn MessageBox, query: MessageQuery) -> Result<Vec<MessageSummary>, OpsError> {
-    b.list_messages(query.after, query.limit)
+/// Messages in the box that `search` selects, oldest first: a page of at
+/// most `limit` after `after` (see [`Page`] for its cursor).
+pub async fn list(
+    b: &dyn MessageBox,
+    search: &MessageQuery,
+    after: Option<MessageId>,
+    limit: usize,
+) -> Result<Page<MessageSummary, MessageId>, OpsError> {
+    b.list_messages(search, after, limit)
         .await
-        .map_err(read_error("listing messages"))
+        .map_err(read_error("searching the messages in the box"))
 }
 
 /// One message in full: its context, parts, queue entries, suspensions and
@@ -106,32 +108,30 @@ fn some_context_json<S: serde::Serializer>(context: &Option<&Context>, s: S) -> 
     }
 }
 
-/// Call `each` with every tracking event (of `message`, or all), oldest
-/// first, a page ([`TRACKING_PAGE`]) at a time, until it returns `Break`.
-/// Returns how many it was called with.
+/// Call `each` with every tracking event `query` selects, oldest first, a
+/// page ([`TRACKING_PAGE`]) at a time, until it returns `Break`. Returns how
+/// many it was called with.
 pub async fn tracking(
     b: &dyn MessageBox,
-    message: Option<MessageId>,
+    query: &TrackingQuery,
     mut each: impl FnMut(&TrackingEvent) -> ControlFlow<()>,
 ) -> Result<u64, OpsError> {
     let mut after = None;
     let mut n = 0;
     loop {
         let page = b
-            .tracking(message, after, TRACKING_PAGE)
+            .tracking(query, after, TRACKING_PAGE)
             .await
             .map_err(read_error("reading tracking events"))?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
-        for e in &page {
+        for e in &page.items {
             n += 1;
             if each(e).is_break() {
                 return Ok(n);
             }
         }
-        if page.len() < TRACKING_PAGE {
-            break;
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(n),
         }
     }
-    Ok(n)
 }

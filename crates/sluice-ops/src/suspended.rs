@@ -255,6 +255,14 @@ pub async fn page(
         .map_err(read_error("listing suspended messages"))
 }
 
+/// The entries counted by where they stopped and their error, the largest
+/// groups first (at most `limit`, up to [`PAGE`]).
+pub async fn groups(b: &dyn MessageBox, limit: usize) -> Result<Vec<sluice_msgbox::SuspendedGroup>, OpsError> {
+    b.suspended_groups(limit.clamp(1, PAGE))
+        .await
+        .map_err(read_error("counting suspended messages by port and error"))
+}
+
 /// The entries matching a query, a page ([`PAGE`]) at a time, in id order.
 pub struct Pages<'a> {
     b: &'a dyn MessageBox,

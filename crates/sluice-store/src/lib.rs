@@ -54,6 +54,9 @@ pub struct StoreOptions {
     pub tracking: bool,
     /// Make every change durable before answering (`false` only for benchmarks).
     pub sync: bool,
+    /// Context properties the box indexes for message search (applied by
+    /// the node's open only; see the backend's options).
+    pub index: Vec<sluice_msgbox::Key>,
 }
 
 impl StoreOptions {
@@ -63,6 +66,7 @@ impl StoreOptions {
             clock: Arc::new(SystemClock),
             tracking: true,
             sync: true,
+            index: Vec::new(),
         }
     }
 }
@@ -73,6 +77,7 @@ impl fmt::Debug for StoreOptions {
             .field("node_id", &self.node_id)
             .field("tracking", &self.tracking)
             .field("sync", &self.sync)
+            .field("index", &self.index)
             .finish_non_exhaustive()
     }
 }
@@ -212,6 +217,7 @@ mod sqlite {
             sync: opts.sync,
             tracking: opts.tracking,
             node_id: opts.node_id.clone(),
+            index: opts.index.clone(),
             ..Options::default()
         };
         Ok(match role {

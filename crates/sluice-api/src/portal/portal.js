@@ -11,19 +11,29 @@ function say(text, ok) {
   r.className = ok ? "ok" : "failed";
 }
 
-async function api(method, url, body) {
+// A request with the session's CSRF token: a JSON body, or `raw` (a file,
+// streamed) sent as application/octet-stream.
+function send(method, url, body, raw) {
   const headers = { "X-CSRF-Token": csrf };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  const answer = await fetch(url, {
+  if (raw !== undefined) headers["Content-Type"] = "application/octet-stream";
+  else if (body !== undefined) headers["Content-Type"] = "application/json";
+  return fetch(url, {
     method,
     headers,
     credentials: "same-origin",
-    body: body === undefined ? undefined : JSON.stringify(body),
+    body: raw !== undefined ? raw : body === undefined ? undefined : JSON.stringify(body),
   });
+}
+
+async function read(answer) {
   const text = await answer.text();
   let json = null;
-  try { json = JSON.parse(text); } catch (_) { /* NDJSON or empty */ }
+  try { json = JSON.parse(text); } catch (_) { /* empty */ }
   return { ok: answer.ok, status: answer.status, text, json };
+}
+
+async function api(method, url, body, raw) {
+  return read(await send(method, url, body, raw));
 }
 
 function failure(a) {
@@ -34,29 +44,56 @@ function selected() {
   return [...document.querySelectorAll('input[name="id"]:checked')].map((c) => Number(c.value));
 }
 
+// A bulk action's answer is NDJSON, one line per entry as it is acted on:
+// read it as it streams, so a long action shows its progress.
 async function bulk(button) {
   const ids = selected();
   if (ids.length === 0) { say("Select entries first.", false); return; }
   const dry = button.dataset.dry === "true";
   const op = button.dataset.op;
-  const a = await api("POST", `/api/v1/suspended/${op}`, { ids, dry_run: dry });
-  if (!a.ok) { say(failure(a), false); return; }
-  const lines = a.text.trim().split("\n").map((l) => JSON.parse(l));
+  const answer = await send("POST", `/api/v1/suspended/${op}`, { ids, dry_run: dry });
+  if (!answer.ok) { say(failure(await read(answer)), false); return; }
+  say("", true);
+  const progress = document.createElement("progress");
+  progress.id = "bulk-progress";
+  progress.max = ids.length;
+  progress.value = 0;
+  const counter = document.createElement("span");
+  counter.id = "bulk-count";
   const list = document.createElement("ul");
   list.id = "bulk-lines";
+  result().append(progress, counter, list);
   let summary = "";
-  for (const l of lines) {
+  let seen = 0;
+  const show = (l) => {
     const li = document.createElement("li");
-    if (l.event === "entry" && l.would) li.textContent = `#${l.id}: would ${l.would} (${l.entry.reason})`;
-    else if (l.event === "entry") li.textContent = `#${l.id}: ${l.outcome.outcome}${l.outcome.reason ? " — " + l.outcome.reason : ""}`;
-    else if (l.event === "summary" && l.dry_run) summary = `Dry run: ${l.matched} would be ${op}d; nothing changed.`;
+    if (l.event === "entry") {
+      seen += 1;
+      progress.value = seen;
+      counter.textContent = ` ${seen} of ${ids.length}`;
+      li.textContent = l.would
+        ? `#${l.id}: would ${l.would} (${l.entry.reason})`
+        : `#${l.id}: ${l.outcome.outcome}${l.outcome.reason ? " — " + l.outcome.reason : ""}`;
+    } else if (l.event === "summary" && l.dry_run) summary = `Dry run: ${l.matched} would be ${op}d; nothing changed.`;
     else if (l.event === "summary") summary = `${l.summary.done} ${op}d, ${l.summary.failed} failed, ${l.summary.skipped} skipped.`;
     else if (l.event === "error") li.textContent = `stopped: ${l.code}: ${l.reason}`;
-    else continue;
     if (li.textContent) list.appendChild(li);
+  };
+  const reader = answer.body.pipeThrough(new TextDecoderStream()).getReader();
+  let pending = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    pending += value;
+    const lines = pending.split("\n");
+    pending = lines.pop();
+    for (const line of lines) if (line.trim()) show(JSON.parse(line));
   }
-  say(summary, true);
-  result().appendChild(list);
+  if (pending.trim()) show(JSON.parse(pending));
+  const line = document.createElement("p");
+  line.id = "bulk-summary";
+  line.textContent = summary || "The action stopped before its end.";
+  result().insertBefore(line, progress);
   if (!dry) setTimeout(() => location.reload(), 1500);
 }
 
@@ -88,7 +125,17 @@ document.addEventListener("submit", async (event) => {
   if (form.id !== "resubmit") return;
   event.preventDefault();
   const lines = (name) => form.elements[name].value.split("\n").map((l) => l.trim()).filter((l) => l);
-  const a = await api("POST", form.dataset.url, { set: lines("set"), remove: lines("remove") });
+  const file = form.elements.body && form.elements.body.files[0];
+  let a;
+  if (file) {
+    // A new body: streamed as the request's body, the edit in the query.
+    const query = new URLSearchParams();
+    for (const l of lines("set")) query.append("set", l);
+    for (const l of lines("remove")) query.append("remove", l);
+    a = await api("POST", `${form.dataset.url}?${query}`, undefined, file);
+  } else {
+    a = await api("POST", form.dataset.url, { set: lines("set"), remove: lines("remove") });
+  }
   if (!a.ok) { say(failure(a), false); return; }
   say(`Resubmitted as message ${a.json.message_id}.`, true);
   const link = document.createElement("a");

@@ -478,6 +478,117 @@ fn operators_find_read_fix_and_resend_through_the_api_and_everything_is_audited(
 /// The API's listener keeps every client to the same bounds as an HTTP
 /// receive location: silent connections at the cap do not hold it shut,
 /// and an address that keeps failing to authenticate is answered 429.
+/// `GET /api/v1/messages` and `/tracking` by context, time and port (the
+/// context on an indexed key), suspended entries counted by port and
+/// error, the sampled history and each port's rate; malformed searches
+/// refused with their codes.
+#[test]
+fn messages_and_tracking_are_found_by_context_time_and_port() {
+    let root = tempfile::tempdir().unwrap();
+    let (config, base) = setup(root.path(), "sample_every = \"1s\"\n\n[box]\nindex = [\"file.name\"]");
+    let mut node = Node::start(&config, &root.path().join("node.log"));
+    add_user(&config, "olga", "operator", "olga-s3cret-pass");
+    let olga = token_for(&config, "olga");
+    for i in 1..=3 {
+        drop_file(&root.path().join("in"), &format!("order-{i}.xml"), b"<order/>");
+    }
+    wait_until(Duration::from_secs(30), "three suspended", || {
+        status_json(&config)["suspended"].as_u64() == Some(3)
+    });
+    let search = |query: &str| {
+        let a = get(&base, &format!("/api/v1/messages?{query}"), Some(&olga));
+        assert_eq!(a.status, 200, "{query}: {}", text(&a.body));
+        let page = a.json();
+        assert!(page["next"].is_null(), "{query}: the whole box was searched");
+        page["items"].as_array().unwrap().len()
+    };
+    let enc = |t: &str| t.replace(' ', "%20").replace('"', "%22").replace('=', "%3D");
+    assert_eq!(search(&format!("where={}", enc(r#"file.name == "order-2.xml""#))), 1);
+    assert_eq!(search(&format!("where={}", enc(r#"file.name == "order-9.xml""#))), 0);
+    assert_eq!(
+        search(&format!("where={}", enc(r#"file.name starts-with "order-""#))),
+        3
+    );
+    assert_eq!(search("port=broken"), 3);
+    assert_eq!(search("port=good"), 0);
+    assert_eq!(search("since=1h"), 3);
+    assert_eq!(search("until=1h"), 0);
+    for (query, code) in [
+        ("where=a%20==", "invalid_filter"),
+        ("since=yesterday", "invalid_argument"),
+        ("after=not-an-id", "invalid_argument"),
+        ("limit=0", "invalid_argument"),
+        ("colour=red", "invalid_argument"),
+    ] {
+        let a = get(&base, &format!("/api/v1/messages?{query}"), Some(&olga));
+        assert_eq!((a.status, a.code().as_str()), (400, code), "{query}: {}", text(&a.body));
+    }
+
+    // Counted by port and error.
+    let groups = get(&base, "/api/v1/suspended/groups", Some(&olga)).json();
+    let groups = groups["items"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    assert_eq!(
+        (groups[0]["port"].as_str(), groups[0]["count"].as_u64()),
+        (Some("broken"), Some(3))
+    );
+
+    // One resubmitted and delivered: its whole path, found by its context.
+    let first = get(&base, "/api/v1/suspended?limit=1", Some(&olga)).json()["items"][0]["id"]
+        .as_i64()
+        .unwrap();
+    let done = post_json(
+        &base,
+        &format!("/api/v1/suspended/{first}/resubmit"),
+        &olga,
+        r#"{"set": ["route.fixed=bool:true"]}"#,
+    );
+    assert_eq!(done.status, 200, "{}", text(&done.body));
+    wait_until(Duration::from_secs(30), "delivered", || {
+        names(&root.path().join("out")).len() == 1
+    });
+    let tracked = |query: &str| {
+        let a = get(&base, &format!("/api/v1/tracking?{query}"), Some(&olga));
+        assert_eq!(a.status, 200, "{query}: {}", text(&a.body));
+        a.json()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(tracked("port=good"), ["completed"]);
+    assert_eq!(tracked("event=completed&where=route.fixed%20==%20true"), ["completed"]);
+    assert_eq!(tracked("event=terminated"), Vec::<String>::new());
+    assert_eq!(
+        tracked("since=1h&event=received").len(),
+        4,
+        "three files and the resubmission"
+    );
+    let a = get(&base, "/api/v1/tracking?where=(", Some(&olga));
+    assert_eq!((a.status, a.code().as_str()), (400, "invalid_filter"));
+
+    // The history, sampled every second, and each unit's rate from it: a
+    // sample after the delivery was acknowledged.
+    wait_until(Duration::from_secs(30), "a sample of the box as it is now", || {
+        let history = get(&base, "/api/v1/history", Some(&olga)).json();
+        assert_eq!(history["every_seconds"], 1);
+        let last = history["items"].as_array().unwrap().last().unwrap().clone();
+        last["delivered_per_second"].as_f64().is_some()
+            && (last["suspended"].as_u64(), last["queued"].as_u64()) == (Some(2), Some(0))
+    });
+    let ports = get(&base, "/api/v1/ports", Some(&olga)).json();
+    let good = ports["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "good")
+        .unwrap()
+        .clone();
+    assert!(good["per_second"].as_f64().is_some(), "{good}");
+    node.stop();
+}
+
 #[test]
 fn silent_clients_and_token_guessers_do_not_hold_the_api_shut() {
     let root = tempfile::tempdir().unwrap();
@@ -577,7 +688,7 @@ fn the_api_answers_as_its_document_says_under_a_fuzzer() {
         text(&out.stdout),
         text(&out.stderr)
     );
-    assert!(text(&out.stdout).contains("Tested: 30"), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("Tested: 32"), "{}", text(&out.stdout));
     assert_eq!(get(&base, "/healthz", None).status, 200);
     assert_eq!(
         get(&base, "/api/v1/status", Some(&token)).status,
@@ -1022,7 +1133,8 @@ async fn log_in(c: &fantoccini::Client, base: &str, user: &str, password: &str) 
 async fn the_portal_in_a_real_browser() {
     use fantoccini::Locator;
     let root = tempfile::tempdir().unwrap();
-    let (config, base) = setup(root.path(), "");
+    // Samples every second: the dashboard draws the last hour from them.
+    let (config, base) = setup(root.path(), "sample_every = \"1s\"");
     let mut node = Node::start(&config, &root.path().join("node.log"));
     add_user(&config, "olga", "operator", "olga-s3cret-pass");
     add_user(&config, "vic", "viewer", "vic-s3cret-pass");
@@ -1045,7 +1157,27 @@ async fn the_portal_in_a_real_browser() {
         c.find(Locator::Css("#suspended")).await.unwrap().text().await.unwrap(),
         "3"
     );
-    std::fs::write(shots.join("dashboard.png"), c.screenshot().await.unwrap()).unwrap();
+
+    // Messages searched by their context: the one named order-2.xml.
+    c.goto(&format!("{base}/messages")).await.unwrap();
+    c.find(Locator::Css("input[name=where]"))
+        .await
+        .unwrap()
+        .send_keys(r#"file.name == "order-2.xml""#)
+        .await
+        .unwrap();
+    c.find(Locator::Css("#search")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Css("#messages")).await.unwrap();
+    let found = c.find_all(Locator::Css("#messages tbody tr")).await.unwrap();
+    assert_eq!(found.len(), 1, "one message of the three matches");
+    std::fs::write(shots.join("messages.png"), c.screenshot().await.unwrap()).unwrap();
+    found[0].find(Locator::Css("a")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Css("#context")).await.unwrap();
+    let context = c.find(Locator::Css("#context")).await.unwrap().text().await.unwrap();
+    assert!(
+        context.contains("order-2.xml") && !context.contains("order-1.xml"),
+        "{context}"
+    );
 
     // Found by its error.
     c.goto(&format!("{base}/suspended")).await.unwrap();
@@ -1059,6 +1191,15 @@ async fn the_portal_in_a_real_browser() {
     c.wait().for_element(Locator::Css("#suspended-list")).await.unwrap();
     let rows = c.find_all(Locator::Css("#suspended-list tbody tr")).await.unwrap();
     assert_eq!(rows.len(), 3);
+    // Grouped by port and error, with their count.
+    let group = c
+        .find(Locator::Css("#groups tbody tr"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(group.contains("send port broken") && group.contains(" 3 "), "{group}");
     std::fs::write(shots.join("suspended.png"), c.screenshot().await.unwrap()).unwrap();
     c.find(Locator::Css("#suspended-list tbody tr td a"))
         .await
@@ -1102,6 +1243,48 @@ async fn the_portal_in_a_real_browser() {
     let delivered = out.join(&names(&out)[0]);
     assert_eq!(std::fs::read_to_string(delivered).unwrap(), body);
 
+    // Another resubmitted with a new body, chosen as a file in the form.
+    let fixed = root.path().join("fixed-order.xml");
+    std::fs::write(&fixed, "<order id=\"2\" fixed=\"yes\"/>").unwrap();
+    c.goto(&format!("{base}/suspended")).await.unwrap();
+    c.find(Locator::Css("#suspended-list tbody tr td a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Css("#new-body")).await.unwrap();
+    c.find(Locator::Css("#resubmit textarea[name=set]"))
+        .await
+        .unwrap()
+        .send_keys("route.fixed=bool:true")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#new-body"))
+        .await
+        .unwrap()
+        .send_keys(fixed.to_str().unwrap())
+        .await
+        .unwrap();
+    c.find(Locator::Css("#resubmit-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Css("#resubmitted")).await.unwrap();
+    wait_until(Duration::from_secs(30), "the one with a new body delivered", || {
+        names(&out).len() == 2
+    });
+    let bodies: Vec<String> = names(&out)
+        .iter()
+        .map(|n| std::fs::read_to_string(out.join(n)).unwrap())
+        .collect();
+    assert!(
+        bodies.contains(&"<order id=\"2\" fixed=\"yes\"/>".to_string()),
+        "{bodies:?}"
+    );
+
     // The rest: a dry run first, then terminated.
     c.goto(&format!("{base}/suspended")).await.unwrap();
     c.find(Locator::Css("input[data-select-all]"))
@@ -1119,18 +1302,30 @@ async fn the_portal_in_a_real_browser() {
     c.wait().for_element(Locator::Css("#bulk-lines")).await.unwrap();
     let preview = c.find(Locator::Css("#result")).await.unwrap().text().await.unwrap();
     assert!(
-        preview.contains("Dry run: 2 would be terminated") && preview.contains("would terminate"),
+        preview.contains("Dry run: 1 would be terminated") && preview.contains("would terminate"),
         "{preview}"
     );
     std::fs::write(shots.join("bulk-preview.png"), c.screenshot().await.unwrap()).unwrap();
-    assert_eq!(status_json(&config)["suspended"], 2, "a dry run changes nothing");
+    assert_eq!(status_json(&config)["suspended"], 1, "a dry run changes nothing");
     c.find(Locator::Css("button[data-op=terminate]:not([data-dry])"))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
-    wait_until(Duration::from_secs(30), "both terminated", || {
+    // Its progress, entry by entry, then its summary.
+    c.wait().for_element(Locator::Css("#bulk-summary")).await.unwrap();
+    let progress = c.find(Locator::Css("#bulk-count")).await.unwrap().text().await.unwrap();
+    assert_eq!(progress.trim(), "1 of 1");
+    let summary = c
+        .find(Locator::Css("#bulk-summary"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(summary, "1 terminated, 0 failed, 0 skipped.");
+    wait_until(Duration::from_secs(30), "terminated", || {
         status_json(&config)["suspended"].as_u64() == Some(0)
     });
 
@@ -1145,17 +1340,36 @@ async fn the_portal_in_a_real_browser() {
         .unwrap();
     assert_eq!(status, serde_json::json!(403));
 
-    for (page, shot) in [
-        ("/ports", "ports.png"),
-        ("/audit", "audit.png"),
-        ("/messages", "messages.png"),
-    ] {
+    for (page, shot) in [("/ports", "ports.png"), ("/audit", "audit.png")] {
         c.goto(&format!("{base}{page}")).await.unwrap();
         c.wait().for_element(Locator::Css("main h1")).await.unwrap();
         std::fs::write(shots.join(shot), c.screenshot().await.unwrap()).unwrap();
     }
-    let audit = c.find(Locator::Css("#audit")).await;
-    assert!(audit.is_err(), "the messages page is not the audit page");
+    assert!(c.find(Locator::Css("#audit")).await.is_ok());
+    // Each port's messages per second, from the samples.
+    c.goto(&format!("{base}/ports")).await.unwrap();
+    let good = c
+        .find(Locator::Css("tr[data-unit=good]"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(good.contains("send port") && good.contains(" 2 "), "{good}");
+    // The dashboard's last hour: a chart for each figure, once sampled twice.
+    let olga = token_for(&config, "olga");
+    wait_until(Duration::from_secs(30), "two samples", || {
+        get(&base, "/api/v1/history", Some(&olga)).json()["items"]
+            .as_array()
+            .is_some_and(|s| s.len() >= 2)
+    });
+    c.goto(&format!("{base}/")).await.unwrap();
+    for chart in ["published", "delivered", "queued", "suspended", "throttled"] {
+        c.find(Locator::Css(&format!("#{chart}-chart svg polyline")))
+            .await
+            .unwrap_or_else(|_| panic!("the {chart} chart"));
+    }
+    std::fs::write(shots.join("dashboard.png"), c.screenshot().await.unwrap()).unwrap();
 
     // Logging out ends the session.
     c.find(Locator::Css("#logout")).await.unwrap().click().await.unwrap();

@@ -270,3 +270,51 @@ pub async fn suspended_query_filters(h: &impl Harness) {
     assert_eq!(page.iter().map(|s| s.id).collect::<Vec<_>>(), vec![ids[2]]);
     b.close().await.unwrap();
 }
+
+pub async fn suspended_entries_are_counted_by_port_and_error(h: &impl Harness) {
+    let clock = ManualClock::new(T0);
+    let b = h.open(clock.clone()).await;
+    b.subscribe(sub("a", r#"t.kind == "x""#)).await.unwrap();
+    let long = format!("timeout {}", "z".repeat(GROUP_ERROR_CHARS));
+    for (i, error) in [
+        "timeout",
+        "Folder missing",
+        "timeout",
+        &format!("{long}1"),
+        &format!("{long}2"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        b.publish(msg("x", i as i64)).await.unwrap();
+        let l = lease_one(&*b, "a").await;
+        b.suspend(l.token, &fail(error)).await.unwrap();
+        clock.advance(1000);
+    }
+    b.publish_suspended(
+        msg("x", 9),
+        "receive:in",
+        &Failure::new("decode", "gzip", "bad").at_location("gz-in"),
+    )
+    .await
+    .unwrap();
+    let groups = b.suspended_groups(10).await.unwrap();
+    let at =
+        |port: Option<&str>, location: Option<&str>, error: &str, count: u64, first: i64, last: i64| SuspendedGroup {
+            port: port.map(str::to_string),
+            location: location.map(str::to_string),
+            error: error.to_string(),
+            count,
+            first: T0 + first,
+            last: T0 + last,
+        };
+    let cut: String = long.chars().take(GROUP_ERROR_CHARS).collect();
+    assert_eq!(groups.len(), 4, "{groups:?}");
+    // The largest first; errors that differ past the cut are one group.
+    assert_eq!(groups[0], at(Some("a"), None, "timeout", 2, 0, 2000));
+    assert_eq!(groups[1], at(Some("a"), None, &cut, 2, 3000, 4000));
+    assert!(groups.contains(&at(Some("a"), None, "Folder missing", 1, 1000, 1000)));
+    assert!(groups.contains(&at(None, Some("gz-in"), "bad", 1, 5000, 5000)));
+    assert_eq!(b.suspended_groups(1).await.unwrap().len(), 1);
+    b.close().await.unwrap();
+}

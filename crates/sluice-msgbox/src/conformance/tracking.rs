@@ -17,9 +17,10 @@ pub async fn tracking_records_and_purges(h: &impl Harness) {
     let sid = b.suspend(l.token, &fail("down")).await.unwrap();
     b.terminate(sid).await.unwrap();
     let events: Vec<(MessageId, String, Option<String>, Millis)> = b
-        .tracking(None, None, 100)
+        .tracking(&TrackingQuery::default(), None, 100)
         .await
         .unwrap()
+        .items
         .into_iter()
         .map(|e| (e.message_id, e.event, e.subscriber, e.at))
         .collect();
@@ -34,13 +35,24 @@ pub async fn tracking_records_and_purges(h: &impl Harness) {
             (m2.id, tracked::COMPLETED.into(), None, T0 + 10_000),
         ]
     );
-    let done = b.tracking(Some(m2.id), None, 10).await.unwrap();
+    let done = b
+        .tracking(&TrackingQuery::of_message(m2.id), None, 10)
+        .await
+        .unwrap()
+        .items;
     assert_eq!(done.len(), 4);
     assert_eq!(done[1].detail.as_deref(), Some("down"));
     assert_eq!(done[2].detail.as_deref(), Some("down"));
     assert_eq!(done[3].context.as_ref(), Some(&m2.context), "the context is kept");
     assert_eq!(b.purge_tracking(T0 + 5000, 1000).await.unwrap(), 2);
-    assert_eq!(b.tracking(None, None, 100).await.unwrap().len(), 4);
+    assert_eq!(
+        b.tracking(&TrackingQuery::default(), None, 100)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        4
+    );
     assert_eq!(b.purge_tracking(T0 + 5000, 1000).await.unwrap(), 0);
     // Delivered to two: the first delivery is its own event, the last one
     // completes the message.
@@ -53,9 +65,10 @@ pub async fn tracking_records_and_purges(h: &impl Harness) {
         b.ack(l.token).await.unwrap();
     }
     let events: Vec<(String, Option<String>)> = b
-        .tracking(Some(m3.id), None, 10)
+        .tracking(&TrackingQuery::of_message(m3.id), None, 10)
         .await
         .unwrap()
+        .items
         .into_iter()
         .map(|e| (e.event, e.subscriber))
         .collect();
@@ -75,7 +88,14 @@ pub async fn tracking_records_and_purges(h: &impl Harness) {
         0,
         "m3's events are newer"
     );
-    assert_eq!(b.tracking(None, None, 100).await.unwrap().len(), 3);
+    assert_eq!(
+        b.tracking(&TrackingQuery::default(), None, 100)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        3
+    );
     b.close().await.unwrap();
 }
 
@@ -83,9 +103,10 @@ pub async fn tracking_records_and_purges(h: &impl Harness) {
 type Seen = (String, Option<String>, Option<String>, Option<String>);
 
 async fn events_of(b: &dyn MessageBox, id: MessageId) -> Vec<Seen> {
-    b.tracking(Some(id), None, 100)
+    b.tracking(&TrackingQuery::of_message(id), None, 100)
         .await
         .unwrap()
+        .items
         .into_iter()
         .map(|e| (e.event, e.subscriber, e.location, e.detail))
         .collect()
@@ -147,9 +168,10 @@ pub async fn tracking_says_where_messages_came_and_stopped(h: &impl Harness) {
     // original stopped.
     let fault_of = format!("fault message of {}", m.id);
     let faults: Vec<TrackingEvent> = b
-        .tracking(None, None, 1000)
+        .tracking(&TrackingQuery::default(), None, 1000)
         .await
         .unwrap()
+        .items
         .into_iter()
         .filter(|e| e.detail.as_deref() == Some(fault_of.as_str()))
         .collect();
@@ -184,7 +206,12 @@ pub async fn tracking_says_where_messages_came_and_stopped(h: &impl Harness) {
     );
 
     // Changes the box refuses leave no event.
-    let before = b.tracking(None, None, 1000).await.unwrap().len();
+    let before = b
+        .tracking(&TrackingQuery::default(), None, 1000)
+        .await
+        .unwrap()
+        .items
+        .len();
     assert!(matches!(b.resume(bad_sid).await, Err(BoxError::NotResumable { .. })));
     assert!(matches!(
         b.resubmit(bad_sid, Resubmission::default()).await,
@@ -194,7 +221,14 @@ pub async fn tracking_says_where_messages_came_and_stopped(h: &impl Harness) {
     let mut dup = msg("x", 4);
     dup.id = again.message_id;
     assert!(matches!(b.publish(dup).await, Err(BoxError::Duplicate(_))));
-    assert_eq!(b.tracking(None, None, 1000).await.unwrap().len(), before);
+    assert_eq!(
+        b.tracking(&TrackingQuery::default(), None, 1000)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        before
+    );
 
     // An interchange's records are received when it is committed, not before.
     let ic = MessageId::new();
@@ -219,5 +253,188 @@ pub async fn tracking_says_where_messages_came_and_stopped(h: &impl Harness) {
             vec![seen(tracked::RECEIVED, None, at, Some(&source))]
         );
     }
+    b.close().await.unwrap();
+}
+
+/// A message made at `ms` (ids carry their time), of `kind`, number `n`.
+fn msg_at(ms: Millis, kind: &str, n: i64) -> NewMessage {
+    let mut bytes = search::id_bound(ms);
+    bytes[6..].copy_from_slice(&MessageId::new().to_bytes()[6..]);
+    NewMessage {
+        id: MessageId::from_bytes(bytes),
+        ..msg(kind, n)
+    }
+}
+
+async fn found(b: &dyn MessageBox, q: &MessageQuery, after: Option<MessageId>, limit: usize) -> Vec<MessageId> {
+    let page = b.list_messages(q, after, limit).await.unwrap();
+    page.items.iter().map(|m| m.id).collect()
+}
+
+pub async fn messages_are_found_by_context_time_and_port(h: &impl Harness) {
+    let clock = ManualClock::new(T0);
+    let b = h.open(clock.clone()).await;
+    b.subscribe(sub("a", r#"t.kind == "x""#)).await.unwrap();
+    b.subscribe(sub("b", r#"t.kind == "y""#)).await.unwrap();
+    let m1 = msg_at(T0 + 1000, "x", 1);
+    let m2 = msg_at(T0 + 2000, "y", 2);
+    let m3 = msg_at(T0 + 3000, "x", 3);
+    for m in [&m1, &m2, &m3] {
+        b.publish(m.clone()).await.unwrap();
+    }
+    let all = MessageQuery::default();
+    let page = b.list_messages(&all, None, 10).await.unwrap();
+    assert_eq!(
+        page.items.iter().map(|m| m.id).collect::<Vec<_>>(),
+        [m1.id, m2.id, m3.id]
+    );
+    assert_eq!(page.next, None, "the end of the box");
+    assert_eq!(page.items[0].parts, 1);
+    // Paging: a full page names its last id; the last page none.
+    let first = b.list_messages(&all, None, 2).await.unwrap();
+    assert_eq!(first.next, Some(m2.id));
+    assert_eq!(found(&*b, &all, first.next, 2).await, [m3.id]);
+    let q = |f: fn(&mut MessageQuery)| {
+        let mut q = MessageQuery::default();
+        f(&mut q);
+        q
+    };
+    let kind_x = q(|q| q.context = Some(Filter::parse(r#"t.kind == "x""#).unwrap()));
+    assert_eq!(found(&*b, &kind_x, None, 10).await, [m1.id, m3.id]);
+    assert_eq!(found(&*b, &kind_x, Some(m1.id), 10).await, [m3.id]);
+    // The filter sees properties that are not promoted.
+    let note = q(|q| q.context = Some(Filter::parse(r#"t.note == "y-2""#).unwrap()));
+    assert_eq!(found(&*b, &note, None, 10).await, [m2.id]);
+    let since = q(|q| q.since = Some(T0 + 2000));
+    assert_eq!(found(&*b, &since, None, 10).await, [m2.id, m3.id]);
+    let until = q(|q| q.until = Some(T0 + 2000));
+    assert_eq!(found(&*b, &until, None, 10).await, [m1.id]);
+    let port_b = q(|q| q.port = Some("b".into()));
+    assert_eq!(found(&*b, &port_b, None, 10).await, [m2.id]);
+    // Suspended at a port is still at it; delivered is gone from the box.
+    let l = lease_one(&*b, "a").await;
+    b.suspend(l.token, &fail("down")).await.unwrap();
+    let l = lease_one(&*b, "a").await;
+    b.ack(l.token).await.unwrap();
+    let port_a = q(|q| q.port = Some("a".into()));
+    assert_eq!(found(&*b, &port_a, None, 10).await, [m1.id]);
+    let nothing = q(|q| q.port = Some("nobody".into()));
+    let page = b.list_messages(&nothing, None, 10).await.unwrap();
+    assert!(page.items.is_empty() && page.next.is_none());
+    b.close().await.unwrap();
+}
+
+pub async fn a_search_examines_a_bounded_number_of_rows(h: &impl Harness) {
+    let b = h.open(ManualClock::new(T0)).await;
+    b.subscribe(sub("a", "all")).await.unwrap();
+    let n = SCAN_BUDGET + 10;
+    let mut last = None;
+    for chunk in 0..n.div_ceil(1000) {
+        let batch: Vec<NewMessage> = (0..1000.min(n - chunk * 1000)).map(|i| msg("x", i as i64)).collect();
+        last = batch.last().map(|m| m.id);
+        let mut publishes = tokio::task::JoinSet::new();
+        for m in batch {
+            let b = b.clone();
+            publishes.spawn(async move { b.publish(m).await.map(|_| ()) });
+        }
+        while let Some(done) = publishes.join_next().await {
+            done.unwrap().unwrap();
+        }
+    }
+    let wanted = msg("needle", 0);
+    b.publish(wanted.clone()).await.unwrap();
+    let needle = MessageQuery {
+        context: Some(Filter::parse(r#"t.kind == "needle""#).unwrap()),
+        ..MessageQuery::default()
+    };
+    // The first call stops after the budget with nothing found and a
+    // cursor; going on finds it.
+    let first = b.list_messages(&needle, None, 10).await.unwrap();
+    assert!(first.items.is_empty());
+    let cursor = first.next.expect("a cursor after the budget");
+    assert!(Some(cursor) < last);
+    let second = b.list_messages(&needle, Some(cursor), 10).await.unwrap();
+    assert_eq!(second.items.iter().map(|m| m.id).collect::<Vec<_>>(), [wanted.id]);
+    assert_eq!(second.next, None);
+    b.close().await.unwrap();
+}
+
+pub async fn tracking_is_found_by_event_port_time_and_context(h: &impl Harness) {
+    let clock = ManualClock::new(T0);
+    let b = h.open(clock.clone()).await;
+    b.subscribe(sub("a", r#"t.kind == "x""#)).await.unwrap();
+    b.subscribe(sub("b", r#"t.kind == "y""#)).await.unwrap();
+    let x = msg("x", 1);
+    b.publish(x.clone()).await.unwrap();
+    let l = lease_one(&*b, "a").await;
+    b.ack(l.token).await.unwrap();
+    clock.advance(5000);
+    let y = msg("y", 2);
+    b.publish(y.clone()).await.unwrap();
+    let l = lease_one(&*b, "b").await;
+    b.ack(l.token).await.unwrap();
+    let events = |q: TrackingQuery| {
+        let b = b.clone();
+        async move {
+            let page = b.tracking(&q, None, 100).await.unwrap();
+            assert_eq!(page.next, None);
+            page.items
+                .into_iter()
+                .map(|e| (e.message_id, e.event))
+                .collect::<Vec<_>>()
+        }
+    };
+    let completed = |id: MessageId| (id, tracked::COMPLETED.to_string());
+    let received = |id: MessageId| (id, tracked::RECEIVED.to_string());
+    assert_eq!(
+        events(TrackingQuery {
+            event: Some(tracked::COMPLETED.into()),
+            ..Default::default()
+        })
+        .await,
+        [completed(x.id), completed(y.id)]
+    );
+    assert_eq!(
+        events(TrackingQuery {
+            port: Some("b".into()),
+            ..Default::default()
+        })
+        .await,
+        [completed(y.id)]
+    );
+    assert_eq!(
+        events(TrackingQuery {
+            since: Some(T0 + 5000),
+            ..Default::default()
+        })
+        .await,
+        [received(y.id), completed(y.id)]
+    );
+    assert_eq!(
+        events(TrackingQuery {
+            until: Some(T0 + 5000),
+            ..Default::default()
+        })
+        .await,
+        [received(x.id), completed(x.id)]
+    );
+    // A context filter: only `completed` events carry a context.
+    assert_eq!(
+        events(TrackingQuery {
+            context: Some(Filter::parse("t.n == 2").unwrap()),
+            ..Default::default()
+        })
+        .await,
+        [completed(y.id)]
+    );
+    assert_eq!(
+        events(TrackingQuery {
+            event: Some(tracked::RECEIVED.into()),
+            message: Some(x.id),
+            ..Default::default()
+        })
+        .await,
+        [received(x.id)]
+    );
     b.close().await.unwrap();
 }
