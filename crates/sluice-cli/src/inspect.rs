@@ -1,15 +1,19 @@
-//! `sluice status` and `sluice messages`: read the box beside a running node.
+//! `sluice status` and `sluice messages`: read the box beside a running
+//! node, or a node's REST API (`--server`). Both print from the same JSON
+//! (the operations' outputs serialized, or the API's answers).
 
 use std::ops::ControlFlow;
 
+use anyhow::Context as _;
+use serde_json::Value;
 use sluice_host::Config;
 use sluice_host::throttle::Bytes;
-use sluice_model::Context;
-use sluice_msgbox::Part;
+use sluice_model::ValueType;
 use sluice_ops::messages::{self, Tracked};
 use sluice_ops::parse::parse_message_id;
-use sluice_ops::status::STATUS_FILE;
+use sluice_ops::status::{NodeStatus, STALE_AFTER_MS, STATUS_FILE};
 
+use crate::remote::Remote;
 use crate::store::open_read as open;
 
 fn now_ms() -> i64 {
@@ -41,25 +45,73 @@ pub fn place(port: Option<&str>, location: Option<&str>) -> String {
     }
 }
 
-/// Every property: key, type, value, and whether it is promoted.
-pub fn print_context(context: &Context) {
+/// Every property: key, type, value, and whether it is promoted, from the
+/// context as answers show it (`[{namespace, name, type, value,
+/// promoted}]`: `Context::to_display_json`, or the REST API's JSON).
+pub fn print_context(context: &Value) {
     outln!("context");
-    for p in context.iter() {
+    for p in context.as_array().into_iter().flatten() {
+        let (namespace, name, ty) = (text_of(p, "namespace"), text_of(p, "name"), text_of(p, "type"));
+        let key = if namespace.is_empty() {
+            name.to_string()
+        } else {
+            format!("{namespace}.{name}")
+        };
+        // Shown as the value's own Display (strings quoted): the JSON
+        // value read back as its type, as it was written.
+        let raw = match &p["value"] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let value = ValueType::parse(ty)
+            .and_then(|t| sluice_model::Value::from_text(t, &raw).ok())
+            .map(|v| v.to_string())
+            .unwrap_or(raw);
         outln!(
             "  {:<32} {:<9} {}{}",
-            p.key(),
-            p.value.value_type().as_str(),
-            p.value,
-            if p.promoted { "  (promoted)" } else { "" }
+            printable(&key),
+            printable(ty),
+            printable(&value),
+            if p["promoted"].as_bool() == Some(true) {
+                "  (promoted)"
+            } else {
+                ""
+            }
         );
     }
 }
 
-pub fn print_parts(parts: &[Part]) {
+/// Parts as answers show them: `[{name, size, crc32}]` (CRC-32 in hex).
+pub fn print_parts(parts: &Value) {
     outln!("parts");
-    for (i, p) in parts.iter().enumerate() {
-        outln!("  {i}: {:<20} {:>12} bytes  crc32 {:08x}", p.name, p.size, p.crc32);
+    for (i, p) in parts.as_array().into_iter().flatten().enumerate() {
+        outln!(
+            "  {i}: {:<20} {:>12} bytes  crc32 {}",
+            printable(text_of(p, "name")),
+            number(p, "size"),
+            printable(text_of(p, "crc32"))
+        );
     }
+}
+
+/// A text field of an answer (empty if it is not there).
+pub fn text_of<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// A text field of an answer that may be null.
+pub fn some_text<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+/// A whole number of an answer (0 if it is not there).
+pub fn number(v: &Value, key: &str) -> i64 {
+    v.get(key).and_then(Value::as_i64).unwrap_or_default()
+}
+
+/// A time of an answer (ms) as text.
+pub fn time_of(v: &Value, key: &str) -> String {
+    ms_to_text(number(v, key))
 }
 
 pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
@@ -69,17 +121,38 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
         outln!("{}", serde_json::to_string(&status)?);
         return Ok(());
     }
-    let (c, node, age_ms) = (&status.counts, &status.node, status.node_report_age_ms);
+    print_status(
+        &format!("data dir        {}", config.data_dir.display()),
+        &serde_json::to_value(&status)?,
+    )
+}
+
+/// `status` through the node's REST API.
+pub async fn status_remote(r: &Remote, json: bool) -> anyhow::Result<()> {
+    let status = r.get("/api/v1/status", &[], "reading the status").await?;
+    if json {
+        outln!("{status}");
+        return Ok(());
+    }
+    print_status(&format!("server          {}", r.server()), &status)
+}
+
+/// The status as `sluice_ops::status::Status` serializes it.
+fn print_status(first: &str, status: &Value) -> anyhow::Result<()> {
+    let node: Option<NodeStatus> =
+        serde_json::from_value(status["node"].clone()).context("reading the node's report in the status")?;
+    let age_ms = status["node_report_age_ms"].as_i64();
+    let queued = status["queued"].as_object().cloned().unwrap_or_default();
     // The name columns are as wide as the longest name (hosts, subscribers).
     let hosts = node.iter().flat_map(|n| n.hosts.keys());
     let width = hosts
-        .chain(c.queued.keys())
+        .chain(queued.keys())
         .map(|name| name.chars().count() + 2)
         .fold(14, usize::max);
-    outln!("data dir        {}", config.data_dir.display());
-    match (node, age_ms) {
+    outln!("{first}");
+    match (&node, age_ms) {
         (Some(n), Some(age)) => {
-            let stale = if status.stale() {
+            let stale = if age > STALE_AFTER_MS {
                 "  (stale: the node may have been killed or be stuck)"
             } else {
                 ""
@@ -110,17 +183,36 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
         }
         _ => outln!("node            not running (no {STATUS_FILE} in the data dir)"),
     }
-    outln!("spool           {}", c.spool);
-    outln!("suspended       {}", c.suspended);
-    outln!("content bytes   {}", c.content_bytes);
+    outln!("spool           {}", number(status, "spool"));
+    outln!("suspended       {}", number(status, "suspended"));
+    outln!("content bytes   {}", number(status, "content_bytes"));
     outln!("queued");
-    if c.queued.is_empty() {
+    if queued.is_empty() {
         outln!("  (no subscriptions)");
     }
-    for (s, n) in &c.queued {
+    for (s, n) in &queued {
         outln!("  {s:<width$}{n}");
     }
     Ok(())
+}
+
+fn messages_header() -> String {
+    format!(
+        "{:<26}  {:<30}  {:>4}  {:>5}  {:>12}",
+        "ID", "CREATED", "REFS", "PARTS", "BYTES"
+    )
+}
+
+/// A row of `messages list`, from a message as answers show it.
+fn message_row(m: &Value) -> String {
+    format!(
+        "{:<26}  {:<30}  {:>4}  {:>5}  {:>12}",
+        text_of(m, "id"),
+        time_of(m, "created_at"),
+        number(m, "refs"),
+        number(m, "parts"),
+        number(m, "size")
+    )
 }
 
 pub async fn list(config: &Config, limit: usize, after: Option<&str>, json: bool) -> anyhow::Result<()> {
@@ -131,25 +223,48 @@ pub async fn list(config: &Config, limit: usize, after: Option<&str>, json: bool
         outln!("{}", serde_json::to_string(&list)?);
         return Ok(());
     }
-    outln!(
-        "{:<26}  {:<30}  {:>4}  {:>5}  {:>12}",
-        "ID",
-        "CREATED",
-        "REFS",
-        "PARTS",
-        "BYTES"
-    );
+    outln!("{}", messages_header());
     for m in &list {
-        outln!(
-            "{:<26}  {:<30}  {:>4}  {:>5}  {:>12}",
-            m.id,
-            ms_to_text(m.created_at),
-            m.refs,
-            m.parts,
-            m.size
-        );
+        outln!("{}", message_row(&serde_json::to_value(m)?));
     }
     if list.is_empty() {
+        outln!("(no messages)");
+    }
+    Ok(())
+}
+
+/// `messages list` through the node's REST API: pages of at most 1000
+/// until `limit`.
+pub async fn list_remote(r: &Remote, limit: usize, after: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let mut after = after.map(parse_message_id).transpose()?.map(|id| id.to_string());
+    let mut n = 0usize;
+    if json {
+        out!("[");
+    } else {
+        outln!("{}", messages_header());
+    }
+    while n < limit {
+        let mut query = vec![("limit", (limit - n).min(1000).to_string())];
+        if let Some(a) = &after {
+            query.push(("after", a.clone()));
+        }
+        let page = r.get("/api/v1/messages", &query, "listing messages").await?;
+        for m in page["items"].as_array().into_iter().flatten().take(limit - n) {
+            if json {
+                out!("{}{m}", if n == 0 { "" } else { "," });
+            } else {
+                outln!("{}", message_row(m));
+            }
+            n += 1;
+        }
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => break,
+        }
+    }
+    if json {
+        outln!("]");
+    } else if n == 0 {
         outln!("(no messages)");
     }
     Ok(())
@@ -163,40 +278,80 @@ pub async fn show(config: &Config, id: &str, json: bool) -> anyhow::Result<()> {
         outln!("{}", serde_json::to_string_pretty(&m)?);
         return Ok(());
     }
-    outln!("message   {}", m.id);
-    outln!("created   {}", ms_to_text(m.created_at));
-    outln!("refs      {}", m.refs);
-    print_context(&m.context);
-    print_parts(&m.parts);
-    if !m.queue.is_empty() {
+    print_message(&serde_json::to_value(&m)?);
+    Ok(())
+}
+
+/// `messages show` through the node's REST API.
+pub async fn show_remote(r: &Remote, id: &str, json: bool) -> anyhow::Result<()> {
+    let id = parse_message_id(id)?;
+    let m = r
+        .get(&format!("/api/v1/messages/{id}"), &[], &format!("reading message {id}"))
+        .await?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&m)?);
+        return Ok(());
+    }
+    print_message(&m);
+    Ok(())
+}
+
+/// A message as `sluice_ops::messages::MessageDetail` serializes it.
+fn print_message(m: &Value) {
+    outln!("message   {}", text_of(m, "id"));
+    outln!("created   {}", text_of(m, "created_at"));
+    outln!("refs      {}", number(m, "refs"));
+    print_context(&m["context"]);
+    print_parts(&m["parts"]);
+    let queue = m["queue"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if !queue.is_empty() {
         outln!("queued");
-        for q in &m.queue {
+        for q in queue {
+            let leased = q["leased"].as_bool() == Some(true);
             outln!(
                 "  {:<16} entry {:<8} attempts {:<3} {}{}",
-                q.subscriber,
-                q.entry,
-                q.attempts,
-                if q.leased { "leased until " } else { "ready at " },
-                ms_to_text(q.visible_at)
+                text_of(q, "subscriber"),
+                number(q, "entry"),
+                number(q, "attempts"),
+                if leased { "leased until " } else { "ready at " },
+                time_of(q, "visible_at")
             );
-            if let Some(e) = &q.last_error {
+            if let Some(e) = some_text(q, "last_error") {
                 outln!("    last error: {e}");
             }
         }
     }
-    for s in &m.suspended {
+    for s in m["suspended"].as_array().into_iter().flatten() {
         outln!(
             "suspended #{} ({}) at {}: {}",
-            s.id,
-            s.subscriber.as_deref().unwrap_or("no subscriber"),
-            ms_to_text(s.suspended_at),
-            s.reason
+            number(s, "id"),
+            some_text(s, "subscriber").unwrap_or("no subscriber"),
+            time_of(s, "suspended_at"),
+            text_of(s, "reason")
         );
     }
-    for h in &m.holders {
-        outln!("held by   {h}");
+    for h in m["holders"].as_array().into_iter().flatten() {
+        outln!("held by   {}", h.as_str().unwrap_or_default());
     }
-    Ok(())
+}
+
+fn tracking_header() -> String {
+    format!(
+        "{:<24}  {:<26}  {:<11}  {:<24}  DETAIL",
+        "AT", "MESSAGE", "EVENT", "WHERE"
+    )
+}
+
+/// A row of `messages tracking`, from an event as answers show it.
+fn tracking_row(e: &Value) -> String {
+    format!(
+        "{:<24}  {:<26}  {:<11}  {:<24}  {}",
+        time_of(e, "at"),
+        text_of(e, "message_id"),
+        text_of(e, "event"),
+        place(some_text(e, "subscriber"), some_text(e, "location")),
+        printable(text_of(e, "detail"))
+    )
 }
 
 /// Tracking events (received, suspended, resumed, delivered, terminated,
@@ -212,11 +367,7 @@ pub async fn tracking(config: &Config, message: Option<&str>, json: bool) -> any
     if json {
         write!(out, "[")?;
     } else {
-        writeln!(
-            out,
-            "{:<24}  {:<26}  {:<11}  {:<24}  DETAIL",
-            "AT", "MESSAGE", "EVENT", "WHERE"
-        )?;
+        writeln!(out, "{}", tracking_header())?;
     }
     let mut failed: Option<anyhow::Error> = None;
     let mut n = 0u64;
@@ -231,16 +382,9 @@ pub async fn tracking(config: &Config, message: Option<&str>, json: bool) -> any
                 .map_err(anyhow::Error::from)
                 .and_then(|j| Ok(write!(out, "{}{j}", if n == 0 { "" } else { "," })?))
         } else {
-            writeln!(
-                out,
-                "{:<24}  {:<26}  {:<11}  {:<24}  {}",
-                ms_to_text(e.at),
-                e.message_id,
-                e.event,
-                place(e.subscriber.as_deref(), e.location.as_deref()),
-                printable(e.detail.as_deref().unwrap_or(""))
-            )
-            .map_err(anyhow::Error::from)
+            serde_json::to_value(Tracked::new(e))
+                .map_err(anyhow::Error::from)
+                .and_then(|v| Ok(writeln!(out, "{}", tracking_row(&v))?))
         };
         n += 1;
         stop_on_error(written, &mut failed)
@@ -253,6 +397,46 @@ pub async fn tracking(config: &Config, message: Option<&str>, json: bool) -> any
         writeln!(out, "]")?;
     } else if n == 0 {
         writeln!(out, "(no tracking events)")?;
+    }
+    Ok(())
+}
+
+/// `messages tracking` through the node's REST API, a page at a time.
+pub async fn tracking_remote(r: &Remote, message: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let message = message.map(parse_message_id).transpose()?;
+    if json {
+        out!("[");
+    } else {
+        outln!("{}", tracking_header());
+    }
+    let mut after: Option<i64> = None;
+    let mut n = 0u64;
+    loop {
+        let mut query = vec![("limit", "1000".to_string())];
+        if let Some(m) = message {
+            query.push(("message", m.to_string()));
+        }
+        if let Some(a) = after {
+            query.push(("after", a.to_string()));
+        }
+        let page = r.get("/api/v1/tracking", &query, "reading tracking events").await?;
+        for e in page["items"].as_array().into_iter().flatten() {
+            if json {
+                out!("{}{e}", if n == 0 { "" } else { "," });
+            } else {
+                outln!("{}", tracking_row(e));
+            }
+            n += 1;
+        }
+        match page["next"].as_i64() {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    if json {
+        outln!("]");
+    } else if n == 0 {
+        outln!("(no tracking events)");
     }
     Ok(())
 }

@@ -14,6 +14,7 @@ mod inspect;
 mod logging;
 mod publish;
 mod reload;
+mod remote;
 mod store;
 mod suspended;
 mod users;
@@ -25,7 +26,7 @@ use anyhow::Context as _;
 use clap::{CommandFactory, Parser, Subcommand};
 use sluice_host::{CancellationToken, Config};
 use sluice_ops::body::BodyOf;
-use sluice_ops::suspended::Action;
+use sluice_ops::suspended::{Action, Op};
 use tokio::sync::Notify;
 
 /// jemalloc instead of glibc's malloc: glibc's was ~10% of the node's CPU
@@ -37,6 +38,8 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[derive(Parser)]
 #[command(name = "sluice", version, about = "Sluice integration server")]
 struct Cli {
+    #[command(flatten)]
+    remote: remote::RemoteArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,13 +49,13 @@ enum Command {
     /// Run a node: receive locations and send ports on the embedded message box.
     Serve {
         #[arg(long, short, env = "SLUICE_CONFIG")]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
     /// Check a configuration without starting anything: every error it has,
     /// or a summary of what it configures (exit status 0 when valid).
     Check {
         #[arg(long, short, env = "SLUICE_CONFIG")]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
     /// Ask the running node to load a configuration file again: locations
     /// and ports added, removed or changed, the others untouched. An invalid
@@ -60,7 +63,7 @@ enum Command {
     /// the node does the same with the file it runs.
     Reload {
         #[arg(long, short, env = "SLUICE_CONFIG")]
-        config: PathBuf,
+        config: Option<PathBuf>,
         /// One JSON object: `{"applied", "changes", "errors"}`.
         #[arg(long)]
         json: bool,
@@ -68,7 +71,7 @@ enum Command {
     /// Counts: messages in the box, queued per subscriber, suspended, content bytes.
     Status {
         #[arg(long, short, env = "SLUICE_CONFIG")]
-        config: PathBuf,
+        config: Option<PathBuf>,
         /// One JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -86,7 +89,7 @@ enum Command {
     /// Publish one message into the box, as a receive location would (durable on exit 0).
     Publish {
         #[arg(long, short, env = "SLUICE_CONFIG")]
-        config: PathBuf,
+        config: Option<PathBuf>,
         /// The body: a file, or `-` for stdin. Without it the body is empty.
         #[arg(long, value_name = "FILE")]
         body: Option<PathBuf>,
@@ -132,7 +135,7 @@ enum MessagesCommand {
     /// Messages in the box, oldest first.
     List {
         #[arg(long, short, env = "SLUICE_CONFIG")]
-        config: PathBuf,
+        config: Option<PathBuf>,
         #[arg(long, default_value_t = 100)]
         limit: usize,
         /// Start after this message id.
@@ -145,7 +148,7 @@ enum MessagesCommand {
     Show {
         id: String,
         #[arg(long, short, env = "SLUICE_CONFIG")]
-        config: PathBuf,
+        config: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -153,7 +156,7 @@ enum MessagesCommand {
     Body {
         id: String,
         #[arg(long, short, env = "SLUICE_CONFIG")]
-        config: PathBuf,
+        config: Option<PathBuf>,
         #[command(flatten)]
         args: body::BodyArgs,
     },
@@ -161,7 +164,7 @@ enum MessagesCommand {
     /// terminated, resubmitted, completed; where, and from which source.
     Tracking {
         #[arg(long, short, env = "SLUICE_CONFIG")]
-        config: PathBuf,
+        config: Option<PathBuf>,
         /// Only this message's events.
         #[arg(long, value_name = "ID")]
         message: Option<String>,
@@ -177,7 +180,7 @@ enum SuspendedCommand {
     /// when, port or location, stage/component, attempts, resumable, reason.
     List {
         #[arg(long, short, env = "SLUICE_CONFIG")]
-        config: PathBuf,
+        config: Option<PathBuf>,
         #[command(flatten)]
         filters: suspended::Filters,
         /// At most N entries (the oldest first); without it, every one.
@@ -191,7 +194,7 @@ enum SuspendedCommand {
         #[arg(value_parser = suspended::id_arg)]
         id: i64,
         #[arg(long, short, env = "SLUICE_CONFIG")]
-        config: PathBuf,
+        config: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -200,7 +203,7 @@ enum SuspendedCommand {
         #[arg(value_parser = suspended::id_arg)]
         id: i64,
         #[arg(long, short, env = "SLUICE_CONFIG")]
-        config: PathBuf,
+        config: Option<PathBuf>,
         #[command(flatten)]
         args: body::BodyArgs,
     },
@@ -210,8 +213,11 @@ enum SuspendedCommand {
     Resume {
         #[command(flatten)]
         target: suspended::Target,
+        /// Say which entries would be resumed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[arg(long, short, env = "SLUICE_CONFIG")]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
     /// Publish suspended entries' messages again as new messages, routed as
     /// any publish is, with an edited context or (one entry) a new body.
@@ -221,14 +227,17 @@ enum SuspendedCommand {
         #[command(flatten)]
         changes: suspended::Changes,
         #[arg(long, short, env = "SLUICE_CONFIG")]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
     /// Drop suspended entries (a message goes when nothing else references it).
     Terminate {
         #[command(flatten)]
         target: suspended::Target,
+        /// Say which entries would be terminated; change nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[arg(long, short, env = "SLUICE_CONFIG")]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
 }
 
@@ -274,6 +283,11 @@ fn main() -> std::process::ExitCode {
             eprintln!("{e}");
             std::process::ExitCode::from(130)
         }
+        // Like a bad flag (exit status 2).
+        Err(e) if e.is::<Usage>() => {
+            eprintln!("error[{}]: {e}", errors::USAGE);
+            std::process::ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("error[{}]: {e:#}", errors::code(&e));
             std::process::ExitCode::FAILURE
@@ -281,12 +295,43 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Flags that do not go together, or a command that cannot run as asked
+/// (exit status 2, `error[invalid_argument]`).
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// The configuration file a command on this machine needs.
+fn need(config: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    config.ok_or_else(|| {
+        Usage(
+            "no configuration: give --config FILE (or set SLUICE_CONFIG) to use the box on this machine, \
+             or --server URL (or SLUICE_SERVER) to use a node's REST API"
+                .into(),
+        )
+        .into()
+    })
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.remote.server.is_some() {
+        return run_remote(&cli.remote, cli.command).await;
+    }
     match cli.command {
-        Command::Serve { config } => serve(config).await,
-        Command::Check { config } => check::check(&config),
-        Command::Reload { config, json } => reload::reload(&load(&config)?, &config, json).await,
-        Command::Status { config, json } => inspect::status(&load_for_reading(&config)?, json).await,
+        Command::Serve { config } => serve(need(config)?).await,
+        Command::Check { config } => check::check(&need(config)?),
+        Command::Reload { config, json } => {
+            let config = need(config)?;
+            reload::reload(&load(&config)?, &config, json).await
+        }
+        Command::Status { config, json } => inspect::status(&reading(config)?, json).await,
         Command::Messages {
             command:
                 MessagesCommand::List {
@@ -295,33 +340,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     after,
                     json,
                 },
-        } => inspect::list(&load_for_reading(&config)?, limit, after.as_deref(), json).await,
+        } => inspect::list(&reading(config)?, limit, after.as_deref(), json).await,
         Command::Messages {
             command: MessagesCommand::Show { id, config, json },
-        } => inspect::show(&load_for_reading(&config)?, &id, json).await,
+        } => inspect::show(&reading(config)?, &id, json).await,
         Command::Messages {
             command: MessagesCommand::Body { id, config, args },
         } => {
             let of = BodyOf::Message(sluice_ops::parse::parse_message_id(&id)?);
-            body::write(&load_for_reading(&config)?, of, &args).await
+            body::write(&reading(config)?, of, &args).await
         }
         Command::Messages {
             command: MessagesCommand::Tracking { config, message, json },
-        } => inspect::tracking(&load_for_reading(&config)?, message.as_deref(), json).await,
+        } => inspect::tracking(&reading(config)?, message.as_deref(), json).await,
         Command::Suspended { command } => match *command {
             SuspendedCommand::List {
                 config,
                 filters,
                 limit,
                 json,
-            } => suspended::list(&load_for_reading(&config)?, &filters, limit, json).await,
+            } => suspended::list(&reading(config)?, &filters, limit, json).await,
             SuspendedCommand::Body { id, config, args } => {
-                body::write(&load_for_reading(&config)?, BodyOf::Suspended(id), &args).await
+                body::write(&reading(config)?, BodyOf::Suspended(id), &args).await
             }
-            SuspendedCommand::Show { id, config, json } => suspended::show(&load_for_reading(&config)?, id, json).await,
-            SuspendedCommand::Resume { target, config } => {
-                suspended::act(&load(&config)?, &target, Action::Resume, None).await
-            }
+            SuspendedCommand::Show { id, config, json } => suspended::show(&reading(config)?, id, json).await,
+            SuspendedCommand::Resume {
+                target,
+                dry_run,
+                config,
+            } => suspended::act(&load(&need(config)?)?, &target, Action::Resume, None, dry_run).await,
             SuspendedCommand::Resubmit {
                 target,
                 changes,
@@ -329,18 +376,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } => {
                 // Checked by `check` before anything ran.
                 let edit = changes.edit(&target).map_err(|e| anyhow::anyhow!(e))?;
-                suspended::act(&load(&config)?, &target, Action::Resubmit(edit), changes.body).await
+                let config = load(&need(config)?)?;
+                suspended::act(&config, &target, Action::Resubmit(edit), changes.body, false).await
             }
-            SuspendedCommand::Terminate { target, config } => {
-                suspended::act(&load(&config)?, &target, Action::Terminate, None).await
-            }
+            SuspendedCommand::Terminate {
+                target,
+                dry_run,
+                config,
+            } => suspended::act(&load(&need(config)?)?, &target, Action::Terminate, None, dry_run).await,
         },
         Command::Publish {
             config,
             body,
             props,
             json,
-        } => publish::publish(&load(&config)?, body, &props, json).await,
+        } => publish::publish(&load(&need(config)?)?, body, &props, json).await,
         Command::Users { command } => users::users(command).await,
         Command::Tokens { command } => users::tokens(command).await,
         Command::Bench {
@@ -358,6 +408,75 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dev {
             command: DevCommand::EchoServer(args),
         } => dev::echo_server(args, on_signal(None)).await,
+    }
+}
+
+/// A command through a node's REST API (`--server`): the operator
+/// commands the API serves; the others say they run on the node's machine.
+async fn run_remote(args: &remote::RemoteArgs, command: Command) -> anyhow::Result<()> {
+    let here = |what: &str| -> anyhow::Result<()> {
+        Err(Usage(format!(
+            "`sluice {what}` works on this machine's node and box, not through the REST API: \
+             run it without --server (and SLUICE_SERVER unset) on the node's machine"
+        ))
+        .into())
+    };
+    let r = match &command {
+        Command::Serve { .. } => return here("serve"),
+        Command::Check { .. } => return here("check"),
+        Command::Reload { .. } => return here("reload"),
+        Command::Publish { .. } => return here("publish"),
+        Command::Bench { .. } => return here("bench"),
+        Command::Dev { .. } => return here("dev"),
+        Command::Tokens {
+            command: users::TokensCommand::List { .. },
+        } => {
+            return Err(Usage(
+                "the REST API does not list tokens: run `sluice tokens list` on the node's machine".into(),
+            )
+            .into());
+        }
+        _ => remote::Remote::new(args)?,
+    };
+    match command {
+        Command::Status { json, .. } => inspect::status_remote(&r, json).await,
+        Command::Messages { command } => match command {
+            MessagesCommand::List { limit, after, json, .. } => {
+                inspect::list_remote(&r, limit, after.as_deref(), json).await
+            }
+            MessagesCommand::Show { id, json, .. } => inspect::show_remote(&r, &id, json).await,
+            MessagesCommand::Body { id, args, .. } => {
+                let of = BodyOf::Message(sluice_ops::parse::parse_message_id(&id)?);
+                body::write_remote(&r, of, &args).await
+            }
+            MessagesCommand::Tracking { message, json, .. } => {
+                inspect::tracking_remote(&r, message.as_deref(), json).await
+            }
+        },
+        Command::Suspended { command } => match *command {
+            SuspendedCommand::List {
+                filters, limit, json, ..
+            } => suspended::list_remote(&r, &filters, limit, json).await,
+            SuspendedCommand::Show { id, json, .. } => suspended::show_remote(&r, id, json).await,
+            SuspendedCommand::Body { id, args, .. } => body::write_remote(&r, BodyOf::Suspended(id), &args).await,
+            SuspendedCommand::Resume { target, dry_run, .. } => {
+                suspended::act_remote(&r, &target, Op::Resume, dry_run).await
+            }
+            SuspendedCommand::Terminate { target, dry_run, .. } => {
+                suspended::act_remote(&r, &target, Op::Terminate, dry_run).await
+            }
+            SuspendedCommand::Resubmit { target, changes, .. } => {
+                suspended::resubmit_remote(&r, &target, &changes).await
+            }
+        },
+        Command::Users { command } => users::users_remote(&r, command).await,
+        Command::Tokens { command } => users::tokens_remote(&r, command).await,
+        Command::Serve { .. }
+        | Command::Check { .. }
+        | Command::Reload { .. }
+        | Command::Publish { .. }
+        | Command::Bench { .. }
+        | Command::Dev { .. } => here("this command"),
     }
 }
 
@@ -427,6 +546,11 @@ fn check(cli: &Cli) -> Result<(), clap::Error> {
 /// The configuration, valid, for a command that runs a node or changes the box.
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {
     Ok(Config::load(path)?)
+}
+
+/// [`load_for_reading`] of the configuration a command needs.
+fn reading(config: Option<PathBuf>) -> anyhow::Result<Config> {
+    load_for_reading(&need(config)?)
 }
 
 /// The configuration for a command that only reads the box: one that is

@@ -1,7 +1,8 @@
 //! `sluice users` and `sluice tokens`: who may use the REST API and the
 //! portal. Run on the node's machine, beside the node (the box opened as
 //! the node's `suspended resume` does); each change is recorded in the
-//! audit log as done by `cli:<login>`.
+//! audit log as done by `cli:<login>`. Or through a node's REST API with
+//! an admin's token (`--server`), recorded as done by that admin.
 
 use std::ffi::CStr;
 use std::io::{IsTerminal, Read};
@@ -13,6 +14,10 @@ use sluice_ops::OpsError;
 use sluice_ops::access::{self, PASSWORD_LEN};
 use sluice_ops::audit::{self, Actor};
 
+use serde_json::Value;
+
+use crate::inspect::{number, printable, text_of};
+use crate::remote::{Remote, segment};
 use crate::store::{open_read, open_write};
 
 #[derive(Subcommand)]
@@ -24,18 +29,18 @@ pub enum UsersCommand {
         #[arg(long, value_parser = role_arg)]
         role: Role,
         #[arg(long, short, env = "SLUICE_CONFIG")]
-        config: std::path::PathBuf,
+        config: Option<std::path::PathBuf>,
     },
     /// Remove a user, and every API token of theirs.
     Remove {
         name: String,
         #[arg(long, short, env = "SLUICE_CONFIG")]
-        config: std::path::PathBuf,
+        config: Option<std::path::PathBuf>,
     },
     /// The users, with their roles (never a password or its hash).
     List {
         #[arg(long, short, env = "SLUICE_CONFIG")]
-        config: std::path::PathBuf,
+        config: Option<std::path::PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -48,7 +53,7 @@ pub enum TokensCommand {
     Create {
         user: String,
         #[arg(long, short, env = "SLUICE_CONFIG")]
-        config: std::path::PathBuf,
+        config: Option<std::path::PathBuf>,
         /// `{"id", "user", "token"}`.
         #[arg(long)]
         json: bool,
@@ -58,7 +63,7 @@ pub enum TokensCommand {
         #[arg(long)]
         user: Option<String>,
         #[arg(long, short, env = "SLUICE_CONFIG")]
-        config: std::path::PathBuf,
+        config: Option<std::path::PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -66,7 +71,7 @@ pub enum TokensCommand {
     Revoke {
         id: String,
         #[arg(long, short, env = "SLUICE_CONFIG")]
-        config: std::path::PathBuf,
+        config: Option<std::path::PathBuf>,
     },
 }
 
@@ -119,21 +124,21 @@ pub async fn users(command: UsersCommand) -> anyhow::Result<()> {
         UsersCommand::Add { name, role, config } => {
             access::check_name(&name)?;
             let password = read_password()?;
-            let b = open_write(&Config::load(&config)?)?;
+            let b = open_write(&Config::load(&crate::need(config)?)?)?;
             let added = access::add_user(&*b, &name, role, &password, now()).await;
             let added = audited(&*b, "users.add", &format!("user {name}"), None, added).await?;
             eprintln!("user `{}` added with role {}", added.name, added.role);
             b.close().await?;
         }
         UsersCommand::Remove { name, config } => {
-            let b = open_write(&Config::load(&config)?)?;
+            let b = open_write(&Config::load(&crate::need(config)?)?)?;
             let removed = access::remove_user(&*b, &name).await;
             let tokens = audited(&*b, "users.remove", &format!("user {name}"), None, removed).await?;
             eprintln!("user `{name}` removed, and {tokens} token(s) of theirs revoked");
             b.close().await?;
         }
         UsersCommand::List { config, json } => {
-            let b = open_read(&crate::load_for_reading(&config)?)?;
+            let b = open_read(&crate::reading(config)?)?;
             let mut after: Option<String> = None;
             let mut all = Vec::new();
             // Users are few; read them a page at a time all the same.
@@ -149,13 +154,7 @@ pub async fn users(command: UsersCommand) -> anyhow::Result<()> {
             if json {
                 outln!("{}", serde_json::to_string(&all)?);
             } else {
-                outln!("{:<32}  {:<8}  CREATED", "NAME", "ROLE");
-                for u in &all {
-                    outln!("{:<32}  {:<8}  {}", u.name, u.role.as_str(), u.created_at);
-                }
-                if all.is_empty() {
-                    outln!("(no users: add one with `sluice users add NAME --role admin`)");
-                }
+                print_users(&serde_json::to_value(&all)?);
             }
         }
     }
@@ -165,23 +164,14 @@ pub async fn users(command: UsersCommand) -> anyhow::Result<()> {
 pub async fn tokens(command: TokensCommand) -> anyhow::Result<()> {
     match command {
         TokensCommand::Create { user, config, json } => {
-            let b = open_write(&Config::load(&config)?)?;
+            let b = open_write(&Config::load(&crate::need(config)?)?)?;
             let made = access::create_token(&*b, &user, now()).await;
             let made = audited(&*b, "tokens.create", &format!("user {user}"), None, made).await?;
             b.close().await?;
-            if json {
-                outln!("{}", serde_json::to_string(&made)?);
-            } else {
-                outln!("{}", made.token);
-                eprintln!(
-                    "token {} made for `{}`: it is shown this once (the box keeps only its hash); \
-                     send it as `Authorization: Bearer <token>`",
-                    made.id, made.user
-                );
-            }
+            print_token(&serde_json::to_value(&made)?, json);
         }
         TokensCommand::List { user, config, json } => {
-            let b = open_read(&crate::load_for_reading(&config)?)?;
+            let b = open_read(&crate::reading(config)?)?;
             let list = access::tokens(&*b, user.as_deref()).await?;
             if json {
                 outln!("{}", serde_json::to_string(&list)?);
@@ -196,11 +186,119 @@ pub async fn tokens(command: TokensCommand) -> anyhow::Result<()> {
             }
         }
         TokensCommand::Revoke { id, config } => {
-            let b = open_write(&Config::load(&config)?)?;
+            let b = open_write(&Config::load(&crate::need(config)?)?)?;
             let revoked = access::revoke_token(&*b, &id).await;
             audited(&*b, "tokens.revoke", &format!("token {id}"), None, revoked).await?;
             b.close().await?;
             eprintln!("token {id} revoked");
+        }
+    }
+    Ok(())
+}
+
+/// Users as answers show them (`UserInfo` serialized, or the API's JSON).
+fn print_users(users: &Value) {
+    outln!("{:<32}  {:<8}  CREATED", "NAME", "ROLE");
+    let users = users.as_array().map(Vec::as_slice).unwrap_or_default();
+    for u in users {
+        outln!(
+            "{:<32}  {:<8}  {}",
+            printable(text_of(u, "name")),
+            printable(text_of(u, "role")),
+            printable(text_of(u, "created_at"))
+        );
+    }
+    if users.is_empty() {
+        outln!("(no users: add one with `sluice users add NAME --role admin`)");
+    }
+}
+
+/// A token just made (`CreatedToken` serialized, or the API's JSON): the
+/// token alone on standard output, what it is on standard error.
+fn print_token(made: &Value, json: bool) {
+    if json {
+        outln!("{made}");
+    } else {
+        outln!("{}", text_of(made, "token"));
+        eprintln!(
+            "token {} made for `{}`: it is shown this once (the box keeps only its hash); \
+             send it as `Authorization: Bearer <token>`",
+            text_of(made, "id"),
+            text_of(made, "user")
+        );
+    }
+}
+
+/// `sluice users` through a node's REST API (an admin's token).
+pub async fn users_remote(r: &Remote, command: UsersCommand) -> anyhow::Result<()> {
+    match command {
+        UsersCommand::Add { name, role, .. } => {
+            access::check_name(&name)?;
+            let password = read_password()?;
+            let body = serde_json::json!({"name": name, "role": role.as_str(), "password": password});
+            let added = r.post("/api/v1/users", &body, &format!("adding user {name}")).await?;
+            eprintln!(
+                "user `{}` added with role {}",
+                text_of(&added, "name"),
+                text_of(&added, "role")
+            );
+        }
+        UsersCommand::Remove { name, .. } => {
+            let path = format!("/api/v1/users/{}", segment(&name));
+            let removed = r.delete(&path, &format!("removing user {name}")).await?;
+            eprintln!(
+                "user `{name}` removed, and {} token(s) of theirs revoked",
+                number(&removed, "tokens_revoked")
+            );
+        }
+        UsersCommand::List { json, .. } => {
+            let mut all = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let mut query = vec![("limit", "1000".to_string())];
+                if let Some(a) = &after {
+                    query.push(("after", a.clone()));
+                }
+                let page = r.get("/api/v1/users", &query, "listing users").await?;
+                all.extend(page["items"].as_array().into_iter().flatten().cloned());
+                match page["next"].as_str() {
+                    Some(next) => after = Some(next.to_string()),
+                    None => break,
+                }
+            }
+            let all = Value::Array(all);
+            if json {
+                outln!("{all}");
+            } else {
+                print_users(&all);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `sluice tokens` through a node's REST API (an admin's token); the API
+/// does not list tokens (`main` says so before asking).
+pub async fn tokens_remote(r: &Remote, command: TokensCommand) -> anyhow::Result<()> {
+    match command {
+        TokensCommand::Create { user, json, .. } => {
+            let path = format!("/api/v1/users/{}/tokens", segment(&user));
+            let made = r
+                .post(
+                    &path,
+                    &serde_json::json!({}),
+                    &format!("making a token for user {user}"),
+                )
+                .await?;
+            print_token(&made, json);
+        }
+        TokensCommand::Revoke { id, .. } => {
+            let path = format!("/api/v1/tokens/{}", segment(&id));
+            r.delete(&path, &format!("revoking token {id}")).await?;
+            eprintln!("token {id} revoked");
+        }
+        TokensCommand::List { .. } => {
+            return Err(crate::Usage("the REST API does not list tokens".into()).into());
         }
     }
     Ok(())

@@ -89,69 +89,10 @@ fn assert_audited(base: &str, token: &str, expected: &[(&str, &str)]) {
     }
 }
 
-fn add_user(config: &Path, name: &str, role: &str, password: &str) {
-    let mut child = sluice()
-        .args(["users", "add", name, "--role", role, "--config"])
-        .arg(config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sluice users add");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "users add {name}: {}", text(&out.stderr));
-}
-
-fn token_for(config: &Path, user: &str) -> String {
-    let v = json_of(&sl(config, &["tokens", "create", user, "--json"]), "tokens create");
-    v["token"].as_str().unwrap().to_string()
-}
-
-fn setup(root: &Path, api_extra: &str) -> (PathBuf, String) {
-    for dir in ["in", "out"] {
-        std::fs::create_dir_all(root.join(dir)).unwrap();
-    }
-    let port = free_port();
-    let config = root.join("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"data_dir = "data"
-
-[receive_ports.in.locations.files]
-adapter = {{ type = "file", path = "in", mask = "*", settle = "200ms", poll_interval = "100ms" }}
-
-# Fails every message until it carries route.fixed (the folder is missing).
-[send_ports.broken]
-filter = 'receive.port == "in" and not route.fixed exists'
-adapter = {{ type = "file", path = "missing", create_folder = false }}
-retry = {{ count = 0, interval = "1s" }}
-
-[send_ports.good]
-filter = 'route.fixed == true'
-adapter = {{ type = "file", path = "out", file_name = "%MessageId%" }}
-
-[api]
-address = "127.0.0.1:{port}"
-{api_extra}
-"#
-        ),
-    )
-    .unwrap();
-    (config, format!("http://127.0.0.1:{port}"))
-}
-
 #[test]
 fn operators_find_read_fix_and_resend_through_the_api_and_everything_is_audited() {
     let root = tempfile::tempdir().unwrap();
-    let (config, base) = setup(root.path(), "");
+    let (config, base) = api_config(root.path(), "");
     let mut node = Node::start(&config, &root.path().join("node.log"));
     add_user(&config, "olga", "operator", "olga-s3cret-pass");
     add_user(&config, "vic", "viewer", "vic-s3cret-pass");
@@ -485,7 +426,7 @@ fn operators_find_read_fix_and_resend_through_the_api_and_everything_is_audited(
 #[test]
 fn messages_and_tracking_are_found_by_context_time_and_port() {
     let root = tempfile::tempdir().unwrap();
-    let (config, base) = setup(root.path(), "sample_every = \"1s\"\n\n[box]\nindex = [\"file.name\"]");
+    let (config, base) = api_config(root.path(), "sample_every = \"1s\"\n\n[box]\nindex = [\"file.name\"]");
     let mut node = Node::start(&config, &root.path().join("node.log"));
     add_user(&config, "olga", "operator", "olga-s3cret-pass");
     let olga = token_for(&config, "olga");
@@ -592,7 +533,7 @@ fn messages_and_tracking_are_found_by_context_time_and_port() {
 #[test]
 fn silent_clients_and_token_guessers_do_not_hold_the_api_shut() {
     let root = tempfile::tempdir().unwrap();
-    let (config, base) = setup(root.path(), "max_connections = 4\nmax_connections_per_client = 2");
+    let (config, base) = api_config(root.path(), "max_connections = 4\nmax_connections_per_client = 2");
     let mut node = Node::start(&config, &root.path().join("node.log"));
     let address: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -657,7 +598,7 @@ fn the_api_answers_as_its_document_says_under_a_fuzzer() {
     );
     let root = tempfile::tempdir().unwrap();
     // The fuzzer sends thousands of requests without a valid token.
-    let (config, base) = setup(root.path(), "auth_failures_per_minute = 1000000");
+    let (config, base) = api_config(root.path(), "auth_failures_per_minute = 1000000");
     let mut node = Node::start(&config, &root.path().join("node.log"));
     for i in 0..5 {
         drop_file(
@@ -706,7 +647,7 @@ fn the_api_answers_as_its_document_says_under_a_fuzzer() {
 #[test]
 fn operators_stop_and_start_ports_and_locations_and_it_holds_across_restarts() {
     let root = tempfile::tempdir().unwrap();
-    let (config, base) = setup(root.path(), "");
+    let (config, base) = api_config(root.path(), "");
     let text_of = std::fs::read_to_string(&config).unwrap();
     let with_off = text_of.replace(
         "[api]",
@@ -815,7 +756,7 @@ fn operators_stop_and_start_ports_and_locations_and_it_holds_across_restarts() {
 fn cut_short_and_trickled_bodies_change_nothing() {
     use std::io::{Read, Write};
     let root = tempfile::tempdir().unwrap();
-    let (config, base) = setup(root.path(), "body_timeout = \"1s\"");
+    let (config, base) = api_config(root.path(), "body_timeout = \"1s\"");
     let mut node = Node::start(&config, &root.path().join("node.log"));
     add_user(&config, "olga", "operator", "olga-s3cret-pass");
     let olga = token_for(&config, "olga");
@@ -877,7 +818,7 @@ fn cut_short_and_trickled_bodies_change_nothing() {
 #[test]
 fn browsers_log_in_need_the_csrf_token_for_changes_and_log_out() {
     let root = tempfile::tempdir().unwrap();
-    let (config, base) = setup(root.path(), "");
+    let (config, base) = api_config(root.path(), "");
     let mut node = Node::start(&config, &root.path().join("node.log"));
     add_user(&config, "olga", "operator", "olga-s3cret-pass");
     add_user(&config, "ann", "admin", "ann-s3cret-pass");
@@ -1134,7 +1075,7 @@ async fn the_portal_in_a_real_browser() {
     use fantoccini::Locator;
     let root = tempfile::tempdir().unwrap();
     // Samples every second: the dashboard draws the last hour from them.
-    let (config, base) = setup(root.path(), "sample_every = \"1s\"");
+    let (config, base) = api_config(root.path(), "sample_every = \"1s\"");
     let mut node = Node::start(&config, &root.path().join("node.log"));
     add_user(&config, "olga", "operator", "olga-s3cret-pass");
     add_user(&config, "vic", "viewer", "vic-s3cret-pass");
@@ -1434,7 +1375,7 @@ fn logins_over_https_and_guesses_sent_at_once() {
         rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
     std::fs::write(root.path().join("cert.pem"), cert.pem()).unwrap();
     std::fs::write(root.path().join("key.pem"), key_pair.serialize_pem()).unwrap();
-    let (config, base) = setup(root.path(), "tls = { cert = \"cert.pem\", key = \"key.pem\" }");
+    let (config, base) = api_config(root.path(), "tls = { cert = \"cert.pem\", key = \"key.pem\" }");
     let base = base.replace("http://", "https://");
     let mut node = Node::start(&config, &root.path().join("node.log"));
     add_user(&config, "olga", "operator", "olga-s3cret-pass");

@@ -294,3 +294,69 @@ pub fn expect(config: &Path, args: &[&str], code: i32) -> (String, String) {
     assert_eq!(out.status.code(), Some(code), "{args:?}\nstdout: {o}\nstderr: {e}");
     (o, e)
 }
+
+/// `sluice users add NAME --role ROLE`, the password on standard input.
+pub fn add_user(config: &Path, name: &str, role: &str, password: &str) {
+    let mut child = sluice()
+        .args(["users", "add", name, "--role", role, "--config"])
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sluice users add");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "users add {name}: {}", text(&out.stderr));
+}
+
+/// A new API token of `user`, made by `sluice tokens create`.
+pub fn token_for(config: &Path, user: &str) -> String {
+    let v = json_of(&sl(config, &["tokens", "create", user, "--json"]), "tokens create");
+    v["token"].as_str().unwrap().to_string()
+}
+
+/// A node's configuration in `root` with the REST API on a free port (and
+/// `api_extra` in its `[api]` table): a receive folder `in`, a send port
+/// `broken` that fails (suspends) every message without `route.fixed`,
+/// and `good`, which delivers those with it to `out` under their ids.
+/// Returns the configuration file and the API's base URL.
+pub fn api_config(root: &Path, api_extra: &str) -> (PathBuf, String) {
+    for dir in ["in", "out"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    let port = free_port();
+    let config = root.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "data"
+
+[receive_ports.in.locations.files]
+adapter = {{ type = "file", path = "in", mask = "*", settle = "200ms", poll_interval = "100ms" }}
+
+# Fails every message until it carries route.fixed (the folder is missing).
+[send_ports.broken]
+filter = 'receive.port == "in" and not route.fixed exists'
+adapter = {{ type = "file", path = "missing", create_folder = false }}
+retry = {{ count = 0, interval = "1s" }}
+
+[send_ports.good]
+filter = 'route.fixed == true'
+adapter = {{ type = "file", path = "out", file_name = "%MessageId%" }}
+
+[api]
+address = "127.0.0.1:{port}"
+{api_extra}
+"#
+        ),
+    )
+    .unwrap();
+    (config, format!("http://127.0.0.1:{port}"))
+}

@@ -23,5 +23,6 @@ mod publish;
 mod recovery;
 mod relay;
 mod reload;
+mod remote;
 mod suspended;
 mod throttle;
