@@ -53,6 +53,9 @@ pub struct Sample {
 /// The kept samples, oldest first.
 pub struct History {
     samples: Mutex<VecDeque<Sample>>,
+    /// The box's counts and the node's report as of the last sample, and
+    /// when (counting a big box is a scan: pages show these).
+    latest: Mutex<Option<(Millis, sluice_ops::status::Status)>>,
     /// An hour's samples.
     kept: usize,
     /// Seconds between samples.
@@ -71,6 +74,7 @@ impl History {
         let kept = (HOUR.as_millis() / every.as_millis().max(1)) as usize;
         History {
             samples: Mutex::default(),
+            latest: Mutex::default(),
             kept: kept.clamp(2, MOST_KEPT),
             every,
         }
@@ -79,6 +83,11 @@ impl History {
     /// The samples, oldest first.
     pub fn samples(&self) -> Vec<Sample> {
         self.lock().iter().cloned().collect()
+    }
+
+    /// The counts and node report of the last sample, and when it was taken.
+    pub fn latest(&self) -> Option<(Millis, sluice_ops::status::Status)> {
+        self.latest.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Each unit's messages per second between the last two samples.
@@ -148,8 +157,9 @@ pub(crate) async fn sample(state: &ApiState) {
         None => Vec::new(),
     };
     let c = &status.counts;
+    let at = state.clock.now_ms();
     state.history.push(Sample {
-        at: state.clock.now_ms(),
+        at,
         published_per_second: None,
         delivered_per_second: None,
         queued: c.queued.values().sum(),
@@ -167,6 +177,7 @@ pub(crate) async fn sample(state: &ApiState) {
             .collect(),
         totals: units.into_iter().map(|u| ((u.kind, u.name), u.messages)).collect(),
     });
+    *state.history.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some((at, status));
 }
 
 /// Sample (as often as the history says) until the API stops.

@@ -152,9 +152,14 @@ pub(crate) async fn style() -> Response {
 // ---- dashboard -------------------------------------------------------------
 
 pub(crate) async fn dashboard(State(state): State<ApiState>, v: Viewer) -> Response {
-    let status = match sluice_ops::status::status(&*state.b, &state.data_dir, state.clock.now_ms()).await {
-        Ok(s) => s,
-        Err(e) => return error_page(&e),
+    // The last sample's counts: counting a big box is a scan, done in the
+    // background every `sample_every`, not for each page.
+    let (as_of, status) = match state.history.latest() {
+        Some(latest) => latest,
+        None => match sluice_ops::status::status(&*state.b, &state.data_dir, state.clock.now_ms()).await {
+            Ok(s) => (state.clock.now_ms(), s),
+            Err(e) => return error_page(&e),
+        },
     };
     let units = match &state.node {
         Some(n) => n
@@ -176,6 +181,7 @@ pub(crate) async fn dashboard(State(state): State<ApiState>, v: Viewer) -> Respo
                 div.card { span.figure { (c.queued.values().sum::<u64>()) } span.label { "queued for delivery" } }
                 div.card { span.figure { (bytes(c.content_bytes)) } span.label { "of content" } }
             }
+            p.note #as-of { "As of " (ms_to_text(as_of)) ", counted every " (state.history.every.as_secs()) " s." }
             h2 { "The last hour" }
             @let samples = state.history.samples();
             @if samples.len() < 2 {

@@ -552,6 +552,24 @@ fn suspended_info(conn: &Connection, row: SuspendedRow) -> Result<SuspendedInfo>
 }
 
 /// The context with every property promoted: what a query filter sees.
+/// `suspended_groups`: a send port's entries by port (whatever location
+/// they came in by), a location's (no port) by location. Each group walks
+/// the index `suspended_groups` in order: no sort of the entries (which,
+/// with temporary storage in memory, would cost memory in proportion to
+/// them); only the groups are sorted.
+fn groups_sql() -> String {
+    let error = format!("substr(reason, 1, {GROUP_ERROR_CHARS})");
+    format!(
+        "SELECT * FROM (
+             SELECT subscriber, NULL, {error}, count(*), min(suspended_at), max(suspended_at)
+             FROM suspended WHERE subscriber IS NOT NULL GROUP BY subscriber, {error}
+             UNION ALL
+             SELECT NULL, location, {error}, count(*), min(suspended_at), max(suspended_at)
+             FROM suspended WHERE subscriber IS NULL GROUP BY location, {error})
+         ORDER BY 4 DESC, 5 LIMIT ?1"
+    )
+}
+
 fn all_promoted(ctx: &Context) -> Context {
     let mut all = Context::new();
     for p in ctx.iter() {
@@ -1138,26 +1156,21 @@ impl MessageBox for SqliteBox {
 
     async fn suspended_groups(&self, limit: usize) -> Result<Vec<SuspendedGroup>> {
         self.read(move |conn| {
-            // A send port's entry names no location; a location's, no port.
-            conn.prepare_cached(
-                "SELECT subscriber, CASE WHEN subscriber IS NULL THEN location END, substr(reason, 1, ?1),
-                        count(*), min(suspended_at), max(suspended_at)
-                 FROM suspended GROUP BY 1, 2, 3 ORDER BY 4 DESC, 5 LIMIT ?2",
-            )
-            .and_then(|mut s| {
-                s.query_map(params![GROUP_ERROR_CHARS as i64, limit as i64], |r| {
-                    Ok(SuspendedGroup {
-                        port: r.get(0)?,
-                        location: r.get(1)?,
-                        error: r.get(2)?,
-                        count: r.get::<_, i64>(3)? as u64,
-                        first: r.get(4)?,
-                        last: r.get(5)?,
-                    })
-                })?
-                .collect()
-            })
-            .map_err(storage("counting suspended messages by port and error"))
+            conn.prepare_cached(&groups_sql())
+                .and_then(|mut s| {
+                    s.query_map([limit as i64], |r| {
+                        Ok(SuspendedGroup {
+                            port: r.get(0)?,
+                            location: r.get(1)?,
+                            error: r.get(2)?,
+                            count: r.get::<_, i64>(3)? as u64,
+                            first: r.get(4)?,
+                            last: r.get(5)?,
+                        })
+                    })?
+                    .collect()
+                })
+                .map_err(storage("counting suspended messages by port and error"))
         })
         .await
     }

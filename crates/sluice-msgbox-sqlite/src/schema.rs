@@ -331,6 +331,13 @@ pub fn migrate_for(conn: &Connection, node: &str) -> rusqlite::Result<()> {
             Ok(())
         })?;
     }
+    // Suspended entries counted by where and why without a sort of them
+    // (`MessageBox::suspended_groups`); the expression is the query's.
+    conn.execute_batch(&format!(
+        "CREATE INDEX IF NOT EXISTS suspended_groups ON suspended
+             (subscriber, substr(reason, 1, {}), location)",
+        sluice_msgbox::GROUP_ERROR_CHARS
+    ))?;
     // Version 3 boxes: `stored_parts` is renamed, nothing else changes. A
     // node of an earlier version still running on the box names the old
     // column in its publish, lease and ack, so those fail from now on

@@ -1232,3 +1232,24 @@ async fn an_indexed_key_is_found_without_a_scan() {
     assert_eq!((found, calls), (late.id, 2));
     b.close().await.unwrap();
 }
+
+/// Counting suspended entries by port and error walks an index: no sort
+/// of the entries (which, with temporary storage in memory, would cost
+/// memory in proportion to them).
+#[test]
+fn suspended_groups_are_counted_without_sorting_the_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = SqliteBox::open(dir.path(), Arc::new(SystemClock), Options::default()).unwrap();
+    drop(b);
+    let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let plan: Vec<String> = conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {}", crate::groups_sql()))
+        .unwrap()
+        .query_map([10], |r| r.get::<_, String>(3))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let plan = plan.join("; ");
+    assert_eq!(plan.matches("USING INDEX suspended_groups").count(), 2, "{plan}");
+    assert!(!plan.contains("FOR GROUP BY"), "{plan}");
+}
