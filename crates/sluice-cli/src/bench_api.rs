@@ -100,6 +100,7 @@ pub async fn api(args: ApiArgs) -> anyhow::Result<()> {
     // The download first, on the node as it started: its peak RSS then is
     // the node's start plus the download, what `/usr/bin/time -v` would
     // report for a node that did only that.
+    let at_ready = rss_kib(pid);
     if let Some(id) = big {
         let t = Instant::now();
         let got = client.download(&format!("/api/v1/messages/{id}/parts/0")).await?;
@@ -110,10 +111,11 @@ pub async fn api(args: ApiArgs) -> anyhow::Result<()> {
             args.big_mib << 20
         );
         let line = format!(
-            "download of a {} MiB body: {:.0} MiB/s; the node's peak RSS (VmHWM) from its start to the download's end: {} MiB",
+            "download of a {} MiB body: {:.0} MiB/s; the node's peak RSS (VmHWM) from its start to the download's end: {:.1} MiB (RSS {:.1} MiB when it was ready)",
             args.big_mib,
             args.big_mib as f64 / secs,
-            peak_kib(pid) / 1024
+            peak_kib(pid) as f64 / 1024.0,
+            at_ready as f64 / 1024.0
         );
         eprintln!("{line}");
         report.push(line);
@@ -224,8 +226,8 @@ pub async fn api(args: ApiArgs) -> anyhow::Result<()> {
         }
     }
     report.push(format!(
-        "the node's peak RSS (VmHWM) over the whole run: {} MiB",
-        peak_kib(pid) / 1024
+        "the node's peak RSS (VmHWM) over the whole run: {:.1} MiB",
+        peak_kib(pid) as f64 / 1024.0
     ));
     // SIGTERM: the node stops cleanly.
     // SAFETY: kill(2) on the child's pid, which is ours until it is reaped.
@@ -475,11 +477,20 @@ impl Client {
 
 /// The process's peak RSS (VmHWM), KiB.
 fn peak_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:")
+}
+
+/// The process's RSS now, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
