@@ -44,18 +44,39 @@ pub struct Sample {
     pub spool: u64,
     /// Hosts whose throttle held work back (by the node's last report).
     pub throttled: Vec<String>,
-    /// Each unit's messages since the node started (a location's published,
-    /// a port's delivered): the rates come from these.
-    #[serde(skip)]
-    totals: BTreeMap<(UnitKind, String), u64>,
+}
+
+/// Each unit's messages since the node started (a location's published, a
+/// port's delivered), by kind and name.
+type Totals = BTreeMap<(UnitKind, String), u64>;
+
+/// What the last sample read, for pages to show without reading it again.
+#[derive(Clone)]
+pub struct Latest {
+    /// When it was read.
+    pub at: Millis,
+    /// The box's counts and the node's report.
+    pub status: sluice_ops::status::Status,
+    /// The largest groups of suspended entries ([`GROUPS_KEPT`]).
+    pub groups: Vec<sluice_msgbox::SuspendedGroup>,
+}
+
+/// Groups of suspended entries each sample keeps.
+pub const GROUPS_KEPT: usize = 100;
+
+#[derive(Default)]
+struct Inner {
+    samples: VecDeque<Sample>,
+    /// The last sample's unit totals, and each unit's rate since the one
+    /// before: only the last are kept, whatever the number of units.
+    totals: Totals,
+    rates: BTreeMap<(UnitKind, String), f64>,
+    latest: Option<Latest>,
 }
 
 /// The kept samples, oldest first.
 pub struct History {
-    samples: Mutex<VecDeque<Sample>>,
-    /// The box's counts and the node's report as of the last sample, and
-    /// when (counting a big box is a scan: pages show these).
-    latest: Mutex<Option<(Millis, sluice_ops::status::Status)>>,
+    inner: Mutex<Inner>,
     /// An hour's samples.
     kept: usize,
     /// Seconds between samples.
@@ -73,8 +94,7 @@ impl History {
     pub fn new(every: Duration) -> History {
         let kept = (HOUR.as_millis() / every.as_millis().max(1)) as usize;
         History {
-            samples: Mutex::default(),
-            latest: Mutex::default(),
+            inner: Mutex::default(),
             kept: kept.clamp(2, MOST_KEPT),
             every,
         }
@@ -82,54 +102,50 @@ impl History {
 
     /// The samples, oldest first.
     pub fn samples(&self) -> Vec<Sample> {
-        self.lock().iter().cloned().collect()
+        self.lock().samples.iter().cloned().collect()
     }
 
-    /// The counts and node report of the last sample, and when it was taken.
-    pub fn latest(&self) -> Option<(Millis, sluice_ops::status::Status)> {
-        self.latest.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    /// What the last sample read (`None` before the first).
+    pub fn latest(&self) -> Option<Latest> {
+        self.lock().latest.clone()
     }
 
     /// Each unit's messages per second between the last two samples.
     pub fn rates(&self) -> BTreeMap<(UnitKind, String), f64> {
-        let mut samples = self.lock();
-        let mut out = BTreeMap::new();
-        if let [.., before, last] = samples.make_contiguous() {
-            let secs = (last.at - before.at) as f64 / 1000.0;
-            for (unit, n) in &last.totals {
-                let was = before.totals.get(unit).copied().unwrap_or(0);
-                out.insert(unit.clone(), rate(was, *n, secs));
-            }
-        }
-        out
+        self.lock().rates.clone()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Sample>> {
-        self.samples.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn push(&self, mut sample: Sample) {
-        let mut samples = self.lock();
-        if let Some(before) = samples.back() {
+    /// Add `sample` with its units' `totals`: the rates are each unit's
+    /// difference from the sample before (a unit that went, or whose
+    /// counter started again, does not make the sum jump).
+    fn push(&self, mut sample: Sample, totals: Totals) {
+        let mut inner = self.lock();
+        if let Some(before) = inner.samples.back() {
             let secs = (sample.at - before.at) as f64 / 1000.0;
-            let sum = |s: &Sample, kind: UnitKind| -> u64 {
-                s.totals.iter().filter(|((k, _), _)| *k == kind).map(|(_, n)| n).sum()
+            let rates: BTreeMap<_, _> = totals
+                .iter()
+                .map(|(unit, n)| {
+                    let was = inner.totals.get(unit).copied().unwrap_or(0);
+                    (unit.clone(), rate(was, *n, secs))
+                })
+                .collect();
+            let sum = |kind: UnitKind| {
+                let total: f64 = rates.iter().filter(|((k, _), _)| *k == kind).map(|(_, r)| r).sum();
+                Some((total * 10.0).round() / 10.0)
             };
-            sample.published_per_second = Some(rate(
-                sum(before, UnitKind::ReceiveLocation),
-                sum(&sample, UnitKind::ReceiveLocation),
-                secs,
-            ));
-            sample.delivered_per_second = Some(rate(
-                sum(before, UnitKind::SendPort),
-                sum(&sample, UnitKind::SendPort),
-                secs,
-            ));
+            sample.published_per_second = sum(UnitKind::ReceiveLocation);
+            sample.delivered_per_second = sum(UnitKind::SendPort);
+            inner.rates = rates;
         }
-        while samples.len() >= self.kept {
-            samples.pop_front();
+        while inner.samples.len() >= self.kept {
+            inner.samples.pop_front();
         }
-        samples.push_back(sample);
+        inner.samples.push_back(sample);
+        inner.totals = totals;
     }
 }
 
@@ -156,28 +172,37 @@ pub(crate) async fn sample(state: &ApiState) {
         Some(node) => node.units(&status.counts).await.unwrap_or_default(),
         None => Vec::new(),
     };
+    let groups = match sluice_ops::suspended::groups(&*state.b, GROUPS_KEPT).await {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::debug!(error = %e, "no dashboard sample: the box did not answer");
+            return;
+        }
+    };
     let c = &status.counts;
     let at = state.clock.now_ms();
-    state.history.push(Sample {
+    let throttled = status
+        .node
+        .iter()
+        .flat_map(|n| {
+            n.hosts
+                .iter()
+                .filter(|(_, h)| h.throttled)
+                .map(|(name, _)| name.clone())
+        })
+        .collect();
+    let sample = Sample {
         at,
         published_per_second: None,
         delivered_per_second: None,
         queued: c.queued.values().sum(),
         suspended: c.suspended,
         spool: c.spool,
-        throttled: status
-            .node
-            .iter()
-            .flat_map(|n| {
-                n.hosts
-                    .iter()
-                    .filter(|(_, h)| h.throttled)
-                    .map(|(name, _)| name.clone())
-            })
-            .collect(),
-        totals: units.into_iter().map(|u| ((u.kind, u.name), u.messages)).collect(),
-    });
-    *state.history.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some((at, status));
+        throttled,
+    };
+    let totals = units.into_iter().map(|u| ((u.kind, u.name), u.messages)).collect();
+    state.history.push(sample, totals);
+    state.history.lock().latest = Some(Latest { at, status, groups });
 }
 
 /// Sample (as often as the history says) until the API stops.
@@ -196,7 +221,7 @@ pub(crate) async fn run(state: ApiState) {
 mod tests {
     use super::*;
 
-    fn at(ms: Millis, port: u64, location: u64) -> Sample {
+    fn at(ms: Millis) -> Sample {
         Sample {
             at: ms,
             published_per_second: None,
@@ -205,30 +230,34 @@ mod tests {
             suspended: 0,
             spool: 0,
             throttled: Vec::new(),
-            totals: [
-                ((UnitKind::SendPort, "p".to_string()), port),
-                ((UnitKind::ReceiveLocation, "l".to_string()), location),
-            ]
-            .into(),
         }
+    }
+
+    fn totals(ports: &[(&str, u64)], location: u64) -> Totals {
+        let mut t: Totals = ports
+            .iter()
+            .map(|(p, n)| ((UnitKind::SendPort, p.to_string()), *n))
+            .collect();
+        t.insert((UnitKind::ReceiveLocation, "l".to_string()), location);
+        t
     }
 
     #[test]
     fn rates_are_differences_over_time_and_the_hour_is_bounded() {
         let h = History::new(Duration::from_secs(15));
-        h.push(at(0, 0, 0));
+        h.push(at(0), totals(&[("p", 0), ("q", 1_000_000)], 0));
         assert!(h.rates().is_empty(), "one sample has no rate");
-        h.push(at(10_000, 50, 200));
+        h.push(at(10_000), totals(&[("p", 50), ("q", 1_000_000)], 200));
         let s = h.samples();
         assert_eq!(s[0].delivered_per_second, None);
         assert_eq!(s[1].delivered_per_second, Some(5.0));
         assert_eq!(s[1].published_per_second, Some(20.0));
         assert_eq!(h.rates()[&(UnitKind::SendPort, "p".to_string())], 5.0);
-        // A counter that starts again counts from zero.
-        h.push(at(20_000, 10, 200));
+        // A port removed, another's counter started again: no jump.
+        h.push(at(20_000), totals(&[("p", 10)], 200));
         assert_eq!(h.samples()[2].delivered_per_second, Some(1.0));
         for i in 0..500 {
-            h.push(at(30_000 + i * 15_000, 10, 200));
+            h.push(at(30_000 + i * 15_000), totals(&[("p", 10)], 200));
         }
         assert_eq!(h.samples().len(), 240, "an hour of samples 15 s apart");
     }

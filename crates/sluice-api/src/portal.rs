@@ -155,7 +155,7 @@ pub(crate) async fn dashboard(State(state): State<ApiState>, v: Viewer) -> Respo
     // The last sample's counts: counting a big box is a scan, done in the
     // background every `sample_every`, not for each page.
     let (as_of, status) = match state.history.latest() {
-        Some(latest) => latest,
+        Some(latest) => (latest.at, latest.status),
         None => match sluice_ops::status::status(&*state.b, &state.data_dir, state.clock.now_ms()).await {
             Ok(s) => (state.clock.now_ms(), s),
             Err(e) => return error_page(&e),
@@ -355,8 +355,12 @@ pub(crate) async fn suspended_list(
         Err(e) => return error_page(&e),
     };
     let next = (entries.len() == limit).then(|| entries.last().map(|e| e.id)).flatten();
-    let groups = match suspended::groups(&*state.b, GROUPS_SHOWN).await {
-        Ok(g) => g,
+    // The last sample's groups (counting them reads every entry).
+    let groups = match crate::routes::suspended_groups_now(&state).await {
+        Ok((_, mut g)) => {
+            g.truncate(GROUPS_SHOWN);
+            g
+        }
         Err(e) => return error_page(&e),
     };
     let operate = v.0.principal.may(Permission::Operate);

@@ -220,9 +220,6 @@ pub(crate) async fn status(caller: Caller, State(state): State<ApiState>) -> Ans
     json(sluice_ops::status::status(&*state.b, &state.data_dir, state.clock.now_ms()).await?)
 }
 
-/// A message search (see the box's `MessageQuery`): every condition given
-/// must hold. A search examines a bounded number of messages per request:
-/// a page may be short, or empty, with `next` set; go on with `after`.
 /// The samples of `GET /api/v1/history`.
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct History {
@@ -242,6 +239,9 @@ pub(crate) async fn history(caller: Caller, State(state): State<ApiState>) -> An
     })
 }
 
+/// A message search (see the box's `MessageQuery`): every condition given
+/// must hold. A search examines a bounded number of messages per request:
+/// a page may be short, or empty, with `next` set; go on with `after`.
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -472,10 +472,26 @@ pub(crate) struct GroupsQuery {
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct Groups {
     items: Vec<sluice_msgbox::SuspendedGroup>,
+    /// When they were counted (RFC 3339): the API counts them with its
+    /// samples (`sample_every`), as counting reads every entry.
+    as_of: String,
+}
+
+/// The groups as of the last sample (counted now before the first).
+pub(crate) async fn suspended_groups_now(
+    state: &ApiState,
+) -> Result<(sluice_msgbox::Millis, Vec<sluice_msgbox::SuspendedGroup>), OpsError> {
+    match state.history.latest() {
+        Some(latest) => Ok((latest.at, latest.groups)),
+        None => Ok((
+            state.clock.now_ms(),
+            suspended::groups(&*state.b, crate::history::GROUPS_KEPT).await?,
+        )),
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/suspended/groups", tag = "suspended", security(("token" = [])), params(GroupsQuery),
-    responses((status = 200, description = "Suspended entries counted by send port or receive location and error (its first 120 characters), the largest groups first", body = Groups), crate::openapi::Errors))]
+    responses((status = 200, description = "Suspended entries counted by send port or receive location and error (its first 120 characters), the largest groups first (at most 100), as of the API's last sample", body = Groups), crate::openapi::Errors))]
 pub(crate) async fn suspended_groups(
     caller: Caller,
     State(state): State<ApiState>,
@@ -483,8 +499,13 @@ pub(crate) async fn suspended_groups(
 ) -> Answer {
     caller.require(Permission::Read)?;
     let Query(q) = q?;
-    let items = suspended::groups(&*state.b, limit(q.limit)?).await?;
-    json(Groups { items })
+    let limit = limit(q.limit)?;
+    let (at, mut items) = suspended_groups_now(&state).await?;
+    items.truncate(limit);
+    json(Groups {
+        items,
+        as_of: sluice_ops::ms_to_text(at),
+    })
 }
 
 #[utoipa::path(get, path = "/api/v1/suspended/{id}", tag = "suspended", security(("token" = [])),

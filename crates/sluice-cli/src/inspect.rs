@@ -216,9 +216,18 @@ fn message_row(m: &Value) -> String {
 }
 
 pub async fn list(config: &Config, limit: usize, after: Option<&str>, json: bool) -> anyhow::Result<()> {
-    let after = after.map(parse_message_id).transpose()?;
+    let mut after = after.map(parse_message_id).transpose()?;
     let b = open(config)?;
-    let list = messages::list(&*b, &Default::default(), after, limit).await?.items;
+    // A search answers at most a window of the box per call.
+    let mut list = Vec::new();
+    while list.len() < limit {
+        let page = messages::list(&*b, &Default::default(), after, limit - list.len()).await?;
+        list.extend(page.items);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
     if json {
         outln!("{}", serde_json::to_string(&list)?);
         return Ok(());
@@ -258,7 +267,7 @@ pub async fn list_remote(r: &Remote, limit: usize, after: Option<&str>, json: bo
             n += 1;
         }
         match page["next"].as_str() {
-            Some(next) => after = Some(next.to_string()),
+            Some(next) => after = Some(crate::remote::advance(&after, next.to_string())?),
             None => break,
         }
     }
@@ -429,7 +438,7 @@ pub async fn tracking_remote(r: &Remote, message: Option<&str>, json: bool) -> a
             n += 1;
         }
         match page["next"].as_i64() {
-            Some(next) => after = Some(next),
+            Some(next) => after = Some(crate::remote::advance(&after, next)?),
             None => break,
         }
     }

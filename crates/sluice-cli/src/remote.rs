@@ -92,6 +92,9 @@ pub struct Remote {
     base: String,
     token: Token,
     client: reqwest::Client,
+    /// For uploads: no read timeout, which in reqwest runs from the
+    /// request's start to the answer's head (the whole upload).
+    uploads: reqwest::Client,
 }
 
 impl Remote {
@@ -132,24 +135,40 @@ impl Remote {
                 )));
             }
         };
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(IDLE_TIMEOUT)
-            // A redirect is answered as an error: the token goes to no
-            // other place than the one named.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca) = &args.ca {
-            let pem = std::fs::read(ca).with_context(|| format!("reading the CA certificate {}", ca.display()))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .with_context(|| format!("reading the CA certificate {}: not a PEM certificate", ca.display()))?;
-            builder = builder.tls_built_in_root_certs(false).add_root_certificate(cert);
-        }
-        let client = builder.build().context("making the HTTP client")?;
+        let ca = match &args.ca {
+            Some(ca) => {
+                let pem = std::fs::read(ca).with_context(|| format!("reading the CA certificate {}", ca.display()))?;
+                Some(
+                    reqwest::Certificate::from_pem(&pem).with_context(|| {
+                        format!("reading the CA certificate {}: not a PEM certificate", ca.display())
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let build = |read_timeout: Option<std::time::Duration>| {
+            let mut builder = reqwest::Client::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .tcp_keepalive(IDLE_TIMEOUT)
+                // A redirect is answered as an error: the token goes to no
+                // other place than the one named.
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")));
+            if let Some(t) = read_timeout {
+                builder = builder.read_timeout(t);
+            }
+            if let Some(cert) = &ca {
+                builder = builder
+                    .tls_built_in_root_certs(false)
+                    .add_root_certificate(cert.clone());
+            }
+            builder.build().context("making the HTTP client")
+        };
         Ok(Remote {
             base: server.to_string(),
             token,
-            client,
+            client: build(Some(IDLE_TIMEOUT))?,
+            uploads: build(None)?,
         })
     }
 
@@ -159,7 +178,11 @@ impl Remote {
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.client
+        self.request_by(&self.client, method, path)
+    }
+
+    fn request_by(&self, client: &reqwest::Client, method: Method, path: &str) -> RequestBuilder {
+        client
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.token.0)
     }
@@ -233,7 +256,7 @@ impl Remote {
     ) -> anyhow::Result<Value> {
         let stream = tokio_util::io::ReaderStream::new(body);
         let request = self
-            .request(Method::POST, path)
+            .request_by(&self.uploads, Method::POST, path)
             .query(query)
             .header("content-type", "application/octet-stream")
             .body(reqwest::Body::wrap_stream(stream));
@@ -441,15 +464,29 @@ impl Lines {
 
 /// Percent-encode one path segment (a user name, a token id).
 pub fn segment(text: &str) -> String {
+    // `.` and `..` alone would be folded away as path steps.
+    let dots = text.bytes().all(|b| b == b'.');
     text.bytes()
         .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') || (b == b'.' && !dots) {
                 (b as char).to_string()
             } else {
                 format!("%{b:02X}")
             }
         })
         .collect()
+}
+
+/// The cursor a page of the server's answered, checked to move on from
+/// `after`: a server that answers the same cursor again would make a
+/// listing loop for ever.
+pub fn advance<T: PartialOrd + std::fmt::Display>(after: &Option<T>, next: T) -> anyhow::Result<T> {
+    match after {
+        Some(a) if next <= *a => Err(anyhow::anyhow!(
+            "the server's next page starts at {next}, not after {a}: stopped rather than list the same page again"
+        )),
+        _ => Ok(next),
+    }
 }
 
 #[cfg(test)]
@@ -482,5 +519,7 @@ mod tests {
     fn path_segments_are_encoded() {
         assert_eq!(segment("ann@x.org"), "ann%40x.org");
         assert_eq!(segment("../a"), "..%2Fa");
+        assert_eq!(segment(".."), "%2E%2E");
+        assert_eq!(segment("."), "%2E");
     }
 }

@@ -275,7 +275,7 @@ pub async fn list_remote(r: &Remote, filters: &Filters, limit: Option<u64>, json
     'pages: loop {
         let mut query = filters.params();
         // One more than is left to show: whether more match.
-        let page_size = limit.map_or(1000, |l| (l - n + 1).min(1000));
+        let page_size = limit.map_or(1000, |l| (l - n).saturating_add(1).min(1000));
         query.push(("limit", page_size.to_string()));
         if let Some(a) = after {
             query.push(("after", a.to_string()));
@@ -297,7 +297,7 @@ pub async fn list_remote(r: &Remote, filters: &Filters, limit: Option<u64>, json
             n += 1;
         }
         match page["next"].as_i64() {
-            Some(next) => after = Some(next),
+            Some(next) => after = Some(crate::remote::advance(&after, next)?),
             None => break,
         }
     }

@@ -262,7 +262,7 @@ pub async fn users_remote(r: &Remote, command: UsersCommand) -> anyhow::Result<(
                 let page = r.get("/api/v1/users", &query, "listing users").await?;
                 all.extend(page["items"].as_array().into_iter().flatten().cloned());
                 match page["next"].as_str() {
-                    Some(next) => after = Some(next.to_string()),
+                    Some(next) => after = Some(crate::remote::advance(&after, next.to_string())?),
                     None => break,
                 }
             }

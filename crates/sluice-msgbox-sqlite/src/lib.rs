@@ -551,7 +551,6 @@ fn suspended_info(conn: &Connection, row: SuspendedRow) -> Result<SuspendedInfo>
     Ok(info)
 }
 
-/// The context with every property promoted: what a query filter sees.
 /// `suspended_groups`: a send port's entries by port (whatever location
 /// they came in by), a location's (no port) by location. Each group walks
 /// the index `suspended_groups` in order: no sort of the entries (which,
@@ -570,6 +569,7 @@ fn groups_sql() -> String {
     )
 }
 
+/// The context with every property promoted: what a query filter sees.
 fn all_promoted(ctx: &Context) -> Context {
     let mut all = Context::new();
     for p in ctx.iter() {

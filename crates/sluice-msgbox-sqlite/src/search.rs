@@ -9,15 +9,12 @@
 
 use std::collections::BTreeSet;
 
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use sluice_model::{Key, MessageId};
 use sluice_msgbox::search::{id_bound, indexed_equality};
 use sluice_msgbox::{MessageQuery, MessageSummary, Page, Result, SCAN_BUDGET, TrackingEvent, TrackingQuery};
 
 use crate::{all_promoted, context_of, id_of, storage};
-
-/// Rows read from SQLite at a time while a filter is applied in Rust.
-const CHUNK: usize = 256;
 
 /// Make the index hold exactly `keys` (string values, promoted or not):
 /// rows of keys no longer wanted deleted, keys newly wanted filled in from
@@ -95,28 +92,55 @@ fn indexed_keys(conn: &Connection, doing: &str) -> Result<Vec<Key>> {
     Ok(texts.iter().filter_map(|t| Key::parse(t)).collect())
 }
 
-type Row = (Vec<u8>, i64, u32, u32, i64, Option<String>);
+/// Above every message id (16 bytes): the open end of a window.
+const ABOVE_ALL: [u8; 17] = [0xff; 17];
 
 /// [`MessageBox::list_messages`](sluice_msgbox::MessageBox::list_messages).
+///
+/// One window of at most [`SCAN_BUDGET`] candidates (messages, or the
+/// index's rows for the key and value) after `after`; every condition is
+/// applied inside it, so no call reads more than the window whatever its
+/// conditions. A page that fills stops at its last message; otherwise the
+/// next page starts after the window.
 pub(crate) fn messages(
     conn: &Connection,
     q: &MessageQuery,
     after: Option<MessageId>,
     limit: usize,
 ) -> Result<Page<MessageSummary, MessageId>> {
+    use rusqlite::types::Value;
     let doing = "searching the messages in the box";
     let keys = match &q.context {
         Some(_) => indexed_keys(conn, doing)?,
         None => Vec::new(),
     };
     let lookup = q.context.as_ref().and_then(|f| indexed_equality(f, &keys));
-    // Conditions on the id column `c`, qualified (ids sort by time), and
-    // the port.
+    let from = after.map(|a| a.to_bytes().to_vec()).unwrap_or_default();
+    let since = q.since.map(|t| id_bound(t).to_vec()).unwrap_or_default();
+    let until = q.until.map(|t| id_bound(t).to_vec()).unwrap_or(ABOVE_ALL.to_vec());
+    // The window's last candidate (`None`: fewer than the budget are left).
+    let (candidates, key) = match lookup {
+        Some(_) => ("message_index WHERE key = ?2 AND value = ?3 AND", "message_id"),
+        None => ("messages WHERE ?2 IS NULL AND ?3 IS NULL AND", "id"),
+    };
+    let (k, v) = lookup.map(|(k, v)| (k.to_string(), v.to_string())).unzip();
+    let end: Option<Vec<u8>> = conn
+        .prepare_cached(&format!(
+            "SELECT {key} FROM {candidates} {key} > ?1 AND {key} >= ?5 AND {key} < ?6
+             ORDER BY {key} LIMIT 1 OFFSET ?4"
+        ))
+        .and_then(|mut s| {
+            s.query_row(params![from, k, v, SCAN_BUDGET as i64 - 1, since, until], |r| r.get(0))
+                .optional()
+        })
+        .map_err(storage(doing))?;
+    // Conditions on the qualified id column `c` (ids sort by time), and
+    // the port; plain comparisons, so the id's index bounds the walk.
     let conditions = |c: &str| {
         format!(
-            "{c} > ?1 AND {c} >= ?2 AND (?3 IS NULL OR {c} < ?3)
-             AND (?4 IS NULL OR EXISTS (SELECT 1 FROM queue WHERE message_id = {c} AND subscriber = ?4)
-                  OR EXISTS (SELECT 1 FROM suspended WHERE message_id = {c} AND subscriber = ?4))"
+            "{c} > ?1 AND {c} <= ?2 AND {c} >= ?3 AND {c} < ?4
+             AND (?5 IS NULL OR EXISTS (SELECT 1 FROM queue WHERE message_id = {c} AND subscriber = ?5)
+                  OR EXISTS (SELECT 1 FROM suspended WHERE message_id = {c} AND subscriber = ?5))"
         )
     };
     let sql = match lookup {
@@ -124,78 +148,63 @@ pub(crate) fn messages(
             "SELECT m.id, m.created_at, m.refs, m.nparts, m.size, m.context
              FROM message_index x JOIN messages m ON m.id = x.message_id
              WHERE x.key = ?7 AND x.value = ?8 AND {}
-             ORDER BY x.message_id LIMIT ?5",
+             ORDER BY x.message_id",
             conditions("x.message_id")
         ),
         None => format!(
             "SELECT m.id, m.created_at, m.refs, m.nparts, m.size, CASE WHEN ?6 THEN m.context END
-             FROM messages m WHERE {} ORDER BY m.id LIMIT ?5",
+             FROM messages m WHERE {} ORDER BY m.id",
             conditions("m.id")
         ),
     };
-    let chunk = if q.context.is_some() { CHUNK.max(limit) } else { limit };
-    let mut from = after.map(|a| a.to_bytes().to_vec()).unwrap_or_default();
+    let mut args: Vec<Value> = vec![
+        Value::Blob(from),
+        Value::Blob(end.clone().unwrap_or(ABOVE_ALL.to_vec())),
+        Value::Blob(since),
+        Value::Blob(until),
+        q.port.clone().map(Value::Text).unwrap_or(Value::Null),
+        Value::Integer(q.context.is_some().into()),
+    ];
+    if let (Some(k), Some(v)) = (k, v) {
+        args.extend([Value::Text(k), Value::Text(v)]);
+    }
     let mut page = Page {
         items: Vec::new(),
         next: None,
     };
-    let mut examined = 0;
-    loop {
-        use rusqlite::types::Value;
-        let mut args: Vec<Value> = vec![
-            Value::Blob(from.clone()),
-            Value::Blob(q.since.map(|t| id_bound(t).to_vec()).unwrap_or_default()),
-            q.until
-                .map(|t| Value::Blob(id_bound(t).to_vec()))
-                .unwrap_or(Value::Null),
-            q.port.clone().map(Value::Text).unwrap_or(Value::Null),
-            Value::Integer(chunk as i64),
-            Value::Integer(q.context.is_some().into()),
-        ];
-        if let Some((k, v)) = lookup {
-            args.extend([Value::Text(k.to_string()), Value::Text(v.to_string())]);
+    let mut stmt = conn.prepare_cached(&sql).map_err(storage(doing))?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(args)).map_err(storage(doing))?;
+    while let Some(r) = rows.next().map_err(storage(doing))? {
+        let id = id_of(r.get(0).map_err(storage(doing))?)?;
+        let context: Option<String> = r.get(5).map_err(storage(doing))?;
+        // A context that cannot be read matches no filter.
+        let matches = match (&q.context, &context) {
+            (Some(filter), Some(json)) => context_of(json, id).is_ok_and(|c| filter.matches(&all_promoted(&c))),
+            _ => true,
+        };
+        if !matches {
+            continue;
         }
-        let rows: Vec<Row> = conn
-            .prepare_cached(&sql)
-            .and_then(|mut s| {
-                s.query_map(rusqlite::params_from_iter(args), |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
-                })?
-                .collect()
-            })
-            .map_err(storage(doing))?;
-        let Some(last) = rows.last() else { return Ok(page) };
-        from = last.0.clone();
-        let more = rows.len() == chunk;
-        for (id, created_at, refs, parts, size, context) in rows {
-            let id = id_of(id)?;
-            examined += 1;
-            // A context that cannot be read matches no filter.
-            let matches = match (&q.context, &context) {
-                (Some(filter), Some(json)) => context_of(json, id).is_ok_and(|c| filter.matches(&all_promoted(&c))),
-                _ => true,
-            };
-            if matches {
-                page.items.push(MessageSummary {
-                    id,
-                    created_at,
-                    refs,
-                    parts,
-                    size: size as u64,
-                });
-            }
-            if page.items.len() == limit || examined >= SCAN_BUDGET {
-                page.next = Some(id);
-                return Ok(page);
-            }
-        }
-        if !more {
+        let field = |i| r.get::<_, i64>(i).map_err(storage(doing));
+        page.items.push(MessageSummary {
+            id,
+            created_at: field(1)?,
+            refs: field(2)? as u32,
+            parts: field(3)? as u32,
+            size: field(4)? as u64,
+        });
+        if page.items.len() == limit {
+            page.next = Some(id);
             return Ok(page);
         }
     }
+    page.next = end.map(id_of).transpose()?;
+    Ok(page)
 }
 
-/// [`MessageBox::tracking`](sluice_msgbox::MessageBox::tracking).
+/// [`MessageBox::tracking`](sluice_msgbox::MessageBox::tracking): as
+/// [`messages`], one window of at most [`SCAN_BUDGET`] events (of the
+/// message, if one is named) after `after`.
 pub(crate) fn tracking(
     conn: &Connection,
     q: &TrackingQuery,
@@ -217,93 +226,70 @@ pub(crate) fn tracking(
     } else {
         "?1 IS NULL"
     };
+    let from = after.unwrap_or(0);
+    let mid = q.message.map(|m| m.to_bytes().to_vec());
+    let end: Option<i64> = conn
+        .prepare_cached(&format!(
+            "SELECT id FROM tracking WHERE {message} AND id > ?2 ORDER BY id LIMIT 1 OFFSET ?3"
+        ))
+        .and_then(|mut s| {
+            s.query_row(params![mid, from, SCAN_BUDGET as i64 - 1], |r| r.get(0))
+                .optional()
+        })
+        .map_err(storage(doing))?;
     let sql = format!(
         "SELECT id, message_id, at, event, subscriber, detail, context, {location} FROM tracking
-         WHERE {message} AND id > ?2 AND (?3 IS NULL OR event = ?3) AND (?4 IS NULL OR subscriber = ?4)
-         AND (?5 IS NULL OR {location} = ?5) AND (?6 IS NULL OR at >= ?6) AND (?7 IS NULL OR at < ?7)
-         AND (NOT ?8 OR event = 'completed')
-         ORDER BY id LIMIT ?9"
+         WHERE {message} AND id > ?2 AND id <= ?3 AND (?4 IS NULL OR event = ?4) AND (?5 IS NULL OR subscriber = ?5)
+         AND (?6 IS NULL OR {location} = ?6) AND (?7 IS NULL OR at >= ?7) AND (?8 IS NULL OR at < ?8)
+         AND (NOT ?9 OR event = 'completed')
+         ORDER BY id"
     );
-    let chunk = if q.context.is_some() { CHUNK.max(limit) } else { limit };
-    let mut from = after.unwrap_or(0);
     let mut page = Page {
         items: Vec::new(),
         next: None,
     };
-    let mut examined = 0;
-    loop {
-        type Event = (
-            i64,
-            Vec<u8>,
-            i64,
-            String,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-        );
-        let rows: Vec<Event> = conn
-            .prepare_cached(&sql)
-            .and_then(|mut s| {
-                s.query_map(
-                    params![
-                        q.message.map(|m| m.to_bytes().to_vec()),
-                        from,
-                        q.event,
-                        q.port,
-                        q.location,
-                        q.since,
-                        q.until,
-                        q.context.is_some(),
-                        chunk as i64,
-                    ],
-                    |r| {
-                        Ok((
-                            r.get(0)?,
-                            r.get(1)?,
-                            r.get(2)?,
-                            r.get(3)?,
-                            r.get(4)?,
-                            r.get(5)?,
-                            r.get(6)?,
-                            r.get(7)?,
-                        ))
-                    },
-                )?
-                .collect()
-            })
-            .map_err(storage(doing))?;
-        let Some(last) = rows.last() else { return Ok(page) };
-        from = last.0;
-        let more = rows.len() == chunk;
-        for (id, mid, at, event, subscriber, detail, context, location) in rows {
-            let message_id = id_of(mid)?;
-            examined += 1;
-            let context = context.map(|c| context_of(&c, message_id)).transpose();
-            let matches = match (&q.context, &context) {
-                (None, _) => true,
-                (Some(filter), Ok(Some(ctx))) => filter.matches(&all_promoted(ctx)),
-                _ => false,
-            };
-            if matches {
-                page.items.push(TrackingEvent {
-                    id,
-                    message_id,
-                    at,
-                    event,
-                    subscriber,
-                    location,
-                    detail,
-                    context: context?,
-                });
-            }
-            if page.items.len() == limit || examined >= SCAN_BUDGET {
-                page.next = Some(id);
-                return Ok(page);
-            }
+    let mut stmt = conn.prepare_cached(&sql).map_err(storage(doing))?;
+    let mut rows = stmt
+        .query(params![
+            mid,
+            from,
+            end.unwrap_or(i64::MAX),
+            q.event,
+            q.port,
+            q.location,
+            q.since,
+            q.until,
+            q.context.is_some(),
+        ])
+        .map_err(storage(doing))?;
+    while let Some(r) = rows.next().map_err(storage(doing))? {
+        let get = |e: rusqlite::Error| storage(doing)(e);
+        let id: i64 = r.get(0).map_err(get)?;
+        let message_id = id_of(r.get(1).map_err(get)?)?;
+        let context: Option<String> = r.get(6).map_err(get)?;
+        // A context that cannot be read matches no filter, and is shown
+        // without one (one bad row must not stop every page at it).
+        let context = context.and_then(|c| context_of(&c, message_id).ok());
+        if let Some(filter) = &q.context
+            && !context.as_ref().is_some_and(|c| filter.matches(&all_promoted(c)))
+        {
+            continue;
         }
-        if !more {
+        page.items.push(TrackingEvent {
+            id,
+            message_id,
+            at: r.get(2).map_err(get)?,
+            event: r.get(3).map_err(get)?,
+            subscriber: r.get(4).map_err(get)?,
+            location: r.get(7).map_err(get)?,
+            detail: r.get(5).map_err(get)?,
+            context,
+        });
+        if page.items.len() == limit {
+            page.next = Some(id);
             return Ok(page);
         }
     }
+    page.next = end;
+    Ok(page)
 }

@@ -356,6 +356,22 @@ pub async fn a_search_examines_a_bounded_number_of_rows(h: &impl Harness) {
     let second = b.list_messages(&needle, Some(cursor), 10).await.unwrap();
     assert_eq!(second.items.iter().map(|m| m.id).collect::<Vec<_>>(), [wanted.id]);
     assert_eq!(second.next, None);
+    // So does a condition the backend checks itself (a port, an event),
+    // not only a context filter.
+    let nobody = MessageQuery {
+        port: Some("nobody".into()),
+        ..MessageQuery::default()
+    };
+    let first = b.list_messages(&nobody, None, 10).await.unwrap();
+    assert!(first.items.is_empty() && first.next.is_some(), "{:?}", first.next);
+    let last = b.list_messages(&nobody, first.next, 10).await.unwrap();
+    assert!(last.items.is_empty() && last.next.is_none());
+    let terminated = TrackingQuery {
+        event: Some(tracked::TERMINATED.into()),
+        ..TrackingQuery::default()
+    };
+    let first = b.tracking(&terminated, None, 10).await.unwrap();
+    assert!(first.items.is_empty() && first.next.is_some(), "{:?}", first.next);
     b.close().await.unwrap();
 }
 
