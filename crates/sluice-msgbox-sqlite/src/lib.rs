@@ -245,8 +245,14 @@ impl SqliteBox {
             recovered.staged = staged;
             recovered.contents = contents;
             convert_box(&conn, &path);
-            search::sync_index(&mut conn, &opts.index)
-                .map_err(storage("indexing the context properties the configuration names"))?;
+            // A fill that fails (a full disk) is rolled back whole: the
+            // box keeps the index it had, and a search on a key it lacks
+            // reads the box a window at a time. The node runs on.
+            if let Err(e) = search::sync_index(&mut conn, &opts.index) {
+                tracing::warn!(error = %e, keys = ?opts.index.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "could not index the context properties [box] index names; searches on them read the box \
+                     a window at a time until a start that can");
+            }
         }
         let stats = Arc::new(writer::Stats::default());
         let mut writer =

@@ -1253,3 +1253,34 @@ fn suspended_groups_are_counted_without_sorting_the_entries() {
     assert_eq!(plan.matches("USING INDEX suspended_groups").count(), 2, "{plan}");
     assert!(!plan.contains("FOR GROUP BY"), "{plan}");
 }
+
+/// An index that cannot be filled at the node's start (here a trigger
+/// refuses it, as a full disk would) is left as it was: the box opens, and
+/// a search on the key reads the box instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_that_cannot_be_filled_does_not_stop_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = box_with_subscriber_s_in(dir.path()).await;
+    let m = order("A1", true);
+    b.publish(m.clone()).await.unwrap();
+    b.close().await.unwrap();
+    Connection::open(dir.path().join(DB_FILE))
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON indexed_keys BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+        )
+        .unwrap();
+    let opts = Options {
+        index: vec![Key::parse("order.id").unwrap()],
+        ..Options::default()
+    };
+    let b = SqliteBox::open(dir.path(), Arc::new(SystemClock), opts).expect("the box opens");
+    assert_eq!(index_rows(dir.path()), 0);
+    let search = MessageQuery {
+        context: Some(Filter::parse(r#"order.id == "A1""#).unwrap()),
+        ..MessageQuery::default()
+    };
+    let page = b.list_messages(&search, None, 10).await.unwrap();
+    assert_eq!(page.items.iter().map(|m| m.id).collect::<Vec<_>>(), [m.id]);
+    b.close().await.unwrap();
+}
