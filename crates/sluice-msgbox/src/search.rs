@@ -3,17 +3,19 @@
 //! [`MessageBox::tracking`](crate::MessageBox::tracking), and the pages they
 //! answer.
 //!
-//! A search examines at most [`SCAN_BUDGET`] rows per call: a condition few
-//! rows meet (a context filter the box has no index for) answers a short or
-//! empty page with a cursor to go on from, never a request that reads the
-//! whole box. A client pages with `after = next` until `next` is `None`.
+//! A search reads at most [`SCAN_BUDGET`] candidates per call, whatever its
+//! conditions: conditions few rows meet (a context filter the box has no
+//! index for, a port nothing waits for) answer a short or empty page with a
+//! cursor to go on from, never a request that reads the whole box. A client
+//! pages with `after = next` until `next` is `None`.
 
 use sluice_model::{Filter, Key, MessageId};
 
 use crate::Millis;
 
-/// Rows a backend examines at most in one search call (a page may then be
-/// short, with `next` set).
+/// Candidates (messages, index rows or events) one search call reads at
+/// most: a window of the box after the cursor, every condition applied
+/// inside it (a page may then be short, even empty, with `next` set).
 pub const SCAN_BUDGET: usize = 20_000;
 
 /// Which messages in the box to list. Every condition set must hold.
@@ -22,7 +24,7 @@ pub struct MessageQuery {
     /// A filter on the context, as subscriptions write it; unlike a
     /// subscription it sees every property, promoted or not. A top-level
     /// `key == "text"` on a key the box indexes is answered from the index
-    /// (see [`Indexed`]).
+    /// (see [`indexed_equality`]).
     pub context: Option<Filter>,
     /// Published at or after (ms).
     pub since: Option<Millis>,
