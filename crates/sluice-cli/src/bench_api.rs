@@ -395,16 +395,25 @@ async fn wait_ready(addr: &str) -> anyhow::Result<()> {
     }
 }
 
+/// One request on a new connection; the answer, its body still to read.
+async fn send(
+    addr: &str,
+    builder: hyper::http::request::Builder,
+    body: Full<Bytes>,
+) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender.send_request(builder.header("host", addr).body(body)?).await?)
+}
+
 /// One request on a new connection; the answer's status and whole body.
 async fn request(
     addr: &str,
     builder: hyper::http::request::Builder,
     body: Full<Bytes>,
 ) -> anyhow::Result<(hyper::StatusCode, Bytes)> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let response = sender.send_request(builder.header("host", addr).body(body)?).await?;
+    let response = send(addr, builder, body).await?;
     let status = response.status();
     Ok((status, response.into_body().collect().await?.to_bytes()))
 }
@@ -431,18 +440,11 @@ impl Client {
 
     /// A browser session's cookie (`name=value`).
     async fn log_in(&self) -> anyhow::Result<String> {
-        let stream = tokio::net::TcpStream::connect(&self.addr).await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
         let req = hyper::Request::post("/login")
-            .header("host", &self.addr)
             .header("origin", format!("http://{}", self.addr))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(Full::new(Bytes::from(format!(
-                "username={USER}&password={}",
-                enc(PASSWORD)
-            ))))?;
-        let response = sender.send_request(req).await?;
+            .header("content-type", "application/x-www-form-urlencoded");
+        let form = format!("username={USER}&password={}", enc(PASSWORD));
+        let response = send(&self.addr, req, Full::new(Bytes::from(form))).await?;
         let cookie = response
             .headers()
             .get("set-cookie")
@@ -455,14 +457,8 @@ impl Client {
 
     /// Stream a body to nowhere; its length.
     async fn download(&self, path: &str) -> anyhow::Result<u64> {
-        let stream = tokio::net::TcpStream::connect(&self.addr).await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
-        let req = hyper::Request::get(path)
-            .header("host", &self.addr)
-            .header("authorization", format!("Bearer {}", self.token))
-            .body(Full::<Bytes>::default())?;
-        let response = sender.send_request(req).await?;
+        let req = hyper::Request::get(path).header("authorization", format!("Bearer {}", self.token));
+        let response = send(&self.addr, req, Full::default()).await?;
         anyhow::ensure!(response.status().is_success(), "download: {}", response.status());
         let mut body = response.into_body();
         let mut n = 0u64;
