@@ -26,6 +26,7 @@ mod body;
 mod bulk;
 mod error;
 pub mod history;
+pub mod hosts;
 pub mod openapi;
 mod portal;
 mod routes;

@@ -87,6 +87,7 @@ fn frame(v: &Viewer, title: &str, active: &str, content: Markup) -> Response {
         ("/messages", "Messages"),
         ("/suspended", "Suspended"),
         ("/ports", "Ports"),
+        ("/hosts", "Hosts"),
         ("/audit", "Audit log"),
     ];
     html_response(
@@ -227,13 +228,19 @@ fn chart(
     samples: &[crate::history::Sample],
     figure: impl Fn(&crate::history::Sample) -> Option<f64>,
 ) -> Markup {
+    let values: Vec<(i64, f64)> = samples.iter().filter_map(|s| figure(s).map(|v| (s.at, v))).collect();
+    line_chart(id, label, &values, |v| v.to_string())
+}
+
+/// Values over time as an inline SVG line, with the latest and the
+/// highest written out by `show`.
+fn line_chart(id: &str, label: &str, values: &[(i64, f64)], show: impl Fn(f64) -> String) -> Markup {
     const W: f64 = 240.0;
     const H: f64 = 48.0;
-    let (first, last) = match (samples.first(), samples.last()) {
-        (Some(f), Some(l)) if l.at > f.at => (f.at, l.at),
+    let (first, last) = match (values.first(), values.last()) {
+        (Some(f), Some(l)) if l.0 > f.0 => (f.0, l.0),
         _ => return html! {},
     };
-    let values: Vec<(i64, f64)> = samples.iter().filter_map(|s| figure(s).map(|v| (s.at, v))).collect();
     let top = values.iter().map(|(_, v)| *v).fold(0.0, f64::max);
     let span = (last - first) as f64;
     let points: Vec<String> = values
@@ -250,7 +257,7 @@ fn chart(
             svg viewBox=(format!("0 -2 {W} {}", H + 4.0)) width=(W) height=(H + 4.0) role="img" aria-label=(label) {
                 polyline points=(points.join(" ")) fill="none" stroke="currentColor" stroke-width="1.5" {}
             }
-            figcaption { span.figure-now { (now) } " " (label) " (highest " (top) ")" }
+            figcaption { span.figure-now { (show(now)) } " " (label) " (highest " (show(top)) ")" }
         }
     }
 }
@@ -319,6 +326,60 @@ pub(crate) async fn ports(State(state): State<ApiState>, v: Viewer) -> Response 
         Err(e) => return error_page(&e),
     };
     frame(&v, "Ports", "Ports", units_table(&v, &units))
+}
+
+// ---- hosts -----------------------------------------------------------------
+
+pub(crate) async fn hosts(State(state): State<ApiState>, v: Viewer) -> Response {
+    let Some(node) = &state.node else {
+        return error_page(&OpsError::Unavailable("no node runs behind this API".into()));
+    };
+    let hosts = match node.hosts().await {
+        Ok(h) => h,
+        Err(e) => return error_page(&e),
+    };
+    let operate = v.0.principal.may(Permission::Operate);
+    frame(
+        &v,
+        "Hosts",
+        "Hosts",
+        html! {
+            table #hosts {
+                thead { tr { th { "host" } th { "runs" } th { "state" } th.num { "pid" } th.num { "RSS" } th.num { "up" }
+                    th.num { "handled" } th.num { "recycled" } th.num { "restarted" } th { "last instance" } @if operate { th {} } } }
+                tbody {
+                    @for h in &hosts {
+                        @let isolated = h.host.isolation == "process";
+                        @for i in &h.host.instances {
+                            tr data-host=(h.host.name) {
+                                td { (h.host.name) }
+                                td { @if isolated { "own process" } @else { "in the node" } }
+                                td { @match i.state.as_str() {
+                                    "running" => span.good { "running" },
+                                    "crash-loop" | "failed" => span.bad { (i.state) },
+                                    other => span.muted { (other) },
+                                } }
+                                td.num { @if i.pid > 0 { (i.pid) } }
+                                td.num { (bytes(i.rss_bytes)) @if let Some(l) = h.host.memory_limit { " / " (bytes(l)) } }
+                                td.num { (i.uptime_s) " s" }
+                                td.num { (i.handled) }
+                                td.num { (i.recycles) @if i.memory_recycles > 0 { " (" (i.memory_recycles) " over memory)" } }
+                                td.num { (i.restarts) }
+                                td.reason { (h.host.last_exit.as_deref().unwrap_or("")) }
+                                @if operate { td { @if isolated {
+                                    button data-action="post" data-url=(format!("/api/v1/hosts/{}/restart", segment(&h.host.name))) { "restart" }
+                                } } }
+                            }
+                        }
+                    }
+                }
+            }
+            @for h in hosts.iter().filter(|h| h.rss.len() > 1) {
+                @let values: Vec<(i64, f64)> = h.rss.iter().map(|s| (s.at, s.rss_bytes as f64)).collect();
+                (line_chart(&format!("rss-{}", segment(&h.host.name)), &format!("RSS of host {}", h.host.name), &values, |b| bytes(b as u64)))
+            }
+        },
+    )
 }
 
 // ---- suspended -------------------------------------------------------------

@@ -64,6 +64,8 @@ pub(crate) fn parts() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(crate::units::start_port))
         .routes(routes!(crate::units::disable_location))
         .routes(routes!(crate::units::enable_location))
+        .routes(routes!(crate::hosts::list))
+        .routes(routes!(crate::hosts::restart))
         .split_for_parts()
 }
 
@@ -75,6 +77,7 @@ pub fn router(state: ApiState) -> Router {
     let pages = Router::new()
         .route("/", get(portal::dashboard))
         .route("/ports", get(portal::ports))
+        .route("/hosts", get(portal::hosts))
         .route("/suspended", get(portal::suspended_list))
         .route("/suspended/{id}", get(portal::suspended_detail))
         .route("/messages", get(portal::messages_list))

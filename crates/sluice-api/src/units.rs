@@ -29,6 +29,12 @@ pub trait NodeControl: Send + Sync {
     /// configuration has no such unit, `conflict` to run one the
     /// configuration file disables.
     async fn set_running(&self, kind: UnitKind, name: &str, run: bool) -> Result<UnitView, OpsError>;
+    /// Every host, where it runs and its instances.
+    async fn hosts(&self) -> Result<Vec<crate::hosts::HostDetail>, OpsError>;
+    /// Drain an isolated host's instance and start another (asked by
+    /// `who`); `not_found` if there is no such host, `conflict` for a host
+    /// in the node's process.
+    async fn restart_host(&self, name: &str, who: &str) -> Result<crate::hosts::HostDetail, OpsError>;
 }
 
 /// Whether a unit runs, and if not, who stopped it.

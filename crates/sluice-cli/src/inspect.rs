@@ -179,6 +179,37 @@ fn print_status(first: &str, status: &Value) -> anyhow::Result<()> {
                     h.now.waiting,
                     h.now.engagements
                 );
+                // Where an isolated host runs: its instance.
+                let Some(view) = n
+                    .host_instances
+                    .iter()
+                    .find(|v| v.name == *name && v.isolation == "process")
+                else {
+                    continue;
+                };
+                let pad = "";
+                for i in &view.instances {
+                    let limit = view
+                        .memory_limit
+                        .map(|l| format!(" (limit {})", Bytes(l)))
+                        .unwrap_or_default();
+                    let process = if i.pid == 0 {
+                        "no process".to_string()
+                    } else {
+                        format!("pid {}, RSS {}{limit}, up {} s", i.pid, Bytes(i.rss_bytes), i.uptime_s)
+                    };
+                    outln!(
+                        "  {pad:<width$}isolated: {}, {process}, handled {}, recycled {} ({} over memory), restarted {}",
+                        i.state,
+                        i.handled,
+                        i.recycles,
+                        i.memory_recycles,
+                        i.restarts
+                    );
+                }
+                if let Some(exit) = &view.last_exit {
+                    outln!("  {pad:<width$}last instance {exit}");
+                }
             }
         }
         _ => outln!("node            not running (no {STATUS_FILE} in the data dir)"),

@@ -122,6 +122,16 @@ enum Command {
         #[command(subcommand)]
         command: DevCommand,
     },
+    /// Run one isolated host's receive locations and send ports, reaching
+    /// the node's box through its socket: what a node starts for a host
+    /// with `isolation = "process"`, not a command to run by hand.
+    #[command(hide = true)]
+    HostInstance {
+        #[arg(long)]
+        host: String,
+        #[arg(long)]
+        socket: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -326,6 +336,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Serve { config } => serve(need(config)?).await,
+        Command::HostInstance { host, socket } => sluice_host::instance::run(&socket, &host, on_signal(None))
+            .await
+            .with_context(|| format!("running the instance of host `{host}`")),
         Command::Check { config } => check::check(&need(config)?),
         Command::Reload { config, json } => {
             let config = need(config)?;
@@ -428,6 +441,7 @@ async fn run_remote(args: &remote::RemoteArgs, command: Command) -> anyhow::Resu
         Command::Publish { .. } => return here("publish"),
         Command::Bench { .. } => return here("bench"),
         Command::Dev { .. } => return here("dev"),
+        Command::HostInstance { .. } => return here("host-instance"),
         Command::Tokens {
             command: users::TokensCommand::List { .. },
         } => {
@@ -476,7 +490,8 @@ async fn run_remote(args: &remote::RemoteArgs, command: Command) -> anyhow::Resu
         | Command::Reload { .. }
         | Command::Publish { .. }
         | Command::Bench { .. }
-        | Command::Dev { .. } => here("this command"),
+        | Command::Dev { .. }
+        | Command::HostInstance { .. } => here("this command"),
     }
 }
 

@@ -150,6 +150,8 @@ pub struct Config {
     pub log_messages: bool,
     /// The folder of the configuration file (set by [`Config::load`]).
     pub base_dir: PathBuf,
+    /// The configuration file, as it was named when read (for messages).
+    pub path: PathBuf,
     /// The store, resolved (set by [`Config::load`]).
     store_url: Option<sluice_store::StoreUrl>,
     /// The file's tables as written (set when it is read): a reload
@@ -287,11 +289,53 @@ pub struct HostConfig {
     /// the send ports.
     #[serde(default = "default_location_share")]
     pub location_share: u8,
+    /// Where the host's receive locations and send ports run: in the
+    /// node's process (`in-process`, the default) or in a host instance of
+    /// their own (`process`), a child process the node supervises.
+    #[serde(default)]
+    pub isolation: Isolation,
+    /// An isolated host's instance whose RSS goes over this is recycled:
+    /// drained (it stops taking work and finishes what it holds), then
+    /// started again. Off unless set; at least 16MiB; `process` only.
+    #[serde(default)]
+    pub memory_limit: Option<ByteSize>,
+    /// How long a recycled (or restarted, or stopping) instance may take to
+    /// finish what it holds before it is killed (default 30s, 1s–1h).
+    #[serde(default = "default_drain_timeout", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+/// `[hosts.<name>] isolation`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// In the node's process.
+    #[default]
+    InProcess,
+    /// In a host instance: a child process of the node.
+    Process,
+}
+
+impl Isolation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::InProcess => "in-process",
+            Isolation::Process => "process",
+        }
+    }
 }
 
 fn default_location_share() -> u8 {
     50
 }
+
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// The least `memory_limit` an isolated host may have: a host instance
+/// takes about 15 MiB before it does anything.
+pub const MIN_MEMORY_LIMIT: u64 = 16 << 20;
 
 impl Default for HostConfig {
     fn default() -> Self {
@@ -302,6 +346,9 @@ impl Default for HostConfig {
             memory_high: None,
             memory_low: None,
             location_share: default_location_share(),
+            isolation: Isolation::InProcess,
+            memory_limit: None,
+            drain_timeout: default_drain_timeout(),
         }
     }
 }
@@ -339,6 +386,20 @@ impl HostConfig {
         };
         if !(1..=100).contains(&self.location_share) {
             return Err(("location_share", "must be a percentage between 1 and 100".into()));
+        }
+        if let Some(limit) = self.memory_limit {
+            if self.isolation != Isolation::Process {
+                return Err((
+                    "memory_limit",
+                    "needs isolation = \"process\" (a node's own memory is limited by memory_high)".into(),
+                ));
+            }
+            if limit.0 < MIN_MEMORY_LIMIT {
+                return Err(("memory_limit", "must be at least 16MiB".into()));
+            }
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.drain_timeout) {
+            return Err(("drain_timeout", "must be between 1s and 1h".into()));
         }
         Ok(Limits {
             max_in_flight: self.max_in_flight,
@@ -609,7 +670,10 @@ impl Config {
     pub fn from_toml(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
         let mut read = Reader::read(text, base);
         match read.config.take() {
-            Some(config) if read.problems.is_empty() => Ok(config),
+            Some(mut config) if read.problems.is_empty() => {
+                config.path = path.to_path_buf();
+                Ok(config)
+            }
             _ => Err(read.error(path)),
         }
     }
@@ -728,6 +792,7 @@ impl<'t> Reader<'t> {
             node_id: None,
             log_messages: false,
             base_dir: base.to_path_buf(),
+            path: PathBuf::new(),
             store_url: None,
             raw: RawTables(toml::from_str(text).unwrap_or_default()),
         };

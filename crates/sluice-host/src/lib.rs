@@ -24,6 +24,8 @@
 mod acks;
 pub mod config;
 pub mod control;
+pub mod instance;
+mod isolation;
 mod message_log;
 pub mod metrics;
 mod node;
@@ -230,9 +232,10 @@ pub async fn serve(config: Config, config_path: PathBuf, control: Control) -> Re
     unsubscribe_missing(&running, &*mbox).await?;
 
     let send_stop = CancellationToken::new();
+    let wakers = Arc::new(Wakers::default());
     let shared = node::Shared {
         mbox: mbox.clone(),
-        wakers: Arc::new(Wakers::default()),
+        wakers: wakers.clone(),
         metrics: metrics.clone(),
         throttles: throttles.clone(),
         intake_stop: shutdown.clone(),
@@ -247,17 +250,9 @@ pub async fn serve(config: Config, config_path: PathBuf, control: Control) -> Re
             tracing::info!(receive_location = %name, "receive location is disabled");
         }
     }
-    let mut prepared = Vec::new();
-    for (name, (port, lc)) in node::enabled_locations(&running) {
-        let mut location = node::PreparedLocation::build(&shared, &running, port, name, lc)?;
-        // Listen (or whatever the adapter must take) now: a taken
-        // address stops the start, naming the location.
-        location.bind().await?;
-        prepared.push(location);
-    }
-    for location in &prepared {
-        location.recover().await?;
-    }
+    // Isolated hosts' units run in their instances, not here.
+    let runs = node::Runs::node(&config);
+    let prepared = node::prepare_locations(&shared, &running, &runs).await?;
 
     // Node services: RSS sampling (memory marks, metrics), status.json,
     // metrics endpoint, control socket.
@@ -268,10 +263,15 @@ pub async fn serve(config: Config, config_path: PathBuf, control: Control) -> Re
         throttles.values().cloned().collect(),
         services_stop.clone(),
     ));
+    // Isolated hosts: each in a host instance the node starts and watches
+    // (each recovers its own locations before its ports start).
+    let mut isolated = isolation::Isolated::start(&config, &stopped, mbox.clone(), wakers.clone(), metrics.clone());
     let metrics_address = endpoint.as_ref().map(|e| e.address().to_string());
     services.spawn(report_status(
         config.data_dir.clone(),
         throttles.clone(),
+        isolated.view(),
+        metrics.clone(),
         metrics_address.clone(),
         services_stop.clone(),
     ));
@@ -287,6 +287,7 @@ pub async fn serve(config: Config, config_path: PathBuf, control: Control) -> Re
             tx: operate_tx,
             mbox: mbox.clone(),
             metrics: metrics.clone(),
+            hosts: isolated.view(),
         });
         let state = sluice_api::ApiState::new(mbox.clone(), config.data_dir.clone(), Arc::new(SystemClock), Some(node));
         services.spawn(api.run(state, services_stop.clone(), Duration::from_secs(10)));
@@ -304,7 +305,7 @@ pub async fn serve(config: Config, config_path: PathBuf, control: Control) -> Re
     }
 
     // Send ports next, so that they are ready when messages arrive.
-    let mut units = node::Units::default();
+    let mut units = node::Units::new(runs);
     units.start_ports(&shared, &running)?;
     for location in prepared {
         units.add_location(&shared, location);
@@ -322,10 +323,10 @@ pub async fn serve(config: Config, config_path: PathBuf, control: Control) -> Re
             biased;
             _ = shutdown.cancelled() => break,
             _ = control.reload.notified() => {
-                reload(&config_path, &mut config, &stopped, &mut units, &shared).await;
+                reload(&config_path, &mut config, &stopped, &mut units, &shared, &mut isolated).await;
             }
             Some(asked) = reload_rx.recv() => {
-                let outcome = reload(&asked.path, &mut config, &stopped, &mut units, &shared).await;
+                let outcome = reload(&asked.path, &mut config, &stopped, &mut units, &shared, &mut isolated).await;
                 if outcome.applied {
                     // SIGHUP reloads the file applied last.
                     config_path = asked.path;
@@ -338,6 +339,9 @@ pub async fn serve(config: Config, config_path: PathBuf, control: Control) -> Re
                 }
                 operate::Request::Set { kind, name, run, answer } => {
                     let done = operate::set(&config, &mut stopped, &mut units, &shared, (kind, name, run)).await;
+                    for change in isolated.update(&config, &stopped) {
+                        tracing::info!(change = %change, "operator's change applied");
+                    }
                     let _ = answer.send(done.map(|()| (Arc::new(config.clone()), stopped.clone())));
                 }
             },
@@ -347,7 +351,12 @@ pub async fn serve(config: Config, config_path: PathBuf, control: Control) -> Re
     // line) is answered "the node is stopping" at once.
     drop(operate_rx);
     tracing::info!("stopping: no new intake; finishing work in flight");
+    // Isolated hosts drain beside the node's own units.
+    isolated.begin_stop();
     units.stop_intake().await;
+    // The isolated hosts drain as the node does, each within its drain
+    // timeout, while the node's own send ports still deliver.
+    isolated.stop().await;
     send_stop.cancel();
     units.stop_ports().await;
     services_stop.cancel();
@@ -377,6 +386,7 @@ async fn reload(
     stopped: &operate::Stopped,
     units: &mut node::Units,
     shared: &node::Shared,
+    isolated: &mut isolation::Isolated,
 ) -> control::ReloadOutcome {
     tracing::info!(config = %path.display(), "reloading the configuration");
     // Loading resolves host names (blocking): off the runtime's threads.
@@ -409,6 +419,7 @@ async fn reload(
                     outcome.changes.push(format!("log_messages = {}", new.log_messages));
                 }
                 *config = new;
+                outcome.changes.extend(isolated.update(config, stopped));
             }
             outcome
         }
@@ -437,20 +448,20 @@ async fn reload(
 }
 
 /// A periodic tick that ends when `stop` is cancelled.
-struct Ticker {
+pub(crate) struct Ticker {
     interval: tokio::time::Interval,
     stop: CancellationToken,
 }
 
 impl Ticker {
-    fn new(period: Duration, stop: CancellationToken) -> Ticker {
+    pub(crate) fn new(period: Duration, stop: CancellationToken) -> Ticker {
         let mut interval = tokio::time::interval(period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ticker { interval, stop }
     }
 
     /// Wait for the next tick; `false` once stopped.
-    async fn next(&mut self) -> bool {
+    pub(crate) async fn next(&mut self) -> bool {
         tokio::select! {
             _ = self.interval.tick() => true,
             _ = self.stop.cancelled() => false,
@@ -459,7 +470,7 @@ impl Ticker {
 }
 
 /// Sample the process's RSS for the hosts' memory marks and the metrics.
-async fn sample_rss(metrics: Arc<Metrics>, throttles: Vec<Arc<Throttle>>, stop: CancellationToken) {
+pub(crate) async fn sample_rss(metrics: Arc<Metrics>, throttles: Vec<Arc<Throttle>>, stop: CancellationToken) {
     let mut ticks = Ticker::new(RSS_EVERY, stop);
     let mut warned = false;
     while ticks.next().await {
@@ -581,21 +592,27 @@ pub(crate) async fn purge_abandoned(
 async fn report_status(
     data_dir: PathBuf,
     throttles: HashMap<String, Arc<Throttle>>,
+    hosts: isolation::HostsView,
+    metrics: Arc<Metrics>,
     metrics_address: Option<String>,
     stop: CancellationToken,
 ) {
     let mut ticks = Ticker::new(status::STATUS_EVERY, stop);
     let mut failing = false;
     while ticks.next().await {
+        // An isolated host's throttle is in its instance: as it reported it.
+        let mut by_host: std::collections::BTreeMap<String, status::HostStatus> = throttles
+            .iter()
+            .map(|(name, t)| (name.clone(), host_status(t)))
+            .collect();
+        by_host.extend(hosts.throttles());
         let report = NodeStatus {
             pid: std::process::id(),
             written_at_ms: now_ms(),
             rss: throttle::current_rss().unwrap_or(0),
             metrics_address: metrics_address.clone(),
-            hosts: throttles
-                .iter()
-                .map(|(name, t)| (name.clone(), host_status(t)))
-                .collect(),
+            hosts: by_host,
+            host_instances: hosts.hosts(&metrics),
         };
         match status::write(&data_dir, &report).await {
             Ok(()) if failing => {
@@ -612,7 +629,7 @@ async fn report_status(
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     use sluice_msgbox::Clock;
     SystemClock.now_ms()
 }

@@ -97,6 +97,10 @@ pub struct Metrics {
     throttle_state: Family<HostReasonLabel, Gauge>,
     engagements: Family<HostReasonLabel, Counter>,
     rss: Gauge,
+    instance_rss: Family<HostLabel, Gauge>,
+    instance_up: Family<HostLabel, Gauge>,
+    instance_restarts: Family<HostLabel, Counter>,
+    instance_recycles: Family<HostLabel, Counter>,
     queue_depth_at: Mutex<Option<Instant>>,
 }
 
@@ -151,6 +155,26 @@ impl Metrics {
                 "sluice_process_resident_memory_bytes",
                 "Resident memory (RSS) of the node process",
             ),
+            instance_rss: add(
+                &mut r,
+                "sluice_host_instance_resident_memory_bytes",
+                "Resident memory (RSS) of an isolated host's instance",
+            ),
+            instance_up: add(
+                &mut r,
+                "sluice_host_instance_up",
+                "1 while an isolated host's instance runs, else 0",
+            ),
+            instance_restarts: add(
+                &mut r,
+                "sluice_host_instance_restarts",
+                "Instances of an isolated host that ended without being asked (crashed, killed) and were started again",
+            ),
+            instance_recycles: add(
+                &mut r,
+                "sluice_host_instance_recycles",
+                "Instances of an isolated host drained and replaced (memory limit, configuration change, restart)",
+            ),
             queue_depth_at: Mutex::new(None),
             registry: Registry::default(),
         };
@@ -171,9 +195,14 @@ impl Metrics {
     }
 
     pub fn delivered(&self, port: &str) {
+        self.delivered_many(port, 1);
+    }
+
+    /// `n` messages delivered (a host instance's, counted by the node).
+    pub fn delivered_many(&self, port: &str, n: u64) {
         self.delivered
             .get_or_create(&PortLabel { port: port.to_string() })
-            .inc();
+            .inc_by(n);
     }
 
     /// Messages send port `port` delivered since the node started.
@@ -216,6 +245,25 @@ impl Metrics {
     }
 
     /// The handles a host's throttle updates.
+    /// An isolated host's instance: its RSS (`None`: none runs).
+    pub(crate) fn instance_rss(&self, host: &str, rss: Option<u64>) {
+        let label = HostLabel { host: host.to_string() };
+        self.instance_up.get_or_create(&label).set(i64::from(rss.is_some()));
+        self.instance_rss
+            .get_or_create(&label)
+            .set(rss.unwrap_or(0).min(i64::MAX as u64) as i64);
+    }
+
+    /// An isolated host's instance ended unasked (`restart`) or was recycled.
+    pub(crate) fn instance_ended(&self, host: &str, restart: bool) {
+        let label = HostLabel { host: host.to_string() };
+        if restart {
+            self.instance_restarts.get_or_create(&label).inc();
+        } else {
+            self.instance_recycles.get_or_create(&label).inc();
+        }
+    }
+
     pub fn host(&self, host: &str) -> HostMetrics {
         let h = HostLabel { host: host.to_string() };
         HostMetrics {

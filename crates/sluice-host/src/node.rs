@@ -252,7 +252,8 @@ fn supervised<F>(what: String, stop: CancellationToken, work: F) -> JoinHandle<(
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    let inner = tokio::spawn(work);
+    // In the span of whoever runs the unit (a host instance's).
+    let inner = tokio::spawn(tracing::Instrument::in_current_span(work));
     tokio::spawn(async move {
         let detail = match inner.await {
             Ok(()) => "it returned".to_string(),
@@ -266,9 +267,93 @@ where
     })
 }
 
-/// The running units of a node, by name.
-#[derive(Default)]
+/// Which units a process runs: the node runs those of every host but the
+/// isolated ones (each runs in a host instance of its own); a host
+/// instance runs its host's.
+#[derive(Debug, Clone)]
+pub(crate) enum Runs {
+    Node {
+        isolated: std::collections::BTreeSet<String>,
+    },
+    Host(String),
+}
+
+impl Runs {
+    /// The node's share of `config`.
+    pub(crate) fn node(config: &Config) -> Runs {
+        Runs::Node {
+            isolated: config
+                .hosts
+                .iter()
+                .filter(|(_, hc)| hc.isolation == crate::config::Isolation::Process)
+                .map(|(name, _)| name.clone())
+                .collect(),
+        }
+    }
+
+    /// Whether this process runs the units of `host`.
+    pub(crate) fn host(&self, host: &str) -> bool {
+        match self {
+            Runs::Node { isolated } => !isolated.contains(host),
+            Runs::Host(h) => h == host,
+        }
+    }
+
+    /// The enabled receive locations of `config` this process runs.
+    pub(crate) fn locations<'c>(
+        &self,
+        config: &'c Config,
+    ) -> impl Iterator<Item = (&'c str, (&'c str, &'c ReceiveLocationConfig))> {
+        enabled_locations(config).filter(|(_, (_, lc))| self.host(&lc.host))
+    }
+
+    /// The enabled send ports of `config` this process runs.
+    fn ports<'c>(&self, config: &'c Config) -> impl Iterator<Item = (&'c str, &'c SendPortConfig)> {
+        enabled_ports(config, true).filter(|(_, sp)| self.host(&sp.host))
+    }
+}
+
+/// Build, bind and recover every receive location of `config` that `runs`
+/// takes, before anything starts: a taken address stops the start, naming
+/// the location, and no send port may deliver (and delete) a message whose
+/// source is still being sorted out.
+pub(crate) async fn prepare_locations(
+    shared: &Shared,
+    config: &Config,
+    runs: &Runs,
+) -> Result<Vec<PreparedLocation>, HostError> {
+    let mut prepared = Vec::new();
+    for (name, (port, lc)) in runs.locations(config) {
+        let mut location = PreparedLocation::build(shared, config, port, name, lc)?;
+        location.bind().await?;
+        prepared.push(location);
+    }
+    for location in &prepared {
+        location.recover().await?;
+    }
+    Ok(prepared)
+}
+
+/// What `host`'s units are configured as, all together: equal
+/// fingerprints, nothing of the host changed (an isolated host's instance
+/// is recycled when it changes).
+pub(crate) fn host_fingerprint(config: &Config, host: &str) -> String {
+    let runs = Runs::Host(host.to_string());
+    let mut out = String::new();
+    for (name, (port, lc)) in runs.locations(config) {
+        out.push_str(&location_fingerprint(config, port, name, lc));
+        out.push('\n');
+    }
+    for (name, sp) in runs.ports(config) {
+        out.push_str(&port_fingerprint(config, name, sp));
+        out.push('\n');
+    }
+    out
+}
+
+/// The running units of a node (or of a host instance), by name.
 pub(crate) struct Units {
+    runs: Runs,
     locations: BTreeMap<String, LocationUnit>,
     ports: BTreeMap<String, PortUnit>,
 }
@@ -289,10 +374,19 @@ pub struct ReloadOutcome {
 }
 
 impl Units {
-    /// Start the send ports of `config` (the locations are prepared and
-    /// started by the caller, which must recover them all first).
+    pub(crate) fn new(runs: Runs) -> Units {
+        Units {
+            runs,
+            locations: BTreeMap::new(),
+            ports: BTreeMap::new(),
+        }
+    }
+
+    /// Start the send ports of `config` that this process runs (the
+    /// locations are prepared and started by the caller, which must
+    /// recover them all first).
     pub(crate) fn start_ports(&mut self, shared: &Shared, config: &Config) -> Result<(), HostError> {
-        for (name, sp) in enabled_ports(config, true) {
+        for (name, sp) in self.runs.ports(config) {
             let runner = PortUnit::build(shared, name, sp)?;
             let unit = PortUnit::start(shared, name, runner, port_fingerprint(config, name, sp));
             self.ports.insert(name.to_string(), unit);
@@ -334,8 +428,8 @@ impl Units {
             return out;
         }
         // The plan: which units go, come and change.
-        let new_locations: BTreeMap<&str, (&str, &ReceiveLocationConfig)> = enabled_locations(new).collect();
-        let new_ports: BTreeMap<&str, &SendPortConfig> = enabled_ports(new, true).collect();
+        let new_locations: BTreeMap<&str, (&str, &ReceiveLocationConfig)> = self.runs.locations(new).collect();
+        let new_ports: BTreeMap<&str, &SendPortConfig> = self.runs.ports(new).collect();
         let removed_locations: Vec<String> = self
             .locations
             .keys()
@@ -350,7 +444,9 @@ impl Units {
             .collect();
         // What the locations that stop hold (an address, a folder): a new
         // location that claims the same binds once they have let go.
-        let leaving: Vec<sluice_adapters::Claim> = enabled_locations(old)
+        let leaving: Vec<sluice_adapters::Claim> = self
+            .runs
+            .locations(old)
             .filter(|(name, (port, lc))| {
                 new_locations
                     .get(name)

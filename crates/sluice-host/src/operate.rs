@@ -13,6 +13,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use sluice_api::hosts::{HostDetail, RssSample};
 use sluice_api::units::{NodeControl, UnitState, UnitView};
 use sluice_msgbox::{Counts, MessageBox, UnitKind};
 use sluice_ops::OpsError;
@@ -45,6 +46,26 @@ pub(crate) struct Handle {
     pub(crate) tx: mpsc::Sender<Request>,
     pub(crate) mbox: Arc<dyn MessageBox>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) hosts: crate::isolation::HostsView,
+}
+
+impl Handle {
+    fn host(&self, name: &str) -> Result<HostDetail, OpsError> {
+        let host = self
+            .hosts
+            .hosts(&self.metrics)
+            .into_iter()
+            .find(|h| h.name == name)
+            .ok_or_else(|| OpsError::NotFound(format!("no host `{name}` in the configuration")))?;
+        let rss = self
+            .hosts
+            .rss_history(name)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(at, rss_bytes)| RssSample { at, rss_bytes })
+            .collect();
+        Ok(HostDetail { host, rss })
+    }
 }
 
 fn stopping() -> OpsError {
@@ -93,6 +114,28 @@ impl NodeControl for Handle {
             .into_iter()
             .find(|u| u.kind == kind && u.name == name)
             .ok_or_else(|| OpsError::NotFound(format!("no {} `{name}`", kind.as_str().replace('_', " "))))
+    }
+
+    async fn hosts(&self) -> Result<Vec<HostDetail>, OpsError> {
+        self.hosts
+            .hosts(&self.metrics)
+            .into_iter()
+            .map(|h| self.host(&h.name))
+            .collect()
+    }
+
+    async fn restart_host(&self, name: &str, who: &str) -> Result<HostDetail, OpsError> {
+        let before = self.host(name)?;
+        match self.hosts.restart(name, &format!("restarted by {who}")) {
+            None => Err(OpsError::Conflict(format!(
+                "host `{name}` runs in the node's process (isolation = \"{}\"): restart the node",
+                before.host.isolation
+            ))),
+            Some(false) => Err(OpsError::Conflict(format!(
+                "host `{name}`'s instance is already being recycled; try again once it runs"
+            ))),
+            Some(true) => self.host(name),
+        }
     }
 }
 

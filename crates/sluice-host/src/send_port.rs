@@ -12,6 +12,7 @@ use sluice_msgbox::{BoxError, Failure, Leased, MessageBox, NewMessage, Routed, S
 use sluice_pipeline::{AssembleConfig, SendPipeline};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::Wakers;
 use crate::acks::Acks;
@@ -181,7 +182,8 @@ impl SendPortRunner {
         let mut ready: VecDeque<Leased> = VecDeque::with_capacity(me.concurrency + ahead);
         let start = |l: Leased, slot: OwnedSemaphorePermit| {
             let (me, settling) = (me.clone(), settling.clone());
-            tokio::spawn(async move { me.deliver(l, slot, settling).await });
+            // In the span of whoever runs the port (a host instance's).
+            tokio::spawn(async move { me.deliver(l, slot, settling).await }.in_current_span());
         };
         tracing::info!(send_port = %me.name, "send port started");
         loop {
@@ -296,10 +298,13 @@ impl SendPortRunner {
             }
             let me = self.clone();
             let a = a.clone();
-            tokio::spawn(async move {
-                me.deliver_batch(&a, batch).await;
-                drop(permit);
-            });
+            tokio::spawn(
+                async move {
+                    me.deliver_batch(&a, batch).await;
+                    drop(permit);
+                }
+                .in_current_span(),
+            );
         }
         let _ = slots.acquire_many(self.concurrency as u32).await;
         tracing::info!(send_port = %self.name, "send port stopped");

@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-pub use sluice_ops::status::{HostStatus, NodeStatus, STATUS_EVERY, STATUS_FILE, status_path};
+pub use sluice_ops::status::{
+    HostStatus, HostView, InstanceStatus, NodeStatus, STATUS_EVERY, STATUS_FILE, status_path,
+};
 
 use crate::throttle::Throttle;
 
@@ -57,6 +59,7 @@ mod tests {
             rss: 2,
             metrics_address: None,
             hosts: BTreeMap::from([("default".to_string(), host_status(&t))]),
+            host_instances: vec![],
         };
         write(dir.path(), &status).await.unwrap();
         let back = read_report(dir.path()).unwrap().expect("written");

@@ -40,6 +40,51 @@ pub struct NodeStatus {
     /// Where `GET /metrics` is served, if it is.
     pub metrics_address: Option<String>,
     pub hosts: BTreeMap<String, HostStatus>,
+    /// Where each host runs: its isolation and its instances (the node's
+    /// process for a host in it; the host instance for an isolated one).
+    #[serde(default)]
+    pub host_instances: Vec<HostView>,
+}
+
+/// A host and the processes that run its units (`sluice status`'s `hosts`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HostView {
+    pub name: String,
+    /// `in-process` (in the node) or `process` (a host instance of its own).
+    pub isolation: String,
+    /// The process running its units now: the node, or its host instance
+    /// (none while an isolated host's instance is starting again).
+    pub instances: Vec<InstanceStatus>,
+    /// An isolated host's instance is recycled over this RSS.
+    pub memory_limit: Option<u64>,
+    /// How its last instance ended (isolated hosts).
+    pub last_exit: Option<String>,
+}
+
+/// One process running a host's units.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct InstanceStatus {
+    /// The process (0 while none runs).
+    pub pid: u32,
+    pub rss_bytes: u64,
+    pub uptime_s: u64,
+    /// Messages the host's receive locations published and its send ports
+    /// delivered, in this process.
+    pub handled: u64,
+    /// Instances drained and replaced (memory limit, configuration
+    /// change, an operator's restart) since the node started.
+    pub recycles: u64,
+    /// Of those, over the memory limit.
+    pub memory_recycles: u64,
+    /// Instances that ended without being asked (crashed, killed) since
+    /// the node started.
+    pub restarts: u64,
+    /// `running`; for an isolated host also `starting`, `draining`,
+    /// `backoff` (starting again after a crash), `crash-loop` (its
+    /// instances keep ending as they start), `failed`, `stopped`.
+    pub state: String,
 }
 
 /// One host's throttle as the node last saw it.
@@ -144,6 +189,9 @@ pub fn read_report(data_dir: &Path) -> Result<Option<NodeStatus>, OpsError> {
 pub struct Status {
     #[serde(flatten)]
     pub counts: Counts,
+    /// Each host, where it runs and its instances (from the node's report;
+    /// empty when no node runs).
+    pub hosts: Vec<HostView>,
     pub node: Option<NodeStatus>,
     /// How old the node's report is, ms.
     pub node_report_age_ms: Option<i64>,
@@ -163,6 +211,7 @@ pub async fn status(b: &dyn MessageBox, data_dir: &Path, now: Millis) -> Result<
     let node_report_age_ms = node.as_ref().map(|n| (now - n.written_at_ms).max(0));
     Ok(Status {
         counts,
+        hosts: node.as_ref().map(|n| n.host_instances.clone()).unwrap_or_default(),
         node,
         node_report_age_ms,
     })

@@ -16,6 +16,7 @@ mod file;
 mod hostile;
 mod http;
 mod inspect;
+mod isolation;
 mod logs;
 mod operator;
 mod pipeline;

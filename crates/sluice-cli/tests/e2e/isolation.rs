@@ -1,0 +1,243 @@
+//! Isolated hosts (issue 16): a host with `isolation = "process"` runs in a
+//! host instance, a child process of the node reaching the box over a Unix
+//! socket; killed, it is started again and its work delivered again;
+//! recycled (API restart, a changed configuration), it finishes what it
+//! holds first.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// FILE in (the node's default host) → FILE out, delivered by send port
+/// `out` in the isolated host `iso`; `extra` goes at the end.
+fn isolated_config(root: &Path, extra: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(root.join("in")).unwrap();
+    let config = root.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "data"
+
+[hosts.iso]
+isolation = "process"
+drain_timeout = "20s"
+
+[receive_ports.in.locations.files]
+adapter = {{ type = "file", path = "in", mask = "*", settle = "200ms", poll_interval = "100ms" }}
+
+[send_ports.out]
+host = "iso"
+filter = 'receive.port == "in"'
+adapter = {{ type = "file", path = "out", file_name = "%SourceFileName%", create_folder = true }}
+retry = {{ count = 5, interval = "1s" }}
+{extra}"#
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Host `name` as `sluice status --json` lists it.
+fn host(config: &Path, name: &str) -> serde_json::Value {
+    let status = status_json(config);
+    status["hosts"]
+        .as_array()
+        .and_then(|hosts| hosts.iter().find(|h| h["name"] == name).cloned())
+        .unwrap_or_else(|| panic!("no host {name} in {status}"))
+}
+
+/// The pid of host `name`'s running instance, once there is one.
+fn instance_pid(config: &Path, name: &str, not: u32) -> u32 {
+    let mut pid = 0;
+    wait_until(Duration::from_secs(30), "the host instance to run", || {
+        let h = host(config, name);
+        let i = &h["instances"][0];
+        pid = i["pid"].as_u64().unwrap_or(0) as u32;
+        i["state"] == "running" && pid != 0 && pid != not
+    });
+    pid
+}
+
+fn count(dir: &Path) -> usize {
+    names(dir).len()
+}
+
+/// The instance runs the host's send port in its own process, and the
+/// node's status says so; killed with SIGKILL under load, five times, it
+/// is started again, what it held is delivered again, and every file
+/// arrives once with its bytes (a redelivery of a file already written is
+/// recognised by FILE); the node stops cleanly and removes its socket.
+#[test]
+fn an_isolated_host_survives_kill_9_of_its_instance() {
+    let root = tempfile::tempdir().unwrap();
+    let config = isolated_config(root.path(), "");
+    let log = root.path().join("node.log");
+    let (inbox, out) = (root.path().join("in"), root.path().join("out"));
+    const FILES: u64 = 3000;
+    let mut node = Node::start(&config, &log);
+    let node_pid = node.child.as_ref().unwrap().id();
+    let mut pid = instance_pid(&config, "iso", 0);
+    assert_ne!(pid, node_pid, "the isolated host runs in a process of its own");
+    let h = host(&config, "iso");
+    assert_eq!(h["isolation"], "process");
+    assert_eq!(host(&config, "default")["instances"][0]["pid"], node_pid);
+    // The instance is the node's child, running `host-instance`.
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(cmdline.contains("host-instance"), "{cmdline:?}");
+
+    // Files keep coming for about 8 s while the instance is killed.
+    let producer = {
+        let inbox = inbox.clone();
+        std::thread::spawn(move || {
+            for i in 0..FILES {
+                drop_file(&inbox, &format!("f{i:05}.dat"), &content(i, 100 + (i as usize % 3000)));
+                if i % 40 == 39 {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        })
+    };
+    let mut redelivery = Vec::new();
+    for kill in 0..5 {
+        // Under load: let this instance deliver a while.
+        std::thread::sleep(Duration::from_millis(700 + 150 * kill));
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+        let killed = Instant::now();
+        let at_kill = count(&out);
+        wait_until(Duration::from_secs(30), "deliveries after the kill", || {
+            count(&out) > at_kill
+        });
+        redelivery.push(killed.elapsed());
+        pid = instance_pid(&config, "iso", pid);
+        eprintln!("kill {kill}: deliveries went on after {:?}", killed.elapsed());
+    }
+    producer.join().unwrap();
+    assert_eq!(redelivery.len(), 5);
+    wait_until(Duration::from_secs(120), "every file delivered", || {
+        count(&out) as u64 == FILES && names(&inbox).is_empty()
+    });
+    for i in 0..FILES {
+        let name = format!("f{i:05}.dat");
+        let got = std::fs::read(out.join(&name)).unwrap();
+        assert!(got == content(i, 100 + (i as usize % 3000)), "{name} differs");
+    }
+    let h = host(&config, "iso");
+    assert!(
+        h["instances"][0]["restarts"].as_u64().unwrap() >= redelivery.len() as u64,
+        "{h}"
+    );
+    assert!(
+        h["last_exit"].as_str().unwrap().contains("SIGKILL"),
+        "the last instance's end is told: {h}"
+    );
+    wait_until(Duration::from_secs(30), "an empty box", || {
+        status_json(&config)["spool"] == 0
+    });
+    node.stop();
+    let text = node.log_text();
+    assert!(text.contains("gave back what the host instance held"), "{text}");
+    assert!(
+        !root.path().join("data/hosts/iso.sock").exists(),
+        "the node removes its socket when it stops"
+    );
+    // Every line the instance logged says which instance it was.
+    assert!(
+        text.lines()
+            .any(|l| l.contains("host_instance") && l.contains("send port started")),
+        "{text}"
+    );
+}
+
+/// An operator's restart through the API drains the instance (it finishes
+/// what it holds: nothing is delivered twice) and starts another; a
+/// changed configuration recycles it too; a host in the node's process
+/// cannot be restarted alone, and an unknown one is not found.
+#[test]
+fn an_isolated_host_is_recycled_by_the_api_and_by_a_reload() {
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = isolated_config(root.path(), &format!("\n[api]\naddress = \"127.0.0.1:{port}\"\n"));
+    let base = format!("http://127.0.0.1:{port}");
+    let log = root.path().join("node.log");
+    let (inbox, out) = (root.path().join("in"), root.path().join("out"));
+    let mut node = Node::start(&config, &log);
+    add_user(&config, "ops", "operator", "a long enough password");
+    let token = token_for(&config, "ops");
+    let first = instance_pid(&config, "iso", 0);
+
+    // Files flow while the instance is recycled.
+    const FILES: u64 = 600;
+    for i in 0..FILES / 2 {
+        drop_file(&inbox, &format!("a{i:04}.dat"), &content(i, 500));
+    }
+    let curl = |method: &str, path: &str| {
+        let out = Command::new("curl")
+            .args(["-sS", "-X", method, "-H"])
+            .arg(format!("Authorization: Bearer {token}"))
+            .args(["-w", "\n%{http_code}", "--max-time", "30"])
+            .arg(format!("{base}{path}"))
+            .output()
+            .unwrap();
+        let text = text(&out.stdout);
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.to_string(), body.to_string())
+    };
+    let (code, body) = curl("POST", "/api/v1/hosts/iso/restart");
+    assert_eq!(code, "200", "{body}");
+    let second = instance_pid(&config, "iso", first);
+    for i in FILES / 2..FILES {
+        drop_file(&inbox, &format!("a{i:04}.dat"), &content(i, 500));
+    }
+    wait_until(Duration::from_secs(60), "every file delivered", || {
+        count(&out) as u64 == FILES && names(&inbox).is_empty()
+    });
+    let h = host(&config, "iso");
+    assert_eq!(h["instances"][0]["recycles"], 1, "{h}");
+    assert_eq!(h["instances"][0]["restarts"], 0, "a recycle is not a crash: {h}");
+    // Nothing delivered twice: no delivery found its file already there.
+    let text_log = node.log_text();
+    assert!(!text_log.contains("identical copy was already there"), "{text_log}");
+
+    // The API lists the hosts; a host in the node cannot be restarted alone.
+    let (code, body) = curl("GET", "/api/v1/hosts");
+    assert_eq!(code, "200", "{body}");
+    let hosts: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let iso = hosts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "iso")
+        .unwrap();
+    assert_eq!(iso["instances"][0]["pid"], second);
+    let (code, body) = curl("POST", "/api/v1/hosts/default/restart");
+    assert_eq!(code, "409", "{body}");
+    let (code, body) = curl("POST", "/api/v1/hosts/nope/restart");
+    assert_eq!(code, "404", "{body}");
+    let audit = curl("GET", "/api/v1/audit").1;
+    assert!(audit.contains("host.restart"), "{audit}");
+
+    // A reload that changes the host's port recycles the instance onto it.
+    let changed = std::fs::read_to_string(&config).unwrap().replace(
+        "retry = { count = 5, interval = \"1s\" }",
+        "retry = { count = 6, interval = \"1s\" }",
+    );
+    std::fs::write(&config, changed).unwrap();
+    let out_reload = sl(&config, &["reload"]);
+    assert!(out_reload.status.success(), "{}", text(&out_reload.stderr));
+    assert!(
+        text(&out_reload.stdout).contains("host `iso` recycled"),
+        "{}",
+        text(&out_reload.stdout)
+    );
+    let third = instance_pid(&config, "iso", second);
+    assert_ne!(third, second);
+    drop_file(&inbox, "after-reload.dat", b"after the reload");
+    wait_until(Duration::from_secs(30), "a delivery by the new instance", || {
+        out.join("after-reload.dat").exists()
+    });
+    node.stop();
+}

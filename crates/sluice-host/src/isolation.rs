@@ -1,0 +1,854 @@
+//! Isolated hosts, the node's side: one supervisor per host with
+//! `isolation = "process"`, which starts its host instance (a child
+//! process, `sluice host-instance`), serves its calls on the box over a
+//! Unix socket in the data directory (`hosts/<host>.sock`), watches its
+//! memory, recycles it, and starts it again when it dies.
+//!
+//! Architecture Invariant: an instance's death costs nothing but time.
+//! When its connection ends, everything it held goes back at once (see
+//! `sluice_channel`'s server: leases ready again, its interchanges
+//! aborted, its unpublished content dropped); its receive locations'
+//! claims are settled by the next instance's recovery, as after a node's
+//! crash. A recycle (memory over `memory_limit`, a changed configuration,
+//! an operator's restart) drains first: the instance stops taking work and
+//! finishes what it holds, so it loses nothing and delivers nothing twice;
+//! past `drain_timeout` it is killed, which loses nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sluice_channel::{Connection, InstanceHandle, NodeSide, wire};
+use sluice_msgbox::MessageBox;
+use tokio::net::UnixListener;
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::Wakers;
+use crate::config::{Config, HostConfig, Isolation};
+use crate::metrics::Metrics;
+use crate::node::{self, Runs};
+use crate::operate::Stopped;
+use crate::status::{HostStatus, HostView, InstanceStatus};
+
+/// How often the node reads an instance's resident memory.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+/// How long a started instance has to connect and say hello.
+const CONNECT_WITHIN: Duration = Duration::from_secs(30);
+/// An instance that ends sooner than this after it started counts toward
+/// a crash loop; one that ran longer starts again at once (its work is
+/// ready again: it should be delivered again within a second).
+const QUICK_FAILURE: Duration = Duration::from_secs(1);
+/// The longest wait between two starts of a crash-looping instance.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Starts in a row that ended quickly before the host is reported as
+/// crash-looping.
+const CRASH_LOOP: u32 = 3;
+/// Samples of an instance's RSS kept for the portal's chart (an hour at
+/// one a minute... or the last hour at one per [`RSS_SAMPLE_EVERY`]).
+const RSS_SAMPLES: usize = 240;
+const RSS_SAMPLE_EVERY: Duration = Duration::from_secs(15);
+
+/// An isolated host as the node sees it (status, API, portal).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HostRecord {
+    /// `starting`, `running`, `draining`, `backoff` (waiting to start
+    /// again after a crash), `crash-loop`, `stopped`, `failed` (cannot run
+    /// at all: its socket cannot be made).
+    pub state: &'static str,
+    /// The running instance, if one is.
+    pub instance: Option<InstanceRecord>,
+    /// Instances that ended without being asked (crashed, killed).
+    pub restarts: u64,
+    /// Instances drained and replaced (memory limit, configuration
+    /// change, operator's restart).
+    pub recycles: u64,
+    /// Of the recycles, those over the memory limit.
+    pub memory_recycles: u64,
+    /// Why the last instance ended, as an operator reads it.
+    pub last_exit: Option<String>,
+    /// (Unix ms, RSS bytes) of the instances, oldest first.
+    pub rss_history: Vec<(i64, u64)>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct InstanceRecord {
+    pub pid: u32,
+    /// When it started (Unix ms).
+    pub started_at_ms: i64,
+    pub rss_bytes: u64,
+    /// Messages it received and delivered.
+    pub handled: u64,
+    /// Its host's throttle, as it last said (JSON of a `HostStatus`).
+    #[serde(skip)]
+    pub host_status: Option<String>,
+}
+
+/// What the node runs now, for the instances it starts.
+struct Current {
+    config: Config,
+    stopped: Stopped,
+}
+
+/// A request to a supervisor.
+enum Ask {
+    /// Drain the running instance and start another (why).
+    Recycle(String),
+}
+
+struct Supervisor {
+    record: Arc<Mutex<HostRecord>>,
+    asks: mpsc::Sender<Ask>,
+    task: JoinHandle<()>,
+    /// The host's units as last started (their fingerprint).
+    fingerprint: String,
+}
+
+/// Every isolated host's supervisor.
+pub(crate) struct Isolated {
+    hosts: BTreeMap<String, Supervisor>,
+    current: Arc<Mutex<Arc<Current>>>,
+    stop: CancellationToken,
+}
+
+/// What supervisors share.
+struct Ctx {
+    mbox: Arc<dyn MessageBox>,
+    wakers: Arc<Wakers>,
+    metrics: Arc<Metrics>,
+    data_dir: PathBuf,
+    exe: PathBuf,
+    current: Arc<Mutex<Arc<Current>>>,
+}
+
+impl Isolated {
+    /// Start a supervisor for every isolated host of `config` (running it
+    /// with the units in `stopped` turned off).
+    pub(crate) fn start(
+        config: &Config,
+        stopped: &Stopped,
+        mbox: Arc<dyn MessageBox>,
+        wakers: Arc<Wakers>,
+        metrics: Arc<Metrics>,
+    ) -> Isolated {
+        let current = Arc::new(Mutex::new(Arc::new(Current {
+            config: config.clone(),
+            stopped: stopped.clone(),
+        })));
+        let stop = CancellationToken::new();
+        let mut hosts = BTreeMap::new();
+        let running = crate::operate::with_stopped(config, stopped);
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("sluice"));
+        let ctx = Arc::new(Ctx {
+            mbox,
+            wakers,
+            metrics,
+            data_dir: config.data_dir.clone(),
+            exe,
+            current: current.clone(),
+        });
+        for (name, hc) in config.hosts.iter().filter(|(_, hc)| hc.isolation == Isolation::Process) {
+            let record = Arc::new(Mutex::new(HostRecord {
+                state: "starting",
+                ..Default::default()
+            }));
+            let (asks, rx) = mpsc::channel(1);
+            let task = tokio::spawn(supervise(
+                name.clone(),
+                hc.clone(),
+                ctx.clone(),
+                record.clone(),
+                rx,
+                stop.clone(),
+            ));
+            hosts.insert(
+                name.clone(),
+                Supervisor {
+                    record,
+                    asks,
+                    task,
+                    fingerprint: node::host_fingerprint(&running, name),
+                },
+            );
+        }
+        Isolated { hosts, current, stop }
+    }
+
+    /// The node now runs `config` with `stopped`: an isolated host whose
+    /// units changed is recycled onto it. Returns what changed, one line each.
+    pub(crate) fn update(&mut self, config: &Config, stopped: &Stopped) -> Vec<String> {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(Current {
+            config: config.clone(),
+            stopped: stopped.clone(),
+        });
+        let running = crate::operate::with_stopped(config, stopped);
+        let mut changes = Vec::new();
+        for (name, sup) in &mut self.hosts {
+            let fingerprint = node::host_fingerprint(&running, name);
+            if fingerprint != sup.fingerprint {
+                sup.fingerprint = fingerprint;
+                let _ = sup.asks.try_send(Ask::Recycle("its configuration changed".into()));
+                changes.push(format!("host `{name}` recycled onto the new configuration"));
+            }
+        }
+        changes
+    }
+
+    /// A view of every host for reports, usable from anywhere.
+    pub(crate) fn view(&self) -> HostsView {
+        HostsView {
+            records: self
+                .hosts
+                .iter()
+                .map(|(name, sup)| (name.clone(), sup.record.clone()))
+                .collect(),
+            asks: self
+                .hosts
+                .iter()
+                .map(|(name, sup)| (name.clone(), sup.asks.clone()))
+                .collect(),
+            current: self.current.clone(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Start draining every instance (each within its `drain_timeout`).
+    pub(crate) fn begin_stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Drain every instance and wait for them to end.
+    pub(crate) async fn stop(self) {
+        self.stop.cancel();
+        for (_, sup) in self.hosts {
+            let _ = sup.task.await;
+        }
+    }
+}
+
+/// Where every host runs, for the node's reports (status, API, portal).
+#[derive(Clone)]
+pub(crate) struct HostsView {
+    records: BTreeMap<String, Arc<Mutex<HostRecord>>>,
+    asks: BTreeMap<String, mpsc::Sender<Ask>>,
+    current: Arc<Mutex<Arc<Current>>>,
+    /// When the node started.
+    started: Instant,
+}
+
+impl HostsView {
+    /// Each host of the configuration the node runs, with its instances.
+    pub(crate) fn hosts(&self, metrics: &Metrics) -> Vec<HostView> {
+        let current = self.current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let running = crate::operate::with_stopped(&current.config, &current.stopped);
+        let node_rss = crate::throttle::current_rss().unwrap_or(0);
+        let now = now_ms();
+        current
+            .config
+            .hosts
+            .iter()
+            .map(|(name, hc)| {
+                let mut view = HostView {
+                    name: name.clone(),
+                    isolation: hc.isolation.as_str().to_string(),
+                    memory_limit: hc.memory_limit.map(|l| l.0),
+                    ..Default::default()
+                };
+                match self.records.get(name) {
+                    Some(record) => {
+                        let r = record.lock().unwrap_or_else(|p| p.into_inner());
+                        view.last_exit = r.last_exit.clone();
+                        let i = r.instance.clone().unwrap_or_default();
+                        view.instances.push(InstanceStatus {
+                            pid: i.pid,
+                            rss_bytes: i.rss_bytes,
+                            uptime_s: if i.pid == 0 {
+                                0
+                            } else {
+                                ((now - i.started_at_ms).max(0) / 1000) as u64
+                            },
+                            handled: i.handled,
+                            recycles: r.recycles,
+                            memory_recycles: r.memory_recycles,
+                            restarts: r.restarts,
+                            state: r.state.to_string(),
+                        });
+                    }
+                    None => {
+                        let runs = Runs::Host(name.clone());
+                        let received: u64 = runs.locations(&running).map(|(l, _)| metrics.published_total(l)).sum();
+                        let delivered: u64 = running
+                            .send_ports
+                            .iter()
+                            .filter(|(_, sp)| sp.host == *name)
+                            .map(|(p, _)| metrics.delivered_total(p))
+                            .sum();
+                        view.instances.push(InstanceStatus {
+                            pid: std::process::id(),
+                            rss_bytes: node_rss,
+                            uptime_s: self.started.elapsed().as_secs(),
+                            handled: received + delivered,
+                            state: "running".into(),
+                            ..Default::default()
+                        });
+                    }
+                }
+                view
+            })
+            .collect()
+    }
+
+    /// The throttle of each isolated host as its instance last reported it.
+    pub(crate) fn throttles(&self) -> BTreeMap<String, HostStatus> {
+        self.records
+            .iter()
+            .filter_map(|(name, record)| {
+                let r = record.lock().unwrap_or_else(|p| p.into_inner());
+                let text = r.instance.as_ref()?.host_status.as_ref()?;
+                Some((name.clone(), serde_json::from_str(text).ok()?))
+            })
+            .collect()
+    }
+
+    /// Drain isolated host `name`'s instance and start another: `None` if
+    /// there is no such isolated host, `Some(false)` if a recycle is
+    /// already asked for.
+    pub(crate) fn restart(&self, name: &str, why: &str) -> Option<bool> {
+        let asks = self.asks.get(name)?;
+        Some(asks.try_send(Ask::Recycle(why.to_string())).is_ok())
+    }
+
+    /// The RSS samples of host `name`'s instances (isolated hosts).
+    pub(crate) fn rss_history(&self, name: &str) -> Option<Vec<(i64, u64)>> {
+        let record = self.records.get(name)?;
+        Some(record.lock().unwrap_or_else(|p| p.into_inner()).rss_history.clone())
+    }
+}
+
+/// The node's end of one instance's channel.
+struct NodeEnd {
+    wakers: Arc<Wakers>,
+    metrics: Arc<Metrics>,
+    record: Arc<Mutex<HostRecord>>,
+    /// The instance's totals as last reported, per unit.
+    last: Mutex<HashMap<String, u64>>,
+}
+
+impl NodeSide for NodeEnd {
+    fn queued(&self, subscribers: &mut dyn Iterator<Item = &str>) {
+        for s in subscribers {
+            self.wakers.wake(s);
+        }
+    }
+
+    fn stats(&self, stats: wire::Stats) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        for (location, total) in &stats.received {
+            let before = last.insert(format!("r:{location}"), *total).unwrap_or(0);
+            self.metrics.published_many(location, total.saturating_sub(before));
+        }
+        for (port, total) in &stats.delivered {
+            let before = last.insert(format!("d:{port}"), *total).unwrap_or(0);
+            self.metrics.delivered_many(port, total.saturating_sub(before));
+        }
+        let mut record = self.record.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = &mut record.instance {
+            i.handled = stats.handled();
+            i.host_status = Some(stats.host_status);
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    crate::now_ms()
+}
+
+/// The resident memory of process `pid`, from `/proc/PID/statm`.
+fn rss_of(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok().filter(|p| *p > 0).unwrap_or(4096))
+}
+
+/// The socket host `host`'s instance connects to.
+pub(crate) fn socket_path(data_dir: &Path, host: &str) -> PathBuf {
+    data_dir.join("hosts").join(format!("{host}.sock"))
+}
+
+/// Listen on the host's socket: a folder only this user can enter, a
+/// socket only this user can open, an old one (a crash) replaced.
+fn listen(data_dir: &Path, host: &str) -> std::io::Result<(UnixListener, u64)> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let path = socket_path(data_dir, host);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok((listener, std::fs::metadata(&path)?.ino()))
+}
+
+/// Start host `host`'s instance: this binary, `host-instance`, killed if
+/// the node dies (and when its handle is dropped).
+fn spawn(exe: &Path, host: &str, socket: &Path) -> std::io::Result<Child> {
+    let mut cmd = Command::new(exe);
+    cmd.arg("host-instance")
+        .arg("--host")
+        .arg(host)
+        .arg("--socket")
+        .arg(socket)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    // SAFETY: prctl is async-signal-safe and touches nothing of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// How a child ended, as an operator reads it.
+fn describe(status: &std::io::Result<std::process::ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(s) if s.success() => "exited normally".into(),
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => format!("exited with status {code}"),
+            (_, Some(libc::SIGKILL)) => "killed (SIGKILL: by the node past its drain timeout, by an operator, or by \
+                                         the kernel's out-of-memory killer)"
+                .into(),
+            (_, Some(sig)) => format!("killed by signal {sig}"),
+            _ => format!("ended ({s})"),
+        },
+        Err(e) => format!("could not be waited for: {e}"),
+    }
+}
+
+/// Why a running instance is being drained.
+#[derive(Debug, Clone, PartialEq)]
+enum Draining {
+    Memory(u64),
+    Asked(String),
+    Stopping,
+}
+
+/// Wake-ups for the ports of an isolated host, forwarded to its instance
+/// (the node's `Wakers` is where every publish wakes a port).
+struct Forwarders {
+    by_port: HashMap<String, CancellationToken>,
+}
+
+impl Forwarders {
+    /// Forward exactly the subscribers of `host`'s units in `config`.
+    fn reconcile(
+        &mut self,
+        config: &Config,
+        host: &str,
+        wakers: &Arc<Wakers>,
+        slot: &Arc<Mutex<Option<InstanceHandle>>>,
+    ) {
+        let runs = Runs::Host(host.to_string());
+        let mut want: Vec<String> = config
+            .send_ports
+            .iter()
+            .filter(|(_, sp)| runs.host(&sp.host))
+            .map(|(n, _)| n.clone())
+            .collect();
+        want.extend(
+            runs.locations(config)
+                .filter(|(_, (_, lc))| node::is_request_response(lc))
+                .map(|(n, _)| sluice_adapters::reply_subscriber(n)),
+        );
+        self.by_port.retain(|port, stop| {
+            let keep = want.contains(port);
+            if !keep {
+                stop.cancel();
+            }
+            keep
+        });
+        for port in want {
+            if self.by_port.contains_key(&port) {
+                continue;
+            }
+            let stop = CancellationToken::new();
+            let (notify, slot, name) = (wakers.of(&port), slot.clone(), port.clone());
+            let until = stop.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = notify.notified() => {}
+                        _ = until.cancelled() => break,
+                    }
+                    let handle = slot.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    if let Some(h) = handle {
+                        h.wake(&name);
+                    }
+                }
+            });
+            self.by_port.insert(port, stop);
+        }
+    }
+}
+
+impl Drop for Forwarders {
+    fn drop(&mut self) {
+        for stop in self.by_port.values() {
+            stop.cancel();
+        }
+    }
+}
+
+/// Run host `host`'s instances, one at a time, until `stop`.
+async fn supervise(
+    host: String,
+    hc: HostConfig,
+    ctx: Arc<Ctx>,
+    record: Arc<Mutex<HostRecord>>,
+    mut asks: mpsc::Receiver<Ask>,
+    stop: CancellationToken,
+) {
+    let set = |f: &dyn Fn(&mut HostRecord)| f(&mut record.lock().unwrap_or_else(|p| p.into_inner()));
+    let socket = socket_path(&ctx.data_dir, &host);
+    let (listener, inode) = match listen(&ctx.data_dir, &host) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(host = %host, socket = %socket.display(), error = %e,
+                "cannot make the socket of an isolated host; its receive locations and send ports do not run \
+                 (fix the data directory and restart the node)");
+            set(&|r| r.state = "failed");
+            return;
+        }
+    };
+    let slot: Arc<Mutex<Option<InstanceHandle>>> = Arc::default();
+    let mut forwarders = Forwarders {
+        by_port: HashMap::new(),
+    };
+    let mut quick_failures = 0u32;
+    let mut last_sample = Instant::now() - RSS_SAMPLE_EVERY;
+    'instances: while !stop.is_cancelled() {
+        let current = ctx.current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let running = crate::operate::with_stopped(&current.config, &current.stopped);
+        forwarders.reconcile(&running, &host, &ctx.wakers, &slot);
+        set(&|r| r.state = "starting");
+        let started = Instant::now();
+        let outcome = run_one(
+            &host,
+            &hc,
+            &ctx,
+            &current,
+            &listener,
+            &socket,
+            &record,
+            &slot,
+            &mut asks,
+            &stop,
+            &mut last_sample,
+        )
+        .await;
+        *slot.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let ran = started.elapsed();
+        let delay = match outcome {
+            Ended::Drained(Draining::Stopping) => break 'instances,
+            Ended::Drained(Draining::Memory(_)) => {
+                ctx.metrics.instance_ended(&host, false);
+                set(&|r| {
+                    r.recycles += 1;
+                    r.memory_recycles += 1;
+                });
+                quick_failures = 0;
+                Duration::ZERO
+            }
+            Ended::Drained(Draining::Asked(_)) => {
+                ctx.metrics.instance_ended(&host, false);
+                set(&|r| r.recycles += 1);
+                quick_failures = 0;
+                Duration::ZERO
+            }
+            Ended::Died => {
+                ctx.metrics.instance_ended(&host, true);
+                set(&|r| r.restarts += 1);
+                if ran < QUICK_FAILURE {
+                    quick_failures += 1;
+                } else {
+                    quick_failures = 0;
+                }
+                // The first quick failure starts again at once too (a kill
+                // just after a start is not a loop); then 100ms, doubling.
+                if quick_failures <= 1 {
+                    Duration::ZERO
+                } else {
+                    (Duration::from_millis(100) * 2u32.saturating_pow(quick_failures - 2)).min(MAX_BACKOFF)
+                }
+            }
+        };
+        if stop.is_cancelled() {
+            break;
+        }
+        if delay > Duration::ZERO {
+            let crash_loop = quick_failures >= CRASH_LOOP;
+            set(&|r| r.state = if crash_loop { "crash-loop" } else { "backoff" });
+            if crash_loop {
+                tracing::error!(host = %host, failures = quick_failures, next_start_in = ?delay,
+                    "isolated host is crash-looping: its instance keeps ending within {QUICK_FAILURE:?} of its start; \
+                     its messages wait in the box");
+            } else {
+                tracing::warn!(host = %host, next_start_in = ?delay, "starting the isolated host's instance again after a wait");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop.cancelled() => break,
+            }
+        }
+    }
+    set(&|r| {
+        r.state = "stopped";
+        r.instance = None;
+    });
+    // Only the socket this supervisor made (another node's, after a data
+    // directory was moved under it, is not ours).
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata(&socket).is_ok_and(|m| m.ino() == inode) {
+        let _ = std::fs::remove_file(&socket);
+    }
+}
+
+enum Ended {
+    /// It was drained (and exited, or was killed past its drain timeout).
+    Drained(Draining),
+    /// It ended by itself (crashed, killed, failed to start or connect).
+    Died,
+}
+
+/// Start one instance and watch it until it ends.
+#[allow(clippy::too_many_arguments)]
+async fn run_one(
+    host: &str,
+    hc: &HostConfig,
+    ctx: &Ctx,
+    current: &Current,
+    listener: &UnixListener,
+    socket: &Path,
+    record: &Arc<Mutex<HostRecord>>,
+    slot: &Arc<Mutex<Option<InstanceHandle>>>,
+    asks: &mut mpsc::Receiver<Ask>,
+    stop: &CancellationToken,
+    last_sample: &mut Instant,
+) -> Ended {
+    let set = |f: &mut dyn FnMut(&mut HostRecord)| f(&mut record.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut child = match spawn(&ctx.exe, host, socket) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(host = %host, exe = %ctx.exe.display(), error = %e, "cannot start the isolated host's instance");
+            set(&mut |r| r.last_exit = Some(format!("could not start: {e}")));
+            return Ended::Died;
+        }
+    };
+    let pid = child.id().unwrap_or(0);
+    // Its connection, checked to come from the process just started.
+    let conn = tokio::select! {
+        accepted = listener.accept() => match accepted {
+            Ok((stream, _)) => {
+                let peer = stream.peer_cred().ok().and_then(|c| c.pid());
+                if peer != Some(pid as i32) {
+                    tracing::error!(host = %host, expected = pid, peer = ?peer,
+                        "a process other than the host instance connected to its socket; refused");
+                    None
+                } else {
+                    match Connection::accept(stream, CONNECT_WITHIN).await {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            tracing::error!(host = %host, pid, error = %e, "the host instance's channel did not open");
+                            None
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(host = %host, error = %e, "cannot accept the host instance's connection");
+                None
+            }
+        },
+        status = child.wait() => {
+            let why = describe(&status);
+            tracing::error!(host = %host, pid, exit = %why, "the host instance ended before it connected");
+            set(&mut |r| r.last_exit = Some(why.clone()));
+            return Ended::Died;
+        }
+        _ = tokio::time::sleep(CONNECT_WITHIN) => {
+            tracing::error!(host = %host, pid, "the host instance did not connect within {CONNECT_WITHIN:?}; killing it");
+            None
+        }
+        _ = stop.cancelled() => None,
+    };
+    let Some(conn) = conn else {
+        let _ = child.start_kill();
+        let status = child.wait().await;
+        set(&mut |r| r.last_exit = Some(describe(&status)));
+        return if stop.is_cancelled() {
+            Ended::Drained(Draining::Stopping)
+        } else {
+            Ended::Died
+        };
+    };
+    let start = wire::Start {
+        config: toml::to_string(&current.config.raw.0).unwrap_or_default(),
+        config_path: current.config.path.display().to_string(),
+        base_dir: current.config.base_dir.display().to_string(),
+        stopped: current
+            .stopped
+            .iter()
+            .map(|(kind, name)| (kind.as_str().to_string(), name.clone()))
+            .collect(),
+    };
+    if let Err(e) = conn.start(start).await {
+        tracing::error!(host = %host, pid, error = %e, "cannot tell the host instance what to run");
+        let _ = child.start_kill();
+        let status = child.wait().await;
+        set(&mut |r| r.last_exit = Some(describe(&status)));
+        return Ended::Died;
+    }
+    let handle = conn.handle();
+    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle.clone());
+    let started_at_ms = now_ms();
+    set(&mut |r| {
+        r.state = "running";
+        r.instance = Some(InstanceRecord {
+            pid,
+            started_at_ms,
+            ..Default::default()
+        });
+    });
+    tracing::info!(host = %host, pid, "host instance started");
+    let node_end = Arc::new(NodeEnd {
+        wakers: ctx.wakers.clone(),
+        metrics: ctx.metrics.clone(),
+        record: record.clone(),
+        last: Mutex::default(),
+    });
+    let mut serving = tokio::spawn(conn.serve(ctx.mbox.clone(), node_end));
+    // Everything queued for its ports while it was away: look now.
+    for port in ctx.wakers_of(host, current) {
+        handle.wake(&port);
+    }
+    let mut draining: Option<(Instant, Draining)> = None;
+    let mut killed = false;
+    let mut ticks = tokio::time::interval(WATCH_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let begin_drain = |why: Draining, draining: &mut Option<(Instant, Draining)>| {
+        let handle = handle.clone();
+        tokio::spawn(async move { handle.drain().await });
+        *draining = Some((Instant::now(), why));
+    };
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            _ = ticks.tick() => {
+                let rss = rss_of(pid).unwrap_or(0);
+                ctx.metrics.instance_rss(host, Some(rss));
+                let now = now_ms();
+                let sample = last_sample.elapsed() >= RSS_SAMPLE_EVERY;
+                if sample {
+                    *last_sample = Instant::now();
+                }
+                set(&mut |r| {
+                    if let Some(i) = &mut r.instance {
+                        i.rss_bytes = rss;
+                    }
+                    if sample {
+                        if r.rss_history.len() >= RSS_SAMPLES {
+                            r.rss_history.remove(0);
+                        }
+                        r.rss_history.push((now, rss));
+                    }
+                });
+                if let Some(limit) = hc.memory_limit
+                    && rss > limit.0
+                    && draining.is_none()
+                {
+                    tracing::warn!(host = %host, pid, rss_bytes = rss, memory_limit = limit.0,
+                        "host instance is over its memory limit; recycling it: it finishes what it holds, then a new one starts");
+                    begin_drain(Draining::Memory(rss), &mut draining);
+                    set(&mut |r| r.state = "draining");
+                }
+                if let Some((since, why)) = &draining
+                    && !killed
+                    && since.elapsed() > hc.drain_timeout
+                {
+                    tracing::error!(host = %host, pid, drain_timeout = ?hc.drain_timeout, reason = ?why,
+                        "host instance did not finish within its drain timeout; killing it (what it held is given back and delivered again)");
+                    let _ = child.start_kill();
+                    killed = true;
+                }
+            }
+            Some(Ask::Recycle(why)) = asks.recv(), if draining.is_none() => {
+                tracing::info!(host = %host, pid, reason = %why, "recycling the host instance");
+                begin_drain(Draining::Asked(why), &mut draining);
+                set(&mut |r| r.state = "draining");
+            }
+            _ = stop.cancelled(), if draining.is_none() => {
+                begin_drain(Draining::Stopping, &mut draining);
+                set(&mut |r| r.state = "draining");
+            }
+        }
+    };
+    *slot.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    ctx.metrics.instance_rss(host, None);
+    // Its socket is closed with it; what it held goes back now.
+    let given = match tokio::time::timeout(Duration::from_secs(60), &mut serving).await {
+        Ok(Ok(given)) => Some(given),
+        _ => {
+            serving.abort();
+            None
+        }
+    };
+    let why = describe(&status);
+    let expected = draining.is_some() && !killed && status.as_ref().is_ok_and(|s| s.success());
+    if let Some(g) = given
+        && (g.leases > 0 || g.interchanges > 0 || g.contents > 0)
+    {
+        tracing::info!(host = %host, pid, leases = g.leases, interchanges = g.interchanges, contents = g.contents,
+            "gave back what the host instance held: its leased messages are ready to be delivered again");
+    }
+    if expected {
+        tracing::info!(host = %host, pid, "host instance ended after draining");
+    } else {
+        tracing::error!(host = %host, pid, exit = %why, "host instance ended");
+    }
+    set(&mut |r| {
+        r.last_exit = Some(why.clone());
+        r.instance = None;
+    });
+    match draining {
+        Some((_, d)) if expected || killed => Ended::Drained(d),
+        _ => Ended::Died,
+    }
+}
+
+impl Ctx {
+    /// The subscribers of `host`'s units, to wake when a new instance starts.
+    fn wakers_of(&self, host: &str, current: &Current) -> Vec<String> {
+        let running = crate::operate::with_stopped(&current.config, &current.stopped);
+        let runs = Runs::Host(host.to_string());
+        running
+            .send_ports
+            .iter()
+            .filter(|(_, sp)| runs.host(&sp.host))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+}
