@@ -287,6 +287,29 @@ where
     }
 }
 
+/// A message on its way out, for a transmitter's tests: port `p`, first
+/// attempt, `file.name` promoted as `name`.
+pub fn outbound(name: &str) -> crate::Outbound {
+    let mut context = Context::new();
+    context.promote("file", "name", name);
+    crate::Outbound {
+        id: MessageId::new(),
+        port: "p".into(),
+        context,
+        attempt: 1,
+    }
+}
+
+/// The names in folder `dir`, sorted: what a transmitter left there.
+pub fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .expect("read the folder")
+        .map(|e| e.expect("read the folder").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
 struct Running {
     cx: ReceiveContext,
     task: tokio::task::JoinHandle<Result<(), crate::AdapterError>>,

@@ -28,6 +28,8 @@
 //! `Ok` (the message is durable); on any error it leaves the source in place,
 //! or restores it, so it is retried.
 
+#[cfg(feature = "chaos")]
+pub mod chaos;
 #[cfg(feature = "file")]
 pub mod file;
 #[cfg(feature = "http")]
@@ -354,5 +356,6 @@ registry::adapters! {
     send {
         #[cfg(feature = "file")] file => file::FileSendConfig,
         #[cfg(feature = "http")] http => http::HttpSendConfig,
+        #[cfg(feature = "chaos")] chaos => chaos::ChaosSendConfig,
     }
 }

@@ -1713,7 +1713,7 @@ adapter = { type = "http", url = "http://127.0.0.1:2/", mode = "solicit-response
             .to_string();
         assert!(e.contains("unknown variant `ftp`, expected `file` or `http`"), "{e}");
         assert_eq!(ReceiveAdapterConfig::kinds(), ["file", "http"]);
-        assert_eq!(SendAdapterConfig::kinds(), ["file", "http"]);
+        assert_eq!(SendAdapterConfig::kinds(), ["file", "http", "chaos"]);
     }
 
     #[test]

@@ -212,18 +212,7 @@ async fn same_content(a: &Path, b: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_model::{Context, MessageId};
-
-    fn outbound(name: &str) -> Outbound {
-        let mut context = Context::new();
-        context.promote("file", "name", name);
-        Outbound {
-            id: MessageId::new(),
-            port: "p".into(),
-            context,
-            attempt: 1,
-        }
-    }
+    use crate::kit::{names_in, outbound};
 
     fn transmitter(dir: &Path, overwrite: bool) -> FileTransmitter {
         FileSendConfig {
@@ -390,15 +379,6 @@ mod tests {
         m.context.promote("app", "name", "..x");
         t.transmit(&m, Box::new(&b"x"[..])).await.unwrap();
         assert_eq!(names_in(&dir), ["..x", "sub"]);
-    }
-
-    fn names_in(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
     }
 
     #[tokio::test]

@@ -360,3 +360,20 @@ address = "127.0.0.1:{port}"
     .unwrap();
     (config, format!("http://127.0.0.1:{port}"))
 }
+
+/// A field of `/proc/PID/status` given in kB (`VmRSS:`, `VmHWM:`), in bytes
+/// (0 if it is missing).
+pub fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    text.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+/// The resident memory (RSS) of process `pid`, in bytes.
+pub fn vm_rss(pid: u32) -> u64 {
+    proc_status_bytes(pid, "VmRSS:")
+}

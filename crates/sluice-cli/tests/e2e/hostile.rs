@@ -89,16 +89,8 @@ impl Setup {
 
     /// (peak RSS, RSS now) of the node, bytes.
     fn rss(&self) -> (u64, u64) {
-        let text = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        let field = |name: &str| -> u64 {
-            text.lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-                * 1024
-        };
-        (field("VmHWM:"), field("VmRSS:"))
+        let pid = self.pid();
+        (proc_status_bytes(pid, "VmHWM:"), proc_status_bytes(pid, "VmRSS:"))
     }
 
     fn open_fds(&self) -> usize {

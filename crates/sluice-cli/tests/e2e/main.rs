@@ -6,6 +6,7 @@
 mod common;
 
 mod api;
+mod chaos;
 mod check;
 mod cli;
 mod debatch;
