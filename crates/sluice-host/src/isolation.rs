@@ -35,8 +35,10 @@ use crate::node::{self, Runs};
 use crate::operate::Stopped;
 use crate::status::{HostStatus, HostView, InstanceStatus};
 
-/// How often the node reads an instance's resident memory.
-const WATCH_EVERY: Duration = Duration::from_millis(250);
+/// How often the node reads an instance's resident memory (a read of
+/// `/proc/PID/statm`): often, so that a fast leak overshoots the limit by
+/// little before the instance is asked to drain.
+const WATCH_EVERY: Duration = Duration::from_millis(50);
 /// How long a started instance has to connect and say hello.
 const CONNECT_WITHIN: Duration = Duration::from_secs(30);
 /// An instance that ends sooner than this after it started counts toward

@@ -241,3 +241,75 @@ fn an_isolated_host_is_recycled_by_the_api_and_by_a_reload() {
     });
     node.stop();
 }
+
+/// Seed 000's fault, contained: a send port in an isolated host leaks 256
+/// KiB per message (the chaos adapter). Each time its instance goes over
+/// its 64 MiB limit it is drained and replaced, as often as needed, while
+/// the node's own memory stays where it was; every file arrives once (no
+/// delivery finds its file already written), byte-identical.
+#[test]
+fn a_leaking_instance_is_recycled_over_its_memory_limit_and_loses_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let (inbox, out) = (root.path().join("in"), root.path().join("out"));
+    std::fs::create_dir_all(&inbox).unwrap();
+    let config = root.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        r#"data_dir = "data"
+
+[hosts.leaky]
+isolation = "process"
+memory_limit = "64MiB"
+drain_timeout = "20s"
+
+[receive_ports.in.locations.files]
+adapter = { type = "file", path = "in", mask = "*", settle = "200ms", poll_interval = "100ms" }
+
+[send_ports.leaky]
+host = "leaky"
+filter = 'receive.port == "in"'
+concurrency = 2
+adapter = { type = "chaos", path = "out", file_name = "%SourceFileName%", create_folder = true, leak_per_message = "256KiB", delay = "2ms" }
+"#,
+    )
+    .unwrap();
+    let mut node = Node::start(&config, &root.path().join("node.log"));
+    let node_pid = node.child.as_ref().unwrap().id();
+    instance_pid(&config, "leaky", 0);
+    let node_before = vm_rss(node_pid);
+    const FILES: u64 = 1200;
+    for i in 0..FILES {
+        drop_file(&inbox, &format!("m{i:04}.xml"), &content(i, 2000));
+    }
+    wait_until(Duration::from_secs(120), "every file delivered", || {
+        count(&out) as u64 == FILES && names(&inbox).is_empty()
+    });
+    wait_until(Duration::from_secs(30), "an empty box", || {
+        status_json(&config)["spool"] == 0
+    });
+    for i in 0..FILES {
+        let name = format!("m{i:04}.xml");
+        assert!(
+            std::fs::read(out.join(&name)).unwrap() == content(i, 2000),
+            "{name} differs"
+        );
+    }
+    let h = host(&config, "leaky");
+    let i = &h["instances"][0];
+    // 300 MiB leaked under a 64 MiB limit: at least 4 recycles.
+    assert!(i["memory_recycles"].as_u64().unwrap() >= 4, "{h}");
+    assert_eq!(i["restarts"], 0, "drained, never crashed or killed: {h}");
+    let log = node.log_text();
+    assert!(log.contains("over its memory limit; recycling it"), "{log}");
+    assert!(
+        !log.contains("identical copy was already there"),
+        "a delivery was made twice:\n{log}"
+    );
+    // The node did not take the leak: it grew by far less than a recycle's worth.
+    let node_after = vm_rss(node_pid);
+    assert!(
+        node_after < node_before + (24 << 20),
+        "the node grew from {node_before} to {node_after} bytes"
+    );
+    node.stop();
+}
