@@ -23,8 +23,8 @@ use crate::{ApiState, Problem};
 pub struct HostDetail {
     #[serde(flatten)]
     pub host: HostView,
-    /// An isolated host's instances' RSS, sampled every 15 s over the last
-    /// hour, oldest first (empty for a host in the node's process: see
+    /// An isolated host's instances' RSS, sampled every `[api]
+    /// sample_every` over the last hour, oldest first (empty for a host in the node's process: see
     /// the node's RSS in `GET /api/v1/status`).
     pub rss: Vec<RssSample>,
 }

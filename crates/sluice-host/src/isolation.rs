@@ -50,9 +50,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Starts in a row that ended quickly before the host is reported as
 /// crash-looping.
 const CRASH_LOOP: u32 = 3;
-/// Samples of an instance's RSS kept for the portal's chart (an hour at
-/// one a minute... or the last hour at one per [`RSS_SAMPLE_EVERY`]).
-const RSS_SAMPLES: usize = 240;
+/// How often an instance's RSS is kept for the portal's chart without an
+/// API (with one: its `sample_every`); an hour of samples is kept.
 const RSS_SAMPLE_EVERY: Duration = Duration::from_secs(15);
 
 /// An isolated host as the node sees it (status, API, portal).
@@ -119,6 +118,9 @@ pub(crate) struct Isolated {
 
 /// What supervisors share.
 struct Ctx {
+    /// How often an instance's RSS is kept, and how many samples (an hour).
+    rss_every: Duration,
+    rss_samples: usize,
     mbox: Arc<dyn MessageBox>,
     wakers: Arc<Wakers>,
     metrics: Arc<Metrics>,
@@ -145,7 +147,10 @@ impl Isolated {
         let mut hosts = BTreeMap::new();
         let running = crate::operate::with_stopped(config, stopped);
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("sluice"));
+        let rss_every = config.api.as_ref().map(|a| a.sample_every).unwrap_or(RSS_SAMPLE_EVERY);
         let ctx = Arc::new(Ctx {
+            rss_every,
+            rss_samples: (3600 / rss_every.as_secs().max(1)).clamp(2, 3600) as usize,
             mbox,
             wakers,
             metrics,
@@ -541,7 +546,7 @@ async fn supervise(
         by_port: HashMap::new(),
     };
     let mut quick_failures = 0u32;
-    let mut last_sample = Instant::now() - RSS_SAMPLE_EVERY;
+    let mut last_sample = Instant::now() - ctx.rss_every;
     'instances: while !stop.is_cancelled() {
         let current = ctx.current.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let running = crate::operate::with_stopped(&current.config, &current.stopped);
@@ -763,7 +768,7 @@ async fn run_one(
                 let rss = rss_of(pid).unwrap_or(0);
                 ctx.metrics.instance_rss(host, Some(rss));
                 let now = now_ms();
-                let sample = last_sample.elapsed() >= RSS_SAMPLE_EVERY;
+                let sample = last_sample.elapsed() >= ctx.rss_every;
                 if sample {
                     *last_sample = Instant::now();
                 }
@@ -772,7 +777,7 @@ async fn run_one(
                         i.rss_bytes = rss;
                     }
                     if sample {
-                        if r.rss_history.len() >= RSS_SAMPLES {
+                        if r.rss_history.len() >= ctx.rss_samples {
                             r.rss_history.remove(0);
                         }
                         r.rss_history.push((now, rss));

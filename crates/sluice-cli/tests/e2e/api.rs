@@ -981,13 +981,13 @@ fn browsers_log_in_need_the_csrf_token_for_changes_and_log_out() {
 }
 
 /// Debian's chromedriver on a free port, killed when dropped.
-struct Driver {
+pub(crate) struct Driver {
     child: std::process::Child,
     port: u16,
 }
 
 impl Driver {
-    fn start() -> Driver {
+    pub(crate) fn start() -> Driver {
         let binary = "/usr/bin/chromedriver";
         assert!(
             Path::new(binary).exists(),
@@ -1006,7 +1006,7 @@ impl Driver {
         Driver { child, port }
     }
 
-    async fn browser(&self) -> fantoccini::Client {
+    pub(crate) async fn browser(&self) -> fantoccini::Client {
         // One crypto provider for the process (the WebDriver client's TLS,
         // unused on plain http, still asks for one).
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -1035,13 +1035,13 @@ impl Drop for Driver {
 }
 
 /// Where the portal's screenshots go (shown in the README).
-fn screenshot_dir() -> PathBuf {
+pub(crate) fn screenshot_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/portal");
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
-async fn log_in(c: &fantoccini::Client, base: &str, user: &str, password: &str) {
+pub(crate) async fn log_in(c: &fantoccini::Client, base: &str, user: &str, password: &str) {
     use fantoccini::Locator;
     c.goto(&format!("{base}/login")).await.unwrap();
     c.find(Locator::Css("#username"))

@@ -313,3 +313,85 @@ adapter = { type = "chaos", path = "out", file_name = "%SourceFileName%", create
     );
     node.stop();
 }
+
+/// The portal's Hosts page in a real browser (Debian's headless Chromium):
+/// an isolated host in its own process with its instance's RSS over time;
+/// an operator's restart button recycles it (counted in status), a
+/// viewer has no button. Its screenshot lands in docs/portal/hosts.png.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hosts_page_in_a_real_browser() {
+    use crate::api::{Driver, log_in, screenshot_dir};
+    use fantoccini::Locator;
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = isolated_config(
+        root.path(),
+        &format!("\n[api]\naddress = \"127.0.0.1:{port}\"\nsample_every = \"1s\"\n"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let mut node = Node::start(&config, &root.path().join("node.log"));
+    add_user(&config, "olga", "operator", "olga-s3cret-pass");
+    add_user(&config, "vic", "viewer", "vic-s3cret-pass");
+    let first = instance_pid(&config, "iso", 0);
+    for i in 0..200 {
+        drop_file(&root.path().join("in"), &format!("h{i:03}.dat"), &content(i, 4000));
+    }
+    let driver = Driver::start();
+    let c = driver.browser().await;
+    log_in(&c, &base, "olga", "olga-s3cret-pass").await;
+    // Two samples of the instance's RSS make a chart.
+    let mut found = false;
+    for _ in 0..60 {
+        c.goto(&format!("{base}/hosts")).await.unwrap();
+        if c.find(Locator::Css("#rss-iso svg polyline")).await.is_ok() {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(found, "the RSS chart of host iso");
+    let row = c
+        .find(Locator::Css("tr[data-host=iso]"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        row.contains("own process") && row.contains("running") && row.contains(&first.to_string()),
+        "{row}"
+    );
+    let row = c
+        .find(Locator::Css("tr[data-host=default]"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(row.contains("in the node"), "{row}");
+    std::fs::write(screenshot_dir().join("hosts.png"), c.screenshot().await.unwrap()).unwrap();
+    // The restart button recycles the instance.
+    c.find(Locator::Css("tr[data-host=iso] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    instance_pid(&config, "iso", first);
+    wait_until(Duration::from_secs(30), "the recycle counted", || {
+        host(&config, "iso")["instances"][0]["recycles"] == 1
+    });
+    assert!(
+        c.find(Locator::Css("tr[data-host=default] button")).await.is_err(),
+        "a host in the node has no restart button"
+    );
+    // A viewer sees the page, without buttons.
+    c.find(Locator::Css("#logout")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Css("#password")).await.unwrap();
+    log_in(&c, &base, "vic", "vic-s3cret-pass").await;
+    c.goto(&format!("{base}/hosts")).await.unwrap();
+    c.find(Locator::Css("tr[data-host=iso]")).await.unwrap();
+    assert!(c.find(Locator::Css("tr[data-host=iso] button")).await.is_err());
+    c.close().await.unwrap();
+    node.stop();
+}
