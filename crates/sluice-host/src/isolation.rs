@@ -608,6 +608,7 @@ async fn supervise(
         }
         if delay > Duration::ZERO {
             let crash_loop = quick_failures >= CRASH_LOOP;
+            ctx.metrics.instance_crash_loop(&host, crash_loop);
             set(&|r| r.state = if crash_loop { "crash-loop" } else { "backoff" });
             if crash_loop {
                 tracing::error!(host = %host, failures = quick_failures, next_start_in = ?delay,
@@ -754,6 +755,9 @@ async fn run_one(
     }
     let mut draining: Option<(Instant, Draining)> = None;
     let mut killed = false;
+    // Once it has run a while, the host is no longer crash-looping.
+    let up = Instant::now();
+    let mut settled = false;
     let mut ticks = tokio::time::interval(WATCH_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let begin_drain = |why: Draining, draining: &mut Option<(Instant, Draining)>| {
@@ -767,6 +771,10 @@ async fn run_one(
             _ = ticks.tick() => {
                 let rss = rss_of(pid).unwrap_or(0);
                 ctx.metrics.instance_rss(host, Some(rss));
+                if !settled && up.elapsed() >= QUICK_FAILURE {
+                    settled = true;
+                    ctx.metrics.instance_crash_loop(host, false);
+                }
                 let now = now_ms();
                 let sample = last_sample.elapsed() >= ctx.rss_every;
                 if sample {

@@ -101,6 +101,7 @@ pub struct Metrics {
     instance_up: Family<HostLabel, Gauge>,
     instance_restarts: Family<HostLabel, Counter>,
     instance_recycles: Family<HostLabel, Counter>,
+    instance_crash_loop: Family<HostLabel, Gauge>,
     queue_depth_at: Mutex<Option<Instant>>,
 }
 
@@ -174,6 +175,11 @@ impl Metrics {
                 &mut r,
                 "sluice_host_instance_recycles",
                 "Instances of an isolated host drained and replaced (memory limit, configuration change, restart)",
+            ),
+            instance_crash_loop: add(
+                &mut r,
+                "sluice_host_instance_crash_loop",
+                "1 while an isolated host's instances keep ending as they start (started again with backoff), else 0",
             ),
             queue_depth_at: Mutex::new(None),
             registry: Registry::default(),
@@ -252,6 +258,13 @@ impl Metrics {
         self.instance_rss
             .get_or_create(&label)
             .set(rss.unwrap_or(0).min(i64::MAX as u64) as i64);
+    }
+
+    /// Whether an isolated host is crash-looping.
+    pub(crate) fn instance_crash_loop(&self, host: &str, looping: bool) {
+        self.instance_crash_loop
+            .get_or_create(&HostLabel { host: host.to_string() })
+            .set(i64::from(looping));
     }
 
     /// An isolated host's instance ended unasked (`restart`) or was recycled.

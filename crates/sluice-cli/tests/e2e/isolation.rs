@@ -13,6 +13,11 @@ use crate::common::*;
 /// FILE in (the node's default host) → FILE out, delivered by send port
 /// `out` in the isolated host `iso`; `extra` goes at the end.
 fn isolated_config(root: &Path, extra: &str) -> std::path::PathBuf {
+    isolated_config_with(root, "default", extra)
+}
+
+/// [`isolated_config`] with the receive location in host `location_host`.
+fn isolated_config_with(root: &Path, location_host: &str, extra: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(root.join("in")).unwrap();
     let config = root.join("sluice.toml");
     std::fs::write(
@@ -25,6 +30,7 @@ isolation = "process"
 drain_timeout = "20s"
 
 [receive_ports.in.locations.files]
+host = "{location_host}"
 adapter = {{ type = "file", path = "in", mask = "*", settle = "200ms", poll_interval = "100ms" }}
 
 [send_ports.out]
@@ -64,15 +70,17 @@ fn count(dir: &Path) -> usize {
     names(dir).len()
 }
 
-/// The instance runs the host's send port in its own process, and the
-/// node's status says so; killed with SIGKILL under load, five times, it
-/// is started again, what it held is delivered again, and every file
-/// arrives once with its bytes (a redelivery of a file already written is
-/// recognised by FILE); the node stops cleanly and removes its socket.
+/// The instance runs the host's receive location and send port in its own
+/// process, and the node's status says so; killed with SIGKILL under load,
+/// five times, it is started again: what it held is delivered again, the
+/// files it had claimed are settled by the next instance (published:
+/// deleted; not: put back and received again), and every file arrives once
+/// with its bytes (a redelivery of a file already written is recognised by
+/// FILE); the node stops cleanly and removes its socket.
 #[test]
 fn an_isolated_host_survives_kill_9_of_its_instance() {
     let root = tempfile::tempdir().unwrap();
-    let config = isolated_config(root.path(), "");
+    let config = isolated_config_with(root.path(), "iso", "");
     let log = root.path().join("node.log");
     let (inbox, out) = (root.path().join("in"), root.path().join("out"));
     const FILES: u64 = 3000;
@@ -82,6 +90,7 @@ fn an_isolated_host_survives_kill_9_of_its_instance() {
     assert_ne!(pid, node_pid, "the isolated host runs in a process of its own");
     let h = host(&config, "iso");
     assert_eq!(h["isolation"], "process");
+    // The node runs nothing itself (host default has no units here).
     assert_eq!(host(&config, "default")["instances"][0]["pid"], node_pid);
     // The instance is the node's child, running `host-instance`.
     let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
@@ -393,5 +402,55 @@ async fn the_hosts_page_in_a_real_browser() {
     c.find(Locator::Css("tr[data-host=iso]")).await.unwrap();
     assert!(c.find(Locator::Css("tr[data-host=iso] button")).await.is_err());
     c.close().await.unwrap();
+    node.stop();
+}
+
+/// An instance that cannot start (its HTTP location's address is taken)
+/// ends at once, again and again: the node stays up, starts it again with
+/// a growing wait, and says the host is crash-looping (log, status,
+/// metrics); once the address is free, the next start runs.
+#[test]
+fn a_crash_looping_instance_is_told_and_comes_back() {
+    let root = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap();
+    let metrics_port = free_port();
+    let config = isolated_config(
+        root.path(),
+        &format!(
+            r#"
+[receive_ports.web.locations.api]
+host = "iso"
+adapter = {{ type = "http", address = "{address}", path = "/in" }}
+
+[metrics]
+address = "127.0.0.1:{metrics_port}"
+"#
+        ),
+    );
+    let mut node = Node::start(&config, &root.path().join("node.log"));
+    wait_until(Duration::from_secs(30), "the crash loop to be told", || {
+        host(&config, "iso")["instances"][0]["state"] == "crash-loop"
+    });
+    let h = host(&config, "iso");
+    assert!(h["instances"][0]["restarts"].as_u64().unwrap() >= 3, "{h}");
+    assert!(h["last_exit"].as_str().unwrap().contains("status 1"), "{h}");
+    assert!(node.log_text().contains("isolated host is crash-looping"));
+    let metrics = Command::new("curl")
+        .args(["-sS", &format!("http://127.0.0.1:{metrics_port}/metrics")])
+        .output()
+        .unwrap();
+    let metrics = text(&metrics.stdout);
+    assert!(
+        metrics.contains("sluice_host_instance_crash_loop{host=\"iso\"} 1"),
+        "{metrics}"
+    );
+    // The node itself still serves its own units.
+    drop_file(&root.path().join("in"), "still.dat", b"the node goes on");
+    drop(taken);
+    instance_pid(&config, "iso", 0);
+    wait_until(Duration::from_secs(30), "the file delivered", || {
+        root.path().join("out/still.dat").exists()
+    });
     node.stop();
 }
