@@ -100,7 +100,7 @@ pub async fn api(args: ApiArgs) -> anyhow::Result<()> {
     // The download first, on the node as it started: its peak RSS then is
     // the node's start plus the download, what `/usr/bin/time -v` would
     // report for a node that did only that.
-    let at_ready = rss_kib(pid);
+    let (at_ready, peak_at_ready) = (rss_kib(pid), peak_kib(pid));
     if let Some(id) = big {
         let t = Instant::now();
         let got = client.download(&format!("/api/v1/messages/{id}/parts/0")).await?;
@@ -111,11 +111,12 @@ pub async fn api(args: ApiArgs) -> anyhow::Result<()> {
             args.big_mib << 20
         );
         let line = format!(
-            "download of a {} MiB body: {:.0} MiB/s; the node's peak RSS (VmHWM) from its start to the download's end: {:.1} MiB (RSS {:.1} MiB when it was ready)",
+            "download of a {} MiB body: {:.0} MiB/s; the node's peak RSS (VmHWM) from its start to the download's end: {:.1} MiB (when it was ready: RSS {:.1} MiB, peak so far {:.1} MiB)",
             args.big_mib,
             args.big_mib as f64 / secs,
             peak_kib(pid) as f64 / 1024.0,
-            at_ready as f64 / 1024.0
+            at_ready as f64 / 1024.0,
+            peak_at_ready as f64 / 1024.0
         );
         eprintln!("{line}");
         report.push(line);
