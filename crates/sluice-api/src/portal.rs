@@ -354,7 +354,7 @@ pub(crate) async fn hosts(State(state): State<ApiState>, v: Viewer) -> Response 
                             tr data-host=(h.host.name) {
                                 td { (h.host.name) }
                                 td { @if isolated { "own process" } @else { "in the node" } }
-                                td { @match i.state.as_str() {
+                                td { @if h.host.crash_loop { span.bad { "crash loop" } " " } @match i.state.as_str() {
                                     "running" => span.good { "running" },
                                     "crash-loop" | "failed" => span.bad { (i.state) },
                                     other => span.muted { (other) },

@@ -44,9 +44,16 @@ pub struct Incoming {
     pub closed: CancellationToken,
 }
 
+/// What the writer takes: a frame, or a mark answered once every frame
+/// before it is written.
+enum Out {
+    Frame(Bytes),
+    Flushed(oneshot::Sender<()>),
+}
+
 /// A connection to the node.
 pub struct Channel {
-    out: mpsc::Sender<Bytes>,
+    out: mpsc::Sender<Out>,
     pending: Pending,
     next: AtomicU64,
     closed: CancellationToken,
@@ -98,16 +105,24 @@ impl Channel {
                 ));
             }
         };
-        let (out, mut outgoing) = mpsc::channel::<Bytes>(OUTGOING);
+        let (out, mut outgoing) = mpsc::channel::<Out>(OUTGOING);
         let closed = CancellationToken::new();
         let pending: Pending = Arc::default();
-        // The writer: frames in the order they were queued.
+        // The writer: frames in the order they were queued (each sent
+        // whole, and flushed).
         let writer_closed = closed.clone();
         tokio::spawn(async move {
-            while let Some(frame) = outgoing.recv().await {
-                if let Err(e) = writer.send(frame).await {
-                    tracing::debug!(error = %e, "the channel to the node broke while writing");
-                    break;
+            while let Some(out) = outgoing.recv().await {
+                match out {
+                    Out::Frame(frame) => {
+                        if let Err(e) = writer.send(frame).await {
+                            tracing::debug!(error = %e, "the channel to the node broke while writing");
+                            break;
+                        }
+                    }
+                    Out::Flushed(done) => {
+                        let _ = done.send(());
+                    }
                 }
             }
             writer_closed.cancel();
@@ -182,6 +197,17 @@ impl Channel {
             doing: format!("sending `{name}` to the node"),
             detail: e.to_string(),
         })?;
+        // Refused here, this call alone: the codec would end the channel.
+        if frame.len() > wire::MAX_FRAME {
+            return Err(BoxError::Storage {
+                doing: format!("sending `{name}` to the node"),
+                detail: format!(
+                    "the call is {} bytes, over the channel's limit of {}",
+                    frame.len(),
+                    wire::MAX_FRAME
+                ),
+            });
+        }
         let (tx, rx) = oneshot::channel();
         if self.closed.is_cancelled() {
             return Err(BoxError::Closed);
@@ -195,7 +221,7 @@ impl Channel {
             }
         }
         let _forget = Forget(&self.pending, id);
-        if self.out.send(frame).await.is_err() {
+        if self.out.send(Out::Frame(frame)).await.is_err() {
             return Err(BoxError::Closed);
         }
         // A connection that ends answers every call still waiting, even
@@ -213,7 +239,16 @@ impl Channel {
     /// Tell the node what the instance has done (no reply).
     pub async fn stats(&self, stats: Stats) {
         if let Ok(frame) = wire::encode(&ToNode::Stats(stats)) {
-            let _ = self.out.send(frame).await;
+            let _ = self.out.send(Out::Frame(frame)).await;
+        }
+    }
+
+    /// Wait until every frame queued so far is written (before the
+    /// instance exits: its last counts reach the node).
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.out.send(Out::Flushed(tx)).await.is_ok() {
+            let _ = rx.await;
         }
     }
 

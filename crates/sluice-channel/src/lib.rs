@@ -31,7 +31,10 @@ mod server;
 pub mod wire;
 
 pub use client::{Channel, Incoming, RemoteBox, RemoteChunks};
-pub use server::{Connection, GivenBack, InstanceHandle, MAX_CONTENTS, MAX_INTERCHANGES, MAX_LEASES, NodeSide};
+pub use server::{
+    Connection, GivenBack, InstanceHandle, MAX_CONTENTS, MAX_HELD_AT_ONCE, MAX_INTERCHANGES, MAX_LEASE_AT_ONCE,
+    MAX_LEASE_BODIES, MAX_LEASES, NodeSide,
+};
 
 /// Why a channel could not be set up or went wrong.
 #[derive(Debug, thiserror::Error)]

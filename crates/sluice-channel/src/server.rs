@@ -18,6 +18,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use sluice_content::ContentId;
 use sluice_msgbox::{BoxError, EntryId, LeaseToken, MessageBox, NewMessage, Routed};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedReadHalf;
 use tokio::sync::{Semaphore, mpsc};
@@ -41,6 +42,12 @@ const UNIT: usize = 1024;
 /// above what its ports' `concurrency` and its locations lease and write;
 /// a call past it is refused rather than letting the ledger grow.
 pub const MAX_LEASES: usize = 1 << 16;
+/// Entries one lease call takes, at most, and the inline bodies it hands
+/// out (a port asks for its concurrency plus what it leases ahead).
+pub const MAX_LEASE_AT_ONCE: u32 = 4096;
+pub const MAX_LEASE_BODIES: u64 = 16 << 20;
+/// Ids one `held_by` call answers, at most.
+pub const MAX_HELD_AT_ONCE: u32 = 10_000;
 pub const MAX_CONTENTS: usize = 1 << 16;
 pub const MAX_INTERCHANGES: usize = 4096;
 
@@ -65,7 +72,8 @@ pub struct GivenBack {
 
 #[derive(Default)]
 struct Ledger {
-    leases: HashMap<EntryId, LeaseToken>,
+    /// Each lease and until when it holds.
+    leases: HashMap<EntryId, (LeaseToken, sluice_msgbox::Millis)>,
     contents: HashSet<ContentId>,
     interchanges: HashSet<Id>,
 }
@@ -109,6 +117,9 @@ pub struct Connection {
     pub hello: Hello,
     reader: FramedRead<OwnedReadHalf, tokio_util::codec::LengthDelimitedCodec>,
     out: mpsc::Sender<Bytes>,
+    /// Ends the writer (and so the connection) when serving ends, whoever
+    /// still holds a handle.
+    writer_stop: tokio_util::sync::CancellationToken,
 }
 
 impl Connection {
@@ -143,15 +154,29 @@ impl Connection {
         }
         let (out, mut outgoing) = mpsc::channel::<Bytes>(OUTGOING);
         let mut writer = FramedWrite::new(write, wire::codec());
+        let writer_stop = tokio_util::sync::CancellationToken::new();
+        let stop = writer_stop.clone();
         tokio::spawn(async move {
-            while let Some(frame) = outgoing.recv().await {
+            loop {
+                let frame = tokio::select! {
+                    frame = outgoing.recv() => frame,
+                    _ = stop.cancelled() => None,
+                };
+                let Some(frame) = frame else { break };
                 if let Err(e) = writer.send(frame).await {
                     tracing::debug!(error = %e, "the channel to a host instance broke while writing");
                     break;
                 }
             }
+            // The write half closes here: the instance reads the end.
+            let _ = writer.get_mut().shutdown().await;
         });
-        Ok(Connection { hello, reader, out })
+        Ok(Connection {
+            hello,
+            reader,
+            out,
+            writer_stop,
+        })
     }
 
     /// Tell the instance what to run (its first frame).
@@ -179,7 +204,10 @@ impl Connection {
     /// what it still held.
     pub async fn serve(self, mbox: Arc<dyn MessageBox>, node: Arc<dyn NodeSide>) -> GivenBack {
         let Connection {
-            hello, mut reader, out, ..
+            hello,
+            mut reader,
+            out,
+            writer_stop,
         } = self;
         let ledger = Arc::new(Mutex::new(Ledger::default()));
         let budget = Arc::new(Semaphore::new(IN_FLIGHT_BYTES / UNIT));
@@ -241,6 +269,7 @@ impl Connection {
         // Calls already made run to their end (a publish the instance will
         // never hear about is still a publish), then the rest goes back.
         while calls.join_next().await.is_some() {}
+        writer_stop.cancel();
         let held = std::mem::take(&mut *ledger.lock().unwrap_or_else(|p| p.into_inner()));
         give_back(&*mbox, held, &hello).await
     }
@@ -276,7 +305,7 @@ async fn give_back_leased(mbox: &dyn MessageBox, ledger: &Mutex<Ledger>, frame: 
 
 async fn give_back(mbox: &dyn MessageBox, held: Ledger, hello: &Hello) -> GivenBack {
     let mut back = GivenBack::default();
-    for token in held.leases.into_values() {
+    for (token, _) in held.leases.into_values() {
         // A lease renewed for no time is ready again now; one acked or
         // lost meanwhile is not ours to give.
         match mbox.renew(token, 0).await {
@@ -304,6 +333,11 @@ async fn give_back(mbox: &dyn MessageBox, held: Ledger, hello: &Hello) -> GivenB
         }
     }
     back
+}
+
+fn now_ms() -> sluice_msgbox::Millis {
+    use sluice_msgbox::Clock;
+    sluice_msgbox::SystemClock.now_ms()
 }
 
 fn too_many(what: &str, max: usize) -> WireError {
@@ -397,20 +431,50 @@ async fn answer(
             lease_for_ms,
             bodies_up_to,
         } => {
-            if book().leases.len() >= MAX_LEASES {
-                return Err(too_many("leases", MAX_LEASES));
+            let max = max.min(MAX_LEASE_AT_ONCE);
+            {
+                let mut book = book();
+                if book.leases.len() + max as usize > MAX_LEASES {
+                    // Leases its caller never heard of (a call given up)
+                    // or lost meanwhile expire: forget those first.
+                    let now = now_ms();
+                    book.leases.retain(|_, (_, until)| *until > now);
+                }
+                if book.leases.len() + max as usize > MAX_LEASES {
+                    return Err(too_many("leases", MAX_LEASES));
+                }
             }
             let leased = mbox
-                .lease_with_bodies(&subscriber, max as usize, lease_for_ms, bodies_up_to)
+                .lease_with_bodies(
+                    &subscriber,
+                    max as usize,
+                    lease_for_ms,
+                    bodies_up_to.min(MAX_LEASE_BODIES),
+                )
                 .await
                 .map_err(e)?;
             let mut book = book();
             for l in &leased {
-                book.leases.insert(l.token.entry, l.token);
+                book.leases.insert(l.token.entry, (l.token, l.lease_until));
             }
             Reply::Leased(leased.into_iter().map(WireLeased::from).collect())
         }
-        Call::Renew(token, ms) => Reply::Number(mbox.renew(token.into(), ms).await.map_err(e)?),
+        Call::Renew(token, ms) => {
+            let outcome = mbox.renew(token.into(), ms).await;
+            let mut book = book();
+            match &outcome {
+                Ok(until) => {
+                    if let Some(held) = book.leases.get_mut(&token.entry) {
+                        held.1 = *until;
+                    }
+                }
+                Err(BoxError::LeaseLost { .. }) => {
+                    book.leases.remove(&token.entry);
+                }
+                Err(_) => {}
+            }
+            Reply::Number(outcome.map_err(e)?)
+        }
         Call::AckMany(tokens) => {
             let tokens: Vec<LeaseToken> = tokens.into_iter().map(Into::into).collect();
             let outcomes = mbox.ack_many(&tokens).await.map_err(e)?;
@@ -456,7 +520,7 @@ async fn answer(
         }
         Call::HeldBy(holder, after, limit) => {
             let ids = mbox
-                .held_by(&holder, after.map(Into::into), limit as usize)
+                .held_by(&holder, after.map(Into::into), limit.min(MAX_HELD_AT_ONCE) as usize)
                 .await
                 .map_err(e)?;
             Reply::Ids(ids.into_iter().map(Into::into).collect())

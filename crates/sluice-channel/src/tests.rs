@@ -246,3 +246,31 @@ async fn a_peer_of_another_protocol_is_refused() {
     let refused = Connection::accept(node_end, Duration::from_millis(50)).await;
     assert!(matches!(refused, Err(crate::ChannelError::Protocol(m)) if m.contains("no hello")));
 }
+
+/// A call over the frame limit is refused alone, on the instance's side:
+/// the channel stays open and the next call goes through. A lease asking
+/// for more than the node hands out at once is cut to it.
+#[tokio::test]
+async fn an_oversized_call_is_refused_alone() {
+    let (h, stream) = harness().await;
+    let (channel, _incoming, _) = Channel::over(stream, "leaky").await.unwrap();
+    let remote = RemoteBox::new(channel.clone());
+    let big: Vec<StagedMessage> = (0..2100)
+        .map(|_| StagedMessage {
+            message: message(&[7u8; 8192]),
+            holder: None,
+            suspend: None,
+        })
+        .collect();
+    let refused = remote.stage(MessageId::new(), big).await;
+    assert!(
+        matches!(&refused, Err(BoxError::Storage { detail, .. }) if detail.contains("over the channel's limit")),
+        "{refused:?}"
+    );
+    assert!(!channel.is_closed());
+    for _ in 0..5000 {
+        h.node_box.publish(message(b"x")).await.unwrap();
+    }
+    let leased = remote.lease("out", u32::MAX as usize, 60_000).await.unwrap();
+    assert_eq!(leased.len(), crate::server::MAX_LEASE_AT_ONCE as usize);
+}

@@ -53,7 +53,8 @@ pub enum ToInstance {
 }
 
 /// What the node tells an instance right after its hello: what to run.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// Its `Debug` leaves the configuration out (it may hold secrets).
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Start {
     /// The node's configuration as it runs it (TOML): the instance runs
     /// what it says of its host, never a file changed since.
@@ -64,6 +65,17 @@ pub struct Start {
     pub base_dir: String,
     /// Units operators stopped: (`send_port` or `receive_location`, name).
     pub stopped: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Start {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Start")
+            .field("config", &"***")
+            .field("config_path", &self.config_path)
+            .field("base_dir", &self.base_dir)
+            .field("stopped", &self.stopped)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

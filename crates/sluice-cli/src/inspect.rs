@@ -207,8 +207,38 @@ fn print_status(first: &str, status: &Value) -> anyhow::Result<()> {
                         i.restarts
                     );
                 }
+                if view.crash_loop {
+                    outln!("  {pad:<width$}CRASH LOOP: its instances keep ending; see the node's log");
+                }
                 if let Some(exit) = &view.last_exit {
                     outln!("  {pad:<width$}last instance {exit}");
+                }
+            }
+            // An isolated host with no instance running has no throttle to
+            // report: it is in trouble, so it is shown all the same.
+            for view in n
+                .host_instances
+                .iter()
+                .filter(|v| v.isolation == "process" && !n.hosts.contains_key(&v.name))
+            {
+                let name = &view.name;
+                for i in &view.instances {
+                    outln!(
+                        "  {name:<width$}isolated: {}, no instance running, recycled {} ({} over memory), restarted {}",
+                        i.state,
+                        i.recycles,
+                        i.memory_recycles,
+                        i.restarts
+                    );
+                }
+                if view.crash_loop {
+                    outln!(
+                        "  {:<width$}CRASH LOOP: its instances keep ending; see the node's log",
+                        ""
+                    );
+                }
+                if let Some(exit) = &view.last_exit {
+                    outln!("  {:<width$}last instance {exit}", "");
                 }
             }
         }

@@ -153,6 +153,7 @@ async fn run_in_span(socket: &Path, host: &str, shutdown: CancellationToken) -> 
     services_stop.cancel();
     // The last counts reach the node before the instance goes.
     while services.join_next().await.is_some() {}
+    channel.flush().await;
     tracing::info!(host = %host, "host instance drained");
     Ok(())
 }

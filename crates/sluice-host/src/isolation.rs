@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use sluice_channel::{Connection, InstanceHandle, NodeSide, wire};
+use sluice_channel::{Connection, GivenBack, InstanceHandle, NodeSide, wire};
 use sluice_msgbox::MessageBox;
 use tokio::net::UnixListener;
 use tokio::process::{Child, Command};
@@ -50,6 +50,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Starts in a row that ended quickly before the host is reported as
 /// crash-looping.
 const CRASH_LOOP: u32 = 3;
+/// Or this many deaths within [`CRASH_WINDOW`], however long each ran.
+const CRASH_LOOP_DEATHS: usize = 5;
+const CRASH_WINDOW: Duration = Duration::from_secs(60);
 /// How often an instance's RSS is kept for the portal's chart without an
 /// API (with one: its `sample_every`); an hour of samples is kept.
 const RSS_SAMPLE_EVERY: Duration = Duration::from_secs(15);
@@ -72,6 +75,8 @@ pub struct HostRecord {
     pub memory_recycles: u64,
     /// Why the last instance ended, as an operator reads it.
     pub last_exit: Option<String>,
+    /// Its instances keep ending (see `CRASH_LOOP`, `CRASH_LOOP_DEATHS`).
+    pub crash_loop: bool,
     /// (Unix ms, RSS bytes) of the instances, oldest first.
     pub rss_history: Vec<(i64, u64)>,
 }
@@ -107,6 +112,22 @@ struct Supervisor {
     task: JoinHandle<()>,
     /// The host's units as last started (their fingerprint).
     fingerprint: String,
+    /// The running instance's handle, for wake-ups.
+    slot: Arc<Mutex<Option<InstanceHandle>>>,
+    forwarders: Arc<Mutex<Forwarders>>,
+}
+
+/// One isolated host, as its supervisor runs it.
+struct Host {
+    name: String,
+    hc: HostConfig,
+    record: Arc<Mutex<HostRecord>>,
+    slot: Arc<Mutex<Option<InstanceHandle>>>,
+    forwarders: Arc<Mutex<Forwarders>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Every isolated host's supervisor.
@@ -114,6 +135,7 @@ pub(crate) struct Isolated {
     hosts: BTreeMap<String, Supervisor>,
     current: Arc<Mutex<Arc<Current>>>,
     stop: CancellationToken,
+    wakers: Arc<Wakers>,
 }
 
 /// What supervisors share.
@@ -138,7 +160,7 @@ impl Isolated {
         mbox: Arc<dyn MessageBox>,
         wakers: Arc<Wakers>,
         metrics: Arc<Metrics>,
-    ) -> Isolated {
+    ) -> Result<Isolated, crate::HostError> {
         let current = Arc::new(Mutex::new(Arc::new(Current {
             config: config.clone(),
             stopped: stopped.clone(),
@@ -146,7 +168,13 @@ impl Isolated {
         let stop = CancellationToken::new();
         let mut hosts = BTreeMap::new();
         let running = crate::operate::with_stopped(config, stopped);
-        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("sluice"));
+        // The running binary, even once a package upgrade replaced its file:
+        // an instance must speak this node's protocol.
+        let exe = if Path::new("/proc/self/exe").exists() {
+            PathBuf::from("/proc/self/exe")
+        } else {
+            std::env::current_exe().unwrap_or_else(|_| PathBuf::from("sluice"))
+        };
         let rss_every = config.api.as_ref().map(|a| a.sample_every).unwrap_or(RSS_SAMPLE_EVERY);
         let ctx = Arc::new(Ctx {
             rss_every,
@@ -163,12 +191,31 @@ impl Isolated {
                 state: "starting",
                 ..Default::default()
             }));
+            // A socket that cannot be made stops the start, naming it, as
+            // a taken address does for a receive location.
+            let socket = listen(&config.data_dir, name).map_err(|e| crate::HostError::Start {
+                what: format!("isolated host `{name}`"),
+                message: format!(
+                    "cannot listen on its socket {}: {e}",
+                    socket_path(&config.data_dir, name).display()
+                ),
+            })?;
             let (asks, rx) = mpsc::channel(1);
+            let slot: Arc<Mutex<Option<InstanceHandle>>> = Arc::default();
+            let forwarders = Arc::new(Mutex::new(Forwarders {
+                by_port: HashMap::new(),
+            }));
+            lock(&forwarders).reconcile(&running, name, &ctx.wakers, &slot);
             let task = tokio::spawn(supervise(
-                name.clone(),
-                hc.clone(),
+                Host {
+                    name: name.clone(),
+                    hc: hc.clone(),
+                    record: record.clone(),
+                    slot: slot.clone(),
+                    forwarders: forwarders.clone(),
+                },
                 ctx.clone(),
-                record.clone(),
+                socket,
                 rx,
                 stop.clone(),
             ));
@@ -179,10 +226,17 @@ impl Isolated {
                     asks,
                     task,
                     fingerprint: node::host_fingerprint(&running, name),
+                    slot,
+                    forwarders,
                 },
             );
         }
-        Isolated { hosts, current, stop }
+        Ok(Isolated {
+            hosts,
+            current,
+            stop,
+            wakers: ctx.wakers.clone(),
+        })
     }
 
     /// The node now runs `config` with `stopped`: an isolated host whose
@@ -195,6 +249,9 @@ impl Isolated {
         let running = crate::operate::with_stopped(config, stopped);
         let mut changes = Vec::new();
         for (name, sup) in &mut self.hosts {
+            // Wake-ups follow the ports at once (a port moved back to the
+            // node must not lose its wake-ups to a forwarder meanwhile).
+            lock(&sup.forwarders).reconcile(&running, name, &self.wakers, &sup.slot);
             let fingerprint = node::host_fingerprint(&running, name);
             if fingerprint != sup.fingerprint {
                 sup.fingerprint = fingerprint;
@@ -237,6 +294,17 @@ impl Isolated {
     }
 }
 
+/// Why a restart was not asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// No such isolated host.
+    NotIsolated,
+    /// A recycle is already waiting.
+    Busy,
+    /// Its supervisor ended (the node is stopping, or its socket failed).
+    Stopped,
+}
+
 /// Where every host runs, for the node's reports (status, API, portal).
 #[derive(Clone)]
 pub(crate) struct HostsView {
@@ -269,6 +337,7 @@ impl HostsView {
                     Some(record) => {
                         let r = record.lock().unwrap_or_else(|p| p.into_inner());
                         view.last_exit = r.last_exit.clone();
+                        view.crash_loop = r.crash_loop;
                         let i = r.instance.clone().unwrap_or_default();
                         view.instances.push(InstanceStatus {
                             pid: i.pid,
@@ -321,12 +390,13 @@ impl HostsView {
             .collect()
     }
 
-    /// Drain isolated host `name`'s instance and start another: `None` if
-    /// there is no such isolated host, `Some(false)` if a recycle is
-    /// already asked for.
-    pub(crate) fn restart(&self, name: &str, why: &str) -> Option<bool> {
-        let asks = self.asks.get(name)?;
-        Some(asks.try_send(Ask::Recycle(why.to_string())).is_ok())
+    /// Drain isolated host `name`'s instance and start another.
+    pub(crate) fn restart(&self, name: &str, why: &str) -> Result<(), Refused> {
+        let asks = self.asks.get(name).ok_or(Refused::NotIsolated)?;
+        asks.try_send(Ask::Recycle(why.to_string())).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Refused::Busy,
+            mpsc::error::TrySendError::Closed(_) => Refused::Stopped,
+        })
     }
 
     /// The RSS samples of host `name`'s instances (isolated hosts).
@@ -417,11 +487,19 @@ fn spawn(exe: &Path, host: &str, socket: &Path) -> std::io::Result<Child> {
         .arg(socket)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
-    // SAFETY: prctl is async-signal-safe and touches nothing of the parent.
+    // Killed when the thread that started it ends: the node's runtime
+    // threads live as long as the node. A node that died between the fork
+    // and the prctl is caught by the parent check.
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: prctl and getppid are async-signal-safe and touch nothing of
+    // the parent.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("the node ended as the host instance started"));
             }
             Ok(())
         });
@@ -522,57 +600,52 @@ impl Drop for Forwarders {
 
 /// Run host `host`'s instances, one at a time, until `stop`.
 async fn supervise(
-    host: String,
-    hc: HostConfig,
+    host: Host,
     ctx: Arc<Ctx>,
-    record: Arc<Mutex<HostRecord>>,
+    (listener, inode): (UnixListener, u64),
     mut asks: mpsc::Receiver<Ask>,
     stop: CancellationToken,
 ) {
-    let set = |f: &dyn Fn(&mut HostRecord)| f(&mut record.lock().unwrap_or_else(|p| p.into_inner()));
-    let socket = socket_path(&ctx.data_dir, &host);
-    let (listener, inode) = match listen(&ctx.data_dir, &host) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(host = %host, socket = %socket.display(), error = %e,
-                "cannot make the socket of an isolated host; its receive locations and send ports do not run \
-                 (fix the data directory and restart the node)");
-            set(&|r| r.state = "failed");
-            return;
-        }
-    };
-    let slot: Arc<Mutex<Option<InstanceHandle>>> = Arc::default();
-    let mut forwarders = Forwarders {
-        by_port: HashMap::new(),
-    };
+    let name = host.name.clone();
+    let set = |f: &dyn Fn(&mut HostRecord)| f(&mut lock(&host.record));
+    let socket = socket_path(&ctx.data_dir, &name);
     let mut quick_failures = 0u32;
+    // Deaths in the last CRASH_WINDOW: an instance that dies a while after
+    // its start, again and again (a message that kills it), is a crash
+    // loop too, reported though it starts again at once.
+    let mut deaths: std::collections::VecDeque<Instant> = std::collections::VecDeque::new();
     let mut last_sample = Instant::now() - ctx.rss_every;
     'instances: while !stop.is_cancelled() {
-        let current = ctx.current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let current = lock(&ctx.current).clone();
         let running = crate::operate::with_stopped(&current.config, &current.stopped);
-        forwarders.reconcile(&running, &host, &ctx.wakers, &slot);
+        lock(&host.forwarders).reconcile(&running, &name, &ctx.wakers, &host.slot);
+        // A new instance runs the configuration of now: a recycle asked
+        // while there was none (a drain, a wait) has nothing left to do.
+        while asks.try_recv().is_ok() {}
         set(&|r| r.state = "starting");
         let started = Instant::now();
+        // Deaths spread over the window clear only after a run as long.
+        let clears_after = if deaths.len() >= CRASH_LOOP_DEATHS {
+            CRASH_WINDOW
+        } else {
+            QUICK_FAILURE
+        };
         let outcome = run_one(
             &host,
-            &hc,
             &ctx,
             &current,
-            &listener,
-            &socket,
-            &record,
-            &slot,
+            (&listener, &socket),
             &mut asks,
             &stop,
-            &mut last_sample,
+            (&mut last_sample, clears_after),
         )
         .await;
-        *slot.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *lock(&host.slot) = None;
         let ran = started.elapsed();
         let delay = match outcome {
             Ended::Drained(Draining::Stopping) => break 'instances,
             Ended::Drained(Draining::Memory(_)) => {
-                ctx.metrics.instance_ended(&host, false);
+                ctx.metrics.instance_ended(&name, false);
                 set(&|r| {
                     r.recycles += 1;
                     r.memory_recycles += 1;
@@ -581,14 +654,19 @@ async fn supervise(
                 Duration::ZERO
             }
             Ended::Drained(Draining::Asked(_)) => {
-                ctx.metrics.instance_ended(&host, false);
+                ctx.metrics.instance_ended(&name, false);
                 set(&|r| r.recycles += 1);
                 quick_failures = 0;
                 Duration::ZERO
             }
             Ended::Died => {
-                ctx.metrics.instance_ended(&host, true);
+                ctx.metrics.instance_ended(&name, true);
                 set(&|r| r.restarts += 1);
+                let now = Instant::now();
+                deaths.push_back(now);
+                while deaths.front().is_some_and(|d| now.duration_since(*d) > CRASH_WINDOW) {
+                    deaths.pop_front();
+                }
                 if ran < QUICK_FAILURE {
                     quick_failures += 1;
                 } else {
@@ -606,21 +684,25 @@ async fn supervise(
         if stop.is_cancelled() {
             break;
         }
+        let crash_loop = quick_failures >= CRASH_LOOP || deaths.len() >= CRASH_LOOP_DEATHS;
+        ctx.metrics.instance_crash_loop(&name, crash_loop);
+        if crash_loop {
+            tracing::error!(host = %name, deaths_in_window = deaths.len(), quick_failures, next_start_in = ?delay,
+                "isolated host is crash-looping: its instance keeps ending ({} deaths in the last {:?}); its messages \
+                 wait in the box", deaths.len(), CRASH_WINDOW);
+        }
         if delay > Duration::ZERO {
-            let crash_loop = quick_failures >= CRASH_LOOP;
-            ctx.metrics.instance_crash_loop(&host, crash_loop);
             set(&|r| r.state = if crash_loop { "crash-loop" } else { "backoff" });
-            if crash_loop {
-                tracing::error!(host = %host, failures = quick_failures, next_start_in = ?delay,
-                    "isolated host is crash-looping: its instance keeps ending within {QUICK_FAILURE:?} of its start; \
-                     its messages wait in the box");
-            } else {
-                tracing::warn!(host = %host, next_start_in = ?delay, "starting the isolated host's instance again after a wait");
+            if !crash_loop {
+                tracing::warn!(host = %name, next_start_in = ?delay, "starting the isolated host's instance again after a wait");
             }
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = stop.cancelled() => break,
             }
+        }
+        if crash_loop {
+            set(&|r| r.crash_loop = true);
         }
     }
     set(&|r| {
@@ -642,26 +724,66 @@ enum Ended {
     Died,
 }
 
+/// The connection of process `pid` on `listener`, within `CONNECT_WITHIN`:
+/// one from another process is dropped (and logged), and the wait goes on.
+async fn accept_from(listener: &UnixListener, host: &str, pid: u32) -> Option<Connection> {
+    let deadline = tokio::time::Instant::now() + CONNECT_WITHIN;
+    loop {
+        let accepted = tokio::time::timeout_at(deadline, listener.accept()).await;
+        let stream = match accepted {
+            Err(_) => {
+                tracing::error!(host = %host, pid, "the host instance did not connect within {CONNECT_WITHIN:?}; killing it");
+                return None;
+            }
+            Ok(Err(e)) => {
+                tracing::error!(host = %host, error = %e, "cannot accept the host instance's connection");
+                return None;
+            }
+            Ok(Ok((stream, _))) => stream,
+        };
+        let peer = stream.peer_cred().ok().and_then(|c| c.pid());
+        if peer != Some(pid as i32) {
+            tracing::error!(host = %host, expected = pid, peer = ?peer,
+                "a process other than the host instance connected to its socket; dropped");
+            continue;
+        }
+        let within = deadline.saturating_duration_since(tokio::time::Instant::now());
+        return match Connection::accept(stream, within).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!(host = %host, pid, error = %e, "the host instance's channel did not open");
+                None
+            }
+        };
+    }
+}
+
 /// Start one instance and watch it until it ends.
-#[allow(clippy::too_many_arguments)]
 async fn run_one(
-    host: &str,
-    hc: &HostConfig,
+    host: &Host,
     ctx: &Ctx,
     current: &Current,
-    listener: &UnixListener,
-    socket: &Path,
-    record: &Arc<Mutex<HostRecord>>,
-    slot: &Arc<Mutex<Option<InstanceHandle>>>,
+    (listener, socket): (&UnixListener, &Path),
     asks: &mut mpsc::Receiver<Ask>,
     stop: &CancellationToken,
-    last_sample: &mut Instant,
+    (last_sample, clears_after): (&mut Instant, Duration),
 ) -> Ended {
-    let set = |f: &mut dyn FnMut(&mut HostRecord)| f(&mut record.lock().unwrap_or_else(|p| p.into_inner()));
-    let mut child = match spawn(&ctx.exe, host, socket) {
+    let (name, hc) = (host.name.as_str(), &host.hc);
+    let set = |f: &mut dyn FnMut(&mut HostRecord)| f(&mut lock(&host.record));
+    // What it runs: the node's configuration as TOML (secrets included:
+    // over the 0600 socket to our own child, never logged).
+    let config = match toml::to_string(&current.config.raw.0) {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(host = %host, exe = %ctx.exe.display(), error = %e, "cannot start the isolated host's instance");
+            tracing::error!(host = %name, error = %e, "cannot write the configuration for the host instance");
+            set(&mut |r| r.last_exit = Some(format!("could not start: the configuration cannot be written: {e}")));
+            return Ended::Died;
+        }
+    };
+    let mut child = match spawn(&ctx.exe, name, socket) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(host = %name, exe = %ctx.exe.display(), error = %e, "cannot start the isolated host's instance");
             set(&mut |r| r.last_exit = Some(format!("could not start: {e}")));
             return Ended::Died;
         }
@@ -669,37 +791,12 @@ async fn run_one(
     let pid = child.id().unwrap_or(0);
     // Its connection, checked to come from the process just started.
     let conn = tokio::select! {
-        accepted = listener.accept() => match accepted {
-            Ok((stream, _)) => {
-                let peer = stream.peer_cred().ok().and_then(|c| c.pid());
-                if peer != Some(pid as i32) {
-                    tracing::error!(host = %host, expected = pid, peer = ?peer,
-                        "a process other than the host instance connected to its socket; refused");
-                    None
-                } else {
-                    match Connection::accept(stream, CONNECT_WITHIN).await {
-                        Ok(c) => Some(c),
-                        Err(e) => {
-                            tracing::error!(host = %host, pid, error = %e, "the host instance's channel did not open");
-                            None
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::error!(host = %host, error = %e, "cannot accept the host instance's connection");
-                None
-            }
-        },
+        conn = accept_from(listener, name, pid) => conn,
         status = child.wait() => {
             let why = describe(&status);
-            tracing::error!(host = %host, pid, exit = %why, "the host instance ended before it connected");
+            tracing::error!(host = %name, pid, exit = %why, "the host instance ended before it connected");
             set(&mut |r| r.last_exit = Some(why.clone()));
             return Ended::Died;
-        }
-        _ = tokio::time::sleep(CONNECT_WITHIN) => {
-            tracing::error!(host = %host, pid, "the host instance did not connect within {CONNECT_WITHIN:?}; killing it");
-            None
         }
         _ = stop.cancelled() => None,
     };
@@ -714,7 +811,7 @@ async fn run_one(
         };
     };
     let start = wire::Start {
-        config: toml::to_string(&current.config.raw.0).unwrap_or_default(),
+        config,
         config_path: current.config.path.display().to_string(),
         base_dir: current.config.base_dir.display().to_string(),
         stopped: current
@@ -724,14 +821,14 @@ async fn run_one(
             .collect(),
     };
     if let Err(e) = conn.start(start).await {
-        tracing::error!(host = %host, pid, error = %e, "cannot tell the host instance what to run");
+        tracing::error!(host = %name, pid, error = %e, "cannot tell the host instance what to run");
         let _ = child.start_kill();
         let status = child.wait().await;
         set(&mut |r| r.last_exit = Some(describe(&status)));
         return Ended::Died;
     }
     let handle = conn.handle();
-    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle.clone());
+    *lock(&host.slot) = Some(handle.clone());
     let started_at_ms = now_ms();
     set(&mut |r| {
         r.state = "running";
@@ -741,16 +838,17 @@ async fn run_one(
             ..Default::default()
         });
     });
-    tracing::info!(host = %host, pid, "host instance started");
+    tracing::info!(host = %name, pid, "host instance started");
     let node_end = Arc::new(NodeEnd {
         wakers: ctx.wakers.clone(),
         metrics: ctx.metrics.clone(),
-        record: record.clone(),
+        record: host.record.clone(),
         last: Mutex::default(),
     });
     let mut serving = tokio::spawn(conn.serve(ctx.mbox.clone(), node_end));
+    let mut given: Option<GivenBack> = None;
     // Everything queued for its ports while it was away: look now.
-    for port in ctx.wakers_of(host, current) {
+    for port in ctx.wakers_of(name, current) {
         handle.wake(&port);
     }
     let mut draining: Option<(Instant, Draining)> = None;
@@ -768,12 +866,29 @@ async fn run_one(
     let status = loop {
         tokio::select! {
             status = child.wait() => break status,
+            // The node's end of the channel ended while the instance lives
+            // (it sent what the node cannot read): what it held is given
+            // back, so it must not go on; kill it.
+            served = &mut serving, if given.is_none() => {
+                given = Some(served.unwrap_or_default());
+                // An instance that is ending closes its channel first.
+                if let Ok(status) = tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
+                    break status;
+                }
+                if !killed {
+                    tracing::error!(host = %name, pid,
+                        "the channel to the host instance ended while it runs; killing it (what it held is delivered again)");
+                    let _ = child.start_kill();
+                    killed = true;
+                }
+            }
             _ = ticks.tick() => {
                 let rss = rss_of(pid).unwrap_or(0);
-                ctx.metrics.instance_rss(host, Some(rss));
-                if !settled && up.elapsed() >= QUICK_FAILURE {
+                ctx.metrics.instance_rss(name, Some(rss));
+                if !settled && up.elapsed() >= clears_after {
                     settled = true;
-                    ctx.metrics.instance_crash_loop(host, false);
+                    ctx.metrics.instance_crash_loop(name, false);
+                    set(&mut |r| r.crash_loop = false);
                 }
                 let now = now_ms();
                 let sample = last_sample.elapsed() >= ctx.rss_every;
@@ -795,7 +910,7 @@ async fn run_one(
                     && rss > limit.0
                     && draining.is_none()
                 {
-                    tracing::warn!(host = %host, pid, rss_bytes = rss, memory_limit = limit.0,
+                    tracing::warn!(host = %name, pid, rss_bytes = rss, memory_limit = limit.0,
                         "host instance is over its memory limit; recycling it: it finishes what it holds, then a new one starts");
                     begin_drain(Draining::Memory(rss), &mut draining);
                     set(&mut |r| r.state = "draining");
@@ -803,15 +918,16 @@ async fn run_one(
                 if let Some((since, why)) = &draining
                     && !killed
                     && since.elapsed() > hc.drain_timeout
+                    && matches!(child.try_wait(), Ok(None))
                 {
-                    tracing::error!(host = %host, pid, drain_timeout = ?hc.drain_timeout, reason = ?why,
+                    tracing::error!(host = %name, pid, drain_timeout = ?hc.drain_timeout, reason = ?why,
                         "host instance did not finish within its drain timeout; killing it (what it held is given back and delivered again)");
                     let _ = child.start_kill();
                     killed = true;
                 }
             }
             Some(Ask::Recycle(why)) = asks.recv(), if draining.is_none() => {
-                tracing::info!(host = %host, pid, reason = %why, "recycling the host instance");
+                tracing::info!(host = %name, pid, reason = %why, "recycling the host instance");
                 begin_drain(Draining::Asked(why), &mut draining);
                 set(&mut |r| r.state = "draining");
             }
@@ -821,35 +937,45 @@ async fn run_one(
             }
         }
     };
-    *slot.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    ctx.metrics.instance_rss(host, None);
+    *lock(&host.slot) = None;
+    ctx.metrics.instance_rss(name, None);
     // Its socket is closed with it; what it held goes back now.
-    let given = match tokio::time::timeout(Duration::from_secs(60), &mut serving).await {
-        Ok(Ok(given)) => Some(given),
-        _ => {
-            serving.abort();
-            None
-        }
-    };
+    if given.is_none() {
+        given = match tokio::time::timeout(Duration::from_secs(60), &mut serving).await {
+            Ok(Ok(g)) => Some(g),
+            Ok(Err(e)) => {
+                tracing::error!(host = %name, pid, error = %e,
+                    "giving back what the host instance held failed; its leases are ready again when they expire");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(host = %name, pid,
+                    "the node's box did not answer the host instance's last calls within 60 s; its leases are ready \
+                     again when they expire, its unpublished content is dropped at the node's next start");
+                serving.abort();
+                None
+            }
+        };
+    }
     let why = describe(&status);
     let expected = draining.is_some() && !killed && status.as_ref().is_ok_and(|s| s.success());
     if let Some(g) = given
         && (g.leases > 0 || g.interchanges > 0 || g.contents > 0)
     {
-        tracing::info!(host = %host, pid, leases = g.leases, interchanges = g.interchanges, contents = g.contents,
+        tracing::info!(host = %name, pid, leases = g.leases, interchanges = g.interchanges, contents = g.contents,
             "gave back what the host instance held: its leased messages are ready to be delivered again");
     }
     if expected {
-        tracing::info!(host = %host, pid, "host instance ended after draining");
+        tracing::info!(host = %name, pid, "host instance ended after draining");
     } else {
-        tracing::error!(host = %host, pid, exit = %why, "host instance ended");
+        tracing::error!(host = %name, pid, exit = %why, "host instance ended");
     }
     set(&mut |r| {
         r.last_exit = Some(why.clone());
         r.instance = None;
     });
     match draining {
-        Some((_, d)) if expected || killed => Ended::Drained(d),
+        Some((_, d)) if expected || (killed && status.is_ok()) => Ended::Drained(d),
         _ => Ended::Died,
     }
 }

@@ -265,7 +265,7 @@ pub async fn serve(config: Config, config_path: PathBuf, control: Control) -> Re
     ));
     // Isolated hosts: each in a host instance the node starts and watches
     // (each recovers its own locations before its ports start).
-    let mut isolated = isolation::Isolated::start(&config, &stopped, mbox.clone(), wakers.clone(), metrics.clone());
+    let mut isolated = isolation::Isolated::start(&config, &stopped, mbox.clone(), wakers.clone(), metrics.clone())?;
     let metrics_address = endpoint.as_ref().map(|e| e.address().to_string());
     services.spawn(report_status(
         config.data_dir.clone(),

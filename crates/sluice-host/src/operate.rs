@@ -57,14 +57,17 @@ impl Handle {
             .into_iter()
             .find(|h| h.name == name)
             .ok_or_else(|| OpsError::NotFound(format!("no host `{name}` in the configuration")))?;
-        let rss = self
-            .hosts
+        let rss = self.rss(name);
+        Ok(HostDetail { host, rss })
+    }
+
+    fn rss(&self, name: &str) -> Vec<RssSample> {
+        self.hosts
             .rss_history(name)
             .unwrap_or_default()
             .into_iter()
             .map(|(at, rss_bytes)| RssSample { at, rss_bytes })
-            .collect();
-        Ok(HostDetail { host, rss })
+            .collect()
     }
 }
 
@@ -117,24 +120,32 @@ impl NodeControl for Handle {
     }
 
     async fn hosts(&self) -> Result<Vec<HostDetail>, OpsError> {
-        self.hosts
+        Ok(self
+            .hosts
             .hosts(&self.metrics)
             .into_iter()
-            .map(|h| self.host(&h.name))
-            .collect()
+            .map(|host| {
+                let rss = self.rss(&host.name);
+                HostDetail { host, rss }
+            })
+            .collect())
     }
 
     async fn restart_host(&self, name: &str, who: &str) -> Result<HostDetail, OpsError> {
         let before = self.host(name)?;
+        use crate::isolation::Refused;
         match self.hosts.restart(name, &format!("restarted by {who}")) {
-            None => Err(OpsError::Conflict(format!(
+            Err(Refused::NotIsolated) => Err(OpsError::Conflict(format!(
                 "host `{name}` runs in the node's process (isolation = \"{}\"): restart the node",
                 before.host.isolation
             ))),
-            Some(false) => Err(OpsError::Conflict(format!(
-                "host `{name}`'s instance is already being recycled; try again once it runs"
+            Err(Refused::Busy) => Err(OpsError::Conflict(format!(
+                "a restart of host `{name}` is already waiting; try again once its instance runs"
             ))),
-            Some(true) => self.host(name),
+            Err(Refused::Stopped) => Err(OpsError::Unavailable(format!(
+                "host `{name}` is not supervised any more (the node is stopping)"
+            ))),
+            Ok(()) => self.host(name),
         }
     }
 }

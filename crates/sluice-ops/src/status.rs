@@ -60,6 +60,10 @@ pub struct HostView {
     pub memory_limit: Option<u64>,
     /// How its last instance ended (isolated hosts).
     pub last_exit: Option<String>,
+    /// Its instances keep ending: 3 in a row within a second of their
+    /// start, or 5 within a minute (isolated hosts).
+    #[serde(default)]
+    pub crash_loop: bool,
 }
 
 /// One process running a host's units.
