@@ -18,6 +18,9 @@ usage: bench/isolation.py PATH/TO/sluice MODE [N]
                      with leaky leaking and recycling (64 KiB a message,
                      limit 48 MiB), against the same run with leaky not
                      leaking.
+  big    [MIB=1024]  one file of MIB MiB received and sent by an isolated
+                     host (its body crosses the channel twice): the node's
+                     and the instance's peak RSS.
   cost   [N=150000]  one HTTP send port draining N queued 1 KiB messages to
                      `sluice dev echo-server`: in the node, then in an
                      isolated host, same machine, same run.
@@ -249,6 +252,56 @@ adapter = { type = "file", path = "out", file_name = "%SourceFileName%", create_
           f"{sum(1 for g in gaps if g <= 1.0)}/{len(gaps)} within 1 s")
 
 
+def big(size):
+    """One file of `size` MiB through an isolated host that both receives it
+    and sends it: its body crosses the channel twice, a chunk at a time."""
+    cfg = os.path.join(ROOT, "sluice.toml")
+    with open(cfg, "w") as f:
+        f.write("""data_dir = "data"
+
+[hosts.iso]
+isolation = "process"
+
+[receive_ports.in.locations.files]
+host = "iso"
+adapter = { type = "file", path = "in", mask = "*", settle = "1s", poll_interval = "100ms" }
+
+[send_ports.out]
+host = "iso"
+filter = 'receive.port == "in"'
+adapter = { type = "file", path = "out", file_name = "%SourceFileName%", create_folder = true }
+""")
+    inbox, out = os.path.join(ROOT, "in"), os.path.join(ROOT, "out")
+    os.makedirs(inbox)
+    node = Node(cfg)
+    pid = instance_pid(cfg, "iso")
+    block = bytes(range(256)) * 4096
+    tmp = os.path.join(inbox, ".big.tmp")
+    with open(tmp, "wb") as f:
+        for _ in range(size):
+            f.write(block)
+    t0 = time.time()
+    os.rename(tmp, os.path.join(inbox, "big.dat"))
+    done = os.path.join(out, "big.dat")
+    while not (os.path.exists(done) and status(cfg).get("spool", 1) == 0):
+        time.sleep(0.2)
+    elapsed = time.time() - t0
+    with open(f"/proc/{pid}/status") as f:
+        instance_peak = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmHWM:"))
+    node_peak = node.hwm()
+    same = os.path.getsize(done) == size << 20
+    with open(done, "rb") as f:
+        while same:
+            chunk = f.read(1 << 20)
+            if not chunk:
+                break
+            same = chunk == block
+    node.stop()
+    print(f"big: {size} MiB received and delivered by an isolated host in {elapsed:.1f} s "
+          f"({2 * size / elapsed:.0f} MiB/s across the channel, in and out); byte-identical: {same}; "
+          f"peak RSS (VmHWM): node {mib(node_peak)}, instance {mib(instance_peak)}")
+
+
 def neighbours(n):
     def run(leak):
         root = os.path.join(ROOT, f"leak-{leak}")
@@ -371,7 +424,8 @@ enabled = {enabled}
 try:
     n = int(sys.argv[3]) if len(sys.argv) > 3 else None
     {"leaky": lambda: leaky(n or 100_000), "kill": lambda: kill(n or 30_000),
-     "neighbours": lambda: neighbours(n or 20_000), "cost": lambda: cost(n or 150_000)}[MODE]()
+     "neighbours": lambda: neighbours(n or 20_000), "cost": lambda: cost(n or 150_000),
+     "big": lambda: big(n or 1024)}[MODE]()
 finally:
     subprocess.run(["pkill", "-f", f"host-instance.*{ROOT}"], capture_output=True)
     shutil.rmtree(ROOT, ignore_errors=True)

@@ -473,3 +473,55 @@ address = "127.0.0.1:{metrics_port}"
     });
     node.stop();
 }
+
+/// A recycle that cannot finish in time: each delivery takes 4 s, the
+/// drain timeout is 1 s. The instance is killed at its deadline, what it
+/// held is given back, and the next instance delivers it: nothing lost.
+#[test]
+fn a_drain_past_its_timeout_is_killed_and_loses_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = isolated_config(root.path(), &format!("\n[api]\naddress = \"127.0.0.1:{port}\"\n"));
+    let slow = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("drain_timeout = \"20s\"", "drain_timeout = \"1s\"")
+        .replace(
+            r#"adapter = { type = "file", path = "out","#,
+            "concurrency = 2\nadapter = { type = \"chaos\", delay = \"4s\", path = \"out\",",
+        );
+    std::fs::write(&config, slow).unwrap();
+    let (inbox, out) = (root.path().join("in"), root.path().join("out"));
+    let mut node = Node::start(&config, &root.path().join("node.log"));
+    add_user(&config, "ops", "operator", "a long enough password");
+    let token = token_for(&config, "ops");
+    let first = instance_pid(&config, "iso", 0);
+    for i in 0..4 {
+        drop_file(&inbox, &format!("slow{i}.dat"), &content(i, 300));
+    }
+    // Two deliveries under way (4 s each) when the restart comes.
+    wait_until(Duration::from_secs(30), "the files taken", || names(&inbox).is_empty());
+    std::thread::sleep(Duration::from_millis(500));
+    let answer = Command::new("curl")
+        .args(["-sS", "-X", "POST", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(format!("http://127.0.0.1:{port}/api/v1/hosts/iso/restart"))
+        .output()
+        .unwrap();
+    assert_eq!(text(&answer.stdout), "200");
+    instance_pid(&config, "iso", first);
+    let log = node.log_text();
+    assert!(
+        log.contains("did not finish within its drain timeout; killing it"),
+        "{log}"
+    );
+    wait_until(Duration::from_secs(60), "every file delivered", || count(&out) == 4);
+    for i in 0..4 {
+        assert!(std::fs::read(out.join(format!("slow{i}.dat"))).unwrap() == content(i, 300));
+    }
+    wait_until(Duration::from_secs(30), "an empty box", || {
+        status_json(&config)["spool"] == 0
+    });
+    let h = host(&config, "iso");
+    assert_eq!(h["instances"][0]["recycles"], 1, "a forced recycle is a recycle: {h}");
+    node.stop();
+}
