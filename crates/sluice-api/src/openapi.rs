@@ -165,6 +165,8 @@ mod tests {
             ("/api/v1/send-ports/{name}/start", "post"),
             ("/api/v1/receive-locations/{name}/disable", "post"),
             ("/api/v1/receive-locations/{name}/enable", "post"),
+            ("/api/v1/hosts", "get"),
+            ("/api/v1/hosts/{name}/restart", "post"),
         ] {
             let op = &paths.get(path).unwrap_or_else(|| panic!("{path} missing"))[method];
             assert!(op.is_object(), "{method} {path} missing");
@@ -175,7 +177,7 @@ mod tests {
         }
         assert_eq!(
             paths.len(),
-            31,
+            33,
             "a route the test does not list: {:?}",
             paths.keys().collect::<Vec<_>>()
         );

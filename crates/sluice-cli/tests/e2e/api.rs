@@ -632,7 +632,7 @@ fn the_api_answers_as_its_document_says_under_a_fuzzer() {
         text(&out.stdout),
         text(&out.stderr)
     );
-    assert!(text(&out.stdout).contains("Tested: 32"), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("Tested: 34"), "{}", text(&out.stdout));
     assert_eq!(get(&base, "/healthz", None).status, 200);
     assert_eq!(
         get(&base, "/api/v1/status", Some(&token)).status,
