@@ -397,15 +397,18 @@ enabled = {enabled}
         while status(cfg).get("queued", {}).get("out", 0) < n:
             time.sleep(0.5)
         write("true")
+        # (In the isolated host the reload recycles the instance onto the
+        # port's new state: its start is part of the measured drain.)
+        before = instance_pid(cfg, "iso") if where == "iso" else 0
         t0 = time.time()
         subprocess.run([SLUICE, "reload", "--config", cfg], capture_output=True, check=True)
         perf = None
         if os.environ.get("PERF_DIR"):
             # Profile the node and (isolated) its instance while they drain.
-            pids = [str(node.pid)] + ([str(instance_pid(cfg, "iso"))] if where == "iso" else [])
+            pids = [str(node.pid)] + ([str(instance_pid(cfg, "iso", before))] if where == "iso" else [])
             perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-p", ",".join(pids), "-o",
                                      os.path.join(os.environ["PERF_DIR"], f"perf-{where}.data"), "--", "sleep", "3"],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                    stdout=subprocess.DEVNULL, stderr=open(os.path.join(os.environ["PERF_DIR"], f"perf-{where}.err"), "w"))
         # (`sluice status` counts the box: not too often.)
         while status(cfg).get("queued", {}).get("out", 1) != 0:
             time.sleep(0.3)
