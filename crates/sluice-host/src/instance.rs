@@ -65,17 +65,10 @@ async fn run_in_span(socket: &Path, host: &str, shutdown: CancellationToken) -> 
     let stopped: operate::Stopped = start
         .stopped
         .iter()
-        .filter_map(|(kind, name)| {
-            let kind = match kind.as_str() {
-                "send_port" => UnitKind::SendPort,
-                "receive_location" => UnitKind::ReceiveLocation,
-                _ => return None,
-            };
-            Some((kind, name.clone()))
-        })
+        .filter_map(|(kind, name)| Some((kind.parse::<UnitKind>().ok()?, name.clone())))
         .collect();
     let running = operate::with_stopped(&config, &stopped);
-    message_log_from(&config);
+    crate::message_log::set(config.log_messages);
 
     let limits = hc
         .limits()
@@ -156,10 +149,6 @@ async fn run_in_span(socket: &Path, host: &str, shutdown: CancellationToken) -> 
     channel.flush().await;
     tracing::info!(host = %host, "host instance drained");
     Ok(())
-}
-
-fn message_log_from(config: &Config) {
-    crate::message_log::set(config.log_messages);
 }
 
 /// Send the node this instance's counters and its host's state, every

@@ -242,7 +242,7 @@ impl Isolated {
     /// The node now runs `config` with `stopped`: an isolated host whose
     /// units changed is recycled onto it. Returns what changed, one line each.
     pub(crate) fn update(&mut self, config: &Config, stopped: &Stopped) -> Vec<String> {
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(Current {
+        *lock(&self.current) = Arc::new(Current {
             config: config.clone(),
             stopped: stopped.clone(),
         });
@@ -318,10 +318,10 @@ pub(crate) struct HostsView {
 impl HostsView {
     /// Each host of the configuration the node runs, with its instances.
     pub(crate) fn hosts(&self, metrics: &Metrics) -> Vec<HostView> {
-        let current = self.current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let current = lock(&self.current).clone();
         let running = crate::operate::with_stopped(&current.config, &current.stopped);
         let node_rss = crate::throttle::current_rss().unwrap_or(0);
-        let now = now_ms();
+        let now = crate::now_ms();
         current
             .config
             .hosts
@@ -335,7 +335,7 @@ impl HostsView {
                 };
                 match self.records.get(name) {
                     Some(record) => {
-                        let r = record.lock().unwrap_or_else(|p| p.into_inner());
+                        let r = lock(record);
                         view.last_exit = r.last_exit.clone();
                         view.crash_loop = r.crash_loop;
                         let i = r.instance.clone().unwrap_or_default();
@@ -383,7 +383,7 @@ impl HostsView {
         self.records
             .iter()
             .filter_map(|(name, record)| {
-                let r = record.lock().unwrap_or_else(|p| p.into_inner());
+                let r = lock(record);
                 let text = r.instance.as_ref()?.host_status.as_ref()?;
                 Some((name.clone(), serde_json::from_str(text).ok()?))
             })
@@ -402,7 +402,7 @@ impl HostsView {
     /// The RSS samples of host `name`'s instances (isolated hosts).
     pub(crate) fn rss_history(&self, name: &str) -> Option<Vec<(i64, u64)>> {
         let record = self.records.get(name)?;
-        Some(record.lock().unwrap_or_else(|p| p.into_inner()).rss_history.clone())
+        Some(lock(record).rss_history.clone())
     }
 }
 
@@ -423,7 +423,7 @@ impl NodeSide for NodeEnd {
     }
 
     fn stats(&self, stats: wire::Stats) {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = lock(&self.last);
         for (location, total) in &stats.received {
             let before = last.insert(format!("r:{location}"), *total).unwrap_or(0);
             self.metrics.published_many(location, total.saturating_sub(before));
@@ -432,7 +432,7 @@ impl NodeSide for NodeEnd {
             let before = last.insert(format!("d:{port}"), *total).unwrap_or(0);
             self.metrics.delivered_many(port, total.saturating_sub(before));
         }
-        let mut record = self.record.lock().unwrap_or_else(|p| p.into_inner());
+        let mut record = lock(&self.record);
         if let Some(i) = &mut record.instance {
             i.handled = stats.handled();
             i.host_status = Some(stats.host_status);
@@ -440,17 +440,9 @@ impl NodeSide for NodeEnd {
     }
 }
 
-fn now_ms() -> i64 {
-    crate::now_ms()
-}
-
-/// The resident memory of process `pid`, from `/proc/PID/statm`.
+/// The resident memory of process `pid`.
 fn rss_of(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * u64::try_from(page).ok().filter(|p| *p > 0).unwrap_or(4096))
+    crate::throttle::rss_from(&format!("/proc/{pid}/statm"))
 }
 
 /// The socket host `host`'s instance connects to.
@@ -547,18 +539,7 @@ impl Forwarders {
         wakers: &Arc<Wakers>,
         slot: &Arc<Mutex<Option<InstanceHandle>>>,
     ) {
-        let runs = Runs::Host(host.to_string());
-        let mut want: Vec<String> = config
-            .send_ports
-            .iter()
-            .filter(|(_, sp)| runs.host(&sp.host))
-            .map(|(n, _)| n.clone())
-            .collect();
-        want.extend(
-            runs.locations(config)
-                .filter(|(_, (_, lc))| node::is_request_response(lc))
-                .map(|(n, _)| sluice_adapters::reply_subscriber(n)),
-        );
+        let want = host_subscribers(config, host);
         self.by_port.retain(|port, stop| {
             let keep = want.contains(port);
             if !keep {
@@ -579,7 +560,7 @@ impl Forwarders {
                         _ = notify.notified() => {}
                         _ = until.cancelled() => break,
                     }
-                    let handle = slot.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    let handle = lock(&slot).clone();
                     if let Some(h) = handle {
                         h.wake(&name);
                     }
@@ -829,7 +810,7 @@ async fn run_one(
     }
     let handle = conn.handle();
     *lock(&host.slot) = Some(handle.clone());
-    let started_at_ms = now_ms();
+    let started_at_ms = crate::now_ms();
     set(&mut |r| {
         r.state = "running";
         r.instance = Some(InstanceRecord {
@@ -848,7 +829,8 @@ async fn run_one(
     let mut serving = tokio::spawn(conn.serve(ctx.mbox.clone(), node_end));
     let mut given: Option<GivenBack> = None;
     // Everything queued for its ports while it was away: look now.
-    for port in ctx.wakers_of(name, current) {
+    let running = crate::operate::with_stopped(&current.config, &current.stopped);
+    for port in host_subscribers(&running, name) {
         handle.wake(&port);
     }
     let mut draining: Option<(Instant, Draining)> = None;
@@ -890,7 +872,7 @@ async fn run_one(
                     ctx.metrics.instance_crash_loop(name, false);
                     set(&mut |r| r.crash_loop = false);
                 }
-                let now = now_ms();
+                let now = crate::now_ms();
                 let sample = last_sample.elapsed() >= ctx.rss_every;
                 if sample {
                     *last_sample = Instant::now();
@@ -980,16 +962,20 @@ async fn run_one(
     }
 }
 
-impl Ctx {
-    /// The subscribers of `host`'s units, to wake when a new instance starts.
-    fn wakers_of(&self, host: &str, current: &Current) -> Vec<String> {
-        let running = crate::operate::with_stopped(&current.config, &current.stopped);
-        let runs = Runs::Host(host.to_string());
-        running
-            .send_ports
-            .iter()
-            .filter(|(_, sp)| runs.host(&sp.host))
-            .map(|(n, _)| n.clone())
-            .collect()
-    }
+/// The subscribers of `host`'s units in `config`: its send ports, and the
+/// responses of its request-response locations (`reply:<location>`).
+fn host_subscribers(config: &Config, host: &str) -> Vec<String> {
+    let runs = Runs::Host(host.to_string());
+    let mut subscribers: Vec<String> = config
+        .send_ports
+        .iter()
+        .filter(|(_, sp)| runs.host(&sp.host))
+        .map(|(n, _)| n.clone())
+        .collect();
+    subscribers.extend(
+        runs.locations(config)
+            .filter(|(_, (_, lc))| node::is_request_response(lc))
+            .map(|(n, _)| sluice_adapters::reply_subscriber(n)),
+    );
+    subscribers
 }

@@ -554,7 +554,12 @@ impl fmt::Display for Bytes {
 
 /// The process's resident set size in bytes, from `/proc/self/statm`.
 pub fn current_rss() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/statm").ok()?;
+    rss_from("/proc/self/statm")
+}
+
+/// The resident set size in bytes a `statm` file says (`/proc/PID/statm`).
+pub(crate) fn rss_from(statm: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(statm).ok()?;
     let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
