@@ -15,9 +15,12 @@ usage: bench/isolation.py PATH/TO/sluice MODE [N]
                      node's log, `log_messages = true`).
   neighbours [N=20000]  two isolated hosts busy at once: `steady` (FILE ->
                      FILE) and `leaky` (FILE -> chaos): steady's throughput
-                     with leaky leaking and recycling (64 KiB a message,
-                     limit 48 MiB), against the same run with leaky not
-                     leaking.
+                     with leaky leaking and recycling, against a run with
+                     leaky not leaking. ROUNDS pairs (env, default 3),
+                     interleaved (quiet, leaking; leaking, quiet; ...); the
+                     leak per message and the limit from LEAK (default
+                     64KiB) and LIMIT (default 48MiB); prints each pair's
+                     ratio and the ratio of the medians.
   big    [MIB=1024]  one file of MIB MiB received and sent by an isolated
                      host (its body crosses the channel twice): the node's
                      and the instance's peak RSS.
@@ -303,8 +306,15 @@ adapter = { type = "file", path = "out", file_name = "%SourceFileName%", create_
 
 
 def neighbours(n):
+    leak_per = os.environ.get("LEAK", "64KiB")
+    limit = os.environ.get("LIMIT", "48MiB")
+    rounds = int(os.environ.get("ROUNDS", "3"))
+    runs = 0
+
     def run(leak):
-        root = os.path.join(ROOT, f"leak-{leak}")
+        nonlocal runs
+        runs += 1
+        root = os.path.join(ROOT, f"run{runs}-leak-{leak}")
         os.makedirs(root)
         cfg = os.path.join(root, "sluice.toml")
         with open(cfg, "w") as f:
@@ -312,7 +322,7 @@ def neighbours(n):
 
 [hosts.leaky]
 isolation = "process"
-memory_limit = "48MiB"
+memory_limit = "{limit}"
 
 [hosts.steady]
 isolation = "process"
@@ -353,10 +363,20 @@ adapter = {{ type = "file", path = "out-steady", file_name = "%SourceFileName%",
         node.stop()
         return steady, h["memory_recycles"]
 
-    quiet, r0 = run("0")
-    leaking, r1 = run("64KiB")
-    print(f"neighbours: steady host {quiet:.0f} files/s while leaky runs without leaking ({r0} recycles), "
-          f"{leaking:.0f} files/s while leaky leaks and recycles ({r1} recycles): {leaking / quiet:.2f}x")
+    quiets, leakings = [], []
+    for r in range(rounds):
+        # Alternate which goes first, so neither always runs on a fresher machine.
+        order = ["0", leak_per] if r % 2 == 0 else [leak_per, "0"]
+        got = {leak: run(leak) for leak in order}
+        (quiet, r0), (leaking, r1) = got["0"], got[leak_per]
+        quiets.append(quiet)
+        leakings.append(leaking)
+        print(f"neighbours round {r + 1}: steady host {quiet:.0f} files/s while leaky runs without leaking "
+              f"({r0} recycles), {leaking:.0f} files/s while leaky leaks {leak_per} a message over a "
+              f"{limit} limit and recycles ({r1} recycles): {leaking / quiet:.2f}x", flush=True)
+    mq, ml = sorted(quiets)[len(quiets) // 2], sorted(leakings)[len(leakings) // 2]
+    print(f"neighbours: medians of {rounds} rounds: {mq:.0f} files/s quiet, {ml:.0f} files/s beside "
+          f"recycling: {ml / mq:.2f}x")
 
 
 def cost(n):

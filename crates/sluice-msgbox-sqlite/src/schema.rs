@@ -57,6 +57,13 @@ pub fn open_connection(path: &Path, opts: &Options, reader: bool) -> rusqlite::R
             conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
         }
     }
+    // temp_store = FILE: a statement's journal (kept while a statement runs
+    // inside the writer's larger transaction, a copy of each page it
+    // changes) and temporary b-trees stay in memory while small and spill
+    // to a temporary file beyond 64 KiB. With MEMORY they never spill: a
+    // statement that touches many pages (a big interchange discarded, a
+    // start taking over a backlog) held a copy of each in RAM.
+    //
     // wal_autocheckpoint: checkpoint every 1 MiB of WAL (SQLite's default is
     // 4 MiB). Committed frames not yet checkpointed are stranded in the WAL
     // when the disk fills (a checkpoint needs room in the database file);
@@ -69,7 +76,7 @@ pub fn open_connection(path: &Path, opts: &Options, reader: bool) -> rusqlite::R
          PRAGMA mmap_size = 0;
          PRAGMA journal_size_limit = 67108864;
          PRAGMA wal_autocheckpoint = 256;
-         PRAGMA temp_store = MEMORY;
+         PRAGMA temp_store = FILE;
          PRAGMA query_only = {query_only};",
         sync = if opts.sync { "FULL" } else { "OFF" },
         cache = opts.cache_kib.max(256),
@@ -436,11 +443,10 @@ pub fn convert_to_incremental_vacuum(conn: &Connection, path: &Path) -> rusqlite
         in_use_mb = in_use / 1_000_000,
         "converting the message box to give back free space; this takes a while once"
     );
-    // The copy VACUUM makes goes to a temporary file, not memory
-    // (`temp_store = MEMORY` would hold the whole box in RAM).
-    conn.execute_batch("PRAGMA temp_store = FILE; PRAGMA auto_vacuum = INCREMENTAL;")?;
+    // The copy VACUUM makes goes to a temporary file (`temp_store = FILE`,
+    // as every connection has it), not memory.
+    conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")?;
     let vacuumed = conn.execute_batch("VACUUM");
-    let _ = conn.execute_batch("PRAGMA temp_store = MEMORY");
     // The WAL now holds the whole new box (or, after a failure, what was
     // written of it): give that back before the node starts.
     let checkpoint = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
@@ -482,8 +488,16 @@ pub fn recover(conn: &Connection, node: &str) -> rusqlite::Result<(u64, u64)> {
 /// Work that no node owns (written by an earlier version into a box a
 /// newer one had upgraded) becomes the starting node's, so that its
 /// recovery releases it.
+///
+/// Architecture Invariant: a start does work in proportion to what the
+/// node left in flight, not to the backlog. A queue entry has a node only
+/// while it is leased (a waiting one has none), so only leased entries are
+/// adopted: taking over every waiting entry rewrote a 1,000,000-message
+/// backlog at each start (and, with temporary storage in memory, held a
+/// copy of every page it changed: 28 MiB).
 fn adopt_ownerless(conn: &Connection, node: &str) -> rusqlite::Result<()> {
-    for table in ["queue", "holds", "staged", "content"] {
+    conn.execute("UPDATE queue SET node = ?1 WHERE node = '' AND leased = 1", [node])?;
+    for table in ["holds", "staged", "content"] {
         conn.execute(&format!("UPDATE {table} SET node = ?1 WHERE node = ''"), [node])?;
     }
     Ok(())

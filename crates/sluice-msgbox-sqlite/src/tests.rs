@@ -839,6 +839,48 @@ async fn work_no_node_owns_is_taken_by_the_next_node_to_start() {
     b.close().await.unwrap();
 }
 
+/// A node's start does work in proportion to what it left in flight, not
+/// to the backlog: waiting queue entries (which no node owns until one
+/// leases them) are not taken over, so opening a box with a backlog
+/// writes next to nothing; its own lease is still taken back.
+#[tokio::test]
+async fn a_start_does_not_rewrite_the_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = box_with_subscriber_s_in(dir.path()).await;
+    publish_many(&b, 3_000, 16).await;
+    let leased = b.lease("s", 1, 60_000).await.unwrap();
+    assert_eq!(leased.len(), 1);
+    b.close().await.unwrap();
+    let wal = || {
+        std::fs::metadata(dir.path().join(format!("{DB_FILE}-wal")))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    assert_eq!(wal(), 0, "the close checkpoints and truncates the WAL");
+    let b = SqliteBox::open(dir.path(), Arc::new(SystemClock), Options::default()).unwrap();
+    // Rewriting 3,000 queue entries is some 30 pages of 4 KiB, and a frame
+    // header each, in the WAL; taking back one lease is a page or two.
+    assert!(wal() < 8 * 4096, "the start wrote {} bytes of WAL", wal());
+    assert_eq!(b.recover().await.unwrap().leases, 1, "the lease it held is taken back");
+    assert_eq!(b.lease("s", 5_000, 60_000).await.unwrap().len(), 3_000);
+    b.close().await.unwrap();
+}
+
+/// Every connection the box opens (the writer and each reader) keeps
+/// temporary data (statement journals, temporary b-trees) in memory only
+/// while small, spilling to a temporary file beyond that: memory does not
+/// grow with what one statement touches.
+#[test]
+fn every_connection_spills_temporary_data_to_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    for reader in [false, true] {
+        let conn = crate::schema::open_connection(&path, &Options::default(), reader).unwrap();
+        let mode: i64 = conn.query_row("PRAGMA temp_store", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, 1, "temp_store = FILE (reader: {reader})");
+    }
+}
+
 /// A small message published held by `receive:in`, as a location does.
 async fn publish_held(b: &SqliteBox) -> MessageId {
     let m = NewMessage {
