@@ -26,7 +26,9 @@ usage: bench/isolation.py PATH/TO/sluice MODE [N]
                      and the instance's peak RSS.
   cost   [N=150000]  one HTTP send port draining N queued 1 KiB messages to
                      `sluice dev echo-server`: in the node, then in an
-                     isolated host, same machine, same run.
+                     isolated host, same machine, same run; ROUNDS (env,
+                     default 1) rounds, alternating which goes first, and
+                     the median ratio.
 
 Files are made in the box's folder tree of a fresh temporary directory.
 """
@@ -48,15 +50,8 @@ ROOT = tempfile.mkdtemp(prefix="sluice-isolation-")
 
 
 def body(i, size=256):
-    seed = (i * 0x9E3779B97F4A7C15 | 1) & (2**64 - 1)
-    out = bytearray()
-    x = seed
-    while len(out) < size:
-        x ^= (x << 13) & (2**64 - 1)
-        x ^= x >> 7
-        x ^= (x << 17) & (2**64 - 1)
-        out += (x & 0xFFFFFFFF).to_bytes(4, "little")
-    return bytes(out[:size])
+    """File i's bytes: varied, the same every time (checked at the other end)."""
+    return random.Random(i).randbytes(size)
 
 
 def write_files(folder, names, size=256, per_second=None):
@@ -387,9 +382,22 @@ def cost(n):
         if m:
             address = m.group(0)
             break
+    rounds = int(os.environ.get("ROUNDS", "1"))
+    ratios = []
+    for r in range(rounds):
+        # Alternate which goes first, so neither always runs on a fresher machine.
+        order = ["default", "iso"] if r % 2 == 0 else ["iso", "default"]
+        ratios.append(cost_round(n, address, order, r))
+    echo.kill()
+    if rounds > 1:
+        print(f"cost: median of {rounds} rounds: {sorted(ratios)[len(ratios) // 2]:.2f}x "
+              f"(each: {', '.join(f'{x:.2f}' for x in ratios)})")
+
+
+def cost_round(n, address, order, r):
     results = {}
-    for where in ["default", "iso"]:
-        root = os.path.join(ROOT, where)
+    for where in order:
+        root = os.path.join(ROOT, f"{where}-{r}")
         os.makedirs(root)
         cfg = os.path.join(root, "sluice.toml")
 
@@ -438,10 +446,10 @@ enabled = {enabled}
         peak = node.hwm()
         node.stop()
         results[where] = (rate, peak)
-    echo.kill()
     (a, pa), (b, pb) = results["default"], results["iso"]
     print(f"cost: one HTTP send port draining {n} x 1 KiB: in the node {a:.0f} msg/s (node peak {mib(pa)}), "
-          f"in an isolated host {b:.0f} msg/s (node peak {mib(pb)}): {b / a:.2f}x")
+          f"in an isolated host {b:.0f} msg/s (node peak {mib(pb)}): {b / a:.2f}x", flush=True)
+    return b / a
 
 
 try:

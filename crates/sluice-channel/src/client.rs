@@ -108,21 +108,33 @@ impl Channel {
         let (out, mut outgoing) = mpsc::channel::<Out>(OUTGOING);
         let closed = CancellationToken::new();
         let pending: Pending = Arc::default();
-        // The writer: frames in the order they were queued (each sent
-        // whole, and flushed).
+        // The writer: frames in the order they were queued, each sent
+        // whole; what is queued together goes out in one write (the codec
+        // writes its buffer out past 8 KiB, so memory stays bounded).
         let writer_closed = closed.clone();
         tokio::spawn(async move {
-            while let Some(out) = outgoing.recv().await {
-                match out {
-                    Out::Frame(frame) => {
-                        if let Err(e) = writer.send(frame).await {
-                            tracing::debug!(error = %e, "the channel to the node broke while writing");
-                            break;
+            'write: while let Some(mut out) = outgoing.recv().await {
+                loop {
+                    let sent = match out {
+                        Out::Frame(frame) => writer.feed(frame).await,
+                        Out::Flushed(done) => {
+                            let flushed = SinkExt::<Bytes>::flush(&mut writer).await;
+                            let _ = done.send(());
+                            flushed
                         }
+                    };
+                    if let Err(e) = sent {
+                        tracing::debug!(error = %e, "the channel to the node broke while writing");
+                        break 'write;
                     }
-                    Out::Flushed(done) => {
-                        let _ = done.send(());
+                    match outgoing.try_recv() {
+                        Ok(next) => out = next,
+                        Err(_) => break,
                     }
+                }
+                if let Err(e) = SinkExt::<Bytes>::flush(&mut writer).await {
+                    tracing::debug!(error = %e, "the channel to the node broke while writing");
+                    break;
                 }
             }
             writer_closed.cancel();

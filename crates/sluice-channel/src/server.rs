@@ -157,13 +157,25 @@ impl Connection {
         let writer_stop = tokio_util::sync::CancellationToken::new();
         let stop = writer_stop.clone();
         tokio::spawn(async move {
-            loop {
+            'write: loop {
                 let frame = tokio::select! {
                     frame = outgoing.recv() => frame,
                     _ = stop.cancelled() => None,
                 };
-                let Some(frame) = frame else { break };
-                if let Err(e) = writer.send(frame).await {
+                let Some(mut frame) = frame else { break };
+                // What is queued together goes out in one write (the codec
+                // writes its buffer out past 8 KiB).
+                loop {
+                    if let Err(e) = writer.feed(frame).await {
+                        tracing::debug!(error = %e, "the channel to a host instance broke while writing");
+                        break 'write;
+                    }
+                    match outgoing.try_recv() {
+                        Ok(next) => frame = next,
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = SinkExt::<Bytes>::flush(&mut writer).await {
                     tracing::debug!(error = %e, "the channel to a host instance broke while writing");
                     break;
                 }

@@ -186,30 +186,57 @@ impl SendPortRunner {
             tokio::spawn(async move { me.deliver(l, slot, settling).await }.in_current_span());
         };
         tracing::info!(send_port = %me.name, "send port started");
+        // The next lease is asked for while the deliveries of the last one
+        // still run (once at most half of what is leased ahead is left), so
+        // a slot freed does not wait for a round trip to the box. What is
+        // leased and not yet delivering stays within `concurrency + ahead`
+        // as before: a lease asks only for the room left.
+        let (leased_tx, mut leased_rx) = tokio::sync::mpsc::channel::<Leasing>(1);
+        let mut leasing = false;
         loop {
             if stop.is_cancelled() {
                 break;
             }
-            let permit = tokio::select! {
-                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                _ = stop.cancelled() => break,
-            };
-            if ready.is_empty() {
-                // A host over its memory mark leases nothing new (but one
-                // delivery at a time while nothing is in flight).
-                tokio::select! {
-                    _ = me.throttle.wait_open() => {}
-                    _ = stop.cancelled() => break,
-                }
-                let want = slots.available_permits() + 1 + ahead;
-                match me.lease_or_wait(want, &stop).await {
-                    Leasing::Got(l) => ready.extend(l),
-                    Leasing::Again => continue,
-                    Leasing::Stop => break,
-                }
+            let room = (slots.available_permits() + ahead).saturating_sub(ready.len());
+            if !leasing && ready.len() <= ahead / 2 && room > 0 {
+                leasing = true;
+                let (me, stop, tx) = (me.clone(), stop.clone(), leased_tx.clone());
+                tokio::spawn(
+                    async move {
+                        // A host over its memory mark leases nothing new
+                        // (but one delivery at a time while nothing is in
+                        // flight).
+                        let got = tokio::select! {
+                            _ = me.throttle.wait_open() => me.lease_or_wait(room, &stop).await,
+                            _ = stop.cancelled() => Leasing::Stop,
+                        };
+                        let _ = tx.send(got).await;
+                    }
+                    .in_current_span(),
+                );
             }
-            let Some(l) = ready.pop_front() else { continue };
-            start(l, permit);
+            tokio::select! {
+                permit = slots.clone().acquire_owned(), if !ready.is_empty() => {
+                    let Ok(permit) = permit else { break };
+                    if let Some(l) = ready.pop_front() {
+                        start(l, permit);
+                    }
+                }
+                got = leased_rx.recv(), if leasing => {
+                    leasing = false;
+                    match got {
+                        Some(Leasing::Got(l)) => ready.extend(l),
+                        Some(Leasing::Again) => {}
+                        Some(Leasing::Stop) | None => break,
+                    }
+                }
+                _ = stop.cancelled() => break,
+            }
+        }
+        // A lease under way is awaited (it ends soon once stopped): what it
+        // took is this port's too.
+        if leasing && let Some(Leasing::Got(l)) = leased_rx.recv().await {
+            ready.extend(l);
         }
         // What was leased ahead is this port's: deliver it before stopping.
         while let Some(l) = ready.pop_front() {

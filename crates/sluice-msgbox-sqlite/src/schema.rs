@@ -59,10 +59,13 @@ pub fn open_connection(path: &Path, opts: &Options, reader: bool) -> rusqlite::R
     }
     // temp_store = FILE: a statement's journal (kept while a statement runs
     // inside the writer's larger transaction, a copy of each page it
-    // changes) and temporary b-trees stay in memory while small and spill
-    // to a temporary file beyond 64 KiB. With MEMORY they never spill: a
-    // statement that touches many pages (a big interchange discarded, a
-    // start taking over a backlog) held a copy of each in RAM.
+    // changes) stays in memory up to 64 KiB, then spills to a temporary
+    // file; temporary b-trees and sorts spill beyond their caches (about 2
+    // MB, and `cache_size`). With MEMORY none of them spills: a statement
+    // that touches many pages (a big interchange discarded, a start taking
+    // over a backlog) held a copy of each in RAM. The files go to SQLite's
+    // temporary directory (`SQLITE_TMPDIR`, else `TMPDIR`, `/var/tmp`,
+    // `/tmp`), which the README asks operators to give room.
     //
     // wal_autocheckpoint: checkpoint every 1 MiB of WAL (SQLite's default is
     // 4 MiB). Committed frames not yet checkpointed are stranded in the WAL
