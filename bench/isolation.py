@@ -38,6 +38,7 @@ import random
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -369,7 +370,7 @@ adapter = {{ type = "file", path = "out-steady", file_name = "%SourceFileName%",
         print(f"neighbours round {r + 1}: steady host {quiet:.0f} files/s while leaky runs without leaking "
               f"({r0} recycles), {leaking:.0f} files/s while leaky leaks {leak_per} a message over a "
               f"{limit} limit and recycles ({r1} recycles): {leaking / quiet:.2f}x", flush=True)
-    mq, ml = sorted(quiets)[len(quiets) // 2], sorted(leakings)[len(leakings) // 2]
+    mq, ml = statistics.median(quiets), statistics.median(leakings)
     print(f"neighbours: medians of {rounds} rounds: {mq:.0f} files/s quiet, {ml:.0f} files/s beside "
           f"recycling: {ml / mq:.2f}x")
 
@@ -390,7 +391,7 @@ def cost(n):
         ratios.append(cost_round(n, address, order, r))
     echo.kill()
     if rounds > 1:
-        print(f"cost: median of {rounds} rounds: {sorted(ratios)[len(ratios) // 2]:.2f}x "
+        print(f"cost: median of {rounds} rounds: {statistics.median(ratios):.2f}x "
               f"(each: {', '.join(f'{x:.2f}' for x in ratios)})")
 
 
