@@ -492,12 +492,13 @@ pub fn recover(conn: &Connection, node: &str) -> rusqlite::Result<(u64, u64)> {
 /// newer one had upgraded) becomes the starting node's, so that its
 /// recovery releases it.
 ///
-/// Architecture Invariant: a start does work in proportion to what the
-/// node left in flight, not to the backlog. A queue entry has a node only
-/// while it is leased (a waiting one has none), so only leased entries are
-/// adopted: taking over every waiting entry rewrote a 1,000,000-message
-/// backlog at each start (and, with temporary storage in memory, held a
-/// copy of every page it changed: 28 MiB).
+/// Architecture Invariant: a start writes in proportion to what the node
+/// left in flight, not to the backlog. A queue entry is given a node when
+/// it is leased (a waiting one has none, or keeps its last leaser's, which
+/// nothing reads), so only leased entries are adopted: taking over every
+/// waiting entry rewrote a 1,000,000-message backlog at each start (and,
+/// with temporary storage in memory, held a copy of every page it
+/// changed: 28 MiB).
 fn adopt_ownerless(conn: &Connection, node: &str) -> rusqlite::Result<()> {
     conn.execute("UPDATE queue SET node = ?1 WHERE node = '' AND leased = 1", [node])?;
     for table in ["holds", "staged", "content"] {
