@@ -6,12 +6,14 @@
 #   bench/http-throughput.sh [--duration S] [--connections N] [--threads N]
 #                            [--rate R] [--paced-duration S] [--size BYTES]
 #                            [--modes "max paced"] [--drain-timeout S]
-#                            [--send-concurrency N]
+#                            [--send-concurrency N] [--peers "rabbitmq nats"]
+#                            [--peer-messages N]
 #
 # (or the environment: DURATION, CONNECTIONS, THREADS, RATE, PACED_DURATION,
 # SIZE, MODES, DRAIN_TIMEOUT (default 1800: how long either mode waits for
 # the box to empty after its load), SEND_CONCURRENCY (the send port's
-# `concurrency`; unset: the default); a flag wins.)
+# `concurrency`; unset: the default), PEERS (default "rabbitmq"; "none":
+# no peer), PEER_MESSAGES (default 200000); a flag wins.)
 #
 # max    wrk (Debian's package, installed with apt-get when missing) POSTs
 #        SIZE-byte bodies over CONNECTIONS connections (THREADS threads) as
@@ -28,6 +30,10 @@
 #        deliveries itself (the send port points at it): p50/p99 from each
 #        202 to the delivery of the same message (X-Sluice-Message-Id on
 #        both), one clock; and the node's peak RSS.
+# peers  after the modes, in the same run: `bench/peers.sh --tools PEERS
+#        --rounds 1` (PEER_MESSAGES durable SIZE-byte messages through each
+#        broker, one publisher and one consumer), and max's end-to-end
+#        figure over each peer's.
 #
 # Peak RSS is the OS's figure for the node: `/usr/bin/time -v`, "Maximum
 # resident set size". Each mode runs its own node on a fresh data directory.
@@ -44,6 +50,8 @@ size=${SIZE:-1024}
 modes=${MODES:-max paced}
 drain_timeout=${DRAIN_TIMEOUT:-1800}
 send_concurrency=${SEND_CONCURRENCY:-}
+peers=${PEERS:-rabbitmq}
+peer_messages=${PEER_MESSAGES:-200000}
 while [ $# -gt 0 ]; do
   case $1 in -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
   [ $# -ge 2 ] || { echo "$1 needs a value (see --help)" >&2; exit 2; }
@@ -57,6 +65,8 @@ while [ $# -gt 0 ]; do
     --modes) modes=$2 ;;
     --drain-timeout) drain_timeout=$2 ;;
     --send-concurrency) send_concurrency=$2 ;;
+    --peers) peers=$2 ;;
+    --peer-messages) peer_messages=$2 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift 2
@@ -242,6 +252,19 @@ if [[ " $modes " == *" paced "* ]]; then
   lines+=("$(jq -r '"paced: 202 -> delivered p50 \(.accepted_to_delivered.p50_ms) ms, p99 \(.accepted_to_delivered.p99_ms) ms, max \(.accepted_to_delivered.max_ms) ms (\(.delivered) of \(.accepted) delivered, \(.duplicates) duplicates)"' <<<"$paced_json")")
   lines+=("$(jq -r '"paced: node peak RSS \(.node_peak_rss_kib) KiB (\(.node_peak_rss_kib / 1024 | . * 10 | round / 10) MiB, /usr/bin/time -v)"' <<<"$paced_json")")
   [ "$bench_rc" = 0 ] || say "sluice bench http exited $bench_rc"
+fi
+
+if [ "$peers" != none ] && [ -n "$peers" ]; then
+  say "peers: bench/peers.sh --tools \"$peers\" --rounds 1 --messages $peer_messages --size $size"
+  peers_json=$("$repo/bench/peers.sh" --tools "$peers" --rounds 1 --messages "$peer_messages" --size "$size" | tail -n 1)
+  jq -e .summary >/dev/null <<<"$peers_json" || { echo "bench/peers.sh printed no result" >&2; exit 1; }
+  results=$(jq -c --argjson p "$peers_json" '. + {peers: ($p.summary | map_values({version, messages_per_sec: .median_messages_per_sec, peak_rss_kib, server_rss_kib}))}' <<<"$results")
+  while read -r line; do lines+=("$line"); done < <(jq -r --arg size "$size" '
+    (.max.delivered_per_s // null) as $e2e |
+    .peers | to_entries[] |
+    "peers: \(.value.version): \(.value.messages_per_sec) messages/s (durable, \($size) bytes, one publisher and one consumer)" +
+    (if $e2e then "; max end to end / \(.key) = \($e2e / .value.messages_per_sec * 100 | round / 100)" else "" end)' \
+    <<<"$results")
 fi
 
 echo "--- http-throughput ($machine; sluice $(git -C "$repo" describe --always --dirty 2>/dev/null || echo '?'))" >&2

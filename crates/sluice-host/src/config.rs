@@ -1290,7 +1290,7 @@ retry = { count = 5, interval = "30s" }
             "{GOOD}\n[send_ports.web]\nfilter = 'receive.port == \"in\"'\nadapter = {{ type = \"http\", url = \"http://127.0.0.1:9/\" }}\n"
         );
         let c = load(&http).unwrap();
-        assert_eq!(c.send_ports["web"].concurrency(), 32, "HTTP");
+        assert_eq!(c.send_ports["web"].concurrency(), 128, "HTTP");
         let c = load(&format!("{http}concurrency = 3\n")).unwrap();
         assert_eq!(c.send_ports["web"].concurrency(), 3, "as configured");
         let e = load(&format!("{http}concurrency = 0\n")).unwrap_err().to_string();
