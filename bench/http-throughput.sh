@@ -50,7 +50,7 @@ size=${SIZE:-1024}
 modes=${MODES:-max paced}
 drain_timeout=${DRAIN_TIMEOUT:-1800}
 send_concurrency=${SEND_CONCURRENCY:-}
-peers=${PEERS:-rabbitmq}
+peers=${PEERS-rabbitmq}
 peer_messages=${PEER_MESSAGES:-200000}
 while [ $# -gt 0 ]; do
   case $1 in -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
@@ -255,19 +255,31 @@ if [[ " $modes " == *" paced "* ]]; then
 fi
 
 if [ "$peers" != none ] && [ -n "$peers" ]; then
+  # A peer that fails (a broker that cannot be started) costs its figure,
+  # not the run's own: the failure is said and the rest printed.
   say "peers: bench/peers.sh --tools \"$peers\" --rounds 1 --messages $peer_messages --size $size"
-  peers_json=$("$repo/bench/peers.sh" --tools "$peers" --rounds 1 --messages "$peer_messages" --size "$size" | tail -n 1)
-  jq -e .summary >/dev/null <<<"$peers_json" || { echo "bench/peers.sh printed no result" >&2; exit 1; }
-  results=$(jq -c --argjson p "$peers_json" '. + {peers: ($p.summary | map_values({version, messages_per_sec: .median_messages_per_sec, peak_rss_kib, server_rss_kib}))}' <<<"$results")
-  while read -r line; do lines+=("$line"); done < <(jq -r --arg size "$size" '
-    (.max.delivered_per_s // null) as $e2e |
-    .peers | to_entries[] |
-    "peers: \(.value.version): \(.value.messages_per_sec) messages/s (durable, \($size) bytes, one publisher and one consumer)" +
-    (if $e2e then "; max end to end / \(.key) = \($e2e / .value.messages_per_sec * 100 | round / 100)" else "" end)' \
-    <<<"$results")
+  peers_json=$("$repo/bench/peers.sh" --tools "$peers" --rounds 1 --messages "$peer_messages" --size "$size" | tail -n 1) || peers_json=
+  if [ -n "$peers_json" ] && jq -e '.summary | length > 0' >/dev/null 2>&1 <<<"$peers_json"; then
+    results=$(jq -c --argjson p "$peers_json" '. + {peers: ($p.summary | map_values({version, messages_per_sec: .median_messages_per_sec, peak_rss_kib, server_rss_kib}))}' <<<"$results")
+    peer_lines=$(jq -r --arg size "$size" '
+      (.max.delivered_per_s // null) as $e2e |
+      (if (.max.delivered // 0) < (.max.published // 0) then " (max did not drain: no ratio)" else "" end) as $undrained |
+      .peers | to_entries[] |
+      "peers: \(.value.version): \(.value.messages_per_sec) messages/s (durable, \($size) bytes, one publisher and one consumer)" +
+      (if $e2e == null then "; no max run: no ratio"
+       elif $undrained != "" then $undrained
+       elif .value.messages_per_sec > 0 then "; max end to end / \(.key) = \($e2e / .value.messages_per_sec * 100 | round / 100)"
+       else "" end)' <<<"$results")
+    while read -r line; do lines+=("$line"); done <<<"$peer_lines"
+  else
+    lines+=("peers: bench/peers.sh failed or printed no result: no peer figures (see above)")
+    peers_failed=yes
+  fi
 fi
 
 echo "--- http-throughput ($machine; sluice $(git -C "$repo" describe --always --dirty 2>/dev/null || echo '?'))" >&2
 printf '%s\n' "${lines[@]}"
 jq -c --arg machine "$machine" --arg commit "$(git -C "$repo" describe --always --dirty 2>/dev/null || echo '?')" \
   '{bench: "http-throughput", machine: $machine, commit: $commit} + .' <<<"$results"
+# The figures are printed either way; the exit status says a peer failed.
+[ -z "${peers_failed:-}" ] || exit 1

@@ -476,7 +476,7 @@ pub struct SendPortConfig {
 
 impl SendPortConfig {
     /// Messages sent at the same time: as configured, or its adapter's
-    /// default (HTTP 32, FILE 8: BENCHMARKS.md, issue 14).
+    /// default (HTTP 128, FILE 8: BENCHMARKS.md, issue 14).
     pub fn concurrency(&self) -> usize {
         self.concurrency.unwrap_or_else(|| self.adapter.default_concurrency())
     }

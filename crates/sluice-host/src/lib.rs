@@ -13,8 +13,10 @@
 //! only after its transmitter reported delivery.
 //!
 //! Architecture Invariant: every queue is bounded. A receive location takes at
-//! most `concurrency` files at once; a send port leases at most `concurrency`
-//! entries at once; waiting messages wait in the box on disk, not in memory.
+//! most `concurrency` files at once; a send port holds at most `concurrency`
+//! deliveries, `min(concurrency, 256)` entries leased ahead of them and
+//! `min(4 × concurrency, 1024)` delivered ones waiting for their ack
+//! (`send_port`); waiting messages wait in the box on disk, not in memory.
 //!
 //! Architecture Invariant: work is in flight only once its host's
 //! [`Throttle`](throttle::Throttle) admitted it (a receive location before it

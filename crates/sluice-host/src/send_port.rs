@@ -1,5 +1,13 @@
 //! A send port: lease what its subscription queued, transmit, then ack,
 //! nack with a retry time, or suspend.
+//!
+//! What one port holds, with `c` its `concurrency`: at most `c` deliveries
+//! running (a slot each); at most `c + min(c, LEASE_AHEAD)` entries leased
+//! and not yet delivered, those running included, with at most
+//! `LEASE_BODIES` of inline bodies a lease; and at most `min(4c,
+//! MAX_SETTLING)` delivered ones whose outcome is still being recorded
+//! (their lease and their throttle permit are kept until it commits). The
+//! host's throttle bounds what all ports and locations admit together.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -92,7 +92,10 @@ impl crate::SendAdapter for HttpSendConfig {
     /// trips. Of the order of other integration tools' HTTP pools (Vector's
     /// adaptive limit tops out at 200, Camel's pool at 200). A peer that
     /// takes fewer requests at once is configured so (`concurrency`); the
-    /// host's throttle bounds what all ports hold in flight together.
+    /// host's throttle bounds what all ports hold in flight together. A
+    /// Sluice HTTP location takes as many at once from one address by
+    /// default (`max_uploads_per_client`), so a node sending to another at
+    /// the defaults is not refused with 429.
     fn default_concurrency(&self) -> usize {
         128
     }

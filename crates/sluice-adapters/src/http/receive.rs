@@ -115,8 +115,11 @@ fn default_max_connections_per_client() -> usize {
 fn default_max_uploads() -> usize {
     256
 }
+/// Room for one Sluice send port at its default `concurrency` (a node
+/// sending to another must not be refused for that), and half of
+/// [`default_max_uploads`]: one address cannot take the whole location.
 fn default_max_uploads_per_client() -> usize {
-    64
+    128
 }
 fn default_connection_idle_timeout() -> Duration {
     Duration::from_secs(30)

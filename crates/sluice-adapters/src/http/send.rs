@@ -627,4 +627,24 @@ mod tests {
             .to_string();
         assert!(e.contains("unknown field `retries`"), "{e}");
     }
+
+    /// One Sluice node's port at its defaults, sending to another's
+    /// location at its defaults, is never told 429 for how many requests
+    /// it has open at once: that would cost each refused message a retry
+    /// interval (60 s by default) and, three times over, a suspension.
+    #[test]
+    fn a_default_port_fits_within_a_default_locations_cap_per_client() {
+        use crate::SendAdapter;
+        let port = config("http://127.0.0.1:1/in").default_concurrency();
+        let location: super::super::HttpReceiveConfig = toml::from_str("address = \"127.0.0.1:1\"").unwrap();
+        assert!(
+            port <= location.max_uploads_per_client,
+            "a port's default concurrency ({port}) is above a location's default max_uploads_per_client ({})",
+            location.max_uploads_per_client
+        );
+        assert!(
+            location.max_uploads_per_client < location.max_uploads,
+            "one client address must not be able to take all of a location's uploads"
+        );
+    }
 }
