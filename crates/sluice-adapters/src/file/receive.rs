@@ -410,9 +410,12 @@ impl FileReceiver {
                 Ok(Outcome::Published)
             }
             Err(e) => {
+                // Put back first, so that what the log says is so when it
+                // is read (a test, an operator looking at the folder).
+                let restored = restore(&cx.location, &claim, &original).await;
                 tracing::error!(location = %cx.location, file = %original.display(), error = %e,
                     "receiving failed; the file is left in place and will be tried again");
-                if !restore(&cx.location, &claim, &original).await {
+                if !restored {
                     self.remember_stuck(claim, original.clone());
                 }
                 Err(e)

@@ -94,7 +94,17 @@ async function bulk(button) {
   line.id = "bulk-summary";
   line.textContent = summary || "The action stopped before its end.";
   result().insertBefore(line, progress);
-  if (!dry) setTimeout(() => location.reload(), 1500);
+  // The outcome stays on the page until the operator has read it (a
+  // reload of its own would take it away); the list is refreshed on demand.
+  if (!dry) {
+    const again = document.createElement("p");
+    const link = document.createElement("a");
+    link.id = "bulk-refresh";
+    link.href = location.href;
+    link.textContent = "Show the list as it is now";
+    again.append(link);
+    result().insertBefore(again, progress);
+  }
 }
 
 document.addEventListener("click", async (event) => {

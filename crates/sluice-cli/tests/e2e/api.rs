@@ -1265,8 +1265,10 @@ async fn the_portal_in_a_real_browser() {
         .click()
         .await
         .unwrap();
-    // Its progress, entry by entry, then its summary.
-    c.wait().for_element(Locator::Css("#bulk-summary")).await.unwrap();
+    // Its progress, entry by entry, then its summary. (Waited for by what
+    // only a finished real run adds: the dry run's summary is still on the
+    // page until this one's answer replaces it.)
+    c.wait().for_element(Locator::Css("#bulk-refresh")).await.unwrap();
     let progress = c.find(Locator::Css("#bulk-count")).await.unwrap().text().await.unwrap();
     assert_eq!(progress.trim(), "1 of 1");
     let summary = c
@@ -1280,6 +1282,20 @@ async fn the_portal_in_a_real_browser() {
     wait_until(Duration::from_secs(30), "terminated", || {
         status_json(&config)["suspended"].as_u64() == Some(0)
     });
+    // The outcome stays until the operator asks for the list again.
+    std::fs::write(shots.join("bulk-done.png"), c.screenshot().await.unwrap()).unwrap();
+    c.find(Locator::Css("#bulk-refresh"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // The list again, without the one just terminated.
+    c.wait().for_element(Locator::Css("#empty")).await.unwrap();
+    assert!(
+        c.find(Locator::Css("#bulk-summary")).await.is_err(),
+        "the page was loaded again"
+    );
 
     // A change without the session's CSRF token (what a forged request
     // carries: the cookie alone) is refused.
