@@ -75,8 +75,8 @@ fn count(dir: &Path) -> usize {
 /// five times, it is started again: what it held is delivered again, the
 /// files it had claimed are settled by the next instance (published:
 /// deleted; not: put back and received again), and every file arrives once
-/// with its bytes (a redelivery of a file already written is recognised by
-/// FILE); the node stops cleanly and removes its socket.
+/// with its bytes (a redelivery of a file already written is recognised, as
+/// FILE does); the node stops cleanly and removes its socket.
 #[test]
 fn an_isolated_host_survives_kill_9_of_its_instance() {
     let root = tempfile::tempdir().unwrap();
@@ -84,6 +84,17 @@ fn an_isolated_host_survives_kill_9_of_its_instance() {
     let log = root.path().join("node.log");
     let (inbox, out) = (root.path().join("in"), root.path().join("out"));
     const FILES: u64 = 3000;
+    // Each delivery takes 20 ms (the chaos port writes as FILE does), 8 at
+    // once: about the rate the files arrive at, so every kill finds the
+    // instance holding leases, on a fast machine too (with plain FILE a
+    // fast one delivered each file at once and was often killed idle).
+    let text = std::fs::read_to_string(&config).unwrap();
+    let slowed = text.replace(
+        r#"adapter = { type = "file", path = "out","#,
+        r#"adapter = { type = "chaos", delay = "20ms", path = "out","#,
+    );
+    assert_ne!(slowed, text, "the send port's adapter is replaced");
+    std::fs::write(&config, slowed).unwrap();
     let mut node = Node::start(&config, &log);
     let node_pid = node.child.as_ref().unwrap().id();
     let mut pid = instance_pid(&config, "iso", 0);
