@@ -32,6 +32,8 @@
 pub mod chaos;
 #[cfg(feature = "file")]
 pub mod file;
+#[cfg(feature = "ftp")]
+pub mod ftp;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(any(test, feature = "kit"))]
@@ -357,5 +359,6 @@ registry::adapters! {
         #[cfg(feature = "file")] file => file::FileSendConfig,
         #[cfg(feature = "http")] http => http::HttpSendConfig,
         #[cfg(feature = "chaos")] chaos => chaos::ChaosSendConfig,
+        #[cfg(feature = "ftp")] ftp => ftp::FtpSendConfig,
     }
 }

@@ -14,6 +14,7 @@ mod dev;
 mod faults;
 mod fidelity;
 mod file;
+mod ftp;
 mod hostile;
 mod http;
 mod inspect;

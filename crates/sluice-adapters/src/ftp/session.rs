@@ -1,0 +1,384 @@
+//! One FTP control connection: where to (the URL), how (TLS), logged in and
+//! in the folder, binary; and a bounded pool of them.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use percent_encoding::percent_decode_str;
+use suppaftp::Status;
+use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsFtpStream};
+use suppaftp::types::FileType;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::rustls;
+
+use crate::AdapterError;
+use crate::support::secret::Secret;
+
+/// How the control (and data) connections are protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protection {
+    /// `ftp://`: nothing.
+    Plain,
+    /// `ftpes://`: `AUTH TLS` after connecting, data connections protected.
+    Explicit,
+    /// `ftps://`: TLS from the first byte.
+    Implicit,
+}
+
+/// Where an FTP URL points: `ftp[e]s://user@host:port/folder`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Endpoint {
+    pub protection: Protection,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// The folder, as the server names it (no leading `/` means relative
+    /// to the login folder; `""` is the login folder itself).
+    pub folder: String,
+}
+
+impl Endpoint {
+    /// Parse `url`; `key` names the setting in errors.
+    pub fn parse(key: &str, url: &str) -> Result<Endpoint, AdapterError> {
+        let bad =
+            |why: String| AdapterError::Config(format!("{key} {}: {why}", crate::support::secret::redact_url(url)));
+        // Before parsing: the parser resolves `..` away (`in/../etc` would
+        // quietly become `etc`).
+        let raw_path = url
+            .split_once("://")
+            .map_or("", |(_, rest)| rest.split_once('/').map_or("", |(_, p)| p));
+        let dots = |seg: &str| {
+            let seg = percent_decode_str(seg).decode_utf8_lossy().to_string();
+            seg == ".." || seg == "."
+        };
+        if raw_path.split(['/', '?', '#']).any(dots) {
+            return Err(bad("the folder may not contain `.` or `..` segments".into()));
+        }
+        let parsed = url::Url::parse(url).map_err(|e| bad(format!("not a URL: {e}")))?;
+        let (protection, default_port) = match parsed.scheme() {
+            "ftp" => (Protection::Plain, 21),
+            "ftpes" => (Protection::Explicit, 21),
+            "ftps" => (Protection::Implicit, 990),
+            other => {
+                return Err(bad(format!(
+                    "the scheme must be ftp:// (plain), ftpes:// (explicit TLS) or ftps:// (implicit TLS), not {other}://"
+                )));
+            }
+        };
+        if parsed.password().is_some() {
+            return Err(bad(
+                "a password in the URL would be shown wherever the URL is; give it in \
+                 `password_env` or `password_file`"
+                    .into(),
+            ));
+        }
+        let host = parsed
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| bad("it names no host".into()))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let user = percent_decode_str(parsed.username())
+            .decode_utf8()
+            .map_err(|_| bad("the user name is not UTF-8".into()))?
+            .into_owned();
+        if user.is_empty() {
+            return Err(bad(
+                "it names no user (ftp://user@host/folder; `anonymous` for anonymous FTP)".into(),
+            ));
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(bad("an FTP URL has no query or fragment".into()));
+        }
+        let path = percent_decode_str(parsed.path())
+            .decode_utf8()
+            .map_err(|_| bad("the folder is not UTF-8".into()))?;
+        // `ftp://h/in` is the login folder's `in`; `ftp://h//srv/in` is
+        // `/srv/in` (RFC 1738's reading: the first `/` only separates).
+        let folder = path
+            .strip_prefix('/')
+            .unwrap_or(&path)
+            .trim_end_matches('/')
+            .to_string();
+        if folder.split('/').any(|s| s == "..") || folder.contains(['\r', '\n', '\0']) {
+            return Err(bad("the folder may not contain `..` or control characters".into()));
+        }
+        Ok(Endpoint {
+            protection,
+            host,
+            port: parsed.port().unwrap_or(default_port),
+            user,
+            folder,
+        })
+    }
+}
+
+/// How to reach and log in to the server, and how long each step may take.
+#[derive(Clone)]
+pub(crate) struct Dialer {
+    pub endpoint: Endpoint,
+    pub password: Secret,
+    pub tls: Option<tokio_rustls::TlsConnector>,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub create_folder: bool,
+    /// What is shown of the server in errors and logs (no secret).
+    pub shown: String,
+}
+
+impl Dialer {
+    pub fn new(
+        endpoint: Endpoint,
+        password: Secret,
+        tls_ca: Option<&std::path::Path>,
+        connect_timeout: Duration,
+        timeout: Duration,
+        create_folder: bool,
+        shown: String,
+    ) -> Result<Dialer, AdapterError> {
+        let tls = match endpoint.protection {
+            Protection::Plain => None,
+            Protection::Explicit | Protection::Implicit => Some(client_tls(tls_ca)?),
+        };
+        Ok(Dialer {
+            endpoint,
+            password,
+            tls,
+            connect_timeout,
+            timeout,
+            create_folder,
+            shown,
+        })
+    }
+
+    /// A new session: connected, protected as configured, logged in, in
+    /// the folder (made first with `create_folder`), binary.
+    pub async fn dial(&self) -> Result<AsyncRustlsFtpStream, String> {
+        let e = &self.endpoint;
+        let addrs = self.resolve().await?;
+        let step = |what: &'static str| move |err: suppaftp::FtpError| format!("{what} at {}: {err}", self.shown);
+        let mut ftp = match (&self.tls, e.protection) {
+            (Some(tls), Protection::Implicit) => {
+                let connecting = AsyncRustlsFtpStream::connect_secure_implicit(
+                    &addrs[..],
+                    AsyncRustlsConnector::from(tls.clone()),
+                    &e.host,
+                );
+                let mut ftp = tokio::time::timeout(self.connect_timeout.saturating_add(self.timeout), connecting)
+                    .await
+                    .map_err(|_| {
+                        format!(
+                            "connecting to {}: no greeting within {:?}",
+                            self.shown, self.connect_timeout
+                        )
+                    })?
+                    .map_err(step("connecting with TLS"))?;
+                // What explicit TLS does after `AUTH TLS`: the data
+                // connections are protected too.
+                for command in ["PBSZ 0", "PROT P"] {
+                    self.within(command, ftp.custom_command(command, &[Status::CommandOk]))
+                        .await?
+                        .map_err(step("protecting the data connections"))?;
+                }
+                ftp
+            }
+            _ => {
+                let tcp = self.connect_tcp(&addrs).await?;
+                let ftp = self
+                    .within("the greeting", AsyncRustlsFtpStream::connect_with_stream(tcp))
+                    .await?
+                    .map_err(step("the greeting"))?;
+                match (&self.tls, e.protection) {
+                    (Some(tls), Protection::Explicit) => self
+                        .within(
+                            "AUTH TLS",
+                            ftp.into_secure(AsyncRustlsConnector::from(tls.clone()), &e.host),
+                        )
+                        .await?
+                        .map_err(step("AUTH TLS"))?,
+                    _ => ftp,
+                }
+            }
+        };
+        // Passive mode; the data connection goes to the address of the
+        // control connection, whatever address the server's answer names
+        // (a server cannot point the client at another host).
+        ftp.set_passive_nat_workaround(true);
+        self.within("logging in", ftp.login(e.user.as_str(), self.password.expose()))
+            .await?
+            .map_err(|err| format!("logging in to {} as {}: {err}", self.shown, e.user))?;
+        self.within("TYPE I", ftp.transfer_type(FileType::Binary))
+            .await?
+            .map_err(step("TYPE I"))?;
+        if !e.folder.is_empty() {
+            if self.create_folder {
+                self.make_folder(&mut ftp).await?;
+            }
+            self.within("changing folder", ftp.cwd(e.folder.as_str()))
+                .await?
+                .map_err(|err| format!("changing to folder {} at {}: {err}", e.folder, self.shown))?;
+        }
+        Ok(ftp)
+    }
+
+    /// Each folder of the path, made where missing (an error to make one
+    /// that exists is expected and ignored; the `CWD` after says whether it
+    /// is there).
+    async fn make_folder(&self, ftp: &mut AsyncRustlsFtpStream) -> Result<(), String> {
+        let folder = &self.endpoint.folder;
+        let mut made = String::new();
+        if folder.starts_with('/') {
+            made.push('/');
+        }
+        for part in folder.split('/').filter(|p| !p.is_empty()) {
+            if !made.is_empty() && !made.ends_with('/') {
+                made.push('/');
+            }
+            made.push_str(part);
+            let _ = self.within("making folders", ftp.mkdir(made.as_str())).await?;
+        }
+        Ok(())
+    }
+
+    /// The host's addresses, in the resolver's order.
+    async fn resolve(&self) -> Result<Vec<SocketAddr>, String> {
+        let e = &self.endpoint;
+        let found: Vec<SocketAddr> = self
+            .within("resolving the host", tokio::net::lookup_host((e.host.as_str(), e.port)))
+            .await?
+            .map_err(|err| format!("resolving {}: {err}", e.host))?
+            .collect();
+        if found.is_empty() {
+            return Err(format!("resolving {}: no address", e.host));
+        }
+        Ok(found)
+    }
+
+    /// A TCP connection to the first of `addrs` that takes one, each tried
+    /// within `connect_timeout`.
+    async fn connect_tcp(&self, addrs: &[SocketAddr]) -> Result<tokio::net::TcpStream, String> {
+        let mut last = String::new();
+        for addr in addrs {
+            match tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr)).await {
+                Ok(Ok(tcp)) => {
+                    let _ = tcp.set_nodelay(true);
+                    return Ok(tcp);
+                }
+                Ok(Err(err)) => last = format!("connecting to {} ({addr}): {err}", self.shown),
+                Err(_) => {
+                    last = format!(
+                        "connecting to {} ({addr}): no answer within {:?}",
+                        self.shown, self.connect_timeout
+                    )
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// `fut`, or an error naming `what` when it takes longer than `timeout`.
+    pub async fn within<F: std::future::Future>(&self, what: &str, fut: F) -> Result<F::Output, String> {
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| format!("{what} at {}: no answer within {:?}", self.shown, self.timeout))
+    }
+}
+
+/// A TLS client: the built-in roots and those of `tls_ca`.
+fn client_tls(tls_ca: Option<&std::path::Path>) -> Result<tokio_rustls::TlsConnector, AdapterError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = tls_ca {
+        for cert in crate::support::tls::ca_certificates("tls_ca", path)? {
+            roots
+                .add(cert)
+                .map_err(|e| AdapterError::Config(format!("tls_ca {}: {e}", path.display())))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(crate::support::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| AdapterError::Config(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// At most `max` sessions at once; idle ones kept for the next transfer.
+pub(crate) struct Pool {
+    permits: Arc<Semaphore>,
+    idle: Mutex<Vec<AsyncRustlsFtpStream>>,
+}
+
+/// A session taken from the pool: given back with [`Pool::put`] when it is
+/// in a known state, dropped (closed) otherwise.
+pub(crate) struct Lent {
+    pub ftp: AsyncRustlsFtpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Pool {
+    pub fn new(max: usize) -> Pool {
+        Pool {
+            permits: Arc::new(Semaphore::new(max.max(1))),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// An idle session that still answers (`NOOP`), or a new one.
+    pub async fn take(&self, dialer: &Dialer) -> Result<Lent, String> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| "the connection pool is closed".to_string())?;
+        loop {
+            let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+            let Some(mut ftp) = idle else { break };
+            if let Ok(Ok(())) = dialer.within("NOOP", ftp.noop()).await {
+                return Ok(Lent { ftp, _permit: permit });
+            }
+        }
+        let ftp = dialer.dial().await?;
+        Ok(Lent { ftp, _permit: permit })
+    }
+
+    pub fn put(&self, lent: Lent) {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner).push(lent.ftp);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_the_protection_the_user_and_the_folder() {
+        let e = Endpoint::parse("url", "ftpes://pa%40rtner@ftp.example.com/in/orders/").unwrap();
+        assert_eq!(e.protection, Protection::Explicit);
+        assert_eq!((e.host.as_str(), e.port), ("ftp.example.com", 21));
+        assert_eq!(e.user, "pa@rtner");
+        assert_eq!(e.folder, "in/orders");
+        let e = Endpoint::parse("url", "ftps://u@10.0.0.1//srv/in").unwrap();
+        assert_eq!(
+            (e.protection, e.port, e.folder.as_str()),
+            (Protection::Implicit, 990, "/srv/in")
+        );
+        let e = Endpoint::parse("url", "ftp://u@[::1]:2121").unwrap();
+        assert_eq!((e.host.as_str(), e.port, e.folder.as_str()), ("::1", 2121, ""));
+        for (url, why) in [
+            ("ftp://u:secret@h/in", "password in the URL"),
+            ("sftp://u@h/in", "the scheme must be"),
+            ("ftp://h/in", "names no user"),
+            ("ftp://u@h/in/../etc", "`..`"),
+            ("ftp://u@h/in/%2E%2E/etc", "`..`"),
+            ("ftp://u@h/in?x=1", "no query"),
+        ] {
+            let e = Endpoint::parse("url", url).unwrap_err().to_string();
+            assert!(e.contains(why), "{url}: {e}");
+            assert!(!e.contains("secret"), "{e}");
+        }
+    }
+}
