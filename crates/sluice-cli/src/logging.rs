@@ -38,10 +38,22 @@ pub fn filter(value: Option<&str>) -> Result<EnvFilter, String> {
             ));
         }
     }
+    // Libraries that log what they send, secrets included, whatever the
+    // level asked for: the FTP client logs its `PASS` command at trace.
+    let kept: Vec<&str> = value
+        .split(',')
+        .filter(|d| !SILENCED.iter().any(|t| d.trim().starts_with(t)))
+        .collect();
+    let value = kept.join(",");
+    let silenced = SILENCED.iter().map(|t| format!(",{t}=off")).collect::<String>();
     EnvFilter::builder()
-        .parse(value)
+        .parse(format!("{value}{silenced}"))
         .map_err(|e| format!("{LOG_ENV} `{value}` is not a valid filter: {e}; {EXAMPLE}"))
 }
+
+/// Log targets never shown: they would print secrets (suppaftp logs each
+/// command it sends, `PASS <password>` among them).
+const SILENCED: &[&str] = &["suppaftp"];
 
 /// The format of `SLUICE_LOG_FORMAT` (unset or empty: text), or why it is not one.
 pub fn format(value: Option<&str>) -> Result<Format, String> {
@@ -91,6 +103,23 @@ mod tests {
             Some("hyper=warn,info"),
         ] {
             assert!(filter(good).is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn a_library_that_logs_secrets_stays_silent_whatever_is_asked() {
+        for asked in [
+            "trace",
+            "trace,suppaftp=trace",
+            "suppaftp::async_ftp=trace,info",
+            "suppaftp=trace",
+        ] {
+            let shown = filter(Some(asked)).unwrap().to_string();
+            assert!(shown.contains("suppaftp=off"), "{asked}: {shown}");
+            assert!(
+                !shown.contains("suppaftp=trace") && !shown.contains("suppaftp::"),
+                "{asked}: {shown}"
+            );
         }
     }
 

@@ -18,7 +18,7 @@
 //! whatever address the server names (it cannot point Sluice elsewhere).
 //!
 //! Names that start with `.sluice-` belong to Sluice: `.sluice-tmp.<send
-//! port>.<id>.<n>` is a file being uploaded by a send port.
+//! port>.<id>.<attempt>` is a file being uploaded by a send port.
 //!
 //! Receiving (polling a folder, claiming by rename) is not built yet.
 
@@ -43,6 +43,10 @@ impl crate::SendAdapter for FtpSendConfig {
             "url",
             crate::Resource::Endpoint(crate::support::secret::redact_url(&self.url)),
         )]
+    }
+    /// As many deliveries at once as the port keeps connections open.
+    fn default_concurrency(&self) -> usize {
+        self.max_connections
     }
     fn needs(&self) -> Vec<crate::Need> {
         crate::macros::Template::parse(&self.file_name)

@@ -2,11 +2,11 @@
 //! over an existing file unless configured to.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use suppaftp::tokio::AsyncRustlsFtpStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -26,6 +26,9 @@ fn default_connect_timeout() -> Duration {
 }
 fn default_timeout() -> Duration {
     Duration::from_secs(60)
+}
+fn default_transfer_timeout() -> Duration {
+    Duration::from_secs(3600)
 }
 fn default_max_connections() -> usize {
     4
@@ -67,6 +70,9 @@ pub struct FtpSendConfig {
     /// idle limit: a transfer that moves no byte for this long fails).
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// The whole of one delivery (upload, check, rename), at most.
+    #[serde(default = "default_transfer_timeout", with = "humantime_serde")]
+    pub transfer_timeout: Duration,
     /// Control connections open at once to this server, at most (each
     /// transfer holds one); idle ones are kept for the next file.
     #[serde(default = "default_max_connections")]
@@ -87,10 +93,15 @@ impl FtpSendConfig {
             .check_file_name_template()
             .map_err(|e| AdapterError::Config(format!("file_name {e}")))?;
         let password = Secret::from_config("password", &self.password, &self.password_env, &self.password_file)?;
-        for (key, value) in [("connect_timeout", self.connect_timeout), ("timeout", self.timeout)] {
-            if value.is_zero() || value > Duration::from_secs(3600) {
+        for (key, value, most) in [
+            ("connect_timeout", self.connect_timeout, 3600),
+            ("timeout", self.timeout, 3600),
+            ("transfer_timeout", self.transfer_timeout, 24 * 3600),
+        ] {
+            if value.is_zero() || value > Duration::from_secs(most) {
                 return Err(AdapterError::Config(format!(
-                    "{key} must be more than 0 and at most 1h"
+                    "{key} must be more than 0 and at most {}h",
+                    most / 3600
                 )));
             }
         }
@@ -112,8 +123,8 @@ impl FtpSendConfig {
             template,
             dialer,
             pool: Pool::new(self.max_connections),
-            counter: AtomicU64::new(0),
-            cleaned: tokio::sync::OnceCell::new(),
+            transfer_timeout: self.transfer_timeout,
+            placing: Default::default(),
             shown: shown.trim_end_matches('/').to_string(),
         })
     }
@@ -124,10 +135,11 @@ pub struct FtpTransmitter {
     template: Template,
     dialer: Dialer,
     pool: Pool,
-    counter: AtomicU64,
-    /// This port's temporary files left by a run that was killed are
-    /// removed once, before its first upload.
-    cleaned: tokio::sync::OnceCell<()>,
+    transfer_timeout: Duration,
+    /// Names being put in place by this port's deliveries: two messages
+    /// with the same name are never checked and renamed at once (the second
+    /// would replace the first, both reported delivered).
+    placing: std::sync::Mutex<std::collections::HashSet<String>>,
     shown: String,
 }
 
@@ -137,6 +149,16 @@ impl std::fmt::Debug for FtpTransmitter {
             .field("url", &self.shown)
             .finish_non_exhaustive()
     }
+}
+
+/// Earlier attempts whose temporary files an attempt removes, at most.
+const EARLIER_ATTEMPTS: u32 = 16;
+
+/// The temporary name of attempt `attempt` of message `id` by `port`. One
+/// per attempt: a delivery whose lease expired while it still uploaded
+/// never writes into its successor's file.
+fn tmp_name(port: &str, id: sluice_model::MessageId, attempt: u32) -> String {
+    format!("{TMP_PREFIX}{port}.{id}.{attempt}")
 }
 
 #[async_trait]
@@ -155,33 +177,75 @@ impl Transmitter for FtpTransmitter {
             )));
         }
         let mut lent = self.pool.take(&self.dialer).await.map_err(TransmitError::retry)?;
-        let prefix = format!("{TMP_PREFIX}{}.", msg.port);
-        // Once, and before any upload of this port starts (the others wait
-        // for it): never a file another transfer is writing.
-        self.cleaned
-            .get_or_init(|| self.remove_stale(&mut lent.ftp, &prefix))
-            .await;
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = format!("{prefix}{}.{n}", msg.id);
-        match self.deliver(&mut lent.ftp, &tmp, &name, body).await {
-            Ok(done) => {
+        let tmp = tmp_name(&msg.port, msg.id, msg.attempt);
+        // What a killed or failed earlier attempt of this message may have
+        // left (a listing would not find it: many servers hide dot files).
+        for earlier in msg.attempt.saturating_sub(EARLIER_ATTEMPTS).max(1)..msg.attempt {
+            let old = tmp_name(&msg.port, msg.id, earlier);
+            match self
+                .dialer
+                .within("removing an earlier attempt's file", lent.ftp.rm(old.as_str()))
+                .await
+            {
+                Ok(_) => {}
+                // Out of step or gone: not worth this delivery.
+                Err(e) => return Err(TransmitError::retry(e)),
+            }
+        }
+        let delivery = tokio::time::timeout(self.transfer_timeout, self.deliver(&mut lent.ftp, &tmp, &name, body));
+        match delivery.await {
+            Ok(Ok(done)) => {
                 self.pool.put(lent);
                 Ok(done)
             }
-            Err(e) => {
-                // Best effort, on the same connection if it still answers;
-                // a temporary file left is removed at the port's next start.
+            Ok(Err(e)) => {
+                // Best effort, on the same connection if it still answers
+                // (then dropped: its state is not known); what is left is
+                // removed by the next attempt.
                 let _ = self
                     .dialer
                     .within("removing the temporary file", lent.ftp.rm(tmp.as_str()))
                     .await;
                 Err(e)
             }
+            Err(_) => Err(TransmitError::retry(format!(
+                "delivering {}/{name}: not done within transfer_timeout ({:?})",
+                self.shown, self.transfer_timeout
+            ))),
         }
     }
 }
 
+/// A name held while its delivery checks and renames; let go when dropped.
+struct Placing<'a> {
+    names: &'a std::sync::Mutex<std::collections::HashSet<String>>,
+    name: String,
+}
+
+impl Drop for Placing<'_> {
+    fn drop(&mut self) {
+        self.names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.name);
+    }
+}
+
 impl FtpTransmitter {
+    /// Hold `name` for one delivery, or say that another holds it.
+    fn hold(&self, name: &str) -> Result<Placing<'_>, TransmitError> {
+        let mut names = self.placing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !names.insert(name.to_string()) {
+            return Err(TransmitError::retry(format!(
+                "another message of this port is being put in place as {name} right now"
+            )));
+        }
+        Ok(Placing {
+            names: &self.placing,
+            name: name.to_string(),
+        })
+    }
+
     async fn deliver(
         &self,
         ftp: &mut AsyncRustlsFtpStream,
@@ -191,13 +255,14 @@ impl FtpTransmitter {
     ) -> Result<Delivered, TransmitError> {
         let d = &self.dialer;
         let shown = format!("{}/{name}", self.shown);
-        let sent = self.upload(ftp, tmp, body).await?;
+        let (sent, digest) = self.upload(ftp, tmp, body).await?;
+        let _held = self.hold(name)?;
         if !self.overwrite {
             match d.within("SIZE", ftp.size(name)).await.map_err(TransmitError::retry)? {
                 Ok(size) => {
                     // There already: this message's earlier delivery (its
                     // outcome lost), or another file.
-                    if size as u64 == sent && self.same_content(ftp, tmp, name).await? {
+                    if size as u64 == sent && self.digest_of(ftp, name, sent).await? == digest {
                         ftp_ok(d.within("DELE", ftp.rm(tmp)).await, "removing the temporary file")?;
                         return Ok(Delivered::AlreadyThere(shown));
                     }
@@ -205,7 +270,9 @@ impl FtpTransmitter {
                         "{shown} already exists with other content (set overwrite = true to replace it)"
                     )));
                 }
-                // 550: no such file (what we hoped for).
+                // 550: no such file (what we hoped for; a server that
+                // answers 550 for a file it will not say exists is taken
+                // at its word).
                 Err(suppaftp::FtpError::UnexpectedResponse(r)) if r.status == suppaftp::Status::FileUnavailable => {}
                 Err(e) => {
                     return Err(TransmitError::retry(format!(
@@ -221,8 +288,13 @@ impl FtpTransmitter {
         Ok(Delivered::To(shown))
     }
 
-    /// Upload `body` as `tmp`; the bytes sent.
-    async fn upload(&self, ftp: &mut AsyncRustlsFtpStream, tmp: &str, body: Body) -> Result<u64, TransmitError> {
+    /// Upload `body` as `tmp`: the bytes sent and their SHA-256.
+    async fn upload(
+        &self,
+        ftp: &mut AsyncRustlsFtpStream,
+        tmp: &str,
+        body: Body,
+    ) -> Result<(u64, [u8; 32]), TransmitError> {
         let d = &self.dialer;
         let mut out = ftp_ok(
             d.within("STOR", ftp.put_with_stream(tmp)).await,
@@ -231,6 +303,7 @@ impl FtpTransmitter {
         let mut body = body;
         let mut buf = vec![0u8; 64 * 1024];
         let mut sent = 0u64;
+        let mut hash = Sha256::new();
         loop {
             let n = body
                 .read(&mut buf)
@@ -239,6 +312,7 @@ impl FtpTransmitter {
             if n == 0 {
                 break;
             }
+            hash.update(&buf[..n]);
             d.within("writing the upload", out.write_all(&buf[..n]))
                 .await
                 .map_err(TransmitError::retry)?
@@ -249,29 +323,26 @@ impl FtpTransmitter {
             d.within("finishing the upload", out.finish()).await,
             &format!("finishing the upload of {tmp}"),
         )?;
-        Ok(sent)
+        Ok((sent, hash.finalize().into()))
     }
 
-    /// Whether remote files `a` and `b` have the same bytes, read a block at
-    /// a time (one after the other: one data connection at a time).
-    async fn same_content(&self, ftp: &mut AsyncRustlsFtpStream, a: &str, b: &str) -> Result<bool, TransmitError> {
-        // Compared by their CRC-32: reading both at once would need two
-        // data connections on one control connection.
-        let mut sums = [0u32; 2];
-        for (sum, name) in sums.iter_mut().zip([a, b]) {
-            *sum = self.checksum(ftp, name).await?;
-        }
-        Ok(sums[0] == sums[1])
-    }
-
-    async fn checksum(&self, ftp: &mut AsyncRustlsFtpStream, name: &str) -> Result<u32, TransmitError> {
+    /// The SHA-256 of remote file `name`, read a block at a time, and no
+    /// further than `size` bytes (its size as the server gave it): a file
+    /// longer than that is not the same.
+    async fn digest_of(
+        &self,
+        ftp: &mut AsyncRustlsFtpStream,
+        name: &str,
+        size: u64,
+    ) -> Result<[u8; 32], TransmitError> {
         let d = &self.dialer;
         let mut stream = ftp_ok(
             d.within("RETR", ftp.retr_as_stream(name)).await,
             &format!("reading {name}"),
         )?;
-        let mut hasher = crc32fast::Hasher::new();
+        let mut hash = Sha256::new();
         let mut buf = vec![0u8; 64 * 1024];
+        let mut read = 0u64;
         loop {
             let n = d
                 .within("reading", stream.read(&mut buf))
@@ -281,42 +352,18 @@ impl FtpTransmitter {
             if n == 0 {
                 break;
             }
-            hasher.update(&buf[..n]);
+            read += n as u64;
+            if read > size {
+                // Growing under us: not ours; the stream is dropped unread.
+                return Ok([0; 32]);
+            }
+            hash.update(&buf[..n]);
         }
         ftp_ok(
             d.within("finishing a download", stream.finish()).await,
             &format!("reading {name}"),
         )?;
-        Ok(hasher.finalize())
-    }
-
-    /// This port's temporary files in the folder, left by a run that was
-    /// killed mid-upload (other ports' are theirs to clean).
-    async fn remove_stale(&self, ftp: &mut AsyncRustlsFtpStream, prefix: &str) {
-        let d = &self.dialer;
-        let names = match d.within("NLST", ftp.nlst(None)).await {
-            Ok(Ok(names)) => names,
-            Ok(Err(e)) => {
-                tracing::warn!(url = %self.shown, error = %e, "cannot list the folder to remove stale temporary files");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(url = %self.shown, error = %e, "cannot list the folder to remove stale temporary files");
-                return;
-            }
-        };
-        for name in names {
-            // Some servers list paths: the name is what follows the last `/`.
-            let base = name.rsplit('/').next().unwrap_or(&name).to_string();
-            if base.starts_with(prefix)
-                && let Err(e) = ftp_ok(
-                    d.within("DELE", ftp.rm(base.as_str())).await,
-                    "removing a stale temporary file",
-                )
-            {
-                tracing::warn!(url = %self.shown, file = %base, error = %e, "cannot remove a stale temporary file");
-            }
-        }
+        Ok(hash.finalize().into())
     }
 }
 

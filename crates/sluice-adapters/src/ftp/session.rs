@@ -52,6 +52,11 @@ impl Endpoint {
             let seg = percent_decode_str(seg).decode_utf8_lossy().to_string();
             seg == ".." || seg == "."
         };
+        if raw_path.contains('\\') {
+            return Err(bad(
+                "the folder may not contain `\\` (the URL parser reads it as `/`)".into()
+            ));
+        }
         if raw_path.split(['/', '?', '#']).any(dots) {
             return Err(bad("the folder may not contain `.` or `..` segments".into()));
         }
@@ -374,6 +379,7 @@ mod tests {
             ("ftp://h/in", "names no user"),
             ("ftp://u@h/in/../etc", "`..`"),
             ("ftp://u@h/in/%2E%2E/etc", "`..`"),
+            ("ftp://u@h/in\\..\\etc", "`\\`"),
             ("ftp://u@h/in?x=1", "no query"),
         ] {
             let e = Endpoint::parse("url", url).unwrap_err().to_string();

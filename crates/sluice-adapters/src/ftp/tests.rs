@@ -128,7 +128,7 @@ fn body(bytes: &[u8]) -> crate::Body {
 }
 
 #[tokio::test]
-async fn files_arrive_whole_under_their_names_and_the_connection_is_reused() {
+async fn files_arrive_whole_under_their_names_several_at_once() {
     let (root, port) = served_with_in().await;
     let t = config(&format!("ftp://{USER}@127.0.0.1:{port}/in"), "max_connections = 2")
         .build()
@@ -185,6 +185,11 @@ async fn an_existing_file_is_not_replaced_unless_configured_and_a_redelivery_is_
     let d = t.transmit(&outbound("b.txt"), body(b"ours")).await.unwrap();
     assert!(matches!(d, Delivered::AlreadyThere(_)), "{d:?}");
     assert_eq!(names(root.path()), ["a.txt", "b.txt"]);
+    // As long, other bytes: not taken for an earlier delivery.
+    std::fs::write(root.path().join("c.txt"), "sruo").unwrap();
+    let e = t.transmit(&outbound("c.txt"), body(b"ours")).await.unwrap_err();
+    assert!(e.message.contains("already exists with other content"), "{e}");
+    assert_eq!(std::fs::read_to_string(root.path().join("c.txt")).unwrap(), "sruo");
     let t = config(&url, "overwrite = true").build().unwrap();
     t.transmit(&outbound("a.txt"), body(b"ours")).await.unwrap();
     assert_eq!(std::fs::read_to_string(root.path().join("a.txt")).unwrap(), "ours");
@@ -270,7 +275,7 @@ async fn explicit_tls_checks_the_certificate_and_delivers() {
     let tls = certificate(certs.path());
     let port = server(root.path(), Some(&tls)).await;
     let url = format!("ftpes://{USER}@localhost:{port}/");
-    // Not trusted: refused before the password is sent.
+    // Not trusted: the handshake fails, before the login.
     let e = send_once(&url, "", "x", b"x").await.unwrap_err();
     assert!(e.retryable && e.message.contains("AUTH TLS"), "{e}");
     let t = config(&url, &format!("tls_ca = \"{}\"", tls.0.display()))
@@ -300,4 +305,49 @@ fn configuration_is_checked_and_secrets_never_show() {
         assert!(e.contains(why), "{extra}: {e}");
         assert!(!e.contains(PASSWORD), "{e}");
     }
+}
+
+#[tokio::test]
+async fn an_attempt_removes_what_earlier_attempts_left() {
+    let (root, port) = served_with_in().await;
+    let t = config(&format!("ftp://{USER}@127.0.0.1:{port}/in"), "")
+        .build()
+        .unwrap();
+    let mut msg = outbound("late.txt");
+    msg.attempt = 3;
+    // Attempt 1 was killed mid-upload; attempt 2 failed before its STOR.
+    let left = root.path().join(format!("in/.sluice-tmp.out.{}.1", msg.id));
+    std::fs::write(&left, "half").unwrap();
+    t.transmit(&msg, body(b"whole")).await.unwrap();
+    assert_eq!(names(&root.path().join("in")), ["late.txt"]);
+}
+
+#[tokio::test]
+async fn two_messages_with_one_name_never_both_count_as_delivered() {
+    let (root, port) = served_with_in().await;
+    let t = Arc::new(
+        config(&format!("ftp://{USER}@127.0.0.1:{port}/in"), "max_connections = 8")
+            .build()
+            .unwrap(),
+    );
+    let sends: Vec<_> = (0..8u8)
+        .map(|i| {
+            let t = t.clone();
+            tokio::spawn(async move { t.transmit(&outbound("same.txt"), body(&[b'a' + i; 1000])).await })
+        })
+        .collect();
+    let mut delivered = Vec::new();
+    for (i, s) in sends.into_iter().enumerate() {
+        if s.await.unwrap().is_ok() {
+            delivered.push(i as u8);
+        }
+    }
+    assert_eq!(delivered.len(), 1, "exactly one is delivered: {delivered:?}");
+    let got = std::fs::read(root.path().join("in/same.txt")).unwrap();
+    assert_eq!(got, vec![b'a' + delivered[0]; 1000], "and it is the file there");
+    assert_eq!(
+        names(&root.path().join("in")),
+        ["same.txt"],
+        "no temporary file is left"
+    );
 }
