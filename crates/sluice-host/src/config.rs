@@ -1708,12 +1708,12 @@ adapter = { type = "http", url = "http://127.0.0.1:2/", mode = "solicit-response
 
     #[test]
     fn an_unknown_adapter_type_lists_the_known_ones() {
-        let e = load(&GOOD.replace("type = \"file\", path = \"in\"", "type = \"ftp\", path = \"in\""))
+        let e = load(&GOOD.replace("type = \"file\", path = \"in\"", "type = \"gopher\", path = \"in\""))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("unknown variant `ftp`, expected `file` or `http`"), "{e}");
+        assert!(e.contains("unknown variant `gopher`, expected `file` or `http`"), "{e}");
         assert_eq!(ReceiveAdapterConfig::kinds(), ["file", "http"]);
-        assert_eq!(SendAdapterConfig::kinds(), ["file", "http", "chaos"]);
+        assert_eq!(SendAdapterConfig::kinds(), ["file", "http", "chaos", "ftp"]);
     }
 
     #[test]
