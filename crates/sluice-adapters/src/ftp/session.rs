@@ -107,7 +107,7 @@ impl Endpoint {
             .unwrap_or(&path)
             .trim_end_matches('/')
             .to_string();
-        if folder.split('/').any(|s| s == "..") || folder.contains(['\r', '\n', '\0']) {
+        if folder.split('/').any(|s| s == "..") || folder.chars().any(char::is_control) {
             return Err(bad("the folder may not contain `..` or control characters".into()));
         }
         Ok(Endpoint {
@@ -171,14 +171,12 @@ impl Dialer {
                     AsyncRustlsConnector::from(tls.clone()),
                     &e.host,
                 );
-                let mut ftp = tokio::time::timeout(self.connect_timeout.saturating_add(self.timeout), connecting)
+                // Connect, handshake and greeting in one call: they share
+                // one limit, the two timeouts together.
+                let limit = self.connect_timeout.saturating_add(self.timeout);
+                let mut ftp = tokio::time::timeout(limit, connecting)
                     .await
-                    .map_err(|_| {
-                        format!(
-                            "connecting to {}: no greeting within {:?}",
-                            self.shown, self.connect_timeout
-                        )
-                    })?
+                    .map_err(|_| format!("connecting to {}: no greeting within {limit:?}", self.shown))?
                     .map_err(step("connecting with TLS"))?;
                 // What explicit TLS does after `AUTH TLS`: the data
                 // connections are protected too.
