@@ -18,14 +18,10 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 need_tools "jq jq"
 bench_setup sluice-file-to-file
 
-visible_files() { find "$1" -maxdepth 1 -type f ! -name '.*' | wc -l; }
-
 run() { # FSYNC
   local dir="$work/fsync-$1"
-  mkdir -p "$dir/in" "$dir/stage"
-  head -c "$((count * size))" /dev/urandom > "$dir/all.bin"
-  split -b "$size" -a 7 -d "$dir/all.bin" "$dir/stage/f"
-  rm "$dir/all.bin"
+  mkdir -p "$dir/in"
+  random_files "$dir/stage" "$count" "$size"
   cat > "$dir/sluice.toml" <<CFG
 data_dir = "data"
 [receive_ports.in.locations.in-folder]

@@ -27,15 +27,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-visible_files() { find "$1" -maxdepth 1 -type f ! -name '.*' | wc -l; }
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 password="bench-$RANDOM$RANDOM"
 
 dir="$work/run"
-mkdir -p "$dir/in" "$dir/stage" "$work/served/inbound"
-head -c "$((count * size))" /dev/urandom > "$dir/all.bin"
-split -b "$size" -a 7 -d "$dir/all.bin" "$dir/stage/f"
-rm "$dir/all.bin"
+mkdir -p "$dir/in" "$work/served/inbound"
+random_files "$dir/stage" "$count" "$size"
 cp -r "$dir/stage" "$work/sources"
 
 python3 -m pyftpdlib -i 127.0.0.1 -p "$port" -u bench -P "$password" -w -d "$work/served" \

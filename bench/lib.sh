@@ -52,6 +52,19 @@ need_tools() {
   done
 }
 
+# random_files DIR COUNT SIZE: COUNT files of SIZE random bytes in DIR
+# (made if missing), named f0000000, f0000001, ...
+random_files() {
+  mkdir -p "$1"
+  head -c "$(($2 * $3))" /dev/urandom > "$1/.all.bin"
+  split -b "$3" -a 7 -d "$1/.all.bin" "$1/f"
+  rm "$1/.all.bin"
+}
+
+# visible_files DIR: how many files DIR holds whose names do not start with
+# a dot (0 if DIR does not exist yet).
+visible_files() { find "$1" -maxdepth 1 -type f ! -name '.*' 2>/dev/null | wc -l; }
+
 # cpu_ticks PID: user + system CPU the process has used, in clock ticks
 # (`getconf CLK_TCK` a second).
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

@@ -15,10 +15,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 bench_setup sluice-stopped-ports
 
 echo "making $count files of $size bytes" >&2
-mkdir -p "$work/stage"
-head -c "$((count * size))" /dev/urandom > "$work/all.bin"
-split -b "$size" -a 7 -d "$work/all.bin" "$work/stage/f"
-rm "$work/all.bin"
+random_files "$work/stage" "$count" "$size"
 [ "$(ls -f "$work/stage" | grep -c '^f')" = "$count" ]
 
 config="$work/sluice.toml"
@@ -26,7 +23,6 @@ cp "$repo/examples/quickstart/sluice.toml" "$config"
 sed -i 's/^\[send_ports\.\(out\|xml\)\]$/&\nenabled = false/' "$config"
 [ "$(grep -c '^enabled = false' "$config")" = 2 ]
 spool() { "$bin" status --json --config "$config" | jq .spool; }
-visible_files() { find "$1" -maxdepth 1 -type f ! -name '.*' | wc -l; }
 
 # Phase 1: drop everything at once (one directory rename) with the ports stopped.
 mkdir -p "$work/in"

@@ -16,10 +16,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 bench_setup sluice-suspended-bulk
 
 echo "making $count files of $size bytes" >&2
-mkdir -p "$work/stage"
-head -c "$((count * size))" /dev/urandom > "$work/all.bin"
-split -b "$size" -a 7 -d "$work/all.bin" "$work/stage/f"
-rm "$work/all.bin"
+random_files "$work/stage" "$count" "$size"
 
 config="$work/sluice.toml"
 cat > "$config" <<'EOF'
@@ -38,7 +35,6 @@ filter = 'fault.message_id exists'
 adapter = { type = "file", path = "faults", file_name = "%MessageId%.fault", create_folder = true }
 EOF
 status() { "$bin" status --json --config "$config"; }
-visible_files() { find "$1" -maxdepth 1 -type f ! -name '.*' 2>/dev/null | wc -l; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 rss_of() { grep "Maximum resident set size" "$1" | awk '{print $NF}'; }
 
