@@ -60,7 +60,7 @@ impl crate::SendAdapter for FileSendConfig {
 }
 
 pub(crate) const CLAIM_PREFIX: &str = ".sluice-claim.";
-pub(crate) const TMP_PREFIX: &str = ".sluice-tmp.";
+pub(crate) use crate::support::names::TMP_PREFIX;
 
 pub(crate) use crate::support::resolve;
 

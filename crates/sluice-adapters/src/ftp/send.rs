@@ -12,11 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::session::{Dialer, Endpoint, Pool};
 use crate::macros::Template;
+use crate::support::names::TMP_PREFIX;
 use crate::support::secret::{Secret, redact_url};
 use crate::{AdapterError, Body, Delivered, Outbound, TransmitError, Transmitter};
-
-/// What a send port writes under while a file is on its way.
-pub(crate) const TMP_PREFIX: &str = ".sluice-tmp.";
 
 fn default_file_name() -> String {
     "%MessageId%".into()

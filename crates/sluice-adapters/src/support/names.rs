@@ -17,6 +17,10 @@ pub fn resolve_in_place(base: &Path, p: &mut PathBuf) {
 /// no name made from a message may take one.
 pub const RESERVED_PREFIX: &str = ".sluice-";
 
+/// What a send port writes a file under until it is whole, then moves it
+/// into place (FILE, FTP): `.sluice-tmp.<send port>.<message id>.<n>`.
+pub const TMP_PREFIX: &str = ".sluice-tmp.";
+
 /// Check that `name` (made from a template, a peer's file name, a context
 /// value) is a plain file name: not empty, not `.` or `..`, no `/`, `\` or
 /// NUL, not one of Sluice's own (`.sluice-*`). A value from a message must
