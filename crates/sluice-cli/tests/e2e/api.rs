@@ -1041,6 +1041,24 @@ pub(crate) fn screenshot_dir() -> PathBuf {
     dir
 }
 
+/// Clicks a filter form's submit button and waits for the answer to that
+/// GET: the list element is on the page before the click too, so waiting for
+/// it alone can read the unfiltered list.
+async fn submit_filter(c: &fantoccini::Client, button: &str, param: &str) {
+    use fantoccini::Locator;
+    c.find(Locator::Css(button)).await.unwrap().click().await.unwrap();
+    let wanted = format!("{param}=");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let url = c.current_url().await.unwrap();
+        if url.query().is_some_and(|q| q.contains(&wanted)) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no answer to the filter at {url}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub(crate) async fn log_in(c: &fantoccini::Client, base: &str, user: &str, password: &str) {
     use fantoccini::Locator;
     c.goto(&format!("{base}/login")).await.unwrap();
@@ -1118,7 +1136,7 @@ async fn the_portal_in_a_real_browser() {
         .send_keys(r#"file.name == "order-2.xml""#)
         .await
         .unwrap();
-    c.find(Locator::Css("#search")).await.unwrap().click().await.unwrap();
+    submit_filter(&c, "#search", "where").await;
     c.wait().for_element(Locator::Css("#messages")).await.unwrap();
     let found = c.find_all(Locator::Css("#messages tbody tr")).await.unwrap();
     assert_eq!(found.len(), 1, "one message of the three matches");
@@ -1139,7 +1157,7 @@ async fn the_portal_in_a_real_browser() {
         .send_keys("does not exist")
         .await
         .unwrap();
-    c.find(Locator::Css("#filter")).await.unwrap().click().await.unwrap();
+    submit_filter(&c, "#filter", "error").await;
     c.wait().for_element(Locator::Css("#suspended-list")).await.unwrap();
     let rows = c.find_all(Locator::Css("#suspended-list tbody tr")).await.unwrap();
     assert_eq!(rows.len(), 3);
