@@ -354,6 +354,7 @@ registry::adapters! {
     receive {
         #[cfg(feature = "file")] file => file::FileReceiveConfig,
         #[cfg(feature = "http")] http => http::HttpReceiveConfig,
+        #[cfg(feature = "ftp")] ftp => ftp::FtpReceiveConfig,
     }
     send {
         #[cfg(feature = "file")] file => file::FileSendConfig,

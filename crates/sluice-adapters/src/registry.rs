@@ -46,6 +46,10 @@ pub enum Resource {
     FolderFiles(PathBuf, String),
     /// A remote endpoint it talks to (URL, `host:port`).
     Endpoint(String),
+    /// The files of a folder on a server (`ftp://user@host:port/folder`,
+    /// the scheme left out: one folder is one folder however it is
+    /// reached) whose names match a mask: collide as `FolderFiles` do.
+    RemoteFiles(String, String),
 }
 
 impl Resource {
@@ -53,7 +57,7 @@ impl Resource {
     pub fn noun(&self) -> &'static str {
         match self {
             Resource::Listen(_) => "address",
-            Resource::Folder(_) | Resource::FolderFiles(..) => "folder",
+            Resource::Folder(_) | Resource::FolderFiles(..) | Resource::RemoteFiles(..) => "folder",
             Resource::Endpoint(_) => "endpoint",
         }
     }
@@ -71,6 +75,7 @@ impl Resource {
             | (Resource::FolderFiles(a, _), Resource::Folder(b)) => same_folder(a, b),
             (Resource::FolderFiles(a, ma), Resource::FolderFiles(b, mb)) => same_folder(a, b) && masks_overlap(ma, mb),
             (Resource::Endpoint(a), Resource::Endpoint(b)) => a == b,
+            (Resource::RemoteFiles(a, ma), Resource::RemoteFiles(b, mb)) => a == b && masks_overlap(ma, mb),
             _ => false,
         }
     }
@@ -274,7 +279,7 @@ impl std::fmt::Display for Resource {
         match self {
             Resource::Listen(a) => write!(f, "{a}"),
             Resource::Folder(p) | Resource::FolderFiles(p, _) => write!(f, "{}", p.display()),
-            Resource::Endpoint(e) => f.write_str(e),
+            Resource::Endpoint(e) | Resource::RemoteFiles(e, _) => f.write_str(e),
         }
     }
 }

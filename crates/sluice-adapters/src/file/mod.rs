@@ -59,8 +59,7 @@ impl crate::SendAdapter for FileSendConfig {
     }
 }
 
-pub(crate) const CLAIM_PREFIX: &str = ".sluice-claim.";
-pub(crate) use crate::support::names::TMP_PREFIX;
+pub(crate) use crate::support::names::{CLAIM_PREFIX, TMP_PREFIX};
 
 pub(crate) use crate::support::resolve;
 

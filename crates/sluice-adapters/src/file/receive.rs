@@ -1,25 +1,24 @@
 //! FILE receive: poll a folder, claim each settled file by renaming it,
 //! stream it to the publisher, delete it only after the publish committed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use globset::{GlobBuilder, GlobMatcher};
 use serde::Deserialize;
 use sluice_model::MessageId;
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::skipped::{Noticed, Skip};
 use super::{CLAIM_PREFIX, TMP_PREFIX, move_no_replace, resolve};
+use crate::support::poll::{self, Candidate, Pace, Polled, Taken, Unreleased};
 use crate::{AdapterError, ReceiveContext, Source};
 
 fn default_mask() -> String {
@@ -115,7 +114,7 @@ impl FileReceiveConfig {
             config: self.clone(),
             mask: glob.compile_matcher(),
             stuck: Default::default(),
-            unreleased: Default::default(),
+            unreleased: Unreleased::default(),
             noticed: Default::default(),
         })
     }
@@ -130,22 +129,9 @@ pub struct FileReceiver {
     /// Receipts of deleted files whose messages the box could not release
     /// yet (a full disk): retried on every look at the folder, so the
     /// messages do not stay held until the next start.
-    unreleased: std::sync::Mutex<Vec<(crate::Receipt, PathBuf)>>,
+    unreleased: Unreleased,
     /// Entries of the folder that are skipped and were logged already.
     noticed: Arc<std::sync::Mutex<Noticed>>,
-}
-
-/// A file to take.
-struct Candidate {
-    name: String,
-    /// Its size when seen (what it asks of the host's bytes budget).
-    size: u64,
-}
-
-enum Outcome {
-    Published,
-    /// Someone else took it first.
-    Gone,
 }
 
 #[async_trait]
@@ -155,122 +141,37 @@ impl Source for FileReceiver {
     }
 
     async fn run(self: Box<Self>, cx: ReceiveContext) -> Result<(), AdapterError> {
-        let me = Arc::new(*self);
-        let permits = Arc::new(Semaphore::new(me.config.concurrency));
-        let mut tasks: JoinSet<(String, Result<Outcome, String>)> = JoinSet::new();
-        let mut in_flight: HashSet<String> = HashSet::new();
-        let mut backoff: HashMap<String, Backoff> = HashMap::new();
-        let mut folder_ok = true;
-        'outer: loop {
-            while let Some(done) = tasks.try_join_next() {
-                me.settle_task(done, &mut in_flight, &mut backoff);
-            }
-            me.retry_stuck_claims(&cx.location).await;
-            me.retry_releases(&cx).await;
-            let now = Instant::now();
-            // Forget failures that are long past; keep the others, so the
-            // wait keeps doubling while a file keeps failing.
-            let max_wait = me.config.retry_after * 32;
-            backoff.retain(|_, b| b.until + max_wait > now);
-            let skip: HashSet<String> = in_flight
-                .iter()
-                .cloned()
-                .chain(backoff.iter().filter(|(_, b)| b.until > now).map(|(n, _)| n.clone()))
-                .collect();
-            let scan = me.scan(&cx.location, skip).await;
-            let candidates = match scan {
-                Ok(c) => {
-                    if !folder_ok {
-                        tracing::info!(location = %cx.location, path = %me.config.path.display(), "folder is readable again");
-                        folder_ok = true;
-                    }
-                    c
-                }
-                Err(e) => {
-                    if folder_ok {
-                        tracing::error!(location = %cx.location, path = %me.config.path.display(), error = %e,
-                            "cannot read the receive folder; will keep trying");
-                        folder_ok = false;
-                    }
-                    Vec::new()
-                }
-            };
-            let mut taken = 0;
-            for c in candidates {
-                let permit = tokio::select! {
-                    p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'outer },
-                    _ = cx.shutdown.cancelled() => break 'outer,
-                };
-                // The host's throttle: no claim, no open, until admitted.
-                let admitted = tokio::select! {
-                    a = cx.admission.admit(c.size) => a,
-                    _ = cx.shutdown.cancelled() => break 'outer,
-                };
-                in_flight.insert(c.name.clone());
-                taken += 1;
-                let me2 = me.clone();
-                let cx2 = cx.clone();
-                tasks.spawn(async move {
-                    let r = me2.receive_one(&cx2, &c.name).await;
-                    drop(admitted);
-                    drop(permit);
-                    (c.name, r)
-                });
-                while let Some(done) = tasks.try_join_next() {
-                    me.settle_task(done, &mut in_flight, &mut backoff);
-                }
-            }
-            // A full batch means more may be waiting: look again at once.
-            if taken < me.config.batch {
-                tokio::select! {
-                    _ = tokio::time::sleep(me.config.poll_interval) => {}
-                    _ = cx.shutdown.cancelled() => break,
-                }
-            } else if cx.shutdown.is_cancelled() {
-                break;
-            }
-        }
-        // Stop taking files; finish the ones in flight.
-        while let Some(done) = tasks.join_next().await {
-            me.settle_task(done, &mut in_flight, &mut backoff);
-        }
+        poll::run(Arc::new(*self), cx).await;
         Ok(())
     }
 }
 
-impl FileReceiver {
-    fn settle_task(
-        &self,
-        done: Result<(String, Result<Outcome, String>), tokio::task::JoinError>,
-        in_flight: &mut HashSet<String>,
-        backoff: &mut HashMap<String, Backoff>,
-    ) {
-        match done {
-            Ok((name, result)) => {
-                in_flight.remove(&name);
-                match result {
-                    Ok(_) => {
-                        backoff.remove(&name);
-                    }
-                    Err(_) => {
-                        let wait = backoff
-                            .get(&name)
-                            .map(|b| (b.wait * 2).min(self.config.retry_after * 32))
-                            .unwrap_or(self.config.retry_after);
-                        backoff.insert(
-                            name,
-                            Backoff {
-                                until: Instant::now() + wait,
-                                wait,
-                            },
-                        );
-                    }
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "a file receive task failed"),
+#[async_trait]
+impl Polled for FileReceiver {
+    fn place(&self) -> String {
+        self.config.path.display().to_string()
+    }
+    fn pace(&self) -> Pace {
+        Pace {
+            concurrency: self.config.concurrency,
+            batch: self.config.batch,
+            poll_interval: self.config.poll_interval,
+            retry_after: self.config.retry_after,
         }
     }
+    async fn tidy(&self, cx: &ReceiveContext) {
+        self.retry_stuck_claims(&cx.location).await;
+        self.unreleased.retry(cx).await;
+    }
+    async fn look(&self, location: &str, skip: HashSet<String>) -> Result<Vec<Candidate>, String> {
+        self.scan(location, skip).await.map_err(|e| e.to_string())
+    }
+    async fn take(&self, cx: &ReceiveContext, item: &Candidate) -> Result<Taken, String> {
+        self.receive_one(cx, &item.name).await
+    }
+}
 
+impl FileReceiver {
     /// Files in the folder that match the mask and have settled, leaving out
     /// `skip` (in flight, or waiting to be retried) before counting to `batch`,
     /// so files that keep failing cannot crowd out the others. What matches
@@ -358,7 +259,11 @@ impl FileReceiver {
                 if age < settle {
                     continue;
                 }
-                out.push(Candidate { name, size: meta.len() });
+                out.push(Candidate {
+                    name,
+                    size: meta.len(),
+                    modified: meta.modified().ok(),
+                });
                 if out.len() >= limit {
                     whole = false;
                     break;
@@ -373,13 +278,13 @@ impl FileReceiver {
 
     /// Take one file: claim, stream, publish, delete. On failure the file is
     /// put back under its own name.
-    async fn receive_one(&self, cx: &ReceiveContext, name: &str) -> Result<Outcome, String> {
+    async fn receive_one(&self, cx: &ReceiveContext, name: &str) -> Result<Taken, String> {
         let original = self.config.path.join(name);
         let id = MessageId::new();
         let claim = self.config.path.join(format!("{CLAIM_PREFIX}{id}.{name}"));
         match tokio::fs::rename(&original, &claim).await {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Outcome::Gone),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Taken::Gone),
             Err(e) => {
                 tracing::error!(location = %cx.location, file = %original.display(), error = %e, "cannot claim file; leaving it in place");
                 return Err(e.to_string());
@@ -389,16 +294,11 @@ impl FileReceiver {
         match result {
             Ok(receipt) => {
                 let removed = tokio::fs::remove_file(&claim).await;
-                if removed.is_ok()
-                    && let Err(e) = cx.publisher.settled(&receipt).await
-                {
-                    // Tried again on the next look at the folder (and the
-                    // next start releases what is still held).
-                    tracing::warn!(location = %cx.location, file = %original.display(), message_id = %id, error = %e,
-                        "received, but could not release the message yet; will try again");
-                    if let Ok(mut u) = self.unreleased.lock() {
-                        u.push((receipt, original.clone()));
-                    }
+                if removed.is_ok() {
+                    // Tried again before the next look at the folder (and
+                    // the next start releases what is still held).
+                    let file = original.display().to_string();
+                    self.unreleased.settle(cx, receipt, &file).await;
                 }
                 if let Err(e) = removed {
                     // Published, but the claim is still there: the message
@@ -407,7 +307,7 @@ impl FileReceiver {
                         error = %e, message_id = %id, "published, but could not delete the received file");
                 }
                 tracing::debug!(location = %cx.location, file = %original.display(), message_id = %id, "received");
-                Ok(Outcome::Published)
+                Ok(Taken::Published)
             }
             Err(e) => {
                 // Put back first, so that what the log says is so when it
@@ -509,24 +409,6 @@ impl FileReceiver {
         }
     }
 
-    async fn retry_releases(&self, cx: &ReceiveContext) {
-        let pending = match self.unreleased.lock() {
-            Ok(mut u) if !u.is_empty() => std::mem::take(&mut *u),
-            _ => return,
-        };
-        for (receipt, file) in pending {
-            match cx.publisher.settled(&receipt).await {
-                Ok(()) => tracing::info!(location = %cx.location, file = %file.display(), messages = ?receipt.messages,
-                    "released the messages of a received file"),
-                Err(_) => {
-                    if let Ok(mut u) = self.unreleased.lock() {
-                        u.push((receipt, file));
-                    }
-                }
-            }
-        }
-    }
-
     async fn retry_stuck_claims(&self, location: &str) {
         let stuck = match self.stuck.lock() {
             Ok(mut s) if !s.is_empty() => std::mem::take(&mut *s),
@@ -612,12 +494,6 @@ async fn restore(location: &str, claim: &Path, original: &Path) -> bool {
             false
         }
     }
-}
-
-/// When a file that failed may be tried again.
-struct Backoff {
-    until: Instant,
-    wait: Duration,
 }
 
 /// A file read that fails if the file turns out shorter or longer than it
@@ -823,29 +699,5 @@ mod scan_tests {
             2,
             "batch limits the rest"
         );
-    }
-
-    #[test]
-    fn the_wait_doubles_while_a_file_keeps_failing() {
-        let dir = tempfile::tempdir().unwrap();
-        let r = receiver(dir.path());
-        let (mut in_flight, mut backoff) = (HashSet::new(), HashMap::new());
-        let mut waits = Vec::new();
-        for _ in 0..7 {
-            in_flight.insert("f".to_string());
-            r.settle_task(
-                Ok(("f".to_string(), Err("nope".to_string()))),
-                &mut in_flight,
-                &mut backoff,
-            );
-            waits.push(backoff["f"].wait.as_secs());
-        }
-        assert_eq!(waits, vec![1, 2, 4, 8, 16, 32, 32]);
-        r.settle_task(
-            Ok(("f".to_string(), Ok(Outcome::Published))),
-            &mut in_flight,
-            &mut backoff,
-        );
-        assert!(backoff.is_empty(), "success forgets the failures");
     }
 }

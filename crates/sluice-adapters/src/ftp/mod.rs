@@ -20,8 +20,16 @@
 //! Names that start with `.sluice-` belong to Sluice: `.sluice-tmp.<send
 //! port>.<id>.<attempt>` is a file being uploaded by a send port.
 //!
-//! Receiving (polling a folder, claiming by rename) is not built yet.
+//! Receiving: the folder is listed every `poll_interval` (`MLSD`, or `LIST`
+//! where the server lacks it); a file is taken once two listings show it
+//! with the same size and time, renamed to `.sluice-claim.<id>.<name>` (two
+//! nodes or locations cannot both take it), downloaded into the box, and
+//! deleted only after the publish committed. A failure puts it back under
+//! its name; the next start resolves claims a crash left.
 
+mod receive;
+#[cfg(test)]
+mod receive_tests;
 mod send;
 mod session;
 #[cfg(test)]
@@ -29,7 +37,28 @@ mod tests;
 
 use std::path::Path;
 
+pub use receive::{FtpReceiveConfig, FtpReceiver, Listing, PROMOTES};
 pub use send::{FtpSendConfig, FtpTransmitter};
+
+impl crate::ReceiveAdapter for FtpReceiveConfig {
+    fn resolve_paths(&mut self, base: &Path) {
+        FtpReceiveConfig::resolve_paths(self, base);
+    }
+    fn build(&self) -> Result<Box<dyn crate::Source>, crate::AdapterError> {
+        Ok(Box::new(FtpReceiveConfig::build(self)?))
+    }
+    /// The server folder's files its mask selects, as FILE's claim.
+    fn resources(&self) -> Vec<crate::Claim> {
+        vec![crate::Claim::exclusive(
+            "url",
+            crate::Resource::RemoteFiles(self.folder_key(), self.mask.clone()),
+        )]
+    }
+    /// Every file's name, size and URL.
+    fn always_promotes(&self) -> Vec<sluice_model::Key> {
+        crate::support::keys(PROMOTES)
+    }
+}
 
 impl crate::SendAdapter for FtpSendConfig {
     fn resolve_paths(&mut self, base: &Path) {

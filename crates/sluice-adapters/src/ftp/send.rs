@@ -10,10 +10,10 @@ use sha2::{Digest, Sha256};
 use suppaftp::tokio::AsyncRustlsFtpStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::session::{Dialer, Endpoint, Pool};
+use super::session::{Dialer, Pool, Settings};
 use crate::macros::Template;
 use crate::support::names::TMP_PREFIX;
-use crate::support::secret::{Secret, redact_url};
+use crate::support::secret::Secret;
 use crate::{AdapterError, Body, Delivered, Outbound, TransmitError, Transmitter};
 
 fn default_file_name() -> String {
@@ -85,37 +85,24 @@ impl FtpSendConfig {
     }
 
     pub fn build(&self) -> Result<FtpTransmitter, AdapterError> {
-        let endpoint = Endpoint::parse("url", &self.url)?;
         let template = Template::parse(&self.file_name).map_err(AdapterError::Config)?;
         template
             .check_file_name_template()
             .map_err(|e| AdapterError::Config(format!("file_name {e}")))?;
-        let password = Secret::from_config("password", &self.password, &self.password_env, &self.password_file)?;
-        for (key, value, most) in [
-            ("connect_timeout", self.connect_timeout, 3600),
-            ("timeout", self.timeout, 3600),
-            ("transfer_timeout", self.transfer_timeout, 24 * 3600),
-        ] {
-            if value.is_zero() || value > Duration::from_secs(most) {
-                return Err(AdapterError::Config(format!(
-                    "{key} must be more than 0 and at most {}h",
-                    most / 3600
-                )));
-            }
+        let dialer = Settings {
+            url: &self.url,
+            password: &self.password,
+            password_env: &self.password_env,
+            password_file: &self.password_file,
+            tls_ca: self.tls_ca.as_deref(),
+            connect_timeout: self.connect_timeout,
+            timeout: self.timeout,
+            transfer_timeout: self.transfer_timeout,
+            max_connections: self.max_connections,
+            create_folder: self.create_folder,
         }
-        if !(1..=64).contains(&self.max_connections) {
-            return Err(AdapterError::Config("max_connections must be 1 to 64".into()));
-        }
-        let shown = redact_url(&self.url);
-        let dialer = Dialer::new(
-            endpoint,
-            password,
-            self.tls_ca.as_deref(),
-            self.connect_timeout,
-            self.timeout,
-            self.create_folder,
-            shown.clone(),
-        )?;
+        .dialer()?;
+        let shown = dialer.shown.clone();
         Ok(FtpTransmitter {
             overwrite: self.overwrite,
             template,
@@ -123,7 +110,7 @@ impl FtpSendConfig {
             pool: Pool::new(self.max_connections),
             transfer_timeout: self.transfer_timeout,
             placing: Default::default(),
-            shown: shown.trim_end_matches('/').to_string(),
+            shown,
         })
     }
 }

@@ -120,6 +120,20 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// The folder as one name however it is reached (the scheme left
+    /// out): `host:port/folder`, with the user when the folder is relative
+    /// to the login folder (each user's may differ).
+    pub fn folder_key(&self) -> String {
+        let host = self.host.to_ascii_lowercase();
+        if self.folder.starts_with('/') {
+            format!("{host}:{}{}", self.port, self.folder)
+        } else {
+            format!("{}@{host}:{}/~/{}", self.user, self.port, self.folder)
+        }
+    }
+}
+
 /// How to reach and log in to the server, and how long each step may take.
 #[derive(Clone)]
 pub(crate) struct Dialer {
@@ -133,31 +147,61 @@ pub(crate) struct Dialer {
     pub shown: String,
 }
 
-impl Dialer {
-    pub fn new(
-        endpoint: Endpoint,
-        password: Secret,
-        tls_ca: Option<&std::path::Path>,
-        connect_timeout: Duration,
-        timeout: Duration,
-        create_folder: bool,
-        shown: String,
-    ) -> Result<Dialer, AdapterError> {
+/// What every FTP location and port configures about its server, as the
+/// configuration gives it: checked into a [`Dialer`].
+pub(crate) struct Settings<'a> {
+    pub url: &'a str,
+    pub password: &'a Option<Secret>,
+    pub password_env: &'a Option<String>,
+    pub password_file: &'a Option<std::path::PathBuf>,
+    pub tls_ca: Option<&'a std::path::Path>,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub transfer_timeout: Duration,
+    pub max_connections: usize,
+    pub create_folder: bool,
+}
+
+impl Settings<'_> {
+    /// The settings checked (the URL, the password, each timeout and the
+    /// connection count within bounds, the TLS roots read).
+    pub fn dialer(&self) -> Result<Dialer, AdapterError> {
+        let endpoint = Endpoint::parse("url", self.url)?;
+        let password = Secret::from_config("password", self.password, self.password_env, self.password_file)?;
+        for (key, value, most) in [
+            ("connect_timeout", self.connect_timeout, 3600),
+            ("timeout", self.timeout, 3600),
+            ("transfer_timeout", self.transfer_timeout, 24 * 3600),
+        ] {
+            if value.is_zero() || value > Duration::from_secs(most) {
+                return Err(AdapterError::Config(format!(
+                    "{key} must be more than 0 and at most {}h",
+                    most / 3600
+                )));
+            }
+        }
+        if !(1..=64).contains(&self.max_connections) {
+            return Err(AdapterError::Config("max_connections must be 1 to 64".into()));
+        }
         let tls = match endpoint.protection {
             Protection::Plain => None,
-            Protection::Explicit | Protection::Implicit => Some(client_tls(tls_ca)?),
+            Protection::Explicit | Protection::Implicit => Some(client_tls(self.tls_ca)?),
         };
         Ok(Dialer {
             endpoint,
             password,
             tls,
-            connect_timeout,
-            timeout,
-            create_folder,
-            shown,
+            connect_timeout: self.connect_timeout,
+            timeout: self.timeout,
+            create_folder: self.create_folder,
+            shown: crate::support::secret::redact_url(self.url)
+                .trim_end_matches('/')
+                .to_string(),
         })
     }
+}
 
+impl Dialer {
     /// A new session: connected, protected as configured, logged in, in
     /// the folder (made first with `create_folder`), binary.
     pub async fn dial(&self) -> Result<AsyncRustlsFtpStream, String> {

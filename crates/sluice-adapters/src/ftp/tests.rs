@@ -1,6 +1,7 @@
 //! The FTP send port against a real FTP server: libunftp (an FTP and FTPS
 //! server library, not this crate's client code) with a folder on disk, in
-//! the test's process, on a free port.
+//! the test's process, on a free port. The server helpers serve the
+//! receive tests (`receive_tests.rs`) too.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,8 +14,8 @@ use unftp_core::auth::{AuthenticationError, Authenticator, Credentials, Principa
 use super::FtpSendConfig;
 use crate::{Delivered, Outbound, Transmitter};
 
-const USER: &str = "sluice";
-const PASSWORD: &str = "s3cret-pw";
+pub(super) const USER: &str = "sluice";
+pub(super) const PASSWORD: &str = "s3cret-pw";
 
 /// One user, one password.
 #[derive(Debug)]
@@ -32,7 +33,7 @@ impl Authenticator for OnePassword {
 }
 
 /// A certificate for `localhost` and its key, as PEM files in `dir`.
-fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
+pub(super) fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
     let rcgen::CertifiedKey { cert, key_pair } =
         rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
@@ -41,7 +42,7 @@ fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
     (c, k)
 }
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -51,7 +52,7 @@ fn free_port() -> u16 {
 
 /// An FTP server on 127.0.0.1 serving `root` (explicit FTPS too, with
 /// `tls`); its port once it answers.
-async fn server(root: &Path, tls: Option<&(PathBuf, PathBuf)>) -> u16 {
+pub(super) async fn server(root: &Path, tls: Option<&(PathBuf, PathBuf)>) -> u16 {
     let root = root.to_path_buf();
     let port = free_port();
     let mut builder = libunftp::ServerBuilder::with_authenticator(
@@ -94,7 +95,7 @@ fn outbound(name: &str) -> Outbound {
     }
 }
 
-fn names(dir: &Path) -> Vec<String> {
+pub(super) fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .map(|d| {
             d.filter_map(|e| e.ok())
@@ -107,7 +108,7 @@ fn names(dir: &Path) -> Vec<String> {
 }
 
 /// A server over a fresh folder that has an `in/` folder.
-async fn served_with_in() -> (tempfile::TempDir, u16) {
+pub(super) async fn served_with_in() -> (tempfile::TempDir, u16) {
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir(root.path().join("in")).unwrap();
     let port = server(root.path(), None).await;

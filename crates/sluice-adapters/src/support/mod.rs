@@ -13,6 +13,9 @@
 //! - [`fd`]: the process's open-files limit and the reserve kept for the
 //!   box and the other adapters;
 //! - [`net`]: listening addresses, `ip:port` or `host:port` resolved at load;
+//! - [`poll`]: the loop of a polled source (FILE, FTP): look, take within
+//!   the concurrency and the throttle, retry what failed, stop cleanly;
+//! - [`retry`]: when a polled source tries a failed item again (doubling waits);
 //! - [`guard`]: what keeps one client from holding a listener shut (caps on
 //!   connections and uploads per listener and per client address, the
 //!   process's file descriptors, idle and stalled connections);
@@ -30,6 +33,8 @@ pub mod fd;
 pub mod guard;
 pub mod names;
 pub mod net;
+pub mod poll;
+pub mod retry;
 pub mod secret;
 #[cfg(feature = "http")]
 pub mod serve;

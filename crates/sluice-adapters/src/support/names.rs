@@ -21,6 +21,10 @@ pub const RESERVED_PREFIX: &str = ".sluice-";
 /// into place (FILE, FTP): `.sluice-tmp.<send port>.<message id>.<n>`.
 pub const TMP_PREFIX: &str = ".sluice-tmp.";
 
+/// What a receive location renames a file to while it takes it, so no
+/// other reader takes it too (FILE, FTP): `.sluice-claim.<message id>.<name>`.
+pub const CLAIM_PREFIX: &str = ".sluice-claim.";
+
 /// Check that `name` (made from a template, a peer's file name, a context
 /// value) is a plain file name: not empty, not `.` or `..`, no `/`, `\` or
 /// NUL, not one of Sluice's own (`.sluice-*`). A value from a message must

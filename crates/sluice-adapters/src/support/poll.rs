@@ -1,0 +1,189 @@
+//! The loop of a polled source (FILE, FTP): look at the place, take what is
+//! there within the location's concurrency and the host's throttle, try
+//! what failed again later (waits doubling), finish what is in flight when
+//! the node stops. A source says how to look and how to take one item
+//! ([`Polled`]); the loop is the same for all.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::support::retry::Retries;
+use crate::{Receipt, ReceiveContext};
+
+/// An item a look found to take: a file, by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub name: String,
+    /// Its size when seen (what it asks of the host's bytes budget).
+    pub size: u64,
+    pub modified: Option<SystemTime>,
+}
+
+/// What taking an item came to.
+#[derive(Debug)]
+pub enum Taken {
+    Published,
+    /// Someone else took it first.
+    Gone,
+}
+
+/// How a polled source paces itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// Items taken at the same time.
+    pub concurrency: usize,
+    /// Most items taken from one look; a full batch looks again at once.
+    pub batch: usize,
+    pub poll_interval: Duration,
+    /// The wait before an item that failed is tried again (doubling).
+    pub retry_after: Duration,
+}
+
+#[async_trait]
+pub trait Polled: Send + Sync + 'static {
+    /// The place looked at, for the log: a folder, a URL.
+    fn place(&self) -> String;
+    fn pace(&self) -> Pace;
+    /// Before each look: what earlier failures left (claims to put back,
+    /// messages to release).
+    async fn tidy(&self, _cx: &ReceiveContext) {}
+    /// The items to take now, leaving out `skip` (in flight, or waiting to
+    /// be tried again) before counting to the batch.
+    async fn look(&self, location: &str, skip: HashSet<String>) -> Result<Vec<Candidate>, String>;
+    /// Take one item: claim, publish, remove. An error leaves it in place
+    /// (or puts it back), to be tried again after a wait.
+    async fn take(&self, cx: &ReceiveContext, item: &Candidate) -> Result<Taken, String>;
+}
+
+/// Run `source` until the node stops, then finish what is in flight.
+pub async fn run<P: Polled>(source: Arc<P>, cx: ReceiveContext) {
+    let pace = source.pace();
+    let permits = Arc::new(Semaphore::new(pace.concurrency));
+    let mut tasks: JoinSet<(String, Result<Taken, String>)> = JoinSet::new();
+    let mut in_flight: HashSet<String> = HashSet::new();
+    let mut retries = Retries::new(pace.retry_after);
+    let mut reachable = true;
+    'outer: loop {
+        while let Some(done) = tasks.try_join_next() {
+            settle_task(done, &mut in_flight, &mut retries);
+        }
+        source.tidy(&cx).await;
+        let now = Instant::now();
+        retries.forget_old(now);
+        let skip: HashSet<String> = in_flight.iter().chain(retries.waiting(now)).cloned().collect();
+        let candidates = match source.look(&cx.location, skip).await {
+            Ok(c) => {
+                if !reachable {
+                    tracing::info!(location = %cx.location, place = %source.place(), "the source can be read again");
+                    reachable = true;
+                }
+                c
+            }
+            Err(e) => {
+                if reachable {
+                    tracing::error!(location = %cx.location, place = %source.place(), error = %e,
+                        "cannot look for files to receive; will keep trying");
+                    reachable = false;
+                }
+                Vec::new()
+            }
+        };
+        let mut taken = 0;
+        for c in candidates {
+            let permit = tokio::select! {
+                p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'outer },
+                _ = cx.shutdown.cancelled() => break 'outer,
+            };
+            // The host's throttle: nothing claimed or opened until admitted.
+            let admitted = tokio::select! {
+                a = cx.admission.admit(c.size) => a,
+                _ = cx.shutdown.cancelled() => break 'outer,
+            };
+            in_flight.insert(c.name.clone());
+            taken += 1;
+            let (source, cx) = (source.clone(), cx.clone());
+            tasks.spawn(async move {
+                let r = source.take(&cx, &c).await;
+                drop(admitted);
+                drop(permit);
+                (c.name, r)
+            });
+            while let Some(done) = tasks.try_join_next() {
+                settle_task(done, &mut in_flight, &mut retries);
+            }
+        }
+        // A full batch means more may be waiting: look again at once.
+        if taken < pace.batch {
+            tokio::select! {
+                _ = tokio::time::sleep(pace.poll_interval) => {}
+                _ = cx.shutdown.cancelled() => break,
+            }
+        } else if cx.shutdown.is_cancelled() {
+            break;
+        }
+    }
+    // Stop taking; finish what is in flight.
+    while let Some(done) = tasks.join_next().await {
+        settle_task(done, &mut in_flight, &mut retries);
+    }
+}
+
+fn settle_task(
+    done: Result<(String, Result<Taken, String>), tokio::task::JoinError>,
+    in_flight: &mut HashSet<String>,
+    retries: &mut Retries,
+) {
+    match done {
+        Ok((name, result)) => {
+            in_flight.remove(&name);
+            match result {
+                Ok(_) => retries.succeeded(&name),
+                Err(_) => retries.failed(name),
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "a receive task failed"),
+    }
+}
+
+/// Messages whose source is gone (the file deleted) but which the box
+/// could not release yet (a full disk): tried again before every look, so
+/// they do not stay held until the next start (which releases what is
+/// left).
+#[derive(Debug, Default)]
+pub struct Unreleased(Mutex<Vec<(Receipt, String)>>);
+
+impl Unreleased {
+    /// Release the messages of `receipt`, whose source `file` is gone; kept
+    /// to be tried again if the box cannot yet.
+    pub async fn settle(&self, cx: &ReceiveContext, receipt: Receipt, file: &str) {
+        if let Err(e) = cx.publisher.settled(&receipt).await {
+            tracing::warn!(location = %cx.location, file = %file, messages = ?receipt.messages, error = %e,
+                "received, but could not release the message yet; will try again");
+            self.keep(receipt, file.to_string());
+        }
+    }
+
+    fn keep(&self, receipt: Receipt, file: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((receipt, file));
+    }
+
+    /// Try again what could not be released.
+    pub async fn retry(&self, cx: &ReceiveContext) {
+        let pending = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
+        for (receipt, file) in pending {
+            match cx.publisher.settled(&receipt).await {
+                Ok(()) => tracing::info!(location = %cx.location, file = %file, messages = ?receipt.messages,
+                    "released the messages of a received file"),
+                Err(_) => self.keep(receipt, file),
+            }
+        }
+    }
+}
