@@ -104,3 +104,68 @@ retry = {{ count = 3, interval = "1s" }}
     let text = node.log_text();
     assert!(!text.contains(PASSWORD), "the password shows in the log");
 }
+
+/// Files waiting on an FTP server are received through an FTP receive
+/// location and written out by a FILE send port, whole and each once,
+/// though the node is killed (`kill -9`) twice while it takes them: what a
+/// kill left claimed on the server is resolved at the next start.
+#[test]
+fn files_come_in_from_an_ftp_server_and_survive_kill_9() {
+    let root = tempfile::tempdir().unwrap();
+    let served = tempfile::tempdir().unwrap();
+    let outbox = served.path().join("outbox");
+    std::fs::create_dir(&outbox).unwrap();
+    const FILES: u64 = 300;
+    let size = |i: u64| 50 + (i as usize * 7919) % 300_000;
+    for i in 0..FILES {
+        std::fs::write(outbox.join(format!("inv-{i:03}.xml")), content(i, size(i))).unwrap();
+    }
+    std::fs::write(outbox.join("readme.txt"), "not for this mask").unwrap();
+    let port = ftp_server(served.path());
+    let config = write_config(
+        root.path(),
+        &format!(
+            r#"
+[receive_ports.ftpin.locations.partner]
+adapter = {{ type = "ftp", url = "ftp://{USER}@127.0.0.1:{port}/outbox", password_env = "SLUICE_E2E_FTP_PASSWORD", file_mask = "*.xml", poll_interval = "200ms", max_connections = 4 }}
+
+[send_ports.got]
+filter = 'receive.port == "ftpin"'
+adapter = {{ type = "file", path = "got", file_name = "%SourceFileName%", create_folder = true }}
+"#
+        ),
+    );
+    let got = root.path().join("got");
+    let log = root.path().join("node.log");
+    let start = || {
+        let mut cmd = sluice();
+        cmd.env("SLUICE_E2E_FTP_PASSWORD", PASSWORD);
+        Node::start_with(cmd, &config, &log)
+    };
+    for kill_after in [60, 160] {
+        let mut node = start();
+        wait_until(Duration::from_secs(60), "files arriving", || {
+            names(&got).len() >= kill_after
+        });
+        node.kill9();
+    }
+    let mut node = start();
+    wait_until(Duration::from_secs(120), "every file received and written", || {
+        names(&got).len() as u64 == FILES && names(&outbox) == vec!["readme.txt".to_string()]
+    });
+    wait_until(Duration::from_secs(30), "the box empty", || {
+        status_json(&config)["spool"] == 0
+    });
+    for i in 0..FILES {
+        let name = format!("inv-{i:03}.xml");
+        assert!(
+            std::fs::read(got.join(&name)).unwrap() == content(i, size(i)),
+            "{name} differs"
+        );
+    }
+    let status = status_json(&config);
+    assert_eq!(status["suspended"], 0, "{status}");
+    node.stop();
+    let text = node.log_text();
+    assert!(!text.contains(PASSWORD), "the password shows in the log");
+}
