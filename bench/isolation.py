@@ -20,7 +20,9 @@ usage: bench/isolation.py PATH/TO/sluice MODE [N]
                      interleaved (quiet, leaking; leaking, quiet; ...); the
                      leak per message and the limit from LEAK (default
                      64KiB) and LIMIT (default 48MiB); prints each pair's
-                     ratio and the ratio of the medians.
+                     ratio and the ratio of the medians, and each run's CPU
+                     time (node, steady instance, the node's whole tree).
+                     LEAK=0 runs quiet against quiet: the noise control.
   big    [MIB=1024]  one file of MIB MiB received and sent by an isolated
                      host (its body crosses the channel twice): the node's
                      and the instance's peak RSS.
@@ -35,6 +37,7 @@ Files are made in the box's folder tree of a fresh temporary directory.
 import json
 import os
 import random
+import resource
 import re
 import shutil
 import signal
@@ -129,6 +132,13 @@ class Node:
         text = open(os.path.join(ROOT, "node.log")).read()
         m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
         return int(m.group(1)) * 1024 if m else 0, text
+
+
+def cpu_seconds(pid):
+    """User and system CPU time of a live process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def mib(n):
@@ -339,9 +349,10 @@ host = "steady"
 filter = 'receive.port == "b"'
 adapter = {{ type = "file", path = "out-steady", file_name = "%SourceFileName%", create_folder = true }}
 """)
+        cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         node = Node(cfg)
         instance_pid(cfg, "leaky")
-        instance_pid(cfg, "steady")
+        steady_pid = instance_pid(cfg, "steady")
         names = [(i, f"s{i:06}.dat") for i in range(n)]
         # Both inboxes filled first; then both locations take them at once.
         write_files(os.path.join(root, "in-leaky.fill"), [(i, f"l{i:06}.dat") for i in range(n)])
@@ -356,15 +367,24 @@ adapter = {{ type = "file", path = "out-steady", file_name = "%SourceFileName%",
         while count(os.path.join(root, "out-leaky")) < n:
             time.sleep(0.2)
         h = host(status(cfg), "leaky")["instances"][0]
+        steady_cpu = cpu_seconds(steady_pid)
+        node_cpu = cpu_seconds(node.pid)
         node.stop()
+        cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        total = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+        print(f"  leak {leak}: steady {steady:.0f} files/s; CPU s: node {node_cpu:.1f}, steady instance "
+              f"{steady_cpu:.1f}, all of the node's tree {total:.1f}", flush=True)
         return steady, h["memory_recycles"]
 
     quiets, leakings = [], []
     for r in range(rounds):
         # Alternate which goes first, so neither always runs on a fresher machine.
-        order = ["0", leak_per] if r % 2 == 0 else [leak_per, "0"]
-        got = {leak: run(leak) for leak in order}
-        (quiet, r0), (leaking, r1) = got["0"], got[leak_per]
+        # LEAK=0 makes both runs quiet: the spread of such pairs is the
+        # machine's noise, the control for the ratio.
+        first_quiet = r % 2 == 0
+        a = run("0" if first_quiet else leak_per)
+        b = run(leak_per if first_quiet else "0")
+        (quiet, r0), (leaking, r1) = (a, b) if first_quiet else (b, a)
         quiets.append(quiet)
         leakings.append(leaking)
         print(f"neighbours round {r + 1}: steady host {quiet:.0f} files/s while leaky runs without leaking "

@@ -29,13 +29,20 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # Command-line tools the end-to-end tests drive: "command debian-package".
 # Debian's Chromium and ChromeDriver drive the portal's browser tests.
-TOOLS=("gzip gzip" "curl curl" "chromium chromium" "chromedriver chromium-driver")
+TOOLS=("gzip gzip" "curl curl" "chromium chromium" "chromedriver chromium-driver" "ssh-keygen openssh-client")
 for tool in "${TOOLS[@]}"; do
   read -r cmd pkg <<<"$tool"
   command -v "$cmd" >/dev/null 2>&1 && continue
   say "installing $pkg"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg"
 done
+
+# OpenSSH's sshd serves SFTP to the SFTP adapter's tests (each test starts
+# its own on a free port); /usr/sbin may not be on a non-root PATH.
+if [ ! -x /usr/sbin/sshd ]; then
+  say "installing openssh-server"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server
+fi
 
 # Python tools the tests drive, in a virtual environment of their own under
 # target/ (pinned versions, from PyPI): schemathesis fuzzes the REST API

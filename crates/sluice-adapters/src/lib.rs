@@ -40,6 +40,8 @@ pub mod http;
 pub mod kit;
 pub mod macros;
 mod registry;
+#[cfg(feature = "sftp")]
+pub mod sftp;
 pub mod support;
 
 use std::sync::Arc;
@@ -361,5 +363,6 @@ registry::adapters! {
         #[cfg(feature = "http")] http => http::HttpSendConfig,
         #[cfg(feature = "chaos")] chaos => chaos::ChaosSendConfig,
         #[cfg(feature = "ftp")] ftp => ftp::FtpSendConfig,
+        #[cfg(feature = "sftp")] sftp => sftp::SftpSendConfig,
     }
 }

@@ -60,26 +60,4 @@ impl crate::ReceiveAdapter for FtpReceiveConfig {
     }
 }
 
-impl crate::SendAdapter for FtpSendConfig {
-    fn resolve_paths(&mut self, base: &Path) {
-        FtpSendConfig::resolve_paths(self, base);
-    }
-    fn build(&self) -> Result<std::sync::Arc<dyn crate::Transmitter>, crate::AdapterError> {
-        Ok(std::sync::Arc::new(FtpSendConfig::build(self)?))
-    }
-    fn resources(&self) -> Vec<crate::Claim> {
-        vec![crate::Claim::shared(
-            "url",
-            crate::Resource::Endpoint(crate::support::secret::redact_url(&self.url)),
-        )]
-    }
-    /// As many deliveries at once as the port keeps connections open.
-    fn default_concurrency(&self) -> usize {
-        self.max_connections
-    }
-    fn needs(&self) -> Vec<crate::Need> {
-        crate::macros::Template::parse(&self.file_name)
-            .map(|t| t.needs("file_name"))
-            .unwrap_or_default()
-    }
-}
+crate::support::remote::file_transfer_send_adapter!(FtpSendConfig);

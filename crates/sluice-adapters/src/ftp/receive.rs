@@ -48,15 +48,6 @@ fn default_max_connections() -> usize {
 fn default_max_listing() -> usize {
     100_000
 }
-fn default_connect_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_timeout() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_transfer_timeout() -> Duration {
-    Duration::from_secs(3600)
-}
 
 /// How the folder is listed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -124,14 +115,20 @@ pub struct FtpReceiveConfig {
     /// roots (`ftpes://`, `ftps://`).
     #[serde(default)]
     pub tls_ca: Option<PathBuf>,
-    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    #[serde(
+        default = "crate::support::remote::defaults::connect_timeout",
+        with = "humantime_serde"
+    )]
     pub connect_timeout: Duration,
     /// Each command's answer, and each read of a listing or a download (an
     /// idle limit).
-    #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[serde(default = "crate::support::remote::defaults::timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// One file's download and publish, at most.
-    #[serde(default = "default_transfer_timeout", with = "humantime_serde")]
+    #[serde(
+        default = "crate::support::remote::defaults::transfer_timeout",
+        with = "humantime_serde"
+    )]
     pub transfer_timeout: Duration,
 }
 
@@ -365,7 +362,7 @@ impl FtpReceiver {
     /// The folder's files (not folders or links), at most `max_listing`.
     async fn list(&self) -> Result<Vec<Candidate>, String> {
         let mut lent = self.pool.take(&self.dialer).await?;
-        let r = self.list_on(&mut lent.ftp).await;
+        let r = self.list_on(&mut lent.conn).await;
         if r.is_ok() {
             self.pool.put(lent);
         }
@@ -469,7 +466,7 @@ impl FtpReceiver {
         let d = &self.dialer;
         let claim = if self.config.claim {
             let claim = format!("{CLAIM_PREFIX}{id}.{name}");
-            let renamed = d.within("RNFR/RNTO", lent.ftp.rename(name, claim.as_str())).await;
+            let renamed = d.within("RNFR/RNTO", lent.conn.rename(name, claim.as_str())).await;
             if is_missing(&renamed) {
                 self.pool.put(lent);
                 return Ok(Taken::Gone);
@@ -496,7 +493,7 @@ impl FtpReceiver {
         });
         match published {
             Ok(receipt) => {
-                let removed = step(d.within("DELE", lent.ftp.rm(claim.as_str())).await, "deleting it");
+                let removed = step(d.within("DELE", lent.conn.rm(claim.as_str())).await, "deleting it");
                 match removed {
                     Ok(()) => {
                         self.pool.put(lent);
@@ -539,7 +536,7 @@ impl FtpReceiver {
     ) -> Result<Receipt, String> {
         let d = &self.dialer;
         // Its size now that it is ours: what the download must come to.
-        let size = match d.within("SIZE", lent.ftp.size(claim)).await {
+        let size = match d.within("SIZE", lent.conn.size(claim)).await {
             Ok(Ok(size)) => size as u64,
             // A server without SIZE: the listing's figure.
             Ok(Err(FtpError::UnexpectedResponse(r)))
@@ -561,7 +558,7 @@ impl FtpReceiver {
             ctx.write("file", "modified", modified);
         }
         let span = tracing::error_span!("receive_ftp_file", file = %format!("{}/{}", self.shown, entry.name));
-        let body = self.download(&mut lent.ftp, claim, size).await?;
+        let body = self.download(&mut lent.conn, claim, size).await?;
         let submitted = cx
             .publisher
             .submit(id, ctx.clone(), Box::new(body))
@@ -571,7 +568,7 @@ impl FtpReceiver {
             Err(e) if e.rejected => {
                 // The content is bad: trying again cannot help. Keep the
                 // bytes as received, suspended with the error, instead.
-                let body = self.download(&mut lent.ftp, claim, size).await?;
+                let body = self.download(&mut lent.conn, claim, size).await?;
                 cx.publisher
                     .suspend(id, ctx, Box::new(body), &e)
                     .instrument(span)
@@ -597,7 +594,7 @@ impl FtpReceiver {
     /// new session. `false` if it stays under the claim name.
     async fn restore_with(&self, lent: Lent, claim: &str, name: &str) -> bool {
         let mut lent = lent;
-        match self.restore_on(&mut lent.ftp, claim, name).await {
+        match self.restore_on(&mut lent.conn, claim, name).await {
             Ok(done) => {
                 self.pool.put(lent);
                 done
@@ -605,7 +602,7 @@ impl FtpReceiver {
             Err(_) => {
                 drop(lent);
                 match self.pool.take(&self.dialer).await {
-                    Ok(mut fresh) => match self.restore_on(&mut fresh.ftp, claim, name).await {
+                    Ok(mut fresh) => match self.restore_on(&mut fresh.conn, claim, name).await {
                         Ok(done) => {
                             self.pool.put(fresh);
                             done
@@ -667,7 +664,7 @@ impl FtpReceiver {
         let mut healthy = true;
         for (claim, original) in stuck {
             let done = if healthy {
-                match self.restore_on(&mut lent.ftp, &claim, &original).await {
+                match self.restore_on(&mut lent.conn, &claim, &original).await {
                     Ok(done) => done,
                     Err(_) => {
                         healthy = false;
@@ -725,7 +722,7 @@ impl FtpReceiver {
                     let removed = match self.pool.take(&self.dialer).await {
                         Ok(mut lent) => {
                             let r = step(
-                                self.dialer.within("DELE", lent.ftp.rm(e.name.as_str())).await,
+                                self.dialer.within("DELE", lent.conn.rm(e.name.as_str())).await,
                                 "deleting it",
                             );
                             if r.is_ok() {

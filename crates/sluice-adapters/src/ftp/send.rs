@@ -6,28 +6,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use suppaftp::tokio::AsyncRustlsFtpStream;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::session::{Dialer, Pool, Settings};
 use crate::macros::Template;
 use crate::support::names::TMP_PREFIX;
+use crate::support::remote::{digest_up_to, upload_hashed};
 use crate::support::secret::Secret;
 use crate::{AdapterError, Body, Delivered, Outbound, TransmitError, Transmitter};
 
-fn default_file_name() -> String {
-    "%MessageId%".into()
-}
-fn default_connect_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_timeout() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_transfer_timeout() -> Duration {
-    Duration::from_secs(3600)
-}
 fn default_max_connections() -> usize {
     4
 }
@@ -46,7 +33,7 @@ pub struct FtpSendConfig {
     #[serde(default)]
     pub password_file: Option<PathBuf>,
     /// File name, with macros: `%MessageId%`, `%SourceFileName%`, ...
-    #[serde(default = "default_file_name")]
+    #[serde(default = "crate::support::remote::defaults::file_name")]
     pub file_name: String,
     /// Replace a file of the same name. Off by default: an existing file
     /// with other content is an error (retried); one with the same content
@@ -62,14 +49,20 @@ pub struct FtpSendConfig {
     #[serde(default)]
     pub tls_ca: Option<PathBuf>,
     /// Connecting (TCP, and the greeting with implicit TLS).
-    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    #[serde(
+        default = "crate::support::remote::defaults::connect_timeout",
+        with = "humantime_serde"
+    )]
     pub connect_timeout: Duration,
     /// Each command's answer, and each read and write of a transfer (an
     /// idle limit: a transfer that moves no byte for this long fails).
-    #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[serde(default = "crate::support::remote::defaults::timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// The whole of one delivery (upload, check, rename), at most.
-    #[serde(default = "default_transfer_timeout", with = "humantime_serde")]
+    #[serde(
+        default = "crate::support::remote::defaults::transfer_timeout",
+        with = "humantime_serde"
+    )]
     pub transfer_timeout: Duration,
     /// Control connections open at once to this server, at most (each
     /// transfer holds one); idle ones are kept for the next file.
@@ -169,7 +162,7 @@ impl Transmitter for FtpTransmitter {
             let old = tmp_name(&msg.port, msg.id, earlier);
             match self
                 .dialer
-                .within("removing an earlier attempt's file", lent.ftp.rm(old.as_str()))
+                .within("removing an earlier attempt's file", lent.conn.rm(old.as_str()))
                 .await
             {
                 Ok(_) => {}
@@ -177,7 +170,7 @@ impl Transmitter for FtpTransmitter {
                 Err(e) => return Err(TransmitError::retry(e)),
             }
         }
-        let delivery = tokio::time::timeout(self.transfer_timeout, self.deliver(&mut lent.ftp, &tmp, &name, body));
+        let delivery = tokio::time::timeout(self.transfer_timeout, self.deliver(&mut lent.conn, &tmp, &name, body));
         match delivery.await {
             Ok(Ok(done)) => {
                 self.pool.put(lent);
@@ -189,7 +182,7 @@ impl Transmitter for FtpTransmitter {
                 // removed by the next attempt.
                 let _ = self
                     .dialer
-                    .within("removing the temporary file", lent.ftp.rm(tmp.as_str()))
+                    .within("removing the temporary file", lent.conn.rm(tmp.as_str()))
                     .await;
                 Err(e)
             }
@@ -286,29 +279,14 @@ impl FtpTransmitter {
             &format!("starting the upload of {tmp}"),
         )?;
         let mut body = body;
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut sent = 0u64;
-        let mut hash = Sha256::new();
-        loop {
-            let n = body
-                .read(&mut buf)
-                .await
-                .map_err(|e| TransmitError::retry(format!("reading the message body: {e}")))?;
-            if n == 0 {
-                break;
-            }
-            hash.update(&buf[..n]);
-            d.within("writing the upload", out.write_all(&buf[..n]))
-                .await
-                .map_err(TransmitError::retry)?
-                .map_err(|e| TransmitError::retry(format!("uploading {tmp} to {}: {e}", self.shown)))?;
-            sent += n as u64;
-        }
+        let (sent, digest) = upload_hashed(&mut body, &mut out, d.timeout)
+            .await
+            .map_err(|e| TransmitError::retry(format!("uploading {tmp} to {}: {e}", self.shown)))?;
         ftp_ok(
             d.within("finishing the upload", out.finish()).await,
             &format!("finishing the upload of {tmp}"),
         )?;
-        Ok((sent, hash.finalize().into()))
+        Ok((sent, digest))
     }
 
     /// The SHA-256 of remote file `name`, read a block at a time, and no
@@ -325,30 +303,16 @@ impl FtpTransmitter {
             d.within("RETR", ftp.retr_as_stream(name)).await,
             &format!("reading {name}"),
         )?;
-        let mut hash = Sha256::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut read = 0u64;
-        loop {
-            let n = d
-                .within("reading", stream.read(&mut buf))
-                .await
-                .map_err(TransmitError::retry)?
-                .map_err(|e| TransmitError::retry(format!("reading {name} back: {e}")))?;
-            if n == 0 {
-                break;
-            }
-            read += n as u64;
-            if read > size {
-                // Growing under us: not ours; the stream is dropped unread.
-                return Ok([0; 32]);
-            }
-            hash.update(&buf[..n]);
-        }
+        let digest = digest_up_to(&mut stream, size, d.timeout)
+            .await
+            .map_err(|e| TransmitError::retry(format!("reading {name} back: {e}")))?;
+        // Longer than it should be: not ours; the stream is dropped unread.
+        let Some(digest) = digest else { return Ok([0; 32]) };
         ftp_ok(
             d.within("finishing a download", stream.finish()).await,
             &format!("reading {name}"),
         )?;
-        Ok(hash.finalize().into())
+        Ok(digest)
     }
 }
 

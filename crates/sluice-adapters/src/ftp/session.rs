@@ -1,18 +1,16 @@
 //! One FTP control connection: where to (the URL), how (TLS), logged in and
 //! in the folder, binary; and a bounded pool of them.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use percent_encoding::percent_decode_str;
 use suppaftp::Status;
 use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsFtpStream};
 use suppaftp::types::FileType;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::rustls;
 
 use crate::AdapterError;
+use crate::support::remote::{RemoteUrl, connect, resolve};
 use crate::support::secret::Secret;
 
 /// How the control (and data) connections are protected.
@@ -36,101 +34,36 @@ pub(crate) struct Endpoint {
     /// The folder, as the server names it (no leading `/` means relative
     /// to the login folder; `""` is the login folder itself).
     pub folder: String,
+    url: RemoteUrl,
 }
 
 impl Endpoint {
     /// Parse `url`; `key` names the setting in errors.
     pub fn parse(key: &str, url: &str) -> Result<Endpoint, AdapterError> {
-        let bad =
-            |why: String| AdapterError::Config(format!("{key} {}: {why}", crate::support::secret::redact_url(url)));
-        // Before parsing: the parser resolves `..` away (`in/../etc` would
-        // quietly become `etc`).
-        let raw_path = url
-            .split_once("://")
-            .map_or("", |(_, rest)| rest.split_once('/').map_or("", |(_, p)| p));
-        let dots = |seg: &str| {
-            let seg = percent_decode_str(seg).decode_utf8_lossy().to_string();
-            seg == ".." || seg == "."
+        let parsed = RemoteUrl::parse(
+            key,
+            url,
+            &[("ftp", 21), ("ftpes", 21), ("ftps", 990)],
+            "ftp:// (plain), ftpes:// (explicit TLS) or ftps:// (implicit TLS)",
+        )?;
+        let protection = match parsed.scheme {
+            "ftpes" => Protection::Explicit,
+            "ftps" => Protection::Implicit,
+            _ => Protection::Plain,
         };
-        if raw_path.contains('\\') {
-            return Err(bad(
-                "the folder may not contain `\\` (the URL parser reads it as `/`)".into()
-            ));
-        }
-        if raw_path.split(['/', '?', '#']).any(dots) {
-            return Err(bad("the folder may not contain `.` or `..` segments".into()));
-        }
-        let parsed = url::Url::parse(url).map_err(|e| bad(format!("not a URL: {e}")))?;
-        let (protection, default_port) = match parsed.scheme() {
-            "ftp" => (Protection::Plain, 21),
-            "ftpes" => (Protection::Explicit, 21),
-            "ftps" => (Protection::Implicit, 990),
-            other => {
-                return Err(bad(format!(
-                    "the scheme must be ftp:// (plain), ftpes:// (explicit TLS) or ftps:// (implicit TLS), not {other}://"
-                )));
-            }
-        };
-        if parsed.password().is_some() {
-            return Err(bad(
-                "a password in the URL would be shown wherever the URL is; give it in \
-                 `password_env` or `password_file`"
-                    .into(),
-            ));
-        }
-        let host = parsed
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| bad("it names no host".into()))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let user = percent_decode_str(parsed.username())
-            .decode_utf8()
-            .map_err(|_| bad("the user name is not UTF-8".into()))?
-            .into_owned();
-        if user.is_empty() {
-            return Err(bad(
-                "it names no user (ftp://user@host/folder; `anonymous` for anonymous FTP)".into(),
-            ));
-        }
-        if parsed.query().is_some() || parsed.fragment().is_some() {
-            return Err(bad("an FTP URL has no query or fragment".into()));
-        }
-        let path = percent_decode_str(parsed.path())
-            .decode_utf8()
-            .map_err(|_| bad("the folder is not UTF-8".into()))?;
-        // `ftp://h/in` is the login folder's `in`; `ftp://h//srv/in` is
-        // `/srv/in` (RFC 1738's reading: the first `/` only separates).
-        let folder = path
-            .strip_prefix('/')
-            .unwrap_or(&path)
-            .trim_end_matches('/')
-            .to_string();
-        if folder.split('/').any(|s| s == "..") || folder.chars().any(char::is_control) {
-            return Err(bad("the folder may not contain `..` or control characters".into()));
-        }
         Ok(Endpoint {
             protection,
-            host,
-            port: parsed.port().unwrap_or(default_port),
-            user,
-            folder,
+            host: parsed.host.clone(),
+            port: parsed.port,
+            user: parsed.user.clone(),
+            folder: parsed.folder.clone(),
+            url: parsed,
         })
     }
-}
 
-impl Endpoint {
-    /// The folder as one name however it is reached (the scheme left
-    /// out): `host:port/folder`, with the user when the folder is relative
-    /// to the login folder (each user's may differ).
+    /// [`RemoteUrl::folder_key`].
     pub fn folder_key(&self) -> String {
-        let host = self.host.to_ascii_lowercase();
-        if self.folder.starts_with('/') {
-            format!("{host}:{}{}", self.port, self.folder)
-        } else {
-            format!("{}@{host}:{}/~/{}", self.user, self.port, self.folder)
-        }
+        self.url.folder_key()
     }
 }
 
@@ -206,10 +139,10 @@ impl Dialer {
     /// the folder (made first with `create_folder`), binary.
     pub async fn dial(&self) -> Result<AsyncRustlsFtpStream, String> {
         let e = &self.endpoint;
-        let addrs = self.resolve().await?;
         let step = |what: &'static str| move |err: suppaftp::FtpError| format!("{what} at {}: {err}", self.shown);
         let mut ftp = match (&self.tls, e.protection) {
             (Some(tls), Protection::Implicit) => {
+                let addrs = resolve(&e.host, e.port, self.timeout).await?;
                 let connecting = AsyncRustlsFtpStream::connect_secure_implicit(
                     &addrs[..],
                     AsyncRustlsConnector::from(tls.clone()),
@@ -232,7 +165,7 @@ impl Dialer {
                 ftp
             }
             _ => {
-                let tcp = self.connect_tcp(&addrs).await?;
+                let tcp = connect(&e.host, e.port, self.connect_timeout, self.timeout, &self.shown).await?;
                 let ftp = self
                     .within("the greeting", AsyncRustlsFtpStream::connect_with_stream(tcp))
                     .await?
@@ -274,55 +207,10 @@ impl Dialer {
     /// that exists is expected and ignored; the `CWD` after says whether it
     /// is there).
     async fn make_folder(&self, ftp: &mut AsyncRustlsFtpStream) -> Result<(), String> {
-        let folder = &self.endpoint.folder;
-        let mut made = String::new();
-        if folder.starts_with('/') {
-            made.push('/');
-        }
-        for part in folder.split('/').filter(|p| !p.is_empty()) {
-            if !made.is_empty() && !made.ends_with('/') {
-                made.push('/');
-            }
-            made.push_str(part);
-            let _ = self.within("making folders", ftp.mkdir(made.as_str())).await?;
+        for folder in self.endpoint.url.folder_and_parents() {
+            let _ = self.within("making folders", ftp.mkdir(folder.as_str())).await?;
         }
         Ok(())
-    }
-
-    /// The host's addresses, in the resolver's order.
-    async fn resolve(&self) -> Result<Vec<SocketAddr>, String> {
-        let e = &self.endpoint;
-        let found: Vec<SocketAddr> = self
-            .within("resolving the host", tokio::net::lookup_host((e.host.as_str(), e.port)))
-            .await?
-            .map_err(|err| format!("resolving {}: {err}", e.host))?
-            .collect();
-        if found.is_empty() {
-            return Err(format!("resolving {}: no address", e.host));
-        }
-        Ok(found)
-    }
-
-    /// A TCP connection to the first of `addrs` that takes one, each tried
-    /// within `connect_timeout`.
-    async fn connect_tcp(&self, addrs: &[SocketAddr]) -> Result<tokio::net::TcpStream, String> {
-        let mut last = String::new();
-        for addr in addrs {
-            match tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr)).await {
-                Ok(Ok(tcp)) => {
-                    let _ = tcp.set_nodelay(true);
-                    return Ok(tcp);
-                }
-                Ok(Err(err)) => last = format!("connecting to {} ({addr}): {err}", self.shown),
-                Err(_) => {
-                    last = format!(
-                        "connecting to {} ({addr}): no answer within {:?}",
-                        self.shown, self.connect_timeout
-                    )
-                }
-            }
-        }
-        Err(last)
     }
 
     /// `fut`, or an error naming `what` when it takes longer than `timeout`.
@@ -352,48 +240,19 @@ fn client_tls(tls_ca: Option<&std::path::Path>) -> Result<tokio_rustls::TlsConne
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
-/// At most `max` sessions at once; idle ones kept for the next transfer.
-pub(crate) struct Pool {
-    permits: Arc<Semaphore>,
-    idle: Mutex<Vec<AsyncRustlsFtpStream>>,
-}
+/// The pool of an FTP location or port: control connections, checked
+/// with `NOOP` before reuse.
+pub(crate) type Pool = crate::support::pool::Pool<AsyncRustlsFtpStream>;
+pub(crate) type Lent = crate::support::pool::Lent<AsyncRustlsFtpStream>;
 
-/// A session taken from the pool: given back with [`Pool::put`] when it is
-/// in a known state, dropped (closed) otherwise.
-pub(crate) struct Lent {
-    pub ftp: AsyncRustlsFtpStream,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Pool {
-    pub fn new(max: usize) -> Pool {
-        Pool {
-            permits: Arc::new(Semaphore::new(max.max(1))),
-            idle: Mutex::new(Vec::new()),
-        }
+#[async_trait::async_trait]
+impl crate::support::pool::Connector for Dialer {
+    type Conn = AsyncRustlsFtpStream;
+    async fn dial(&self) -> Result<AsyncRustlsFtpStream, String> {
+        Dialer::dial(self).await
     }
-
-    /// An idle session that still answers (`NOOP`), or a new one.
-    pub async fn take(&self, dialer: &Dialer) -> Result<Lent, String> {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| "the connection pool is closed".to_string())?;
-        loop {
-            let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
-            let Some(mut ftp) = idle else { break };
-            if let Ok(Ok(())) = dialer.within("NOOP", ftp.noop()).await {
-                return Ok(Lent { ftp, _permit: permit });
-            }
-        }
-        let ftp = dialer.dial().await?;
-        Ok(Lent { ftp, _permit: permit })
-    }
-
-    pub fn put(&self, lent: Lent) {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner).push(lent.ftp);
+    async fn alive(&self, ftp: &mut AsyncRustlsFtpStream) -> bool {
+        matches!(self.within("NOOP", ftp.noop()).await, Ok(Ok(())))
     }
 }
 

@@ -15,6 +15,9 @@
 //! - [`net`]: listening addresses, `ip:port` or `host:port` resolved at load;
 //! - [`poll`]: the loop of a polled source (FILE, FTP): look, take within
 //!   the concurrency and the throttle, retry what failed, stop cleanly;
+//! - [`pool`]: a bounded pool of connections to one server, checked before reuse;
+//! - [`remote`]: a file-transfer URL (`ftp://`, `sftp://`) checked, and a
+//!   TCP connection to it within limits;
 //! - [`retry`]: when a polled source tries a failed item again (doubling waits);
 //! - [`guard`]: what keeps one client from holding a listener shut (caps on
 //!   connections and uploads per listener and per client address, the
@@ -34,6 +37,9 @@ pub mod guard;
 pub mod names;
 pub mod net;
 pub mod poll;
+pub mod pool;
+#[cfg(any(feature = "ftp", feature = "sftp"))]
+pub mod remote;
 pub mod retry;
 pub mod secret;
 #[cfg(feature = "http")]

@@ -1,0 +1,313 @@
+//! The SFTP send port against a real SSH server: OpenSSH's sshd from
+//! Debian's `openssh-server` (`scripts/test.sh` installs it), started by
+//! each test on a free port of 127.0.0.1 with a host key and an authorized
+//! client key of its own, serving SFTP with `internal-sftp`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::SftpSendConfig;
+use crate::kit::{names_in as names, outbound};
+use crate::{Delivered, Transmitter};
+
+const SSHD: &str = "/usr/sbin/sshd";
+
+/// An sshd for one test; killed when dropped.
+struct Sshd {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+    /// The host key as `ssh-keyscan` prints it (`ssh-ed25519 AAAA...`).
+    host_key: String,
+    user: String,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn keygen(path: &Path) {
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "sluice-test", "-f"])
+        .arg(path)
+        .status()
+        .expect("ssh-keygen (openssh-client) runs")
+        .success();
+    assert!(ok, "ssh-keygen failed");
+}
+
+impl Sshd {
+    fn start() -> Sshd {
+        assert!(
+            Path::new(SSHD).exists(),
+            "{SSHD} is missing: run ./scripts/test.sh, which installs Debian's openssh-server"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        keygen(&d.join("host"));
+        keygen(&d.join("client"));
+        std::fs::copy(d.join("client.pub"), d.join("authorized_keys")).unwrap();
+        std::fs::create_dir(d.join("files")).unwrap();
+        // sshd wants its privilege-separation folder.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let port = free_port();
+        let config = d.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nPidFile {pid}\n\
+                 AuthorizedKeysFile {keys}\nStrictModes no\nPasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin prohibit-password\n\
+                 Subsystem sftp internal-sftp\nLogLevel ERROR\n",
+                host = d.join("host").display(),
+                pid = d.join("sshd.pid").display(),
+                keys = d.join("authorized_keys").display(),
+            ),
+        )
+        .unwrap();
+        let child = Command::new(SSHD)
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("sshd starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "sshd did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let host_key = std::fs::read_to_string(d.join("host.pub"))
+            .unwrap()
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
+            .unwrap()
+            .trim()
+            .to_string();
+        Sshd {
+            dir,
+            port,
+            child,
+            host_key,
+            user,
+        }
+    }
+
+    fn files(&self) -> PathBuf {
+        self.dir.path().join("files")
+    }
+
+    /// A port's configuration: the client key, the pinned host key, the
+    /// served folder's `sub` (absolute: `//`), then `extra`.
+    fn config(&self, sub: &str, extra: &str) -> SftpSendConfig {
+        let host_key = if extra.contains("host_key") || extra.contains("known_hosts") {
+            String::new()
+        } else {
+            format!("host_key = \"{}\"\n", self.host_key)
+        };
+        toml::from_str(&format!(
+            "url = \"sftp://{user}@127.0.0.1:{port}/{folder}\"\nprivate_key_file = \"{key}\"\n\
+             file_name = \"%SourceFileName%\"\ntimeout = \"5s\"\n{host_key}{extra}",
+            user = self.user,
+            port = self.port,
+            folder = self.files().join(sub).display(),
+            key = self.dir.path().join("client").display(),
+        ))
+        .unwrap()
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn body(bytes: &[u8]) -> crate::Body {
+    Box::new(std::io::Cursor::new(bytes.to_vec()))
+}
+
+#[tokio::test]
+async fn files_arrive_whole_under_their_names_several_at_once() {
+    let sshd = Sshd::start();
+    let t = std::sync::Arc::new(
+        sshd.config("inbound", "create_folder = true\nmax_connections = 3")
+            .build()
+            .unwrap(),
+    );
+    let mut tasks = Vec::new();
+    for i in 0..20usize {
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move {
+            let bytes: Vec<u8> = (0..i * 50_001).map(|b| (b % 253) as u8).collect();
+            let d = t.transmit(&outbound(&format!("f{i:02}.dat")), body(&bytes)).await;
+            (i, bytes, d)
+        }));
+    }
+    let folder = sshd.files().join("inbound");
+    for task in tasks {
+        let (i, bytes, d) = task.await.unwrap();
+        assert!(matches!(d, Ok(Delivered::To(_))), "{i}: {d:?}");
+        assert_eq!(
+            std::fs::read(folder.join(format!("f{i:02}.dat"))).unwrap(),
+            bytes,
+            "{i}"
+        );
+    }
+    assert_eq!(names(&folder).len(), 20, "no temporary file left: {:?}", names(&folder));
+}
+
+#[tokio::test]
+async fn an_existing_file_is_not_replaced_unless_configured_and_a_redelivery_is_recognised() {
+    let sshd = Sshd::start();
+    let folder = sshd.files();
+    std::fs::write(folder.join("a.xml"), "someone else's").unwrap();
+    let t = sshd.config("", "").build().unwrap();
+    let e = t.transmit(&outbound("a.xml"), body(b"mine")).await.unwrap_err();
+    assert!(e.retryable && e.message.contains("already exists"), "{e}");
+    assert_eq!(std::fs::read(folder.join("a.xml")).unwrap(), b"someone else's");
+    assert_eq!(names(&folder), vec!["a.xml"], "the temporary file is removed");
+    // The same bytes: this message's earlier delivery.
+    std::fs::write(folder.join("b.xml"), "mine").unwrap();
+    let d = t.transmit(&outbound("b.xml"), body(b"mine")).await.unwrap();
+    assert!(matches!(d, Delivered::AlreadyThere(_)), "{d:?}");
+    let t = sshd.config("", "overwrite = true").build().unwrap();
+    t.transmit(&outbound("a.xml"), body(b"mine")).await.unwrap();
+    assert_eq!(std::fs::read(folder.join("a.xml")).unwrap(), b"mine");
+}
+
+#[tokio::test]
+async fn a_server_with_another_host_key_is_refused() {
+    let sshd = Sshd::start();
+    let other = tempfile::tempdir().unwrap();
+    keygen(&other.path().join("k"));
+    let wrong = std::fs::read_to_string(other.path().join("k.pub")).unwrap();
+    let e = sshd
+        .config("", &format!("host_key = \"{}\"", wrong.trim()))
+        .build()
+        .unwrap()
+        .transmit(&outbound("x"), body(b"x"))
+        .await
+        .unwrap_err();
+    assert!(
+        e.retryable && e.message.contains("is not the configured `host_key`"),
+        "{e}"
+    );
+    assert!(names(&sshd.files()).is_empty());
+    // known_hosts: the right key passes, a changed one is refused.
+    let known = other.path().join("known_hosts");
+    std::fs::write(&known, format!("[127.0.0.1]:{} {}\n", sshd.port, sshd.host_key)).unwrap();
+    let extra = format!("known_hosts = \"{}\"", known.display());
+    sshd.config("", &extra)
+        .build()
+        .unwrap()
+        .transmit(&outbound("y"), body(b"y"))
+        .await
+        .unwrap();
+    std::fs::write(&known, format!("[127.0.0.1]:{} {}", sshd.port, wrong.trim())).unwrap();
+    let e = sshd
+        .config("", &extra)
+        .build()
+        .unwrap()
+        .transmit(&outbound("z"), body(b"z"))
+        .await
+        .unwrap_err();
+    assert!(
+        e.message.contains("does not match") || e.message.contains("is not in"),
+        "{e}"
+    );
+    assert_eq!(names(&sshd.files()), vec!["y"]);
+}
+
+#[tokio::test]
+async fn a_key_the_server_does_not_know_is_refused_clearly_and_in_time() {
+    let sshd = Sshd::start();
+    let other = tempfile::tempdir().unwrap();
+    keygen(&other.path().join("k"));
+    let mut c = sshd.config("", "");
+    c.private_key_file = Some(other.path().join("k"));
+    let e = c
+        .build()
+        .unwrap()
+        .transmit(&outbound("x"), body(b"x"))
+        .await
+        .unwrap_err();
+    assert!(
+        e.retryable && e.message.contains("logging in") && e.message.contains("refused"),
+        "{e}"
+    );
+    // Nothing listens.
+    let mut c = sshd.config("", "connect_timeout = \"2s\"");
+    c.url = format!("sftp://u@127.0.0.1:{}/x", free_port());
+    let started = Instant::now();
+    let e = c
+        .build()
+        .unwrap()
+        .transmit(&outbound("x"), body(b"x"))
+        .await
+        .unwrap_err();
+    assert!(e.message.contains("connecting"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn an_attempt_removes_what_earlier_attempts_left() {
+    let sshd = Sshd::start();
+    let t = sshd.config("", "").build().unwrap();
+    let mut msg = outbound("done.dat");
+    msg.attempt = 3;
+    for earlier in 1..3 {
+        std::fs::write(
+            sshd.files()
+                .join(format!(".sluice-tmp.{}.{}.{earlier}", msg.port, msg.id)),
+            "half",
+        )
+        .unwrap();
+    }
+    t.transmit(&msg, body(b"whole")).await.unwrap();
+    assert_eq!(names(&sshd.files()), vec!["done.dat"]);
+}
+
+#[test]
+fn configuration_is_checked_and_secrets_never_show() {
+    let base = "url = \"sftp://u@h/in\"\n";
+    let build = |extra: &str| {
+        toml::from_str::<SftpSendConfig>(&format!("{base}{extra}"))
+            .unwrap()
+            .build()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    assert!(
+        build("password = \"pw-s3cret\"").contains("host_key"),
+        "a host key is required"
+    );
+    assert!(build("password = \"pw\"\nprivate_key_env = \"K\"\naccept_unknown_host_key = true").contains("not both"));
+    assert!(build("accept_unknown_host_key = true").contains("private key"));
+    assert!(build("password = \"pw\"\nhost_key = \"nonsense\"").contains("host_key: not an OpenSSH public key"));
+    assert!(build("password = \"pw\"\naccept_unknown_host_key = true\ntimeout = \"0s\"").contains("timeout"));
+    let e =
+        toml::from_str::<SftpSendConfig>("url = 'sftp://u:pw@h/in'\npassword = 'x'\naccept_unknown_host_key = true")
+            .unwrap()
+            .build()
+            .unwrap_err()
+            .to_string();
+    assert!(e.contains("password in the URL") && !e.contains(":pw@"), "{e}");
+    let c: SftpSendConfig = toml::from_str(&format!(
+        "{base}password = \"pw-s3cret\"\naccept_unknown_host_key = true"
+    ))
+    .unwrap();
+    let debug = format!("{c:?} {:?}", c.build().unwrap());
+    crate::kit::check_secrets_not_in_debug(&debug, &["pw-s3cret"]);
+}
