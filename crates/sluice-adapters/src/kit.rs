@@ -310,18 +310,35 @@ pub fn names_in(dir: &std::path::Path) -> Vec<String> {
     v
 }
 
-struct Running {
+/// A source running under a fake publisher (see [`run_source`]).
+pub struct Running {
     cx: ReceiveContext,
     task: tokio::task::JoinHandle<Result<(), crate::AdapterError>>,
 }
 
 async fn start(h: &dyn SourceHarness, publisher: &Arc<FakePublisher>, admission: &Arc<FakeAdmission>) -> Running {
-    let mut source = h.source();
+    run_source(h.source(), publisher, admission).await
+}
+
+/// Bind `source`, let it recover, and run it under `publisher` and
+/// `admission` until [`Running::stop`].
+pub async fn run_source(
+    mut source: Box<dyn Source>,
+    publisher: &Arc<FakePublisher>,
+    admission: &Arc<FakeAdmission>,
+) -> Running {
     source.bind().await.expect("the source binds");
     let cx = context(publisher.clone(), admission.clone());
     source.recover(&cx).await;
     let task = tokio::spawn(source.run(cx.clone()));
     Running { cx, task }
+}
+
+impl Running {
+    /// Stop it; it must return within 5 s, without an error.
+    pub async fn stop(self) {
+        stop(self).await
+    }
 }
 
 /// Stop a running source; it must return within 5 s.

@@ -357,6 +357,7 @@ registry::adapters! {
         #[cfg(feature = "file")] file => file::FileReceiveConfig,
         #[cfg(feature = "http")] http => http::HttpReceiveConfig,
         #[cfg(feature = "ftp")] ftp => ftp::FtpReceiveConfig,
+        #[cfg(feature = "sftp")] sftp => sftp::SftpReceiveConfig,
     }
     send {
         #[cfg(feature = "file")] file => file::FileSendConfig,

@@ -35,29 +35,9 @@ mod session;
 #[cfg(test)]
 mod tests;
 
-use std::path::Path;
-
 pub use receive::{FtpReceiveConfig, FtpReceiver, Listing, PROMOTES};
 pub use send::{FtpSendConfig, FtpTransmitter};
 
-impl crate::ReceiveAdapter for FtpReceiveConfig {
-    fn resolve_paths(&mut self, base: &Path) {
-        FtpReceiveConfig::resolve_paths(self, base);
-    }
-    fn build(&self) -> Result<Box<dyn crate::Source>, crate::AdapterError> {
-        Ok(Box::new(FtpReceiveConfig::build(self)?))
-    }
-    /// The server folder's files its mask selects, as FILE's claim.
-    fn resources(&self) -> Vec<crate::Claim> {
-        vec![crate::Claim::exclusive(
-            "url",
-            crate::Resource::RemoteFiles(self.folder_key(), self.mask.clone()),
-        )]
-    }
-    /// Every file's name, size and URL.
-    fn always_promotes(&self) -> Vec<sluice_model::Key> {
-        crate::support::keys(PROMOTES)
-    }
-}
+crate::support::fetch::remote_receive_adapter!(FtpReceiveConfig, PROMOTES);
 
 crate::support::remote::file_transfer_send_adapter!(FtpSendConfig);

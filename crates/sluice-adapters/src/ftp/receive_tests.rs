@@ -11,7 +11,7 @@ use sluice_model::{Context, MessageId};
 use super::FtpReceiveConfig;
 use super::tests::{PASSWORD, USER, names, served_with_in};
 use crate::kit::{self, FakeAdmission, FakePublisher, SourceHarness, eventually};
-use crate::{ReceiveAdapter, ReceiveContext, Source};
+use crate::{ReceiveAdapter, Source};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -38,27 +38,8 @@ fn drop_file(root: &Path, name: &str, body: &[u8]) {
     std::fs::rename(&aside, root.join("in").join(name)).unwrap();
 }
 
-struct Running {
-    cx: ReceiveContext,
-    task: tokio::task::JoinHandle<Result<(), crate::AdapterError>>,
-}
-
-async fn start(source: Box<dyn Source>, publisher: &Arc<FakePublisher>) -> Running {
-    let cx = kit::context(publisher.clone(), FakeAdmission::new());
-    source.recover(&cx).await;
-    let task = tokio::spawn(source.run(cx.clone()));
-    Running { cx, task }
-}
-
-impl Running {
-    async fn stop(self) {
-        self.cx.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("stopped in time")
-            .unwrap()
-            .unwrap();
-    }
+async fn start(source: Box<dyn Source>, publisher: &Arc<FakePublisher>) -> kit::Running {
+    kit::run_source(source, publisher, &FakeAdmission::new()).await
 }
 
 fn published_names(p: &FakePublisher) -> Vec<String> {

@@ -69,8 +69,8 @@ impl Endpoint {
 
 /// How to reach and log in to the server, and how long each step may take.
 #[derive(Clone)]
-pub(crate) struct Dialer {
-    pub endpoint: Endpoint,
+pub struct Dialer {
+    pub(crate) endpoint: Endpoint,
     pub password: Secret,
     pub tls: Option<tokio_rustls::TlsConnector>,
     pub connect_timeout: Duration,
@@ -243,7 +243,6 @@ fn client_tls(tls_ca: Option<&std::path::Path>) -> Result<tokio_rustls::TlsConne
 /// The pool of an FTP location or port: control connections, checked
 /// with `NOOP` before reuse.
 pub(crate) type Pool = crate::support::pool::Pool<AsyncRustlsFtpStream>;
-pub(crate) type Lent = crate::support::pool::Lent<AsyncRustlsFtpStream>;
 
 #[async_trait::async_trait]
 impl crate::support::pool::Connector for Dialer {

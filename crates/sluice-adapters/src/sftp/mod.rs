@@ -1,4 +1,4 @@
-//! The SFTP adapter: send to a folder on an SSH server.
+//! The SFTP adapter: receive from and send to a folder on an SSH server.
 //!
 //! ```toml
 //! adapter = { type = "sftp", url = "sftp://partner@sftp.example.com/inbound",
@@ -21,13 +21,21 @@
 //! replaced unless `overwrite = true`; one with the same bytes is an
 //! earlier delivery of the message.
 //!
-//! Receiving (polling a folder, claiming by rename) is not built yet.
+//! Receiving: the folder is listed every `poll_interval` (`READDIR`, a
+//! batch at a time, on a channel of its own); a file is taken once two
+//! listings show it with the same size and time, renamed to
+//! `.sluice-claim.<id>.<name>`, read into the box (exactly its size), and
+//! deleted only after the publish committed (`support::fetch`).
 
+mod receive;
 mod send;
 mod session;
 #[cfg(test)]
 mod tests;
 
+pub use receive::{PROMOTES, SftpFolder, SftpReceiveConfig, SftpReceiver};
 pub use send::{SftpSendConfig, SftpTransmitter};
+
+crate::support::fetch::remote_receive_adapter!(SftpReceiveConfig, PROMOTES);
 
 crate::support::remote::file_transfer_send_adapter!(SftpSendConfig);

@@ -160,8 +160,8 @@ impl Settings<'_> {
 
 /// How to reach and log in to the server, and how long each step may take.
 #[derive(Clone)]
-pub(crate) struct Dialer {
-    pub url: RemoteUrl,
+pub struct Dialer {
+    pub(crate) url: RemoteUrl,
     host_key: HostKey,
     login: Login,
     pub connect_timeout: Duration,
@@ -170,14 +170,16 @@ pub(crate) struct Dialer {
     pub shown: String,
 }
 
-/// An SSH connection with its SFTP session.
-pub(crate) struct Conn {
+/// An SSH connection with its SFTP session (and, once a location listed
+/// its folder, a second SFTP channel for listings read a batch at a time).
+pub struct Conn {
     pub sftp: SftpSession,
-    _ssh: client::Handle<Checker>,
+    pub lister: Option<russh_sftp::client::RawSftpSession>,
+    pub ssh: client::Handle<Checker>,
 }
 
 /// Checks the server's host key as configured; says why it refused.
-pub(crate) struct Checker {
+pub struct Checker {
     host_key: HostKey,
     host: String,
     port: u16,
@@ -291,7 +293,11 @@ impl Dialer {
             .await?
             .map_err(|e| format!("starting SFTP at {}: {e}", self.shown))?;
         sftp.set_timeout(self.timeout.as_secs().max(1));
-        Ok(Conn { sftp, _ssh: ssh })
+        Ok(Conn {
+            sftp,
+            lister: None,
+            ssh,
+        })
     }
 }
 

@@ -311,3 +311,167 @@ fn configuration_is_checked_and_secrets_never_show() {
     let debug = format!("{c:?} {:?}", c.build().unwrap());
     crate::kit::check_secrets_not_in_debug(&debug, &["pw-s3cret"]);
 }
+
+mod receiving {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use sluice_model::{Context, MessageId};
+
+    use super::super::SftpReceiveConfig;
+    use super::*;
+    use crate::kit::{self, FakeAdmission, FakePublisher, SourceHarness, eventually};
+    use crate::{ReceiveAdapter, Source};
+
+    const WAIT: Duration = Duration::from_secs(20);
+
+    impl Sshd {
+        /// A receive location on the served folder's `sub`.
+        fn receive_config(&self, sub: &str, extra: &str) -> SftpReceiveConfig {
+            let mut text = format!(
+                "url = \"sftp://{user}@127.0.0.1:{port}/{folder}\"\nprivate_key_file = \"{key}\"\n\
+                 host_key = \"{host_key}\"\n{extra}\n",
+                user = self.user,
+                port = self.port,
+                folder = self.files().join(sub).display(),
+                key = self.dir.path().join("client").display(),
+                host_key = self.host_key,
+            );
+            for (key, value) in [("poll_interval", "50ms"), ("retry_after", "50ms"), ("timeout", "5s")] {
+                if !extra.contains(&format!("{key} =")) {
+                    text.push_str(&format!("{key} = \"{value}\"\n"));
+                }
+            }
+            toml::from_str(&text).unwrap()
+        }
+
+        fn receiver(&self, extra: &str) -> Box<dyn Source> {
+            ReceiveAdapter::build(&self.receive_config("in", extra)).unwrap()
+        }
+    }
+
+    fn served_with_in() -> Sshd {
+        let sshd = Sshd::start();
+        std::fs::create_dir(sshd.files().join("in")).unwrap();
+        sshd
+    }
+
+    fn drop_file(sshd: &Sshd, name: &str, body: &[u8]) {
+        let aside = sshd.files().join(format!("{name}.aside"));
+        std::fs::write(&aside, body).unwrap();
+        std::fs::rename(&aside, sshd.files().join("in").join(name)).unwrap();
+    }
+
+    async fn start(source: Box<dyn Source>, publisher: &Arc<FakePublisher>) -> kit::Running {
+        kit::run_source(source, publisher, &FakeAdmission::new()).await
+    }
+
+    struct Remote(Sshd);
+
+    #[async_trait]
+    impl SourceHarness for Remote {
+        fn source(&self) -> Box<dyn Source> {
+            self.0.receiver("")
+        }
+        async fn offer(&self, body: &[u8]) {
+            drop_file(&self.0, "kit.txt", body);
+        }
+        async fn acknowledged(&self) -> bool {
+            names(&self.0.files().join("in")).is_empty()
+        }
+        async fn kept(&self) -> bool {
+            self.0.files().join("in/kit.txt").exists()
+        }
+        fn peer_retries(&self) -> bool {
+            false
+        }
+        fn promotes(&self) -> &'static [(&'static str, &'static str)] {
+            super::super::PROMOTES
+        }
+    }
+
+    #[tokio::test]
+    async fn the_sftp_receive_location_passes_the_kit() {
+        kit::check_source(&Remote(served_with_in())).await;
+    }
+
+    #[tokio::test]
+    async fn files_arrive_whole_once_each_across_two_locations_and_are_deleted() {
+        let sshd = served_with_in();
+        let (a, b) = (FakePublisher::new(), FakePublisher::new());
+        let extra = "mask = \"*.xml\"\nmax_connections = 3";
+        let ra = start(sshd.receiver(extra), &a).await;
+        let rb = start(sshd.receiver(extra), &b).await;
+        let mut expected = Vec::new();
+        for i in 0..60usize {
+            let body: Vec<u8> = (0..i * 4099).map(|b| (b % 251) as u8).collect();
+            drop_file(&sshd, &format!("f{i:02}.xml"), &body);
+            expected.push((format!("f{i:02}.xml"), body));
+        }
+        drop_file(&sshd, "other.csv", b"not for this mask");
+        eventually(WAIT, "every file taken", || async {
+            a.published().len() + b.published().len() >= 60 && names(&sshd.files().join("in")) == vec!["other.csv"]
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut all: Vec<_> = a.published().into_iter().chain(b.published()).collect();
+        all.sort_by_key(|s| s.context.get("file", "name").unwrap().value.to_text());
+        assert_eq!(all.len(), 60, "each file exactly once across the two");
+        for (s, (name, body)) in all.iter().zip(&expected) {
+            assert_eq!(&s.context.get("file", "name").unwrap().value.to_text(), name);
+            assert_eq!(&s.body, body, "{name}");
+            let url = s.context.get("sftp", "url").unwrap().value.to_text();
+            assert!(
+                url.starts_with("sftp://***@127.0.0.1:") && url.ends_with(&format!("/in/{name}")),
+                "{url}"
+            );
+        }
+        ra.stop().await;
+        rb.stop().await;
+    }
+
+    #[tokio::test]
+    async fn claims_a_crash_left_are_resolved_and_a_file_is_never_put_back_over_a_newcomer() {
+        let sshd = served_with_in();
+        let folder = sshd.files().join("in");
+        let publisher = FakePublisher::new();
+        let done = MessageId::new();
+        let body = Box::new(std::io::Cursor::new(b"already in the box".to_vec()));
+        crate::Publisher::submit(&*publisher, done, Context::new(), body)
+            .await
+            .unwrap();
+        std::fs::write(folder.join(format!(".sluice-claim.{done}.a.xml")), "already in the box").unwrap();
+        let lost = MessageId::new();
+        std::fs::write(folder.join(format!(".sluice-claim.{lost}.b.xml")), "received again").unwrap();
+        // c.xml's claim cannot go back: a new c.xml took its name.
+        let blocked = format!(".sluice-claim.{}.c.xml", MessageId::new());
+        std::fs::write(folder.join(&blocked), "the old c").unwrap();
+        std::fs::write(folder.join("c.xml"), "the new c").unwrap();
+        // Nothing can be published: every file taken is put back, and
+        // waits an hour before it is tried again.
+        publisher.set_mode(kit::Mode::Fail);
+        let r = start(sshd.receiver("mask = \"*.xml\"\nretry_after = \"1h\""), &publisher).await;
+        eventually(WAIT, "both files tried and put back", || async {
+            publisher.attempts() >= 3 && names(&folder).contains(&"b.xml".to_string())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        r.stop().await;
+        let left = names(&folder);
+        assert!(
+            !left.iter().any(|n| n.contains(&done.to_string())),
+            "the published one's claim is deleted: {left:?}"
+        );
+        assert_eq!(std::fs::read(folder.join("b.xml")).unwrap(), b"received again");
+        // Both c's are there, one under its name and one claimed: neither
+        // replaced the other.
+        let mut cs: Vec<Vec<u8>> = left
+            .iter()
+            .filter(|n| n.ends_with("c.xml"))
+            .map(|n| std::fs::read(folder.join(n)).unwrap())
+            .collect();
+        cs.sort();
+        assert_eq!(cs, vec![b"the new c".to_vec(), b"the old c".to_vec()], "{left:?}");
+        assert_eq!(left.len(), 3, "{left:?}");
+    }
+}

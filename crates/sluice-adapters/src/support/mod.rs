@@ -15,6 +15,8 @@
 //! - [`net`]: listening addresses, `ip:port` or `host:port` resolved at load;
 //! - [`poll`]: the loop of a polled source (FILE, FTP): look, take within
 //!   the concurrency and the throttle, retry what failed, stop cleanly;
+//! - [`fetch`]: receiving from a folder on a server (FTP, SFTP): listings
+//!   that agree, claims by rename, downloads of exactly the claimed size;
 //! - [`pool`]: a bounded pool of connections to one server, checked before reuse;
 //! - [`remote`]: a file-transfer URL (`ftp://`, `sftp://`) checked, and a
 //!   TCP connection to it within limits;
@@ -33,6 +35,8 @@
 pub mod body;
 pub mod codec;
 pub mod fd;
+#[cfg(any(feature = "ftp", feature = "sftp"))]
+pub mod fetch;
 pub mod guard;
 pub mod names;
 pub mod net;
