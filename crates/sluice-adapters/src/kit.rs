@@ -9,6 +9,9 @@
 //!
 //! Compiled for this crate's tests and, with the `kit` feature, for others.
 
+#[cfg(feature = "sftp")]
+pub mod sshd;
+
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -1,112 +1,36 @@
-//! The SFTP send port against a real SSH server: OpenSSH's sshd from
-//! Debian's `openssh-server` (`scripts/test.sh` installs it), started by
-//! each test on a free port of 127.0.0.1 with a host key and an authorized
-//! client key of its own, serving SFTP with `internal-sftp`.
+//! The SFTP adapter against a real SSH server: OpenSSH's sshd
+//! (`kit::sshd`), started by each test with keys of its own.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::SftpSendConfig;
 use crate::kit::{names_in as names, outbound};
 use crate::{Delivered, Transmitter};
 
-const SSHD: &str = "/usr/sbin/sshd";
-
-/// An sshd for one test; killed when dropped.
+/// An sshd for one test, and the folder it lives in.
 struct Sshd {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Child,
-    /// The host key as `ssh-keyscan` prints it (`ssh-ed25519 AAAA...`).
-    host_key: String,
-    user: String,
+    inner: crate::kit::sshd::Sshd,
+    _dir: tempfile::TempDir,
 }
 
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Sshd {
+    type Target = crate::kit::sshd::Sshd;
+    fn deref(&self) -> &Self::Target {
+        &self.inner
     }
-}
-
-fn keygen(path: &Path) {
-    let ok = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "sluice-test", "-f"])
-        .arg(path)
-        .status()
-        .expect("ssh-keygen (openssh-client) runs")
-        .success();
-    assert!(ok, "ssh-keygen failed");
 }
 
 impl Sshd {
     fn start() -> Sshd {
-        assert!(
-            Path::new(SSHD).exists(),
-            "{SSHD} is missing: run ./scripts/test.sh, which installs Debian's openssh-server"
-        );
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        keygen(&d.join("host"));
-        keygen(&d.join("client"));
-        std::fs::copy(d.join("client.pub"), d.join("authorized_keys")).unwrap();
-        std::fs::create_dir(d.join("files")).unwrap();
-        // sshd wants its privilege-separation folder.
-        let _ = std::fs::create_dir_all("/run/sshd");
-        let port = free_port();
-        let config = d.join("sshd_config");
-        std::fs::write(
-            &config,
-            format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nPidFile {pid}\n\
-                 AuthorizedKeysFile {keys}\nStrictModes no\nPasswordAuthentication no\n\
-                 KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin prohibit-password\n\
-                 Subsystem sftp internal-sftp\nLogLevel ERROR\n",
-                host = d.join("host").display(),
-                pid = d.join("sshd.pid").display(),
-                keys = d.join("authorized_keys").display(),
-            ),
-        )
-        .unwrap();
-        let child = Command::new(SSHD)
-            .args(["-D", "-e", "-f"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("sshd starts");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "sshd did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let host_key = std::fs::read_to_string(d.join("host.pub"))
-            .unwrap()
-            .split_whitespace()
-            .take(2)
-            .collect::<Vec<_>>()
-            .join(" ");
-        let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
-            .unwrap()
-            .trim()
-            .to_string();
         Sshd {
-            dir,
-            port,
-            child,
-            host_key,
-            user,
+            inner: crate::kit::sshd::Sshd::start(dir.path()),
+            _dir: dir,
         }
     }
 
-    fn files(&self) -> PathBuf {
-        self.dir.path().join("files")
-    }
-
-    /// A port's configuration: the client key, the pinned host key, the
-    /// served folder's `sub` (absolute: `//`), then `extra`.
+    /// A send port's configuration: the client key, the pinned host key,
+    /// the served folder's `sub` (absolute), then `extra`.
     fn config(&self, sub: &str, extra: &str) -> SftpSendConfig {
         let host_key = if extra.contains("host_key") || extra.contains("known_hosts") {
             String::new()
@@ -114,12 +38,10 @@ impl Sshd {
             format!("host_key = \"{}\"\n", self.host_key)
         };
         toml::from_str(&format!(
-            "url = \"sftp://{user}@127.0.0.1:{port}/{folder}\"\nprivate_key_file = \"{key}\"\n\
+            "url = \"{url}\"\nprivate_key_file = \"{key}\"\n\
              file_name = \"%SourceFileName%\"\ntimeout = \"5s\"\n{host_key}{extra}",
-            user = self.user,
-            port = self.port,
-            folder = self.files().join(sub).display(),
-            key = self.dir.path().join("client").display(),
+            url = self.url(sub),
+            key = self.client_key().display(),
         ))
         .unwrap()
     }
@@ -190,7 +112,7 @@ async fn an_existing_file_is_not_replaced_unless_configured_and_a_redelivery_is_
 async fn a_server_with_another_host_key_is_refused() {
     let sshd = Sshd::start();
     let other = tempfile::tempdir().unwrap();
-    keygen(&other.path().join("k"));
+    crate::kit::sshd::keygen(&other.path().join("k"));
     let wrong = std::fs::read_to_string(other.path().join("k.pub")).unwrap();
     let e = sshd
         .config("", &format!("host_key = \"{}\"", wrong.trim()))
@@ -233,7 +155,7 @@ async fn a_server_with_another_host_key_is_refused() {
 async fn a_key_the_server_does_not_know_is_refused_clearly_and_in_time() {
     let sshd = Sshd::start();
     let other = tempfile::tempdir().unwrap();
-    keygen(&other.path().join("k"));
+    crate::kit::sshd::keygen(&other.path().join("k"));
     let mut c = sshd.config("", "");
     c.private_key_file = Some(other.path().join("k"));
     let e = c
@@ -334,7 +256,7 @@ mod receiving {
                 user = self.user,
                 port = self.port,
                 folder = self.files().join(sub).display(),
-                key = self.dir.path().join("client").display(),
+                key = self.client_key().display(),
                 host_key = self.host_key,
             );
             for (key, value) in [("poll_interval", "50ms"), ("retry_after", "50ms"), ("timeout", "5s")] {

@@ -27,5 +27,6 @@ mod recovery;
 mod relay;
 mod reload;
 mod remote;
+mod sftp;
 mod suspended;
 mod throttle;
