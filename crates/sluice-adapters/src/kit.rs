@@ -220,6 +220,7 @@ impl Admission for FakeAdmission {
 /// A receive context over the fakes (port `kit`, location `kit-in`).
 pub fn context(publisher: Arc<FakePublisher>, admission: Arc<FakeAdmission>) -> ReceiveContext {
     ReceiveContext {
+        node: "kit-node".into(),
         port: "kit".into(),
         location: "kit-in".into(),
         publisher,

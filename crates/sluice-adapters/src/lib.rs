@@ -202,6 +202,10 @@ impl std::fmt::Debug for Admitted {
 /// What a running source gets from the host.
 #[derive(Clone)]
 pub struct ReceiveContext {
+    /// The node this location runs for (its `node_id`): what a source puts
+    /// in the claims it makes on a folder other nodes may share, to tell
+    /// its own from theirs.
+    pub node: String,
     pub port: String,
     pub location: String,
     pub publisher: Arc<dyn Publisher>,

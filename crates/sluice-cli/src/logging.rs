@@ -52,8 +52,10 @@ pub fn filter(value: Option<&str>) -> Result<EnvFilter, String> {
 }
 
 /// Log targets never shown: they would print secrets (suppaftp logs each
-/// command it sends, `PASS <password>` among them).
-const SILENCED: &[&str] = &["suppaftp"];
+/// command it sends, `PASS <password>` among them; russh logs the packets
+/// it writes at trace, the password of a login among them; russh-sftp
+/// logs what it reads and writes).
+const SILENCED: &[&str] = &["suppaftp", "russh", "russh_sftp"];
 
 /// The format of `SLUICE_LOG_FORMAT` (unset or empty: text), or why it is not one.
 pub fn format(value: Option<&str>) -> Result<Format, String> {
@@ -113,13 +115,19 @@ mod tests {
             "trace,suppaftp=trace",
             "suppaftp::async_ftp=trace,info",
             "suppaftp=trace",
+            "russh=trace,russh_sftp=debug",
+            "russh::session=trace",
         ] {
             let shown = filter(Some(asked)).unwrap().to_string();
-            assert!(shown.contains("suppaftp=off"), "{asked}: {shown}");
-            assert!(
-                !shown.contains("suppaftp=trace") && !shown.contains("suppaftp::"),
-                "{asked}: {shown}"
-            );
+            for target in SILENCED {
+                assert!(shown.contains(&format!("{target}=off")), "{asked}: {shown}");
+                assert!(
+                    !shown.contains(&format!("{target}=trace"))
+                        && !shown.contains(&format!("{target}=debug"))
+                        && !shown.contains(&format!("{target}::")),
+                    "{asked}: {shown}"
+                );
+            }
         }
     }
 

@@ -78,7 +78,11 @@ async fn run_in_span(socket: &Path, host: &str, shutdown: CancellationToken) -> 
     let mbox: Arc<dyn MessageBox> = Arc::new(RemoteBox::new(channel.clone()));
     let intake_stop = CancellationToken::new();
     let send_stop = CancellationToken::new();
+    let node_id = config
+        .node_id()
+        .map_err(|e| start_error(format!("cannot read the node id: {e}")))?;
     let shared = node::Shared {
+        node_id,
         mbox,
         wakers: Arc::new(Wakers::default()),
         metrics: metrics.clone(),

@@ -236,6 +236,7 @@ pub async fn serve(config: Config, config_path: PathBuf, control: Control) -> Re
     let send_stop = CancellationToken::new();
     let wakers = Arc::new(Wakers::default());
     let shared = node::Shared {
+        node_id: node_id.clone(),
         mbox: mbox.clone(),
         wakers: wakers.clone(),
         metrics: metrics.clone(),

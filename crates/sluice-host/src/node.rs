@@ -29,6 +29,8 @@ use crate::{HostAdmission, HostError, Wakers};
 
 /// What every unit of a node shares.
 pub(crate) struct Shared {
+    /// This node's id (`node_id`), for the claims its locations make.
+    pub(crate) node_id: String,
     pub(crate) mbox: Arc<dyn MessageBox>,
     pub(crate) wakers: Arc<Wakers>,
     pub(crate) metrics: Arc<Metrics>,
@@ -92,6 +94,7 @@ impl PreparedLocation {
         let throttle = shared.throttle(&what, &lc.host)?;
         let stop = shared.intake_stop.child_token();
         let cx = ReceiveContext {
+            node: shared.node_id.clone(),
             port: port.to_string(),
             location: name.to_string(),
             publisher: publisher.clone(),

@@ -52,6 +52,12 @@ fn published_names(p: &FakePublisher) -> Vec<String> {
     v
 }
 
+/// The owner part of this test location's claims (`kit::context`'s node
+/// and location).
+fn mine() -> String {
+    crate::support::fetch::owner_of("kit-node", "kit-in")
+}
+
 struct Remote {
     root: tempfile::TempDir,
     port: u16,
@@ -182,21 +188,37 @@ async fn claims_a_crash_left_are_resolved_at_the_start() {
         .await
         .unwrap();
     let folder = root.path().join("in");
-    std::fs::write(folder.join(format!(".sluice-claim.{done}.a.xml")), "already in the box").unwrap();
+    std::fs::write(
+        folder.join(format!(".sluice-claim.{}.{done}.a.xml", mine())),
+        "already in the box",
+    )
+    .unwrap();
     // Not published: put back under its name and received.
     let lost = MessageId::new();
-    std::fs::write(folder.join(format!(".sluice-claim.{lost}.b.xml")), "received again").unwrap();
-    // Another location's (its mask, not this one's): left alone.
-    let theirs = format!(".sluice-claim.{}.c.csv", MessageId::new());
+    std::fs::write(
+        folder.join(format!(".sluice-claim.{}.{lost}.b.xml", mine())),
+        "received again",
+    )
+    .unwrap();
+    // Another location's (its mask, not this one's), and another node's
+    // (it may be receiving that file right now): left alone.
+    let theirs = format!(".sluice-claim.{}.{}.c.csv", mine(), MessageId::new());
     std::fs::write(folder.join(&theirs), "theirs").unwrap();
+    let other_node = format!(
+        ".sluice-claim.{}.{}.d.xml",
+        crate::support::fetch::owner_of("another-node", "kit-in"),
+        MessageId::new()
+    );
+    std::fs::write(folder.join(&other_node), "another node's").unwrap();
     let r = start(receiver(port, "mask = \"*.xml\""), &publisher).await;
-    eventually(WAIT, "b.xml received", || async { publisher.published().len() == 2 }).await;
+    let mut left = vec![theirs.clone(), other_node.clone()];
+    left.sort();
+    eventually(WAIT, "the claims resolved", || async { names(&folder) == left }).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let got = publisher.published();
+    assert_eq!(got.len(), 2, "a.xml is not received again, b.xml once");
     assert_eq!(got[1].body, b"received again");
-    eventually(WAIT, "the claims resolved", || async {
-        names(&folder) == vec![theirs.clone()]
-    })
-    .await;
+    assert_eq!(names(&folder), left);
     r.stop().await;
 }
 
@@ -226,13 +248,39 @@ async fn with_list_hidden_reserved_names_and_folders_are_left_alone() {
     assert_eq!(left, vec![".hidden", ".sluice-tmp.out.x.1", "sub"]);
 }
 
+/// A server that takes the connection and never greets: the location
+/// neither receives anything nor holds up the node's stop (the kit's stop
+/// fails after 5 s), though each attempt waits `timeout` for the greeting.
 #[tokio::test]
-async fn a_server_that_cannot_be_reached_does_not_hold_up_the_stop() {
-    let port = super::tests::free_port();
+async fn a_silent_server_does_not_hold_up_the_stop() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
     let publisher = FakePublisher::new();
-    let r = start(receiver(port, "connect_timeout = \"1s\""), &publisher).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    r.stop().await;
+    let source = receiver(port, "timeout = \"3s\"");
+    let cx = kit::context(publisher.clone(), FakeAdmission::new());
+    let started = std::time::Instant::now();
+    source.recover(&cx).await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(6),
+        "{waited:?}"
+    );
+    let task = tokio::spawn(source.run(cx.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cx.shutdown.cancel();
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(2), task)
+        .await
+        .expect("stopped while waiting for the greeting")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2));
     assert!(publisher.published().is_empty());
 }
 

@@ -27,6 +27,7 @@
 //! `.sluice-claim.<id>.<name>`, read into the box (exactly its size), and
 //! deleted only after the publish committed (`support::fetch`).
 
+mod guard;
 mod receive;
 mod send;
 mod session;

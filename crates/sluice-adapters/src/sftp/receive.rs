@@ -14,6 +14,7 @@ use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::StatusCode;
 use serde::Deserialize;
 
+use super::guard::WideReads;
 use super::session::{Conn, Dialer, Settings};
 use crate::AdapterError;
 use crate::support::fetch::{self, Fetcher, RemoteFolder, Renamed, Transfer};
@@ -152,10 +153,15 @@ fn status_is(e: &SftpError, code: StatusCode) -> bool {
     matches!(e, SftpError::Status(s) if s.status_code == code)
 }
 
-impl Transfer for russh_sftp::client::fs::File {
+impl Transfer for WideReads<russh_sftp::client::fs::File> {
     /// Closed; SFTP has nothing more to say about a read that ended.
     fn finish(self: Box<Self>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> {
-        Box::pin(async move { (*self).close().await.map_err(|e| format!("closing the download: {e}")) })
+        Box::pin(async move {
+            self.into_inner()
+                .close()
+                .await
+                .map_err(|e| format!("closing the download: {e}"))
+        })
     }
 }
 
@@ -180,7 +186,7 @@ impl SftpFolder {
             d.within("starting SFTP", channel.request_subsystem(true, "sftp"))
                 .await?
                 .map_err(|e| format!("starting SFTP at {}: {e}", d.shown))?;
-            let raw = RawSftpSession::new(channel.into_stream());
+            let raw = RawSftpSession::new(super::guard::PacketCap::new(channel.into_stream()));
             raw.set_timeout(d.timeout.as_secs().max(1));
             d.within("starting SFTP", raw.init())
                 .await?
@@ -201,7 +207,7 @@ impl RemoteFolder for SftpFolder {
         ("sftp", "url")
     }
     /// `OPENDIR`, then `READDIR` a batch at a time (each batch one packet,
-    /// which the client caps), stopping at `max` entries.
+    /// at most `guard::MAX_PACKET` long), stopping at `max` entries.
     async fn list(&self, conn: &mut Conn, max: usize) -> Result<Vec<Candidate>, String> {
         let folder = match self.dialer.url.folder.as_str() {
             "" => ".".to_string(),
@@ -281,7 +287,7 @@ impl RemoteFolder for SftpFolder {
             .step("OPEN", conn.sftp.open(self.dialer.url.path_of(name)))
             .await?
             .map_err(|e| format!("OPEN: {e}"))?;
-        Ok(Box::new(file))
+        Ok(Box::new(WideReads::new(file)))
     }
     async fn remove(&self, conn: &mut Conn, name: &str) -> Result<(), String> {
         self.step("REMOVE", conn.sftp.remove_file(self.dialer.url.path_of(name)))

@@ -306,11 +306,12 @@ impl SftpTransmitter {
     /// further than `size` bytes (a longer file is not the same).
     async fn digest_of(&self, conn: &Conn, path: &str, size: u64) -> Result<[u8; 32], TransmitError> {
         let d = &self.dialer;
-        let mut file = d
+        let file = d
             .within("opening a file to read it back", conn.sftp.open(path.to_string()))
             .await
             .map_err(TransmitError::retry)?
             .map_err(|e| TransmitError::retry(format!("reading {path} back: {e}")))?;
+        let mut file = super::guard::WideReads::new(file);
         let digest = digest_up_to(&mut file, size, d.timeout)
             .await
             .map_err(|e| TransmitError::retry(format!("reading {path} back: {e}")))?;

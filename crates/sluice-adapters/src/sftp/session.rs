@@ -289,7 +289,10 @@ impl Dialer {
             .await?
             .map_err(step("starting SFTP"))?;
         let sftp = self
-            .within("starting SFTP", SftpSession::new(channel.into_stream()))
+            .within(
+                "starting SFTP",
+                SftpSession::new(super::guard::PacketCap::new(channel.into_stream())),
+            )
             .await?
             .map_err(|e| format!("starting SFTP at {}: {e}", self.shown))?;
         sftp.set_timeout(self.timeout.as_secs().max(1));

@@ -288,6 +288,10 @@ mod receiving {
         kit::run_source(source, publisher, &FakeAdmission::new()).await
     }
 
+    fn mine() -> String {
+        crate::support::fetch::owner_of("kit-node", "kit-in")
+    }
+
     struct Remote(Sshd);
 
     #[async_trait]
@@ -362,11 +366,19 @@ mod receiving {
         crate::Publisher::submit(&*publisher, done, Context::new(), body)
             .await
             .unwrap();
-        std::fs::write(folder.join(format!(".sluice-claim.{done}.a.xml")), "already in the box").unwrap();
+        std::fs::write(
+            folder.join(format!(".sluice-claim.{}.{done}.a.xml", mine())),
+            "already in the box",
+        )
+        .unwrap();
         let lost = MessageId::new();
-        std::fs::write(folder.join(format!(".sluice-claim.{lost}.b.xml")), "received again").unwrap();
+        std::fs::write(
+            folder.join(format!(".sluice-claim.{}.{lost}.b.xml", mine())),
+            "received again",
+        )
+        .unwrap();
         // c.xml's claim cannot go back: a new c.xml took its name.
-        let blocked = format!(".sluice-claim.{}.c.xml", MessageId::new());
+        let blocked = format!(".sluice-claim.{}.{}.c.xml", mine(), MessageId::new());
         std::fs::write(folder.join(&blocked), "the old c").unwrap();
         std::fs::write(folder.join("c.xml"), "the new c").unwrap();
         // Nothing can be published: every file taken is put back, and

@@ -195,6 +195,13 @@ pub struct Fetcher<F: RemoteFolder> {
     /// Claims that could not be put back under their name yet: (claim,
     /// original), tried again on every listing.
     stuck: Mutex<Vec<(String, String)>>,
+    /// Files published whose delete failed: (what to delete, the original
+    /// name, the receipt), tried again on every listing; their messages are
+    /// released once they are gone.
+    undeleted: Mutex<Vec<(String, String, Receipt)>>,
+    /// Claims this process made and has not resolved yet (in flight, stuck
+    /// or undeleted): recovery never touches them.
+    outstanding: Mutex<HashSet<String>>,
     unreleased: Unreleased,
     /// Whether the claims an earlier run left were resolved.
     recovered: AtomicBool,
@@ -228,6 +235,8 @@ impl<F: RemoteFolder> Fetcher<F> {
             mask,
             seen: Mutex::new(HashMap::new()),
             stuck: Mutex::new(Vec::new()),
+            undeleted: Mutex::new(Vec::new()),
+            outstanding: Mutex::new(HashSet::new()),
             unreleased: Unreleased::default(),
             recovered: AtomicBool::new(false),
             shown,
@@ -269,6 +278,7 @@ impl<F: RemoteFolder> Polled for Fetcher<F> {
             self.recover_claims(cx).await;
         }
         self.retry_stuck_claims(&cx.location).await;
+        self.retry_deletes(cx).await;
         self.unreleased.retry(cx).await;
     }
     async fn look(&self, _location: &str, skip: HashSet<String>) -> Result<Vec<Candidate>, String> {
@@ -285,6 +295,15 @@ impl<F: RemoteFolder> Fetcher<F> {
     /// `skip`, at most `batch`.
     async fn candidates(&self, skip: HashSet<String>) -> Result<Vec<Candidate>, String> {
         let listed = self.list().await?;
+        // Published already, its delete failed (claim = false): not again.
+        let mut skip = skip;
+        skip.extend(
+            self.undeleted
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .map(|(_, original, _)| original.clone()),
+        );
         let now = Instant::now();
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         let mut next = HashMap::with_capacity(listed.len());
@@ -339,9 +358,11 @@ impl<F: RemoteFolder> Fetcher<F> {
         let id = MessageId::new();
         let mut lent = self.take_conn().await?;
         let claim = if self.settings.claim {
-            let claim = format!("{CLAIM_PREFIX}{id}.{name}");
+            let claim = format!("{CLAIM_PREFIX}{}.{id}.{name}", owner(cx));
             match self.folder.rename(&mut lent.conn, name, &claim).await {
-                Ok(Renamed::Done) => {}
+                Ok(Renamed::Done) => {
+                    self.outstanding_set().insert(claim.clone());
+                }
                 Ok(Renamed::Missing) => {
                     self.pool.put(lent);
                     return Ok(Taken::Gone);
@@ -359,31 +380,32 @@ impl<F: RemoteFolder> Fetcher<F> {
         } else {
             name.to_string()
         };
-        let published = tokio::time::timeout(
-            self.settings.transfer_timeout,
-            self.publish_claimed(cx, &mut lent, id, entry, &claim),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(format!(
-                "not received within transfer_timeout ({:?})",
-                self.settings.transfer_timeout
-            ))
-        });
+        // Not cut short by a timeout of its own here: a publish cancelled
+        // half-way could leave some of a file's messages committed. The
+        // download's reads fail past `transfer_timeout` instead.
+        let published = self.publish_claimed(cx, &mut lent, id, entry, &claim).await;
         match published {
             Ok(receipt) => {
                 match self.folder.remove(&mut lent.conn, &claim).await {
                     Ok(()) => {
                         self.pool.put(lent);
+                        self.outstanding_set().remove(&claim);
                         let file = format!("{}/{name}", self.shown);
                         self.unreleased.settle(cx, receipt, &file).await;
                     }
-                    // Published, but the file is still there: with a
-                    // claim, the message stays held, and the next start
-                    // (or a later listing's recovery) deletes the claim.
-                    Err(e) => tracing::error!(location = %cx.location, url = %self.shown, file = %name,
-                        claim = %claim, message_id = %id, error = %e,
-                        "published, but could not delete the received file"),
+                    // Published, but the file is still there: the message
+                    // stays held, and the delete is tried again before
+                    // every listing (and by the next start, from the claim).
+                    Err(e) => {
+                        tracing::error!(location = %cx.location, url = %self.shown, file = %name,
+                            claim = %claim, message_id = %id, error = %e,
+                            "published, but could not delete the received file; will try again");
+                        self.undeleted.lock().unwrap_or_else(PoisonError::into_inner).push((
+                            claim,
+                            name.to_string(),
+                            receipt,
+                        ));
+                    }
                 }
                 tracing::debug!(location = %cx.location, url = %self.shown, file = %name, message_id = %id, "received");
                 Ok(Taken::Published)
@@ -392,7 +414,9 @@ impl<F: RemoteFolder> Fetcher<F> {
                 if self.settings.claim {
                     // Put back first, so that what the log says is so
                     // when it is read.
-                    if !self.restore_with(lent, &claim, name).await {
+                    if self.restore_with(lent, &claim, name).await {
+                        self.outstanding_set().remove(&claim);
+                    } else {
                         self.remember_stuck(claim, name.to_string());
                     }
                 }
@@ -459,7 +483,8 @@ impl<F: RemoteFolder> Fetcher<F> {
             .open(&mut lent.conn, name)
             .await
             .map_err(|e| format!("starting the download: {e}"))?;
-        Ok(Download::new(transfer, size, self.folder.timeout()))
+        let deadline = tokio::time::Instant::now() + self.settings.transfer_timeout;
+        Ok(Download::new(transfer, size, self.folder.timeout(), deadline))
     }
 
     /// Put a claimed file back under its own name, never over a file that
@@ -516,6 +541,45 @@ impl<F: RemoteFolder> Fetcher<F> {
         }
     }
 
+    fn outstanding_set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.outstanding.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Deletes that failed after a publish, tried again; the messages of
+    /// those that go through are released.
+    async fn retry_deletes(&self, cx: &ReceiveContext) {
+        let pending = std::mem::take(&mut *self.undeleted.lock().unwrap_or_else(PoisonError::into_inner));
+        if pending.is_empty() {
+            return;
+        }
+        let mut lent = self.take_conn().await.ok();
+        for (target, original, receipt) in pending {
+            let removed = match lent.as_mut() {
+                Some(l) => self.folder.remove(&mut l.conn, &target).await,
+                None => Err("no connection".into()),
+            };
+            match removed {
+                Ok(()) => {
+                    self.outstanding_set().remove(&target);
+                    tracing::info!(location = %cx.location, url = %self.shown, file = %original,
+                        "deleted a received file whose delete had failed");
+                    let file = format!("{}/{original}", self.shown);
+                    self.unreleased.settle(cx, receipt, &file).await;
+                }
+                Err(_) => {
+                    lent = None;
+                    self.undeleted
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push((target, original, receipt));
+                }
+            }
+        }
+        if let Some(lent) = lent {
+            self.pool.put(lent);
+        }
+    }
+
     fn remember_stuck(&self, claim: String, original: String) {
         self.stuck
             .lock()
@@ -543,6 +607,7 @@ impl<F: RemoteFolder> Fetcher<F> {
                     }
                 };
             if done {
+                self.outstanding_set().remove(&claim);
                 tracing::info!(location = %location, url = %self.shown, file = %original, "put a claimed file back under its name");
             } else {
                 self.remember_stuck(claim, original);
@@ -576,10 +641,22 @@ impl<F: RemoteFolder> Fetcher<F> {
         };
         let mut recovered = 0;
         let mut failed = false;
+        let mine = owner(cx);
+        let outstanding = self.outstanding_set().clone();
         for e in listed {
-            let Some((id, original)) = e.name.strip_prefix(CLAIM_PREFIX).and_then(|r| r.split_once('.')) else {
+            let Some((claimer, id, original)) = e
+                .name
+                .strip_prefix(CLAIM_PREFIX)
+                .and_then(|r| r.split_once('.'))
+                .and_then(|(claimer, r)| r.split_once('.').map(|(id, original)| (claimer, id, original)))
+            else {
                 continue;
             };
+            // Another node's or location's (it resolves its own), or one
+            // this run is still working on.
+            if claimer != mine || outstanding.contains(&e.name) {
+                continue;
+            }
             // Another location may take other files of this folder.
             if !self.mask.is_match(original) {
                 continue;
@@ -630,6 +707,20 @@ impl<F: RemoteFolder> Fetcher<F> {
     }
 }
 
+/// Who a claim belongs to: a short hash of the node's id and the
+/// location's name (`.sluice-claim.<owner>.<message id>.<name>`), so a node
+/// sharing the folder never resolves another's claims as its own.
+fn owner(cx: &ReceiveContext) -> String {
+    owner_of(&cx.node, &cx.location)
+}
+
+/// [`owner`] for a node and a location's name.
+pub fn owner_of(node: &str, location: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{node}\0{location}").as_bytes());
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A download as a message body: exactly the size the file had when it was
 /// claimed, each read within the idle limit, and complete only once the
 /// transfer finished well ([`Transfer::finish`]): a connection cut short or
@@ -639,6 +730,8 @@ pub struct Download {
     expected: u64,
     read: u64,
     idle: Duration,
+    /// No read after this (the location's `transfer_timeout`).
+    deadline: tokio::time::Instant,
     timer: Pin<Box<tokio::time::Sleep>>,
 }
 
@@ -653,13 +746,16 @@ enum DownloadState {
 }
 
 impl Download {
-    pub fn new(transfer: Box<dyn Transfer>, expected: u64, idle: Duration) -> Download {
+    pub fn new(transfer: Box<dyn Transfer>, expected: u64, idle: Duration, deadline: tokio::time::Instant) -> Download {
         Download {
             state: DownloadState::Reading(transfer),
             expected,
             read: 0,
             idle,
-            timer: Box::pin(tokio::time::sleep(idle)),
+            deadline,
+            timer: Box::pin(tokio::time::sleep(
+                idle.min(deadline.saturating_duration_since(tokio::time::Instant::now())),
+            )),
         }
     }
 
@@ -694,8 +790,8 @@ impl AsyncRead for Download {
                                 return this.fail(std::io::ErrorKind::InvalidData, message);
                             }
                             if n > 0 {
-                                let deadline = tokio::time::Instant::now() + this.idle;
-                                this.timer.as_mut().reset(deadline);
+                                let next = (tokio::time::Instant::now() + this.idle).min(this.deadline);
+                                this.timer.as_mut().reset(next);
                                 return Poll::Ready(Ok(()));
                             }
                             if this.read < this.expected {
@@ -719,7 +815,11 @@ impl AsyncRead for Download {
                         Poll::Ready(Err(e)) => return this.fail(e.kind(), format!("downloading: {e}")),
                         Poll::Pending => {
                             if this.timer.as_mut().poll(cx).is_ready() {
-                                let message = format!("the server sent nothing for {:?}", this.idle);
+                                let message = if tokio::time::Instant::now() >= this.deadline {
+                                    "not received within transfer_timeout".to_string()
+                                } else {
+                                    format!("the server sent nothing for {:?}", this.idle)
+                                };
                                 return this.fail(std::io::ErrorKind::TimedOut, message);
                             }
                             return Poll::Pending;

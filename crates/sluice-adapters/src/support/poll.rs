@@ -4,7 +4,7 @@
 //! the node stops. A source says how to look and how to take one item
 //! ([`Polled`]); the loop is the same for all.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -64,19 +64,29 @@ pub trait Polled: Send + Sync + 'static {
 pub async fn run<P: Polled>(source: Arc<P>, cx: ReceiveContext) {
     let pace = source.pace();
     let permits = Arc::new(Semaphore::new(pace.concurrency));
-    let mut tasks: JoinSet<(String, Result<Taken, String>)> = JoinSet::new();
-    let mut in_flight: HashSet<String> = HashSet::new();
+    let mut tasks: JoinSet<Result<Taken, String>> = JoinSet::new();
+    // Each task's item by the task's id: a task that panicked (a library's
+    // bug on a peer's odd answer) still gives its item back.
+    let mut in_flight: HashMap<tokio::task::Id, String> = HashMap::new();
     let mut retries = Retries::new(pace.retry_after);
     let mut reachable = true;
     'outer: loop {
-        while let Some(done) = tasks.try_join_next() {
+        while let Some(done) = tasks.try_join_next_with_id() {
             settle_task(done, &mut in_flight, &mut retries);
         }
-        source.tidy(&cx).await;
+        // Neither a slow server nor a silent one holds up the stop.
+        tokio::select! {
+            _ = source.tidy(&cx) => {}
+            _ = cx.shutdown.cancelled() => break 'outer,
+        }
         let now = Instant::now();
         retries.forget_old(now);
-        let skip: HashSet<String> = in_flight.iter().chain(retries.waiting(now)).cloned().collect();
-        let candidates = match source.look(&cx.location, skip).await {
+        let skip: HashSet<String> = in_flight.values().chain(retries.waiting(now)).cloned().collect();
+        let looked = tokio::select! {
+            r = source.look(&cx.location, skip) => r,
+            _ = cx.shutdown.cancelled() => break 'outer,
+        };
+        let candidates = match looked {
             Ok(c) => {
                 if !reachable {
                     tracing::info!(location = %cx.location, place = %source.place(), "the source can be read again");
@@ -104,16 +114,15 @@ pub async fn run<P: Polled>(source: Arc<P>, cx: ReceiveContext) {
                 a = cx.admission.admit(c.size) => a,
                 _ = cx.shutdown.cancelled() => break 'outer,
             };
-            in_flight.insert(c.name.clone());
             taken += 1;
+            let name = c.name.clone();
             let (source, cx) = (source.clone(), cx.clone());
-            tasks.spawn(async move {
-                let r = source.take(&cx, &c).await;
-                drop(admitted);
-                drop(permit);
-                (c.name, r)
+            let task = tasks.spawn(async move {
+                let _held = (admitted, permit);
+                source.take(&cx, &c).await
             });
-            while let Some(done) = tasks.try_join_next() {
+            in_flight.insert(task.id(), name);
+            while let Some(done) = tasks.try_join_next_with_id() {
                 settle_task(done, &mut in_flight, &mut retries);
             }
         }
@@ -128,25 +137,31 @@ pub async fn run<P: Polled>(source: Arc<P>, cx: ReceiveContext) {
         }
     }
     // Stop taking; finish what is in flight.
-    while let Some(done) = tasks.join_next().await {
+    while let Some(done) = tasks.join_next_with_id().await {
         settle_task(done, &mut in_flight, &mut retries);
     }
 }
 
 fn settle_task(
-    done: Result<(String, Result<Taken, String>), tokio::task::JoinError>,
-    in_flight: &mut HashSet<String>,
+    done: Result<(tokio::task::Id, Result<Taken, String>), tokio::task::JoinError>,
+    in_flight: &mut HashMap<tokio::task::Id, String>,
     retries: &mut Retries,
 ) {
     match done {
-        Ok((name, result)) => {
-            in_flight.remove(&name);
+        Ok((id, result)) => {
+            let Some(name) = in_flight.remove(&id) else { return };
             match result {
                 Ok(_) => retries.succeeded(&name),
                 Err(_) => retries.failed(name),
             }
         }
-        Err(e) => tracing::error!(error = %e, "a receive task failed"),
+        Err(e) => {
+            let name = in_flight.remove(&e.id()).unwrap_or_default();
+            tracing::error!(item = %name, error = %e, "a receive task failed; the item is tried again later");
+            if !name.is_empty() {
+                retries.failed(name);
+            }
+        }
     }
 }
 
@@ -185,5 +200,83 @@ impl Unreleased {
                 Err(_) => self.keep(receipt, file),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::kit::{self, FakeAdmission, FakePublisher};
+
+    /// Two items; taking `boom` panics the first time (a library's bug),
+    /// fails the second, goes through the third; `ok` goes through.
+    struct Two {
+        booms: AtomicUsize,
+        oks: AtomicUsize,
+        done: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl Polled for Two {
+        fn place(&self) -> String {
+            "two".into()
+        }
+        fn pace(&self) -> Pace {
+            Pace {
+                concurrency: 2,
+                batch: 10,
+                poll_interval: Duration::from_millis(10),
+                retry_after: Duration::from_millis(20),
+            }
+        }
+        async fn look(&self, _location: &str, skip: HashSet<String>) -> Result<Vec<Candidate>, String> {
+            let done = self.done.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            Ok(["boom", "ok"]
+                .into_iter()
+                .filter(|n| !skip.contains(*n) && !done.iter().any(|d| d == n))
+                .map(|n| Candidate {
+                    name: n.into(),
+                    size: 1,
+                    modified: None,
+                })
+                .collect())
+        }
+        async fn take(&self, _cx: &ReceiveContext, item: &Candidate) -> Result<Taken, String> {
+            if item.name == "boom" {
+                match self.booms.fetch_add(1, Ordering::SeqCst) {
+                    0 => panic!("a library's bug"),
+                    1 => return Err("failed".into()),
+                    _ => {}
+                }
+            } else {
+                self.oks.fetch_add(1, Ordering::SeqCst);
+            }
+            self.done
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(item.name.clone());
+            Ok(Taken::Published)
+        }
+    }
+
+    #[tokio::test]
+    async fn an_item_whose_task_panicked_or_failed_is_tried_again_after_a_wait() {
+        let two = Arc::new(Two {
+            booms: AtomicUsize::new(0),
+            oks: AtomicUsize::new(0),
+            done: Mutex::new(Vec::new()),
+        });
+        let cx = kit::context(FakePublisher::new(), FakeAdmission::new());
+        let task = tokio::spawn(run(two.clone(), cx.clone()));
+        kit::eventually(Duration::from_secs(10), "boom taken at its third try", || async {
+            two.done.lock().unwrap_or_else(PoisonError::into_inner).len() == 2
+        })
+        .await;
+        cx.shutdown.cancel();
+        task.await.unwrap();
+        assert_eq!(two.booms.load(Ordering::SeqCst), 3);
+        assert_eq!(two.oks.load(Ordering::SeqCst), 1, "ok taken once");
     }
 }

@@ -377,3 +377,17 @@ pub fn proc_status_bytes(pid: u32, field: &str) -> u64 {
 pub fn vm_rss(pid: u32) -> u64 {
     proc_status_bytes(pid, "VmRSS:")
 }
+
+/// The files of `dir` named `<source name>.<message id>` (a FILE port's
+/// `file_name = "%SourceFileName%.%MessageId%"`), by source name: a source
+/// received twice shows as two files, which `%SourceFileName%` alone would
+/// hide (the second delivery of the same bytes counts as already there).
+pub fn by_source(dir: &Path) -> std::collections::BTreeMap<String, Vec<PathBuf>> {
+    let mut out: std::collections::BTreeMap<String, Vec<PathBuf>> = Default::default();
+    for name in names(dir) {
+        if let Some((source, _id)) = name.rsplit_once('.') {
+            out.entry(source.to_string()).or_default().push(dir.join(&name));
+        }
+    }
+    out
+}

@@ -131,7 +131,7 @@ adapter = {{ type = "ftp", url = "ftp://{USER}@127.0.0.1:{port}/outbox", passwor
 
 [send_ports.got]
 filter = 'receive.port == "ftpin"'
-adapter = {{ type = "file", path = "got", file_name = "%SourceFileName%", create_folder = true }}
+adapter = {{ type = "file", path = "got", file_name = "%SourceFileName%.%MessageId%", create_folder = true }}
 "#
         ),
     );
@@ -145,21 +145,24 @@ adapter = {{ type = "file", path = "got", file_name = "%SourceFileName%", create
     for kill_after in [60, 160] {
         let mut node = start();
         wait_until(Duration::from_secs(60), "files arriving", || {
-            names(&got).len() >= kill_after
+            by_source(&got).len() >= kill_after
         });
         node.kill9();
     }
     let mut node = start();
     wait_until(Duration::from_secs(120), "every file received and written", || {
-        names(&got).len() as u64 == FILES && names(&outbox) == vec!["readme.txt".to_string()]
+        by_source(&got).len() as u64 == FILES && names(&outbox) == vec!["readme.txt".to_string()]
     });
     wait_until(Duration::from_secs(30), "the box empty", || {
         status_json(&config)["spool"] == 0
     });
+    let got = by_source(&got);
     for i in 0..FILES {
         let name = format!("inv-{i:03}.xml");
+        let copies = &got[&name];
+        assert_eq!(copies.len(), 1, "{name} received {} times", copies.len());
         assert!(
-            std::fs::read(got.join(&name)).unwrap() == content(i, size(i)),
+            std::fs::read(&copies[0]).unwrap() == content(i, size(i)),
             "{name} differs"
         );
     }

@@ -41,7 +41,7 @@ adapter = {{ type = "sftp", url = "{inb}", private_key_file = "{key}", known_hos
 
 [send_ports.got]
 filter = 'receive.port == "sftpin"'
-adapter = {{ type = "file", path = "got", file_name = "%SourceFileName%", create_folder = true }}
+adapter = {{ type = "file", path = "got", file_name = "%SourceFileName%.%MessageId%", create_folder = true }}
 "#,
             out = sshd.url("outbound"),
             inb = sshd.url("inbound"),
@@ -61,20 +61,23 @@ adapter = {{ type = "file", path = "got", file_name = "%SourceFileName%", create
         );
     }
     wait_until(Duration::from_secs(60), "some files through", || {
-        names(&got).len() >= 40 && names(&outbound).len() >= 40
+        by_source(&got).len() >= 40 && names(&outbound).len() >= 40
     });
     node.kill9();
     let mut node = Node::start(&config, &log);
     wait_until(Duration::from_secs(120), "every file through both ways", || {
-        names(&got).len() as u64 == FILES
+        by_source(&got).len() as u64 == FILES
             && names(&inbound).is_empty()
             && names(&outbound).len() as u64 == FILES
             && status_json(&config)["spool"] == 0
     });
+    let got = by_source(&got);
     for i in 0..FILES {
         let (name_in, name_out) = (format!("in-{i:03}.xml"), format!("out-{i:03}.dat"));
+        let copies = &got[&name_in];
+        assert_eq!(copies.len(), 1, "{name_in} received {} times", copies.len());
         assert!(
-            std::fs::read(got.join(&name_in)).unwrap() == content(i, size(i)),
+            std::fs::read(&copies[0]).unwrap() == content(i, size(i)),
             "{name_in} differs"
         );
         assert!(
