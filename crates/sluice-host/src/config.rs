@@ -1501,10 +1501,10 @@ adapter = { type = "http", url = "http://127.0.0.1:2/", mode = "solicit-response
             .unwrap_err()
             .to_string();
         assert!(e.contains("`send_ports.out.filter`") && e.contains("=="), "{e}");
-        let e = load(&GOOD.replace("type = \"file\", path = \"in\"", "type = \"ftp\", path = \"in\""))
+        let e = load(&GOOD.replace("type = \"file\", path = \"in\"", "type = \"pigeon\", path = \"in\""))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("unknown variant `ftp`"), "{e}");
+        assert!(e.contains("unknown variant `pigeon`"), "{e}");
         let e = load(&GOOD.replace("%SourceFileName%", "%Source%"))
             .unwrap_err()
             .to_string();
@@ -1711,9 +1711,12 @@ adapter = { type = "http", url = "http://127.0.0.1:2/", mode = "solicit-response
         let e = load(&GOOD.replace("type = \"file\", path = \"in\"", "type = \"gopher\", path = \"in\""))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("unknown variant `gopher`, expected `file` or `http`"), "{e}");
-        assert_eq!(ReceiveAdapterConfig::kinds(), ["file", "http"]);
-        assert_eq!(SendAdapterConfig::kinds(), ["file", "http", "chaos", "ftp"]);
+        assert!(
+            e.contains("unknown variant `gopher`, expected one of `file`, `http`, `ftp`, `sftp`"),
+            "{e}"
+        );
+        assert_eq!(ReceiveAdapterConfig::kinds(), ["file", "http", "ftp", "sftp"]);
+        assert_eq!(SendAdapterConfig::kinds(), ["file", "http", "chaos", "ftp", "sftp"]);
     }
 
     #[test]
