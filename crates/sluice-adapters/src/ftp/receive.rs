@@ -238,12 +238,22 @@ impl RemoteFolder for FtpFolder {
         }
         step(renamed, "renaming").map(|()| Renamed::Done)
     }
-    /// `SIZE`; a server without it cannot say, and is taken as having no
-    /// such file.
+    /// `SIZE`, or `MDTM` on a server without it; a server with neither
+    /// cannot say, and nothing is put back there over what may be a file.
     async fn exists(&self, ftp: &mut AsyncRustlsFtpStream, name: &str) -> Result<bool, String> {
         let there = self.dialer.within("SIZE", ftp.size(name)).await;
-        if is_missing(&there) || is_unknown(&there) {
+        if is_missing(&there) {
             return Ok(false);
+        }
+        if !is_unknown(&there) {
+            return step(there, "looking for a file").map(|_| true);
+        }
+        let there = self.dialer.within("MDTM", ftp.mdtm(name)).await;
+        if is_missing(&there) {
+            return Ok(false);
+        }
+        if is_unknown(&there) {
+            return Err("the server has neither SIZE nor MDTM: cannot tell whether a file is there".into());
         }
         step(there, "looking for a file").map(|_| true)
     }

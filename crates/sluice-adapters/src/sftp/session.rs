@@ -80,7 +80,11 @@ impl Settings<'_> {
                     .map_err(|e| bad(format!("known_hosts: cannot read {}: {e}", path.display())))?;
                 HostKey::KnownHosts(path.to_path_buf())
             }
-            (None, None, true) => HostKey::Any,
+            (None, None, true) => {
+                tracing::warn!(url = %redact_url(self.url),
+                    "accept_unknown_host_key is on: any server answering at this address is trusted (for tests only)");
+                HostKey::Any
+            }
             (None, None, false) => {
                 return Err(bad(
                     "give the server's host key (`host_key = \"ssh-ed25519 AAAA...\"`, as `ssh-keyscan` prints it) \

@@ -232,6 +232,20 @@ fn configuration_is_checked_and_secrets_never_show() {
     .unwrap();
     let debug = format!("{c:?} {:?}", c.build().unwrap());
     crate::kit::check_secrets_not_in_debug(&debug, &["pw-s3cret"]);
+    // The receive location's configuration: a passphrase too.
+    let r: super::SftpReceiveConfig = toml::from_str(&format!(
+        "{base}password = \"pw-s3cret\"\naccept_unknown_host_key = true\npassphrase = \"ph-s3cret\""
+    ))
+    .unwrap();
+    let debug = format!("{r:?} {:?}", r.build().unwrap());
+    crate::kit::check_secrets_not_in_debug(&debug, &["pw-s3cret", "ph-s3cret"]);
+    let e = toml::from_str::<super::SftpReceiveConfig>(&format!("{base}password = 'x'\nhost_key = 'x'\nbatch = 0"))
+        .unwrap()
+        .build()
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("host_key") || e.contains("batch"), "{e}");
 }
 
 mod receiving {

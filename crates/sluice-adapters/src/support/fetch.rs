@@ -414,7 +414,8 @@ impl<F: RemoteFolder> Fetcher<F> {
                 if self.settings.claim {
                     // Put back first, so that what the log says is so
                     // when it is read.
-                    if self.restore_with(lent, &claim, name).await {
+                    drop(lent);
+                    if self.restore(&claim, name).await {
                         self.outstanding_set().remove(&claim);
                     } else {
                         self.remember_stuck(claim, name.to_string());
@@ -488,28 +489,19 @@ impl<F: RemoteFolder> Fetcher<F> {
     }
 
     /// Put a claimed file back under its own name, never over a file that
-    /// took its place meanwhile; on `lent` if it still answers, else on a
-    /// new connection. `false` if it stays under the claim name.
-    async fn restore_with(&self, lent: Lent<Conn<F>>, claim: &str, name: &str) -> bool {
-        let mut lent = lent;
-        let failed = match self.restore_on(&mut lent.conn, claim, name).await {
-            Ok(done) => {
-                self.pool.put(lent);
-                return done;
-            }
-            Err(_) => {
-                drop(lent);
-                match self.take_conn().await {
-                    Ok(mut fresh) => match self.restore_on(&mut fresh.conn, claim, name).await {
-                        Ok(done) => {
-                            self.pool.put(fresh);
-                            return done;
-                        }
-                        Err(e) => e,
-                    },
-                    Err(e) => e,
+    /// took its place meanwhile, on a connection from the pool (not the one
+    /// that failed: after a step that timed out, its answers may be out of
+    /// step). `false` if it stays under the claim name.
+    async fn restore(&self, claim: &str, name: &str) -> bool {
+        let failed = match self.take_conn().await {
+            Ok(mut lent) => match self.restore_on(&mut lent.conn, claim, name).await {
+                Ok(done) => {
+                    self.pool.put(lent);
+                    return done;
                 }
-            }
+                Err(e) => e,
+            },
+            Err(e) => e,
         };
         tracing::error!(url = %self.shown, file = %name, claim = %claim, error = %failed,
             "cannot put the file back under its name yet; it stays under the claim name and is tried again");
@@ -530,6 +522,11 @@ impl<F: RemoteFolder> Fetcher<F> {
         match taken {
             Renamed::Done => Ok(true),
             Renamed::Missing => {
+                // Gone, or a refusal the server words as "no such file":
+                // the claim is looked for before it is given up.
+                if self.folder.exists(conn, claim).await? {
+                    return Err("the server refused to rename the claimed file back".into());
+                }
                 tracing::error!(url = %self.shown, file = %name, "the file vanished while it was being received");
                 Ok(true)
             }
@@ -681,11 +678,7 @@ impl<F: RemoteFolder> Fetcher<F> {
                     }
                 }
                 Ok(false) => {
-                    let restored = match self.take_conn().await {
-                        Ok(lent) => self.restore_with(lent, &e.name, original).await,
-                        Err(_) => false,
-                    };
-                    if !restored {
+                    if !self.restore(&e.name, original).await {
                         self.remember_stuck(e.name.clone(), original.to_string());
                     }
                     recovered += 1;
