@@ -166,7 +166,13 @@ impl Polled for FileReceiver {
     async fn look(&self, location: &str, skip: HashSet<String>) -> Result<Vec<Candidate>, String> {
         self.scan(location, skip).await.map_err(|e| e.to_string())
     }
-    async fn take(&self, cx: &ReceiveContext, item: &Candidate) -> Result<Taken, String> {
+    /// The file's size was admitted (the folder is local: it says true).
+    async fn take(
+        &self,
+        cx: &ReceiveContext,
+        item: &Candidate,
+        _admitted: &Arc<crate::Admitted>,
+    ) -> Result<Taken, String> {
         self.receive_one(cx, &item.name).await
     }
 }

@@ -344,6 +344,8 @@ enum Lie {
     Stalls,
     /// A listing line of 64 KiB.
     LongLine,
+    /// A listing that says the file is 2^64 - 1 bytes (it is 1,000).
+    HugeListing,
 }
 
 /// A scripted FTP server of its own (plain text over tokio, no code shared
@@ -402,6 +404,10 @@ async fn liar(lie: Lie) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
                             let (mut d, _) = l.accept().await.unwrap();
                             let reply = if verb == "MLSD" {
                                 let mut listing = format!("type=file;size=1000;modify=20260101000000; {current}\r\n");
+                                if lie == Lie::HugeListing {
+                                    listing =
+                                        format!("type=file;size={};modify=20260101000000; {current}\r\n", u64::MAX);
+                                }
                                 if lie == Lie::LongLine {
                                     listing =
                                         format!("type=file;size=1;modify=20260101000000; {}\r\n", "x".repeat(65536));
@@ -410,7 +416,7 @@ async fn liar(lie: Lie) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
                                 "226 done"
                             } else {
                                 match lie {
-                                    Lie::Honest => {
+                                    Lie::Honest | Lie::HugeListing => {
                                         d.write_all(&[7u8; 1000]).await.unwrap();
                                         "226 done"
                                     }
@@ -492,4 +498,18 @@ async fn a_listing_line_over_the_cap_fails_the_listing_and_takes_nothing() {
     r.stop().await;
     assert!(publisher.published().is_empty());
     assert!(!log.lock().unwrap().iter().any(|l| l.starts_with("RNFR")));
+}
+
+/// A listing's size is the server's word: the host's throttle is charged
+/// the bytes that arrive, not a size a listing claims (2^64 - 1 here,
+/// which would hold the whole host's admissions).
+#[tokio::test]
+async fn the_throttle_is_charged_what_arrives_not_what_a_listing_claims() {
+    let (port, _log) = liar(Lie::HugeListing).await;
+    let (publisher, admission) = (FakePublisher::new(), FakeAdmission::new());
+    let r = kit::run_source(receiver(port, "timeout = \"2s\""), &publisher, &admission).await;
+    eventually(WAIT, "published", || async { publisher.published().len() == 1 }).await;
+    r.stop().await;
+    assert_eq!(publisher.published()[0].body.len(), 1000);
+    assert_eq!(admission.bytes(), 1000, "charged as it arrived");
 }

@@ -30,7 +30,7 @@ use tracing::Instrument;
 use crate::support::names::{CLAIM_PREFIX, RESERVED_PREFIX};
 use crate::support::poll::{self, Candidate, Pace, Polled, Taken, Unreleased};
 use crate::support::pool::{Connector, Lent, Pool};
-use crate::{AdapterError, Receipt, ReceiveContext, Source};
+use crate::{AdapterError, Admitted, Receipt, ReceiveContext, Source};
 
 /// A transfer being read: its bytes, then how it ends.
 pub trait Transfer: AsyncRead + Send + Unpin + 'static {
@@ -284,8 +284,13 @@ impl<F: RemoteFolder> Polled for Fetcher<F> {
     async fn look(&self, _location: &str, skip: HashSet<String>) -> Result<Vec<Candidate>, String> {
         self.candidates(skip).await
     }
-    async fn take(&self, cx: &ReceiveContext, item: &Candidate) -> Result<Taken, String> {
-        self.receive_one(cx, item).await
+    async fn take(&self, cx: &ReceiveContext, item: &Candidate, admitted: &Arc<Admitted>) -> Result<Taken, String> {
+        self.receive_one(cx, item, admitted).await
+    }
+    /// A listing's sizes are the server's word: admitted at 0, the bytes
+    /// charged as they arrive.
+    fn trusts_sizes(&self) -> bool {
+        false
     }
 }
 
@@ -353,7 +358,12 @@ impl<F: RemoteFolder> Fetcher<F> {
 
     /// Take one file: claim, stream, publish, delete. On failure the file is
     /// put back under its own name.
-    async fn receive_one(&self, cx: &ReceiveContext, entry: &Candidate) -> Result<Taken, String> {
+    async fn receive_one(
+        &self,
+        cx: &ReceiveContext,
+        entry: &Candidate,
+        admitted: &Arc<Admitted>,
+    ) -> Result<Taken, String> {
         let name = entry.name.as_str();
         let id = MessageId::new();
         let mut lent = self.take_conn().await?;
@@ -383,7 +393,7 @@ impl<F: RemoteFolder> Fetcher<F> {
         // Not cut short by a timeout of its own here: a publish cancelled
         // half-way could leave some of a file's messages committed. The
         // download's reads fail past `transfer_timeout` instead.
-        let published = self.publish_claimed(cx, &mut lent, id, entry, &claim).await;
+        let published = self.publish_claimed(cx, &mut lent, id, entry, &claim, admitted).await;
         match published {
             Ok(receipt) => {
                 match self.folder.remove(&mut lent.conn, &claim).await {
@@ -435,6 +445,7 @@ impl<F: RemoteFolder> Fetcher<F> {
         id: MessageId,
         entry: &Candidate,
         claim: &str,
+        admitted: &Arc<Admitted>,
     ) -> Result<Receipt, String> {
         // Its size now that it is ours: what the download must come to.
         let size = self
@@ -457,7 +468,7 @@ impl<F: RemoteFolder> Fetcher<F> {
             ctx.write("file", "modified", modified);
         }
         let span = tracing::error_span!("receive_remote_file", file = %url);
-        let body = self.download(lent, claim, size).await?;
+        let body = self.download(lent, claim, size, admitted).await?;
         let submitted = cx
             .publisher
             .submit(id, ctx.clone(), Box::new(body))
@@ -467,7 +478,7 @@ impl<F: RemoteFolder> Fetcher<F> {
             Err(e) if e.rejected => {
                 // The content is bad: trying again cannot help. Keep the
                 // bytes as received, suspended with the error, instead.
-                let body = self.download(lent, claim, size).await?;
+                let body = self.download(lent, claim, size, admitted).await?;
                 cx.publisher
                     .suspend(id, ctx, Box::new(body), &e)
                     .instrument(span)
@@ -478,14 +489,20 @@ impl<F: RemoteFolder> Fetcher<F> {
         }
     }
 
-    async fn download(&self, lent: &mut Lent<Conn<F>>, name: &str, size: u64) -> Result<Download, String> {
+    async fn download(
+        &self,
+        lent: &mut Lent<Conn<F>>,
+        name: &str,
+        size: u64,
+        admitted: &Arc<Admitted>,
+    ) -> Result<Download, String> {
         let transfer = self
             .folder
             .open(&mut lent.conn, name)
             .await
             .map_err(|e| format!("starting the download: {e}"))?;
         let deadline = tokio::time::Instant::now() + self.settings.transfer_timeout;
-        Ok(Download::new(transfer, size, self.folder.timeout(), deadline))
+        Ok(Download::new(transfer, size, self.folder.timeout(), deadline).charging(admitted.clone()))
     }
 
     /// Put a claimed file back under its own name, never over a file that
@@ -725,6 +742,8 @@ pub struct Download {
     idle: Duration,
     /// No read after this (the location's `transfer_timeout`).
     deadline: tokio::time::Instant,
+    /// The host's admission, charged the bytes as they arrive.
+    admitted: Option<Arc<Admitted>>,
     timer: Pin<Box<tokio::time::Sleep>>,
 }
 
@@ -746,10 +765,17 @@ impl Download {
             read: 0,
             idle,
             deadline,
+            admitted: None,
             timer: Box::pin(tokio::time::sleep(
                 idle.min(deadline.saturating_duration_since(tokio::time::Instant::now())),
             )),
         }
+    }
+
+    /// Charge the bytes read to `admitted` as they arrive.
+    pub fn charging(mut self, admitted: Arc<Admitted>) -> Download {
+        self.admitted = Some(admitted);
+        self
     }
 
     fn fail(&mut self, kind: std::io::ErrorKind, message: String) -> Poll<std::io::Result<()>> {
@@ -783,6 +809,9 @@ impl AsyncRead for Download {
                                 return this.fail(std::io::ErrorKind::InvalidData, message);
                             }
                             if n > 0 {
+                                if let Some(admitted) = &this.admitted {
+                                    admitted.charge(n);
+                                }
                                 let next = (tokio::time::Instant::now() + this.idle).min(this.deadline);
                                 this.timer.as_mut().reset(next);
                                 return Poll::Ready(Ok(()));

@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::support::retry::Retries;
-use crate::{Receipt, ReceiveContext};
+use crate::{Admitted, Receipt, ReceiveContext};
 
 /// An item a look found to take: a file, by name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,8 +56,15 @@ pub trait Polled: Send + Sync + 'static {
     /// be tried again) before counting to the batch.
     async fn look(&self, location: &str, skip: HashSet<String>) -> Result<Vec<Candidate>, String>;
     /// Take one item: claim, publish, remove. An error leaves it in place
-    /// (or puts it back), to be tried again after a wait.
-    async fn take(&self, cx: &ReceiveContext, item: &Candidate) -> Result<Taken, String>;
+    /// (or puts it back), to be tried again after a wait. `admitted` is the
+    /// item's admission, for a source that charges bytes as they arrive.
+    async fn take(&self, cx: &ReceiveContext, item: &Candidate, admitted: &Arc<Admitted>) -> Result<Taken, String>;
+    /// Whether an item's size as looked at is trusted for its admission
+    /// (a local file's: yes); otherwise it is admitted at 0 bytes and
+    /// charges what arrives (a server's listing can say anything).
+    fn trusts_sizes(&self) -> bool {
+        true
+    }
 }
 
 /// Run `source` until the node stops, then finish what is in flight.
@@ -110,16 +117,17 @@ pub async fn run<P: Polled>(source: Arc<P>, cx: ReceiveContext) {
                 _ = cx.shutdown.cancelled() => break 'outer,
             };
             // The host's throttle: nothing claimed or opened until admitted.
+            let declared = if source.trusts_sizes() { c.size } else { 0 };
             let admitted = tokio::select! {
-                a = cx.admission.admit(c.size) => a,
+                a = cx.admission.admit(declared) => Arc::new(a),
                 _ = cx.shutdown.cancelled() => break 'outer,
             };
             taken += 1;
             let name = c.name.clone();
             let (source, cx) = (source.clone(), cx.clone());
             let task = tasks.spawn(async move {
-                let _held = (admitted, permit);
-                source.take(&cx, &c).await
+                let _permit = permit;
+                source.take(&cx, &c, &admitted).await
             });
             in_flight.insert(task.id(), name);
             while let Some(done) = tasks.try_join_next_with_id() {
@@ -243,7 +251,12 @@ mod tests {
                 })
                 .collect())
         }
-        async fn take(&self, _cx: &ReceiveContext, item: &Candidate) -> Result<Taken, String> {
+        async fn take(
+            &self,
+            _cx: &ReceiveContext,
+            item: &Candidate,
+            _admitted: &Arc<Admitted>,
+        ) -> Result<Taken, String> {
             if item.name == "boom" {
                 match self.booms.fetch_add(1, Ordering::SeqCst) {
                     0 => panic!("a library's bug"),
