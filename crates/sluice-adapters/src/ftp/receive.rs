@@ -180,6 +180,10 @@ const LIST: u8 = 2;
 /// Longest line of a listing read (a longer one fails the listing).
 const MAX_LINE: usize = 8 * 1024;
 
+/// Longest file name taken (longer ones are skipped): what file systems
+/// allow, so a listing's memory is bounded by `max_listing` times this.
+const MAX_NAME: usize = fetch::MAX_NAME;
+
 /// The FTP side of a receive location: its server and how it lists.
 pub struct FtpFolder {
     dialer: Dialer,
@@ -321,6 +325,7 @@ impl FtpFolder {
         let mut out = Vec::new();
         let mut line = Vec::new();
         let mut whole = true;
+        let mut lines = 0usize;
         loop {
             line.clear();
             let n = d
@@ -336,7 +341,10 @@ impl FtpFolder {
             if line.len() > MAX_LINE {
                 return Err(format!("the listing has a line longer than {MAX_LINE} bytes"));
             }
-            if out.len() >= max {
+            // Every line counts, files or not: a listing of endless
+            // folders or junk ends too.
+            lines += 1;
+            if lines > max {
                 whole = false;
                 break;
             }
@@ -345,7 +353,7 @@ impl FtpFolder {
             };
             let text = text.trim_end_matches(['\r', '\n']);
             let Some(f) = parse(text) else { continue };
-            if !f.is_file() || f.name().contains('/') {
+            if !f.is_file() || f.name().contains('/') || f.name().len() > MAX_NAME {
                 continue;
             }
             out.push(Candidate {

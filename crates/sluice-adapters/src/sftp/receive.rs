@@ -223,18 +223,27 @@ impl RemoteFolder for SftpFolder {
             .handle;
         let mut out = Vec::new();
         let mut whole = true;
+        let mut seen = 0usize;
         'batches: loop {
+            // Every entry counts, files or not, and every batch (an empty
+            // one too): a listing of endless folders or empty answers ends.
+            seen += 1;
+            if seen > max {
+                whole = false;
+                break;
+            }
             let batch = match self.dialer.within("READDIR", raw.readdir(handle.clone())).await? {
                 Ok(batch) => batch,
                 Err(e) if status_is(&e, StatusCode::Eof) => break,
                 Err(e) => return Err(format!("reading the folder {folder}: {e}")),
             };
             for f in batch.files {
-                if out.len() >= max {
+                seen += 1;
+                if seen > max {
                     whole = false;
                     break 'batches;
                 }
-                if !f.attrs.is_regular() || f.filename.contains('/') {
+                if !f.attrs.is_regular() || f.filename.contains('/') || f.filename.len() > fetch::MAX_NAME {
                     continue;
                 }
                 out.push(Candidate {

@@ -73,6 +73,11 @@ pub trait RemoteFolder: Send + Sync + 'static {
     fn timeout(&self) -> Duration;
 }
 
+/// Longest file name a remote-folder location takes (longer ones are
+/// skipped): what file systems allow, so a listing's memory is bounded by
+/// `max_listing` times this.
+pub const MAX_NAME: usize = 255;
+
 /// The connection type of a folder's connector.
 pub type Conn<F> = <<F as RemoteFolder>::Connector as Connector>::Conn;
 
@@ -349,7 +354,18 @@ impl<F: RemoteFolder> Fetcher<F> {
 
     async fn list(&self) -> Result<Vec<Candidate>, String> {
         let mut lent = self.take_conn().await?;
-        let r = self.folder.list(&mut lent.conn, self.settings.max_listing).await;
+        // A server that trickles its listing forever ends it here too.
+        let r = tokio::time::timeout(
+            self.settings.transfer_timeout,
+            self.folder.list(&mut lent.conn, self.settings.max_listing),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "the listing took longer than transfer_timeout ({:?})",
+                self.settings.transfer_timeout
+            ))
+        });
         if r.is_ok() {
             self.pool.put(lent);
         }
@@ -744,6 +760,8 @@ pub struct Download {
     deadline: tokio::time::Instant,
     /// The host's admission, charged the bytes as they arrive.
     admitted: Option<Arc<Admitted>>,
+    /// Whether the idle timer runs (from the first read on).
+    armed: bool,
     timer: Pin<Box<tokio::time::Sleep>>,
 }
 
@@ -766,9 +784,10 @@ impl Download {
             idle,
             deadline,
             admitted: None,
-            timer: Box::pin(tokio::time::sleep(
-                idle.min(deadline.saturating_duration_since(tokio::time::Instant::now())),
-            )),
+            // Armed at the first read: until then the publisher has not
+            // started reading (a busy box), which is not the server's doing.
+            timer: Box::pin(tokio::time::sleep(Duration::from_secs(365 * 24 * 3600))),
+            armed: false,
         }
     }
 
@@ -792,6 +811,11 @@ impl AsyncRead for Download {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
+        if !this.armed {
+            this.armed = true;
+            let first = (tokio::time::Instant::now() + this.idle).min(this.deadline);
+            this.timer.as_mut().reset(first);
+        }
         loop {
             match &mut this.state {
                 DownloadState::Reading(transfer) => {
