@@ -316,8 +316,8 @@ pub fn names_in(dir: &std::path::Path) -> Vec<String> {
 
 /// A source running under a fake publisher (see [`run_source`]).
 pub struct Running {
-    cx: ReceiveContext,
-    task: tokio::task::JoinHandle<Result<(), crate::AdapterError>>,
+    pub cx: ReceiveContext,
+    pub task: tokio::task::JoinHandle<Result<(), crate::AdapterError>>,
 }
 
 async fn start(h: &dyn SourceHarness, publisher: &Arc<FakePublisher>, admission: &Arc<FakeAdmission>) -> Running {

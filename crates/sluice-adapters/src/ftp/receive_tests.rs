@@ -513,3 +513,27 @@ async fn the_throttle_is_charged_what_arrives_not_what_a_listing_claims() {
     assert_eq!(publisher.published()[0].body.len(), 1000);
     assert_eq!(admission.bytes(), 1000, "charged as it arrived");
 }
+
+/// A server that trickles forever (here: sends 10 bytes and then nothing,
+/// within a long idle limit) does not hold up the stop past the grace
+/// period; the file stays claimed, for the next start to resolve.
+#[tokio::test]
+async fn a_stalled_download_is_cut_off_at_the_stop_after_a_grace_period() {
+    let (port, log) = liar(Lie::Stalls).await;
+    let publisher = FakePublisher::new();
+    let r = start(receiver(port, "timeout = \"300s\""), &publisher).await;
+    eventually(WAIT, "the download started", || async {
+        log.lock().unwrap().iter().any(|l| l.starts_with("RETR"))
+    })
+    .await;
+    r.cx.shutdown.cancel();
+    let started = std::time::Instant::now();
+    tokio::time::timeout(crate::support::poll::STOP_GRACE + Duration::from_secs(5), r.task)
+        .await
+        .expect("stopped within the grace period")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() >= crate::support::poll::STOP_GRACE - Duration::from_secs(1));
+    assert!(publisher.published().is_empty());
+    assert!(!log.lock().unwrap().iter().any(|l| l.starts_with("DELE")));
+}

@@ -144,11 +144,25 @@ pub async fn run<P: Polled>(source: Arc<P>, cx: ReceiveContext) {
             break;
         }
     }
-    // Stop taking; finish what is in flight.
-    while let Some(done) = tasks.join_next_with_id().await {
-        settle_task(done, &mut in_flight, &mut retries);
+    // Stop taking; finish what is in flight, for a while: a server that
+    // trickles a file does not hold the node's stop. What is cut off is
+    // as after a crash: claimed, resolved at the next start.
+    let drained = tokio::time::timeout(STOP_GRACE, async {
+        while let Some(done) = tasks.join_next_with_id().await {
+            settle_task(done, &mut in_flight, &mut retries);
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(location = %cx.location, place = %source.place(), items = ?in_flight.values().collect::<Vec<_>>(),
+            "still receiving {}s after the stop: cut off; they are resolved at the next start", STOP_GRACE.as_secs());
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
     }
 }
+
+/// How long a stopping source may finish what it has in flight.
+pub const STOP_GRACE: Duration = Duration::from_secs(30);
 
 fn settle_task(
     done: Result<(tokio::task::Id, Result<Taken, String>), tokio::task::JoinError>,
