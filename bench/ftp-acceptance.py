@@ -122,6 +122,7 @@ def certificate():
     os.makedirs(d)
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                     "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    "-addext", "basicConstraints=critical,CA:FALSE",
                     "-keyout", f"{d}/key.pem", "-out", f"{d}/cert.pem"],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return d
@@ -135,7 +136,8 @@ class Node:
         self.time = os.path.join(self.dir, "time.txt")
         self.proc = subprocess.Popen(["/usr/bin/time", "-v", "-o", self.time, SLUICE, "serve", "--config", config],
                                      stdout=subprocess.DEVNULL, stderr=self.log,
-                                     env=dict(os.environ, BENCH_FTP_PASSWORD=PASSWORD, SLUICE_LOG="warn"))
+                                     env=dict(os.environ, BENCH_FTP_PASSWORD=PASSWORD,
+                                              SLUICE_LOG=os.environ.get("SLUICE_LOG", "warn")))
         deadline = time.time() + 30
         while True:
             try:
@@ -213,7 +215,13 @@ adapter = {{ type = "sftp", url = "{sftp_url}/{scheme}", private_key_file = "{ke
         shutil.copy(source, os.path.join(served, "big.part"))
         os.rename(os.path.join(served, "big.part"), os.path.join(served, "outbox", "big.bin"))
         target = os.path.join(sftp_root, scheme, "big.bin")
+        deadline = time.time() + 60 + size_mib
         while not (os.path.exists(target) and node.spool() == 0):
+            if time.time() > deadline:
+                node.stop()
+                ftp.terminate()
+                print(open(os.path.join(run, "node.log")).read()[-3000:])
+                raise SystemExit(f"{scheme}: not through within {deadline - t0:.0f} s")
             time.sleep(0.5)
         secs = time.time() - t0
         hwm = node.hwm()

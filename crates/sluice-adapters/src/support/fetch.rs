@@ -210,6 +210,8 @@ pub struct Fetcher<F: RemoteFolder> {
     unreleased: Unreleased,
     /// Whether the claims an earlier run left were resolved.
     recovered: AtomicBool,
+    /// Whether failing to look for them was logged (once, not every poll).
+    recovery_warned: AtomicBool,
     /// The folder's URL without secrets, for logs and `*.url`.
     shown: String,
 }
@@ -244,6 +246,7 @@ impl<F: RemoteFolder> Fetcher<F> {
             outstanding: Mutex::new(HashSet::new()),
             unreleased: Unreleased::default(),
             recovered: AtomicBool::new(false),
+            recovery_warned: AtomicBool::new(false),
             shown,
         })
     }
@@ -664,8 +667,11 @@ impl<F: RemoteFolder> Fetcher<F> {
         let listed = match self.list().await {
             Ok(l) => l,
             Err(e) => {
-                tracing::warn!(location = %cx.location, url = %self.shown, error = %e,
-                    "cannot look for files an earlier run was receiving; will look again at the next listing");
+                // Once: the failing listing itself is logged by the loop.
+                if !self.recovery_warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(location = %cx.location, url = %self.shown, error = %e,
+                        "cannot look for files an earlier run was receiving; will look again at every listing");
+                }
                 return;
             }
         };
