@@ -18,28 +18,15 @@ size=${2:-1024}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 . "$repo/bench/lib.sh"
 need_tools "jq jq" "python3 python3"
-python3 -c 'import pyftpdlib' 2>/dev/null || python3 -m pip install -q pyftpdlib
 bench_setup sluice-ftp-receive
 
-ftp_pid=
-cleanup() {
-  [ -n "$pid" ] && kill -TERM "$(node_pid)" 2>/dev/null
-  [ -n "$ftp_pid" ] && kill "$ftp_pid" 2>/dev/null
-  [ -n "$work" ] && rm -rf "$work"
-}
-trap cleanup EXIT
-
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-password="bench-$RANDOM$RANDOM"
 dir="$work/run"
 mkdir -p "$dir" "$work/served/outbox" "$work/served/peer"
 random_files "$work/sources" "$count" "$size"
 cp "$work/sources"/* "$work/served/peer/"
 
-python3 -m pyftpdlib -i 127.0.0.1 -p "$port" -u bench -P "$password" -w -d "$work/served" \
-  > "$work/ftp.log" 2>&1 &
-ftp_pid=$!
-until python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null; do sleep 0.1; done
+start_pyftpdlib "$work/served"
+port=$ftp_port password=$ftp_password
 
 cat > "$dir/sluice.toml" <<CFG
 data_dir = "data"

@@ -4,7 +4,38 @@ pid=
 work=
 # The `sluice serve` under /usr/bin/time (signals go to it, not to time).
 node_pid() { [ -n "$pid" ] && pgrep -P "$pid" || true; }
-trap 'kill -TERM $(node_pid) 2>/dev/null || true; [ -n "$work" ] && rm -rf "$work"' EXIT
+# Servers a script started in the background (pids), killed on exit too.
+servers=()
+bench_cleanup() {
+  kill -TERM $(node_pid) 2>/dev/null || true
+  local p
+  for p in "${servers[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -n "$work" ] && rm -rf "$work"
+}
+trap bench_cleanup EXIT
+
+# free_port: a free TCP port of 127.0.0.1.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# wait_port PORT: return once something listens on 127.0.0.1:PORT.
+wait_port() {
+  until python3 -c "import socket; socket.create_connection(('127.0.0.1', $1), 1)" 2>/dev/null; do sleep 0.1; done
+}
+
+# start_pyftpdlib ROOT: pyftpdlib (a third-party FTP server, pip-installed
+# when missing) serving ROOT to user `bench` on a free port, log in
+# $work/ftp.log; sets ftp_port, ftp_password and ftp_pid, returns once it
+# listens.
+start_pyftpdlib() {
+  python3 -c 'import pyftpdlib' 2>/dev/null || python3 -m pip install -q pyftpdlib
+  ftp_port=$(free_port)
+  ftp_password="bench-$RANDOM$RANDOM"
+  python3 -m pyftpdlib -i 127.0.0.1 -p "$ftp_port" -u bench -P "$ftp_password" -w -d "$1" \
+    > "$work/ftp.log" 2>&1 &
+  ftp_pid=$!
+  servers+=("$ftp_pid")
+  wait_port "$ftp_port"
+}
 
 # bench_setup NAME: build the release binary, set $bin, and make the scratch
 # folder $work (removed on exit). SLUICE_BIN=PATH: that binary instead (to

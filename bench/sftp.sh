@@ -23,15 +23,7 @@ need_tools "jq jq" "ssh-keygen openssh-client" "sftp openssh-client"
 [ -x /usr/sbin/sshd ] || need_tools "/usr/sbin/sshd openssh-server"
 bench_setup sluice-sftp
 
-sshd_pid=
-cleanup() {
-  [ -n "$pid" ] && kill -TERM "$(node_pid)" 2>/dev/null
-  [ -n "$sshd_pid" ] && kill "$sshd_pid" 2>/dev/null
-  [ -n "$work" ] && rm -rf "$work"
-}
-trap cleanup EXIT
-
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 ssh-keygen -q -t ed25519 -N "" -f "$work/host"
 ssh-keygen -q -t ed25519 -N "" -f "$work/client"
 cp "$work/client.pub" "$work/authorized_keys"
@@ -51,8 +43,8 @@ Subsystem sftp internal-sftp
 LogLevel ERROR
 CFG
 /usr/sbin/sshd -D -e -f "$work/sshd_config" 2> "$work/sshd.log" &
-sshd_pid=$!
-until python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null; do sleep 0.1; done
+servers+=($!)
+wait_port "$port"
 echo "[127.0.0.1]:$port $(cut -d' ' -f1,2 "$work/host.pub")" > "$work/known_hosts"
 user=$(id -un)
 url="sftp://$user@127.0.0.1:$port/$work/served"
