@@ -10,7 +10,7 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use globset::{GlobBuilder, GlobMatcher};
+use globset::GlobMatcher;
 use serde::Deserialize;
 use sluice_model::MessageId;
 use tokio::io::{AsyncRead, ReadBuf};
@@ -81,10 +81,7 @@ impl FileReceiveConfig {
     }
 
     pub fn build(&self) -> Result<FileReceiver, AdapterError> {
-        let glob = GlobBuilder::new(&self.mask)
-            .literal_separator(true)
-            .build()
-            .map_err(|e| AdapterError::Config(format!("mask `{}`: {e}", self.mask)))?;
+        let mask = poll::file_mask(&self.mask)?;
         const DAY: Duration = Duration::from_secs(24 * 3600);
         let check = |ok: bool, what: &str| {
             if ok {
@@ -101,18 +98,11 @@ impl FileReceiveConfig {
             (1..=1_000_000).contains(&self.batch),
             "batch must be between 1 and 1000000",
         )?;
-        check(
-            self.poll_interval >= Duration::from_millis(10) && self.poll_interval <= DAY,
-            "poll_interval must be between 10ms and 1 day",
-        )?;
+        poll::check_intervals(self.poll_interval, self.retry_after)?;
         check(self.settle <= DAY, "settle must be at most 1 day")?;
-        check(
-            self.retry_after >= Duration::from_millis(10) && self.retry_after <= DAY,
-            "retry_after must be between 10ms and 1 day",
-        )?;
         Ok(FileReceiver {
             config: self.clone(),
-            mask: glob.compile_matcher(),
+            mask,
             stuck: Default::default(),
             unreleased: Unreleased::default(),
             noticed: Default::default(),

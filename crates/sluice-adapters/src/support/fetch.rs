@@ -22,7 +22,7 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use globset::{GlobBuilder, GlobMatcher};
+use globset::GlobMatcher;
 use sluice_model::MessageId;
 use tokio::io::{AsyncRead, ReadBuf};
 use tracing::Instrument;
@@ -127,7 +127,6 @@ pub struct Settings {
 
 impl Settings {
     fn check(&self) -> Result<GlobMatcher, AdapterError> {
-        const DAY: Duration = Duration::from_secs(24 * 3600);
         let check = |ok: bool, what: &str| {
             if ok {
                 Ok(())
@@ -135,14 +134,7 @@ impl Settings {
                 Err(AdapterError::Config(what.to_string()))
             }
         };
-        check(
-            self.poll_interval >= Duration::from_millis(10) && self.poll_interval <= DAY,
-            "poll_interval must be between 10ms and 1 day",
-        )?;
-        check(
-            self.retry_after >= Duration::from_millis(10) && self.retry_after <= DAY,
-            "retry_after must be between 10ms and 1 day",
-        )?;
+        poll::check_intervals(self.poll_interval, self.retry_after)?;
         check(
             (1..=100_000).contains(&self.batch),
             "batch must be between 1 and 100000",
@@ -151,11 +143,7 @@ impl Settings {
             (1..=10_000_000).contains(&self.max_listing),
             "max_listing must be between 1 and 10000000",
         )?;
-        Ok(GlobBuilder::new(&self.mask)
-            .literal_separator(true)
-            .build()
-            .map_err(|e| AdapterError::Config(format!("mask `{}`: {e}", self.mask)))?
-            .compile_matcher())
+        poll::file_mask(&self.mask)
     }
 }
 

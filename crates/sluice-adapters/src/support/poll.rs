@@ -32,6 +32,30 @@ pub enum Taken {
     Gone,
 }
 
+/// A polled source's file mask: a glob on the file name (`*`, `*.xml`,
+/// `orders-??.csv`; a `*` never matches `/`), checked.
+pub fn file_mask(mask: &str) -> Result<globset::GlobMatcher, crate::AdapterError> {
+    Ok(globset::GlobBuilder::new(mask)
+        .literal_separator(true)
+        .build()
+        .map_err(|e| crate::AdapterError::Config(format!("mask `{mask}`: {e}")))?
+        .compile_matcher())
+}
+
+/// A polled source's `poll_interval` and `retry_after`, each between
+/// 10 ms and a day.
+pub fn check_intervals(poll_interval: Duration, retry_after: Duration) -> Result<(), crate::AdapterError> {
+    let within = |d: Duration| d >= Duration::from_millis(10) && d <= Duration::from_secs(24 * 3600);
+    for (key, value) in [("poll_interval", poll_interval), ("retry_after", retry_after)] {
+        if !within(value) {
+            return Err(crate::AdapterError::Config(format!(
+                "{key} must be between 10ms and 1 day"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// How a polled source paces itself.
 #[derive(Debug, Clone, Copy)]
 pub struct Pace {
