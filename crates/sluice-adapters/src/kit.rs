@@ -301,6 +301,7 @@ pub fn outbound(name: &str) -> crate::Outbound {
         port: "p".into(),
         context,
         attempt: 1,
+        progress: None,
     }
 }
 

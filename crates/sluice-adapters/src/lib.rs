@@ -268,6 +268,12 @@ pub struct Outbound {
     pub port: String,
     pub context: Context,
     pub attempt: u32,
+    /// What an earlier attempt of a delivery in parts recorded
+    /// ([`TransmitError::progress`]), kept by the box on this message's
+    /// entry for this port, across retries, suspension and resume: the
+    /// attempt does only what is left. `None` on a first attempt (and for
+    /// a batch).
+    pub progress: Option<String>,
 }
 
 /// Why a transmission failed, and whether trying again may help.
@@ -280,6 +286,11 @@ pub struct TransmitError {
     /// not resumable; resubmitting it with its context edited is the way.
     pub needs_edit: bool,
     pub message: String,
+    /// A delivery in parts (a mail to several recipients) that did some of
+    /// its parts before it failed says which, in its own words: the next
+    /// attempt gets it as [`Outbound::progress`]. `None` keeps what the
+    /// entry had.
+    pub progress: Option<String>,
 }
 
 impl TransmitError {
@@ -288,6 +299,7 @@ impl TransmitError {
             retryable: true,
             needs_edit: false,
             message: message.into(),
+            progress: None,
         }
     }
     pub fn fatal(message: impl Into<String>) -> Self {
@@ -295,6 +307,7 @@ impl TransmitError {
             retryable: false,
             needs_edit: false,
             message: message.into(),
+            progress: None,
         }
     }
     /// Fatal, and caused by the message itself (see [`needs_edit`](Self::needs_edit)).
@@ -303,7 +316,13 @@ impl TransmitError {
             retryable: false,
             needs_edit: true,
             message: message.into(),
+            progress: None,
         }
+    }
+    /// See [`progress`](Self::progress).
+    pub fn with_progress(mut self, progress: Option<String>) -> Self {
+        self.progress = progress;
+        self
     }
 }
 

@@ -13,7 +13,7 @@ use futures::{SinkExt, StreamExt};
 use sluice_content::{ChunkStore, ContentError, ContentId, Part};
 use sluice_model::MessageId;
 use sluice_msgbox::{
-    BoxError, Counts, Failure, InterchangeRouted, LeaseToken, Leased, MessageBox, MessageInfo, MessageQuery,
+    Ack, BoxError, Counts, Failure, InterchangeRouted, LeaseToken, Leased, MessageBox, MessageInfo, MessageQuery,
     MessageSummary, Millis, NewAuditEntry, NewMessage, NewSession, NewToken, Page, Recovered, Resubmission,
     Resubmitted, Routed, SessionRecord, StagedMessage, Subscription, SuspendedGroup, SuspendedInfo, SuspendedQuery,
     TokenRecord, TrackingEvent, TrackingQuery, UnitKind, UserRecord,
@@ -413,19 +413,16 @@ impl MessageBox for RemoteBox {
         self.number(Call::Renew(token.into(), lease_for_ms)).await
     }
 
-    async fn ack(&self, token: LeaseToken) -> Result<(), BoxError> {
-        let mut all = self.ack_many(&[token]).await?;
-        all.pop().unwrap_or(Ok(()))
-    }
-
-    async fn ack_many(&self, tokens: &[LeaseToken]) -> Result<Vec<Result<(), BoxError>>, BoxError> {
+    async fn ack_many(&self, acks: &[Ack]) -> Result<Vec<Result<(), BoxError>>, BoxError> {
         match self
             .channel
-            .call(Call::AckMany(tokens.iter().map(|t| (*t).into()).collect()))
+            .call(Call::AckMany(
+                acks.iter().map(|a| (a.token.into(), a.delivered_to.clone())).collect(),
+            ))
             .await?
         {
-            Reply::Acks(acks) if acks.len() == tokens.len() => {
-                Ok(acks.into_iter().map(|a| a.map_err(BoxError::from)).collect())
+            Reply::Acks(answers) if answers.len() == acks.len() => {
+                Ok(answers.into_iter().map(|a| a.map_err(BoxError::from)).collect())
             }
             other => Err(unexpected("ack", other)),
         }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use sluice_content::ContentId;
-use sluice_msgbox::{BoxError, EntryId, LeaseToken, MessageBox, NewMessage, Routed};
+use sluice_msgbox::{Ack, BoxError, EntryId, LeaseToken, MessageBox, NewMessage, Routed};
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedReadHalf;
@@ -487,13 +487,19 @@ async fn answer(
             }
             Reply::Number(outcome.map_err(e)?)
         }
-        Call::AckMany(tokens) => {
-            let tokens: Vec<LeaseToken> = tokens.into_iter().map(Into::into).collect();
-            let outcomes = mbox.ack_many(&tokens).await.map_err(e)?;
+        Call::AckMany(acks) => {
+            let acks: Vec<Ack> = acks
+                .into_iter()
+                .map(|(t, delivered_to)| Ack {
+                    token: t.into(),
+                    delivered_to,
+                })
+                .collect();
+            let outcomes = mbox.ack_many(&acks).await.map_err(e)?;
             let mut book = book();
-            for (t, outcome) in tokens.iter().zip(&outcomes) {
+            for (a, outcome) in acks.iter().zip(&outcomes) {
                 if matches!(outcome, Ok(()) | Err(BoxError::LeaseLost { .. })) {
-                    book.leases.remove(&t.entry);
+                    book.leases.remove(&a.token.entry);
                 }
             }
             Reply::Acks(

@@ -110,7 +110,7 @@ async fn a_message_goes_through_the_node_and_wakes_its_port() {
     assert_eq!(leased.len(), 1);
     assert_eq!(leased[0].context, m.context);
     assert_eq!(leased[0].parts.as_deref(), Some(&m.parts[..]));
-    let acks = remote.ack_many(&[leased[0].token]).await.unwrap();
+    let acks = remote.ack_many(&[leased[0].token.into()]).await.unwrap();
     assert!(acks[0].is_ok());
     // A second ack of the same token is refused as the box refuses it.
     assert!(matches!(

@@ -122,7 +122,8 @@ pub enum Call {
         bodies_up_to: u64,
     },
     Renew(WireToken, Millis),
-    AckMany(Vec<WireToken>),
+    /// Each token, and where its message went ([`sluice_msgbox::Ack`]).
+    AckMany(Vec<(WireToken, Option<String>)>),
     Nack(WireToken, Millis, WireFailure),
     NackToAttempt(WireToken, Millis, WireFailure, u32),
     Suspend(WireToken, WireFailure),
@@ -281,6 +282,7 @@ pub struct WireFailure {
     pub location: Option<String>,
     pub transport: Option<String>,
     pub needs_edit: bool,
+    pub progress: Option<String>,
 }
 
 impl From<&Failure> for WireFailure {
@@ -292,6 +294,7 @@ impl From<&Failure> for WireFailure {
             location: f.location.clone(),
             transport: f.transport.clone(),
             needs_edit: f.needs_edit,
+            progress: f.progress.clone(),
         }
     }
 }
@@ -305,6 +308,7 @@ impl From<WireFailure> for Failure {
             location: f.location,
             transport: f.transport,
             needs_edit: f.needs_edit,
+            progress: f.progress,
         }
     }
 }
@@ -417,6 +421,7 @@ impl From<WireInterchangeRouted> for InterchangeRouted {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct WireLeased {
     pub token: WireToken,
+    pub progress: Option<String>,
     pub subscriber: String,
     pub message_id: Id,
     pub context: String,
@@ -429,6 +434,7 @@ impl From<Leased> for WireLeased {
     fn from(l: Leased) -> WireLeased {
         WireLeased {
             token: l.token.into(),
+            progress: l.progress,
             subscriber: l.subscriber,
             message_id: l.message_id.into(),
             context: l.context.to_json(),
@@ -443,6 +449,7 @@ impl WireLeased {
     pub fn into_leased(self) -> Result<Leased, BoxError> {
         Ok(Leased {
             token: self.token.into(),
+            progress: self.progress,
             subscriber: self.subscriber,
             message_id: self.message_id.into(),
             context: context_from(&self.context)?,

@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use sluice_msgbox::{BoxError, LeaseToken, MessageBox};
+use sluice_msgbox::{Ack, BoxError, LeaseToken, MessageBox};
 use tokio::sync::{mpsc, oneshot};
 
 /// Acks sent to the box in one call, at most.
@@ -15,11 +15,12 @@ const GROUP: usize = 256;
 const WAITING: usize = 1024;
 
 type Reply = oneshot::Sender<Result<(), BoxError>>;
+type Queued = (Ack, Reply);
 
 pub(crate) struct Acks {
     mbox: Arc<dyn MessageBox>,
     /// Started at the first ack (within the runtime); ends with the port.
-    tx: OnceLock<mpsc::Sender<(LeaseToken, Reply)>>,
+    tx: OnceLock<mpsc::Sender<Queued>>,
 }
 
 impl Acks {
@@ -30,24 +31,27 @@ impl Acks {
         }
     }
 
-    /// Acknowledge `token` with whatever other acks come at the same time.
-    pub(crate) async fn ack(&self, token: LeaseToken) -> Result<(), BoxError> {
+    /// Acknowledge `token` with whatever other acks come at the same time;
+    /// `delivered_to` is tracked ([`Ack::delivered_to`]).
+    pub(crate) async fn ack(&self, token: LeaseToken, delivered_to: Option<String>) -> Result<(), BoxError> {
         let tx = self.tx.get_or_init(|| {
             let (tx, rx) = mpsc::channel(WAITING);
             tokio::spawn(run(self.mbox.clone(), rx));
             tx
         });
         let (reply, answer) = oneshot::channel();
-        tx.send((token, reply)).await.map_err(|_| BoxError::Closed)?;
+        tx.send((Ack { token, delivered_to }, reply))
+            .await
+            .map_err(|_| BoxError::Closed)?;
         answer.await.map_err(|_| BoxError::Closed)?
     }
 }
 
-async fn run(mbox: Arc<dyn MessageBox>, mut rx: mpsc::Receiver<(LeaseToken, Reply)>) {
-    let mut group = Vec::with_capacity(GROUP);
+async fn run(mbox: Arc<dyn MessageBox>, mut rx: mpsc::Receiver<Queued>) {
+    let mut group: Vec<Queued> = Vec::with_capacity(GROUP);
     while rx.recv_many(&mut group, GROUP).await > 0 {
-        let tokens: Vec<LeaseToken> = group.iter().map(|(t, _)| *t).collect();
-        match mbox.ack_many(&tokens).await {
+        let acks: Vec<Ack> = group.iter().map(|(a, _)| a.clone()).collect();
+        match mbox.ack_many(&acks).await {
             Ok(outcomes) => {
                 // A reply without an outcome (none: a backend's bug) is
                 // dropped, and its delivery sees the box as closed.

@@ -357,6 +357,7 @@ impl SendPortRunner {
             port: self.name.clone(),
             context,
             attempt: batch.iter().map(|l| l.attempt).max().unwrap_or(1),
+            progress: None,
         };
         let work = async {
             let mut bodies: Vec<Body> = Vec::with_capacity(batch.len());
@@ -415,6 +416,7 @@ impl SendPortRunner {
             port: self.name.clone(),
             context: l.context.clone(),
             attempt: l.attempt,
+            progress: l.progress.clone(),
         };
         // Admission to the host's budget is part of the work: the lease is
         // renewed while it waits.
@@ -595,11 +597,15 @@ impl SendPortRunner {
     ) -> Option<Next> {
         let mut taken = None;
         let outcome = match result {
-            Ok(_) => {
+            Ok(delivered) => {
                 // Delivered: the ack must not be lost to a passing storage
                 // failure (a full disk), or the message stays leased and is
                 // sent again when the lease runs out.
-                let acked = storage_retried(|| self.acks.ack(l.token)).await;
+                let to = match delivered {
+                    Delivered::To(to) => to.clone(),
+                    Delivered::AlreadyThere(to) => format!("{to} (already there)"),
+                };
+                let acked = storage_retried(|| self.acks.ack(l.token, Some(to.clone()))).await;
                 if acked.is_ok() {
                     self.metrics.delivered(&self.name);
                 }
@@ -615,6 +621,7 @@ impl SendPortRunner {
                 if e.needs_edit {
                     failure = failure.needing_edit();
                 }
+                failure = failure.with_progress(e.progress.clone());
                 let next = self.next(l.attempt, e);
                 taken = Some(next);
                 match next {

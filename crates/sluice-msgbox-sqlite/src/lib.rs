@@ -770,15 +770,15 @@ impl MessageBox for SqliteBox {
     }
 
     async fn ack(&self, token: LeaseToken) -> Result<()> {
-        self.write(true, move |w| w.ack(token)).await
+        self.write(true, move |w| w.ack(token, None)).await
     }
 
-    async fn ack_many(&self, tokens: &[LeaseToken]) -> Result<Vec<Result<()>>> {
-        let tokens = tokens.to_vec();
+    async fn ack_many(&self, acks: &[Ack]) -> Result<Vec<Result<()>>> {
+        let acks = acks.to_vec();
         self.write(true, move |w| {
-            let mut out = Vec::with_capacity(tokens.len());
-            for t in tokens {
-                match w.ack(t) {
+            let mut out = Vec::with_capacity(acks.len());
+            for a in acks {
+                match w.ack(a.token, a.delivered_to.as_deref()) {
                     // The transaction is gone: nothing of it commits.
                     Err(e @ BoxError::Storage { .. }) => return Err(e),
                     other => out.push(other),

@@ -330,6 +330,11 @@ pub fn migrate_for(conn: &Connection, node: &str) -> rusqlite::Result<()> {
         ("messages", "part_name", "TEXT"),
         ("messages", "part_crc32", "INTEGER"),
         ("messages", "part_data", "BLOB"),
+        // How far a delivery in parts had got (`Failure::progress`), on a
+        // queue entry and a suspended one. Older builds neither write nor
+        // read it: no new schema version.
+        ("queue", "progress", "TEXT"),
+        ("suspended", "progress", "TEXT"),
     ] {
         // Looked at and added in one write transaction: a node and a CLI
         // opening an old box at once must not both add the column (the

@@ -779,8 +779,8 @@ impl Writer {
         self.conn
             .prepare_cached(
                 "INSERT INTO suspended (message_id, subscriber, reason, attempts, suspended_at, resumable,
-                                        stage, component, location, transport)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                        stage, component, location, transport, progress)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -793,7 +793,8 @@ impl Writer {
                     failure.stage,
                     failure.component,
                     location,
-                    failure.transport
+                    failure.transport,
+                    failure.progress
                 ])
             })
             .map_err(storage(doing))?;
@@ -1087,7 +1088,7 @@ impl Writer {
             .conn
             .prepare_cached(
                 "SELECT q.id, q.message_id, q.generation, m.context, q.skipped, m.content_parts, m.size,
-                        m.part_name, m.size, m.part_crc32, m.part_data
+                        m.part_name, m.size, m.part_crc32, m.part_data, q.progress
                  FROM queue q JOIN messages m ON m.id = q.message_id
                  WHERE q.subscriber = ?1 AND q.visible_at <= ?2 ORDER BY q.visible_at, q.id LIMIT ?3",
             )
@@ -1116,6 +1117,7 @@ impl Writer {
                         r.get::<_, u32>(4)?,
                         inline_size,
                         in_row,
+                        r.get::<_, Option<String>>(11)?,
                     ))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()
@@ -1126,7 +1128,7 @@ impl Writer {
         // the pages this transaction has at hand, not by a reader
         // afterwards); `None`: none (no budget, or it is spent).
         let mut bodies_left = Some(bodies_up_to).filter(|b| *b > 0);
-        for (entry, mid, generation, ctx, skipped, inline_size, in_row) in rows {
+        for (entry, mid, generation, ctx, skipped, inline_size, in_row, progress) in rows {
             let message_id = id_of(mid)?;
             let context = match context_of(&ctx, message_id) {
                 Ok(c) => c,
@@ -1139,7 +1141,7 @@ impl Writer {
                         .prepare_cached("DELETE FROM queue WHERE id = ?1")
                         .and_then(|mut s| s.execute([entry]))
                         .map_err(storage(&doing))?;
-                    let failure = Failure::new("lease", "message box", e.to_string());
+                    let failure = Failure::new("lease", "message box", e.to_string()).with_progress(progress);
                     let made = generation.saturating_sub(skipped);
                     self.insert_suspended(message_id, Some(subscriber), &failure, made, true, None, &doing)?;
                     continue;
@@ -1172,6 +1174,7 @@ impl Writer {
                     entry,
                     generation: generation + 1,
                 },
+                progress,
                 subscriber: subscriber.to_string(),
                 message_id,
                 context,
@@ -1184,22 +1187,29 @@ impl Writer {
     }
 
     /// The entry behind a token, if the token still holds the lease: its
-    /// message, subscriber, and the attempt numbers skipped so far.
-    fn leased_entry(&mut self, token: LeaseToken, doing: &str) -> Result<(MessageId, String, u32)> {
+    /// message, subscriber, the attempt numbers skipped so far, and its
+    /// progress.
+    fn leased_entry(&mut self, token: LeaseToken, doing: &str) -> Result<(MessageId, String, u32, Option<String>)> {
         let row = self
             .conn
             .prepare_cached(
-                "SELECT message_id, subscriber, skipped FROM queue WHERE id = ?1 AND generation = ?2 AND leased = 1",
+                "SELECT message_id, subscriber, skipped, progress FROM queue
+                 WHERE id = ?1 AND generation = ?2 AND leased = 1",
             )
             .and_then(|mut s| {
                 s.query_row(params![token.entry, token.generation], |r| {
-                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, u32>(2)?))
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, u32>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                    ))
                 })
                 .optional()
             })
             .map_err(storage(doing))?;
-        let (mid, sub, skipped) = row.ok_or(BoxError::LeaseLost { entry: token.entry })?;
-        Ok((id_of(mid)?, sub, skipped))
+        let (mid, sub, skipped, progress) = row.ok_or(BoxError::LeaseLost { entry: token.entry })?;
+        Ok((id_of(mid)?, sub, skipped, progress))
     }
 
     pub fn renew(&mut self, token: LeaseToken, lease_for: Millis) -> Result<Millis> {
@@ -1216,7 +1226,8 @@ impl Writer {
         Ok(until)
     }
 
-    pub fn ack(&mut self, token: LeaseToken) -> Result<()> {
+    /// `delivered_to`: the detail of its tracking event ([`Ack`]).
+    pub fn ack(&mut self, token: LeaseToken, delivered_to: Option<&str>) -> Result<()> {
         let doing = format!("acknowledging queue entry {}", token.entry);
         // Read, then delete by rowid: a `DELETE .. RETURNING` gathers its
         // rows in a temporary b-tree that SQLite opens, begins and closes
@@ -1251,7 +1262,7 @@ impl Writer {
                 .and_then(|mut s| s.execute(params![mid.to_bytes(), subscriber]))
                 .map_err(storage(&doing))?;
         }
-        self.drop_reference_by(mid, Some(&subscriber), &doing)
+        self.drop_reference_by(mid, Some((&subscriber, delivered_to)), &doing)
     }
 
     /// `next_attempt`: the attempt number of the next lease (only forward).
@@ -1263,7 +1274,7 @@ impl Writer {
         next_attempt: Option<u32>,
     ) -> Result<()> {
         let doing = format!("returning queue entry {}", token.entry);
-        let (mid, sub, skipped) = self.leased_entry(token, &doing)?;
+        let (mid, sub, skipped, _) = self.leased_entry(token, &doing)?;
         // Attempts made, not positions: a fail-over skips positions.
         self.record_attempt(mid, &sub, token.generation.saturating_sub(skipped), failure, &doing)?;
         // A lease makes the generation one more: the next attempt's position.
@@ -1271,7 +1282,8 @@ impl Writer {
         let generation = next_attempt.map_or(token.generation, |n| n.saturating_sub(1).max(token.generation));
         self.conn
             .prepare_cached(
-                "UPDATE queue SET visible_at = ?2, leased = 0, last_error = ?3, generation = ?4, skipped = skipped + ?5
+                "UPDATE queue SET visible_at = ?2, leased = 0, last_error = ?3, generation = ?4, skipped = skipped + ?5,
+                                  progress = coalesce(?6, progress)
                  WHERE id = ?1",
             )
             .and_then(|mut s| {
@@ -1280,7 +1292,8 @@ impl Writer {
                     retry_at,
                     failure.error,
                     generation,
-                    generation - token.generation
+                    generation - token.generation,
+                    failure.progress
                 ])
             })
             .map_err(storage(&doing))?;
@@ -1289,8 +1302,16 @@ impl Writer {
 
     pub fn suspend(&mut self, token: LeaseToken, failure: &Failure) -> Result<i64> {
         let doing = format!("suspending queue entry {}", token.entry);
-        let (mid, sub, skipped) = self.leased_entry(token, &doing)?;
+        let (mid, sub, skipped, progress) = self.leased_entry(token, &doing)?;
         let made = token.generation.saturating_sub(skipped);
+        // The entry's progress goes with it unless this failure has newer.
+        let kept;
+        let failure = if failure.progress.is_none() && progress.is_some() {
+            kept = failure.clone().with_progress(progress);
+            &kept
+        } else {
+            failure
+        };
         self.record_attempt(mid, &sub, made, failure, &doing)?;
         self.conn
             .prepare_cached("DELETE FROM queue WHERE id = ?1")
@@ -1393,9 +1414,14 @@ impl Writer {
     }
 
     /// Drop one reference; `delivered_by`: the subscriber whose delivery it
-    /// was, tracked as `delivered`, or, when it was the last reference, on
-    /// the `completed` event (one tracking row, not two).
-    fn drop_reference_by(&mut self, id: MessageId, delivered_by: Option<&str>, doing: &str) -> Result<()> {
+    /// was and where it went, tracked as `delivered`, or, when it was the
+    /// last reference, on the `completed` event (one tracking row, not two).
+    fn drop_reference_by(
+        &mut self,
+        id: MessageId,
+        delivered_by: Option<(&str, Option<&str>)>,
+        doing: &str,
+    ) -> Result<()> {
         // Read, then delete or count down (no `RETURNING`: see `ack`). The
         // last reference (the usual case: one subscriber) deletes the row
         // at once, rather than first rewriting it (context and all) with
@@ -1437,7 +1463,13 @@ impl Writer {
             .and_then(|mut s| s.execute([key]))
             .map_err(storage(doing))?;
         match delivered_by {
-            Some(s) => self.track(id, Track::at_port(tracked::DELIVERED, Some(s)), doing),
+            Some((s, to)) => {
+                let e = Track {
+                    detail: to,
+                    ..Track::at_port(tracked::DELIVERED, Some(s))
+                };
+                self.track(id, e, doing)
+            }
             None => Ok(()),
         }
     }
@@ -1449,7 +1481,7 @@ impl Writer {
         &mut self,
         id: MessageId,
         parts: PartRows,
-        delivered_by: Option<&str>,
+        delivered_by: Option<(&str, Option<&str>)>,
         context: Option<&str>,
         doing: &str,
     ) -> Result<()> {
@@ -1477,7 +1509,8 @@ impl Writer {
         }
         let e = Track {
             context,
-            ..Track::at_port(tracked::COMPLETED, delivered_by)
+            detail: delivered_by.and_then(|(_, to)| to),
+            ..Track::at_port(tracked::COMPLETED, delivered_by.map(|(s, _)| s))
         };
         self.track(id, e, doing)
     }
@@ -1487,7 +1520,9 @@ impl Writer {
     fn suspended_entry(&mut self, id: i64, doing: &str) -> Result<SuspendedEntry> {
         let row = self
             .conn
-            .prepare_cached("SELECT message_id, subscriber, reason, resumable, location FROM suspended WHERE id = ?1")
+            .prepare_cached(
+                "SELECT message_id, subscriber, reason, resumable, location, progress FROM suspended WHERE id = ?1",
+            )
             .and_then(|mut s| {
                 s.query_row([id], |r| {
                     Ok((
@@ -1496,18 +1531,20 @@ impl Writer {
                         r.get::<_, String>(2)?,
                         r.get::<_, bool>(3)?,
                         r.get::<_, Option<String>>(4)?,
+                        r.get::<_, Option<String>>(5)?,
                     ))
                 })
                 .optional()
             })
             .map_err(storage(doing))?;
-        let (mid, subscriber, reason, resumable, location) = row.ok_or(BoxError::NoSuchSuspended(id))?;
+        let (mid, subscriber, reason, resumable, location, progress) = row.ok_or(BoxError::NoSuchSuspended(id))?;
         Ok(SuspendedEntry {
             message: id_of(mid)?,
             subscriber,
             reason,
             resumable,
             location,
+            progress,
         })
     }
 
@@ -1543,6 +1580,16 @@ impl Writer {
         let now = self.now();
         for t in &targets {
             self.enqueue(mid, t, now, &doing)?;
+            // The next attempt goes on from where the failed one stopped.
+            if entry.progress.is_some() {
+                let queued = self.conn.last_insert_rowid();
+                self.conn
+                    .execute(
+                        "UPDATE queue SET progress = ?2 WHERE id = ?1",
+                        params![queued, entry.progress],
+                    )
+                    .map_err(storage(&doing))?;
+            }
         }
         // One reference (the suspended entry) became `targets.len()` references.
         self.conn
@@ -1686,6 +1733,8 @@ struct SuspendedEntry {
     reason: String,
     resumable: bool,
     location: Option<String>,
+    /// What the failed delivery had done ([`Failure::progress`]).
+    progress: Option<String>,
 }
 
 impl SuspendedEntry {
@@ -1804,6 +1853,7 @@ fn failure_from_json(text: &str) -> Failure {
             location: s("location"),
             transport: s("transport"),
             needs_edit: false,
+            progress: None,
         },
         // Staged by an older build: the reason as it was.
         None => Failure::new("", "", text),

@@ -176,6 +176,14 @@ pub struct Failure {
     /// resumable, and a resubmission with an edited context is the way.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub needs_edit: bool,
+    /// How far a delivery in parts had got when it failed (a mail to
+    /// several recipients: those the server already took), in the send
+    /// adapter's own words. Kept on the entry, by a nack or with the
+    /// suspended entry, and handed back with its next lease
+    /// ([`Leased::progress`]), after a resume too, so the next attempt does
+    /// only what is left. `None` keeps what the entry had.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
 }
 
 impl Failure {
@@ -187,7 +195,13 @@ impl Failure {
             location: None,
             transport: None,
             needs_edit: false,
+            progress: None,
         }
+    }
+    /// See [`progress`](Self::progress).
+    pub fn with_progress(mut self, progress: Option<String>) -> Self {
+        self.progress = progress;
+        self
     }
     pub fn at_location(mut self, location: &str) -> Self {
         self.location = Some(location.to_string());
@@ -274,11 +288,13 @@ pub struct TrackingEvent {
     /// box; `detail` says what it was at its source, see [`Origin`]),
     /// `suspended` (`detail`: the error), `resumed` (queued again;
     /// `detail`: the subscribers, comma-separated), `delivered` (a
-    /// subscriber acknowledged it), `terminated` (an operator removed a
+    /// subscriber acknowledged it; `detail`: where it went, as the send
+    /// adapter said, see [`Ack`]), `terminated` (an operator removed a
     /// suspended entry; `detail`: its reason), `resubmitted` (published
     /// again as `detail`), `completed` (it left the box: its last reference
     /// went; with a subscriber when that subscriber's delivery was the last
-    /// reference, which then has no `delivered` event of its own).
+    /// reference, which then has no `delivered` event of its own, and
+    /// carries its `detail`).
     pub event: String,
     /// The send port (subscriber) where it happened, if any: the one that
     /// delivered it, or that it was suspended at, resumed to or
@@ -348,10 +364,32 @@ pub struct LeaseToken {
     pub generation: u32,
 }
 
+/// One acknowledgement of [`MessageBox::ack_many`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub token: LeaseToken,
+    /// Where the message went, as the send adapter said it (a path, a URL,
+    /// a mail's Message-ID and the server's answer): the detail of its
+    /// tracking event.
+    pub delivered_to: Option<String>,
+}
+
+impl From<LeaseToken> for Ack {
+    fn from(token: LeaseToken) -> Ack {
+        Ack {
+            token,
+            delivered_to: None,
+        }
+    }
+}
+
 /// A leased queue entry, with the message context.
 #[derive(Debug, Clone)]
 pub struct Leased {
     pub token: LeaseToken,
+    /// What an earlier attempt recorded of a delivery in parts
+    /// ([`Failure::progress`]); `None` on a first attempt.
+    pub progress: Option<String>,
     pub subscriber: String,
     pub message_id: MessageId,
     pub context: Context,
@@ -607,18 +645,17 @@ pub trait MessageBox: Send + Sync {
     /// entry is not handed out a second time meanwhile.
     async fn renew(&self, token: LeaseToken, lease_for_ms: Millis) -> Result<Millis>;
     /// Done with the entry: delete it and release its reference.
-    async fn ack(&self, token: LeaseToken) -> Result<()>;
-    /// [`ack`](Self::ack) each token, together (one commit, one round trip
-    /// to the backend): the outcome of each, in order. `Err`: none was
-    /// acknowledged (the backend failed); a token whose lease is lost gets
-    /// [`BoxError::LeaseLost`] and the others are acknowledged all the same.
-    async fn ack_many(&self, tokens: &[LeaseToken]) -> Result<Vec<Result<()>>> {
-        let mut out = Vec::with_capacity(tokens.len());
-        for t in tokens {
-            out.push(self.ack(*t).await);
-        }
-        Ok(out)
+    async fn ack(&self, token: LeaseToken) -> Result<()> {
+        let mut all = self.ack_many(&[Ack::from(token)]).await?;
+        all.pop().unwrap_or(Err(BoxError::Closed))
     }
+    /// [`ack`](Self::ack) each entry, together (one commit, one round trip
+    /// to the backend), tracking each one's [`Ack::delivered_to`] as the
+    /// detail of its `delivered` (or `completed`) event: the outcome of
+    /// each, in order. `Err`: none was acknowledged (the backend failed); a
+    /// token whose lease is lost gets [`BoxError::LeaseLost`] and the
+    /// others are acknowledged all the same.
+    async fn ack_many(&self, acks: &[Ack]) -> Result<Vec<Result<()>>>;
     /// Give the entry back, ready again at `retry_at`; the failed attempt
     /// is recorded (its number, time, transport and error).
     async fn nack(&self, token: LeaseToken, retry_at: Millis, failure: &Failure) -> Result<()>;

@@ -92,6 +92,7 @@ fn outbound(name: &str) -> Outbound {
         port: "out".into(),
         context,
         attempt: 1,
+        progress: None,
     }
 }
 

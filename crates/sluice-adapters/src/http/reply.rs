@@ -270,6 +270,7 @@ mod tests {
             port: "reply:web".into(),
             context,
             attempt: 1,
+            progress: None,
         }
     }
 

@@ -430,6 +430,7 @@ mod tests {
             port: "p".into(),
             context: ctx,
             attempt: 1,
+            progress: None,
         }
     }
 

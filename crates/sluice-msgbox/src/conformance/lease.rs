@@ -263,7 +263,7 @@ pub async fn ack_many_acks_each_and_names_lost_leases(h: &impl Harness) {
     clock.advance(1000);
     let again = b.lease("s", 3, 1000).await.unwrap();
     assert_eq!(again.len(), 2);
-    let tokens = [first[0].token, again[0].token, first[1].token, again[1].token];
+    let tokens = [first[0].token, again[0].token, first[1].token, again[1].token].map(Ack::from);
     let got = b.ack_many(&tokens).await.unwrap();
     assert_eq!(got.len(), 4);
     assert!(matches!(got[0], Err(BoxError::LeaseLost { .. })), "{:?}", got[0]);
@@ -273,4 +273,76 @@ pub async fn ack_many_acks_each_and_names_lost_leases(h: &impl Harness) {
     let counts = b.counts().await.unwrap();
     assert_eq!((counts.spool, counts.queued.get("s").copied().unwrap_or(0)), (0, 0));
     assert!(b.ack_many(&[]).await.unwrap().is_empty());
+}
+
+/// A delivery in parts keeps its progress: a nack records it, the next
+/// lease hands it back, a nack without progress keeps it, a suspension
+/// takes it along and a resume gives it back. Where an ack said the message
+/// went is its tracking event's detail (`delivered`, or `completed` when it
+/// was the last reference).
+pub async fn progress_and_where_delivered_are_kept(h: &impl Harness) {
+    let clock = ManualClock::new(T0);
+    let b = h.open(clock.clone()).await;
+    // (Not `all`: the suspension's fault message must not be leased here.)
+    b.subscribe(sub("a", r#"t.kind == "x""#)).await.unwrap();
+    b.subscribe(sub("b", r#"t.kind == "x""#)).await.unwrap();
+    let m = msg("x", 1);
+    b.publish(m.clone()).await.unwrap();
+    let l = lease_one(&*b, "a").await;
+    assert_eq!(l.progress, None, "a first attempt has none");
+    b.nack(l.token, T0, &fail("451 later").with_progress(Some("to: x@a".into())))
+        .await
+        .unwrap();
+    let l = lease_one(&*b, "a").await;
+    assert_eq!(l.progress.as_deref(), Some("to: x@a"));
+    b.nack(l.token, T0, &fail("connection refused")).await.unwrap();
+    let l = lease_one(&*b, "a").await;
+    assert_eq!(
+        l.progress.as_deref(),
+        Some("to: x@a"),
+        "a nack without progress keeps it"
+    );
+    let sid = b.suspend(l.token, &fail("550 no such user")).await.unwrap();
+    // Kept across a restart, then resumed.
+    b.close().await.unwrap();
+    let b = h.open(clock.clone()).await;
+    b.resume(sid).await.unwrap();
+    let l = lease_one(&*b, "a").await;
+    assert_eq!(l.progress.as_deref(), Some("to: x@a"), "a resume gives it back");
+    let other = lease_one(&*b, "b").await;
+    assert_eq!(other.progress, None, "progress is per entry, not per message");
+    let got = b
+        .ack_many(&[
+            Ack {
+                token: l.token,
+                delivered_to: Some("smtp://mx <id@x>: 250 ok".into()),
+            },
+            Ack {
+                token: other.token,
+                delivered_to: Some("/out/x.xml".into()),
+            },
+        ])
+        .await
+        .unwrap();
+    assert!(got.iter().all(Result::is_ok), "{got:?}");
+    let events: Vec<(String, Option<String>, Option<String>)> = b
+        .tracking(&TrackingQuery::of_message(m.id), None, 20)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.event == tracked::DELIVERED || e.event == tracked::COMPLETED)
+        .map(|e| (e.event, e.subscriber, e.detail))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            (
+                tracked::DELIVERED.into(),
+                Some("a".into()),
+                Some("smtp://mx <id@x>: 250 ok".into())
+            ),
+            (tracked::COMPLETED.into(), Some("b".into()), Some("/out/x.xml".into())),
+        ]
+    );
 }

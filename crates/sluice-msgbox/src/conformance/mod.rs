@@ -58,6 +58,7 @@ macro_rules! conformance_tests {
             lease_ack_nack_and_expiry,
             lease_with_bodies_hands_out_small_bodies_within_the_budget,
             ack_many_acks_each_and_names_lost_leases,
+            progress_and_where_delivered_are_kept,
             stale_tokens_are_refused,
             release_leases_makes_entries_ready,
             renew_keeps_a_lease,
