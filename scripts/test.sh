@@ -46,19 +46,23 @@ fi
 
 # Python tools the tests drive, in a virtual environment of their own under
 # target/ (pinned versions, from PyPI): schemathesis fuzzes the REST API
-# against its OpenAPI document.
+# against its OpenAPI document; aiosmtpd is the SMTP server the SMTP
+# adapter's tests send to (kit::smtpd).
 TOOLS_VENV=target/tools/venv
-SCHEMATHESIS_VERSION=4.32.5
-if [ "$("$TOOLS_VENV/bin/schemathesis" --version 2>/dev/null)" != "schemathesis, version $SCHEMATHESIS_VERSION" ]; then
+PY_TOOLS="schemathesis==4.32.5 aiosmtpd==1.4.6"
+if [ "$(cat "$TOOLS_VENV/.installed" 2>/dev/null)" != "$PY_TOOLS" ]; then
   if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     say "installing python3-venv"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
   fi
-  say "installing schemathesis $SCHEMATHESIS_VERSION into $TOOLS_VENV"
+  say "installing $PY_TOOLS into $TOOLS_VENV"
   rm -rf "$TOOLS_VENV"
   python3 -m venv "$TOOLS_VENV"
-  "$TOOLS_VENV/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
+  # shellcheck disable=SC2086
+  "$TOOLS_VENV/bin/pip" install -q $PY_TOOLS
+  echo "$PY_TOOLS" > "$TOOLS_VENV/.installed"
 fi
+export SLUICE_PYTHON="$PWD/$TOOLS_VENV/bin/python"
 export SLUICE_SCHEMATHESIS="$PWD/$TOOLS_VENV/bin/schemathesis"
 
 for svc in "${SERVICES[@]}"; do

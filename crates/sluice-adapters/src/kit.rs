@@ -9,6 +9,19 @@
 //!
 //! Compiled for this crate's tests and, with the `kit` feature, for others.
 
+#[cfg(feature = "smtp")]
+pub mod smtpd;
+
+/// A certificate for `localhost` and its key, as PEM files in `dir`.
+#[cfg(test)]
+pub(crate) fn certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("a certificate");
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&c, cert.pem()).expect("cert.pem");
+    std::fs::write(&k, key_pair.serialize_pem()).expect("key.pem");
+    (c, k)
+}
 #[cfg(feature = "sftp")]
 pub mod sshd;
 

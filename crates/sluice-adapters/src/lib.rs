@@ -42,6 +42,8 @@ pub mod macros;
 mod registry;
 #[cfg(feature = "sftp")]
 pub mod sftp;
+#[cfg(feature = "smtp")]
+pub mod smtp;
 pub mod support;
 
 use std::sync::Arc;
@@ -346,10 +348,39 @@ pub struct Response {
     pub body: Body,
 }
 
+/// A part of a message after its first (the body), for a send adapter that
+/// sends them all ([`Transmitter::sends_all_parts`]): read only when the
+/// adapter reads it, streamed like the body.
+pub struct OtherPart {
+    /// The part's name (an attachment's file name, as its receive location
+    /// named it).
+    pub name: String,
+    pub size: u64,
+    pub body: Body,
+}
+
 /// A send adapter, called once per message.
 #[async_trait]
 pub trait Transmitter: Send + Sync {
     async fn transmit(&self, msg: &Outbound, body: Body) -> Result<Delivered, TransmitError>;
+    /// Whether it sends every part of a message (SMTP: the others as
+    /// attachments): the host then calls [`transmit_all`](Self::transmit_all)
+    /// for a message of several parts. Otherwise only the first part is
+    /// sent.
+    fn sends_all_parts(&self) -> bool {
+        false
+    }
+    /// [`transmit`](Self::transmit) with the message's other parts, in
+    /// order, none of them read yet.
+    async fn transmit_all(
+        &self,
+        msg: &Outbound,
+        body: Body,
+        others: Vec<OtherPart>,
+    ) -> Result<Delivered, TransmitError> {
+        drop(others);
+        self.transmit(msg, body).await
+    }
     /// Whether this transmitter is solicit-response: the host then calls
     /// [`solicit`](Self::solicit) and publishes the answer.
     fn solicits_response(&self) -> bool {
@@ -388,5 +419,6 @@ registry::adapters! {
         #[cfg(feature = "chaos")] chaos => chaos::ChaosSendConfig,
         #[cfg(feature = "ftp")] ftp => ftp::FtpSendConfig,
         #[cfg(feature = "sftp")] sftp => sftp::SftpSendConfig,
+        #[cfg(feature = "smtp")] smtp => smtp::SmtpSendConfig,
     }
 }

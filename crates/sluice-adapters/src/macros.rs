@@ -138,6 +138,12 @@ impl Template {
         self.expand(id, ctx, &encode_url_value)
     }
 
+    /// Text for a message (a mail's subject, its recipients): the values as
+    /// they are. What the text may hold is the caller's to check.
+    pub fn render_text(&self, id: MessageId, ctx: &Context) -> Result<String, RenderError> {
+        self.expand(id, ctx, &|v: &str| v.to_string())
+    }
+
     /// The file name for a message. Fails if a macro has no value, or if the
     /// result is not a plain file name (no `/`, not `.` or `..`): a context
     /// value must never steer a write outside the folder.

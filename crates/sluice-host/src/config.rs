@@ -1716,7 +1716,10 @@ adapter = { type = "http", url = "http://127.0.0.1:2/", mode = "solicit-response
             "{e}"
         );
         assert_eq!(ReceiveAdapterConfig::kinds(), ["file", "http", "ftp", "sftp"]);
-        assert_eq!(SendAdapterConfig::kinds(), ["file", "http", "chaos", "ftp", "sftp"]);
+        assert_eq!(
+            SendAdapterConfig::kinds(),
+            ["file", "http", "chaos", "ftp", "sftp", "smtp"]
+        );
     }
 
     #[test]

@@ -450,6 +450,11 @@ impl SendPortRunner {
                     Ok((delivered, response)) => self.publish_response(&l, response).await.map(|_| delivered),
                     Err(e) => Err(e),
                 },
+                Ok(body) if transmitter.sends_all_parts() && parts.len() > 1 => {
+                    transmitter
+                        .transmit_all(&outbound, body, self.other_parts(&parts))
+                        .await
+                }
                 Ok(body) => transmitter.transmit(&outbound, body).await,
                 Err(e) => Err(sluice_adapters::TransmitError::retry(e)),
             };
@@ -736,6 +741,20 @@ impl SendPortRunner {
             Some(p) => Box::new(read_part(self.mbox.content(), p)),
             None => Box::new(tokio::io::empty()),
         }
+    }
+
+    /// The parts after the first, as they are stored (the port's pipeline
+    /// encodes the body only), each read only when its transmitter reads it.
+    fn other_parts(&self, parts: &[sluice_content::Part]) -> Vec<sluice_adapters::OtherPart> {
+        parts
+            .iter()
+            .skip(1)
+            .map(|p| sluice_adapters::OtherPart {
+                name: p.name.clone(),
+                size: p.size,
+                body: Box::new(read_part(self.mbox.content(), p)),
+            })
+            .collect()
     }
 
     fn body(&self, l: &Leased, parts: &[sluice_content::Part]) -> Result<Body, String> {

@@ -1,13 +1,11 @@
 //! One FTP control connection: where to (the URL), how (TLS), logged in and
 //! in the folder, binary; and a bounded pool of them.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use suppaftp::Status;
 use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsFtpStream};
 use suppaftp::types::FileType;
-use tokio_rustls::rustls;
 
 use crate::AdapterError;
 use crate::support::remote::{RemoteUrl, connect, resolve};
@@ -118,7 +116,7 @@ impl Settings<'_> {
         }
         let tls = match endpoint.protection {
             Protection::Plain => None,
-            Protection::Explicit | Protection::Implicit => Some(client_tls(self.tls_ca)?),
+            Protection::Explicit | Protection::Implicit => Some(crate::support::tls::client_connector(self.tls_ca)?),
         };
         Ok(Dialer {
             endpoint,
@@ -219,25 +217,6 @@ impl Dialer {
             .await
             .map_err(|_| format!("{what} at {}: no answer within {:?}", self.shown, self.timeout))
     }
-}
-
-/// A TLS client: the built-in roots and those of `tls_ca`.
-fn client_tls(tls_ca: Option<&std::path::Path>) -> Result<tokio_rustls::TlsConnector, AdapterError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = tls_ca {
-        for cert in crate::support::tls::ca_certificates("tls_ca", path)? {
-            roots
-                .add(cert)
-                .map_err(|e| AdapterError::Config(format!("tls_ca {}: {e}", path.display())))?;
-        }
-    }
-    let config = rustls::ClientConfig::builder_with_provider(crate::support::tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| AdapterError::Config(format!("TLS: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
 /// The pool of an FTP location or port: control connections, checked

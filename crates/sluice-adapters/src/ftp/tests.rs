@@ -32,15 +32,7 @@ impl Authenticator for OnePassword {
     }
 }
 
-/// A certificate for `localhost` and its key, as PEM files in `dir`.
-pub(super) fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
-    let rcgen::CertifiedKey { cert, key_pair } =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&c, cert.pem()).unwrap();
-    std::fs::write(&k, key_pair.serialize_pem()).unwrap();
-    (c, k)
-}
+pub(super) use crate::kit::certificate;
 
 pub(super) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -496,10 +496,10 @@ impl Drop for Slot {
     }
 }
 
-/// A connection's stream with a write timeout: a client that takes none
-/// of what is written to it for `write_timeout` is cut off (the write
-/// fails; the connection ends, and an answer being streamed to it ends
-/// unfinished).
+/// A connection's stream with a write timeout: a peer that takes none of
+/// what is written to it for `write_timeout` is cut off (the write fails;
+/// the connection ends, and an answer being streamed to it ends
+/// unfinished). Serves a listener's clients and an SMTP server alike.
 pub struct WriteTimeout<S> {
     inner: S,
     timeout: Duration,
@@ -526,7 +526,7 @@ impl<S> WriteTimeout<S> {
             self.stalled = None;
             return Poll::Ready(Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                format!("the client read nothing of its answer for {} s", timeout.as_secs_f64()),
+                format!("the peer took nothing written to it for {} s", timeout.as_secs_f64()),
             )));
         }
         Poll::Pending

@@ -42,7 +42,7 @@ pub mod names;
 pub mod net;
 pub mod poll;
 pub mod pool;
-#[cfg(any(feature = "ftp", feature = "sftp"))]
+#[cfg(any(feature = "ftp", feature = "sftp", feature = "smtp"))]
 pub mod remote;
 pub mod retry;
 pub mod secret;

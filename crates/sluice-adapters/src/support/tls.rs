@@ -73,3 +73,24 @@ pub fn ca_certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'sta
     }
     Ok(certs)
 }
+
+/// A TLS client: the built-in roots (Mozilla's, webpki-roots) and those of
+/// the PEM file `tls_ca` (the setting's name in errors).
+#[cfg(any(feature = "ftp", feature = "smtp"))]
+pub fn client_connector(tls_ca: Option<&Path>) -> Result<tokio_rustls::TlsConnector, AdapterError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = tls_ca {
+        for cert in ca_certificates("tls_ca", path)? {
+            roots
+                .add(cert)
+                .map_err(|e| AdapterError::Config(format!("tls_ca {}: {e}", path.display())))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| AdapterError::Config(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
