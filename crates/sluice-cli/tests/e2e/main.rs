@@ -28,5 +28,6 @@ mod relay;
 mod reload;
 mod remote;
 mod sftp;
+mod smtp;
 mod suspended;
 mod throttle;
