@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::common::*;
 
 const USER: &str = "partner";
-const PASSWORD: &str = "e2e-ftp-Secret";
+pub(crate) const PASSWORD: &str = "e2e-ftp-Secret";
 
 #[derive(Debug)]
 struct OnePassword;
@@ -30,7 +30,7 @@ impl unftp_core::auth::Authenticator for OnePassword {
 
 /// An FTP server for `root` on a free port of 127.0.0.1, running on a
 /// thread of its own for the rest of the test binary's life; its port.
-fn ftp_server(root: &Path) -> u16 {
+pub(crate) fn ftp_server(root: &Path) -> u16 {
     let root: PathBuf = root.to_path_buf();
     let port = free_port();
     std::thread::spawn(move || {
