@@ -28,38 +28,17 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import acceptance  # noqa: E402
+from acceptance import Node, free_port, mib, need, same, wait_port  # noqa: E402
+
 SLUICE = os.path.realpath(sys.argv[1])
 MODE = sys.argv[2]
 ARG = int(sys.argv[3]) if len(sys.argv) > 3 else None
 ROOT = tempfile.mkdtemp(prefix="sluice-ftp-acceptance-")
 PASSWORD = f"bench-{random.randrange(1 << 30)}"
-
-
-def need(module, package):
-    try:
-        __import__(module)
-    except ImportError:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", package], check=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_port(port, what):
-    deadline = time.time() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 1).close()
-            return
-        except OSError:
-            if time.time() > deadline:
-                raise SystemExit(f"{what} did not listen")
-            time.sleep(0.1)
+acceptance.SLUICE = SLUICE
+acceptance.ENV = {"BENCH_FTP_PASSWORD": PASSWORD}
 
 
 FTP_SERVER = r'''
@@ -117,70 +96,6 @@ def sshd(root):
     return proc, f"sftp://{user}@127.0.0.1:{port}/{root}", f"{d}/client", f"{d}/known_hosts"
 
 
-def certificate():
-    d = os.path.join(ROOT, "tls")
-    os.makedirs(d)
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-                    "-addext", "basicConstraints=critical,CA:FALSE",
-                    "-keyout", f"{d}/key.pem", "-out", f"{d}/cert.pem"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return d
-
-
-class Node:
-    def __init__(self, config):
-        self.dir = os.path.dirname(config)
-        self.config = config
-        self.log = open(os.path.join(self.dir, "node.log"), "a")
-        self.time = os.path.join(self.dir, "time.txt")
-        self.proc = subprocess.Popen(["/usr/bin/time", "-v", "-o", self.time, SLUICE, "serve", "--config", config],
-                                     stdout=subprocess.DEVNULL, stderr=self.log,
-                                     env=dict(os.environ, BENCH_FTP_PASSWORD=PASSWORD,
-                                              SLUICE_LOG=os.environ.get("SLUICE_LOG", "warn")))
-        deadline = time.time() + 30
-        while True:
-            try:
-                self.pid = int(subprocess.check_output(["pgrep", "-P", str(self.proc.pid)]).split()[0])
-                break
-            except subprocess.CalledProcessError:
-                if time.time() > deadline:
-                    raise SystemExit("the node did not start")
-                time.sleep(0.05)
-
-    def hwm(self):
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-        return 0
-
-    def kill9(self):
-        os.kill(self.pid, signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self):
-        os.kill(self.pid, signal.SIGTERM)
-        self.proc.wait(timeout=120)
-        text = open(self.time).read()
-        m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
-        return int(m.group(1)) * 1024 if m else 0
-
-    def spool(self):
-        out = subprocess.run([SLUICE, "status", "--json", "--config", self.config],
-                             capture_output=True, text=True)
-        m = re.search(r'"spool":\s*(\d+)', out.stdout)
-        return int(m.group(1)) if m else -1
-
-
-def mib(n):
-    return f"{n / 1048576:.1f} MiB"
-
-
-def same(a, b):
-    return subprocess.run(["cmp", "-s", a, b]).returncode == 0
-
-
 def big(size_mib):
     need("pyftpdlib", "pyftpdlib")
     need("OpenSSL", "pyopenssl")
@@ -189,7 +104,7 @@ def big(size_mib):
     sftp_root = os.path.join(ROOT, "sftp")
     os.makedirs(sftp_root)
     ssh, sftp_url, key, known = sshd(sftp_root)
-    tls = certificate()
+    tls = acceptance.certificate(ROOT)
     source = os.path.join(ROOT, "big.bin")
     with open(source, "wb") as f:
         for _ in range(size_mib):

@@ -44,6 +44,15 @@ if [ ! -x /usr/sbin/sshd ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server
 fi
 
+# Dovecot serves IMAP and POP3 to the mail adapters' tests (kit::dovecot
+# starts its own on free ports); the system service the package may start
+# is not needed.
+if [ ! -x /usr/sbin/dovecot ]; then
+  say "installing dovecot-core dovecot-imapd dovecot-pop3d"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-core dovecot-imapd dovecot-pop3d
+  service dovecot stop >/dev/null 2>&1 || systemctl stop dovecot >/dev/null 2>&1 || true
+fi
+
 # Python tools the tests drive, in a virtual environment of their own under
 # target/ (pinned versions, from PyPI): schemathesis fuzzes the REST API
 # against its OpenAPI document; aiosmtpd is the SMTP server the SMTP

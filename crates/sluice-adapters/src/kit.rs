@@ -10,7 +10,18 @@
 //! Compiled for this crate's tests and, with the `kit` feature, for others.
 
 #[cfg(feature = "smtp")]
+pub mod dovecot;
+#[cfg(feature = "smtp")]
 pub mod smtpd;
+
+/// A port of 127.0.0.1 free now (for a server a test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
 
 /// A certificate for `localhost` and its key, as PEM files in `dir`.
 #[cfg(test)]

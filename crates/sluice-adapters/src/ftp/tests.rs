@@ -12,6 +12,7 @@ use sluice_model::{Context, MessageId};
 use unftp_core::auth::{AuthenticationError, Authenticator, Credentials, Principal};
 
 use super::FtpSendConfig;
+pub(super) use crate::kit::{certificate, free_port};
 use crate::{Delivered, Outbound, Transmitter};
 
 pub(super) const USER: &str = "sluice";
@@ -30,16 +31,6 @@ impl Authenticator for OnePassword {
             Err(AuthenticationError::BadPassword)
         }
     }
-}
-
-pub(super) use crate::kit::certificate;
-
-pub(super) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// An FTP server on 127.0.0.1 serving `root` (explicit FTPS too, with

@@ -39,14 +39,6 @@ pub fn keygen(path: &Path) {
     assert!(ok, "ssh-keygen failed");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("a free port")
-        .local_addr()
-        .expect("its address")
-        .port()
-}
-
 impl Sshd {
     /// Start one with its files in `dir` (which must exist and be empty).
     pub fn start(dir: &Path) -> Sshd {
@@ -60,7 +52,7 @@ impl Sshd {
         std::fs::create_dir(dir.join("files")).expect("files/");
         // sshd wants its privilege-separation folder.
         let _ = std::fs::create_dir_all("/run/sshd");
-        let port = free_port();
+        let port = super::free_port();
         let config = dir.join("sshd_config");
         std::fs::write(
             &config,

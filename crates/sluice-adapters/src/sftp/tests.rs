@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::SftpSendConfig;
-use crate::kit::{names_in as names, outbound};
+use crate::kit::{free_port, names_in as names, outbound};
 use crate::{Delivered, Transmitter};
 
 /// An sshd for one test, and the folder it lives in.
@@ -45,14 +45,6 @@ impl Sshd {
         ))
         .unwrap()
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn body(bytes: &[u8]) -> crate::Body {

@@ -354,6 +354,16 @@ async fn tls_and_login_failures_are_clear_and_never_show_the_password() {
 }
 
 #[test]
+fn the_password_shows_in_no_debug_output() {
+    let c = config(
+        "url = \"smtp://h\"\nusername = \"u\"\npassword = \"Debug-Hidden-77\"\nfrom = \"o@x.example\"\nto = \"a@x.example\"",
+    );
+    crate::kit::check_secrets_not_in_debug(&format!("{c:?}"), &["Debug-Hidden-77"]);
+    let t = c.build().unwrap();
+    crate::kit::check_secrets_not_in_debug(&format!("{t:?}"), &["Debug-Hidden-77"]);
+}
+
+#[test]
 fn bad_configurations_are_refused_at_load() {
     for (extra, says) in [
         ("url = \"smtp://u@h\"\nto = \"a@x.example\"", "username"),
