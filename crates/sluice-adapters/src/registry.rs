@@ -388,6 +388,13 @@ pub trait SendAdapter: std::fmt::Debug + Send + Sync + 'static {
     fn default_concurrency(&self) -> usize {
         8
     }
+    /// Whether it delivers a message in parts it keeps track of (a mail's
+    /// recipients, [`TransmitError::progress`](crate::TransmitError::progress)):
+    /// such a port cannot send batches (a batch is a new message each
+    /// time, so what was done would be done again).
+    fn delivers_in_parts(&self) -> bool {
+        false
+    }
     /// The properties it cannot send a message without (its macros): the
     /// host warns at load when the port's filter does not guarantee one,
     /// and a message without one fails with

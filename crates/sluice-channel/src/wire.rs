@@ -24,7 +24,7 @@ pub const MAX_FRAME: usize = 16 << 20;
 /// What the channel's protocol is called in the first frame; a peer of
 /// another version is refused (the node and its instances are the same
 /// binary, so they never differ but by a mistake).
-pub const PROTOCOL: &str = concat!("sluice-channel/1 ", env!("CARGO_PKG_VERSION"));
+pub const PROTOCOL: &str = concat!("sluice-channel/2 ", env!("CARGO_PKG_VERSION"));
 
 /// A frame from an instance to its node.
 #[derive(Debug, Serialize, Deserialize)]

@@ -1123,6 +1123,15 @@ impl<'t> Reader<'t> {
                     "a solicit-response port answers each request with one response; it cannot send batches",
                 );
             }
+            if sp.adapter.delivers_in_parts() && sp.pipeline.assemble.is_some() {
+                self.problem(
+                    format!("{key}.pipeline.assemble"),
+                    format!(
+                        "a `{}` port keeps track of each message's recipients; it cannot send batches",
+                        sp.adapter.kind()
+                    ),
+                );
+            }
             if let Some(a) = &sp.pipeline.assemble
                 && a.wait() * 2 >= sp.lease
             {
@@ -1481,6 +1490,15 @@ adapter = { type = "http", url = "http://127.0.0.1:2/", mode = "solicit-response
         let e = load(&batched).unwrap_err().to_string();
         assert!(
             e.contains("send_ports.out.pipeline.assemble") && e.contains("batches"),
+            "{e}"
+        );
+        let mail = "[send_ports.mail]\nfilter = 'x == 1'\nadapter = { type = \"smtp\", url = \"smtp://h\", \
+                    from = \"a@x.example\", to = \"b@x.example\" }\n\
+                    pipeline = { assemble = { type = \"json\", batch = 10, wait = \"1s\" } }\n";
+        let e = load(mail).unwrap_err().to_string();
+        assert!(
+            e.contains("send_ports.mail.pipeline.assemble")
+                && e.contains("`smtp` port keeps track of each message's recipients"),
             "{e}"
         );
         let tls = rr.replace(

@@ -1046,27 +1046,33 @@ impl Writer {
         let removed = Failure::new(stage::UNSUBSCRIBE, "message box", SUBSCRIBER_REMOVED);
         let mut moved = 0u64;
         loop {
-            let page: Vec<(i64, Vec<u8>, u32)> = self
+            type Row = (i64, Vec<u8>, u32, Option<String>);
+            let page: Vec<Row> = self
                 .conn
                 .prepare_cached(
-                    "SELECT id, message_id, generation - skipped FROM queue WHERE subscriber = ?1 ORDER BY id LIMIT ?2",
+                    "SELECT id, message_id, generation - skipped, progress FROM queue WHERE subscriber = ?1
+                     ORDER BY id LIMIT ?2",
                 )
                 .and_then(|mut s| {
-                    s.query_map(params![subscriber, PAGE], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                        .collect()
+                    s.query_map(params![subscriber, PAGE], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })?
+                    .collect()
                 })
                 .map_err(storage(&doing))?;
             if page.is_empty() {
                 break;
             }
-            for (entry, mid, generation) in page {
+            for (entry, mid, generation, progress) in page {
                 let mid = id_of(mid)?;
                 self.conn
                     .prepare_cached("DELETE FROM queue WHERE id = ?1")
                     .and_then(|mut s| s.execute([entry]))
                     .map_err(storage(&doing))?;
                 let ctx = self.readable_context(mid, &doing)?;
-                self.insert_suspended(mid, Some(subscriber), &removed, generation, true, ctx.as_ref(), &doing)?;
+                // What a delivery in parts did goes with the entry.
+                let failure = removed.clone().with_progress(progress);
+                self.insert_suspended(mid, Some(subscriber), &failure, generation, true, ctx.as_ref(), &doing)?;
                 moved += 1;
             }
         }
@@ -1664,6 +1670,17 @@ impl Writer {
                 self.route_stored(id, &context, subs, &(no_subscriber(), true), &doing)?
             }
         };
+        // The same port's delivery goes on from where the suspended one
+        // stopped (a mail's recipients done are not sent to again, even
+        // with an edited list: they are named by address).
+        if let (Some(s), Some(p)) = (&entry.subscriber, &entry.progress) {
+            self.conn
+                .execute(
+                    "UPDATE queue SET progress = ?3 WHERE message_id = ?1 AND subscriber = ?2",
+                    params![id.to_bytes(), s, p],
+                )
+                .map_err(storage(&doing))?;
+        }
         self.conn
             .execute("DELETE FROM suspended WHERE id = ?1", [suspended])
             .map_err(storage(&doing))?;

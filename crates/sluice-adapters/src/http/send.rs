@@ -289,7 +289,11 @@ impl Transmitter for HttpTransmitter {
                 break;
             }
         }
-        Ok(Delivered::To(format!("{} {url} ({status})", self.method)))
+        Ok(Delivered::To(format!(
+            "{} {} ({status})",
+            self.method,
+            where_delivered(&url)
+        )))
     }
 
     fn solicits_response(&self) -> bool {
@@ -318,7 +322,7 @@ impl Transmitter for HttpTransmitter {
         });
         let body: Body = Box::new(StreamReader::new(Box::pin(stream)));
         Ok((
-            Delivered::To(format!("{} {url} ({status})", self.method)),
+            Delivered::To(format!("{} {} ({status})", self.method, where_delivered(&url))),
             Response { context, body },
         ))
     }
@@ -354,6 +358,17 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+/// A URL as a delivery's record names it (the log line and the tracking
+/// event's detail): no user or password, and no query (it may carry a
+/// token): `https://h/in?…`.
+fn where_delivered(url: &str) -> String {
+    let shown = crate::support::secret::redact_url(url);
+    match shown.split_once('?') {
+        Some((base, _)) => format!("{base}?…"),
+        None => shown,
+    }
 }
 
 #[cfg(test)]
@@ -451,6 +466,7 @@ mod tests {
             .await
             .unwrap();
         let Delivered::To(to) = r else { panic!("{r:?}") };
+        assert_eq!(where_delivered("https://u:p@h/in?token=s3cret"), "https://***@h/in?…");
         assert!(to.contains("***@") && !to.contains("s3cret"), "{to}");
         // Nobody listening: the error names the URL without its password.
         let c = config(&with_creds("http://127.0.0.1:1/in"));

@@ -52,8 +52,9 @@ class Handler:
             json.dump({"mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos,
                        "tls": session.ssl is not None,
                        "auth": session.auth_data if isinstance(session.auth_data, str) else None}, f)
-        os.rename(base + ".json.tmp", base + ".json")
+        # The mail first: a reader goes by the .json files.
         os.rename(base + ".eml.tmp", base + ".eml")
+        os.rename(base + ".json.tmp", base + ".json")
         return "250 2.0.0 Ok: queued as Q%d" % n
 
 

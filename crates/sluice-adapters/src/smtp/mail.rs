@@ -137,6 +137,10 @@ fn address(key: &str, a: &str) -> Result<String, Refused> {
     if a.is_empty() || a.len() > MAX_ADDRESS {
         return bad("empty, or longer than 254 bytes");
     }
+    if !a.is_ascii() {
+        // Only with SMTPUTF8, which this port does not ask for.
+        return bad("it is not ASCII (international addresses need SMTPUTF8)");
+    }
     if a.chars()
         .any(|c| c.is_whitespace() || c.is_control() || "<>()[],;:\"\\".contains(c))
     {
@@ -270,11 +274,12 @@ fn inline_part_headers(content_type: &str) -> Vec<u8> {
 
 fn attachment_headers(name: &str) -> Vec<u8> {
     let name = attachment_name(name);
-    let param = file_name_parameter(&name);
     format!(
-        "Content-Type: {};\r\n name{param}\r\nContent-Disposition: attachment;\r\n filename{param}\r\n\
+        "Content-Type: {};\r\n{}\r\nContent-Disposition: attachment;\r\n{}\r\n\
          Content-Transfer-Encoding: base64\r\n",
-        content_type_of(&name)
+        content_type_of(&name),
+        file_name_parameter("name", &name),
+        file_name_parameter("filename", &name),
     )
     .into_bytes()
 }
@@ -290,24 +295,42 @@ pub fn attachment_name(name: &str) -> String {
     }
 }
 
-/// `="name"` for a plain ASCII name, `*=utf-8''percent-encoded` (RFC 2231)
-/// for any other.
-fn file_name_parameter(name: &str) -> String {
+/// The parameter `key` (`name`, `filename`) set to `name`, as header lines
+/// (each starting with a space, joined by `;` CRLF): ` key="name"` for a
+/// plain ASCII name, else RFC 2231's percent-encoded UTF-8 in continuations
+/// of at most 60 characters (` key*0*=utf-8''...; key*1*=...`), so no line
+/// comes near SMTP's 998.
+fn file_name_parameter(key: &str, name: &str) -> String {
     let plain = name
         .bytes()
         .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\' || b == b' ');
     if plain {
-        return format!("=\"{name}\"");
+        return format!(" {key}=\"{name}\"");
     }
-    let mut encoded = String::from("*=utf-8''");
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
-            encoded.push(b as char);
-        } else {
-            encoded.push_str(&format!("%{b:02X}"));
+    // A character's bytes stay in one piece (some readers decode each
+    // piece on its own).
+    let mut pieces: Vec<String> = vec!["utf-8''".to_string()];
+    for c in name.chars() {
+        let mut one = String::new();
+        let mut buf = [0u8; 4];
+        for &b in c.encode_utf8(&mut buf).as_bytes() {
+            if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+                one.push(b as char);
+            } else {
+                one.push_str(&format!("%{b:02X}"));
+            }
+        }
+        match pieces.last_mut() {
+            Some(last) if last.len() + one.len() <= 60 => last.push_str(&one),
+            _ => pieces.push(one),
         }
     }
-    encoded
+    pieces
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!(" {key}*{i}*={p}"))
+        .collect::<Vec<_>>()
+        .join(";\r\n")
 }
 
 /// A content type for an attachment, by its extension.
@@ -332,10 +355,32 @@ fn content_type_of(name: &str) -> &'static str {
     }
 }
 
+/// Bytes of a body's content type, at most (it goes on one header line).
+const MAX_CONTENT_TYPE: usize = 256;
+
+/// The content type a body goes out with: `value` checked (`type/subtype`
+/// and parameters, no control characters, at most 256 bytes); a
+/// `multipart/*` or `message/*` one (which may not be base64-encoded, RFC
+/// 2045) becomes `application/octet-stream`, the bytes unchanged.
+pub fn body_content_type(key: &str, value: &str) -> Result<String, Refused> {
+    check_content_type(key, value)?;
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if essence.starts_with("multipart/") || essence.starts_with("message/") {
+        return Ok("application/octet-stream".into());
+    }
+    Ok(value.to_string())
+}
+
 /// A content type as a header may carry it: `type/subtype` and
 /// parameters, no control characters.
 pub fn check_content_type(key: &str, value: &str) -> Result<(), Refused> {
     header_value(key, value)?;
+    if value.len() > MAX_CONTENT_TYPE {
+        return Err(Refused(format!(
+            "{key} is {} bytes, more than a content type takes here ({MAX_CONTENT_TYPE})",
+            value.len()
+        )));
+    }
     let essence = value.split(';').next().unwrap_or("").trim();
     let token = |s: &str| {
         !s.is_empty()
@@ -438,6 +483,14 @@ mod tests {
         assert!(check_content_type("content_type", "text/html; charset=utf-8").is_ok());
         assert!(check_content_type("content_type", "text/html\r\nX: y").is_err());
         assert!(check_content_type("content_type", "html").is_err());
+        assert!(check_content_type("content_type", &format!("text/plain; x={}", "a".repeat(300))).is_err());
+        assert_eq!(
+            body_content_type("content_type", "multipart/form-data; boundary=x").unwrap(),
+            "application/octet-stream"
+        );
+        assert_eq!(body_content_type("content_type", "text/html").unwrap(), "text/html");
+        assert!(mailboxes("to", "zoë@x.example").is_err(), "no SMTPUTF8");
+        assert!(mailboxes("to", "Zoë <z@x.example>").is_ok(), "a name may be any text");
     }
 
     #[test]
@@ -446,9 +499,12 @@ mod tests {
         assert_eq!(attachment_name("C:\\in\\a.pdf"), "a.pdf");
         assert_eq!(attachment_name(".."), "file");
         assert_eq!(attachment_name("a\r\nb.txt"), "ab.txt");
-        assert_eq!(file_name_parameter("a b.pdf"), "=\"a b.pdf\"");
-        assert_eq!(file_name_parameter("café.pdf"), "*=utf-8''caf%C3%A9.pdf");
-        assert_eq!(file_name_parameter("a\"b"), "*=utf-8''a%22b");
+        assert_eq!(file_name_parameter("filename", "a b.pdf"), " filename=\"a b.pdf\"");
+        assert_eq!(file_name_parameter("name", "café.pdf"), " name*0*=utf-8''caf%C3%A9.pdf");
+        assert_eq!(file_name_parameter("name", "a\"b"), " name*0*=utf-8''a%22b");
+        let long = file_name_parameter("filename", &"ü".repeat(200));
+        assert!(long.split("\r\n").all(|l| l.len() < 80), "{long}");
+        assert!(long.contains(" filename*1*=%C3%BC"), "{long}");
     }
 
     async fn written(layout: Layout<'_>, body: &[u8], attachments: Vec<(&str, &[u8])>) -> String {

@@ -63,6 +63,9 @@ impl crate::SendAdapter for SmtpSendConfig {
     fn default_concurrency(&self) -> usize {
         self.max_connections
     }
+    fn delivers_in_parts(&self) -> bool {
+        true
+    }
     fn needs(&self) -> Vec<crate::Need> {
         self.templates()
             .into_iter()

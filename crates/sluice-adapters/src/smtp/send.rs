@@ -36,6 +36,10 @@ fn default_max_connections() -> usize {
     4
 }
 
+fn default_data_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+
 fn default_subject() -> String {
     "%SourceFileName%".into()
 }
@@ -104,6 +108,11 @@ pub struct SmtpSendConfig {
     /// Each command's answer, and each write of the mail (an idle limit).
     #[serde(default = "crate::support::remote::defaults::timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// The server's answer once the whole mail is sent (RFC 5321 suggests
+    /// 10 minutes: servers scan the content first). Given up earlier, a
+    /// mail the server then takes is sent again on the retry.
+    #[serde(default = "default_data_timeout", with = "humantime_serde")]
+    pub data_timeout: Duration,
     /// The whole of one mail (envelope, content, answer), at most.
     #[serde(
         default = "crate::support::remote::defaults::transfer_timeout",
@@ -170,6 +179,7 @@ impl SmtpSendConfig {
                 .transpose()?,
             text: optional("text", &self.text)?,
             transfer_timeout: self.transfer_timeout,
+            data_timeout: self.data_timeout,
             server,
         })
     }
@@ -221,10 +231,11 @@ impl SmtpSendConfig {
             None => None,
         };
         let helo = match &self.helo_name {
-            Some(h) if !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()) => h.clone(),
+            Some(h) if !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()) => Some(h.clone()),
             Some(h) => return Err(AdapterError::Config(format!("helo_name {h:?} is not a host name"))),
-            None => this_host(),
-        };
+            None => None,
+        }
+        .or_else(this_host);
         Ok(Server {
             shown: format!("{}://{host}:{port}", parsed.scheme()),
             host,
@@ -240,18 +251,17 @@ impl SmtpSendConfig {
     }
 }
 
-/// This machine's host name, for `EHLO` (`localhost` if it has none fit).
-fn this_host() -> String {
+/// This machine's host name, for `EHLO`, if it is a full one (a bare name
+/// is refused by servers that check; the connection's address is given
+/// instead, see [`Server::helo_for`]).
+fn this_host() -> Option<String> {
     let name = gethostname::gethostname().to_string_lossy().into_owned();
-    if !name.is_empty()
+    let fit = name.contains('.')
+        && !name.starts_with('.')
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-    {
-        name
-    } else {
-        "localhost".into()
-    }
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    fit.then_some(name)
 }
 
 /// Where and how to connect.
@@ -262,12 +272,17 @@ struct Server {
     starttls: StartTls,
     tls: Option<tokio_rustls::TlsConnector>,
     credentials: Option<(String, Secret)>,
-    helo: String,
+    /// `helo_name`, or this machine's full host name; `None`: the
+    /// connection's own address, as an address literal.
+    helo: Option<String>,
     connect_timeout: Duration,
     timeout: Duration,
     /// `smtp://host:port`, for messages.
     shown: String,
 }
+
+/// How long an idle connection has to answer `RSET` before it is reused.
+const ALIVE_CHECK: Duration = Duration::from_secs(5);
 
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
@@ -316,8 +331,19 @@ impl Server {
     async fn ehlo<T: AsyncRead + AsyncWrite + Unpin>(
         &self,
         c: &mut SmtpClient<T>,
+        helo: &str,
     ) -> Result<EhloResponse<String>, String> {
-        c.ehlo(&self.helo).await.map_err(|e| self.failed("EHLO", e))
+        c.ehlo(helo).await.map_err(|e| self.failed("EHLO", e))
+    }
+
+    /// The name to give in `EHLO` on a connection from `local`.
+    fn helo_for(&self, local: Option<std::net::SocketAddr>) -> String {
+        match (&self.helo, local) {
+            (Some(h), _) => h.clone(),
+            (None, Some(a)) if a.is_ipv4() => format!("[{}]", a.ip()),
+            (None, Some(a)) => format!("[IPv6:{}]", a.ip()),
+            (None, None) => "localhost".into(),
+        }
     }
 }
 
@@ -329,13 +355,14 @@ impl Connector for Server {
         let tcp =
             crate::support::remote::connect(&self.host, self.port, self.connect_timeout, self.timeout, &self.shown)
                 .await?;
+        let helo = self.helo_for(tcp.local_addr().ok());
         let (mut client, ehlo, encrypted) = if self.implicit_tls {
             let mut c = SmtpClient {
                 stream: self.tls(tcp).await?,
                 timeout: self.timeout,
             };
             self.greeting(&mut c).await?;
-            let ehlo = self.ehlo(&mut c).await?;
+            let ehlo = self.ehlo(&mut c, &helo).await?;
             (c, ehlo, true)
         } else {
             let mut c = SmtpClient {
@@ -343,7 +370,7 @@ impl Connector for Server {
                 timeout: self.timeout,
             };
             self.greeting(&mut c).await?;
-            let ehlo = self.ehlo(&mut c).await?;
+            let ehlo = self.ehlo(&mut c, &helo).await?;
             let offered = ehlo.has_capability(EXT_START_TLS);
             match (self.starttls, offered) {
                 (StartTls::Off, _) | (StartTls::Opportunistic, false) => (
@@ -370,7 +397,7 @@ impl Connector for Server {
                         stream: self.tls(c.stream).await?,
                         timeout: self.timeout,
                     };
-                    let ehlo = self.ehlo(&mut c).await?;
+                    let ehlo = self.ehlo(&mut c, &helo).await?;
                     (c, ehlo, true)
                 }
             }
@@ -392,8 +419,11 @@ impl Connector for Server {
         Ok(client)
     }
 
+    /// `RSET` answered within a few seconds (an idle connection the
+    /// server closed must not cost a whole `timeout`).
     async fn alive(&self, conn: &mut Session) -> bool {
-        matches!(conn.cmd(b"RSET\r\n").await, Ok(r) if r.code == 250)
+        let check = tokio::time::timeout(ALIVE_CHECK.min(self.timeout), conn.cmd(b"RSET\r\n"));
+        matches!(check.await, Ok(Ok(r)) if r.code == 250)
     }
 }
 
@@ -410,6 +440,7 @@ pub struct SmtpTransmitter {
     attach: Option<Template>,
     text: Option<Template>,
     transfer_timeout: Duration,
+    data_timeout: Duration,
 }
 
 impl std::fmt::Debug for SmtpTransmitter {
@@ -467,6 +498,14 @@ struct Answers {
 
 fn edit(e: Refused) -> TransmitError {
     TransmitError::needs_edit(e.0)
+}
+
+/// `text` cut to `max` characters.
+fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_string(),
+    }
 }
 
 /// `a, b, c` (at most ten named, then how many more).
@@ -533,7 +572,7 @@ impl SmtpTransmitter {
                 .find_map(|(ns, name)| msg.context.get(ns, name).map(|p| p.value.to_text()))
                 .unwrap_or_else(|| "text/plain; charset=utf-8".into()),
         };
-        mail::check_content_type("content_type", &content_type).map_err(edit)?;
+        let content_type = mail::body_content_type("content_type", &content_type).map_err(edit)?;
         let attachment_name = match &self.attach {
             Some(t) => Some(mail::attachment_name(&self.render("attachment_name", t, msg)?)),
             None => None,
@@ -603,11 +642,18 @@ impl SmtpTransmitter {
         };
         progress.done.extend(answers.accepted.iter().cloned());
         let shown = format!("{} Message-ID <{}>", self.server.shown, mail.message_id);
+        // At most ten named, each answer cut short: the text goes into the
+        // box's records of the attempt.
         let told = |list: &[(String, String)]| {
-            list.iter()
-                .map(|(r, why)| format!("{r}: {why}"))
-                .collect::<Vec<_>>()
-                .join("; ")
+            let mut s: Vec<String> = list
+                .iter()
+                .take(10)
+                .map(|(r, why)| format!("{r}: {}", shorten(why, 200)))
+                .collect();
+            if list.len() > 10 {
+                s.push(format!("and {} more", list.len() - 10));
+            }
+            s.join("; ")
         };
         let delivered = || {
             if progress.done.is_empty() {
@@ -617,8 +663,17 @@ impl SmtpTransmitter {
             }
         };
         if !answers.deferred.is_empty() {
+            let refused = if answers.refused.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; it refused {} for good, {}",
+                    answers.refused.len(),
+                    told(&answers.refused)
+                )
+            };
             return Err(TransmitError::retry(format!(
-                "{shown}: the server put off {} recipient(s), {}{}",
+                "{shown}: the server put off {} recipient(s), {}{refused}{}",
                 answers.deferred.len(),
                 told(&answers.deferred),
                 delivered()
@@ -729,12 +784,12 @@ impl SmtpTransmitter {
         out.flush()
             .await
             .map_err(|e| TransmitError::retry(s.failed("ending the mail", e)))?;
-        let r = tokio::time::timeout(s.timeout, c.read())
+        let r = tokio::time::timeout(self.data_timeout, c.read())
             .await
             .map_err(|_| {
                 TransmitError::retry(s.failed(
                     "waiting for the answer to the mail",
-                    format!("none within {:?}", s.timeout),
+                    format!("none within data_timeout ({:?})", self.data_timeout),
                 ))
             })?
             .map_err(|e| cmd("reading the answer to the mail", e))?;

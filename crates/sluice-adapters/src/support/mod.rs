@@ -20,6 +20,8 @@
 //! - [`pool`]: a bounded pool of connections to one server, checked before reuse;
 //! - [`remote`]: a file-transfer URL (`ftp://`, `sftp://`) checked, and a
 //!   TCP connection to it within limits;
+//! - [`mime`] (feature `mail`): a mail split into its parts as it
+//!   streams, each decoded, within limits of depth, parts and header size;
 //! - [`retry`]: when a polled source tries a failed item again (doubling waits);
 //! - [`guard`]: what keeps one client from holding a listener shut (caps on
 //!   connections and uploads per listener and per client address, the
@@ -38,6 +40,8 @@ pub mod fd;
 #[cfg(any(feature = "ftp", feature = "sftp"))]
 pub mod fetch;
 pub mod guard;
+#[cfg(feature = "mail")]
+pub mod mime;
 pub mod names;
 pub mod net;
 pub mod poll;

@@ -345,4 +345,47 @@ pub async fn progress_and_where_delivered_are_kept(h: &impl Harness) {
             (tracked::COMPLETED.into(), Some("b".into()), Some("/out/x.xml".into())),
         ]
     );
+    // A resubmission to the same port goes on from there too; the other
+    // port's entry of the new message starts from nothing.
+    b.publish(msg("x", 2)).await.unwrap();
+    let l = lease_one(&*b, "a").await;
+    let sid = b
+        .suspend(l.token, &fail("550").with_progress(Some("p2".into())))
+        .await
+        .unwrap();
+    let _ = lease_one(&*b, "b").await;
+    let again = b
+        .resubmit(
+            sid,
+            Resubmission {
+                context: None,
+                parts: None,
+            },
+        )
+        .await
+        .unwrap();
+    let l = lease_one(&*b, "a").await;
+    assert_eq!((l.message_id, l.progress.as_deref()), (again.message_id, Some("p2")));
+    b.ack(l.token).await.unwrap();
+    let other = lease_one(&*b, "b").await;
+    assert_eq!((other.message_id, other.progress), (again.message_id, None));
+    b.ack(other.token).await.unwrap();
+    // A port removed with entries queued keeps their progress with the
+    // suspended entries: put back and resumed, it goes on.
+    b.publish(msg("x", 3)).await.unwrap();
+    let l = lease_one(&*b, "a").await;
+    b.nack(l.token, T0, &fail("451").with_progress(Some("p3".into())))
+        .await
+        .unwrap();
+    b.unsubscribe("a").await.unwrap();
+    b.subscribe(sub("a", r#"t.kind == "x""#)).await.unwrap();
+    let held = b.list_suspended(&SuspendedQuery::default(), None, 10).await.unwrap();
+    let sid = held
+        .iter()
+        .find(|s| s.subscriber.as_deref() == Some("a"))
+        .expect("the removed port's entry, suspended")
+        .id;
+    b.resume(sid).await.unwrap();
+    let l = lease_one(&*b, "a").await;
+    assert_eq!(l.progress.as_deref(), Some("p3"));
 }
