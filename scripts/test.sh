@@ -15,6 +15,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { printf '==> %s\n' "$*"; }
+# Debian packages; waits up to 5 minutes for another apt (an unattended
+# upgrade on a fresh machine) to let go of its lock.
+apt_install() {
+  apt-get -o DPkg::Lock::Timeout=300 update -qq &&
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq "$@"
+}
 
 command -v cargo >/dev/null || { echo "cargo is missing: install the Rust toolchain (rustup)" >&2; exit 1; }
 if [ "$(id -u)" != 0 ]; then
@@ -34,14 +40,14 @@ for tool in "${TOOLS[@]}"; do
   read -r cmd pkg <<<"$tool"
   command -v "$cmd" >/dev/null 2>&1 && continue
   say "installing $pkg"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg"
+  apt_install "$pkg"
 done
 
 # OpenSSH's sshd serves SFTP to the SFTP adapter's tests (each test starts
 # its own on a free port); /usr/sbin may not be on a non-root PATH.
 if [ ! -x /usr/sbin/sshd ]; then
   say "installing openssh-server"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server
+  apt_install openssh-server
 fi
 
 # Dovecot serves IMAP and POP3 to the mail adapters' tests (kit::dovecot
@@ -49,8 +55,18 @@ fi
 # is not needed.
 if [ ! -x /usr/sbin/dovecot ]; then
   say "installing dovecot-core dovecot-imapd dovecot-pop3d"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-core dovecot-imapd dovecot-pop3d
+  apt_install dovecot-core dovecot-imapd dovecot-pop3d
   service dovecot stop >/dev/null 2>&1 || systemctl stop dovecot >/dev/null 2>&1 || true
+fi
+
+# vsftpd serves FTPS with implicit TLS to the FTP adapter's tests
+# (kit::vsftpd starts its own on free ports, as root: it makes a
+# throwaway system user); the system service the package may start is not
+# needed.
+if [ ! -x /usr/sbin/vsftpd ]; then
+  say "installing vsftpd"
+  apt_install vsftpd
+  service vsftpd stop >/dev/null 2>&1 || systemctl stop vsftpd >/dev/null 2>&1 || true
 fi
 
 # Python tools the tests drive, in a virtual environment of their own under
@@ -62,7 +78,7 @@ PY_TOOLS="schemathesis==4.32.5 aiosmtpd==1.4.6"
 if [ "$(cat "$TOOLS_VENV/.installed" 2>/dev/null)" != "$PY_TOOLS" ]; then
   if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     say "installing python3-venv"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+    apt_install python3-venv
   fi
   say "installing $PY_TOOLS into $TOOLS_VENV"
   rm -rf "$TOOLS_VENV"
@@ -79,7 +95,7 @@ for svc in "${SERVICES[@]}"; do
   if port_open "$port"; then continue; fi
   if ! command -v "${start%% *}" >/dev/null 2>&1; then
     say "installing $pkg for $name"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg"
+    apt_install "$pkg"
   fi
   say "starting $name"
   eval "$start"

@@ -9,10 +9,14 @@
 //!
 //! Compiled for this crate's tests and, with the `kit` feature, for others.
 
-#[cfg(feature = "smtp")]
+#[cfg(feature = "mail")]
 pub mod dovecot;
 #[cfg(feature = "smtp")]
 pub mod smtpd;
+#[cfg(feature = "sftp")]
+pub mod sshd;
+#[cfg(feature = "ftp")]
+pub mod vsftpd;
 
 /// A port of 127.0.0.1 free now (for a server a test starts).
 pub fn free_port() -> u16 {
@@ -33,8 +37,6 @@ pub(crate) fn certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::pa
     std::fs::write(&k, key_pair.serialize_pem()).expect("key.pem");
     (c, k)
 }
-#[cfg(feature = "sftp")]
-pub mod sshd;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -27,6 +27,8 @@
 //! deleted only after the publish committed. A failure puts it back under
 //! its name; the next start resolves claims a crash left.
 
+#[cfg(test)]
+mod implicit_tests;
 mod receive;
 #[cfg(test)]
 mod receive_tests;

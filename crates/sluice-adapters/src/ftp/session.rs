@@ -70,7 +70,9 @@ impl Endpoint {
 pub struct Dialer {
     pub(crate) endpoint: Endpoint,
     pub password: Secret,
-    pub tls: Option<tokio_rustls::TlsConnector>,
+    /// Each control connection makes its own connector from these
+    /// (`support::tls::own_sessions`).
+    pub tls: Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>>,
     pub connect_timeout: Duration,
     pub timeout: Duration,
     pub create_folder: bool,
@@ -116,7 +118,7 @@ impl Settings<'_> {
         }
         let tls = match endpoint.protection {
             Protection::Plain => None,
-            Protection::Explicit | Protection::Implicit => Some(crate::support::tls::client_connector(self.tls_ca)?),
+            Protection::Explicit | Protection::Implicit => Some(crate::support::tls::client_config(self.tls_ca)?),
         };
         Ok(Dialer {
             endpoint,
@@ -143,7 +145,7 @@ impl Dialer {
                 let addrs = resolve(&e.host, e.port, self.timeout).await?;
                 let connecting = AsyncRustlsFtpStream::connect_secure_implicit(
                     &addrs[..],
-                    AsyncRustlsConnector::from(tls.clone()),
+                    AsyncRustlsConnector::from(crate::support::tls::own_sessions(tls)),
                     &e.host,
                 );
                 // Connect, handshake and greeting in one call: they share
@@ -172,7 +174,10 @@ impl Dialer {
                     (Some(tls), Protection::Explicit) => self
                         .within(
                             "AUTH TLS",
-                            ftp.into_secure(AsyncRustlsConnector::from(tls.clone()), &e.host),
+                            ftp.into_secure(
+                                AsyncRustlsConnector::from(crate::support::tls::own_sessions(tls)),
+                                &e.host,
+                            ),
                         )
                         .await?
                         .map_err(step("AUTH TLS"))?,

@@ -78,6 +78,13 @@ pub fn ca_certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'sta
 /// the PEM file `tls_ca` (the setting's name in errors).
 #[cfg(any(feature = "ftp", feature = "smtp"))]
 pub fn client_connector(tls_ca: Option<&Path>) -> Result<tokio_rustls::TlsConnector, AdapterError> {
+    Ok(tokio_rustls::TlsConnector::from(client_config(tls_ca)?))
+}
+
+/// The settings of [`client_connector`], for a client that makes a
+/// connector of its own per connection ([`own_sessions`]).
+#[cfg(any(feature = "ftp", feature = "smtp"))]
+pub fn client_config(tls_ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, AdapterError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = tls_ca {
@@ -92,5 +99,18 @@ pub fn client_connector(tls_ca: Option<&Path>) -> Result<tokio_rustls::TlsConnec
         .map_err(|e| AdapterError::Config(format!("TLS: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    Ok(Arc::new(config))
+}
+
+/// A connector with `config`'s settings and a session cache of its own:
+/// the TLS sessions its connections resume are theirs alone. An FTP
+/// control connection's data connections must resume its session
+/// (vsftpd's `require_ssl_reuse`); with one cache for a pool of control
+/// connections, a new one could take the ticket another's data connection
+/// needed.
+#[cfg(feature = "ftp")]
+pub fn own_sessions(config: &rustls::ClientConfig) -> tokio_rustls::TlsConnector {
+    let mut c = config.clone();
+    c.resumption = rustls::client::Resumption::in_memory_sessions(8);
+    tokio_rustls::TlsConnector::from(Arc::new(c))
 }
