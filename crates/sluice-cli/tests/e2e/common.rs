@@ -27,6 +27,11 @@ impl Node {
             .append(true)
             .open(log)
             .expect("log file");
+        // Counted before the start: a node that comes up before this
+        // thread looks again must not be taken for an earlier run.
+        let before = std::fs::read_to_string(log)
+            .map(|s| s.matches("node running").count())
+            .unwrap_or(0);
         let child = cmd
             .args(["serve", "--config"])
             .arg(config)
@@ -35,9 +40,6 @@ impl Node {
             .stderr(log_file)
             .spawn()
             .expect("start sluice serve");
-        let before = std::fs::read_to_string(log)
-            .map(|s| s.matches("node running").count())
-            .unwrap_or(0);
         let mut node = Node {
             child: Some(child),
             log: log.to_path_buf(),
