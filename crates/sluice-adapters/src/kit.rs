@@ -27,6 +27,50 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The last `n` lines of the file at `path` (or why it cannot be read),
+/// for a fixture's panic message.
+#[cfg(any(feature = "mail", feature = "ftp"))]
+pub fn tail_of(path: &std::path::Path, n: usize) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        }
+        Err(e) => format!("({}: {e})", path.display()),
+    }
+}
+
+/// Wait up to `limit` until a server a fixture started is up: `missing`
+/// says what is not answering yet (`None`: all is). If `child` exits first
+/// or the time runs out, panic naming `server`, what was missing, and the
+/// last 30 lines of each of `logs` (label, file).
+#[cfg(any(feature = "mail", feature = "ftp"))]
+pub fn wait_until_up(
+    child: &mut std::process::Child,
+    server: &str,
+    limit: std::time::Duration,
+    mut missing: impl FnMut() -> Option<String>,
+    logs: &[(&str, std::path::PathBuf)],
+) {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let Some(what) = missing() else { return };
+        let exited = child.try_wait().ok().flatten();
+        if exited.is_some() || std::time::Instant::now() >= deadline {
+            let why = match exited {
+                Some(status) => format!("exited ({status})"),
+                None => format!("{what} within {} s", limit.as_secs()),
+            };
+            let shown: Vec<String> = logs
+                .iter()
+                .map(|(label, path)| format!("{label} ({}):\n{}", path.display(), tail_of(path, 30)))
+                .collect();
+            panic!("{server} {why}; {}", shown.join("\n"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// A certificate for `localhost` and its key, as PEM files in `dir`.
 #[cfg(test)]
 pub(crate) fn certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {

@@ -39,7 +39,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const DOVECOT: &str = "/usr/sbin/dovecot";
 
@@ -152,17 +152,6 @@ pub fn flags_of(path: &Path) -> String {
     match name.split_once(":2,") {
         Some((_, flags)) => flags.to_string(),
         None => String::new(),
-    }
-}
-
-/// The last `n` lines of the file at `path` (or why there are none).
-fn tail(path: &Path, n: usize) -> String {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(n)..].join("\n")
-        }
-        Err(e) => format!("({}: {e})", path.display()),
     }
 }
 
@@ -389,7 +378,6 @@ impl Dovecot {
 
     /// Wait until every port answers, or panic with the end of its log.
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + START_TIMEOUT;
         let mut waiting: Vec<(u16, bool)> = vec![(self.imap_port, true), (self.pop3_port, true)];
         waiting.extend(
             self.imaps_port
@@ -397,30 +385,25 @@ impl Dovecot {
                 .chain(self.pop3s_port.iter())
                 .map(|p| (*p, false)),
         );
-        loop {
-            waiting.retain(|(port, greeting)| !answers(*port, *greeting));
-            if waiting.is_empty() {
-                return;
-            }
-            let exited = self.child.try_wait().ok().flatten();
-            if exited.is_some() || Instant::now() >= deadline {
-                let why = match exited {
-                    Some(status) => format!("exited ({status})"),
-                    None => format!(
-                        "did not answer on port(s) {:?} within {} s",
-                        waiting.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
-                        START_TIMEOUT.as_secs()
-                    ),
-                };
-                panic!(
-                    "Dovecot {why}; its log ({}):\n{}\nits stderr:\n{}",
-                    self.dir.join("dovecot.log").display(),
-                    tail(&self.dir.join("dovecot.log"), 30),
-                    tail(&self.dir.join("dovecot.stderr"), 30),
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let logs = [
+            ("its log", self.dir.join("dovecot.log")),
+            ("its stderr", self.dir.join("dovecot.stderr")),
+        ];
+        super::wait_until_up(
+            &mut self.child,
+            "Dovecot",
+            START_TIMEOUT,
+            || {
+                waiting.retain(|(port, greeting)| !answers(*port, *greeting));
+                (!waiting.is_empty()).then(|| {
+                    format!(
+                        "did not answer on port(s) {:?}",
+                        waiting.iter().map(|(p, _)| *p).collect::<Vec<_>>()
+                    )
+                })
+            },
+            &logs,
+        );
     }
 
     /// Dovecot's log so far.

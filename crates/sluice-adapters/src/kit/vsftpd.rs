@@ -238,17 +238,6 @@ fn id(args: &[&str]) -> Option<String> {
     Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// The last `n` lines of the file at `path` (or why there are none).
-fn tail(path: &Path, n: usize) -> String {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(n)..].join("\n")
-        }
-        Err(e) => format!("({}: {e})", path.display()),
-    }
-}
-
 /// `count` consecutive ports of 127.0.0.1 free now: the first and last.
 fn free_ports(count: u16) -> (u16, u16) {
     for _ in 0..100 {
@@ -446,36 +435,28 @@ impl Vsftpd {
 
     /// Wait until its port takes connections, or panic with its log.
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
+        let port = self.port;
+        let logs = [
+            ("its log", self.dir.join("vsftpd.log")),
+            ("its output", self.dir.join("vsftpd.stderr")),
+        ];
+        super::wait_until_up(
+            &mut self.child,
+            "vsftpd",
+            START_TIMEOUT,
             // A connection and no TLS handshake: its session ends at once.
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            let exited = self.child.try_wait().ok().flatten();
-            if exited.is_some() || Instant::now() >= deadline {
-                let why = match exited {
-                    Some(status) => format!("exited ({status})"),
-                    None => format!(
-                        "did not listen on port {} within {} s",
-                        self.port,
-                        START_TIMEOUT.as_secs()
-                    ),
-                };
-                panic!(
-                    "vsftpd {why}; its log ({}):\n{}\nits output:\n{}",
-                    self.dir.join("vsftpd.log").display(),
-                    self.log_tail(30),
-                    tail(&self.dir.join("vsftpd.stderr"), 30),
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            || {
+                std::net::TcpStream::connect(("127.0.0.1", port))
+                    .is_err()
+                    .then(|| format!("did not listen on port {port}"))
+            },
+            &logs,
+        );
     }
 
     /// The last `n` lines of its log (protocol, transfers, TLS).
     pub fn log_tail(&self, n: usize) -> String {
-        tail(&self.dir.join("vsftpd.log"), n)
+        super::tail_of(&self.dir.join("vsftpd.log"), n)
     }
 
     /// The user's login folder, where the tests put and find files.
