@@ -203,13 +203,7 @@ impl SmtpSendConfig {
         if !matches!(parsed.path(), "" | "/") || parsed.query().is_some() || parsed.fragment().is_some() {
             return Err(bad("an SMTP URL is only smtp://host:port".into()));
         }
-        let host = parsed
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| bad("it names no host".into()))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
+        let host = crate::support::remote::host_of(&parsed).ok_or_else(|| bad("it names no host".into()))?;
         let port = parsed.port().unwrap_or(default_port);
         if implicit_tls && self.starttls.is_some() {
             return Err(bad("`starttls` is for smtp://; smtps:// is TLS from the start".into()));

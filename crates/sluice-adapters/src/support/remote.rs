@@ -64,13 +64,7 @@ impl RemoteUrl {
                     .into(),
             ));
         }
-        let host = parsed
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| bad("it names no host".into()))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
+        let host = host_of(&parsed).ok_or_else(|| bad("it names no host".into()))?;
         let user = percent_decode_str(parsed.username())
             .decode_utf8()
             .map_err(|_| bad("the user name is not UTF-8".into()))?
@@ -123,6 +117,14 @@ impl RemoteUrl {
             folder => format!("{folder}/{name}"),
         }
     }
+}
+
+/// The host a URL names, as a connection takes it (an IPv6 address without
+/// its brackets); `None` if it names none.
+pub fn host_of(url: &url::Url) -> Option<String> {
+    url.host_str()
+        .filter(|h| !h.is_empty())
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string())
 }
 
 /// The addresses of `host:port`, resolved within `timeout`.
