@@ -318,21 +318,11 @@ async fn tls_and_login_failures_are_clear_and_never_show_the_password() {
     assert!(!plain.wait_for(1, Duration::from_secs(5))[0].tls);
 
     let t = tls_server(true);
-    let e = config(&format!(
-        r#"url = "{}"
-           tls_ca = "{}"
-           username = "sluice"
-           password = "wrong-Pw-123"
-           from = "ops@sluice.example"
-           to = "a@x.example""#,
-        t.server.url(false),
-        t.ca.display()
-    ))
-    .build()
-    .unwrap()
-    .transmit(&message(&[]), body(b"x"))
-    .await
-    .unwrap_err();
+    let e = t
+        .port("username = \"sluice\"\npassword = \"wrong-Pw-123\"\nto = \"a@x.example\"")
+        .transmit(&message(&[]), body(b"x"))
+        .await
+        .unwrap_err();
     assert!(
         e.retryable && e.message.contains("logging in as sluice"),
         "{}",
