@@ -50,17 +50,18 @@ impl Acks {
 async fn run(mbox: Arc<dyn MessageBox>, mut rx: mpsc::Receiver<Queued>) {
     let mut group: Vec<Queued> = Vec::with_capacity(GROUP);
     while rx.recv_many(&mut group, GROUP).await > 0 {
-        let acks: Vec<Ack> = group.iter().map(|(a, _)| a.clone()).collect();
+        // The acks move out of the group (no copy of their texts).
+        let (acks, replies): (Vec<Ack>, Vec<Reply>) = group.drain(..).unzip();
         match mbox.ack_many(&acks).await {
             Ok(outcomes) => {
                 // A reply without an outcome (none: a backend's bug) is
                 // dropped, and its delivery sees the box as closed.
-                for ((_, reply), outcome) in group.drain(..).zip(outcomes) {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(outcome);
                 }
             }
             Err(e) => {
-                for (_, reply) in group.drain(..) {
+                for reply in replies {
                     let _ = reply.send(Err(same(&e)));
                 }
             }
