@@ -110,6 +110,9 @@ pub struct Submission {
     pub id: MessageId,
     pub context: Context,
     pub body: Vec<u8>,
+    /// Its other parts ([`Publisher::submit_parts`]), name and bytes, in
+    /// the order they were stored.
+    pub parts: Vec<(String, Vec<u8>)>,
 }
 
 /// A [`Publisher`] that records what it publishes and can be made to fail.
@@ -164,6 +167,26 @@ impl FakePublisher {
     pub fn attempts(&self) -> usize {
         self.attempts.load(Ordering::SeqCst)
     }
+
+    /// Keep `s` as published, as the mode says (or fail, or wait).
+    async fn record(&self, s: Submission) -> Result<Receipt, SubmitError> {
+        loop {
+            let notified = self.changed.notified();
+            match self.mode() {
+                Mode::Publish => break,
+                Mode::Fail => return Err(SubmitError::new("the fake box is full")),
+                Mode::Hold => notified.await,
+            }
+        }
+        let id = s.id;
+        if let Ok(mut p) = self.published.lock() {
+            p.push(s);
+        }
+        Ok(Receipt {
+            messages: vec![id],
+            unrouted: false,
+        })
+    }
 }
 
 #[async_trait]
@@ -174,25 +197,51 @@ impl Publisher for FakePublisher {
         body.read_to_end(&mut bytes)
             .await
             .map_err(|e| SubmitError::new(format!("reading the body: {e}")))?;
-        loop {
-            let notified = self.changed.notified();
-            match self.mode() {
-                Mode::Publish => break,
-                Mode::Fail => return Err(SubmitError::new("the fake box is full")),
-                Mode::Hold => notified.await,
+        self.record(Submission {
+            id,
+            context,
+            body: bytes,
+            parts: Vec::new(),
+        })
+        .await
+    }
+
+    async fn submit_parts(
+        &self,
+        id: MessageId,
+        context: Context,
+        parts: &mut dyn crate::PartSource,
+    ) -> Result<Receipt, SubmitError> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        let failed = |e: std::io::Error| SubmitError::new(format!("reading the message's parts: {e}"));
+        let (mut body, mut others) = (None, Vec::new());
+        while let Some(mut part) = parts.next_part().await.map_err(failed)? {
+            let mut bytes = Vec::new();
+            part.body.read_to_end(&mut bytes).await.map_err(failed)?;
+            if part.is_body && body.is_none() {
+                body = Some(bytes);
+            } else {
+                others.push((part.name, bytes));
             }
         }
-        if let Ok(mut p) = self.published.lock() {
-            p.push(Submission {
-                id,
-                context,
-                body: bytes,
-            });
-        }
-        Ok(Receipt {
-            messages: vec![id],
-            unrouted: false,
+        self.record(Submission {
+            id,
+            context,
+            body: body.unwrap_or_default(),
+            parts: others,
         })
+        .await
+    }
+
+    async fn held(&self, max: usize) -> Result<Vec<(MessageId, Context)>, SubmitError> {
+        let settled = self.settled();
+        Ok(self
+            .published()
+            .into_iter()
+            .filter(|p| !settled.contains(&p.id) && !self.unheld().contains(&p.id))
+            .take(max)
+            .map(|p| (p.id, p.context))
+            .collect())
     }
 
     async fn suspend(

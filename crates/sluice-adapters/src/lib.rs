@@ -36,9 +36,13 @@ pub mod file;
 pub mod ftp;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "imap")]
+pub mod imap;
 #[cfg(any(test, feature = "kit"))]
 pub mod kit;
 pub mod macros;
+#[cfg(feature = "pop3")]
+pub mod pop3;
 mod registry;
 #[cfg(feature = "sftp")]
 pub mod sftp;
@@ -146,6 +150,30 @@ pub trait Publisher: Send + Sync {
     /// one submitted [unheld](Self::submit_unheld) may be delivered and
     /// gone, so this says nothing about it).
     async fn is_published(&self, id: MessageId) -> Result<bool, SubmitError>;
+    /// Publish one message of several parts that come one after another
+    /// from one stream (a mail: its text and its attachments): `parts`
+    /// yields each in order, and each part's body is read to its end
+    /// before the next is asked for. The part marked
+    /// [`is_body`](IncomingPart::is_body) (the first such; an empty body
+    /// when none is) runs through the location's pipeline and becomes the
+    /// message's first part; the others are stored as they are, after it,
+    /// in the order they came. An error from `parts` (a broken structure,
+    /// the stream cut off) publishes nothing. Held as
+    /// [`submit`](Self::submit)'s messages are. A pipeline that debatches
+    /// takes a body alone: with other parts, the submission is refused.
+    async fn submit_parts(
+        &self,
+        id: MessageId,
+        context: Context,
+        parts: &mut dyn PartSource,
+    ) -> Result<Receipt, SubmitError>;
+    /// The messages this location published and still holds (not yet
+    /// [`settled`](Self::settled)), with their contexts, at most `max`: for
+    /// a source that keeps its claims in the box instead of at its peer (a
+    /// POP3 mailbox cannot rename a mail): in [`Source::recover`] it finds
+    /// what a crash left published but not deleted by a property it
+    /// promoted (the mail's UIDL).
+    async fn held(&self, max: usize) -> Result<Vec<(MessageId, Context)>, SubmitError>;
     /// Where message `id` is now, in words: queued for whom, attempts,
     /// suspended where, or gone (delivered). Said when a request-response
     /// location gives up waiting (504). `detailed` (for the log, not for a
@@ -154,6 +182,24 @@ pub trait Publisher: Send + Sync {
     async fn whereabouts(&self, _id: MessageId, _detailed: bool) -> String {
         "not known".into()
     }
+}
+
+/// One part of a message that comes in parts ([`Publisher::submit_parts`]).
+pub struct IncomingPart {
+    /// The part's name in the message (a mail attachment's file name).
+    pub name: String,
+    pub body: Body,
+    /// This part is the message's body: the one its pipeline reads.
+    pub is_body: bool,
+}
+
+/// The parts of one message, one after another ([`Publisher::submit_parts`]).
+#[async_trait]
+pub trait PartSource: Send {
+    /// The next part; `None` after the last, once the whole message was
+    /// read and found sound. The previous part's body must have been read
+    /// to its end.
+    async fn next_part(&mut self) -> std::io::Result<Option<IncomingPart>>;
 }
 
 /// Admission to the host's in-flight budget (throttling). A source asks
@@ -412,6 +458,8 @@ registry::adapters! {
         #[cfg(feature = "http")] http => http::HttpReceiveConfig,
         #[cfg(feature = "ftp")] ftp => ftp::FtpReceiveConfig,
         #[cfg(feature = "sftp")] sftp => sftp::SftpReceiveConfig,
+        #[cfg(feature = "pop3")] pop3 => pop3::Pop3ReceiveConfig,
+        #[cfg(feature = "imap")] imap => imap::ImapReceiveConfig,
     }
     send {
         #[cfg(feature = "file")] file => file::FileSendConfig,

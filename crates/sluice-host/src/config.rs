@@ -1733,7 +1733,10 @@ adapter = { type = "http", url = "http://127.0.0.1:2/", mode = "solicit-response
             e.contains("unknown variant `gopher`, expected one of `file`, `http`, `ftp`, `sftp`"),
             "{e}"
         );
-        assert_eq!(ReceiveAdapterConfig::kinds(), ["file", "http", "ftp", "sftp"]);
+        assert_eq!(
+            ReceiveAdapterConfig::kinds(),
+            ["file", "http", "ftp", "sftp", "pop3", "imap"]
+        );
         assert_eq!(
             SendAdapterConfig::kinds(),
             ["file", "http", "chaos", "ftp", "sftp", "smtp"]

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sluice_adapters::{Body, Publisher, Receipt, SubmitError};
-use sluice_content::{WriteOptions, write_part};
+use sluice_adapters::{Body, IncomingPart, PartSource, Publisher, Receipt, SubmitError};
+use sluice_content::{Part, WriteOptions, write_part};
 use sluice_model::{Context, MessageId};
 use sluice_msgbox::{Failure, MessageBox, NewMessage, Routed, StagedMessage};
 use sluice_pipeline::{Emit, EmitError, PipelineError, ReceivePipeline};
@@ -352,28 +352,140 @@ impl LocationPublisher {
         body: Body,
         hold: bool,
     ) -> Result<Receipt, SubmitError> {
-        let mut out = Collector {
+        let mut out = self.collector(id, &context, hold);
+        self.run_pipeline(context, body, &mut out).await?;
+        if self.pipeline.disassembles() {
+            self.commit_interchange(&mut out).await
+        } else {
+            self.publish_messages(&mut out).await
+        }
+    }
+
+    fn collector(&self, id: MessageId, context: &Context, hold: bool) -> Collector<'_> {
+        Collector {
             publisher: self,
             source_id: id,
-            source: message_log::source(&context),
+            source: message_log::source(context),
             first_used: false,
             hold,
             messages: Vec::new(),
             batch: Vec::new(),
             batch_bytes: 0,
             staged: 0,
-        };
-        if let Err(e) = self.pipeline.run(context, body, &mut out).await {
+        }
+    }
+
+    /// Run the pipeline over `body` into `out`; on failure, drop what it
+    /// wrote.
+    async fn run_pipeline(&self, context: Context, body: Body, out: &mut Collector<'_>) -> Result<(), SubmitError> {
+        if let Err(e) = self.pipeline.run(context, body, out).await {
             out.discard().await;
             return Err(match e.stage_failure() {
                 Some(p) => SubmitError::rejected_in(p.stage, &p.component, p.to_string()),
                 None => SubmitError::new(format!("receive location `{}`: {e}", self.location)),
             });
         }
-        if self.pipeline.disassembles() {
-            self.commit_interchange(&mut out).await
+        Ok(())
+    }
+
+    /// Store `part` as it is (a message's part besides its body).
+    async fn store_part(&self, part: IncomingPart, stored: &mut Vec<Part>) -> Result<(), SubmitError> {
+        let IncomingPart { name, mut body, .. } = part;
+        let written = write_part(&*self.mbox.content(), &name, &mut body, WriteOptions::default())
+            .await
+            .map_err(|e| {
+                SubmitError::new(format!(
+                    "receive location `{}`: storing part `{name}`: {e}",
+                    self.location
+                ))
+            })?;
+        stored.push(written);
+        Ok(())
+    }
+
+    /// The parts of `parts` up to the body (stored into `stored`), and the
+    /// body; `None` when the message has none.
+    async fn parts_before_body(
+        &self,
+        parts: &mut dyn PartSource,
+        stored: &mut Vec<Part>,
+    ) -> Result<Option<Body>, SubmitError> {
+        loop {
+            match parts.next_part().await {
+                Ok(Some(p)) if p.is_body => return Ok(Some(p.body)),
+                Ok(Some(p)) => self.store_part(p, stored).await?,
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(self.parts_error(e)),
+            }
+        }
+    }
+
+    /// The parts after the body, stored into `stored`.
+    async fn parts_after_body(&self, parts: &mut dyn PartSource, stored: &mut Vec<Part>) -> Result<(), SubmitError> {
+        loop {
+            match parts.next_part().await {
+                Ok(Some(p)) => self.store_part(p, stored).await?,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(self.parts_error(e)),
+            }
+        }
+    }
+
+    fn parts_error(&self, e: std::io::Error) -> SubmitError {
+        SubmitError::new(format!(
+            "receive location `{}`: reading the message's parts: {e}",
+            self.location
+        ))
+    }
+
+    /// [`Publisher::submit_parts`] once the parts are open: what to drop on
+    /// failure is in `stored` and the collector.
+    async fn publish_parts(
+        &self,
+        id: MessageId,
+        context: Context,
+        parts: &mut dyn PartSource,
+        stored: &mut Vec<Part>,
+    ) -> Result<Receipt, SubmitError> {
+        let body = self.parts_before_body(parts, stored).await?;
+        let ended = body.is_none();
+        let mut out = self.collector(id, &context, true);
+        self.run_pipeline(context, body.unwrap_or_else(|| Box::new(tokio::io::empty())), &mut out)
+            .await?;
+        let after = if ended {
+            Ok(())
         } else {
-            self.publish_messages(&mut out).await
+            self.parts_after_body(parts, stored).await
+        };
+        if let Err(e) = after {
+            out.discard().await;
+            return Err(e);
+        }
+        if self.pipeline.disassembles() {
+            if !stored.is_empty() {
+                out.discard().await;
+                return Err(SubmitError::new(format!(
+                    "receive location `{}`: its pipeline debatches, so it takes a body alone, and message {id} has {} \
+                     other part(s)",
+                    self.location,
+                    stored.len()
+                )));
+            }
+            return self.commit_interchange(&mut out).await;
+        }
+        match out.messages.first_mut() {
+            Some(first) => first.parts.append(stored),
+            None => discard_stored(&*self.mbox, std::mem::take(stored)).await,
+        }
+        self.publish_messages(&mut out).await
+    }
+}
+
+/// Abort the stored content of parts that will not be published.
+async fn discard_stored(mbox: &dyn MessageBox, parts: Vec<Part>) {
+    for p in parts {
+        if let Some(content) = p.stored_content() {
+            let _ = mbox.content().abort(content).await;
         }
     }
 }
@@ -386,6 +498,43 @@ impl Publisher for LocationPublisher {
 
     async fn submit_unheld(&self, id: MessageId, context: Context, body: Body) -> Result<Receipt, SubmitError> {
         self.run_and_publish(id, context, body, false).await
+    }
+
+    async fn submit_parts(
+        &self,
+        id: MessageId,
+        context: Context,
+        parts: &mut dyn PartSource,
+    ) -> Result<Receipt, SubmitError> {
+        let mut stored = Vec::new();
+        let published = self.publish_parts(id, context, parts, &mut stored).await;
+        // What is left in `stored` belongs to no message.
+        discard_stored(&*self.mbox, stored).await;
+        published
+    }
+
+    async fn held(&self, max: usize) -> Result<Vec<(MessageId, Context)>, SubmitError> {
+        let mut found = Vec::new();
+        let mut after = None;
+        let failed =
+            |e: sluice_msgbox::BoxError| SubmitError::new(format!("listing what `{}` holds: {e}", self.holder));
+        while found.len() < max {
+            let ids = self
+                .mbox
+                .held_by(&self.holder, after, (max - found.len()).min(1000))
+                .await
+                .map_err(failed)?;
+            let Some(last) = ids.last().copied() else {
+                break;
+            };
+            after = Some(last);
+            for id in ids {
+                if let Some(m) = self.mbox.message(id).await.map_err(failed)? {
+                    found.push((id, m.context));
+                }
+            }
+        }
+        Ok(found)
     }
 
     async fn settled(&self, receipt: &Receipt) -> Result<(), SubmitError> {
@@ -522,13 +671,9 @@ mod tests {
     use crate::Wakers;
     use crate::metrics::Metrics;
 
-    /// A source with a copy of its own (a file) has its messages held until
-    /// it settles; one without (an HTTP request) holds nothing, so nothing
-    /// is left to release (one commit per message, not two).
-    #[tokio::test]
-    async fn an_unheld_submission_leaves_no_hold_and_a_held_one_does() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("box.db").display());
+    /// A box in `dir` where subscriber `out` takes what location `in` publishes.
+    async fn test_box(dir: &std::path::Path) -> Arc<dyn sluice_msgbox::MessageBox> {
+        let url = format!("sqlite://{}", dir.join("box.db").display());
         let opts = sluice_store::StoreOptions::new("test-node");
         let mbox = sluice_store::open_url(&url, sluice_store::Role::Node, &opts).unwrap();
         mbox.subscribe(Subscription {
@@ -537,23 +682,44 @@ mod tests {
         })
         .await
         .unwrap();
-        let publisher = |pipeline: sluice_pipeline::ReceivePipelineConfig| {
-            LocationPublisher::new(
-                "in",
-                pipeline.build().unwrap(),
-                mbox.clone(),
-                Arc::new(Wakers::default()),
-                Metrics::new(),
-            )
-        };
-        let p = publisher(Default::default());
-        // An interchange: its first record carries the hold.
-        let lines = publisher(sluice_pipeline::ReceivePipelineConfig {
+        mbox
+    }
+
+    /// The publisher of location `in` with `pipeline`.
+    fn location(
+        mbox: &Arc<dyn sluice_msgbox::MessageBox>,
+        pipeline: sluice_pipeline::ReceivePipelineConfig,
+    ) -> LocationPublisher {
+        LocationPublisher::new(
+            "in",
+            pipeline.build().unwrap(),
+            mbox.clone(),
+            Arc::new(Wakers::default()),
+            Metrics::new(),
+        )
+    }
+
+    /// A pipeline that debatches lines, one record each.
+    fn lines_pipeline() -> sluice_pipeline::ReceivePipelineConfig {
+        sluice_pipeline::ReceivePipelineConfig {
             disassemble: Some(sluice_pipeline::DisassembleConfig::Lines(
                 toml::from_str("batch = 1").unwrap(),
             )),
             ..Default::default()
-        });
+        }
+    }
+
+    /// A source with a copy of its own (a file) has its messages held until
+    /// it settles; one without (an HTTP request) holds nothing, so nothing
+    /// is left to release (one commit per message, not two).
+    #[tokio::test]
+    async fn an_unheld_submission_leaves_no_hold_and_a_held_one_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let mbox = test_box(dir.path()).await;
+        let publisher = |pipeline| location(&mbox, pipeline);
+        let p = publisher(Default::default());
+        // An interchange: its first record carries the hold.
+        let lines = publisher(lines_pipeline());
         let submit_to = |p: &'static LocationPublisher, held: bool| async move {
             let id = MessageId::new();
             let mut ctx = Context::new();
@@ -603,6 +769,101 @@ mod tests {
         .unwrap();
         assert!(mbox.held_by("receive:in", None, 10).await.unwrap().is_empty());
         assert_eq!(mbox.message(held).await.unwrap().unwrap().refs, 1);
+    }
+
+    /// Parts that come one after another from one stream (a mail): the one
+    /// marked body runs through the pipeline and comes first, the others
+    /// follow in order, stored as they are; a broken stream publishes
+    /// nothing and leaves no content behind; a debatching pipeline refuses
+    /// other parts; what was published is found by `held` until settled.
+    #[tokio::test]
+    async fn a_message_in_parts_is_published_whole_or_not_at_all() {
+        use sluice_adapters::{IncomingPart, PartSource};
+        use tokio::io::AsyncReadExt;
+
+        struct Parts(Vec<std::io::Result<IncomingPart>>);
+        #[async_trait::async_trait]
+        impl PartSource for Parts {
+            async fn next_part(&mut self) -> std::io::Result<Option<IncomingPart>> {
+                if self.0.is_empty() {
+                    return Ok(None);
+                }
+                self.0.remove(0).map(Some)
+            }
+        }
+        let part = |name: &str, body: Vec<u8>, is_body: bool| {
+            Ok(IncomingPart {
+                name: name.into(),
+                body: Box::new(std::io::Cursor::new(body)),
+                is_body,
+            })
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mbox = test_box(dir.path()).await;
+        let publisher = |pipeline| location(&mbox, pipeline);
+        let p = publisher(Default::default());
+        let mut ctx = Context::new();
+        ctx.promote("receive", "location", "in");
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let id = MessageId::new();
+        let mut parts = Parts(vec![
+            part("before.pdf", big.clone(), false),
+            part("body.txt", b"the text".to_vec(), true),
+            part("after.xml", b"<a/>".to_vec(), false),
+        ]);
+        p.submit_parts(id, ctx.clone(), &mut parts).await.unwrap();
+        let m = mbox.message(id).await.unwrap().unwrap();
+        let names: Vec<&str> = m.parts.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["body", "before.pdf", "after.xml"]);
+        let mut read = Vec::new();
+        sluice_content::read_part(mbox.content(), &m.parts[1])
+            .read_to_end(&mut read)
+            .await
+            .unwrap();
+        assert!(read == big, "the stored part differs");
+        let held = p.held(10).await.unwrap();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].0, id);
+        assert!(held[0].1.promoted("receive", "location").is_some());
+        p.settled(&sluice_adapters::Receipt {
+            messages: vec![id],
+            unrouted: false,
+        })
+        .await
+        .unwrap();
+        assert!(p.held(10).await.unwrap().is_empty());
+
+        // Broken after a stored part: nothing published, nothing left.
+        let chunks = async || mbox.counts().await.unwrap().content_chunks;
+        let before = (mbox.held_by("receive:in", None, 10).await.unwrap(), chunks().await);
+        assert!(before.1 > 0, "the first message's stored part counts");
+        let broken = MessageId::new();
+        let mut parts = Parts(vec![
+            part("body.txt", b"text".to_vec(), true),
+            part("a.bin", big.clone(), false),
+            Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the mail ends inside a part",
+            )),
+        ]);
+        let e = p.submit_parts(broken, ctx.clone(), &mut parts).await.unwrap_err();
+        assert!(e.message.contains("the mail ends inside a part"), "{e}");
+        assert!(mbox.message(broken).await.unwrap().is_none());
+        assert_eq!(
+            (mbox.held_by("receive:in", None, 10).await.unwrap(), chunks().await),
+            before
+        );
+
+        // A debatching pipeline takes a body alone.
+        let lines = publisher(lines_pipeline());
+        let mut parts = Parts(vec![
+            part("body.txt", b"a\nb\n".to_vec(), true),
+            part("x.bin", big, false),
+        ]);
+        let refused = MessageId::new();
+        let e = lines.submit_parts(refused, ctx, &mut parts).await.unwrap_err();
+        assert!(e.message.contains("takes a body alone"), "{e}");
+        assert!(mbox.message(refused).await.unwrap().is_none());
     }
 
     /// A client is told where its request is, never a peer's error text

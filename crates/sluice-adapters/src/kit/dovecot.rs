@@ -448,6 +448,22 @@ impl Dovecot {
         std::fs::rename(&tmp, &new).unwrap_or_else(|e| panic!("kit::dovecot: rename into {}: {e}", new.display()));
     }
 
+    /// Make the folder `name` of `user` (Maildir++: `.name` beside the
+    /// INBOX's `cur/`, owned as the mail is); its path.
+    pub fn make_folder(&self, user: &str, name: &str) -> PathBuf {
+        let folder = self.maildir(user).join(format!(".{name}"));
+        for sub in ["", "cur", "new", "tmp"] {
+            let d = folder.join(sub);
+            std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("kit::dovecot: create {}: {e}", d.display()));
+            // SAFETY: getuid cannot fail and touches no memory of ours.
+            if unsafe { libc::getuid() } == 0 {
+                std::os::unix::fs::chown(&d, Some(self.mail_uid), Some(self.mail_gid))
+                    .unwrap_or_else(|e| panic!("kit::dovecot: chown {}: {e}", d.display()));
+            }
+        }
+        folder
+    }
+
     /// The mail files now in `user`'s INBOX (`new/` and `cur/`), in the
     /// order [`deliver`](Self::deliver) put them (by name; Dovecot keeps the
     /// name when it moves one to `cur/`): one deleted and expunged is gone;

@@ -18,19 +18,7 @@ use crate::support::pool::{Connector, Pool};
 use crate::support::secret::Secret;
 use crate::{AdapterError, Body, Delivered, OtherPart, Outbound, TransmitError, Transmitter};
 
-/// How `smtp://` protects the connection.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StartTls {
-    /// Upgrade with `STARTTLS`; refuse a server that does not offer it.
-    #[default]
-    Required,
-    /// Upgrade where the server offers it, go on in clear where not (but
-    /// never log in in clear).
-    Opportunistic,
-    /// Never upgrade: everything in clear, the password too.
-    Off,
-}
+pub use crate::support::tls::StartTls;
 
 fn default_max_connections() -> usize {
     4

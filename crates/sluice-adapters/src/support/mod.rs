@@ -22,6 +22,9 @@
 //!   TCP connection to it within limits;
 //! - [`mime`] (feature `mail`): a mail split into its parts as it
 //!   streams, each decoded, within limits of depth, parts and header size;
+//! - [`mailparts`] (feature `mail`): a mail read from a stream handed on
+//!   as a message's parts (its text, its attachments), and its headers
+//!   promoted;
 //! - [`retry`]: when a polled source tries a failed item again (doubling waits);
 //! - [`guard`]: what keeps one client from holding a listener shut (caps on
 //!   connections and uploads per listener and per client address, the
@@ -40,13 +43,23 @@ pub mod fd;
 #[cfg(any(feature = "ftp", feature = "sftp"))]
 pub mod fetch;
 pub mod guard;
+#[cfg(all(test, feature = "mail"))]
+pub(crate) mod mail_tests;
+#[cfg(feature = "mail")]
+pub mod mailparts;
 #[cfg(feature = "mail")]
 pub mod mime;
 pub mod names;
 pub mod net;
 pub mod poll;
 pub mod pool;
-#[cfg(any(feature = "ftp", feature = "sftp", feature = "smtp"))]
+#[cfg(any(
+    feature = "ftp",
+    feature = "sftp",
+    feature = "smtp",
+    feature = "pop3",
+    feature = "imap"
+))]
 pub mod remote;
 pub mod retry;
 pub mod secret;

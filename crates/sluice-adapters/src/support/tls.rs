@@ -11,6 +11,21 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::AdapterError;
 
+/// How a mail protocol's plain URL (`smtp://`, `pop3://`, `imap://`)
+/// protects the connection: upgraded in it (`STARTTLS`, POP3's `STLS`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartTls {
+    /// Upgrade; refuse a server that does not offer it.
+    #[default]
+    Required,
+    /// Upgrade where the server offers it, go on in clear where not (but
+    /// never log in in clear).
+    Opportunistic,
+    /// Never upgrade: everything in clear, the password too.
+    Off,
+}
+
 /// A server's TLS: its certificate chain and private key, PEM files
 /// (relative to the configuration file): `tls = { cert = "cert.pem", key = "key.pem" }`.
 #[derive(Debug, Clone, Deserialize)]
@@ -76,14 +91,14 @@ pub fn ca_certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'sta
 
 /// A TLS client: the built-in roots (Mozilla's, webpki-roots) and those of
 /// the PEM file `tls_ca` (the setting's name in errors).
-#[cfg(any(feature = "ftp", feature = "smtp"))]
+#[cfg(any(feature = "ftp", feature = "smtp", feature = "pop3", feature = "imap"))]
 pub fn client_connector(tls_ca: Option<&Path>) -> Result<tokio_rustls::TlsConnector, AdapterError> {
     Ok(tokio_rustls::TlsConnector::from(client_config(tls_ca)?))
 }
 
 /// The settings of [`client_connector`], for a client that makes a
 /// connector of its own per connection ([`own_sessions`]).
-#[cfg(any(feature = "ftp", feature = "smtp"))]
+#[cfg(any(feature = "ftp", feature = "smtp", feature = "pop3", feature = "imap"))]
 pub fn client_config(tls_ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, AdapterError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());

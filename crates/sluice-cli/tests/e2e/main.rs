@@ -20,6 +20,7 @@ mod http;
 mod inspect;
 mod isolation;
 mod logs;
+mod mail;
 mod operator;
 mod pipeline;
 mod publish;

@@ -1,0 +1,515 @@
+//! The IMAP receive location: one session on one folder; each pass takes
+//! up to `max_per_poll` mails that are not done yet, one at a time, reads
+//! each in pieces, publishes it, then deletes, moves or flags it. Between
+//! passes it waits in IDLE where the server offers it (new mail starts the
+//! next pass at once), else it logs out and polls.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use super::session::{Connect, ImapError, Security, Selected, Session, Waited};
+use crate::support::mailparts::{self, BodyPart, Choice, Parts, Received};
+use crate::support::remote::RemoteUrl;
+use crate::support::secret::Secret;
+use crate::support::tls::StartTls;
+use crate::{AdapterError, Receipt, ReceiveContext, Source};
+
+/// `adapter = { type = "imap", url = "imaps://user@host/INBOX", ... }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImapReceiveConfig {
+    /// `imap://user@host:port/folder` (143; upgraded with `STARTTLS` as
+    /// `starttls` says) or `imaps://user@host:port/folder` (993; TLS from
+    /// the first byte). The folder defaults to `INBOX`.
+    pub url: String,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// `imap://` only: `required` (default), `opportunistic` or `off`.
+    #[serde(default)]
+    pub starttls: StartTls,
+    /// A PEM file of certificate authorities trusted besides the built-in roots.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// What becomes of a mail once its message is published: `delete`
+    /// (default), `move` (to `move_to`) or `flag` (add `flag`; mails with
+    /// it are not taken again).
+    #[serde(default = "default_after")]
+    pub after: After,
+    /// The folder `after = "move"` moves to.
+    #[serde(default)]
+    pub move_to: Option<String>,
+    /// The flag `after = "flag"` adds: `\Seen`, `\Flagged` or a keyword.
+    #[serde(default = "default_flag")]
+    pub flag: String,
+    /// Which part is the message's body: `text` (default) or `attachment`.
+    #[serde(default = "mailparts::defaults::body")]
+    pub body: BodyPart,
+    /// `all` (default): the mail's other parts follow the body in the
+    /// message; `body`: they are dropped.
+    #[serde(default = "mailparts::defaults::parts")]
+    pub parts: Parts,
+    /// Wait in IDLE for new mail where the server offers it (default);
+    /// else poll every `poll_interval`.
+    #[serde(default = "default_idle")]
+    pub idle: bool,
+    /// Between polls without IDLE; also how long one IDLE lasts at most
+    /// before the folder is searched again (at least every 25 minutes).
+    #[serde(default = "mailparts::defaults::poll_interval", with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Mails taken in one pass, at most.
+    #[serde(default = "mailparts::defaults::max_per_poll")]
+    pub max_per_poll: usize,
+    #[serde(
+        default = "crate::support::remote::defaults::connect_timeout",
+        with = "humantime_serde"
+    )]
+    pub connect_timeout: Duration,
+    /// Each command's whole answer (a piece of a mail included).
+    #[serde(default = "crate::support::remote::defaults::timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+/// What becomes of a mail once published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum After {
+    Delete,
+    Move,
+    Flag,
+}
+
+fn default_after() -> After {
+    After::Delete
+}
+fn default_flag() -> String {
+    "$SluiceReceived".into()
+}
+fn default_idle() -> bool {
+    true
+}
+
+/// The properties an IMAP receive location promotes besides those of every
+/// location: the mail's UID and its folder's UIDVALIDITY (together, the
+/// mail), where it was taken from (`imaps://host:port/folder`, without the
+/// user), and the mail's headers.
+pub const PROMOTES: &[(&str, &str)] =
+    mailparts::mail_promotes!(("imap", "uid"), ("imap", "uid_validity"), ("imap", "url"));
+
+/// Bytes of a mail fetched at a time.
+const PIECE: u32 = 256 * 1024;
+
+/// How much longer than its `RFC822.SIZE` a mail may come out.
+const SLACK: u64 = 64 * 1024;
+
+/// The longest one IDLE lasts (RFC 2177: servers may drop a client idle
+/// for 30 minutes).
+const MAX_IDLE: Duration = Duration::from_secs(25 * 60);
+
+/// Mails remembered as refused, at most.
+const MAX_REFUSED: usize = 10_000;
+
+impl ImapReceiveConfig {
+    pub fn resolve_paths(&mut self, base: &Path) {
+        for p in [&mut self.password_file, &mut self.tls_ca].into_iter().flatten() {
+            crate::support::names::resolve_in_place(base, p);
+        }
+    }
+
+    fn url(&self) -> Result<RemoteUrl, AdapterError> {
+        let url = RemoteUrl::parse(
+            "url",
+            &self.url,
+            &[("imap", 143), ("imaps", 993)],
+            "imap:// or imaps://",
+        )?;
+        if url.user.is_empty() {
+            return Err(AdapterError::Config(format!(
+                "url {}: name the mailbox's user (imap://user@host/INBOX)",
+                crate::support::secret::redact_url(&self.url)
+            )));
+        }
+        Ok(url)
+    }
+
+    /// The folder the location reads (`INBOX` when the URL names none).
+    fn folder(url: &RemoteUrl) -> String {
+        let folder = url.folder.trim_start_matches('/');
+        if folder.is_empty() {
+            "INBOX".into()
+        } else {
+            folder.into()
+        }
+    }
+
+    /// The folder, as a claim and the `imap.url` property name it.
+    pub fn shown(&self) -> String {
+        match self.url() {
+            Ok(u) => format!("{}://{}:{}/{}", u.scheme, u.host, u.port, Self::folder(&u)),
+            Err(_) => crate::support::secret::redact_url(&self.url),
+        }
+    }
+
+    /// The mailbox folder as a claim names it: `user@host:port/folder`.
+    pub fn mailbox(&self) -> String {
+        match self.url() {
+            Ok(u) => format!("{}@{}:{}/{}", u.user, u.host, u.port, Self::folder(&u)),
+            Err(_) => crate::support::secret::redact_url(&self.url),
+        }
+    }
+
+    /// The search for mails not done yet.
+    fn criteria(&self) -> Result<String, AdapterError> {
+        Ok(match self.after {
+            After::Delete | After::Move => "UNDELETED".into(),
+            After::Flag => match self.flag.to_ascii_lowercase().as_str() {
+                "\\seen" => "UNDELETED UNSEEN".into(),
+                "\\flagged" => "UNDELETED UNFLAGGED".into(),
+                _ if self.flag.starts_with('\\') => {
+                    return Err(AdapterError::Config(format!(
+                        "flag {:?}: a system flag other than \\Seen or \\Flagged cannot mark mails as done; use a \
+                         keyword such as $SluiceReceived",
+                        self.flag
+                    )));
+                }
+                _ => {
+                    let atom = !self.flag.is_empty()
+                        && self.flag.len() <= 64
+                        && self
+                            .flag
+                            .bytes()
+                            .all(|b| b.is_ascii_graphic() && !b"(){%*\"\\]".contains(&b));
+                    if !atom {
+                        return Err(AdapterError::Config(format!(
+                            "flag {:?}: a keyword is letters, digits and $-_. (at most 64), e.g. $SluiceReceived",
+                            self.flag
+                        )));
+                    }
+                    format!("UNDELETED UNKEYWORD {}", self.flag)
+                }
+            },
+        })
+    }
+
+    pub fn build(&self) -> Result<ImapReceiver, AdapterError> {
+        let url = self.url()?;
+        let password = Secret::from_config("password", &self.password, &self.password_env, &self.password_file)?;
+        if self.max_per_poll == 0 {
+            return Err(AdapterError::Config("max_per_poll must be at least 1".into()));
+        }
+        if self.poll_interval.is_zero() {
+            return Err(AdapterError::Config("poll_interval must be more than 0".into()));
+        }
+        let criteria = self.criteria()?;
+        let folder = Self::folder(&url);
+        let after = match (self.after, &self.move_to) {
+            (After::Move, Some(to)) if !to.trim().is_empty() && *to != folder => Action::Move(to.clone()),
+            (After::Move, _) => {
+                return Err(AdapterError::Config(
+                    "after = \"move\" needs move_to, a folder other than the one read".into(),
+                ));
+            }
+            (_, Some(_)) => return Err(AdapterError::Config("move_to is for after = \"move\"".into())),
+            (After::Delete, None) => Action::Delete,
+            (After::Flag, None) => Action::Flag(self.flag.clone()),
+        };
+        let security = match (url.scheme, self.starttls) {
+            ("imaps", _) => Security::Implicit,
+            (_, StartTls::Required) => Security::StartTlsRequired,
+            (_, StartTls::Opportunistic) => Security::StartTlsOpportunistic,
+            (_, StartTls::Off) => Security::Off,
+        };
+        let connect = Connect {
+            host: url.host.clone(),
+            port: url.port,
+            security,
+            tls: crate::support::tls::client_config(self.tls_ca.as_deref())?,
+            user: url.user.clone(),
+            password,
+            connect_timeout: self.connect_timeout,
+            timeout: self.timeout,
+        };
+        Ok(ImapReceiver {
+            connect,
+            shown: self.shown(),
+            folder,
+            criteria,
+            after,
+            choice: Choice {
+                body: self.body,
+                others: self.parts == Parts::All,
+            },
+            idle: self.idle,
+            poll_interval: self.poll_interval,
+            max_per_poll: self.max_per_poll,
+            pending: HashMap::new(),
+            refused: HashSet::new(),
+            recovered: Mutex::new(HashMap::new()),
+        })
+    }
+}
+
+/// What is done to a mail once published.
+#[derive(Debug, Clone)]
+enum Action {
+    Delete,
+    Move(String),
+    Flag(String),
+}
+
+/// A mail of the folder: (UIDVALIDITY, UID).
+type MailKey = (u32, u32);
+
+/// A running IMAP location.
+pub struct ImapReceiver {
+    pub(super) connect: Connect,
+    shown: String,
+    folder: String,
+    criteria: String,
+    after: Action,
+    choice: Choice,
+    idle: bool,
+    poll_interval: Duration,
+    max_per_poll: usize,
+    /// Mails published whose action (delete, move, flag) is not done yet.
+    pending: HashMap<MailKey, Receipt>,
+    /// Mails refused (broken MIME, rejected by the pipeline): left where
+    /// they are and skipped until the node restarts.
+    refused: HashSet<MailKey>,
+    /// What [`Source::recover`] found held, for `run`.
+    recovered: Mutex<HashMap<MailKey, Receipt>>,
+}
+
+/// Why a session ended.
+enum Stop {
+    Session(ImapError),
+    /// The box failed: the session may go on after a pause.
+    Box(String),
+}
+
+impl From<ImapError> for Stop {
+    fn from(e: ImapError) -> Self {
+        Stop::Session(e)
+    }
+}
+
+fn promoted_u32(ctx: &sluice_model::Context, name: &str) -> Option<u32> {
+    match ctx.promoted("imap", name)? {
+        sluice_model::Value::Int(n) => u32::try_from(*n).ok(),
+        other => other.to_text().parse().ok(),
+    }
+}
+
+#[async_trait]
+impl Source for ImapReceiver {
+    /// What a stop left published but not deleted, moved or flagged: the
+    /// location's held messages, by the UID they were promoted with. The
+    /// first session finishes them; nothing is asked of the server here.
+    async fn recover(&self, cx: &ReceiveContext) {
+        let held = mailparts::held_mails(cx, 100_000, |ctx| {
+            Some((promoted_u32(ctx, "uid_validity")?, promoted_u32(ctx, "uid")?))
+        })
+        .await;
+        *self.recovered.lock().unwrap_or_else(PoisonError::into_inner) = held;
+    }
+
+    async fn run(mut self: Box<Self>, cx: ReceiveContext) -> Result<(), AdapterError> {
+        let recovered = std::mem::take(&mut *self.recovered.lock().unwrap_or_else(PoisonError::into_inner));
+        self.pending.extend(recovered);
+        let mut failures = 0u32;
+        loop {
+            let ended = tokio::select! {
+                _ = cx.shutdown.cancelled() => return Ok(()),
+                ended = self.session(&cx) => ended,
+            };
+            let wait = match ended {
+                Ok(()) => {
+                    failures = 0;
+                    self.poll_interval
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    match &e {
+                        Stop::Session(ImapError::Login(m)) => tracing::error!(receive_location = %cx.location,
+                            server = %self.shown, error = %m, "cannot log in to the IMAP server; trying again later"),
+                        // Not the network: a setting or the server needs attention.
+                        Stop::Session(e) if !e.is_transient() => tracing::error!(receive_location = %cx.location,
+                            server = %self.shown, error = %e, "the IMAP server refused; trying again later"),
+                        Stop::Session(e) => tracing::warn!(receive_location = %cx.location,
+                            server = %self.shown, error = %e, "the IMAP session failed; trying again later"),
+                        Stop::Box(m) => tracing::warn!(receive_location = %cx.location, error = %m,
+                            "could not publish a mail; it stays in the folder and is tried again later"),
+                    }
+                    mailparts::backoff(self.poll_interval, failures)
+                }
+            };
+            tokio::select! {
+                _ = cx.shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+impl ImapReceiver {
+    /// One session: passes over the folder, with IDLE between them where
+    /// the server offers it; without it, one pass. Shutdown drops it
+    /// between any two awaits.
+    async fn session(&mut self, cx: &ReceiveContext) -> Result<(), Stop> {
+        let mut session = Session::open(&self.connect).await?;
+        let selected = session.select(&self.folder).await?;
+        tracing::debug!(receive_location = %cx.location, server = %self.shown, tls = session.is_encrypted(),
+            idle = session.can_idle(), moves = session.can_move(), uidplus = session.has_uidplus(),
+            uid_validity = selected.uid_validity, mails = selected.exists, "IMAP session open");
+        loop {
+            let more = self.pass(cx, &mut session, selected).await?;
+            if more {
+                continue;
+            }
+            if !(self.idle && session.can_idle()) {
+                session.logout().await;
+                return Ok(());
+            }
+            match session.idle(self.poll_interval.min(MAX_IDLE)).await? {
+                Waited::Changed | Waited::TimedOut => {}
+            }
+        }
+    }
+
+    /// Finish what is pending, then take up to `max_per_poll` new mails;
+    /// `true` when more are waiting.
+    async fn pass(&mut self, cx: &ReceiveContext, session: &mut Session, selected: Selected) -> Result<bool, Stop> {
+        let validity = selected.uid_validity;
+        let pending: Vec<MailKey> = self.pending.keys().copied().collect();
+        for key in pending {
+            if key.0 == validity {
+                if session.size(key.1).await?.is_some() {
+                    self.act(session, key.1).await?;
+                }
+            } else {
+                tracing::warn!(receive_location = %cx.location, server = %self.shown, uid = key.1,
+                    "the folder was recreated (UIDVALIDITY changed) since a mail was published; it is left as it is");
+            }
+            self.settle(cx, key).await;
+        }
+        let wanted = self.max_per_poll.saturating_add(self.refused.len()).saturating_add(1);
+        let uids = session.search(&self.criteria, wanted).await?;
+        let mut taken = 0;
+        for uid in uids {
+            let key = (validity, uid);
+            if self.refused.contains(&key) {
+                continue;
+            }
+            if taken >= self.max_per_poll {
+                return Ok(true);
+            }
+            if cx.shutdown.is_cancelled() {
+                return Ok(false);
+            }
+            taken += 1;
+            if let Some(receipt) = self.take(cx, session, key).await? {
+                self.pending.insert(key, receipt);
+                self.act(session, uid).await?;
+                self.settle(cx, key).await;
+            }
+        }
+        Ok(false)
+    }
+
+    /// Delete, move or flag mail `uid`.
+    async fn act(&self, session: &mut Session, uid: u32) -> Result<(), ImapError> {
+        match &self.after {
+            Action::Delete => session.delete(uid).await,
+            Action::Move(to) => session.move_to(uid, to).await,
+            Action::Flag(flag) => session.add_flag(uid, flag).await,
+        }
+    }
+
+    /// The mail is done at the server: release its message.
+    async fn settle(&mut self, cx: &ReceiveContext, key: MailKey) {
+        if let Some(receipt) = self.pending.remove(&key)
+            && let Err(e) = cx.publisher.settled(&receipt).await
+        {
+            tracing::warn!(receive_location = %cx.location, uid = key.1, error = %e,
+                "releasing a received mail's message (it stays held until the next start)");
+        }
+    }
+
+    /// Read mail `key` in pieces and publish it: `Ok(None)` when it is gone
+    /// or refused (then it is left where it is).
+    async fn take(
+        &mut self,
+        cx: &ReceiveContext,
+        session: &mut Session,
+        key: MailKey,
+    ) -> Result<Option<Receipt>, Stop> {
+        let (validity, uid) = key;
+        let Some(size) = session.size(uid).await? else {
+            return Ok(None);
+        };
+        let _admitted = cx.admission.admit(size).await;
+        let promote = [
+            ("imap", "uid", uid.to_string()),
+            ("imap", "uid_validity", validity.to_string()),
+            ("imap", "url", self.shown.clone()),
+        ];
+        let mut broken: Option<ImapError> = None;
+        let received = {
+            let limit = size.saturating_add(SLACK);
+            // A piece shorter than asked is the mail's last.
+            let pieces = futures::stream::unfold(
+                (&mut *session, Some(0u64), &mut broken),
+                move |(session, at, broken)| async move {
+                    let offset = at?;
+                    let next = match session.fetch_piece(uid, offset, PIECE).await {
+                        Ok(Some(piece)) if piece.is_empty() => return None,
+                        Ok(Some(piece)) => {
+                            let end = offset + piece.len() as u64;
+                            if end > limit {
+                                Err(std::io::Error::other(format!(
+                                    "mail UID {uid} is longer than the {size} bytes its RFC822.SIZE said"
+                                )))
+                            } else {
+                                let last = piece.len() < PIECE as usize;
+                                return Some((Ok(piece), (session, (!last).then_some(end), broken)));
+                            }
+                        }
+                        Ok(None) => Err(std::io::Error::other(format!(
+                            "mail UID {uid} vanished while it was read"
+                        ))),
+                        Err(e) => {
+                            let io = std::io::Error::other(e.to_string());
+                            *broken = Some(e);
+                            Err(io)
+                        }
+                    };
+                    Some((next, (session, None, broken)))
+                },
+            );
+            mailparts::receive(pieces, self.choice, cx, &promote).await
+        };
+        if let Some(e) = broken {
+            return Err(Stop::Session(e));
+        }
+        match received {
+            Received::Published(receipt) => Ok(Some(receipt)),
+            Received::Refused(why) => {
+                tracing::error!(receive_location = %cx.location, server = %self.shown, uid, error = %why,
+                    "the mail cannot be received as it is; it is left in the folder and not tried again until the node restarts");
+                if self.refused.len() < MAX_REFUSED {
+                    self.refused.insert(key);
+                }
+                Ok(None)
+            }
+            Received::Failed(why) => Err(Stop::Box(format!("mail UID {uid}: {why}"))),
+        }
+    }
+}

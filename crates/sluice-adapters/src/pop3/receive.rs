@@ -1,0 +1,389 @@
+//! The POP3 receive location: each poll, one session takes up to
+//! `max_per_poll` mails, one at a time, publishing each and marking it for
+//! deletion (`DELE`); the server deletes them at the session's `QUIT`.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use super::client::{Connect, Pop3Error, Retr, Security, Session};
+use crate::support::mailparts::{self, BodyPart, Choice, Parts, Received};
+use crate::support::remote::RemoteUrl;
+use crate::support::secret::Secret;
+use crate::support::tls::StartTls;
+use crate::{AdapterError, Receipt, ReceiveContext, Source};
+
+/// `adapter = { type = "pop3", url = "pop3s://user@host", ... }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pop3ReceiveConfig {
+    /// `pop3://user@host:port` (110; upgraded with `STLS` as `starttls`
+    /// says) or `pop3s://user@host:port` (995; TLS from the first byte).
+    pub url: String,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// `pop3://` only: `required` (default), `opportunistic` or `off`.
+    #[serde(default)]
+    pub starttls: StartTls,
+    /// A PEM file of certificate authorities trusted besides the built-in roots.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// Which part is the message's body: `text` (default) or `attachment`.
+    #[serde(default = "mailparts::defaults::body")]
+    pub body: BodyPart,
+    /// `all` (default): the mail's other parts follow the body in the
+    /// message; `body`: they are dropped.
+    #[serde(default = "mailparts::defaults::parts")]
+    pub parts: Parts,
+    #[serde(default = "mailparts::defaults::poll_interval", with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Mails taken in one session, at most; the next session starts at once
+    /// when more are waiting.
+    #[serde(default = "mailparts::defaults::max_per_poll")]
+    pub max_per_poll: usize,
+    /// Mails of one listing (`UIDL`) looked at, at most.
+    #[serde(default = "crate::support::fetch::defaults::max_listing")]
+    pub max_listing: usize,
+    #[serde(
+        default = "crate::support::remote::defaults::connect_timeout",
+        with = "humantime_serde"
+    )]
+    pub connect_timeout: Duration,
+    /// Each answer, and each read of a mail (an idle limit).
+    #[serde(default = "crate::support::remote::defaults::timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+/// The properties a POP3 receive location promotes besides those of every
+/// location: the mail's unique id in the mailbox (`UIDL`), where it was
+/// taken from, and the mail's headers.
+pub const PROMOTES: &[(&str, &str)] = mailparts::mail_promotes!(("pop3", "uidl"), ("pop3", "url"));
+
+/// Mails remembered as refused (left in the mailbox, not tried again until
+/// the node restarts), at most.
+const MAX_REFUSED: usize = 10_000;
+
+impl Pop3ReceiveConfig {
+    pub fn resolve_paths(&mut self, base: &Path) {
+        for p in [&mut self.password_file, &mut self.tls_ca].into_iter().flatten() {
+            crate::support::names::resolve_in_place(base, p);
+        }
+    }
+
+    fn url(&self) -> Result<RemoteUrl, AdapterError> {
+        let url = RemoteUrl::parse(
+            "url",
+            &self.url,
+            &[("pop3", 110), ("pop3s", 995)],
+            "pop3:// or pop3s://",
+        )?;
+        if url.user.is_empty() {
+            return Err(AdapterError::Config(format!(
+                "url {}: name the mailbox's user (pop3://user@host)",
+                crate::support::secret::redact_url(&self.url)
+            )));
+        }
+        if !url.folder.is_empty() {
+            return Err(AdapterError::Config(format!(
+                "url {}: a POP3 mailbox has no folders; remove the path",
+                crate::support::secret::redact_url(&self.url)
+            )));
+        }
+        Ok(url)
+    }
+
+    /// The mailbox, as a claim names it: `user@host:port`.
+    pub fn mailbox(&self) -> String {
+        match self.url() {
+            Ok(u) => format!("{}@{}:{}", u.user, u.host, u.port),
+            Err(_) => crate::support::secret::redact_url(&self.url),
+        }
+    }
+
+    /// The server as logs and the `pop3.url` property show it (no user).
+    pub fn shown(&self) -> String {
+        match self.url() {
+            Ok(u) => format!("{}://{}:{}", u.scheme, u.host, u.port),
+            Err(_) => crate::support::secret::redact_url(&self.url),
+        }
+    }
+
+    pub fn build(&self) -> Result<Pop3Receiver, AdapterError> {
+        let url = self.url()?;
+        let password = Secret::from_config("password", &self.password, &self.password_env, &self.password_file)?;
+        if self.max_per_poll == 0 || self.max_listing == 0 {
+            return Err(AdapterError::Config(
+                "max_per_poll and max_listing must be at least 1".into(),
+            ));
+        }
+        if self.poll_interval.is_zero() {
+            return Err(AdapterError::Config("poll_interval must be more than 0".into()));
+        }
+        let security = if url.scheme == "pop3s" {
+            Security::Implicit
+        } else {
+            Security::Plain(self.starttls)
+        };
+        let connect = Connect {
+            host: url.host.clone(),
+            port: url.port,
+            security,
+            tls: crate::support::tls::client_config(self.tls_ca.as_deref())?,
+            user: url.user.clone(),
+            password,
+            connect_timeout: self.connect_timeout,
+            timeout: self.timeout,
+            shown: self.shown(),
+        };
+        Ok(Pop3Receiver {
+            connect: Arc::new(connect),
+            choice: Choice {
+                body: self.body,
+                others: self.parts == Parts::All,
+            },
+            poll_interval: self.poll_interval,
+            max_per_poll: self.max_per_poll,
+            max_listing: self.max_listing,
+            pending: HashMap::new(),
+            refused: HashSet::new(),
+            recovered: Mutex::new(HashMap::new()),
+        })
+    }
+}
+
+/// A running POP3 location.
+pub struct Pop3Receiver {
+    pub(super) connect: Arc<Connect>,
+    choice: Choice,
+    poll_interval: Duration,
+    max_per_poll: usize,
+    max_listing: usize,
+    /// Mails published and not yet deleted (by UIDL): deleted at the next
+    /// session without being read again, then settled.
+    pending: HashMap<String, Receipt>,
+    /// Mails refused (broken MIME, rejected by the pipeline): left in the
+    /// mailbox and skipped until the node restarts.
+    refused: HashSet<String>,
+    /// What [`Source::recover`] found held, for `run` to delete.
+    recovered: Mutex<HashMap<String, Receipt>>,
+}
+
+/// What a session came to.
+struct Polled {
+    /// Mails are waiting beyond this session's share.
+    more: bool,
+}
+
+/// Why a session ended early.
+enum Stop {
+    /// The session cannot go on (the connection, the server).
+    Session(Pop3Error),
+    /// The box failed: stop taking mails for this poll.
+    Box(String),
+}
+
+impl From<Pop3Error> for Stop {
+    fn from(e: Pop3Error) -> Self {
+        Stop::Session(e)
+    }
+}
+
+#[async_trait]
+impl Source for Pop3Receiver {
+    /// What a stop left published but not deleted: the location's held
+    /// messages, by the UIDL they were promoted with. Nothing is asked of
+    /// the server here (it may be unreachable): the first session deletes
+    /// them.
+    async fn recover(&self, cx: &ReceiveContext) {
+        let held = mailparts::held_mails(cx, self.max_listing, |ctx| match ctx.promoted("pop3", "uidl") {
+            Some(sluice_model::Value::String(uid)) => Some(uid.clone()),
+            _ => None,
+        })
+        .await;
+        *self.recovered.lock().unwrap_or_else(PoisonError::into_inner) = held;
+    }
+
+    async fn run(mut self: Box<Self>, cx: ReceiveContext) -> Result<(), AdapterError> {
+        let recovered = std::mem::take(&mut *self.recovered.lock().unwrap_or_else(PoisonError::into_inner));
+        self.pending.extend(recovered);
+        let mut failures = 0u32;
+        loop {
+            if cx.shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let wait = match self.poll(&cx).await {
+                Ok(Polled { more: true }) => {
+                    failures = 0;
+                    Duration::ZERO
+                }
+                Ok(Polled { more: false }) => {
+                    failures = 0;
+                    self.poll_interval
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    match &e {
+                        Stop::Session(Pop3Error::Login(m)) => tracing::error!(receive_location = %cx.location,
+                            server = %self.connect.shown, error = %m, "cannot log in to the POP3 server; trying again later"),
+                        Stop::Session(e) => tracing::warn!(receive_location = %cx.location,
+                            server = %self.connect.shown, error = %e, "the POP3 session failed; trying again later"),
+                        Stop::Box(m) => tracing::warn!(receive_location = %cx.location, error = %m,
+                            "could not publish a mail; it stays in the mailbox and is tried again later"),
+                    }
+                    mailparts::backoff(self.poll_interval, failures)
+                }
+            };
+            tokio::select! {
+                _ = cx.shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+impl Pop3Receiver {
+    /// One session: delete what is pending, take new mails, `QUIT`.
+    async fn poll(&mut self, cx: &ReceiveContext) -> Result<Polled, Stop> {
+        let mut session = Session::open(&self.connect).await?;
+        let (listing, total) = session.uidl(self.max_listing).await?;
+        let complete = total <= listing.len();
+        // Published before, not yet deleted: delete now.
+        let mut deleted = Vec::new();
+        let listed: HashSet<&str> = listing.iter().map(|(_, uid)| uid.as_str()).collect();
+        for (n, uid) in &listing {
+            if self.pending.contains_key(uid) {
+                session.delete(*n).await?;
+                deleted.push(uid.clone());
+            }
+        }
+        // Gone from the mailbox already (an earlier QUIT whose answer was lost).
+        let gone: Vec<String> = if complete {
+            self.pending
+                .keys()
+                .filter(|u| !listed.contains(u.as_str()))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut taken = 0;
+        let mut more = false;
+        let mut stopped = None;
+        for (n, uid) in &listing {
+            if self.pending.contains_key(uid) || self.refused.contains(uid) {
+                continue;
+            }
+            if cx.shutdown.is_cancelled() {
+                break;
+            }
+            if taken >= self.max_per_poll {
+                more = true;
+                break;
+            }
+            taken += 1;
+            match self.take(cx, &mut session, *n, uid).await {
+                Ok(Some(receipt)) => {
+                    session.delete(*n).await?;
+                    self.pending.insert(uid.clone(), receipt);
+                    deleted.push(uid.clone());
+                }
+                Ok(None) => {}
+                Err(Stop::Box(m)) => {
+                    stopped = Some(Stop::Box(m));
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        session.quit().await?;
+        // The server deleted them: release their messages.
+        for uid in deleted.iter().chain(&gone) {
+            if let Some(receipt) = self.pending.remove(uid)
+                && let Err(e) = cx.publisher.settled(&receipt).await
+            {
+                tracing::warn!(receive_location = %cx.location, uidl = %uid, error = %e,
+                    "releasing a received mail's message (it stays held until the next start)");
+            }
+        }
+        match stopped {
+            Some(stop) => Err(stop),
+            None => Ok(Polled { more }),
+        }
+    }
+
+    /// Read mail `n` and publish it: `Ok(None)` when it is gone or refused
+    /// (then it is left where it is).
+    async fn take(
+        &mut self,
+        cx: &ReceiveContext,
+        session: &mut Session,
+        n: u32,
+        uid: &str,
+    ) -> Result<Option<Receipt>, Stop> {
+        let Some(size) = session.size(n).await? else {
+            return Ok(None);
+        };
+        let _admitted = cx.admission.admit(size).await;
+        let Some(mut retr) = session.retr(n, size).await? else {
+            return Ok(None);
+        };
+        let promote = [
+            ("pop3", "uidl", uid.to_string()),
+            ("pop3", "url", self.connect.shown.clone()),
+        ];
+        let (received, broken) = {
+            let mut broken = None;
+            let chunks = futures::stream::unfold((&mut retr, &mut broken), |(r, broken)| async move {
+                match r.chunk().await {
+                    Ok(Some(piece)) => Some((Ok(piece), (r, broken))),
+                    Ok(None) => None,
+                    Err(e) => {
+                        *broken = Some(e.to_string());
+                        Some((Err(e), (r, broken)))
+                    }
+                }
+            });
+            let received = mailparts::receive(chunks, self.choice, cx, &promote).await;
+            (received, broken)
+        };
+        if let Some(why) = broken {
+            return Err(Stop::Session(Pop3Error::Connect(format!(
+                "reading mail {n} (UIDL {uid}) from {}: {why}",
+                self.connect.shown
+            ))));
+        }
+        // What the splitter did not read (it stopped at a fault).
+        drain(&mut retr).await.map_err(|e| {
+            Stop::Session(Pop3Error::Connect(format!(
+                "reading the rest of mail {n} from {}: {e}",
+                self.connect.shown
+            )))
+        })?;
+        match received {
+            Received::Published(receipt) => Ok(Some(receipt)),
+            Received::Refused(why) => {
+                tracing::error!(receive_location = %cx.location, server = %self.connect.shown, mail = n, uidl = %uid,
+                    error = %why, "the mail cannot be received as it is; it is left in the mailbox and not tried again until the node restarts");
+                if self.refused.len() < MAX_REFUSED {
+                    self.refused.insert(uid.to_string());
+                }
+                Ok(None)
+            }
+            Received::Failed(why) => Err(Stop::Box(format!("mail {n} (UIDL {uid}): {why}"))),
+        }
+    }
+}
+
+/// Read the rest of a mail, to its end.
+async fn drain(retr: &mut Retr<'_>) -> std::io::Result<()> {
+    while retr.chunk().await?.is_some() {}
+    Ok(())
+}
