@@ -22,6 +22,10 @@ pub(crate) struct LocationPublisher {
     mbox: Arc<dyn MessageBox>,
     wakers: Arc<Wakers>,
     metrics: Arc<Metrics>,
+    /// What [`Publisher::held`] handed the source (its claims kept in the
+    /// box): not released by [`release_leftovers`](Self::release_leftovers),
+    /// only when the source settles them.
+    adopted: std::sync::Mutex<std::collections::HashSet<MessageId>>,
 }
 
 impl LocationPublisher {
@@ -39,20 +43,31 @@ impl LocationPublisher {
             mbox,
             wakers,
             metrics,
+            adopted: Default::default(),
         }
     }
 
     /// Release what this location still holds from an earlier run: after
     /// [`Source::recover`](sluice_adapters::Source::recover), nothing of
-    /// that run is in flight any more.
+    /// that run is in flight any more, except what the source took back
+    /// with [`Publisher::held`] (its claims kept in the box): those stay
+    /// held until it settles them, so a second stop before it does still
+    /// finds them.
     pub(crate) async fn release_leftovers(&self) -> Result<u64, sluice_msgbox::BoxError> {
+        let adopted = self
+            .adopted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let mut released = 0;
+        let mut after = None;
         loop {
-            let held = self.mbox.held_by(&self.holder, None, 1000).await?;
-            if held.is_empty() {
+            let held = self.mbox.held_by(&self.holder, after, 1000).await?;
+            let Some(last) = held.last().copied() else {
                 return Ok(released);
-            }
-            for id in held {
+            };
+            after = Some(last);
+            for id in held.into_iter().filter(|id| !adopted.contains(id)) {
                 match self.mbox.release(id, &self.holder).await {
                     Ok(()) | Err(sluice_msgbox::BoxError::NotHeld { .. }) => released += 1,
                     Err(e) => return Err(e),
@@ -534,10 +549,20 @@ impl Publisher for LocationPublisher {
                 }
             }
         }
+        self.adopted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(found.iter().map(|(id, _)| *id));
         Ok(found)
     }
 
     async fn settled(&self, receipt: &Receipt) -> Result<(), SubmitError> {
+        {
+            let mut adopted = self.adopted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for id in &receipt.messages {
+                adopted.remove(id);
+            }
+        }
         for id in &receipt.messages {
             match self.mbox.release(*id, &self.holder).await {
                 Ok(()) | Err(sluice_msgbox::BoxError::NotHeld { .. }) => {}
@@ -825,6 +850,10 @@ mod tests {
         assert_eq!(held.len(), 1);
         assert_eq!(held[0].0, id);
         assert!(held[0].1.promoted("receive", "location").is_some());
+        // Taken back by the source: the start's release leaves it held,
+        // so a second stop before the source settles it still finds it.
+        assert_eq!(p.release_leftovers().await.unwrap(), 0);
+        assert_eq!(mbox.held_by("receive:in", None, 10).await.unwrap(), vec![id]);
         p.settled(&sluice_adapters::Receipt {
             messages: vec![id],
             unrouted: false,

@@ -107,15 +107,13 @@ pub const PROMOTES: &[(&str, &str)] =
 /// Bytes of a mail fetched at a time.
 const PIECE: u32 = 256 * 1024;
 
-/// How much longer than its `RFC822.SIZE` a mail may come out.
+/// How much longer than its `RFC822.SIZE` a mail may come out, besides a
+/// 32nd of its size (as POP3's `LIST`).
 const SLACK: u64 = 64 * 1024;
 
 /// The longest one IDLE lasts (RFC 2177: servers may drop a client idle
 /// for 30 minutes).
 const MAX_IDLE: Duration = Duration::from_secs(25 * 60);
-
-/// Mails remembered as refused, at most.
-const MAX_REFUSED: usize = 10_000;
 
 impl ImapReceiveConfig {
     pub fn resolve_paths(&mut self, base: &Path) {
@@ -140,14 +138,10 @@ impl ImapReceiveConfig {
         Ok(url)
     }
 
-    /// The folder the location reads (`INBOX` when the URL names none).
+    /// The folder the location reads (`INBOX` when the URL names none;
+    /// the name `INBOX` in any case is the INBOX, RFC 3501 5.1).
     fn folder(url: &RemoteUrl) -> String {
-        let folder = url.folder.trim_start_matches('/');
-        if folder.is_empty() {
-            "INBOX".into()
-        } else {
-            folder.into()
-        }
+        inbox_spelled(url.folder.trim_start_matches('/'))
     }
 
     /// The folder, as a claim and the `imap.url` property name it.
@@ -161,7 +155,13 @@ impl ImapReceiveConfig {
     /// The mailbox folder as a claim names it: `user@host:port/folder`.
     pub fn mailbox(&self) -> String {
         match self.url() {
-            Ok(u) => format!("{}@{}:{}/{}", u.user, u.host, u.port, Self::folder(&u)),
+            Ok(u) => format!(
+                "{}@{}:{}/{}",
+                u.user,
+                u.host.to_ascii_lowercase(),
+                u.port,
+                Self::folder(&u)
+            ),
             Err(_) => crate::support::secret::redact_url(&self.url),
         }
     }
@@ -211,7 +211,7 @@ impl ImapReceiveConfig {
         let criteria = self.criteria()?;
         let folder = Self::folder(&url);
         let after = match (self.after, &self.move_to) {
-            (After::Move, Some(to)) if !to.trim().is_empty() && *to != folder => Action::Move(to.clone()),
+            (After::Move, Some(to)) if !to.trim().is_empty() && inbox_spelled(to) != folder => Action::Move(to.clone()),
             (After::Move, _) => {
                 return Err(AdapterError::Config(
                     "after = \"move\" needs move_to, a folder other than the one read".into(),
@@ -253,7 +253,17 @@ impl ImapReceiveConfig {
             pending: HashMap::new(),
             refused: HashSet::new(),
             recovered: Mutex::new(HashMap::new()),
+            failures: 0,
         })
+    }
+}
+
+/// `name`, with `INBOX` in any case (or no name) spelled `INBOX`.
+fn inbox_spelled(name: &str) -> String {
+    if name.is_empty() || name.eq_ignore_ascii_case("INBOX") {
+        "INBOX".into()
+    } else {
+        name.into()
     }
 }
 
@@ -286,6 +296,8 @@ pub struct ImapReceiver {
     refused: HashSet<MailKey>,
     /// What [`Source::recover`] found held, for `run`.
     recovered: Mutex<HashMap<MailKey, Receipt>>,
+    /// Sessions failed in a row (how long to wait before the next).
+    failures: u32,
 }
 
 /// Why a session ended.
@@ -314,7 +326,13 @@ impl Source for ImapReceiver {
     /// location's held messages, by the UID they were promoted with. The
     /// first session finishes them; nothing is asked of the server here.
     async fn recover(&self, cx: &ReceiveContext) {
-        let held = mailparts::held_mails(cx, 100_000, |ctx| {
+        // Only this folder's: a mail held from another server or folder
+        // (the URL changed) has a UID that means nothing here.
+        let here = sluice_model::Value::from(self.shown.as_str());
+        let held = mailparts::held_mails(cx, mailparts::MAX_HELD, |ctx| {
+            if ctx.promoted("imap", "url") != Some(&here) {
+                return None;
+            }
             Some((promoted_u32(ctx, "uid_validity")?, promoted_u32(ctx, "uid")?))
         })
         .await;
@@ -324,19 +342,15 @@ impl Source for ImapReceiver {
     async fn run(mut self: Box<Self>, cx: ReceiveContext) -> Result<(), AdapterError> {
         let recovered = std::mem::take(&mut *self.recovered.lock().unwrap_or_else(PoisonError::into_inner));
         self.pending.extend(recovered);
-        let mut failures = 0u32;
         loop {
             let ended = tokio::select! {
                 _ = cx.shutdown.cancelled() => return Ok(()),
                 ended = self.session(&cx) => ended,
             };
             let wait = match ended {
-                Ok(()) => {
-                    failures = 0;
-                    self.poll_interval
-                }
+                Ok(()) => self.poll_interval,
                 Err(e) => {
-                    failures = failures.saturating_add(1);
+                    self.failures = self.failures.saturating_add(1);
                     match &e {
                         Stop::Session(ImapError::Login(m)) => tracing::error!(receive_location = %cx.location,
                             server = %self.shown, error = %m, "cannot log in to the IMAP server; trying again later"),
@@ -348,7 +362,7 @@ impl Source for ImapReceiver {
                         Stop::Box(m) => tracing::warn!(receive_location = %cx.location, error = %m,
                             "could not publish a mail; it stays in the folder and is tried again later"),
                     }
-                    mailparts::backoff(self.poll_interval, failures)
+                    mailparts::backoff(self.poll_interval, self.failures)
                 }
             };
             tokio::select! {
@@ -366,6 +380,9 @@ impl ImapReceiver {
     async fn session(&mut self, cx: &ReceiveContext) -> Result<(), Stop> {
         let mut session = Session::open(&self.connect).await?;
         let selected = session.select(&self.folder).await?;
+        // Reached: the next failure waits from the start again (a session in
+        // IDLE may last hours and end in an ordinary disconnect).
+        self.failures = 0;
         tracing::debug!(receive_location = %cx.location, server = %self.shown, tls = session.is_encrypted(),
             idle = session.can_idle(), moves = session.can_move(), uidplus = session.has_uidplus(),
             uid_validity = selected.uid_validity, mails = selected.exists, "IMAP session open");
@@ -455,61 +472,54 @@ impl ImapReceiver {
         let Some(size) = session.size(uid).await? else {
             return Ok(None);
         };
-        let _admitted = cx.admission.admit(size).await;
+        let Some(admitted) = mailparts::admit(cx).await else {
+            return Ok(None);
+        };
         let promote = [
             ("imap", "uid", uid.to_string()),
             ("imap", "uid_validity", validity.to_string()),
             ("imap", "url", self.shown.clone()),
         ];
-        let mut broken: Option<ImapError> = None;
-        let received = {
-            let limit = size.saturating_add(SLACK);
-            // A piece shorter than asked is the mail's last.
-            let pieces = futures::stream::unfold(
-                (&mut *session, Some(0u64), &mut broken),
-                move |(session, at, broken)| async move {
-                    let offset = at?;
-                    let next = match session.fetch_piece(uid, offset, PIECE).await {
-                        Ok(Some(piece)) if piece.is_empty() => return None,
-                        Ok(Some(piece)) => {
-                            let end = offset + piece.len() as u64;
-                            if end > limit {
-                                Err(std::io::Error::other(format!(
-                                    "mail UID {uid} is longer than the {size} bytes its RFC822.SIZE said"
-                                )))
-                            } else {
-                                let last = piece.len() < PIECE as usize;
-                                return Some((Ok(piece), (session, (!last).then_some(end), broken)));
-                            }
-                        }
-                        Ok(None) => Err(std::io::Error::other(format!(
-                            "mail UID {uid} vanished while it was read"
-                        ))),
-                        Err(e) => {
-                            let io = std::io::Error::other(e.to_string());
-                            *broken = Some(e);
-                            Err(io)
-                        }
-                    };
-                    Some((next, (session, None, broken)))
-                },
-            );
-            mailparts::receive(pieces, self.choice, cx, &promote).await
-        };
-        if let Some(e) = broken {
-            return Err(Stop::Session(e));
-        }
+        let limit = size.saturating_add(size / 32).saturating_add(SLACK);
+        let faulty = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
+        // A piece shorter than asked is the mail's last; it must end at
+        // the mail's size or after.
+        let pieces = futures::stream::unfold((&mut *session, Some(0u64)), move |(session, at)| async move {
+            let offset = at?;
+            let next = match session.fetch_piece(uid, offset, PIECE).await {
+                Ok(Some(piece)) if piece.is_empty() && offset >= size => return None,
+                Ok(Some(piece)) => {
+                    let end = offset + piece.len() as u64;
+                    let last = piece.len() < PIECE as usize;
+                    if end > limit {
+                        Err(faulty(format!(
+                            "the mail is longer than the {size} bytes its RFC822.SIZE said"
+                        )))
+                    } else if last && end < size {
+                        Err(faulty(format!(
+                            "the server sent {end} of the {size} bytes its RFC822.SIZE said"
+                        )))
+                    } else {
+                        return Some((Ok(piece), (session, (!last).then_some(end))));
+                    }
+                }
+                Ok(None) => Err(std::io::Error::other("the mail vanished while it was read")),
+                // Past what a partial fetch can reach (4 GiB).
+                Err(ImapError::Invalid(why)) => Err(faulty(why)),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            };
+            Some((next, (session, None)))
+        });
+        let received = mailparts::receive(pieces, self.choice, cx, &promote, &admitted).await;
+        let mail = format!("mail UID {uid} of {}", self.shown);
         match received {
             Received::Published(receipt) => Ok(Some(receipt)),
             Received::Refused(why) => {
-                tracing::error!(receive_location = %cx.location, server = %self.shown, uid, error = %why,
-                    "the mail cannot be received as it is; it is left in the folder and not tried again until the node restarts");
-                if self.refused.len() < MAX_REFUSED {
-                    self.refused.insert(key);
-                }
+                mailparts::refuse(&mut self.refused, key, cx, &mail, &why);
                 Ok(None)
             }
-            Received::Failed(why) => Err(Stop::Box(format!("mail UID {uid}: {why}"))),
+            Received::Broken(why) => Err(Stop::Session(ImapError::Connect(format!("reading {mail}: {why}")))),
+            Received::Failed(why) => Err(Stop::Box(format!("{mail}: {why}"))),
         }
     }
 }

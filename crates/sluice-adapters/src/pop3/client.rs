@@ -24,8 +24,9 @@ use crate::support::tls::StartTls;
 /// more in an error).
 pub const MAX_LINE: usize = 8 * 1024;
 
-/// How much longer than `LIST` said a mail may come out (servers count
-/// octets slightly differently: line ends, a trailing line end).
+/// How much longer than `LIST` said a mail may come out, besides a 32nd of
+/// its size (servers count octets slightly differently: a server that
+/// stores bare line ends may count one byte a line short).
 pub const SLACK: u64 = 64 * 1024;
 
 /// Longest unique id (RFC 1939: 1 to 70 characters).
@@ -379,8 +380,8 @@ impl Session {
         }
     }
 
-    /// `RETR n`: the mail, as it streams, no more than `size` + [`SLACK`]
-    /// bytes. `None` if there is no such mail. The session can be used
+    /// `RETR n`: the mail, as it streams, no more than `size` and a 32nd,
+    /// plus [`SLACK`] bytes (more is an error of kind `InvalidData`). `None` if there is no such mail. The session can be used
     /// again only once the mail was read to its end
     /// ([`Retr::finished`]).
     pub async fn retr(&mut self, n: u32, size: u64) -> Result<Option<Retr<'_>>, Pop3Error> {
@@ -393,7 +394,7 @@ impl Session {
         let timeout = self.timeout;
         Ok(Some(Retr {
             session: self,
-            limit: size.saturating_add(SLACK),
+            limit: size.saturating_add(size / 32).saturating_add(SLACK),
             read: 0,
             state: RetrState::LineStart,
             timeout,

@@ -67,10 +67,6 @@ pub struct Pop3ReceiveConfig {
 /// taken from, and the mail's headers.
 pub const PROMOTES: &[(&str, &str)] = mailparts::mail_promotes!(("pop3", "uidl"), ("pop3", "url"));
 
-/// Mails remembered as refused (left in the mailbox, not tried again until
-/// the node restarts), at most.
-const MAX_REFUSED: usize = 10_000;
-
 impl Pop3ReceiveConfig {
     pub fn resolve_paths(&mut self, base: &Path) {
         for p in [&mut self.password_file, &mut self.tls_ca].into_iter().flatten() {
@@ -103,7 +99,7 @@ impl Pop3ReceiveConfig {
     /// The mailbox, as a claim names it: `user@host:port`.
     pub fn mailbox(&self) -> String {
         match self.url() {
-            Ok(u) => format!("{}@{}:{}", u.user, u.host, u.port),
+            Ok(u) => format!("{}@{}:{}", u.user, u.host.to_ascii_lowercase(), u.port),
             Err(_) => crate::support::secret::redact_url(&self.url),
         }
     }
@@ -203,9 +199,14 @@ impl Source for Pop3Receiver {
     /// the server here (it may be unreachable): the first session deletes
     /// them.
     async fn recover(&self, cx: &ReceiveContext) {
-        let held = mailparts::held_mails(cx, self.max_listing, |ctx| match ctx.promoted("pop3", "uidl") {
-            Some(sluice_model::Value::String(uid)) => Some(uid.clone()),
-            _ => None,
+        // Only this server's: a UIDL held from another (the URL changed)
+        // means nothing here.
+        let here = sluice_model::Value::from(self.connect.shown.as_str());
+        let held = mailparts::held_mails(cx, mailparts::MAX_HELD, |ctx| {
+            match (ctx.promoted("pop3", "url"), ctx.promoted("pop3", "uidl")) {
+                (Some(url), Some(sluice_model::Value::String(uid))) if *url == here => Some(uid.clone()),
+                _ => None,
+            }
         })
         .await;
         *self.recovered.lock().unwrap_or_else(PoisonError::into_inner) = held;
@@ -291,8 +292,9 @@ impl Pop3Receiver {
             taken += 1;
             match self.take(cx, &mut session, *n, uid).await {
                 Ok(Some(receipt)) => {
-                    session.delete(*n).await?;
+                    // Pending first: a DELE that fails leaves it for the next session.
                     self.pending.insert(uid.clone(), receipt);
+                    session.delete(*n).await?;
                     deleted.push(uid.clone());
                 }
                 Ok(None) => {}
@@ -331,7 +333,9 @@ impl Pop3Receiver {
         let Some(size) = session.size(n).await? else {
             return Ok(None);
         };
-        let _admitted = cx.admission.admit(size).await;
+        let Some(admitted) = mailparts::admit(cx).await else {
+            return Ok(None);
+        };
         let Some(mut retr) = session.retr(n, size).await? else {
             return Ok(None);
         };
@@ -339,46 +343,33 @@ impl Pop3Receiver {
             ("pop3", "uidl", uid.to_string()),
             ("pop3", "url", self.connect.shown.clone()),
         ];
-        let (received, broken) = {
-            let mut broken = None;
-            let chunks = futures::stream::unfold((&mut retr, &mut broken), |(r, broken)| async move {
-                match r.chunk().await {
-                    Ok(Some(piece)) => Some((Ok(piece), (r, broken))),
-                    Ok(None) => None,
-                    Err(e) => {
-                        *broken = Some(e.to_string());
-                        Some((Err(e), (r, broken)))
-                    }
-                }
-            });
-            let received = mailparts::receive(chunks, self.choice, cx, &promote).await;
-            (received, broken)
-        };
-        if let Some(why) = broken {
-            return Err(Stop::Session(Pop3Error::Connect(format!(
-                "reading mail {n} (UIDL {uid}) from {}: {why}",
-                self.connect.shown
-            ))));
-        }
-        // What the splitter did not read (it stopped at a fault).
-        drain(&mut retr).await.map_err(|e| {
-            Stop::Session(Pop3Error::Connect(format!(
-                "reading the rest of mail {n} from {}: {e}",
-                self.connect.shown
-            )))
-        })?;
-        match received {
-            Received::Published(receipt) => Ok(Some(receipt)),
-            Received::Refused(why) => {
-                tracing::error!(receive_location = %cx.location, server = %self.connect.shown, mail = n, uidl = %uid,
-                    error = %why, "the mail cannot be received as it is; it is left in the mailbox and not tried again until the node restarts");
-                if self.refused.len() < MAX_REFUSED {
-                    self.refused.insert(uid.to_string());
-                }
-                Ok(None)
+        let chunks = futures::stream::unfold(&mut retr, |r| async move {
+            match r.chunk().await {
+                Ok(Some(piece)) => Some((Ok(piece), r)),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), r)),
             }
-            Received::Failed(why) => Err(Stop::Box(format!("mail {n} (UIDL {uid}): {why}"))),
-        }
+        });
+        let received = mailparts::receive(chunks, self.choice, cx, &promote, &admitted).await;
+        let mail = format!("mail {n} (UIDL {uid}) of {}", self.connect.shown);
+        let lost = |why: String| Stop::Session(Pop3Error::Connect(format!("reading {mail}: {why}")));
+        let receipt = match received {
+            Received::Published(receipt) => Some(receipt),
+            Received::Broken(why) => return Err(lost(why)),
+            Received::Refused(why) => {
+                mailparts::refuse(&mut self.refused, uid.to_string(), cx, &mail, &why);
+                None
+            }
+            Received::Failed(why) => {
+                // The session goes on only if the mail's end is read.
+                drain(&mut retr).await.map_err(|e| lost(e.to_string()))?;
+                return Err(Stop::Box(format!("{mail}: {why}")));
+            }
+        };
+        // What the splitter did not read (it stopped at a fault; a mail
+        // longer than announced cannot be read to its end: the session ends).
+        drain(&mut retr).await.map_err(|e| lost(e.to_string()))?;
+        Ok(receipt)
     }
 }
 

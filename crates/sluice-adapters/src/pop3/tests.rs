@@ -77,7 +77,7 @@ async fn a_mail_becomes_a_message_of_its_text_and_attachments_then_is_deleted() 
         "unstuffed as it was written"
     );
     assert_eq!(admission.in_flight(), 0);
-    assert!(admission.bytes() >= raw.len() as u64, "admitted by LIST's size");
+    assert!(admission.bytes() >= raw.len() as u64, "charged as the mails arrived");
 }
 
 #[tokio::test]
@@ -137,6 +137,7 @@ async fn a_mail_published_before_a_crash_is_deleted_not_received_again() {
     let id = MessageId::new();
     let mut ctx = Context::new();
     ctx.promote("pop3", "uidl", uid.as_str());
+    ctx.promote("pop3", "url", format!("pop3://127.0.0.1:{}", m.dovecot.pop3_port));
     crate::Publisher::submit(&*publisher, id, ctx, Box::new(&b"once\r\n"[..]))
         .await
         .unwrap();
@@ -236,9 +237,8 @@ async fn a_wrong_password_and_a_server_without_stls_are_said_clearly() {
     assert_eq!(m.dovecot.mailbox(USER).len(), 1);
 }
 
-/// A server that greets, then says nothing (or stops in the middle of a
-/// mail): the session ends within its limit and the location stops
-/// promptly.
+/// A server that greets, then says nothing: the session ends within its
+/// limit, and a location on it stops promptly.
 #[tokio::test]
 async fn a_server_that_stalls_is_given_up_within_the_limit() {
     use tokio::io::AsyncWriteExt;
@@ -278,4 +278,94 @@ fn bad_settings_are_refused_at_load() {
     assert!(bad("url = \"pop3://u@host\"\npassword = \"x\"\nbody = \"html\"").contains("unknown variant"));
     let debug = format!("{:?}", config("pop3://u@host", ""));
     kit::check_secrets_not_in_debug(&debug, &[PASSWORD]);
+}
+
+/// A scripted server: the mail's lines come in pieces split where a reader
+/// could mistake them (`.` | `\r\n`, `.\r` | `\n`, a stuffed `..`), and a
+/// second mail is longer than `LIST` said. The first is taken, unstuffed
+/// as it was written; the second is refused (the session it broke is
+/// dropped) and not tried again; the next session deletes the first.
+#[tokio::test]
+async fn lines_split_anywhere_are_read_right_and_a_mail_longer_than_listed_is_refused() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    const PIECES: &[&[u8]] = &[
+        b"Subject: split\r\n\r\n",
+        b".",
+        b".dot line\r\n",
+        b"plain\r",
+        b"\n.",
+        b"\r",
+        b"\n",
+    ];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let commands = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = commands.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = tcp.into_split();
+                let mut lines = BufReader::new(read).lines();
+                let _ = write.write_all(b"+OK scripted\r\n").await;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    seen.lock().unwrap().push(line.clone());
+                    let answer: &[u8] = match line.as_str() {
+                        "CAPA" => b"-ERR no capabilities\r\n",
+                        "UIDL" => b"+OK\r\n1 first\r\n2 second\r\n.\r\n",
+                        "LIST 1" => b"+OK 1 40\r\n",
+                        "LIST 2" => b"+OK 2 10\r\n",
+                        "RETR 1" => {
+                            let _ = write.write_all(b"+OK\r\n").await;
+                            for piece in PIECES {
+                                let _ = write.write_all(piece).await;
+                                let _ = write.flush().await;
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            continue;
+                        }
+                        "RETR 2" => {
+                            let _ = write.write_all(b"+OK\r\nSubject: long\r\n\r\n").await;
+                            let line = [b'x'; 1000];
+                            for _ in 0..200 {
+                                if write.write_all(&line).await.is_err() || write.write_all(b"\r\n").await.is_err() {
+                                    break;
+                                }
+                            }
+                            let _ = write.write_all(b".\r\n").await;
+                            continue;
+                        }
+                        _ => b"+OK\r\n",
+                    };
+                    if write.write_all(answer).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let url = format!("pop3://{USER}@127.0.0.1:{port}");
+    let publisher = FakePublisher::new();
+    let r = start(receiver(&url, ""), &publisher).await;
+    eventually(WAIT, "the first mail settled", || async {
+        publisher.settled().len() == 1
+    })
+    .await;
+    r.stop().await;
+    let published = publisher.published();
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].body, b".dot line\r\nplain\r\n");
+    assert_eq!(
+        publisher.attempts(),
+        1,
+        "the long mail is refused in its first piece, before a publish"
+    );
+    let commands = commands.lock().unwrap().clone();
+    let retr2 = commands.iter().filter(|c| *c == "RETR 2").count();
+    assert_eq!(retr2, 1, "the refused mail is not read again: {commands:?}");
+    assert!(
+        commands.contains(&"DELE 1".to_string()) && commands.contains(&"QUIT".to_string()),
+        "{commands:?}"
+    );
+    assert!(!commands.contains(&"DELE 2".to_string()), "{commands:?}");
 }

@@ -74,6 +74,10 @@ macro_rules! mail_receive_adapter {
 }
 pub(crate) use mail_receive_adapter;
 
+/// Held messages a mail location takes back at its start, at most (the
+/// rest are released, and their mails may be received again).
+pub const MAX_HELD: usize = 100_000;
+
 /// What a mail location published before it stopped and has not finished
 /// at the server yet (deleted, moved, flagged): the messages it still
 /// holds, by the key `key_of` reads from each one's context (the UIDL, the
@@ -113,7 +117,7 @@ pub async fn held_mails<K: Eq + std::hash::Hash>(
 /// row: doubling from `poll_interval`, at most 5 minutes (or the interval,
 /// if longer).
 pub fn backoff(poll_interval: Duration, failures: u32) -> Duration {
-    let doubled = poll_interval.saturating_mul(1 << failures.min(5));
+    let doubled = poll_interval.saturating_mul(1 << failures.saturating_sub(1).min(5));
     doubled.min(Duration::from_secs(300).max(poll_interval))
 }
 
@@ -142,22 +146,68 @@ pub enum Received {
     /// The mail itself is at fault (a broken MIME structure, a pipeline
     /// that rejected it): trying again will not help. The reason.
     Refused(String),
-    /// Not published for another reason (the box, the stream): try again.
+    /// The box did not take it: try again later.
     Failed(String),
+    /// The stream broke off (the connection, a timeout): the session is
+    /// lost; try again on a new one.
+    Broken(String),
+}
+
+/// Mails remembered as refused by one location (left where they are, not
+/// tried again until the node restarts), at most.
+pub const MAX_REFUSED: usize = 10_000;
+
+/// Remember `key` as refused and say so, once: the mail stays where it is,
+/// and later passes skip it until the node restarts.
+pub fn refuse<K: Eq + std::hash::Hash>(
+    refused: &mut std::collections::HashSet<K>,
+    key: K,
+    cx: &crate::ReceiveContext,
+    mail: &str,
+    why: &str,
+) {
+    tracing::error!(receive_location = %cx.location, mail = %mail, error = %why,
+        "the mail cannot be received as it is; it is left where it is and not tried again until the node restarts");
+    if refused.len() < MAX_REFUSED {
+        refused.insert(key);
+    }
+}
+
+/// Admission for the next mail (charged as its bytes arrive, in
+/// [`receive`]); `None` when the node stops first.
+pub async fn admit(cx: &crate::ReceiveContext) -> Option<crate::Admitted> {
+    tokio::select! {
+        _ = cx.shutdown.cancelled() => None,
+        admitted = cx.admission.admit(0) => Some(admitted),
+    }
 }
 
 /// Read one mail from `chunks` and publish it: its headers promoted
-/// ([`PROMOTES`]) with `promote` (namespace, name, value) besides those of
-/// the location, its parts as `choice` says.
+/// ([`promote_envelope`]) with `promote` (namespace, name, value) besides
+/// those of the location, its parts as `choice` says, its bytes charged to
+/// `admitted` as they arrive. An error of kind `InvalidData` from `chunks`
+/// says the mail itself is at fault (longer than announced): the mail is
+/// [refused](Received::Refused); any other is the stream's
+/// ([`Received::Broken`]).
 pub async fn receive<'r, S>(
     chunks: S,
     choice: Choice,
     cx: &crate::ReceiveContext,
     promote: &[(&str, &str, String)],
+    admitted: &crate::Admitted,
 ) -> Received
 where
     S: Stream<Item = io::Result<Bytes>> + Send + 'r,
 {
+    let broken = Arc::new(OnceLock::new());
+    let seen = broken.clone();
+    let chunks = chunks.inspect(move |chunk| match chunk {
+        Ok(piece) => admitted.charge(piece.len() as u64),
+        Err(e) if e.kind() != io::ErrorKind::InvalidData => {
+            let _ = seen.set(e.to_string());
+        }
+        Err(_) => {}
+    });
     let (produce, mut parts) = split(chunks, choice, Limits::default());
     let verdict = parts.verdict.clone();
     let consume = async move {
@@ -177,10 +227,11 @@ where
     let ((), published) = tokio::join!(produce, consume);
     match published {
         Ok(receipt) => Received::Published(receipt),
-        Err(e) => match verdict.get() {
-            Some(why) => Received::Refused(why.clone()),
-            None if e.rejected => Received::Refused(e.message),
-            None => Received::Failed(e.message),
+        Err(e) => match (broken.get(), verdict.get()) {
+            (Some(why), _) => Received::Broken(why.clone()),
+            (None, Some(why)) => Received::Refused(why.clone()),
+            (None, None) if e.rejected => Received::Refused(e.message),
+            (None, None) => Received::Failed(e.message),
         },
     }
 }
@@ -381,7 +432,13 @@ impl Producer {
         loop {
             let chunk = match chunks.next().await {
                 Some(Ok(chunk)) => Some(chunk),
-                Some(Err(e)) => return self.fail(format!("reading the mail: {e}")).await,
+                Some(Err(e)) => {
+                    let why = format!("reading the mail: {e}");
+                    if e.kind() == io::ErrorKind::InvalidData {
+                        let _ = self.verdict.set(why.clone());
+                    }
+                    return self.fail(why).await;
+                }
                 None => None,
             };
             let mut events = Vec::new();
@@ -418,6 +475,8 @@ impl Producer {
                 self.parts += 1;
                 let is_body = !self.body_sent && self.is_body(&info);
                 if !is_body && !self.choice.others {
+                    // Dropped: its bytes go nowhere.
+                    self.current = None;
                     return true;
                 }
                 self.body_sent |= is_body;
