@@ -210,7 +210,7 @@ def many(n, size_mib):
             digests = fill(info, user, n, size_mib)
             secs, hwm, rss, cpu, bad, extra = run_node(info, tls, proto, user, url, digests)
             total = n * size_mib
-            print(f"sluice {proto}: {n} mails with a {size_mib} MiB attachment (base64), {url.split('@')[0]}://"
+            print(f"sluice {proto}: {n} mails with a {size_mib} MiB attachment (base64), {url.split('://')[0]}://"
                   f" -> box -> FILE: {secs:.1f} s, {n / secs:.1f} mails/s ({total / secs:.1f} MiB/s of attachments),"
                   f" node start and drain included; node peak RSS (VmHWM) {mib(hwm)}, GNU time {mib(rss)};"
                   f" node CPU {cpu:.1f} s ({100 * cpu / secs:.0f}% of one core)", flush=True)

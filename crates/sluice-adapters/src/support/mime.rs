@@ -523,8 +523,13 @@ impl Decoder {
         match self.encoding {
             Encoding::Identity => input.to_vec(),
             Encoding::Base64 => {
-                self.pending
-                    .extend(input.iter().copied().filter(|&c| base64_value(c).is_some()));
+                // Kept as values (padding 64), whatever is not base64 dropped.
+                self.pending.extend(
+                    input
+                        .iter()
+                        .map(|&c| BASE64[usize::from(c)])
+                        .filter(|&v| v != NOT_BASE64),
+                );
                 let whole = self.pending.len() / 4 * 4;
                 let out = base64_quanta(&self.pending[..whole]);
                 self.pending.drain(..whole);
@@ -545,7 +550,7 @@ impl Decoder {
             Encoding::Base64 => {
                 let mut rest = std::mem::take(&mut self.pending);
                 while !rest.is_empty() && !rest.len().is_multiple_of(4) {
-                    rest.push(b'=');
+                    rest.push(PAD);
                 }
                 base64_quanta(&rest)
             }
@@ -557,32 +562,50 @@ impl Decoder {
     }
 }
 
-fn base64_value(c: u8) -> Option<u8> {
-    match c {
-        b'A'..=b'Z' => Some(c - b'A'),
-        b'a'..=b'z' => Some(c - b'a' + 26),
-        b'0'..=b'9' => Some(c - b'0' + 52),
-        b'+' => Some(62),
-        b'/' => Some(63),
-        b'=' => Some(64),
-        _ => None,
-    }
-}
+/// Not a base64 character (in [`BASE64`]).
+const NOT_BASE64: u8 = 0xFF;
+/// `=`'s value in [`BASE64`].
+const PAD: u8 = 64;
 
-/// Whole base64 quanta (a multiple of 4 characters, `=` padding allowed;
-/// a quantum with fewer than two data characters gives nothing, leniently,
-/// as mail readers do).
-fn base64_quanta(chars: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(chars.len() / 4 * 3);
-    for q in chars.chunks(4) {
-        let vals: Vec<u8> = q.iter().filter_map(|&c| base64_value(c)).collect();
-        let data = vals.iter().take_while(|&&x| x != 64).count().min(4);
+/// Each byte's base64 value: 0 to 63, [`PAD`] for `=`, else [`NOT_BASE64`].
+const BASE64: [u8; 256] = {
+    let mut table = [NOT_BASE64; 256];
+    let mut i = 0;
+    while i < 26 {
+        table[b'A' as usize + i] = i as u8;
+        table[b'a' as usize + i] = 26 + i as u8;
+        i += 1;
+    }
+    let mut d = 0;
+    while d < 10 {
+        table[b'0' as usize + d] = 52 + d as u8;
+        d += 1;
+    }
+    table[b'+' as usize] = 62;
+    table[b'/' as usize] = 63;
+    table[b'=' as usize] = PAD;
+    table
+};
+
+/// Whole base64 quanta, as values ([`BASE64`]; a multiple of 4, padding
+/// allowed; a quantum with fewer than two data values gives nothing,
+/// leniently, as mail readers do).
+fn base64_quanta(values: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() / 4 * 3);
+    for q in values.chunks(4) {
+        if let [a, b, c, d] = *q
+            && (a | b | c | d) < PAD
+        {
+            // The common case: four data values, three bytes.
+            let n = u32::from(a) << 18 | u32::from(b) << 12 | u32::from(c) << 6 | u32::from(d);
+            out.extend_from_slice(&n.to_be_bytes()[1..]);
+            continue;
+        }
+        let data = q.iter().take_while(|&&x| x != PAD).count();
         if data < 2 {
             continue;
         }
-        let n = (0..4).fold(0u32, |acc, k| {
-            (acc << 6) | if k < data { u32::from(vals[k]) } else { 0 }
-        });
+        let n = (0..4).fold(0u32, |acc, k| (acc << 6) | if k < data { u32::from(q[k]) } else { 0 });
         out.extend_from_slice(&n.to_be_bytes()[1..data]);
     }
     out
