@@ -2,6 +2,7 @@
 //! (`kit::dovecot`), in the clear, with `STLS` and over implicit TLS; and a
 //! server that greets and then says nothing.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_model::{Context, MessageId};
@@ -280,29 +281,28 @@ fn bad_settings_are_refused_at_load() {
     kit::check_secrets_not_in_debug(&debug, &[PASSWORD]);
 }
 
-/// A scripted server: the mail's lines come in pieces split where a reader
-/// could mistake them (`.` | `\r\n`, `.\r` | `\n`, a stuffed `..`), and a
-/// second mail is longer than `LIST` said. The first is taken, unstuffed
-/// as it was written; the second is refused (the session it broke is
-/// dropped) and not tried again; the next session deletes the first.
-#[tokio::test]
-async fn lines_split_anywhere_are_read_right_and_a_mail_longer_than_listed_is_refused() {
+/// What a scripted POP3 server does for one command.
+enum Act {
+    Say(&'static [u8]),
+    /// Say it in these pieces, with a pause between them.
+    Pieces(&'static [&'static [u8]]),
+    /// Say this, then hang up.
+    SayAndHang(&'static [u8]),
+}
+
+/// A scripted POP3 server on a free port: `script(command, connection
+/// number)` answers each command (anything unscripted gets `+OK`). Every
+/// command it got, in order, is in the returned list.
+async fn scripted_pop3(script: fn(&str, usize) -> Option<Act>) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    const PIECES: &[&[u8]] = &[
-        b"Subject: split\r\n\r\n",
-        b".",
-        b".dot line\r\n",
-        b"plain\r",
-        b"\n.",
-        b"\r",
-        b"\n",
-    ];
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let commands = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let commands = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let seen = commands.clone();
     tokio::spawn(async move {
+        let mut connection = 0;
         while let Ok((tcp, _)) = listener.accept().await {
+            connection += 1;
             let seen = seen.clone();
             tokio::spawn(async move {
                 let (read, mut write) = tcp.into_split();
@@ -310,40 +310,96 @@ async fn lines_split_anywhere_are_read_right_and_a_mail_longer_than_listed_is_re
                 let _ = write.write_all(b"+OK scripted\r\n").await;
                 while let Ok(Some(line)) = lines.next_line().await {
                     seen.lock().unwrap().push(line.clone());
-                    let answer: &[u8] = match line.as_str() {
-                        "CAPA" => b"-ERR no capabilities\r\n",
-                        "UIDL" => b"+OK\r\n1 first\r\n2 second\r\n.\r\n",
-                        "LIST 1" => b"+OK 1 40\r\n",
-                        "LIST 2" => b"+OK 2 10\r\n",
-                        "RETR 1" => {
-                            let _ = write.write_all(b"+OK\r\n").await;
-                            for piece in PIECES {
-                                let _ = write.write_all(piece).await;
-                                let _ = write.flush().await;
-                                tokio::time::sleep(Duration::from_millis(20)).await;
-                            }
-                            continue;
-                        }
-                        "RETR 2" => {
-                            let _ = write.write_all(b"+OK\r\nSubject: long\r\n\r\n").await;
-                            let line = [b'x'; 1000];
-                            for _ in 0..200 {
-                                if write.write_all(&line).await.is_err() || write.write_all(b"\r\n").await.is_err() {
-                                    break;
-                                }
-                            }
-                            let _ = write.write_all(b".\r\n").await;
-                            continue;
-                        }
-                        _ => b"+OK\r\n",
+                    let act = match line.as_str() {
+                        "CAPA" => Act::Say(b"-ERR no capabilities\r\n"),
+                        _ => script(&line, connection).unwrap_or(Act::Say(b"+OK\r\n")),
                     };
-                    if write.write_all(answer).await.is_err() {
-                        break;
+                    let pieces: Vec<&[u8]> = match &act {
+                        Act::Say(b) | Act::SayAndHang(b) => vec![b],
+                        Act::Pieces(p) => p.to_vec(),
+                    };
+                    for piece in pieces {
+                        if write.write_all(piece).await.is_err() || write.flush().await.is_err() {
+                            return;
+                        }
+                        if matches!(act, Act::Pieces(_)) {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                    if matches!(act, Act::SayAndHang(_)) {
+                        return;
                     }
                 }
             });
         }
     });
+    (port, commands)
+}
+
+/// A server that hangs up in the middle of a mail: nothing is published
+/// or deleted, and the next session takes the mail whole, once.
+#[tokio::test]
+async fn a_server_gone_in_the_middle_of_a_mail_leaves_it_for_the_next_session() {
+    let (port, commands) = scripted_pop3(|command, connection| match command {
+        "UIDL" => Some(Act::Say(b"+OK\r\n1 only\r\n.\r\n")),
+        "LIST 1" => Some(Act::Say(b"+OK 1 40\r\n")),
+        "RETR 1" if connection == 1 => Some(Act::SayAndHang(b"+OK\r\nSubject: cut\r\n\r\nthe first half")),
+        "RETR 1" => Some(Act::Say(b"+OK\r\nSubject: cut\r\n\r\nthe whole mail\r\n.\r\n")),
+        _ => None,
+    })
+    .await;
+    let publisher = FakePublisher::new();
+    let r = start(receiver(&format!("pop3://{USER}@127.0.0.1:{port}"), ""), &publisher).await;
+    eventually(WAIT, "the mail taken on the second session", || async {
+        publisher.settled().len() == 1
+    })
+    .await;
+    r.stop().await;
+    let published = publisher.published();
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].body, b"the whole mail\r\n");
+    let commands = commands.lock().unwrap().clone();
+    let dele: Vec<_> = commands.iter().filter(|c| c.starts_with("DELE")).collect();
+    assert_eq!(dele, ["DELE 1"], "deleted once, after the whole mail: {commands:?}");
+    assert_eq!(commands.iter().filter(|c| *c == "RETR 1").count(), 2, "{commands:?}");
+}
+
+/// A scripted server: the mail's lines come in pieces split where a reader
+/// could mistake them (`.` | `\r\n`, `.\r` | `\n`, a stuffed `..`), and a
+/// second mail is longer than `LIST` said. The first is taken, unstuffed
+/// as it was written; the second is refused (the session it broke is
+/// dropped) and not tried again; the next session deletes the first.
+#[tokio::test]
+async fn lines_split_anywhere_are_read_right_and_a_mail_longer_than_listed_is_refused() {
+    const PIECES: &[&[u8]] = &[
+        b"+OK\r\nSubject: split\r\n\r\n",
+        b".",
+        b".dot line\r\n",
+        b"plain\r",
+        b"\n.",
+        b"\r",
+        b"\n",
+    ];
+    // The long mail: 200 lines of 1,000 bytes where LIST said 10.
+    static LONG: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    LONG.get_or_init(|| {
+        let mut m = b"+OK\r\nSubject: long\r\n\r\n".to_vec();
+        for _ in 0..200 {
+            m.extend_from_slice(&[b'x'; 1000]);
+            m.extend_from_slice(b"\r\n");
+        }
+        m.extend_from_slice(b".\r\n");
+        m
+    });
+    let (port, commands) = scripted_pop3(|command, _| match command {
+        "UIDL" => Some(Act::Say(b"+OK\r\n1 first\r\n2 second\r\n.\r\n")),
+        "LIST 1" => Some(Act::Say(b"+OK 1 40\r\n")),
+        "LIST 2" => Some(Act::Say(b"+OK 2 10\r\n")),
+        "RETR 1" => Some(Act::Pieces(PIECES)),
+        "RETR 2" => LONG.get().map(|m| Act::Say(m.as_slice())),
+        _ => None,
+    })
+    .await;
     let url = format!("pop3://{USER}@127.0.0.1:{port}");
     let publisher = FakePublisher::new();
     let r = start(receiver(&url, ""), &publisher).await;
