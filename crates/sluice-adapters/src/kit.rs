@@ -122,6 +122,7 @@ pub struct FakePublisher {
     published: Mutex<Vec<Submission>>,
     settled: Mutex<Vec<MessageId>>,
     unheld: Mutex<Vec<MessageId>>,
+    suspended: Mutex<Vec<(MessageId, String)>>,
     attempts: AtomicUsize,
 }
 
@@ -133,6 +134,7 @@ impl FakePublisher {
             published: Mutex::new(Vec::new()),
             settled: Mutex::new(Vec::new()),
             unheld: Mutex::new(Vec::new()),
+            suspended: Mutex::new(Vec::new()),
             attempts: AtomicUsize::new(0),
         })
     }
@@ -161,6 +163,12 @@ impl FakePublisher {
     /// Messages submitted [unheld](Publisher::submit_unheld): nothing to settle.
     pub fn unheld(&self) -> Vec<MessageId> {
         self.unheld.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// Messages stored suspended ([`Publisher::suspend`]: they are among
+    /// the published too), with the reason.
+    pub fn suspended(&self) -> Vec<(MessageId, String)> {
+        self.suspended.lock().map(|p| p.clone()).unwrap_or_default()
     }
 
     /// Calls of `submit`, whatever they returned.
@@ -249,9 +257,13 @@ impl Publisher for FakePublisher {
         id: MessageId,
         context: Context,
         body: Body,
-        _error: &SubmitError,
+        error: &SubmitError,
     ) -> Result<Receipt, SubmitError> {
-        self.submit(id, context, body).await
+        let receipt = self.submit(id, context, body).await?;
+        if let Ok(mut s) = self.suspended.lock() {
+            s.push((id, error.message.clone()));
+        }
+        Ok(receipt)
     }
 
     async fn submit_unheld(&self, id: MessageId, context: Context, body: Body) -> Result<Receipt, SubmitError> {

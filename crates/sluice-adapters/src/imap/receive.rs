@@ -480,46 +480,70 @@ impl ImapReceiver {
             ("imap", "uid_validity", validity.to_string()),
             ("imap", "url", self.shown.clone()),
         ];
-        let limit = size.saturating_add(size / 32).saturating_add(SLACK);
-        let faulty = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
-        // A piece shorter than asked is the mail's last; it must end at
-        // the mail's size or after.
-        let pieces = futures::stream::unfold((&mut *session, Some(0u64)), move |(session, at)| async move {
-            let offset = at?;
-            let next = match session.fetch_piece(uid, offset, PIECE).await {
-                Ok(Some(piece)) if piece.is_empty() && offset >= size => return None,
-                Ok(Some(piece)) => {
-                    let end = offset + piece.len() as u64;
-                    let last = piece.len() < PIECE as usize;
-                    if end > limit {
-                        Err(faulty(format!(
-                            "the mail is longer than the {size} bytes its RFC822.SIZE said"
-                        )))
-                    } else if last && end < size {
-                        Err(faulty(format!(
-                            "the server sent {end} of the {size} bytes its RFC822.SIZE said"
-                        )))
-                    } else {
-                        return Some((Ok(piece), (session, (!last).then_some(end))));
-                    }
-                }
-                Ok(None) => Err(std::io::Error::other("the mail vanished while it was read")),
-                // Past what a partial fetch can reach (4 GiB).
-                Err(ImapError::Invalid(why)) => Err(faulty(why)),
-                Err(e) => Err(std::io::Error::other(e.to_string())),
-            };
-            Some((next, (session, None)))
-        });
-        let received = mailparts::receive(pieces, self.choice, cx, &promote, &admitted).await;
+        let received = mailparts::receive(pieces(session, uid, size), self.choice, cx, &promote, &admitted).await;
         let mail = format!("mail UID {uid} of {}", self.shown);
-        match received {
-            Received::Published(receipt) => Ok(Some(receipt)),
-            Received::Refused(why) => {
+        let lost = |why: String| Stop::Session(ImapError::Connect(format!("reading {mail}: {why}")));
+        let refused = match received {
+            Received::Published(receipt) => return Ok(Some(receipt)),
+            Received::Unreadable(why) => {
                 mailparts::refuse(&mut self.refused, key, cx, &mail, &why);
-                Ok(None)
+                return Ok(None);
             }
-            Received::Broken(why) => Err(Stop::Session(ImapError::Connect(format!("reading {mail}: {why}")))),
+            Received::Broken(why) => return Err(lost(why)),
+            Received::Failed(why) => return Err(Stop::Box(format!("{mail}: {why}"))),
+            Received::Refused(why) => why,
+        };
+        // Refused by its content: read again and stored as received, suspended.
+        let stored = mailparts::suspend_raw(pieces(session, uid, size), cx, &promote, &admitted, &refused).await;
+        match stored {
+            Received::Published(receipt) => {
+                tracing::warn!(receive_location = %cx.location, mail = %mail, error = %refused,
+                    "the mail was refused; it is stored as received, suspended, and taken from the folder");
+                Ok(Some(receipt))
+            }
+            Received::Broken(why) | Received::Unreadable(why) => Err(lost(why)),
             Received::Failed(why) => Err(Stop::Box(format!("{mail}: {why}"))),
+            Received::Refused(e) => Err(Stop::Box(format!("{mail}: {e}"))),
         }
     }
+}
+
+/// Mail `uid` of `size` bytes (its `RFC822.SIZE`), read by partial fetches
+/// of [`PIECE`] bytes, as a stream. A piece shorter than asked is the
+/// mail's last and must end at its size or after; more than the size and
+/// a 32nd (plus [`SLACK`]), a mail cut short, or one past what a partial
+/// fetch can reach (4 GiB) is an error of kind `InvalidData` (the mail
+/// cannot be read as it is); any other error is the session's.
+fn pieces(
+    session: &mut Session,
+    uid: u32,
+    size: u64,
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + '_ {
+    let limit = size.saturating_add(size / 32).saturating_add(SLACK);
+    let faulty = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
+    futures::stream::unfold((session, Some(0u64)), move |(session, at)| async move {
+        let offset = at?;
+        let next = match session.fetch_piece(uid, offset, PIECE).await {
+            Ok(Some(piece)) if piece.is_empty() && offset >= size => return None,
+            Ok(Some(piece)) => {
+                let end = offset + piece.len() as u64;
+                let last = piece.len() < PIECE as usize;
+                if end > limit {
+                    Err(faulty(format!(
+                        "the mail is longer than the {size} bytes its RFC822.SIZE said"
+                    )))
+                } else if last && end < size {
+                    Err(faulty(format!(
+                        "the server sent {end} of the {size} bytes its RFC822.SIZE said"
+                    )))
+                } else {
+                    return Some((Ok(piece), (session, (!last).then_some(end))));
+                }
+            }
+            Ok(None) => Err(std::io::Error::other("the mail vanished while it was read")),
+            Err(ImapError::Invalid(why)) => Err(faulty(why)),
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        };
+        Some((next, (session, None)))
+    })
 }

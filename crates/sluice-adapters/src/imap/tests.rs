@@ -149,26 +149,31 @@ async fn idle_takes_new_mail_at_once() {
     assert!(took < Duration::from_secs(10), "{took:?}: not woken by IDLE");
 }
 
+/// Mails the splitter refuses are stored as received, suspended with the
+/// reason, and taken from the folder; the mail after them as usual.
 #[tokio::test]
-async fn broken_and_deeply_nested_mails_are_left_in_the_folder() {
+async fn broken_and_deeply_nested_mails_are_suspended_as_received() {
     let f = folder(&DovecotOptions::default());
-    for bad in bad_mails() {
-        f.dovecot.deliver(USER, &bad);
+    let bad = bad_mails();
+    for mail in &bad {
+        f.dovecot.deliver(USER, mail);
     }
     f.dovecot.deliver(USER, &mail("good", "fine\r\n"));
     let publisher = FakePublisher::new();
     let r = start(receiver(&plain_url(&f.dovecot), ""), &publisher).await;
-    eventually(WAIT, "the good mail taken", || async { publisher.settled().len() == 1 }).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually(WAIT, "all three taken", || async { publisher.settled().len() == 3 }).await;
     r.stop().await;
-    assert_eq!(publisher.published().len(), 1);
-    assert_eq!(publisher.attempts(), 3, "each bad mail was tried once");
-    let left = f.dovecot.mailbox(USER);
-    assert_eq!(left.len(), 2, "the bad mails are left in place");
+    assert!(f.dovecot.mailbox(USER).is_empty());
+    let suspended = publisher.suspended();
+    assert_eq!(suspended.len(), 2, "{suspended:?}");
+    assert!(suspended[0].1.contains("ends inside"), "{suspended:?}");
+    assert!(suspended[1].1.contains("deep"), "{suspended:?}");
+    let published = publisher.published();
     assert!(
-        left.iter().all(|m| flags_of(m).is_empty()),
-        "left as they were: {left:?}"
+        published[0].body == bad[0] && published[1].body == bad[1],
+        "stored as received"
     );
+    assert_eq!(published[2].body, b"fine\r\n");
 }
 
 /// Published before a crash, not yet deleted: the next run deletes it

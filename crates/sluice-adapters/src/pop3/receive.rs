@@ -343,34 +343,60 @@ impl Pop3Receiver {
             ("pop3", "uidl", uid.to_string()),
             ("pop3", "url", self.connect.shown.clone()),
         ];
-        let chunks = futures::stream::unfold(&mut retr, |r| async move {
-            match r.chunk().await {
-                Ok(Some(piece)) => Some((Ok(piece), r)),
-                Ok(None) => None,
-                Err(e) => Some((Err(e), r)),
-            }
-        });
-        let received = mailparts::receive(chunks, self.choice, cx, &promote, &admitted).await;
+        let received = mailparts::receive(chunks(&mut retr), self.choice, cx, &promote, &admitted).await;
         let mail = format!("mail {n} (UIDL {uid}) of {}", self.connect.shown);
         let lost = |why: String| Stop::Session(Pop3Error::Connect(format!("reading {mail}: {why}")));
-        let receipt = match received {
-            Received::Published(receipt) => Some(receipt),
+        let refused = match received {
+            Received::Published(receipt) => {
+                // Read to its end already: the publish needs the whole mail.
+                drain(&mut retr).await.map_err(|e| lost(e.to_string()))?;
+                return Ok(Some(receipt));
+            }
             Received::Broken(why) => return Err(lost(why)),
-            Received::Refused(why) => {
+            Received::Unreadable(why) => {
                 mailparts::refuse(&mut self.refused, uid.to_string(), cx, &mail, &why);
-                None
+                // Not read to its end: the session is out of step.
+                return Err(lost(why));
             }
             Received::Failed(why) => {
                 // The session goes on only if the mail's end is read.
                 drain(&mut retr).await.map_err(|e| lost(e.to_string()))?;
                 return Err(Stop::Box(format!("{mail}: {why}")));
             }
+            Received::Refused(why) => why,
         };
-        // What the splitter did not read (it stopped at a fault; a mail
-        // longer than announced cannot be read to its end: the session ends).
+        // Refused by its content: read again and stored as received, suspended.
         drain(&mut retr).await.map_err(|e| lost(e.to_string()))?;
-        Ok(receipt)
+        let Some(mut again) = session.retr(n, size).await? else {
+            return Ok(None);
+        };
+        let stored = mailparts::suspend_raw(chunks(&mut again), cx, &promote, &admitted, &refused).await;
+        drain(&mut again).await.map_err(|e| lost(e.to_string()))?;
+        match stored {
+            Received::Published(receipt) => {
+                tracing::warn!(receive_location = %cx.location, mail = %mail, error = %refused,
+                    "the mail was refused; it is stored as received, suspended, and deleted from the mailbox");
+                Ok(Some(receipt))
+            }
+            Received::Broken(why) | Received::Unreadable(why) => Err(lost(why)),
+            Received::Failed(why) => Err(Stop::Box(format!("{mail}: {why}"))),
+            Received::Refused(e) => Err(Stop::Box(format!("{mail}: {e}"))),
+        }
     }
+}
+
+/// The pieces of a mail being read, as a stream.
+fn chunks<'a, 's>(retr: &'a mut Retr<'s>) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'a
+where
+    's: 'a,
+{
+    futures::stream::unfold(retr, |r| async move {
+        match r.chunk().await {
+            Ok(Some(piece)) => Some((Ok(piece), r)),
+            Ok(None) => None,
+            Err(e) => Some((Err(e), r)),
+        }
+    })
 }
 
 /// Read the rest of a mail, to its end.

@@ -99,25 +99,33 @@ async fn the_first_attachment_as_the_body_and_the_text_dropped() {
     assert!(p.parts.is_empty());
 }
 
-/// A mail the splitter refuses stays where it is, is not tried again, and
-/// the mail after it is taken.
+/// Mails the splitter refuses (a broken structure, a 10,000-level
+/// nesting) are stored as received, suspended with the reason, and
+/// deleted; the mail after them is taken as usual.
 #[tokio::test]
-async fn broken_and_deeply_nested_mails_are_left_in_the_mailbox() {
+async fn broken_and_deeply_nested_mails_are_suspended_as_received() {
     let m = mailbox(&DovecotOptions::default());
-    for bad in bad_mails() {
-        m.dovecot.deliver(USER, &bad);
+    let bad = bad_mails();
+    for mail in &bad {
+        m.dovecot.deliver(USER, mail);
     }
     m.dovecot.deliver(USER, &mail("good", "fine\r\n"));
     let publisher = FakePublisher::new();
     let r = start(receiver(&plain_url(&m.dovecot), ""), &publisher).await;
-    eventually(WAIT, "the good mail taken", || async { publisher.settled().len() == 1 }).await;
-    // Several polls later, the two bad ones are still there, not taken.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually(WAIT, "all three taken", || async { publisher.settled().len() == 3 }).await;
     r.stop().await;
-    assert_eq!(publisher.published().len(), 1);
-    assert_eq!(publisher.published()[0].body, b"fine\r\n");
-    assert_eq!(publisher.attempts(), 3, "each bad mail was tried once");
-    assert_eq!(m.dovecot.mailbox(USER).len(), 2, "the bad mails are left in place");
+    assert!(m.dovecot.mailbox(USER).is_empty());
+    let suspended = publisher.suspended();
+    assert_eq!(suspended.len(), 2, "{suspended:?}");
+    assert!(suspended[0].1.contains("ends inside"), "{suspended:?}");
+    assert!(suspended[1].1.contains("deep"), "{suspended:?}");
+    let published = publisher.published();
+    assert_eq!(published.len(), 3);
+    // As served: POP3 ends a mail without a final line end with one.
+    assert_eq!(published[0].body, [bad[0].as_slice(), b"\r\n"].concat());
+    assert!(published[1].body == bad[1], "the deep mail is stored as it was");
+    assert_eq!(published[2].body, b"fine\r\n");
+    assert!(published[0].context.promoted("pop3", "uidl").is_some());
 }
 
 /// Published before a crash, not yet deleted: the next run deletes it

@@ -11,6 +11,11 @@
 //! splitter refuses, or a stream that breaks off, is an error at the part
 //! being read or at the next [`next_part`](PartSource::next_part), never a
 //! quiet end.
+//!
+//! Architecture Invariant: a mail location (POP3, IMAP) deletes, moves or
+//! flags a mail only once [`receive`] or [`suspend_raw`] said
+//! [`Received::Published`]: the box holds the mail, as its parts or as it
+//! was received.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -138,14 +143,18 @@ pub fn promote_envelope(ctx: &mut Context, envelope: &Envelope) {
     }
 }
 
-/// What became of one mail ([`receive`]).
+/// What became of one mail ([`receive`], [`suspend_raw`]).
 #[derive(Debug)]
 pub enum Received {
-    /// Published (held until the source settles).
+    /// Published (held until the source settles), or stored suspended.
     Published(crate::Receipt),
-    /// The mail itself is at fault (a broken MIME structure, a pipeline
-    /// that rejected it): trying again will not help. The reason.
-    Refused(String),
+    /// The mail's content is at fault (a broken MIME structure, a pipeline
+    /// that rejected it): trying again will not help; store it as it was
+    /// received, suspended ([`suspend_raw`]).
+    Refused(crate::SubmitError),
+    /// The mail cannot even be read as it was received (longer than the
+    /// server said, cut short): leave it where it is ([`refuse`]).
+    Unreadable(String),
     /// The box did not take it: try again later.
     Failed(String),
     /// The stream broke off (the connection, a timeout): the session is
@@ -157,8 +166,8 @@ pub enum Received {
 /// tried again until the node restarts), at most.
 pub const MAX_REFUSED: usize = 10_000;
 
-/// Remember `key` as refused and say so, once: the mail stays where it is,
-/// and later passes skip it until the node restarts.
+/// Remember `key` as unreadable and say so, once: the mail stays where it
+/// is, and later passes skip it until the node restarts.
 pub fn refuse<K: Eq + std::hash::Hash>(
     refused: &mut std::collections::HashSet<K>,
     key: K,
@@ -167,7 +176,7 @@ pub fn refuse<K: Eq + std::hash::Hash>(
     why: &str,
 ) {
     tracing::error!(receive_location = %cx.location, mail = %mail, error = %why,
-        "the mail cannot be received as it is; it is left where it is and not tried again until the node restarts");
+        "the mail cannot be read as it was received; it is left where it is and not tried again until the node restarts");
     if refused.len() < MAX_REFUSED {
         refused.insert(key);
     }
@@ -182,13 +191,64 @@ pub async fn admit(cx: &crate::ReceiveContext) -> Option<crate::Admitted> {
     }
 }
 
+/// Watch `chunks`: charge each piece to `admitted`; remember the first
+/// error of kind `InvalidData` (the mail itself: longer than announced,
+/// cut short) in `unreadable`, any other (the stream's) in `broken`.
+fn watched<'r, S>(
+    chunks: S,
+    admitted: &'r crate::Admitted,
+    unreadable: Arc<OnceLock<String>>,
+    broken: Arc<OnceLock<String>>,
+) -> impl Stream<Item = io::Result<Bytes>> + Send + 'r
+where
+    S: Stream<Item = io::Result<Bytes>> + Send + 'r,
+{
+    chunks.inspect(move |chunk| match chunk {
+        Ok(piece) => admitted.charge(piece.len() as u64),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            let _ = unreadable.set(e.to_string());
+        }
+        Err(e) => {
+            let _ = broken.set(e.to_string());
+        }
+    })
+}
+
+/// The location's properties and `promote` (namespace, name, value).
+fn context_with(cx: &crate::ReceiveContext, promote: &[(&str, &str, String)]) -> Context {
+    let mut ctx = cx.base_context();
+    for (namespace, name, value) in promote {
+        ctx.promote(namespace, name, value.as_str());
+    }
+    ctx
+}
+
+/// What a publish or suspension that failed came to, by what was seen.
+fn outcome(
+    e: crate::SubmitError,
+    unreadable: &OnceLock<String>,
+    broken: &OnceLock<String>,
+    verdict: Option<&String>,
+) -> Received {
+    if let Some(why) = broken.get() {
+        return Received::Broken(why.clone());
+    }
+    if let Some(why) = unreadable.get() {
+        return Received::Unreadable(why.clone());
+    }
+    match verdict {
+        Some(why) => Received::Refused(crate::SubmitError::rejected_in("decode", "mime", why.clone())),
+        None if e.rejected => Received::Refused(e),
+        None => Received::Failed(e.message),
+    }
+}
+
 /// Read one mail from `chunks` and publish it: its headers promoted
-/// ([`promote_envelope`]) with `promote` (namespace, name, value) besides
-/// those of the location, its parts as `choice` says, its bytes charged to
-/// `admitted` as they arrive. An error of kind `InvalidData` from `chunks`
-/// says the mail itself is at fault (longer than announced): the mail is
-/// [refused](Received::Refused); any other is the stream's
-/// ([`Received::Broken`]).
+/// ([`promote_envelope`]) with `promote` besides those of the location,
+/// its parts as `choice` says, its bytes charged to `admitted` as they
+/// arrive. An error of kind `InvalidData` from `chunks` says the mail
+/// cannot be read as received ([`Received::Unreadable`]); any other is
+/// the stream's ([`Received::Broken`]).
 pub async fn receive<'r, S>(
     chunks: S,
     choice: Choice,
@@ -199,15 +259,8 @@ pub async fn receive<'r, S>(
 where
     S: Stream<Item = io::Result<Bytes>> + Send + 'r,
 {
-    let broken = Arc::new(OnceLock::new());
-    let seen = broken.clone();
-    let chunks = chunks.inspect(move |chunk| match chunk {
-        Ok(piece) => admitted.charge(piece.len() as u64),
-        Err(e) if e.kind() != io::ErrorKind::InvalidData => {
-            let _ = seen.set(e.to_string());
-        }
-        Err(_) => {}
-    });
+    let (unreadable, broken) = (Arc::new(OnceLock::new()), Arc::new(OnceLock::new()));
+    let chunks = watched(chunks, admitted, unreadable.clone(), broken.clone());
     let (produce, mut parts) = split(chunks, choice, Limits::default());
     let verdict = parts.verdict.clone();
     let consume = async move {
@@ -215,11 +268,8 @@ where
             Ok(envelope) => envelope,
             Err(e) => return Err(crate::SubmitError::new(e.to_string())),
         };
-        let mut ctx = cx.base_context();
+        let mut ctx = context_with(cx, promote);
         promote_envelope(&mut ctx, &envelope);
-        for (namespace, name, value) in promote {
-            ctx.promote(namespace, name, value.as_str());
-        }
         cx.publisher
             .submit_parts(sluice_model::MessageId::new(), ctx, &mut parts)
             .await
@@ -227,12 +277,45 @@ where
     let ((), published) = tokio::join!(produce, consume);
     match published {
         Ok(receipt) => Received::Published(receipt),
-        Err(e) => match (broken.get(), verdict.get()) {
-            (Some(why), _) => Received::Broken(why.clone()),
-            (None, Some(why)) => Received::Refused(why.clone()),
-            (None, None) if e.rejected => Received::Refused(e.message),
-            (None, None) => Received::Failed(e.message),
-        },
+        Err(e) => outcome(e, &unreadable, &broken, verdict.get()),
+    }
+}
+
+/// Store the mail `chunks` streams as it was received, one part, suspended
+/// with `why` (contract rule 6: content a stage refused is not tried again
+/// as is): the operator finds it among the suspended, with `promote`.
+pub async fn suspend_raw<'r, S>(
+    chunks: S,
+    cx: &crate::ReceiveContext,
+    promote: &[(&str, &str, String)],
+    admitted: &crate::Admitted,
+    why: &crate::SubmitError,
+) -> Received
+where
+    S: Stream<Item = io::Result<Bytes>> + Send + 'r,
+{
+    let (unreadable, broken) = (Arc::new(OnceLock::new()), Arc::new(OnceLock::new()));
+    let chunks = watched(chunks, admitted, unreadable.clone(), broken.clone());
+    let (tx, data) = mpsc::channel(PIECES_AHEAD);
+    let feed = async move {
+        let mut chunks = std::pin::pin!(chunks);
+        while let Some(chunk) = chunks.next().await {
+            let failed = chunk.is_err();
+            if tx.send(chunk).await.is_err() || failed {
+                return;
+            }
+        }
+    };
+    let body: crate::Body = Box::new(PartReader {
+        data,
+        piece: Bytes::new(),
+    });
+    let store = cx
+        .publisher
+        .suspend(sluice_model::MessageId::new(), context_with(cx, promote), body, why);
+    match tokio::join!(feed, store).1 {
+        Ok(receipt) => Received::Published(receipt),
+        Err(e) => outcome(e, &unreadable, &broken, None),
     }
 }
 

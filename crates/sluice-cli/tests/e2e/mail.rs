@@ -1,7 +1,7 @@
 //! POP3 and IMAP receive locations of the real binary against Dovecot (the
 //! compliance kit's fixture), over STLS and implicit TLS: mails with
 //! attachments received, relayed by SMTP (aiosmtpd) with their attachments
-//! and written to a folder; a broken mail left where it was; `kill -9`
+//! and written to a folder; a broken mail suspended as received; `kill -9`
 //! survived without a mail lost or received twice.
 
 use std::path::Path;
@@ -62,8 +62,8 @@ fn invoice(i: usize, attachment: &[u8]) -> Vec<u8> {
 
 /// Mails come in by POP3 (STLS) and IMAP (implicit TLS), are written out
 /// (their text) and relayed by SMTP with their attachments identical; a
-/// mail with a broken structure is left in the mailbox with the reason in
-/// the log; the password never shows.
+/// mail with a broken structure is stored as received, suspended with the
+/// reason; the password never shows.
 #[test]
 fn mails_come_in_by_pop3_and_imap_with_their_attachments() {
     let root = tempfile::tempdir().unwrap();
@@ -115,8 +115,12 @@ adapter = {{ type = "smtp", url = "{smtp}", starttls = "off", from = "sluice@exa
     let relayed = smtpd.wait_for(6, Duration::from_secs(30));
     wait_until(
         Duration::from_secs(30),
-        "the mailboxes emptied but for the broken mail",
-        || dovecot.mailbox(POP_USER).len() == 1 && dovecot.mailbox(IMAP_USER).is_empty(),
+        "the mailboxes emptied, the broken mail suspended",
+        || {
+            dovecot.mailbox(POP_USER).is_empty()
+                && dovecot.mailbox(IMAP_USER).is_empty()
+                && status_json(&config)["suspended"] == 1
+        },
     );
     for i in [0, 1, 2, 10, 11, 12] {
         let text = std::fs::read(texts.join(format!("invoice {i}.txt"))).unwrap();
@@ -133,11 +137,14 @@ adapter = {{ type = "smtp", url = "{smtp}", starttls = "off", from = "sluice@exa
     node.stop();
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert!(
-        log_text.contains("cannot be received as it is"),
+        log_text.contains("stored as received, suspended"),
         "the broken mail is said: {log_text}"
     );
     assert!(!log_text.contains(PASSWORD), "the password shows in the log");
-    assert_eq!(status_json(&config)["spool"], 0);
+    // The broken mail, as received, is the one message left.
+    assert_eq!(status_json(&config)["spool"], 1);
+    let listed = text(&sl(&config, &["suspended", "list"]).stdout);
+    assert!(listed.contains("the mail ends inside"), "{listed}");
 }
 
 /// 150 mails in each mailbox; the node is killed (`kill -9`) twice while
