@@ -383,6 +383,17 @@ impl ImapReceiver {
         // Reached: the next failure waits from the start again (a session in
         // IDLE may last hours and end in an ordinary disconnect).
         self.failures = 0;
+        if let Action::Flag(flag) = &self.after
+            && !session.keeps_flag(flag)
+        {
+            // Kept for the session only, the flag would not mark the mail
+            // done: every session would take every mail again.
+            return Err(Stop::Session(ImapError::Protocol(format!(
+                "{} does not keep the flag {flag} on its mails (it is not among the folder's PERMANENTFLAGS); \
+                 use after = \"delete\" or \"move\", or a flag it keeps",
+                self.shown
+            ))));
+        }
         tracing::debug!(receive_location = %cx.location, server = %self.shown, tls = session.is_encrypted(),
             idle = session.can_idle(), moves = session.can_move(), uidplus = session.has_uidplus(),
             uid_validity = selected.uid_validity, mails = selected.exists, "IMAP session open");

@@ -102,6 +102,10 @@ pub(crate) struct Selected {
     pub exists: u32,
 }
 
+/// The most `PERMANENTFLAGS` of a folder kept (flags are few; a server
+/// listing more is not believed further).
+const MAX_PERMANENT_FLAGS: usize = 64;
+
 /// How [`Session::idle`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Waited {
@@ -168,6 +172,9 @@ pub(crate) struct Session {
     exists: u32,
     /// The server reported new mail since the last search.
     news: bool,
+    /// The selected folder's `PERMANENTFLAGS` (at most
+    /// [`MAX_PERMANENT_FLAGS`]).
+    permanent: Vec<String>,
     /// Why the session cannot be used any more (its answers are out of
     /// step, or the connection is gone).
     broken: Option<String>,
@@ -287,6 +294,7 @@ impl Session {
             folder: None,
             exists: 0,
             news: false,
+            permanent: Vec::new(),
             broken: None,
         };
         let names: Vec<String> = match capabilities {
@@ -340,6 +348,16 @@ impl Session {
         self.extensions.uidplus
     }
 
+    /// Whether the selected folder keeps `flag` on its mails (among its
+    /// `PERMANENTFLAGS`, or a keyword where it keeps new ones), as a
+    /// caseless match.
+    pub fn keeps_flag(&self, flag: &str) -> bool {
+        let keyword = !flag.starts_with('\\');
+        self.permanent
+            .iter()
+            .any(|f| f.eq_ignore_ascii_case(flag) || (keyword && f == "\\*"))
+    }
+
     /// The connection is TLS (implicit, or after STARTTLS).
     pub fn is_encrypted(&self) -> bool {
         self.encrypted
@@ -354,18 +372,24 @@ impl Session {
         self.folder = None;
         self.exists = 0;
         let mut uid_validity = None;
+        let mut permanent: Vec<String> = Vec::new();
         let answer = self
             .exchange(&doing, &format!("SELECT {name}"), SMALL_LITERAL, |r| {
                 if let Response::Data {
                     status: Status::Ok,
-                    outcome:
-                        Outcome {
-                            code: Some(ResponseCode::UidValidity(v)),
-                            ..
-                        },
+                    outcome: Outcome { code: Some(code), .. },
                 } = r
                 {
-                    uid_validity = Some(*v);
+                    match code {
+                        ResponseCode::UidValidity(v) => uid_validity = Some(*v),
+                        ResponseCode::PermanentFlags(flags) => permanent.extend(
+                            flags
+                                .iter()
+                                .take(MAX_PERMANENT_FLAGS.saturating_sub(permanent.len()))
+                                .map(|f| f.to_string()),
+                        ),
+                        _ => {}
+                    }
                 }
                 Ok(())
             })
@@ -376,6 +400,7 @@ impl Session {
         };
         self.folder = Some(folder.to_string());
         self.news = false;
+        self.permanent = permanent;
         Ok(Selected {
             uid_validity,
             exists: self.exists,

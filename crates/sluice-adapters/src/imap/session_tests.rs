@@ -731,3 +731,30 @@ fn the_scanner_takes_literals_only_where_imap_proto_reads_them() {
     );
     assert!(scan(9, b"* X ({5}\r\nINBOX {5}\r\nDraft)\r\n", 1).is_err());
 }
+
+/// The folder's `PERMANENTFLAGS` say which flags stick: a keyword only
+/// where `\*` is among them (Dovecot), not on a server that keeps only the
+/// system flags.
+#[tokio::test]
+async fn permanent_flags_say_which_flags_stick() {
+    let port = scripted(FAKE_GREETING, |tag, rest| {
+        if rest.starts_with("SELECT") {
+            format!(
+                "* 1 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [PERMANENTFLAGS (\\Deleted \\Seen)] limited\r\n\
+                 {tag} OK [READ-WRITE] selected\r\n"
+            )
+        } else {
+            fake(tag, rest, |tag, _| format!("{tag} OK\r\n"))
+        }
+    })
+    .await;
+    let mut s = Session::open(&fake_settings(port)).await.unwrap();
+    s.select("INBOX").await.unwrap();
+    assert!(s.keeps_flag("\\Seen") && s.keeps_flag("\\seen"));
+    assert!(!s.keeps_flag("$SluiceReceived") && !s.keeps_flag("\\Flagged"));
+
+    let (_dir, dovecot) = plain_server();
+    let mut s = open_plain(&dovecot).await;
+    s.select("INBOX").await.unwrap();
+    assert!(s.keeps_flag("$SluiceReceived") && s.keeps_flag("\\Flagged"));
+}

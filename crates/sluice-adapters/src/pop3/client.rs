@@ -29,6 +29,9 @@ pub const MAX_LINE: usize = 8 * 1024;
 /// stores bare line ends may count one byte a line short).
 pub const SLACK: u64 = 64 * 1024;
 
+/// The least time a `UIDL` listing is given (else ten times `timeout`).
+const MIN_LISTING_TIME: Duration = Duration::from_secs(60);
+
 /// Longest unique id (RFC 1939: 1 to 70 characters).
 const MAX_UIDL: usize = 70;
 
@@ -335,14 +338,21 @@ impl Session {
     }
 
     /// `UIDL`: (message number, unique id) of the mails, at most `max` (the
-    /// rest read and dropped); lines that are not `n id` are skipped.
+    /// rest read and dropped), the whole listing within ten times the
+    /// session's `timeout` (at least a minute); lines that are not `n id`
+    /// are skipped.
     /// Returns the list and how many mails there were in all.
     pub async fn uidl(&mut self, max: usize) -> Result<(Vec<(u32, String)>, usize), Pop3Error> {
         self.send("UIDL").await?;
         self.expect_ok("UIDL").await?;
         let mut found = Vec::new();
         let mut all = 0;
+        // A listing that never ends would hold the session for ever.
+        let deadline = tokio::time::Instant::now() + self.timeout.saturating_mul(10).max(MIN_LISTING_TIME);
         while let Some(line) = self.next_listed("UIDL").await? {
+            if tokio::time::Instant::now() > deadline {
+                return Err(self.failed("UIDL", "the listing did not end in time"));
+            }
             all += 1;
             if found.len() >= max {
                 continue;
