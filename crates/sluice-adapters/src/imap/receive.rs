@@ -99,10 +99,15 @@ fn default_idle() -> bool {
 
 /// The properties an IMAP receive location promotes besides those of every
 /// location: the mail's UID and its folder's UIDVALIDITY (together, the
-/// mail), where it was taken from (`imaps://host:port/folder`, without the
-/// user), and the mail's headers.
-pub const PROMOTES: &[(&str, &str)] =
-    mailparts::mail_promotes!(("imap", "uid"), ("imap", "uid_validity"), ("imap", "url"));
+/// mail), where it was taken from (`imap.url`, `imaps://host:port/folder`;
+/// `imap.mailbox`, `user@host:port/folder`, which crash recovery matches),
+/// and the mail's headers.
+pub const PROMOTES: &[(&str, &str)] = mailparts::mail_promotes!(
+    ("imap", "uid"),
+    ("imap", "uid_validity"),
+    ("imap", "url"),
+    ("imap", "mailbox")
+);
 
 /// Bytes of a mail fetched at a time.
 const PIECE: u32 = 256 * 1024;
@@ -240,6 +245,7 @@ impl ImapReceiveConfig {
         Ok(ImapReceiver {
             connect,
             shown: self.shown(),
+            mailbox: self.mailbox(),
             folder,
             criteria,
             after,
@@ -282,6 +288,8 @@ type MailKey = (u32, u32);
 pub struct ImapReceiver {
     pub(super) connect: Connect,
     shown: String,
+    /// `user@host:port/folder` ([`ImapReceiveConfig::mailbox`]).
+    mailbox: String,
     folder: String,
     criteria: String,
     after: Action,
@@ -328,9 +336,9 @@ impl Source for ImapReceiver {
     async fn recover(&self, cx: &ReceiveContext) {
         // Only this folder's: a mail held from another server or folder
         // (the URL changed) has a UID that means nothing here.
-        let here = sluice_model::Value::from(self.shown.as_str());
+        let here = sluice_model::Value::from(self.mailbox.as_str());
         let held = mailparts::held_mails(cx, mailparts::MAX_HELD, |ctx| {
-            if ctx.promoted("imap", "url") != Some(&here) {
+            if ctx.promoted("imap", "mailbox") != Some(&here) {
                 return None;
             }
             Some((promoted_u32(ctx, "uid_validity")?, promoted_u32(ctx, "uid")?))
@@ -380,9 +388,6 @@ impl ImapReceiver {
     async fn session(&mut self, cx: &ReceiveContext) -> Result<(), Stop> {
         let mut session = Session::open(&self.connect).await?;
         let selected = session.select(&self.folder).await?;
-        // Reached: the next failure waits from the start again (a session in
-        // IDLE may last hours and end in an ordinary disconnect).
-        self.failures = 0;
         if let Action::Flag(flag) = &self.after
             && !session.keeps_flag(flag)
         {
@@ -399,6 +404,10 @@ impl ImapReceiver {
             uid_validity = selected.uid_validity, mails = selected.exists, "IMAP session open");
         loop {
             let more = self.pass(cx, &mut session, selected).await?;
+            // A pass went through: the next failure waits from the start
+            // again (a session in IDLE may last hours and end in an
+            // ordinary disconnect).
+            self.failures = 0;
             if more {
                 continue;
             }
@@ -483,6 +492,12 @@ impl ImapReceiver {
         let Some(size) = session.size(uid).await? else {
             return Ok(None);
         };
+        let mail = format!("mail UID {uid} of {}", self.shown);
+        if size > u64::from(u32::MAX) {
+            let why = format!("{size} bytes: past what a partial fetch can read (4 GiB)");
+            mailparts::refuse(&mut self.refused, key, cx, &mail, &why);
+            return Ok(None);
+        }
         let Some(admitted) = mailparts::admit(cx).await else {
             return Ok(None);
         };
@@ -490,9 +505,9 @@ impl ImapReceiver {
             ("imap", "uid", uid.to_string()),
             ("imap", "uid_validity", validity.to_string()),
             ("imap", "url", self.shown.clone()),
+            ("imap", "mailbox", self.mailbox.clone()),
         ];
         let received = mailparts::receive(pieces(session, uid, size), self.choice, cx, &promote, &admitted).await;
-        let mail = format!("mail UID {uid} of {}", self.shown);
         let lost = |why: String| Stop::Session(ImapError::Connect(format!("reading {mail}: {why}")));
         let refused = match received {
             Received::Published(receipt) => return Ok(Some(receipt)),
@@ -504,7 +519,13 @@ impl ImapReceiver {
             Received::Failed(why) => return Err(Stop::Box(format!("{mail}: {why}"))),
             Received::Refused(why) => why,
         };
-        // Refused by its content: read again and stored as received, suspended.
+        // Refused by its content: read again and stored as received,
+        // suspended, charged afresh (the first read's bytes are no longer
+        // in flight).
+        drop(admitted);
+        let Some(admitted) = mailparts::admit(cx).await else {
+            return Ok(None);
+        };
         let stored = mailparts::suspend_raw(pieces(session, uid, size), cx, &promote, &admitted, &refused).await;
         match stored {
             Received::Published(receipt) => {
@@ -512,7 +533,12 @@ impl ImapReceiver {
                     "the mail was refused; it is stored as received, suspended, and taken from the folder");
                 Ok(Some(receipt))
             }
-            Received::Broken(why) | Received::Unreadable(why) => Err(lost(why)),
+            Received::Unreadable(why) => {
+                // Found only on the second read (the splitter stopped early).
+                mailparts::refuse(&mut self.refused, key, cx, &mail, &why);
+                Ok(None)
+            }
+            Received::Broken(why) => Err(lost(why)),
             Received::Failed(why) => Err(Stop::Box(format!("{mail}: {why}"))),
             Received::Refused(e) => Err(Stop::Box(format!("{mail}: {e}"))),
         }
@@ -521,10 +547,10 @@ impl ImapReceiver {
 
 /// Mail `uid` of `size` bytes (its `RFC822.SIZE`), read by partial fetches
 /// of [`PIECE`] bytes, as a stream. A piece shorter than asked is the
-/// mail's last and must end at its size or after; more than the size and
-/// a 32nd (plus [`SLACK`]), a mail cut short, or one past what a partial
-/// fetch can reach (4 GiB) is an error of kind `InvalidData` (the mail
-/// cannot be read as it is); any other error is the session's.
+/// mail's last; more than the size and a 32nd (plus [`SLACK`]), or a mail
+/// past what a partial fetch can reach (4 GiB), is an error of kind
+/// `InvalidData` (the mail cannot be read as it is); any other error is
+/// the session's.
 fn pieces(
     session: &mut Session,
     uid: u32,
@@ -539,13 +565,11 @@ fn pieces(
             Ok(Some(piece)) => {
                 let end = offset + piece.len() as u64;
                 let last = piece.len() < PIECE as usize;
+                // Not refused when shorter: some servers (Exchange) say an
+                // estimated size, and the short piece is the mail's end.
                 if end > limit {
                     Err(faulty(format!(
                         "the mail is longer than the {size} bytes its RFC822.SIZE said"
-                    )))
-                } else if last && end < size {
-                    Err(faulty(format!(
-                        "the server sent {end} of the {size} bytes its RFC822.SIZE said"
                     )))
                 } else {
                     return Some((Ok(piece), (session, (!last).then_some(end))));

@@ -102,8 +102,9 @@ pub(crate) struct Selected {
     pub exists: u32,
 }
 
-/// The most `PERMANENTFLAGS` of a folder kept (flags are few; a server
-/// listing more is not believed further).
+/// The most `PERMANENTFLAGS` of a folder kept (besides `\*`, noted
+/// whatever comes before it; a server listing more is not believed
+/// further).
 const MAX_PERMANENT_FLAGS: usize = 64;
 
 /// How [`Session::idle`] ended.
@@ -172,9 +173,12 @@ pub(crate) struct Session {
     exists: u32,
     /// The server reported new mail since the last search.
     news: bool,
-    /// The selected folder's `PERMANENTFLAGS` (at most
-    /// [`MAX_PERMANENT_FLAGS`]).
-    permanent: Vec<String>,
+    /// The selected folder's `PERMANENTFLAGS` but `\*` (at most
+    /// [`MAX_PERMANENT_FLAGS`]); `None` when it gave none (then every flag
+    /// is kept, RFC 3501 7.1).
+    permanent: Option<Vec<String>>,
+    /// `\*` was among them: new keywords are kept.
+    new_keywords: bool,
     /// Why the session cannot be used any more (its answers are out of
     /// step, or the connection is gone).
     broken: Option<String>,
@@ -294,7 +298,8 @@ impl Session {
             folder: None,
             exists: 0,
             news: false,
-            permanent: Vec::new(),
+            permanent: None,
+            new_keywords: false,
             broken: None,
         };
         let names: Vec<String> = match capabilities {
@@ -352,10 +357,11 @@ impl Session {
     /// `PERMANENTFLAGS`, or a keyword where it keeps new ones), as a
     /// caseless match.
     pub fn keeps_flag(&self, flag: &str) -> bool {
+        let Some(kept) = &self.permanent else {
+            return true;
+        };
         let keyword = !flag.starts_with('\\');
-        self.permanent
-            .iter()
-            .any(|f| f.eq_ignore_ascii_case(flag) || (keyword && f == "\\*"))
+        (keyword && self.new_keywords) || kept.iter().any(|f| f.eq_ignore_ascii_case(flag))
     }
 
     /// The connection is TLS (implicit, or after STARTTLS).
@@ -372,7 +378,8 @@ impl Session {
         self.folder = None;
         self.exists = 0;
         let mut uid_validity = None;
-        let mut permanent: Vec<String> = Vec::new();
+        let mut permanent: Option<Vec<String>> = None;
+        let mut new_keywords = false;
         let answer = self
             .exchange(&doing, &format!("SELECT {name}"), SMALL_LITERAL, |r| {
                 if let Response::Data {
@@ -382,12 +389,16 @@ impl Session {
                 {
                     match code {
                         ResponseCode::UidValidity(v) => uid_validity = Some(*v),
-                        ResponseCode::PermanentFlags(flags) => permanent.extend(
-                            flags
-                                .iter()
-                                .take(MAX_PERMANENT_FLAGS.saturating_sub(permanent.len()))
-                                .map(|f| f.to_string()),
-                        ),
+                        ResponseCode::PermanentFlags(flags) => {
+                            let kept = permanent.get_or_insert_with(Vec::new);
+                            for flag in flags {
+                                if flag == "\\*" {
+                                    new_keywords = true;
+                                } else if kept.len() < MAX_PERMANENT_FLAGS {
+                                    kept.push(flag.to_string());
+                                }
+                            }
+                        }
                         _ => {}
                     }
                 }
@@ -401,6 +412,7 @@ impl Session {
         self.folder = Some(folder.to_string());
         self.news = false;
         self.permanent = permanent;
+        self.new_keywords = new_keywords;
         Ok(Selected {
             uid_validity,
             exists: self.exists,

@@ -753,6 +753,15 @@ async fn permanent_flags_say_which_flags_stick() {
     assert!(s.keeps_flag("\\Seen") && s.keeps_flag("\\seen"));
     assert!(!s.keeps_flag("$SluiceReceived") && !s.keeps_flag("\\Flagged"));
 
+    // None said: every flag is kept (RFC 3501 7.1).
+    let port = scripted(FAKE_GREETING, |tag, rest| {
+        fake(tag, rest, |tag, _| format!("{tag} OK\r\n"))
+    })
+    .await;
+    let mut s = Session::open(&fake_settings(port)).await.unwrap();
+    s.select("INBOX").await.unwrap();
+    assert!(s.keeps_flag("$SluiceReceived"));
+
     let (_dir, dovecot) = plain_server();
     let mut s = open_plain(&dovecot).await;
     s.select("INBOX").await.unwrap();

@@ -194,7 +194,11 @@ async fn a_mail_published_before_a_crash_is_finished_not_received_again() {
     let mut ctx = Context::new();
     ctx.promote("imap", "uid", uid.to_string());
     ctx.promote("imap", "uid_validity", selected.uid_validity.to_string());
-    ctx.promote("imap", "url", format!("imap://127.0.0.1:{}/INBOX", f.dovecot.imap_port));
+    ctx.promote(
+        "imap",
+        "mailbox",
+        format!("{USER}@127.0.0.1:{}/INBOX", f.dovecot.imap_port),
+    );
     crate::Publisher::submit(&*publisher, id, ctx, Box::new(&b"once\r\n"[..]))
         .await
         .unwrap();

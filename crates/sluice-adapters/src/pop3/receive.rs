@@ -64,8 +64,9 @@ pub struct Pop3ReceiveConfig {
 
 /// The properties a POP3 receive location promotes besides those of every
 /// location: the mail's unique id in the mailbox (`UIDL`), where it was
-/// taken from, and the mail's headers.
-pub const PROMOTES: &[(&str, &str)] = mailparts::mail_promotes!(("pop3", "uidl"), ("pop3", "url"));
+/// taken from (`pop3.url`, the server; `pop3.mailbox`, `user@host:port`,
+/// which crash recovery matches), and the mail's headers.
+pub const PROMOTES: &[(&str, &str)] = mailparts::mail_promotes!(("pop3", "uidl"), ("pop3", "url"), ("pop3", "mailbox"));
 
 impl Pop3ReceiveConfig {
     pub fn resolve_paths(&mut self, base: &Path) {
@@ -141,6 +142,7 @@ impl Pop3ReceiveConfig {
         };
         Ok(Pop3Receiver {
             connect: Arc::new(connect),
+            mailbox: self.mailbox(),
             choice: Choice {
                 body: self.body,
                 others: self.parts == Parts::All,
@@ -158,6 +160,8 @@ impl Pop3ReceiveConfig {
 /// A running POP3 location.
 pub struct Pop3Receiver {
     pub(super) connect: Arc<Connect>,
+    /// `user@host:port` ([`Pop3ReceiveConfig::mailbox`]).
+    mailbox: String,
     choice: Choice,
     poll_interval: Duration,
     max_per_poll: usize,
@@ -199,11 +203,11 @@ impl Source for Pop3Receiver {
     /// the server here (it may be unreachable): the first session deletes
     /// them.
     async fn recover(&self, cx: &ReceiveContext) {
-        // Only this server's: a UIDL held from another (the URL changed)
+        // Only this mailbox's: a UIDL held from another (the URL changed)
         // means nothing here.
-        let here = sluice_model::Value::from(self.connect.shown.as_str());
+        let here = sluice_model::Value::from(self.mailbox.as_str());
         let held = mailparts::held_mails(cx, mailparts::MAX_HELD, |ctx| {
-            match (ctx.promoted("pop3", "url"), ctx.promoted("pop3", "uidl")) {
+            match (ctx.promoted("pop3", "mailbox"), ctx.promoted("pop3", "uidl")) {
                 (Some(url), Some(sluice_model::Value::String(uid))) if *url == here => Some(uid.clone()),
                 _ => None,
             }
@@ -342,6 +346,7 @@ impl Pop3Receiver {
         let promote = [
             ("pop3", "uidl", uid.to_string()),
             ("pop3", "url", self.connect.shown.clone()),
+            ("pop3", "mailbox", self.mailbox.clone()),
         ];
         let received = mailparts::receive(chunks(&mut retr), self.choice, cx, &promote, &admitted).await;
         let mail = format!("mail {n} (UIDL {uid}) of {}", self.connect.shown);
@@ -349,7 +354,7 @@ impl Pop3Receiver {
         let refused = match received {
             Received::Published(receipt) => {
                 // Read to its end already: the publish needs the whole mail.
-                drain(&mut retr).await.map_err(|e| lost(e.to_string()))?;
+                self.drain_or_refuse(cx, &mut retr, uid, &mail).await?;
                 return Ok(Some(receipt));
             }
             Received::Broken(why) => return Err(lost(why)),
@@ -360,28 +365,57 @@ impl Pop3Receiver {
             }
             Received::Failed(why) => {
                 // The session goes on only if the mail's end is read.
-                drain(&mut retr).await.map_err(|e| lost(e.to_string()))?;
+                self.drain_or_refuse(cx, &mut retr, uid, &mail).await?;
                 return Err(Stop::Box(format!("{mail}: {why}")));
             }
             Received::Refused(why) => why,
         };
         // Refused by its content: read again and stored as received, suspended.
-        drain(&mut retr).await.map_err(|e| lost(e.to_string()))?;
+        self.drain_or_refuse(cx, &mut retr, uid, &mail).await?;
+        // Charged afresh: the first read's bytes are no longer in flight.
+        drop(admitted);
+        let Some(admitted) = mailparts::admit(cx).await else {
+            return Ok(None);
+        };
         let Some(mut again) = session.retr(n, size).await? else {
             return Ok(None);
         };
         let stored = mailparts::suspend_raw(chunks(&mut again), cx, &promote, &admitted, &refused).await;
-        drain(&mut again).await.map_err(|e| lost(e.to_string()))?;
+        self.drain_or_refuse(cx, &mut again, uid, &mail).await?;
         match stored {
             Received::Published(receipt) => {
                 tracing::warn!(receive_location = %cx.location, mail = %mail, error = %refused,
                     "the mail was refused; it is stored as received, suspended, and deleted from the mailbox");
                 Ok(Some(receipt))
             }
-            Received::Broken(why) | Received::Unreadable(why) => Err(lost(why)),
+            Received::Unreadable(why) => {
+                mailparts::refuse(&mut self.refused, uid.to_string(), cx, &mail, &why);
+                Err(lost(why))
+            }
+            Received::Broken(why) => Err(lost(why)),
             Received::Failed(why) => Err(Stop::Box(format!("{mail}: {why}"))),
             Received::Refused(e) => Err(Stop::Box(format!("{mail}: {e}"))),
         }
+    }
+
+    /// Read the rest of mail `uid`, so that the session stays in step. One
+    /// longer than `LIST` said (found only here when the splitter stopped
+    /// early) is remembered as unreadable, so that it does not stop every
+    /// later session at the same place; any error ends this session.
+    async fn drain_or_refuse(
+        &mut self,
+        cx: &ReceiveContext,
+        retr: &mut Retr<'_>,
+        uid: &str,
+        mail: &str,
+    ) -> Result<(), Stop> {
+        let Err(e) = drain(retr).await else {
+            return Ok(());
+        };
+        if e.kind() == std::io::ErrorKind::InvalidData {
+            mailparts::refuse(&mut self.refused, uid.to_string(), cx, mail, &e.to_string());
+        }
+        Err(Stop::Session(Pop3Error::Connect(format!("reading {mail}: {e}"))))
     }
 }
 

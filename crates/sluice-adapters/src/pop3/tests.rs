@@ -146,7 +146,7 @@ async fn a_mail_published_before_a_crash_is_deleted_not_received_again() {
     let id = MessageId::new();
     let mut ctx = Context::new();
     ctx.promote("pop3", "uidl", uid.as_str());
-    ctx.promote("pop3", "url", format!("pop3://127.0.0.1:{}", m.dovecot.pop3_port));
+    ctx.promote("pop3", "mailbox", format!("{USER}@127.0.0.1:{}", m.dovecot.pop3_port));
     crate::Publisher::submit(&*publisher, id, ctx, Box::new(&b"once\r\n"[..]))
         .await
         .unwrap();

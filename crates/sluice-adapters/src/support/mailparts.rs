@@ -102,12 +102,32 @@ pub async fn held_mails<K: Eq + std::hash::Hash>(
         }
     };
     let mut found = HashMap::new();
+    // Held, but not this location's to finish (another mailbox's, before
+    // its URL changed; a second message for one mail): released, as the
+    // host would have.
+    let mut others = Vec::new();
     for (id, ctx) in held {
-        if let Some(key) = key_of(&ctx) {
-            found.entry(key).or_insert(crate::Receipt {
-                messages: vec![id],
-                unrouted: false,
-            });
+        match key_of(&ctx) {
+            Some(key) => match found.entry(key) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(crate::Receipt {
+                        messages: vec![id],
+                        unrouted: false,
+                    });
+                }
+                std::collections::hash_map::Entry::Occupied(_) => others.push(id),
+            },
+            None => others.push(id),
+        }
+    }
+    if !others.is_empty() {
+        let receipt = crate::Receipt {
+            messages: others,
+            unrouted: false,
+        };
+        if let Err(e) = cx.publisher.settled(&receipt).await {
+            tracing::warn!(receive_location = %cx.location, error = %e,
+                "could not release messages held from another mailbox; the next start releases them");
         }
     }
     if !found.is_empty() {
