@@ -480,8 +480,10 @@ impl ImapReceiver {
         }
     }
 
-    /// Read mail `key` in pieces and publish it: `Ok(None)` when it is gone
-    /// or refused (then it is left where it is).
+    /// Read mail `key` in pieces and publish it (or, refused by its
+    /// content, store it as received, suspended): its receipt, to act on it
+    /// by. `Ok(None)` when it is gone, or cannot be read as received (then
+    /// it is left where it is), or the node stops.
     async fn take(
         &mut self,
         cx: &ReceiveContext,

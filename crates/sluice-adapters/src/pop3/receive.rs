@@ -325,8 +325,10 @@ impl Pop3Receiver {
         }
     }
 
-    /// Read mail `n` and publish it: `Ok(None)` when it is gone or refused
-    /// (then it is left where it is).
+    /// Read mail `n` and publish it (or, refused by its content, store it as
+    /// received, suspended): its receipt, to delete it by. `Ok(None)` when
+    /// it is gone, or cannot be read as received (then it is left where it
+    /// is), or the node stops.
     async fn take(
         &mut self,
         cx: &ReceiveContext,
