@@ -7,7 +7,7 @@
 //!
 //! Each poll is one session: mails published before and not yet deleted
 //! are deleted (`DELE`), then up to `max_per_poll` new ones are read
-//! (`RETR`, streamed by [`client`], a client of Sluice's own), published
+//! (`RETR`, streamed by `client.rs`, a client of Sluice's own), published
 //! with their parts ([`crate::support::mailparts`]) and marked for deletion;
 //! the server deletes them at `QUIT`, and only then are their messages
 //! released. A POP3 mailbox has no claims: what a crash left published but

@@ -734,7 +734,7 @@ fn owner(cx: &ReceiveContext) -> String {
     owner_of(&cx.node, &cx.location)
 }
 
-/// [`owner`] for a node and a location's name.
+/// `owner` for a node and a location's name.
 pub fn owner_of(node: &str, location: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(format!("{node}\0{location}").as_bytes());

@@ -146,7 +146,7 @@ pub fn backoff(poll_interval: Duration, failures: u32) -> Duration {
     doubled.min(Duration::from_secs(300).max(poll_interval))
 }
 
-/// Promote the mail's own headers into `ctx` ([`PROMOTES`]).
+/// Promote the mail's own headers into `ctx` (the `mail.*` keys of `mail_promotes!`).
 pub fn promote_envelope(ctx: &mut Context, envelope: &Envelope) {
     let fields = [
         ("from", &envelope.from),
