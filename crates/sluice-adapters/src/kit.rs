@@ -40,6 +40,27 @@ pub fn tail_of(path: &std::path::Path, n: usize) -> String {
     }
 }
 
+/// Open `dir` to other users (mode 0711) so that a server's sessions
+/// running as another user (`nobody`, a throwaway user) reach what is
+/// below it, and check that every folder above it lets them through; else
+/// panic with `why` (who must reach what) and the folder that stops them.
+#[cfg(any(feature = "mail", feature = "ftp"))]
+pub fn open_to_others(dir: &std::path::Path, fixture: &str, why: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+        .unwrap_or_else(|e| panic!("{fixture}: chmod {}: {e}", dir.display()));
+    for ancestor in dir.ancestors().skip(1) {
+        let mode = std::fs::metadata(ancestor)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0o777);
+        assert!(
+            mode & 0o001 != 0,
+            "{fixture}: {why}, and {} is not searchable by others: put the test's folder elsewhere (under /tmp)",
+            ancestor.display()
+        );
+    }
+}
+
 /// Wait up to `limit` until a server a fixture started is up: `missing`
 /// says what is not answering yet (`None`: all is). If `child` exits first
 /// or the time runs out, panic naming `server`, what was missing, and the

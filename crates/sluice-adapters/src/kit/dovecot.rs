@@ -246,18 +246,7 @@ impl Dovecot {
         };
         if root {
             // Mail sessions (as nobody) must reach dir/mail/<user>.
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).expect("chmod the Dovecot folder");
-            for ancestor in dir.ancestors().skip(1) {
-                let mode = std::fs::metadata(ancestor)
-                    .map(|m| m.permissions().mode())
-                    .unwrap_or(0o777);
-                assert!(
-                    mode & 0o001 != 0,
-                    "kit::dovecot runs mail sessions as nobody when root, and {} is not searchable by others: \
-                     put the test's folder elsewhere (under /tmp)",
-                    ancestor.display()
-                );
-            }
+            super::open_to_others(&dir, "kit::dovecot", "it runs mail sessions as nobody when root");
         }
 
         for sub in ["run", "state", "mail"] {

@@ -292,19 +292,11 @@ impl Vsftpd {
             );
         }
         // vsftpd changes to files/ as the user.
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).expect("kit::vsftpd: chmod its folder");
-        for ancestor in dir.ancestors().skip(1) {
-            let mode = std::fs::metadata(ancestor)
-                .map(|m| m.permissions().mode())
-                .unwrap_or(0o777);
-            assert!(
-                mode & 0o001 != 0,
-                "kit::vsftpd: its user must reach {}/files, and {} is not searchable by others: \
-                 put the test's folder elsewhere (under /tmp)",
-                dir.display(),
-                ancestor.display()
-            );
-        }
+        super::open_to_others(
+            &dir,
+            "kit::vsftpd",
+            &format!("its user must reach {}/files", dir.display()),
+        );
         let files = dir.join("files");
         let empty = dir.join("empty");
         for d in [&files, &empty] {
